@@ -1,0 +1,173 @@
+"""The pipeline's vocabulary: typed, immutable events passed from venue parsers to the engine.
+
+Lowest layer of the package: imports nothing from `service` and no I/O. Every event carries
+`venue` (ccxt exchange id), `symbol` (ccxt unified symbol), `ts_exchange` and `ts_recv`
+(integer nanoseconds since the epoch). Sizes are in base-asset units and prices in quote
+currency: parsers convert venue contracts with the instrument's contract size, so nothing
+downstream ever sees raw venue contracts.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+import msgspec
+
+# A price level: (price in quote currency, size in base units). Size 0 deletes the level.
+Level = tuple[float, float]
+
+BUY: Literal[1] = 1
+SELL: Literal[-1] = -1
+
+
+class ContractKind(enum.StrEnum):
+    LINEAR = "linear"  # size and P&L in base / quote; base size = contracts * contract_size
+    INVERSE = "inverse"  # contracts are worth contract_size quote units; base size = that / price
+
+
+class Instrument(msgspec.Struct, frozen=True):
+    """Static facts about one tradable instrument, from the venue's REST metadata (via ccxt)."""
+
+    venue: str  # ccxt exchange id, e.g. "bybit"
+    symbol: str  # ccxt unified symbol, e.g. "BTC/USDT:USDT"
+    venue_id: str  # the venue's own id, e.g. "BTCUSDT"
+    category: str  # venue market family used to pick the stream, e.g. Bybit "linear" / "spot"
+    kind: ContractKind
+    contract_size: float  # linear: base units per contract; inverse: quote units per contract
+    tick_size: float  # minimum price increment, quote currency
+    base: str
+    quote: str
+    settle: str | None  # None for spot
+    derivative: bool  # perpetual or dated future (spot is tracked by nobody here)
+
+    @property
+    def slug(self) -> str:
+        """Topic-safe form of the unified symbol: `BTC/USDT:USDT` -> `BTC-USDT-USDT`."""
+        return self.symbol.replace("/", "-").replace(":", "-")
+
+    def base_size(self, contracts: float, price: float) -> float:
+        """Convert a venue quantity in contracts to base-asset units at `price`."""
+        if self.kind is ContractKind.LINEAR:
+            return contracts * self.contract_size
+        return contracts * self.contract_size / price if price > 0 else 0.0
+
+
+class BookSnapshot(msgspec.Struct, frozen=True, gc=False):
+    """Full replacement of one instrument's book (venue snapshot, or a venue reset such as Bybit `u=1`)."""
+
+    venue: str
+    symbol: str
+    bids: tuple[Level, ...]  # any order; sizes in base units
+    asks: tuple[Level, ...]
+    seq: int | None  # venue's sequence id of this state (Bybit `u`); None if the venue has none
+    ts_exchange: int
+    ts_recv: int
+
+
+class BookDelta(msgspec.Struct, frozen=True, gc=False):
+    """Incremental change of one instrument's book. A level with size 0 is deleted."""
+
+    venue: str
+    symbol: str
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    seq: int  # venue's sequence id after applying this delta (Bybit `u`, Binance `u`)
+    prev_seq: int | None  # the id the venue says must precede it (Binance `pu`); None where implied
+    ts_exchange: int
+    ts_recv: int
+
+
+class Trade(msgspec.Struct, frozen=True, gc=False):
+    venue: str
+    symbol: str
+    price: float
+    size: float  # base units
+    side: int  # taker side: +1 buy, -1 sell
+    trade_id: str
+    forced: bool  # venue marks it as block / liquidation / ADL print: excluded from TFI
+    ts_exchange: int
+    ts_recv: int
+
+
+class OpenInterest(msgspec.Struct, frozen=True, gc=False):
+    venue: str
+    symbol: str
+    open_interest: float  # ONE-SIDED, base units (two-sided venue figures are halved by the parser)
+    ts_exchange: int
+    ts_recv: int
+
+
+class FundingRate(msgspec.Struct, frozen=True, gc=False):
+    """Funding, mark and index as last seen; fields the venue did not send are None."""
+
+    venue: str
+    symbol: str
+    rate: float | None  # predicted / current funding rate for one interval, as a fraction
+    interval_hours: float | None
+    next_funding_ts: int | None  # ns
+    mark_price: float | None
+    index_price: float | None
+    ts_exchange: int
+    ts_recv: int
+
+
+class Liquidation(msgspec.Struct, frozen=True, gc=False):
+    venue: str
+    symbol: str
+    liquidated_side: Literal["long", "short"]  # the POSITION that was closed (venues disagree on S)
+    price: float
+    size: float  # base units
+    ts_exchange: int
+    ts_recv: int
+
+
+class LongShortRatio(msgspec.Struct, frozen=True, gc=False):
+    venue: str
+    symbol: str
+    kind: str  # "accounts", "top_positions", ...
+    ratio: float  # longs / shorts
+    ts_exchange: int
+    ts_recv: int
+
+
+class BadFrame(msgspec.Struct, frozen=True, gc=False):
+    """A frame the parser could not use. `symbol` is set when the frame touched that instrument's book."""
+
+    venue: str
+    reason: str
+    symbol: str | None
+    touches_book: bool
+    ts_recv: int
+
+
+class BookState(enum.StrEnum):
+    SYNCING = "SYNCING"
+    VALID = "VALID"
+    INVALID = "INVALID"
+
+
+class InvalidReason(enum.StrEnum):
+    GAP = "GAP"
+    CROSSED = "CROSSED"
+    STALE = "STALE"
+    RESET = "RESET"
+    TICK_CHANGE = "TICK_CHANGE"
+    BAD_FRAME = "BAD_FRAME"
+    DISCONNECTED = "DISCONNECTED"
+
+
+class BookStatus(msgspec.Struct, frozen=True, gc=False):
+    """A book's sync state changed."""
+
+    venue: str
+    symbol: str
+    state: BookState
+    reason: InvalidReason | None
+    detail: str
+    ts_exchange: int
+    ts_recv: int
+
+
+MarketEvent = BookSnapshot | BookDelta | Trade | OpenInterest | FundingRate | Liquidation | LongShortRatio
+Event = MarketEvent | BadFrame | BookStatus
