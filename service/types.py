@@ -153,8 +153,7 @@ class InvalidReason(enum.StrEnum):
     STALE = "STALE"
     RESET = "RESET"
     TICK_CHANGE = "TICK_CHANGE"
-    BAD_FRAME = "BAD_FRAME"
-    DISCONNECTED = "DISCONNECTED"
+    BAD_FRAME = "BAD_FRAME"  # a malformed frame touched this book: assume an update was lost
 
 
 class BookStatus(msgspec.Struct, frozen=True, gc=False):

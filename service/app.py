@@ -1,0 +1,286 @@
+"""Composition root: builds every component from `Settings`, runs them, stops them in order.
+
+Lifecycle (SIGTERM/SIGINT -> exit 0 within `shutdown_timeout_s`):
+1. the first signal sets `stop`; /readyz turns 503 at once;
+2. venue sessions are cancelled (their sockets close, each with a short close handshake);
+3. the recorder flushes and closes its file, the fan-out closes client connections;
+4. the HTTP server closes last, so the final counters could be scraped until the end.
+A second signal exits immediately with status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from service.config import Settings, VenueSettings
+from service.connectors import bybit
+from service.connectors.markets import MarketsError, load_markets, select
+from service.connectors.session import Session, SessionSettings
+from service.engine import Engine
+from service.feeds import VenueFeed
+from service.logs import event
+from service.publish.embedded import EmbeddedBus
+from service.replay.recording import RecordingWriter
+from service.telemetry.collector import SignalCollector
+from service.telemetry.http import HttpServer
+from service.telemetry.instruments import Telemetry
+from service.types import Instrument
+
+log = logging.getLogger(__name__)
+
+RECORDER_FLUSH_INTERVAL_S = 1.0
+MARKETS_RETRY_MAX_S = 30.0
+
+
+class _TelemetryHooks:
+    """Adapts engine and session callbacks to Prometheus instruments (cached label children)."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.t = telemetry
+
+    # engine
+    def resync(self, venue: str, symbol: str, reason: str) -> None:
+        self.t.book_resyncs_total.labels(venue=venue, symbol=symbol, reason=reason).inc()
+        if reason == "gap":
+            self.t.book_sequence_gaps_total.labels(venue=venue, symbol=symbol).inc()
+
+    def bad_frame(self, venue: str) -> None:
+        self.t.bad_frames_total.labels(venue=venue).inc()
+
+    def published(self, venue: str, ts_exchange: int, ts_recv: int, ts_publish: int) -> None:
+        self.t.observe_publish(venue, ts_exchange, ts_recv, ts_publish)
+
+    # session
+    def connected(self, venue: str, up: bool) -> None:
+        self.t.ws_connected.labels(venue=venue).set(1 if up else 0)
+
+    def received(self, venue: str, nbytes: int) -> None:
+        self.t.observe_frame(venue, nbytes)
+
+    def reconnect(self, venue: str, reason: str) -> None:
+        self.t.ws_reconnects_total.labels(venue=venue, reason=reason).inc()
+
+
+class Daemon:
+    """The running daemon. `run()` returns when stopped; `ready` is set once servers listen."""
+
+    def __init__(self, settings: Settings, *, record_dir: str | None = None) -> None:
+        self.settings = settings
+        self.record_dir = record_dir or settings.record.dir
+        self.registry = CollectorRegistry()
+        self.telemetry = Telemetry(self.registry)
+        self.hooks = _TelemetryHooks(self.telemetry)
+        self.stop = asyncio.Event()
+        self.listening = asyncio.Event()
+        self.stopping = False
+        self.bus: EmbeddedBus | None = None
+        self.http: HttpServer | None = None
+        self.recorders: dict[str, RecordingWriter] = {}
+        self.engine = Engine(
+            self._publish, min_interval_ms=settings.publish.min_interval_ms, hooks=self.hooks
+        )
+        self.registry.register(SignalCollector(self.engine))
+        self._expected_books: set[tuple[str, str]] = set()
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        if self.bus is not None:
+            self.bus.publish(topic, payload)
+
+    def ready(self) -> bool:
+        if self.stopping or not self._expected_books:
+            return False
+        states = {(venue, symbol): state for venue, symbol, state in self.engine.book_states()}
+        return all(states.get(key) == "VALID" for key in self._expected_books)
+
+    def status(self) -> dict[str, object]:
+        status = self.engine.status()
+        status["ready"] = self.ready()
+        status["configured"] = {
+            venue: list(venue_settings.symbols) for venue, venue_settings in self.settings.venues.items()
+        }
+        return status
+
+    async def run(self) -> None:
+        settings = self.settings
+        for venue, venue_settings in settings.venues.items():
+            self.telemetry.register_venue(venue)
+            for symbol in venue_settings.symbols:
+                self._expected_books.add((venue, symbol))
+                self.telemetry.register_book(venue, symbol)
+        async with contextlib.AsyncExitStack() as stack:
+            # Entered first, closed last: /metrics stays up until everything else has stopped.
+            self.http = HttpServer(settings.http.host, settings.http.port, self.registry, self.ready, self.status)
+            await self.http.start()
+            stack.push_async_callback(self.http.close)
+            embedded = settings.bus.embedded
+            if embedded.enabled:
+                self.bus = EmbeddedBus(
+                    embedded.host,
+                    embedded.port,
+                    token=embedded.token,
+                    client_queue=embedded.client_queue,
+                    telemetry=self.telemetry,
+                )
+                await self.bus.start()
+                stack.push_async_callback(self.bus.close)
+            stack.callback(self._close_recorders)
+            event(
+                log,
+                logging.INFO,
+                "daemon_listening",
+                http_port=self.http.bound_port,
+                bus_port=self.bus.bound_port if self.bus else None,
+            )
+            self.listening.set()
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._stop_when_signalled(), name="shutdown-watcher")
+                    for venue, venue_settings in settings.venues.items():
+                        tasks.create_task(self._run_venue(venue, venue_settings), name=f"venue:{venue}")
+                    if self.record_dir:
+                        tasks.create_task(self._flush_recorders(), name="recorder-flush")
+            except* _ShutdownRequested:
+                event(log, logging.INFO, "shutdown_requested")
+            self.stopping = True
+
+    async def _stop_when_signalled(self) -> None:
+        await self.stop.wait()
+        self.stopping = True
+        raise _ShutdownRequested
+
+    def _recorder(self, venue: str) -> RecordingWriter | None:
+        if not self.record_dir:
+            return None
+        recorder = self.recorders.get(venue)
+        if recorder is None:
+            record = self.settings.record
+            recorder = RecordingWriter(
+                Path(self.record_dir),
+                venue.upper(),
+                rotate_bytes=int(record.rotate_mb * 1024 * 1024),
+                rotate_seconds=record.rotate_s,
+            )
+            self.recorders[venue] = recorder
+        return recorder
+
+    async def _flush_recorders(self) -> None:
+        while True:
+            await asyncio.sleep(RECORDER_FLUSH_INTERVAL_S)
+            for recorder in list(self.recorders.values()):
+                # Compression and file writes happen off the event loop.
+                await asyncio.to_thread(recorder.flush)
+                self.telemetry.recorder_dropped(recorder.dropped)
+
+    def _close_recorders(self) -> None:
+        for recorder in self.recorders.values():
+            recorder.close()
+
+    async def _run_venue(self, venue: str, venue_settings: VenueSettings) -> None:
+        instruments = await self._load_instruments(venue, venue_settings)
+        for instrument in instruments:
+            self.engine.add_instrument(instrument)
+        session_settings = SessionSettings(
+            ping_interval_s=venue_settings.ping_interval_s,
+            stale_after_s=venue_settings.stale_after_s,
+            connect_timeout_s=venue_settings.connect_timeout_s,
+            backoff_initial_s=venue_settings.backoff_initial_s,
+            backoff_max_s=venue_settings.backoff_max_s,
+        )
+        by_category: dict[str, list[Instrument]] = {}
+        for instrument in instruments:
+            by_category.setdefault(instrument.category, []).append(instrument)
+        async with asyncio.TaskGroup() as sessions:
+            for category, members in by_category.items():
+                parser = bybit.BybitParser(category, members, venue_settings.book_depth)
+                feed = VenueFeed(
+                    venue, [i.symbol for i in members], parser, self.engine, venue_settings.subscribe_batch
+                )
+                url = _category_url(venue_settings.ws_url, category)
+                session = Session(
+                    url,
+                    feed,
+                    session_settings,
+                    hooks=self.hooks,
+                    recorder=self._recorder(venue),
+                    name=f"{venue.upper()}.ws.{category}",
+                )
+                sessions.create_task(session.run(), name=f"session:{venue}:{category}")
+
+    async def _load_instruments(self, venue: str, venue_settings: VenueSettings) -> list[Instrument]:
+        """Instrument metadata through ccxt, retried with backoff: a venue REST outage must not kill us."""
+        recorder = self._recorder(venue)
+        on_response: Callable[[str, str], None] | None = None
+        if recorder is not None:
+            rec = recorder
+
+            def on_response(url: str, body: str) -> None:
+                rec.http(f"{venue.upper()}.http.1", url, body)
+
+        delay = 0.5
+        while True:
+            try:
+                markets = await load_markets(
+                    venue, venue_settings.rest_url, venue_settings.connect_timeout_s, on_response
+                )
+                # An unknown symbol is a configuration error: fail loudly (select raises).
+                return select(venue, markets, list(venue_settings.symbols))
+            except MarketsError as exc:
+                if "unknown symbol" in str(exc) or "not a perpetual" in str(exc):
+                    raise
+                event(log, logging.WARNING, "markets_load_failed", venue=venue, error=str(exc)[:300],
+                      retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(MARKETS_RETRY_MAX_S, delay * 2)
+
+
+class _ShutdownRequested(Exception):
+    """Raised inside the task group to cancel every task when a stop signal arrives."""
+
+
+def _category_url(ws_url: str, category: str) -> str:
+    """The configured URL names the linear stream; other categories live beside it."""
+    head, _, tail = ws_url.rstrip("/").rpartition("/")
+    if tail in ("linear", "inverse", "spot", "option"):
+        return f"{head}/{category}"
+    return ws_url
+
+
+async def run(settings: Settings, *, record_dir: str | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT; returns the process exit code."""
+    daemon = Daemon(settings, record_dir=record_dir)
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            event(log, logging.ERROR, "second_signal_exit", signal=signum)
+            os._exit(1)
+        event(log, logging.INFO, "signal_received", signal=signal.Signals(signum).name)
+        daemon.stopping = True
+        daemon.stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    started_at = time.monotonic()
+    try:
+        await daemon.run()
+    except* MarketsError as group:
+        for exc in group.exceptions:
+            event(log, logging.ERROR, "configuration_rejected_by_venue", error=str(exc))
+        return 2
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    event(log, logging.INFO, "daemon_stopped", uptime_s=round(time.monotonic() - started_at, 3))
+    return 0

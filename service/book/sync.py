@@ -1,0 +1,136 @@
+"""The per-instrument book sync state machine: SYNCING -> VALID -> INVALID(reason) -> VALID.
+
+Pure and synchronous. It owns one `L2Book`, applies snapshots and deltas under the venue's
+sequence rule, and reports every state change. It never performs the resync itself: it says
+`needs_resync` and the session asks the venue for a fresh snapshot (metrics.md 0.2.4).
+
+Rules:
+* SYNCING / INVALID: deltas are ignored until a snapshot arrives (Bybit sends one on subscribe).
+* VALID: a delta that breaks continuity -> INVALID(GAP); a delta that crosses the book ->
+  INVALID(CROSSED). Either clears the book, so nothing can be computed from a book known wrong.
+* A delta older than the book (duplicate or replayed id) is dropped without harm and counted.
+* A snapshot while VALID is a venue reset: the book is reloaded and `reset` tells metrics that
+  no flow may be computed across it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from service.book.l2 import L2Book
+from service.types import BookDelta, BookSnapshot, BookState, InvalidReason
+
+# A sequence rule answers: given the id of the current book and a delta, is the delta the
+# next one (True), a stale duplicate to drop (None), or proof of a gap (False)?
+SequenceRule = Callable[[int | None, BookDelta], bool | None]
+
+
+def consecutive_ids(last_seq: int | None, delta: BookDelta) -> bool | None:
+    """Bybit: `u` must be exactly previous `u + 1`; an id at or below the book's is stale."""
+    if last_seq is None:
+        return False
+    if delta.seq == last_seq + 1:
+        return True
+    if delta.seq <= last_seq:
+        return None
+    return False
+
+
+class ApplyResult:
+    """What one book message did. Reused per call to avoid allocation in the hot path."""
+
+    __slots__ = ("applied", "changed", "needs_resync", "reset")
+
+    def __init__(self) -> None:
+        self.applied = False  # the message changed the book and the book is VALID
+        self.reset = False  # the book was (re)loaded from a snapshot: no flow across this point
+        self.changed = False  # the sync state changed (publish a status)
+        self.needs_resync = False  # ask the venue for a fresh snapshot
+
+
+class BookSync:
+    """Book plus sync state of one (venue, instrument)."""
+
+    __slots__ = (
+        "_result",
+        "book",
+        "detail",
+        "gaps",
+        "reason",
+        "resyncs",
+        "rule",
+        "state",
+        "stale_dropped",
+    )
+
+    def __init__(self, rule: SequenceRule) -> None:
+        self.rule = rule
+        self.book = L2Book()
+        self.state = BookState.SYNCING
+        self.reason: InvalidReason | None = None
+        self.detail = "waiting for the first snapshot"
+        self.gaps = 0
+        self.resyncs = 0
+        self.stale_dropped = 0
+        self._result = ApplyResult()
+
+    @property
+    def valid(self) -> bool:
+        return self.state is BookState.VALID
+
+    def _fresh_result(self) -> ApplyResult:
+        result = self._result
+        result.applied = result.reset = result.changed = result.needs_resync = False
+        return result
+
+    def on_snapshot(self, snapshot: BookSnapshot) -> ApplyResult:
+        result = self._fresh_result()
+        self.book.load(snapshot.bids, snapshot.asks, snapshot.seq, snapshot.ts_exchange)
+        result.reset = True
+        if self.book.is_crossed():
+            self._invalidate(InvalidReason.CROSSED, "snapshot is crossed", result)
+            return result
+        if self.state is not BookState.VALID or self.reason is not None:
+            result.changed = True
+        self.state = BookState.VALID
+        self.reason = None
+        self.detail = ""
+        result.applied = True
+        return result
+
+    def on_delta(self, delta: BookDelta) -> ApplyResult:
+        result = self._fresh_result()
+        if self.state is not BookState.VALID:
+            return result
+        book = self.book
+        verdict = self.rule(book.seq, delta)
+        if verdict is None:
+            self.stale_dropped += 1
+            return result
+        if not verdict:
+            self.gaps += 1
+            self._invalidate(InvalidReason.GAP, f"expected after {book.seq}, got {delta.seq}", result)
+            return result
+        book.apply(delta.bids, delta.asks, delta.seq, delta.ts_exchange)
+        if book.is_crossed():
+            self._invalidate(InvalidReason.CROSSED, f"crossed after {delta.seq}", result)
+            return result
+        result.applied = True
+        return result
+
+    def invalidate(self, reason: InvalidReason, detail: str) -> ApplyResult:
+        """Mark the book wrong from outside (bad frame, disconnect). Idempotent while already invalid."""
+        result = self._fresh_result()
+        if self.state is BookState.INVALID and self.reason is reason:
+            return result
+        self._invalidate(reason, detail, result)
+        return result
+
+    def _invalidate(self, reason: InvalidReason, detail: str, result: ApplyResult) -> None:
+        self.book.clear()
+        self.state = BookState.INVALID
+        self.reason = reason
+        self.detail = detail
+        self.resyncs += 1
+        result.changed = True
+        result.needs_resync = True

@@ -1,0 +1,167 @@
+"""Command line entry point `flowgauge`: run, replay, simulate, tail, check-config.
+
+The only place that calls `asyncio.run` and the only place that reads `os.environ`.
+Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_SIMULATOR_RECORDING = Path(__file__).parent / "replay" / "data" / "bybit-linear-2026-08.jsonl.zst"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowgauge", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", help="YAML config file (default: built-in config/default.yaml)")
+    run.add_argument("--record", metavar="DIR", help="record raw frames to DIR (jsonl.zst, rotated)")
+
+    replay = commands.add_parser("replay", help="run the pipeline over recorded sessions")
+    replay.add_argument("files", nargs="+", metavar="FILE")
+    replay.add_argument("--speed", type=float, default=0.0, help="0 = as fast as possible, 1 = recorded pace")
+    replay.add_argument("--out", help="write every published message as one JSON line to this file")
+    replay.add_argument("-c", "--config", help="only the venues and symbols this config lists")
+
+    simulate = commands.add_parser("simulate", help="serve a recording over the venue's protocol on loopback")
+    simulate.add_argument("--recording", default=str(DEFAULT_SIMULATOR_RECORDING))
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=None, help="default: where config/offline-demo.yaml looks")
+    simulate.add_argument("--speed", type=float, default=1.0, help="0 = as fast as possible")
+    simulate.add_argument("--no-loop", action="store_true", help="stop streaming when the recording ends")
+    simulate.add_argument("--garbage-every", type=int, default=None, metavar="N",
+                          help="inject a malformed frame after every N data frames")
+    simulate.add_argument("--gap-every", type=int, default=None, metavar="N",
+                          help="drop every N-th book delta per topic (a sequence gap)")
+
+    tail = commands.add_parser("tail", help="print payloads from the embedded bus")
+    tail.add_argument("pattern", nargs="?", default="flowgauge.v1.>")
+    tail.add_argument("--url", default="ws://127.0.0.1:8765")
+    tail.add_argument("--token", default=os.environ.get("FLOWGAUGE_BUS__EMBEDDED__TOKEN"))
+    tail.add_argument("-n", "--count", type=int, default=0, help="exit after N messages (0 = never)")
+
+    check = commands.add_parser("check-config", help="validate a config file and the FLOWGAUGE_* environment")
+    check.add_argument("-c", "--config")
+    check.add_argument("--print", action="store_true", dest="print_config", help="print it, secrets redacted")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    handler = {
+        "run": _run,
+        "replay": _replay,
+        "simulate": _simulate,
+        "tail": _tail,
+        "check-config": _check_config,
+    }[args.command]
+    sys.exit(handler(args))
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # not on this platform: the default loop works, only slower
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _run(args: argparse.Namespace) -> int:
+    from service import app, logs
+    from service.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config, os.environ)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    _install_uvloop()
+    return asyncio.run(app.run(settings, record_dir=args.record))
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from service import logs
+    from service.publish import codec
+    from service.replay.recording import RecordingError
+    from service.replay.replay import ReplayError, replay
+
+    logs.configure(os.environ.get("FLOWGAUGE_LOG_LEVEL", "WARNING"))
+    symbols = None
+    if args.config:
+        from service.config import ConfigError, load_settings
+
+        try:
+            settings = load_settings(args.config, os.environ)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        symbols = {venue: list(v.symbols) for venue, v in settings.venues.items()}
+    out = open(args.out, "wb") if args.out else None  # noqa: SIM115 - closed in finally
+    try:
+        def sink(topic: str, payload: bytes) -> None:
+            if out is not None:
+                out.write(codec.frame(topic, payload))
+                out.write(b"\n")
+
+        try:
+            _, stats = replay(args.files, sink, speed=args.speed, symbols=symbols)
+        except (ReplayError, RecordingError, OSError) as exc:
+            print(f"replay failed: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        if out is not None:
+            out.close()
+    print(f"frames={stats.frames} ignored={stats.frames_ignored} published={stats.published}", file=sys.stderr)
+    for topic, count in sorted(stats.per_topic.items()):
+        print(f"  {topic}: {count}", file=sys.stderr)
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from service import logs
+    from service.replay.simulator import DEFAULT_PORT, run_simulator
+
+    logs.configure(os.environ.get("FLOWGAUGE_LOG_LEVEL", "INFO"))
+    if not Path(args.recording).exists():
+        print(f"simulate: recording not found: {args.recording}", file=sys.stderr)
+        return 2
+    _install_uvloop()
+    try:
+        asyncio.run(
+            run_simulator(
+                args.recording,
+                host=args.host,
+                port=DEFAULT_PORT if args.port is None else args.port,
+                speed=args.speed,
+                loop=not args.no_loop,
+                garbage_every=args.garbage_every,
+                gap_every=args.gap_every,
+            )
+        )
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from service.client import tail
+
+    try:
+        asyncio.run(tail(args.url, args.pattern, token=args.token, count=args.count))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from service.config import check_config_main
+
+    return check_config_main(args.config, args.print_config, os.environ)

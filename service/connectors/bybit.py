@@ -1,0 +1,296 @@
+"""Bybit v5 public websocket protocol (linear and inverse contracts), sans-I/O.
+
+Turns raw text frames into typed events and builds the frames to send (subscribe, resync, ping).
+Must not import asyncio or touch sockets: `connectors.session` does the I/O.
+
+Venue facts this module relies on (../shared/exchanges.md §2 and "Differences that bite" 12-14):
+* `orderbook.{depth}.{symbol}`: a `snapshot` (also re-sent mid-stream when Bybit resets, and any
+  message with `u == 1` after a service restart) replaces the book; a `delta` must carry
+  `u == previous u + 1` (checked in `book.sync`). Size "0" deletes a level.
+* `tickers.{symbol}`: snapshot then deltas, and a field absent from a delta is unchanged, so the
+  parser keeps the merged state. `openInterest` is TWO-sided; `singleOpenInterest` is one side.
+* `publicTrade.{symbol}`: `S` is the taker side. `BT` marks block trades (kept out of TFI).
+* `allLiquidation.{symbol}`: `S` is the liquidated POSITION side (`Buy` = a long was closed), the
+  opposite of an order-side reading. `data` is documented as an object but sent as a list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from service.types import (
+    BUY,
+    SELL,
+    BadFrame,
+    BookDelta,
+    BookSnapshot,
+    Event,
+    FundingRate,
+    Instrument,
+    Level,
+    Liquidation,
+    OpenInterest,
+    Trade,
+)
+
+VENUE = "bybit"
+DEFAULT_WS_URL = "wss://stream.bybit.com/v5/public/linear"
+DEFAULT_REST_URL = "https://api.bybit.com"
+BOOK_DEPTHS = (1, 50, 200, 1000)
+# Bybit caps one connection's args at 21,000 characters; staying well below keeps a
+# subscribe for hundreds of symbols on one socket without hitting it.
+MAX_ARGS_CHARS_PER_CONNECTION = 21_000
+PING_FRAME = '{"op":"ping"}'
+
+_MS = 1_000_000  # ns per ms
+
+# Ticker fields that describe funding / mark / index (a delta carrying any of them is a funding observation).
+_FUNDING_FIELDS = ("fundingRate", "markPrice", "indexPrice", "nextFundingTime", "fundingIntervalHour")
+
+
+class FrameError(ValueError):
+    """A frame that does not match the schema it claims (topic known, content unusable)."""
+
+
+def _levels(raw: Any, instrument: Instrument) -> tuple[Level, ...]:
+    if not isinstance(raw, list):
+        raise FrameError("levels are not a list")
+    out = []
+    for level in raw:
+        price = float(level[0])
+        size = float(level[1])
+        if price <= 0.0 or size < 0.0 or price != price or size != size:
+            raise FrameError(f"bad level {level!r}")
+        out.append((price, instrument.base_size(size, price)))
+    return tuple(out)
+
+
+def _opt_float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    return float(value)
+
+
+class BybitParser:
+    """Parser for one Bybit public connection (one category: "linear" or "inverse").
+
+    Args:
+        category: the Bybit category of the connection's URL (`/v5/public/<category>`).
+        instruments: this connection's instruments, keyed by venue id (`BTCUSDT`).
+        book_depth: the `orderbook.N` depth to subscribe.
+    """
+
+    def __init__(self, category: str, instruments: Iterable[Instrument], book_depth: int = 200) -> None:
+        if book_depth not in BOOK_DEPTHS:
+            raise ValueError(f"bybit book depth must be one of {BOOK_DEPTHS}, got {book_depth}")
+        self.category = category
+        self.book_depth = book_depth
+        self.instruments: dict[str, Instrument] = {i.venue_id: i for i in instruments}
+        self._tickers: dict[str, dict[str, Any]] = {}
+        self._handlers = {
+            "orderbook": self._on_orderbook,
+            "publicTrade": self._on_trades,
+            "tickers": self._on_ticker,
+            "allLiquidation": self._on_liquidation,
+        }
+
+    # ----------------------------------------------------------------- frames to send
+
+    def topics(self) -> list[str]:
+        topics = []
+        for venue_id in self.instruments:
+            topics += [
+                f"orderbook.{self.book_depth}.{venue_id}",
+                f"publicTrade.{venue_id}",
+                f"tickers.{venue_id}",
+                f"allLiquidation.{venue_id}",
+            ]
+        return topics
+
+    def subscribe_frames(self, batch: int = 10) -> list[str]:
+        """Subscribe requests for every topic, `batch` args per request."""
+        topics = self.topics()
+        return [
+            _op("subscribe", topics[i : i + batch], req_id=f"sub-{i // batch}")
+            for i in range(0, len(topics), batch)
+        ]
+
+    def resync_frames(self, symbol: str) -> list[str]:
+        """Bybit has no REST/WS sequence bootstrap for `orderbook.N`: re-subscribing yields a fresh snapshot."""
+        instrument = self._by_symbol(symbol)
+        if instrument is None:
+            return []
+        topic = f"orderbook.{self.book_depth}.{instrument.venue_id}"
+        return [_op("unsubscribe", [topic], "resync-unsub"), _op("subscribe", [topic], "resync-sub")]
+
+    def ping_frame(self) -> str:
+        return PING_FRAME
+
+    def reset(self) -> None:
+        """A new connection starts with fresh ticker snapshots: forget merged ticker state."""
+        self._tickers.clear()
+
+    # ----------------------------------------------------------------- frames received
+
+    def feed(self, raw: str | bytes, ts_recv: int) -> list[Event]:
+        """Parse one received text frame into events. Never raises on bad input: returns BadFrame."""
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return [BadFrame(VENUE, "not JSON", None, False, ts_recv)]
+        if not isinstance(message, dict):
+            return [BadFrame(VENUE, "not a JSON object", None, False, ts_recv)]
+        topic = message.get("topic")
+        if topic is None:
+            return self._on_control(message, ts_recv)
+        if not isinstance(topic, str):
+            return [BadFrame(VENUE, "topic is not a string", None, False, ts_recv)]
+        channel, _, rest = topic.partition(".")
+        handler = self._handlers.get(channel)
+        if handler is None:
+            return []  # a channel we do not consume (e.g. kline on a shared connection)
+        venue_id = rest.rpartition(".")[2]
+        instrument = self.instruments.get(venue_id)
+        if instrument is None:
+            return []  # not one of ours (a recording can hold more than we track)
+        try:
+            return handler(message, instrument, ts_recv)
+        except (FrameError, KeyError, TypeError, ValueError, IndexError) as exc:
+            touches_book = channel == "orderbook"
+            return [BadFrame(VENUE, f"{channel}: {exc!r}"[:200], instrument.symbol, touches_book, ts_recv)]
+
+    def _on_control(self, message: Mapping[str, Any], ts_recv: int) -> list[Event]:
+        # Acks and pongs. A rejected subscription is reported (it means a bad symbol or topic).
+        if message.get("success") is False:
+            reason = f"request rejected: {message.get('ret_msg', '')}"[:200]
+            return [BadFrame(VENUE, reason, None, False, ts_recv)]
+        return []
+
+    def _on_orderbook(self, message: Mapping[str, Any], instrument: Instrument, ts_recv: int) -> list[Event]:
+        data = message["data"]
+        kind = message["type"]
+        seq = int(data["u"])
+        ts_exchange = int(message.get("cts") or message["ts"]) * _MS
+        bids = _levels(data["b"], instrument)
+        asks = _levels(data["a"], instrument)
+        # `u == 1` is a service restart: the payload is a full book even if typed "delta".
+        if kind == "snapshot" or seq == 1:
+            return [BookSnapshot(VENUE, instrument.symbol, bids, asks, seq, ts_exchange, ts_recv)]
+        if kind != "delta":
+            raise FrameError(f"unknown orderbook type {kind!r}")
+        return [BookDelta(VENUE, instrument.symbol, bids, asks, seq, None, ts_exchange, ts_recv)]
+
+    def _on_trades(self, message: Mapping[str, Any], instrument: Instrument, ts_recv: int) -> list[Event]:
+        events: list[Event] = []
+        for fill in message["data"]:
+            price = float(fill["p"])
+            side_text = fill["S"]
+            if side_text == "Buy":
+                side = BUY
+            elif side_text == "Sell":
+                side = SELL
+            else:
+                raise FrameError(f"unknown taker side {side_text!r}")
+            events.append(
+                Trade(
+                    VENUE,
+                    instrument.symbol,
+                    price,
+                    instrument.base_size(float(fill["v"]), price),
+                    side,
+                    str(fill["i"]),
+                    bool(fill.get("BT", False)),
+                    int(fill["T"]) * _MS,
+                    ts_recv,
+                )
+            )
+        return events
+
+    def _on_ticker(self, message: Mapping[str, Any], instrument: Instrument, ts_recv: int) -> list[Event]:
+        data = message["data"]
+        if not isinstance(data, dict):
+            raise FrameError("ticker data is not an object")
+        if message.get("type") == "snapshot":
+            state = self._tickers[instrument.venue_id] = dict(data)
+        else:
+            state = self._tickers.setdefault(instrument.venue_id, {})
+            state.update(data)
+        ts_exchange = int(message["ts"]) * _MS
+        events: list[Event] = []
+        if "singleOpenInterest" in data or "openInterest" in data:
+            one_sided = _opt_float(state.get("singleOpenInterest"))
+            if one_sided is None:
+                two_sided = _opt_float(state.get("openInterest"))
+                # `openInterest` counts both sides (2x singleOpenInterest, verified 2026-08): halve it.
+                one_sided = None if two_sided is None else two_sided / 2.0
+            if one_sided is not None:
+                mark = _opt_float(state.get("markPrice")) or 0.0
+                events.append(
+                    OpenInterest(
+                        VENUE,
+                        instrument.symbol,
+                        instrument.base_size(one_sided, mark) if instrument.kind == "inverse" else one_sided,
+                        ts_exchange,
+                        ts_recv,
+                    )
+                )
+        if any(field in data for field in _FUNDING_FIELDS):
+            next_funding = _opt_float(state.get("nextFundingTime"))
+            events.append(
+                FundingRate(
+                    VENUE,
+                    instrument.symbol,
+                    _opt_float(state.get("fundingRate")),
+                    _opt_float(state.get("fundingIntervalHour")),
+                    None if next_funding is None else int(next_funding) * _MS,
+                    _opt_float(state.get("markPrice")),
+                    _opt_float(state.get("indexPrice")),
+                    ts_exchange,
+                    ts_recv,
+                )
+            )
+        return events
+
+    def _on_liquidation(self, message: Mapping[str, Any], instrument: Instrument, ts_recv: int) -> list[Event]:
+        data = message["data"]
+        fills = data if isinstance(data, list) else [data]
+        events: list[Event] = []
+        for fill in fills:
+            price = float(fill["p"])
+            position_side = fill["S"]
+            if position_side not in ("Buy", "Sell"):
+                raise FrameError(f"unknown liquidation side {position_side!r}")
+            events.append(
+                Liquidation(
+                    VENUE,
+                    instrument.symbol,
+                    "long" if position_side == "Buy" else "short",
+                    price,
+                    instrument.base_size(float(fill["v"]), price),
+                    int(fill["T"]) * _MS,
+                    ts_recv,
+                )
+            )
+        return events
+
+    def _by_symbol(self, symbol: str) -> Instrument | None:
+        for instrument in self.instruments.values():
+            if instrument.symbol == symbol:
+                return instrument
+        return None
+
+
+def _op(op: str, args: Sequence[str], req_id: str) -> str:
+    return orjson.dumps({"req_id": req_id, "op": op, "args": list(args)}).decode()
+
+
+def category_of_url(url: str) -> str | None:
+    """`wss://stream.bybit.com/v5/public/linear` -> "linear"; None if the URL is not a public v5 stream."""
+    path = url.split("?", 1)[0].rstrip("/")
+    head, _, category = path.rpartition("/")
+    if not head.endswith("/v5/public"):
+        return None
+    return category

@@ -1,0 +1,233 @@
+"""The one websocket session runner shared by every venue: the only code that touches venue sockets.
+
+It connects, sends what the sans-I/O handler asks for (subscriptions in batches, resyncs),
+keeps the connection alive (protocol pings plus the venue's application ping), reconnects with
+exponential backoff, jitter and a cap, and treats a feed silent for `stale_after_s` as dead.
+Parsing, books and metrics happen inline in `handler.on_frame`, so frames are processed in
+arrival order with no queue in between; the socket's own bounded buffer (`max_queue`) pauses
+TCP reads if processing ever falls behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from service.logs import event
+
+log = logging.getLogger(__name__)
+
+
+class FeedHandler(Protocol):
+    """What a session drives. Implementations are synchronous and never block."""
+
+    venue: str
+
+    def on_connected(self) -> list[str]:
+        """Frames to send on a fresh connection (subscriptions)."""
+        ...
+
+    def on_frame(self, raw: str | bytes, ts_recv: int) -> list[str]:
+        """Process one received frame; return frames to send (e.g. resync requests)."""
+        ...
+
+    def on_idle(self, now_ns: int) -> list[str]:
+        """Called about once a second; frames that became due (deferred resyncs)."""
+        ...
+
+    def on_disconnected(self, reason: str) -> None:
+        """The connection is gone: every book it carried is now unknown."""
+        ...
+
+    def ping_frame(self) -> str | None:
+        """The venue's application-level keepalive frame, if it has one."""
+        ...
+
+
+class SessionHooks(Protocol):
+    def connected(self, venue: str, up: bool) -> None: ...
+    def received(self, venue: str, nbytes: int) -> None: ...
+    def reconnect(self, venue: str, reason: str) -> None: ...
+
+
+class FrameRecorder(Protocol):
+    def connect(self, conn: str, addr: str) -> None: ...
+    def send(self, conn: str, addr: str, data: str) -> None: ...
+    def recv(self, conn: str, data: str) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionSettings:
+    ping_interval_s: float = 20.0
+    stale_after_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    # A connection that lived at least this long resets the backoff; one that died younger keeps
+    # growing it, so a venue that accepts and then drops us is not hammered.
+    healthy_after_s: float = 30.0
+    max_frame_bytes: int = 16 * 1024 * 1024
+    max_queue_frames: int = 4096
+
+
+def backoff_delays(initial_s: float, max_s: float, rng: random.Random) -> Iterator[float]:
+    """Exponential backoff with "equal jitter": each delay is uniform in [d/2, d], d doubling to max_s."""
+    delay = initial_s
+    while True:
+        yield rng.uniform(delay / 2.0, delay)
+        delay = min(max_s, delay * 2.0)
+
+
+def classify(exc: BaseException) -> str:
+    """Reason label for a dropped connection (the `reason` of the reconnect counter)."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionClosed):
+        return "closed"
+    if isinstance(exc, InvalidStatus):
+        return "rejected"
+    return "error"
+
+
+class Session:
+    """Keeps one websocket to `url` alive for `handler` until cancelled.
+
+    Args:
+        url: the venue websocket URL (from configuration: production or the simulator).
+        handler: the sans-I/O side (parser + engine) for this connection.
+        settings: timing and limits.
+        hooks: telemetry callbacks, optional.
+        recorder: raw-frame recorder, optional.
+        name: connection id used in logs and recordings.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        handler: FeedHandler,
+        settings: SessionSettings,
+        *,
+        hooks: SessionHooks | None = None,
+        recorder: FrameRecorder | None = None,
+        name: str = "ws",
+        rng: random.Random | None = None,
+    ) -> None:
+        self.url = url
+        self.handler = handler
+        self.settings = settings
+        self.hooks = hooks
+        self.recorder = recorder
+        self.name = name
+        self._rng = rng or random.Random()
+        self.connects = 0
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Connect, stream, reconnect; returns only by cancellation."""
+        settings = self.settings
+        delays = backoff_delays(settings.backoff_initial_s, settings.backoff_max_s, self._rng)
+        venue = self.handler.venue
+        while True:
+            started = time.monotonic()
+            reason = "closed"
+            try:
+                await self._connect_and_stream()
+            except InvalidURI:
+                raise  # configuration error: retrying cannot help
+            except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
+                reason = classify(exc)
+                event(log, logging.WARNING, "ws_disconnected", venue=venue, conn=self.name, reason=reason,
+                      error=repr(exc)[:200])
+            finally:
+                self.connected.clear()
+                if self.hooks is not None:
+                    self.hooks.connected(venue, False)
+            self.handler.on_disconnected(reason)
+            if self.hooks is not None:
+                self.hooks.reconnect(venue, reason)
+            if time.monotonic() - started >= settings.healthy_after_s:
+                delays = backoff_delays(settings.backoff_initial_s, settings.backoff_max_s, self._rng)
+            delay = next(delays)
+            event(log, logging.INFO, "ws_reconnect_scheduled", venue=venue, conn=self.name, delay_s=round(delay, 3))
+            await asyncio.sleep(delay)
+
+    async def _connect_and_stream(self) -> None:
+        settings = self.settings
+        async with connect(
+            self.url,
+            open_timeout=settings.connect_timeout_s,
+            ping_interval=settings.ping_interval_s,
+            ping_timeout=settings.ping_interval_s,
+            close_timeout=2.0,
+            max_size=settings.max_frame_bytes,
+            max_queue=settings.max_queue_frames,
+            compression=None,
+        ) as ws:
+            self.connects += 1
+            conn = f"{self.name}.{self.connects}"
+            event(log, logging.INFO, "ws_connected", venue=self.handler.venue, conn=conn, url=self.url)
+            if self.recorder is not None:
+                self.recorder.connect(conn, self.url)
+            if self.hooks is not None:
+                self.hooks.connected(self.handler.venue, True)
+            await self._send_all(ws, conn, self.handler.on_connected())
+            self.connected.set()
+            # Owned here (not a TaskGroup, which would wrap the stream's exception in a group):
+            # cancelled and awaited whatever way the stream ends.
+            keepalive = asyncio.create_task(self._keepalive(ws, conn), name=f"keepalive:{conn}")
+            try:
+                await self._stream(ws, conn)
+            finally:
+                keepalive.cancel()
+                # wait() does not re-raise the child's CancelledError, so ours is never swallowed.
+                await asyncio.wait([keepalive])
+
+    async def _stream(self, ws: ClientConnection, conn: str) -> None:
+        handler = self.handler
+        hooks = self.hooks
+        recorder = self.recorder
+        venue = handler.venue
+        stale_after = self.settings.stale_after_s
+        next_idle = time.monotonic() + 1.0
+        while True:
+            # The watchdog: a feed silent this long is dead even if TCP still looks open.
+            async with asyncio.timeout(stale_after):
+                raw = await ws.recv()
+            ts_recv = time.time_ns()
+            if hooks is not None:
+                hooks.received(venue, len(raw))
+            if recorder is not None:
+                recorder.recv(conn, raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))
+            to_send = handler.on_frame(raw, ts_recv)
+            if time.monotonic() >= next_idle:
+                next_idle = time.monotonic() + 1.0
+                to_send = to_send + handler.on_idle(ts_recv)
+            if to_send:
+                await self._send_all(ws, conn, to_send)
+
+    async def _keepalive(self, ws: ClientConnection, conn: str) -> None:
+        interval = self.settings.ping_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            frames = self.handler.on_idle(time.time_ns())
+            ping = self.handler.ping_frame()
+            if ping is not None:
+                frames = [*frames, ping]
+            with contextlib.suppress(ConnectionClosed):
+                await self._send_all(ws, conn, frames)
+
+    async def _send_all(self, ws: ClientConnection, conn: str, frames: list[str]) -> None:
+        for frame in frames:
+            if self.recorder is not None:
+                self.recorder.send(conn, self.url, frame)
+            await ws.send(frame)
+
