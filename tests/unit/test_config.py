@@ -1,0 +1,378 @@
+"""Tests for service/config.py: files, environment overrides, and "every problem reported at once"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from service.config import (
+    DEFAULT_CONFIG,
+    ConfigError,
+    check_config_main,
+    load_settings,
+    parse_settings,
+    redacted,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_YAML = REPO / "config" / "default.yaml"
+OFFLINE_YAML = REPO / "config" / "offline-demo.yaml"
+EXAMPLE_ENV = REPO / "config" / "example.env"
+
+
+def _write(tmp_path: Path, text: str, name: str = "flowgauge.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _problems(data: object, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_settings(data, environ)  # type: ignore[arg-type]
+    return info.value.problems
+
+
+# ------------------------------------------------------------------------------------------- files
+
+
+def test_default_yaml_equals_embedded_default() -> None:
+    assert yaml.safe_load(DEFAULT_YAML.read_text(encoding="utf-8")) == DEFAULT_CONFIG
+
+
+def test_default_settings_content() -> None:
+    settings = load_settings(None, {})
+
+    assert settings == load_settings(DEFAULT_YAML, {}) == parse_settings(DEFAULT_CONFIG)
+    bybit = settings.venues["bybit"]
+    assert list(settings.venues) == ["bybit"]
+    assert bybit.symbols == ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT")
+    assert bybit.ws_url == "wss://stream.bybit.com/v5/public/linear"
+    assert bybit.rest_url == "https://api.bybit.com"
+    assert (settings.bus.embedded.host, settings.bus.embedded.port) == ("127.0.0.1", 8765)
+    assert (settings.http.host, settings.http.port) == ("127.0.0.1", 9464)
+
+
+def test_struct_and_venue_defaults_match_default_yaml() -> None:
+    """Omitted keys fall back to the struct defaults and the venue's URLs: they must equal default.yaml."""
+    minimal = {"venues": {"bybit": {"symbols": list(DEFAULT_CONFIG["venues"]["bybit"]["symbols"])}}}
+
+    assert parse_settings(minimal) == load_settings(DEFAULT_YAML, {})
+
+
+def test_empty_sections_mean_defaults(tmp_path: Path) -> None:
+    path = _write(tmp_path, "venues:\n  bybit:\n    symbols: [BTC/USDT:USDT]\nbus:\nhttp:\nrecord:\n")
+
+    settings = load_settings(path, {})
+
+    assert settings.http.port == 9464
+    assert settings.bus.embedded.enabled is True
+    assert settings.record.dir is None
+
+
+def test_offline_demo_loads() -> None:
+    settings = load_settings(OFFLINE_YAML, {})
+
+    bybit = settings.venues["bybit"]
+    assert bybit.symbols == ("BTC/USDT:USDT", "ETH/USDT:USDT")
+    assert bybit.ws_url == "ws://127.0.0.1:9780/v5/public/linear"
+    assert bybit.rest_url == "http://127.0.0.1:9780"
+    assert bybit.stale_after_s == 10
+    assert settings.bus.embedded.port == 8765
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(None, {})
+
+    with pytest.raises(AttributeError):
+        settings.log_level = "DEBUG"  # type: ignore[misc]
+
+
+def test_config_env_var_names_the_file_and_explicit_path_wins(tmp_path: Path) -> None:
+    path = _write(tmp_path, "venues:\n  bybit:\n    symbols: [XRP/USDT:USDT]\n")
+
+    assert load_settings(None, {"FLOWGAUGE_CONFIG": str(path)}).venues["bybit"].symbols == ("XRP/USDT:USDT",)
+    from_flag = load_settings(OFFLINE_YAML, {"FLOWGAUGE_CONFIG": str(path)})
+    assert from_flag.venues["bybit"].symbols == ("BTC/USDT:USDT", "ETH/USDT:USDT")
+
+
+def test_file_not_found(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(missing, {})
+
+    assert info.value.problems == [f"{missing}: file not found"]
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "venues:\n  bybit:\n    symbols: [BTC/USDT:USDT\nhttp:\n  port: 1\n")
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, {})
+
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{path}:4:")  # the scanner notices the unclosed list on line 4
+    assert "invalid YAML" in problem
+
+
+def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
+    text = "venues:\n  bybit:\n    symbols: [BTC/USDT:USDT]\n  bybit:\n    symbols: [ETH/USDT:USDT]\n"
+    path = _write(tmp_path, text)
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, {})
+
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{path}:4:")
+    assert "duplicate key 'bybit'" in problem
+
+
+def test_empty_file_needs_a_venue(tmp_path: Path) -> None:
+    path = _write(tmp_path, "")
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, {})
+
+    assert info.value.problems == ["venues: at least one venue with at least one symbol is required"]
+
+
+# ------------------------------------------------------------------------------------------- environment
+
+
+def test_env_overrides_int_list_nested_and_none(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "venues:\n  bybit:\n    symbols: [BTC/USDT:USDT]\n"
+        "record:\n  dir: /tmp/rec\n"
+        "bus:\n  embedded:\n    port: 1\n",
+    )
+    environ = {
+        "FLOWGAUGE_HTTP__PORT": "9000",
+        "FLOWGAUGE_VENUES__BYBIT__SYMBOLS": "BTC/USDT:USDT, ETH/USDT:USDT",
+        "FLOWGAUGE_VENUES__BYBIT__BACKOFF_INITIAL_S": "0.25",
+        "FLOWGAUGE_BUS__EMBEDDED__PORT": "0",
+        "FLOWGAUGE_BUS__EMBEDDED__ENABLED": "false",
+        "FLOWGAUGE_RECORD__DIR": "null",
+        "FLOWGAUGE_LOG_LEVEL": "debug",
+        "FLOWGAUGE_TESTS_TIMEOUT_FACTOR": "3",  # a test-harness knob, not a settings key
+        "PATH": "/usr/bin",  # unrelated variables are ignored
+    }
+
+    settings = load_settings(path, environ)
+
+    assert settings.http.port == 9000
+    assert settings.venues["bybit"].symbols == ("BTC/USDT:USDT", "ETH/USDT:USDT")
+    assert settings.venues["bybit"].backoff_initial_s == 0.25
+    assert settings.bus.embedded.port == 0  # env wins over the file's 1
+    assert settings.bus.embedded.enabled is False
+    assert settings.record.dir is None  # env null clears the file's value
+    assert settings.log_level == "DEBUG"
+
+
+def test_env_string_values_are_verbatim() -> None:
+    """A token that YAML would read as an int or a mapping must arrive as the exact text."""
+    for token in ("0123", "a: b", "[x]", "#hash"):
+        settings = load_settings(None, {"FLOWGAUGE_BUS__EMBEDDED__TOKEN": token})
+        assert settings.bus.embedded.token == token
+
+
+def test_env_can_add_a_venue_section_missing_from_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "http:\n  port: 1234\n")
+
+    settings = load_settings(path, {"FLOWGAUGE_VENUES__BYBIT__SYMBOLS": "[SOL/USDT:USDT]"})
+
+    assert settings.venues["bybit"].symbols == ("SOL/USDT:USDT",)
+    assert settings.venues["bybit"].ws_url == "wss://stream.bybit.com/v5/public/linear"
+    assert settings.http.port == 1234
+
+
+def test_unknown_env_key_is_named() -> None:
+    problems = _problems(DEFAULT_CONFIG, {"FLOWGAUGE_HTTP__PROT": "9000", "FLOWGAUGE_COLOUR": "red"})
+
+    assert problems == [
+        "colour: unknown key (set by FLOWGAUGE_COLOUR)",
+        "http.prot: unknown key (set by FLOWGAUGE_HTTP__PROT)",
+    ]
+
+
+def test_env_naming_a_section_is_an_error() -> None:
+    (problem,) = _problems(DEFAULT_CONFIG, {"FLOWGAUGE_BUS__EMBEDDED": "x"})
+
+    assert problem.startswith("bus.embedded: names a section, not a key")
+    assert "FLOWGAUGE_BUS__EMBEDDED" in problem
+
+
+def test_bad_env_value_names_the_variable() -> None:
+    (problem,) = _problems(DEFAULT_CONFIG, {"FLOWGAUGE_HTTP__PORT": "ninety"})
+
+    assert problem == "http.port: expected int, got str (set by FLOWGAUGE_HTTP__PORT)"
+
+
+def test_example_env_is_valid() -> None:
+    environ = {}
+    for line in EXAMPLE_ENV.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            environ[name] = value
+    assert "FLOWGAUGE_VENUES__BYBIT__SYMBOLS" in environ
+
+    settings = load_settings(None, environ)
+
+    assert settings.bus.embedded.token == "change-me"
+    assert len(settings.venues["bybit"].symbols) == 4
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+
+def test_all_problems_are_reported_together() -> None:
+    data = {
+        "venues": {
+            "bybit": {
+                "symbols": ["BTC/USDT:USDT", "ETH/USDT:USDT", "BTCUSDT"],
+                "book_depth": 25,
+                "ping_interval_s": 0,
+                "backoff_initial_s": 5,
+                "backoff_max_s": 1,
+                "subscribe_batch": 101,
+            },
+        },
+        "bus": {"embedded": {"colour": "red", "port": 70000, "client_queue": 0}},
+        "http": {"port": "9464"},
+        "publish": {"min_interval_ms": -1},
+        "log_level": "LOUD",
+        "shutdown_timeout_s": 0,
+    }
+
+    problems = _problems(data)
+
+    assert sorted(problems) == sorted([
+        'venues.bybit.symbols[2]: "BTCUSDT" is not a ccxt unified symbol like BTC/USDT:USDT',
+        "venues.bybit.book_depth: must be one of 1, 50, 200, 1000 (got 25)",
+        "venues.bybit.ping_interval_s: must be a finite number > 0 (got 0)",
+        "venues.bybit.backoff_max_s: must be >= backoff_initial_s (5) (got 1)",
+        "venues.bybit.subscribe_batch: must be between 1 and 100 (got 101)",
+        "bus.embedded.colour: unknown key",
+        "bus.embedded.port: must be between 0 and 65535 (got 70000)",
+        "bus.embedded.client_queue: must be >= 1 (got 0)",
+        "http.port: expected int, got str",
+        "publish.min_interval_ms: must be >= 0 (got -1)",
+        "log_level: must be one of DEBUG, INFO, WARNING, ERROR (got 'LOUD')",
+        "shutdown_timeout_s: must be a finite number > 0 (got 0)",
+    ])
+
+
+def test_config_error_message_lists_each_problem(tmp_path: Path) -> None:
+    text = "venues:\n  bybit:\n    symbols: [BTC/USDT:USDT]\n    book_depth: 25\nhttp:\n  port: x\n"
+    path = _write(tmp_path, text)
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, {})
+
+    message = str(info.value)
+    assert str(path) in message
+    assert "  venues.bybit.book_depth: must be one of 1, 50, 200, 1000 (got 25)" in message
+    assert "  http.port: expected int, got str" in message
+
+
+def test_a_type_error_does_not_hide_a_sibling_range_error() -> None:
+    data = {"venues": {"bybit": {"symbols": ["BTC/USDT:USDT"], "stale_after_s": "soon", "book_depth": 7}}}
+
+    assert sorted(_problems(data)) == [
+        "venues.bybit.book_depth: must be one of 1, 50, 200, 1000 (got 7)",
+        "venues.bybit.stale_after_s: expected float, got str",
+    ]
+
+
+def test_unsupported_venue() -> None:
+    data = {"venues": {"bybit": {"symbols": ["BTC/USDT:USDT"]}, "binanceusdm": {"symbols": ["BTC/USDT"]}}}
+
+    assert _problems(data) == ["venues.binanceusdm: venue binanceusdm not supported yet; supported: bybit"]
+
+
+def test_bad_symbols() -> None:
+    symbols = ["BTC/USDT:USDT", "BTC/USDT", "ETH/USDT:USDT", "BTC/USDT:USDT", 5, "BTC/USD:BTC-251399"]
+
+    problems = _problems({"venues": {"bybit": {"symbols": symbols}}})
+
+    assert problems == ["venues.bybit.symbols[4]: expected str, got int"]  # types first; shape needs strs
+
+    del symbols[4]
+    problems = _problems({"venues": {"bybit": {"symbols": symbols}}})
+    assert problems == [
+        'venues.bybit.symbols[1]: "BTC/USDT" is not a ccxt unified symbol like BTC/USDT:USDT',
+        'venues.bybit.symbols[3]: "BTC/USDT:USDT" duplicates symbols[0]',
+        'venues.bybit.symbols[4]: "BTC/USD:BTC-251399" is not a ccxt unified symbol like BTC/USDT:USDT',
+    ]
+
+
+def test_dated_future_and_numeric_base_symbols_are_accepted() -> None:
+    symbols = ["BTC/USD:BTC-251226", "1000PEPE/USDT:USDT"]
+
+    settings = parse_settings({"venues": {"bybit": {"symbols": symbols}}})
+
+    assert settings.venues["bybit"].symbols == tuple(symbols)
+
+
+def test_venue_needs_symbols_and_valid_urls() -> None:
+    assert _problems({"venues": {"bybit": {}}}) == ["venues.bybit.symbols: required"]
+    assert _problems({"venues": {"bybit": {"symbols": []}}}) == [
+        "venues.bybit.symbols: at least one symbol is required"
+    ]
+    assert _problems({"venues": {"bybit": {"symbols": ["BTC/USDT:USDT"], "ws_url": "https://x"}}}) == [
+        "venues.bybit.ws_url: must be a ws:// or wss:// URL (got 'https://x')"
+    ]
+
+
+def test_top_level_must_be_a_mapping() -> None:
+    assert _problems(["venues"]) == ["<top level>: expected a mapping, got list"]
+
+
+# ------------------------------------------------------------------------------------------- CLI support
+
+
+def test_redacted_hides_the_token_only() -> None:
+    settings = load_settings(None, {"FLOWGAUGE_BUS__EMBEDDED__TOKEN": "s3cret"})
+    assert settings.bus.embedded.token == "s3cret"
+
+    data = redacted(settings)
+
+    assert data["bus"]["embedded"]["token"] == "***"
+    assert "s3cret" not in repr(data)
+    assert data["venues"]["bybit"]["symbols"] == ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"]
+    assert redacted(load_settings(None, {}))["bus"]["embedded"]["token"] is None
+
+
+def test_check_config_ok_and_print(capsys: pytest.CaptureFixture[str]) -> None:
+    code = check_config_main(str(DEFAULT_YAML), True, {"FLOWGAUGE_BUS__EMBEDDED__TOKEN": "s3cret"})
+
+    out = capsys.readouterr().out
+    assert code == 0
+    first, _, rest = out.partition("\n")
+    assert first == "config OK: 1 venue, 3 symbols"
+    printed = yaml.safe_load(rest)
+    assert printed["bus"]["embedded"]["token"] == "***"
+    assert "s3cret" not in out
+    # The printed config, token aside, is a valid config that loads to the same settings.
+    printed["bus"]["embedded"]["token"] = "s3cret"
+    environ = {"FLOWGAUGE_BUS__EMBEDDED__TOKEN": "s3cret"}
+    assert parse_settings(printed) == load_settings(DEFAULT_YAML, environ)
+
+
+def test_check_config_reports_problems_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, "venues:\n  kraken: {symbols: [BTC/USD:BTC]}\nhttp:\n  port: -1\n")
+
+    code = check_config_main(str(path), False, {})
+
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "venues.kraken: venue kraken not supported yet; supported: bybit",
+        "http.port: must be between 0 and 65535 (got -1)",
+    ]
+
