@@ -1,0 +1,90 @@
+"""Helpers to run flowgauge commands as real subprocesses on free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from collections.abc import Iterator
+
+import aiohttp
+import yaml
+
+TIMEOUT_FACTOR = float(os.environ.get("FLOWGAUGE_TESTS_TIMEOUT_FACTOR", "1"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def flowgauge(args: Sequence[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `python -m service ARGS`; on exit terminate it if still running."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "service", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def write_config(path: Path, sim_port: int, bus_port: int, http_port: int, **venue: Any) -> Path:
+    config = {
+        "venues": {
+            "bybit": {
+                "symbols": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
+                "ws_url": f"ws://127.0.0.1:{sim_port}/v5/public/linear",
+                "rest_url": f"http://127.0.0.1:{sim_port}",
+                "stale_after_s": 10,
+                "backoff_initial_s": 0.1,
+                "backoff_max_s": 1.0,
+                **venue,
+            }
+        },
+        "bus": {"embedded": {"host": "127.0.0.1", "port": bus_port}},
+        "http": {"host": "127.0.0.1", "port": http_port},
+        "log_level": "INFO",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
+    """Poll an async or sync condition until it returns a truthy value; fail naming `what`."""
+    deadline = time.monotonic() + timeout_s * TIMEOUT_FACTOR
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return result
+        except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            last_error = exc
+        await asyncio.sleep(0.05)  # polling interval of a condition wait, not a synchronisation sleep
+    raise AssertionError(f"timed out waiting for {what} (last error: {last_error!r})")
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(
+        f"http://127.0.0.1:{port}{path}", timeout=aiohttp.ClientTimeout(total=5)
+    ) as response:
+        return response.status, await response.text()
