@@ -32,7 +32,7 @@ from service.publish.embedded import EmbeddedBus
 from service.replay.recording import RecordingWriter
 from service.telemetry.collector import SignalCollector
 from service.telemetry.http import HttpServer
-from service.telemetry.instruments import Telemetry
+from service.telemetry.instruments import RECONNECT_REASONS, BookInstruments, Telemetry, VenueInstruments
 from service.types import Instrument
 
 log = logging.getLogger(__name__)
@@ -45,29 +45,46 @@ class _TelemetryHooks:
     """Adapts engine and session callbacks to Prometheus instruments (cached label children)."""
 
     def __init__(self, telemetry: Telemetry) -> None:
-        self.t = telemetry
+        self.telemetry = telemetry
+        self._venues: dict[str, VenueInstruments] = {}
+        self._books: dict[tuple[str, str], BookInstruments] = {}
+
+    def venue(self, venue: str) -> VenueInstruments:
+        instruments = self._venues.get(venue)
+        if instruments is None:
+            instruments = self._venues[venue] = self.telemetry.register_venue(venue)
+        return instruments
+
+    def book(self, venue: str, symbol: str) -> BookInstruments:
+        instruments = self._books.get((venue, symbol))
+        if instruments is None:
+            instruments = self._books[(venue, symbol)] = self.telemetry.register_book(venue, symbol)
+        return instruments
 
     # engine
     def resync(self, venue: str, symbol: str, reason: str) -> None:
-        self.t.book_resyncs_total.labels(venue=venue, symbol=symbol, reason=reason).inc()
+        book = self.book(venue, symbol)
+        book.resync(reason)
         if reason == "gap":
-            self.t.book_sequence_gaps_total.labels(venue=venue, symbol=symbol).inc()
+            book.sequence_gaps.inc()
 
     def bad_frame(self, venue: str) -> None:
-        self.t.bad_frames_total.labels(venue=venue).inc()
+        self.venue(venue).bad_frames.inc()
 
     def published(self, venue: str, ts_exchange: int, ts_recv: int, ts_publish: int) -> None:
-        self.t.observe_publish(venue, ts_exchange, ts_recv, ts_publish)
+        instruments = self.venue(venue)
+        instruments.observe_exchange_to_recv((ts_recv - ts_exchange) / 1e9)
+        instruments.observe_recv_to_publish((ts_publish - ts_recv) / 1e9)
 
     # session
     def connected(self, venue: str, up: bool) -> None:
-        self.t.ws_connected.labels(venue=venue).set(1 if up else 0)
+        self.venue(venue).connected.set(1 if up else 0)
 
     def received(self, venue: str, nbytes: int) -> None:
-        self.t.observe_frame(venue, nbytes)
+        self.venue(venue).frame_received(nbytes)
 
     def reconnect(self, venue: str, reason: str) -> None:
-        self.t.ws_reconnects_total.labels(venue=venue, reason=reason).inc()
+        self.venue(venue).reconnect(reason if reason in RECONNECT_REASONS else "error")
 
 
 class Daemon:
@@ -90,6 +107,7 @@ class Daemon:
         )
         self.registry.register(SignalCollector(self.engine))
         self._expected_books: set[tuple[str, str]] = set()
+        self._recorder_drops_reported: dict[int, int] = {}
 
     def _publish(self, topic: str, payload: bytes) -> None:
         if self.bus is not None:
@@ -112,10 +130,10 @@ class Daemon:
     async def run(self) -> None:
         settings = self.settings
         for venue, venue_settings in settings.venues.items():
-            self.telemetry.register_venue(venue)
+            self.hooks.venue(venue)
             for symbol in venue_settings.symbols:
                 self._expected_books.add((venue, symbol))
-                self.telemetry.register_book(venue, symbol)
+                self.hooks.book(venue, symbol)
         async with contextlib.AsyncExitStack() as stack:
             # Entered first, closed last: /metrics stays up until everything else has stopped.
             self.http = HttpServer(settings.http.host, settings.http.port, self.registry, self.ready, self.status)
@@ -178,7 +196,13 @@ class Daemon:
             for recorder in list(self.recorders.values()):
                 # Compression and file writes happen off the event loop.
                 await asyncio.to_thread(recorder.flush)
-                self.telemetry.recorder_dropped(recorder.dropped)
+                self._report_recorder_drops(recorder)
+
+    def _report_recorder_drops(self, recorder: RecordingWriter) -> None:
+        reported = self._recorder_drops_reported.get(id(recorder), 0)
+        if recorder.dropped > reported:
+            self.telemetry.count_recorder_dropped(recorder.dropped - reported)
+            self._recorder_drops_reported[id(recorder)] = recorder.dropped
 
     def _close_recorders(self) -> None:
         for recorder in self.recorders.values():

@@ -9,11 +9,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator
 
 import aiohttp
 import yaml
@@ -77,7 +76,7 @@ async def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 30.0)
                 result = await result
             if result:
                 return result
-        except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
             last_error = exc
         await asyncio.sleep(0.05)  # polling interval of a condition wait, not a synchronisation sleep
     raise AssertionError(f"timed out waiting for {what} (last error: {last_error!r})")

@@ -81,7 +81,7 @@ def test_gap_publishes_status_nulls_book_metrics_and_requests_resync() -> None:
 
 
 def test_bad_frame_touching_book_invalidates_that_book_only() -> None:
-    engine, out = make()
+    engine, _out = make()
     engine.add_instrument(linear_instrument("ETH/USDT:USDT", "ETHUSDT", 0.01))
     engine.handle(snapshot(10, 1 * S))
     engine.handle(BookSnapshot("bybit", "ETH/USDT:USDT", ((10.0, 1.0),), ((10.1, 1.0),), 5, S, S))

@@ -1,0 +1,205 @@
+"""Scrape-time Prometheus collector for the signal gauges (imbalances, OI, funding, spread, book state).
+
+Sits in `service.telemetry`: at each scrape it reads the latest payload per instrument from a
+`SignalSource` (the engine's latest-value store) and yields fresh gauge families, so the hot path does no
+`.set()` work and instruments that disappear from the source disappear from `/metrics`. Must not keep series
+of its own, must not invent a value (a `None` in the payload means "undefined", so that series is simply
+absent), and must not take label values from payload contents: the metric keys it exports are a closed,
+configured table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Protocol
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "BOOK_STATE_VALUES",
+    "DEFAULT_DEPTH_LEVELS",
+    "DEFAULT_OFI_EW_WINDOWS",
+    "DEFAULT_OFI_WINDOWS",
+    "DEFAULT_TFI_WINDOWS",
+    "SignalCollector",
+    "SignalSource",
+]
+
+DEFAULT_DEPTH_LEVELS: tuple[int, ...] = (1, 5, 10, 20)
+DEFAULT_OFI_WINDOWS: tuple[str, ...] = ("1s", "10s", "60s")
+DEFAULT_OFI_EW_WINDOWS: tuple[str, ...] = ("10s",)
+DEFAULT_TFI_WINDOWS: tuple[str, ...] = ("10s", "60s")
+
+BOOK_STATE_VALUES: Mapping[str, float] = {"VALID": 1.0, "SYNCING": 0.0, "INVALID": -1.0}
+
+
+class SignalSource(Protocol):
+    """What the collector reads at scrape time; implemented by the metrics engine's latest-value store.
+
+    Both methods are called on the event-loop thread during a scrape and must be cheap and non-blocking.
+    """
+
+    def latest_signals(self) -> Iterable[tuple[str, str, Mapping[str, object]]]:
+        """Yield `(venue, symbol, latest payload)` per instrument.
+
+        The payload carries the metric keys (`depth_imb_<levels>`, `ofi_raw_<window>`, `ofi_ew_<window>`,
+        `tfi_<window>`, `oi`, `oi_notional`, `funding_rate_8h`, `premium_bps_live`, `spread_bps`, `mid`,
+        `ts_exchange` in integer nanoseconds); a key that is missing or None is not exported.
+        """
+        ...
+
+    def book_states(self) -> Iterable[tuple[str, str, str]]:
+        """Yield `(venue, symbol, state)` per book, state one of `SYNCING`, `VALID`, `INVALID`."""
+        ...
+
+
+# Family ids -> (metric name, HELP, extra label name or None). Every HELP states the unit.
+_FAMILIES: dict[str, tuple[str, str, str | None]] = {
+    "depth": (
+        "flowgauge_depth_imbalance",
+        "Depth imbalance (bid size - ask size) / (bid size + ask size) over the top `levels` price levels of "
+        "each side; unitless ratio in [-1, 1], positive = more resting bids.",
+        "levels",
+    ),
+    "ofi": (
+        "flowgauge_ofi",
+        "Order-flow imbalance (Cont-Kukanov-Stoikov) summed over `window`, in base-asset units; window "
+        "'ew<T>' is a decayed sum mass-equivalent to T. Positive = buying pressure.",
+        "window",
+    ),
+    "tfi": (
+        "flowgauge_trade_flow_imbalance",
+        "Trade-flow imbalance (taker buy volume - taker sell volume) / (buy + sell) over `window`; unitless "
+        "ratio in [-1, 1], positive = net taker buying.",
+        "window",
+    ),
+    "oi": (
+        "flowgauge_open_interest",
+        "Open interest, one-sided (long = short), in base-asset units.",
+        None,
+    ),
+    "oi_notional": (
+        "flowgauge_open_interest_notional",
+        "Open interest, one-sided, in quote currency (base units x mark price).",
+        None,
+    ),
+    "funding": (
+        "flowgauge_funding_rate_8h",
+        "Predicted funding rate rescaled to an 8-hour interval, as a fraction (0.0001 = 1 bp per 8 h).",
+        None,
+    ),
+    "premium": (
+        "flowgauge_premium_bps",
+        "Live premium of the perpetual mid over the index price, in basis points.",
+        None,
+    ),
+    "spread": (
+        "flowgauge_book_spread_bps",
+        "Best ask - best bid relative to mid, in basis points.",
+        None,
+    ),
+    "mid": (
+        "flowgauge_mid_price",
+        "Mid price (best bid + best ask) / 2, in quote currency.",
+        None,
+    ),
+    "last_update": (
+        "flowgauge_book_last_update_timestamp_seconds",
+        "Exchange timestamp of the last book update, in seconds since the Unix epoch "
+        "(alert on time() - this).",
+        None,
+    ),
+    "state": (
+        "flowgauge_book_state",
+        "Book sync state: 1 = VALID, 0 = SYNCING, -1 = INVALID (state code, unitless).",
+        None,
+    ),
+}
+
+_NS_PER_S = 1e9
+
+
+def _number(value: object) -> float | None:
+    """The float to export, or None for a value that must not be exported (None, bool, non-numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+class SignalCollector(Collector):
+    """Custom collector turning a `SignalSource` into the signal gauge families at scrape time.
+
+    Args:
+        source: the engine's latest-value store.
+        depth_levels: the configured depth-imbalance levels (`depth_imb_<n>` keys, label `levels`).
+        ofi_windows: windows of `ofi_raw_<w>` keys (label `window=<w>`).
+        ofi_ew_windows: windows of `ofi_ew_<w>` keys (label `window=ew<w>`).
+        tfi_windows: windows of `tfi_<w>` keys (label `window=<w>`).
+
+    The key table is fixed at construction, so the series count is
+    `instruments x (|levels| + |ofi windows| + |tfi windows| + 8)` and never grows with payload contents.
+    Register it with `registry.register(SignalCollector(source))`.
+    """
+
+    def __init__(
+        self,
+        source: SignalSource,
+        *,
+        depth_levels: Sequence[int] = DEFAULT_DEPTH_LEVELS,
+        ofi_windows: Sequence[str] = DEFAULT_OFI_WINDOWS,
+        ofi_ew_windows: Sequence[str] = DEFAULT_OFI_EW_WINDOWS,
+        tfi_windows: Sequence[str] = DEFAULT_TFI_WINDOWS,
+    ) -> None:
+        self._source = source
+        # payload key -> (family id, extra label value or None)
+        keys: dict[str, tuple[str, str | None]] = {}
+        for n in depth_levels:
+            keys[f"depth_imb_{n}"] = ("depth", str(n))
+        for w in ofi_windows:
+            keys[f"ofi_raw_{w}"] = ("ofi", w)
+        for w in ofi_ew_windows:
+            keys[f"ofi_ew_{w}"] = ("ofi", f"ew{w}")
+        for w in tfi_windows:
+            keys[f"tfi_{w}"] = ("tfi", w)
+        keys.update({
+            "oi": ("oi", None),
+            "oi_notional": ("oi_notional", None),
+            "funding_rate_8h": ("funding", None),
+            "premium_bps_live": ("premium", None),
+            "spread_bps": ("spread", None),
+            "mid": ("mid", None),
+            "ts_exchange": ("last_update", None),
+        })
+        self._keys = keys
+
+    @staticmethod
+    def _new_families() -> dict[str, GaugeMetricFamily]:
+        families = {}
+        for fid, (name, help_text, extra) in _FAMILIES.items():
+            labels = ["venue", "symbol"] if extra is None else ["venue", "symbol", extra]
+            families[fid] = GaugeMetricFamily(name, help_text, labels=labels)
+        return families
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """Names only (no source read), so the registry can reject duplicate names at register time."""
+        yield from self._new_families().values()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = self._new_families()
+        keys = self._keys
+        for venue, symbol, payload in self._source.latest_signals():
+            for key, (fid, extra) in keys.items():
+                value = _number(payload.get(key))
+                if value is None:
+                    continue
+                if fid == "last_update":
+                    value /= _NS_PER_S
+                labels = [venue, symbol] if extra is None else [venue, symbol, extra]
+                families[fid].add_metric(labels, value)
+        state_family = families["state"]
+        for venue, symbol, state in self._source.book_states():
+            code = BOOK_STATE_VALUES.get(str(state))
+            if code is not None:
+                state_family.add_metric([venue, symbol], code)
+        yield from families.values()
