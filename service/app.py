@@ -297,14 +297,17 @@ async def run(settings: Settings, *, record_dir: str | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     started_at = time.monotonic()
+    rejected: list[str] = []
     try:
         await daemon.run()
     except* MarketsError as group:
-        for exc in group.exceptions:
-            event(log, logging.ERROR, "configuration_rejected_by_venue", error=str(exc))
-        return 2
+        rejected = [str(exc) for exc in group.exceptions]
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+    if rejected:
+        for reason in rejected:
+            event(log, logging.ERROR, "configuration_rejected_by_venue", error=reason)
+        return 2
     event(log, logging.INFO, "daemon_stopped", uptime_s=round(time.monotonic() - started_at, 3))
     return 0

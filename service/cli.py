@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -134,7 +135,7 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"simulate: recording not found: {args.recording}", file=sys.stderr)
         return 2
     _install_uvloop()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             run_simulator(
                 args.recording,
@@ -146,18 +147,14 @@ def _simulate(args: argparse.Namespace) -> int:
                 gap_every=args.gap_every,
             )
         )
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
 def _tail(args: argparse.Namespace) -> int:
     from service.client import tail
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(tail(args.url, args.pattern, token=args.token, count=args.count))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

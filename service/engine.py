@@ -24,7 +24,6 @@ from service.types import (
     BadFrame,
     BookDelta,
     BookSnapshot,
-    BookState,
     FundingRate,
     Instrument,
     InvalidReason,

@@ -59,8 +59,8 @@ class BookSync:
         "reason",
         "resyncs",
         "rule",
-        "state",
         "stale_dropped",
+        "state",
     )
 
     def __init__(self, rule: SequenceRule) -> None:

@@ -189,9 +189,7 @@ def test_ts_defaults_to_call_time_and_bytes_are_decoded(tmp_path: Path) -> None:
 
 def test_size_rotation_makes_several_files_each_readable_and_self_contained(tmp_path: Path) -> None:
     writer = RecordingWriter(tmp_path, "BYBIT", rotate_bytes=300)
-    writer.http(
-        "h", "https://api.bybit.com/v5/market/instruments-info?category=linear", '{"list":[]}', ts=1.0
-    )
+    writer.http("h", "https://api.bybit.com/v5/market/instruments-info?category=linear", '{"list":[]}', ts=1.0)
     writer.http("h", "https://api.bybit.com/v5/market/orderbook?symbol=BTCUSDT", '{"b":[]}', ts=1.5)
     writer.connect("ws.2", "wss://stream.bybit.com/v5/public/linear", ts=2.0)
     writer.flush()
