@@ -22,8 +22,10 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from service.config import Settings, VenueSettings
-from service.connectors import bybit
+from service.connectors import registry
+from service.connectors.base import PollRequest, VenueAdapter
 from service.connectors.markets import MarketsError, load_markets, select
+from service.connectors.rest import RestScheduler
 from service.connectors.session import Session, SessionSettings
 from service.engine import Engine
 from service.feeds import VenueFeed
@@ -76,6 +78,10 @@ class _TelemetryHooks:
         instruments.observe_exchange_to_recv((ts_recv - ts_exchange) / 1e9)
         instruments.observe_recv_to_publish((ts_publish - ts_recv) / 1e9)
 
+    # rest
+    def rest_request(self, venue: str, kind: str, outcome: str) -> None:
+        self.telemetry.count_rest_request(venue, kind, outcome)
+
     # session
     def connected(self, venue: str, up: bool) -> None:
         self.venue(venue).connected.set(1 if up else 0)
@@ -102,6 +108,7 @@ class Daemon:
         self.bus: EmbeddedBus | None = None
         self.http: HttpServer | None = None
         self.recorders: dict[str, RecordingWriter] = {}
+        self.rest: dict[str, RestScheduler] = {}
         self.engine = Engine(
             self._publish, min_interval_ms=settings.publish.min_interval_ms, hooks=self.hooks
         )
@@ -209,9 +216,10 @@ class Daemon:
             recorder.close()
 
     async def _run_venue(self, venue: str, venue_settings: VenueSettings) -> None:
+        adapter = registry.adapter(venue)
         instruments = await self._load_instruments(venue, venue_settings)
         for instrument in instruments:
-            self.engine.add_instrument(instrument)
+            self.engine.add_instrument(instrument, adapter.sequence_rule, adapter.buffer_deltas)
         session_settings = SessionSettings(
             ping_interval_s=venue_settings.ping_interval_s,
             stale_after_s=venue_settings.stale_after_s,
@@ -219,36 +227,53 @@ class Daemon:
             backoff_initial_s=venue_settings.backoff_initial_s,
             backoff_max_s=venue_settings.backoff_max_s,
         )
-        by_category: dict[str, list[Instrument]] = {}
-        for instrument in instruments:
-            by_category.setdefault(instrument.category, []).append(instrument)
-        async with asyncio.TaskGroup() as sessions:
-            for category, members in by_category.items():
-                parser = bybit.BybitParser(category, members, venue_settings.book_depth)
-                feed = VenueFeed(
-                    venue, [i.symbol for i in members], parser, self.engine, venue_settings.subscribe_batch
-                )
-                url = _category_url(venue_settings.ws_url, category)
+        rest = RestScheduler(
+            venue,
+            venue_settings.rest_url,
+            adapter.rest_weight_per_minute,
+            timeout_s=venue_settings.connect_timeout_s,
+            hooks=self.hooks,
+            on_response=self._http_recorder(venue),
+        )
+        self.rest[venue] = rest
+        for poll in adapter.polls(instruments):
+            rest.add_poll(poll, self._poll_callback(adapter, poll))
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(rest.run(), name=f"rest:{venue}")
+            connections = adapter.connections(instruments, venue_settings.ws_url, venue_settings.book_depth)
+            for index, (url, parser) in enumerate(connections, start=1):
+                symbols = [instrument.symbol for instrument in parser.instruments.values()]
+                feed = VenueFeed(venue, symbols, parser, self.engine, rest)
                 session = Session(
                     url,
                     feed,
                     session_settings,
                     hooks=self.hooks,
                     recorder=self._recorder(venue),
-                    name=f"{venue.upper()}.ws.{category}",
+                    name=f"{venue.upper()}.ws.{index}",
                 )
-                sessions.create_task(session.run(), name=f"session:{venue}:{category}")
+                tasks.create_task(session.run(), name=f"session:{venue}:{index}")
+
+    def _poll_callback(self, adapter: VenueAdapter, poll: PollRequest) -> Callable[[str, int], None]:
+        def on_body(body: str, ts_recv: int) -> None:
+            self.engine.handle_all(adapter.parse_poll(poll, body, ts_recv))
+
+        return on_body
+
+    def _http_recorder(self, venue: str) -> Callable[[str, str], None] | None:
+        recorder = self._recorder(venue)
+        if recorder is None:
+            return None
+        rec = recorder
+
+        def on_response(url: str, body: str) -> None:
+            rec.http(f"{venue.upper()}.http.1", url, body)
+
+        return on_response
 
     async def _load_instruments(self, venue: str, venue_settings: VenueSettings) -> list[Instrument]:
         """Instrument metadata through ccxt, retried with backoff: a venue REST outage must not kill us."""
-        recorder = self._recorder(venue)
-        on_response: Callable[[str, str], None] | None = None
-        if recorder is not None:
-            rec = recorder
-
-            def on_response(url: str, body: str) -> None:
-                rec.http(f"{venue.upper()}.http.1", url, body)
-
+        on_response = self._http_recorder(venue)
         delay = 0.5
         while True:
             try:
@@ -268,14 +293,6 @@ class Daemon:
 
 class _ShutdownRequested(Exception):
     """Raised inside the task group to cancel every task when a stop signal arrives."""
-
-
-def _category_url(ws_url: str, category: str) -> str:
-    """The configured URL names the linear stream; other categories live beside it."""
-    head, _, tail = ws_url.rstrip("/").rpartition("/")
-    if tail in ("linear", "inverse", "spot", "option"):
-        return f"{head}/{category}"
-    return ws_url
 
 
 async def run(settings: Settings, *, record_dir: str | None = None) -> int:

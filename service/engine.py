@@ -63,9 +63,9 @@ class InstrumentState:
         "throttled",
     )
 
-    def __init__(self, instrument: Instrument, rule: SequenceRule) -> None:
+    def __init__(self, instrument: Instrument, rule: SequenceRule, buffer_deltas: bool = False) -> None:
         self.instrument = instrument
-        self.sync = BookSync(rule)
+        self.sync = BookSync(rule, buffer_deltas=buffer_deltas)
         self.metrics = InstrumentMetrics(instrument)
         self.book_topic = topics.book_topic(instrument.venue, instrument.symbol)
         self.status_topic = topics.status_topic(instrument.venue, instrument.symbol)
@@ -113,10 +113,13 @@ class Engine:
 
     # ----------------------------------------------------------------- setup and read side
 
-    def add_instrument(self, instrument: Instrument, rule: SequenceRule = consecutive_ids) -> None:
+    def add_instrument(
+        self, instrument: Instrument, rule: SequenceRule = consecutive_ids, buffer_deltas: bool = False
+    ) -> None:
+        """Track `instrument` with its venue's continuity rule; `buffer_deltas` for REST-snapshot venues."""
         key = (instrument.venue, instrument.symbol)
         if key not in self._states:
-            self._states[key] = InstrumentState(instrument, rule)
+            self._states[key] = InstrumentState(instrument, rule, buffer_deltas)
 
     def states(self) -> Iterator[InstrumentState]:
         return iter(self._states.values())
@@ -293,7 +296,7 @@ class Engine:
         if state is None:
             return None
         # The frame carried a book update we could not apply: the book may now be missing it.
-        result = state.sync.invalidate(InvalidReason.BAD_FRAME, bad.reason)
+        result = state.sync.invalidate(bad.invalid_reason or InvalidReason.BAD_FRAME, bad.reason)
         if not result.changed:
             return None
         ts_exchange = state.sync.book.ts_exchange

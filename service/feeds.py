@@ -1,8 +1,10 @@
 """Glue between a venue's sans-I/O parser and the engine: the `FeedHandler` a Session drives.
 
 One `VenueFeed` per websocket connection. It turns frames into events, hands them to the engine,
-and turns the engine's resync requests into the venue's resync frames, rate-limited per symbol
-so a book that keeps breaking cannot start a snapshot storm.
+and turns the engine's resync requests into the venue's resync actions (frames to send, or REST
+snapshots for the venue's `RestScheduler`), rate-limited per symbol so a book that keeps breaking
+cannot start a snapshot storm. Frames that become due outside the receive loop (a resync after a
+REST snapshot failed to bridge) wait in a bounded outbox until the session's next turn.
 """
 
 from __future__ import annotations
@@ -11,68 +13,86 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
+from service.connectors.base import Action, FetchSnapshot, VenueParser
 from service.engine import Engine
 from service.logs import event
-from service.types import Event, InvalidReason
+from service.types import InvalidReason
 
 log = logging.getLogger(__name__)
 
 # At most one resync request per symbol per this interval; later requests wait for on_idle.
 RESYNC_MIN_INTERVAL_NS = 1_000_000_000
+MAX_OUTBOX = 1000
 
 
-class VenueParser(Protocol):
-    def subscribe_frames(self, batch: int = 10) -> list[str]: ...
-    def resync_frames(self, symbol: str) -> list[str]: ...
-    def ping_frame(self) -> str | None: ...
-    def feed(self, raw: str | bytes, ts_recv: int) -> list[Event]: ...
-    def reset(self) -> None: ...
+class SnapshotRequester(Protocol):
+    def request_snapshot(self, fetch: FetchSnapshot, callback: object) -> None: ...
 
 
 class VenueFeed:
     """Drives `parser` and `engine` for one connection carrying `symbols` of `venue`."""
 
     def __init__(
-        self, venue: str, symbols: Sequence[str], parser: VenueParser, engine: Engine, subscribe_batch: int
+        self,
+        venue: str,
+        symbols: Sequence[str],
+        parser: VenueParser,
+        engine: Engine,
+        snapshots: SnapshotRequester | None = None,
     ) -> None:
         self.venue = venue
         self.symbols = list(symbols)
         self.parser = parser
         self.engine = engine
-        self.subscribe_batch = subscribe_batch
+        self.snapshots = snapshots
         self._last_resync: dict[str, int] = {}
         self._deferred: set[str] = set()
+        self._outbox: list[str] = []
         self.resync_requests = 0
+        self.outbox_dropped = 0
+        self._epoch = 0  # bumps on every (re)connect: snapshots fetched for an older connection are stale
+
+    # ------------------------------------------------------------------ FeedHandler
 
     def on_connected(self) -> list[str]:
         self.parser.reset()
         self._deferred.clear()
         self._last_resync.clear()
-        return self.parser.subscribe_frames(self.subscribe_batch)
+        self._outbox.clear()
+        self._epoch += 1
+        return self._perform(self.parser.on_connected())
 
     def on_frame(self, raw: str | bytes, ts_recv: int) -> list[str]:
-        resync = self.engine.handle_all(self.parser.feed(raw, ts_recv))
-        if not resync:
-            return []
         frames: list[str] = []
-        for symbol in resync:
+        events = []
+        for item in self.parser.feed(raw, ts_recv):
+            if isinstance(item, str):
+                frames.append(item)  # a reply the venue expects (heartbeat answers)
+            else:
+                events.append(item)
+        for symbol in self.engine.handle_all(events):
             frames += self._resync(symbol, ts_recv)
+        if self._outbox:
+            frames = self._outbox + frames
+            self._outbox = []
         return frames
 
     def on_idle(self, now_ns: int) -> list[str]:
-        if not self._deferred:
-            return []
         frames: list[str] = []
+        if self._outbox:
+            frames, self._outbox = self._outbox, []
         for symbol in list(self._deferred):
             frames += self._resync(symbol, now_ns)
         return frames
 
     def on_disconnected(self, reason: str) -> None:
-        # The next connection subscribes afresh and gets new snapshots; no resync frames needed.
+        # The next connection subscribes afresh; the venue's on_connected decides how books restart.
         self.engine.invalidate(self.venue, self.symbols, InvalidReason.RESET, f"disconnected: {reason}")
 
     def ping_frame(self) -> str | None:
         return self.parser.ping_frame()
+
+    # ------------------------------------------------------------------ resync
 
     def _resync(self, symbol: str, now_ns: int) -> list[str]:
         last = self._last_resync.get(symbol)
@@ -83,4 +103,32 @@ class VenueFeed:
         self._last_resync[symbol] = now_ns
         self.resync_requests += 1
         event(log, logging.INFO, "book_resync_requested", venue=self.venue, symbol=symbol)
-        return self.parser.resync_frames(symbol)
+        return self._perform(self.parser.resync(symbol))
+
+    def _perform(self, actions: list[Action]) -> list[str]:
+        frames: list[str] = []
+        for action in actions:
+            if isinstance(action, str):
+                frames.append(action)
+            elif self.snapshots is not None:
+                self.snapshots.request_snapshot(action, self._snapshot_callback(action.symbol))
+            else:
+                event(log, logging.ERROR, "snapshot_without_rest", venue=self.venue, symbol=action.symbol)
+        return frames
+
+    def _snapshot_callback(self, symbol: str):
+        epoch = self._epoch
+
+        def deliver(body: str, ts_recv: int) -> None:
+            if epoch != self._epoch:
+                return  # fetched for a connection that has since been replaced; its resync asked anew
+            resync = self.engine.handle_all(self.parser.on_snapshot(symbol, body, ts_recv))
+            for again in resync:
+                frames = self._resync(again, ts_recv)
+                room = MAX_OUTBOX - len(self._outbox)
+                if len(frames) > room:
+                    self.outbox_dropped += len(frames) - room
+                    frames = frames[:room]
+                self._outbox += frames
+
+        return deliver

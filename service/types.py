@@ -26,6 +26,23 @@ class ContractKind(enum.StrEnum):
     INVERSE = "inverse"  # contracts are worth contract_size quote units; base size = that / price
 
 
+class BookState(enum.StrEnum):
+    SYNCING = "SYNCING"
+    VALID = "VALID"
+    INVALID = "INVALID"
+
+
+class InvalidReason(enum.StrEnum):
+    GAP = "GAP"
+    CROSSED = "CROSSED"
+    STALE = "STALE"
+    RESET = "RESET"
+    TICK_CHANGE = "TICK_CHANGE"
+    BAD_FRAME = "BAD_FRAME"  # a malformed frame touched this book: assume an update was lost
+    CHECKSUM = "CHECKSUM"  # the venue's book checksum disagrees with ours
+    OVERFLOW = "OVERFLOW"  # too many deltas buffered while waiting for a snapshot
+
+
 class Instrument(msgspec.Struct, frozen=True):
     """Static facts about one tradable instrument, from the venue's REST metadata (via ccxt)."""
 
@@ -76,6 +93,7 @@ class BookDelta(msgspec.Struct, frozen=True, gc=False):
     prev_seq: int | None  # the id the venue says must precede it (Binance `pu`); None where implied
     ts_exchange: int
     ts_recv: int
+    first_seq: int | None = None  # first id covered by this delta (Binance `U`); None where not sent
 
 
 class Trade(msgspec.Struct, frozen=True, gc=False):
@@ -139,21 +157,9 @@ class BadFrame(msgspec.Struct, frozen=True, gc=False):
     symbol: str | None
     touches_book: bool
     ts_recv: int
-
-
-class BookState(enum.StrEnum):
-    SYNCING = "SYNCING"
-    VALID = "VALID"
-    INVALID = "INVALID"
-
-
-class InvalidReason(enum.StrEnum):
-    GAP = "GAP"
-    CROSSED = "CROSSED"
-    STALE = "STALE"
-    RESET = "RESET"
-    TICK_CHANGE = "TICK_CHANGE"
-    BAD_FRAME = "BAD_FRAME"  # a malformed frame touched this book: assume an update was lost
+    # Why the book must be resynced when `touches_book`: BAD_FRAME, or CHECKSUM when the venue's own
+    # checksum disagrees with our book.
+    invalid_reason: InvalidReason | None = None
 
 
 class BookStatus(msgspec.Struct, frozen=True, gc=False):

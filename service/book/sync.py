@@ -5,7 +5,10 @@ sequence rule, and reports every state change. It never performs the resync itse
 `needs_resync` and the session asks the venue for a fresh snapshot (metrics.md 0.2.4).
 
 Rules:
-* SYNCING / INVALID: deltas are ignored until a snapshot arrives (Bybit sends one on subscribe).
+* SYNCING / INVALID: deltas are ignored until a snapshot arrives (Bybit sends one on subscribe), or,
+  for venues whose snapshot comes over REST (Binance), buffered (bounded, oldest dropped and counted)
+  and replayed through the sequence rule once it arrives; the rule decides which buffered delta
+  bridges the snapshot.
 * VALID: a delta that breaks continuity -> INVALID(GAP); a delta that crosses the book ->
   INVALID(CROSSED). Either clears the book, so nothing can be computed from a book known wrong.
 * A delta older than the book (duplicate or replayed id) is dropped without harm and counted.
@@ -15,17 +18,19 @@ Rules:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 from service.book.l2 import L2Book
 from service.types import BookDelta, BookSnapshot, BookState, InvalidReason
 
-# A sequence rule answers: given the id of the current book and a delta, is the delta the
-# next one (True), a stale duplicate to drop (None), or proof of a gap (False)?
-SequenceRule = Callable[[int | None, BookDelta], bool | None]
+# A sequence rule answers: given the id of the current book, a delta, and whether it is the first
+# delta after a snapshot, is the delta the next one (True), a stale duplicate to drop (None), or proof
+# of a gap (False)? Rules live in `book.sequencing`.
+SequenceRule = Callable[[int | None, BookDelta, bool], bool | None]
 
 
-def consecutive_ids(last_seq: int | None, delta: BookDelta) -> bool | None:
+def consecutive_ids(last_seq: int | None, delta: BookDelta, first: bool = False) -> bool | None:
     """Bybit: `u` must be exactly previous `u + 1`; an id at or below the book's is stale."""
     if last_seq is None:
         return False
@@ -52,8 +57,12 @@ class BookSync:
     """Book plus sync state of one (venue, instrument)."""
 
     __slots__ = (
+        "_buffer",
+        "_first",
         "_result",
         "book",
+        "buffer_deltas",
+        "buffer_dropped",
         "detail",
         "gaps",
         "reason",
@@ -63,8 +72,12 @@ class BookSync:
         "state",
     )
 
-    def __init__(self, rule: SequenceRule) -> None:
+    def __init__(self, rule: SequenceRule, buffer_deltas: bool = False, max_buffered: int = 10_000) -> None:
         self.rule = rule
+        self.buffer_deltas = buffer_deltas
+        self._buffer: deque[BookDelta] = deque(maxlen=max_buffered)
+        self.buffer_dropped = 0
+        self._first = True  # the next delta is the first after a snapshot
         self.book = L2Book()
         self.state = BookState.SYNCING
         self.reason: InvalidReason | None = None
@@ -85,9 +98,24 @@ class BookSync:
 
     def on_snapshot(self, snapshot: BookSnapshot) -> ApplyResult:
         result = self._fresh_result()
-        self.book.load(snapshot.bids, snapshot.asks, snapshot.seq, snapshot.ts_exchange)
+        book = self.book
+        book.load(snapshot.bids, snapshot.asks, snapshot.seq, snapshot.ts_exchange)
+        self._first = True
         result.reset = True
-        if self.book.is_crossed():
+        if self._buffer:
+            buffered = list(self._buffer)
+            self._buffer.clear()
+            for delta in buffered:
+                verdict = self.rule(book.seq, delta, self._first)
+                if verdict is None:
+                    continue  # older than the snapshot
+                if not verdict:
+                    self.gaps += 1
+                    self._invalidate(InvalidReason.GAP, f"buffered {delta.seq} does not follow snapshot", result)
+                    return result
+                book.apply(delta.bids, delta.asks, delta.seq, delta.ts_exchange)
+                self._first = False
+        if book.is_crossed():
             self._invalidate(InvalidReason.CROSSED, "snapshot is crossed", result)
             return result
         if self.state is not BookState.VALID or self.reason is not None:
@@ -101,9 +129,13 @@ class BookSync:
     def on_delta(self, delta: BookDelta) -> ApplyResult:
         result = self._fresh_result()
         if self.state is not BookState.VALID:
+            if self.buffer_deltas:
+                if len(self._buffer) == self._buffer.maxlen:
+                    self.buffer_dropped += 1  # oldest goes; the bridge rule catches it if it mattered
+                self._buffer.append(delta)
             return result
         book = self.book
-        verdict = self.rule(book.seq, delta)
+        verdict = self.rule(book.seq, delta, self._first)
         if verdict is None:
             self.stale_dropped += 1
             return result
@@ -112,6 +144,7 @@ class BookSync:
             self._invalidate(InvalidReason.GAP, f"expected after {book.seq}, got {delta.seq}", result)
             return result
         book.apply(delta.bids, delta.asks, delta.seq, delta.ts_exchange)
+        self._first = False
         if book.is_crossed():
             self._invalidate(InvalidReason.CROSSED, f"crossed after {delta.seq}", result)
             return result
@@ -128,6 +161,7 @@ class BookSync:
 
     def _invalidate(self, reason: InvalidReason, detail: str, result: ApplyResult) -> None:
         self.book.clear()
+        self._buffer.clear()
         self.state = BookState.INVALID
         self.reason = reason
         self.detail = detail

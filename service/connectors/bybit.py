@@ -17,10 +17,12 @@ Venue facts this module relies on (../shared/exchanges.md §2 and "Differences t
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
+from service.book.sync import SequenceRule, consecutive_ids
+from service.connectors.base import Action, PollRequest
 from service.types import (
     BUY,
     SELL,
@@ -83,10 +85,15 @@ class BybitParser:
         book_depth: the `orderbook.N` depth to subscribe.
     """
 
-    def __init__(self, category: str, instruments: Iterable[Instrument], book_depth: int = 200) -> None:
+    venue = VENUE
+
+    def __init__(
+        self, category: str, instruments: Iterable[Instrument], book_depth: int = 200, subscribe_batch: int = 10
+    ) -> None:
         if book_depth not in BOOK_DEPTHS:
             raise ValueError(f"bybit book depth must be one of {BOOK_DEPTHS}, got {book_depth}")
         self.category = category
+        self.subscribe_batch = subscribe_batch
         self.book_depth = book_depth
         self.instruments: dict[str, Instrument] = {i.venue_id: i for i in instruments}
         self._tickers: dict[str, dict[str, Any]] = {}
@@ -110,13 +117,24 @@ class BybitParser:
             ]
         return topics
 
-    def subscribe_frames(self, batch: int = 10) -> list[str]:
+    def subscribe_frames(self, batch: int | None = None) -> list[str]:
         """Subscribe requests for every topic, `batch` args per request."""
+        batch = batch or self.subscribe_batch
         topics = self.topics()
         return [
             _op("subscribe", topics[i : i + batch], req_id=f"sub-{i // batch}")
             for i in range(0, len(topics), batch)
         ]
+
+    def on_connected(self) -> list[Action]:
+        self.reset()
+        return list(self.subscribe_frames())
+
+    def resync(self, symbol: str) -> list[Action]:
+        return list(self.resync_frames(symbol))
+
+    def on_snapshot(self, symbol: str, body: str | bytes, ts_recv: int) -> list[Event]:
+        return []  # Bybit books start from the websocket snapshot; no REST snapshot is ever requested
 
     def resync_frames(self, symbol: str) -> list[str]:
         """Bybit has no REST/WS sequence bootstrap for `orderbook.N`: re-subscribing yields a fresh snapshot."""
@@ -281,6 +299,59 @@ class BybitParser:
             if instrument.symbol == symbol:
                 return instrument
         return None
+
+
+class BybitAdapter:
+    """Bybit v5 public linear/inverse streams: everything streams, nothing needs polling."""
+
+    venue: ClassVar[str] = VENUE
+    default_ws_url: ClassVar[str] = DEFAULT_WS_URL
+    default_rest_url: ClassVar[str] = DEFAULT_REST_URL
+    # Bybit allows 600 requests per 5 s per IP on market endpoints; we only load instrument metadata.
+    rest_weight_per_minute: ClassVar[int] = 600
+    sequence_rule: ClassVar[SequenceRule] = staticmethod(consecutive_ids)  # type: ignore[assignment]
+    buffer_deltas: ClassVar[bool] = False
+
+    def __init__(self, subscribe_batch: int = 10) -> None:
+        self.subscribe_batch = subscribe_batch
+
+    def connections(
+        self, instruments: Sequence[Instrument], ws_url: str, book_depth: int
+    ) -> list[tuple[str, BybitParser]]:
+        """One connection per category, split further so no connection's args exceed Bybit's cap."""
+        by_category: dict[str, list[Instrument]] = {}
+        for instrument in instruments:
+            by_category.setdefault(instrument.category, []).append(instrument)
+        out = []
+        for category, members in by_category.items():
+            url = category_url(ws_url, category)
+            chunk: list[Instrument] = []
+            chars = 0
+            for instrument in members:
+                # Four topics per instrument, each roughly len(topic) + 3 characters in the args array.
+                cost = 4 * (len(instrument.venue_id) + 24)
+                if chunk and chars + cost > MAX_ARGS_CHARS_PER_CONNECTION:
+                    out.append((url, BybitParser(category, chunk, book_depth, self.subscribe_batch)))
+                    chunk, chars = [], 0
+                chunk.append(instrument)
+                chars += cost
+            if chunk:
+                out.append((url, BybitParser(category, chunk, book_depth, self.subscribe_batch)))
+        return out
+
+    def polls(self, instruments: Sequence[Instrument]) -> list[PollRequest]:
+        return []  # open interest, funding and liquidations all stream on Bybit
+
+    def parse_poll(self, request: PollRequest, body: str | bytes, ts_recv: int) -> list[Event]:
+        return []
+
+
+def category_url(ws_url: str, category: str) -> str:
+    """The configured URL names one category's stream; the others live beside it (`.../v5/public/<cat>`)."""
+    head, _, tail = ws_url.rstrip("/").rpartition("/")
+    if tail in ("linear", "inverse", "spot", "option"):
+        return f"{head}/{category}"
+    return ws_url
 
 
 def _op(op: str, args: Sequence[str], req_id: str) -> str:

@@ -38,9 +38,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 LATENCY_STAGES: tuple[str, ...] = ("exchange_to_recv", "recv_to_publish")
 RECONNECT_REASONS: tuple[str, ...] = ("closed", "timeout", "error", "server_restart", "scheduled")
-# The book state machine's reasons (types.InvalidReason, lower-cased) plus the two that come from elsewhere:
-# a venue checksum mismatch and an overflowing session -> engine queue.
-RESYNC_REASONS: tuple[str, ...] = (*(r.value.lower() for r in InvalidReason), "checksum", "overflow")
+# The book state machine's reasons (types.InvalidReason, lower-cased; CHECKSUM and OVERFLOW among them).
+RESYNC_REASONS: tuple[str, ...] = tuple(r.value.lower() for r in InvalidReason)
 BACKENDS: tuple[str, ...] = ("embedded", "nats", "redis", "null")
 DISCONNECT_REASONS: tuple[str, ...] = ("slow", "client", "shutdown")
 
@@ -209,6 +208,12 @@ class Telemetry:
         )
 
         # Recorder.
+        self.rest_requests = Counter(
+            "flowgauge_rest_requests_total",
+            "REST requests to venues (snapshots and polls) by outcome: ok, rate_limited (429/418), error.",
+            ["venue", "kind", "outcome"],
+            registry=r,
+        )
         self.recorder_dropped_frames = Counter(
             "flowgauge_recorder_dropped_frames_total",
             "Raw frames the recorder dropped because its buffer was full (frames).",
@@ -313,6 +318,10 @@ class Telemetry:
 
     def count_fanout_auth_rejected(self) -> None:
         self.fanout_auth_rejected.inc()
+
+    def count_rest_request(self, venue: str, kind: str, outcome: str) -> None:
+        """One REST request; `kind` is snapshot, open_interest or long_short."""
+        self.rest_requests.labels(venue, kind, outcome).inc()
 
     def count_recorder_dropped(self, n: int = 1) -> None:
         self.recorder_dropped_frames.inc(n)
