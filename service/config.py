@@ -68,7 +68,8 @@ REDACTED: Final = "***"
 class _VenueFacts(NamedTuple):
     ws_url: str  # default public websocket endpoint for the instruments we track
     rest_url: str  # default REST base URL (snapshots, instrument metadata)
-    book_depths: tuple[int, ...]  # order-book depths the venue's public stream accepts
+    book_depths: tuple[int, ...]  # order-book depths the venue accepts (stream depth or REST snapshot limit)
+    default_depth: int
 
 
 _VENUES: Final[dict[str, _VenueFacts]] = {
@@ -77,6 +78,36 @@ _VENUES: Final[dict[str, _VenueFacts]] = {
         ws_url="wss://stream.bybit.com/v5/public/linear",
         rest_url="https://api.bybit.com",
         book_depths=(1, 50, 200, 1000),
+        default_depth=200,
+    ),
+    # Diff-depth stream plus a REST snapshot whose `limit` is this depth; the base URL's routed
+    # /public and /market paths are derived by the connector.
+    "binanceusdm": _VenueFacts(
+        ws_url="wss://fstream.binance.com",
+        rest_url="https://fapi.binance.com",
+        book_depths=(5, 10, 20, 50, 100, 500, 1000),
+        default_depth=1000,
+    ),
+    # `books` (400 levels) or `books5`.
+    "okx": _VenueFacts(
+        ws_url="wss://ws.okx.com:8443/ws/v5/public",
+        rest_url="https://www.okx.com",
+        book_depths=(5, 400),
+        default_depth=400,
+    ),
+    # `book.<instrument>.100ms` is the full book; the depth setting is not a stream parameter.
+    "deribit": _VenueFacts(
+        ws_url="wss://www.deribit.com/ws/api/v2",
+        rest_url="https://www.deribit.com",
+        book_depths=(1000,),
+        default_depth=1000,
+    ),
+    # `l2Book` pushes at most 20 levels per side.
+    "hyperliquid": _VenueFacts(
+        ws_url="wss://api.hyperliquid.xyz/ws",
+        rest_url="https://api.hyperliquid.xyz",
+        book_depths=(20,),
+        default_depth=20,
     ),
 }
 
@@ -483,7 +514,8 @@ def _build_venues(raw: Any, key: str, problems: _Problems) -> dict[str, VenueSet
 
         built = _build(
             VenueSettings, body, sub, problems,
-            defaults={"ws_url": facts.ws_url, "rest_url": facts.rest_url}, check=check,
+            defaults={"ws_url": facts.ws_url, "rest_url": facts.rest_url, "book_depth": facts.default_depth},
+            check=check,
         )
         if isinstance(built, VenueSettings):
             out[venue] = built

@@ -287,9 +287,23 @@ def test_a_type_error_does_not_hide_a_sibling_range_error() -> None:
 
 
 def test_unsupported_venue() -> None:
-    data = {"venues": {"bybit": {"symbols": ["BTC/USDT:USDT"]}, "binanceusdm": {"symbols": ["BTC/USDT"]}}}
+    data = {"venues": {"bybit": {"symbols": ["BTC/USDT:USDT"]}, "kraken": {"symbols": ["BTC/USD:BTC"]}}}
 
-    assert _problems(data) == ["venues.binanceusdm: venue binanceusdm not supported yet; supported: bybit"]
+    assert _problems(data) == [
+        "venues.kraken: venue kraken not supported yet; supported: bybit, binanceusdm, okx, deribit, hyperliquid"
+    ]
+
+
+def test_each_venue_gets_its_own_default_depth_and_urls() -> None:
+    settings = parse_settings(
+        {"venues": {"binanceusdm": {"symbols": ["BTC/USDT:USDT"]}, "hyperliquid": {"symbols": ["BTC/USDC:USDC"]}}}
+    )
+    assert settings.venues["binanceusdm"].book_depth == 1000
+    assert settings.venues["binanceusdm"].rest_url == "https://fapi.binance.com"
+    assert settings.venues["hyperliquid"].book_depth == 20
+    assert _problems({"venues": {"okx": {"symbols": ["BTC/USDT:USDT"], "book_depth": 200}}}) == [
+        "venues.okx.book_depth: must be one of 5, 400 (got 200)"
+    ]
 
 
 def test_bad_symbols() -> None:
@@ -372,7 +386,7 @@ def test_check_config_reports_problems_on_stderr(
     assert code == 2
     assert captured.out == ""
     assert captured.err.splitlines() == [
-        "venues.kraken: venue kraken not supported yet; supported: bybit",
+        "venues.kraken: venue kraken not supported yet; supported: bybit, binanceusdm, okx, deribit, hyperliquid",
         "http.port: must be between 0 and 65535 (got -1)",
     ]
 
