@@ -339,6 +339,12 @@ class BybitAdapter:
                 out.append((url, BybitParser(category, chunk, book_depth, self.subscribe_batch)))
         return out
 
+    def replay_parser(self, url: str, instruments: Sequence[Instrument]) -> BybitParser | None:
+        """Spot and linear share topic names: only the recorded URL's category tells them apart."""
+        category = category_of_url(url)
+        members = [i for i in instruments if i.category == category]
+        return BybitParser(category, members) if category and members else None
+
     def polls(self, instruments: Sequence[Instrument]) -> list[PollRequest]:
         return []  # open interest, funding and liquidations all stream on Bybit
 

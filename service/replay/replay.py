@@ -13,9 +13,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
-from service.connectors import bybit
-from service.connectors.markets import instrument_from_market, markets_from_recording
+from service.connectors import registry
+from service.connectors.base import PollRequest, VenueParser
+from service.connectors.markets import MarketsError, instrument_from_market, markets_from_recording
 from service.engine import Engine, Sink
 from service.replay.recording import Connect, Header, Http, Recv, iter_records
 from service.types import Instrument
@@ -30,7 +33,6 @@ EXCHANGE_IDS = {
     "DERIBIT": "deribit",
     "HYPERLIQUID": "hyperliquid",
 }
-DERIVATIVE_CATEGORIES = {"bybit": ("linear", "inverse")}
 
 
 class ReplayError(RuntimeError):
@@ -54,25 +56,38 @@ class _FileReplay:
         self.engine = engine
         self.symbols = symbols
         self.venue: str | None = None
+        self.adapter: Any = None
         self.http: list[tuple[str, str]] = []
-        self.instruments: dict[str, list[Instrument]] | None = None  # category -> instruments
-        self.parsers: dict[str, bybit.BybitParser | None] = {}
+        self.instruments: list[Instrument] | None = None
+        self.parsers: dict[str, VenueParser | None] = {}
+        self.polls: list[PollRequest] = []
+
+    def set_venue(self, venue: str) -> None:
+        self.venue = venue
+        try:
+            self.adapter = registry.adapter(venue)
+        except (KeyError, ImportError) as exc:
+            raise ReplayError(f"{self.path}: venue {venue!r} cannot be replayed: {exc}") from exc
 
     def _load_instruments(self) -> None:
         venue = self._require_venue()
-        markets = markets_from_recording(venue, self.http)
+        try:
+            markets = markets_from_recording(venue, self.http)
+        except MarketsError as exc:
+            raise ReplayError(f"{self.path}: {exc}") from exc
         wanted = None if self.symbols is None else set(self.symbols.get(venue, ()))
-        by_category: dict[str, list[Instrument]] = {}
+        instruments = []
         for market in markets:
             instrument = instrument_from_market(venue, market)
             if not instrument.derivative:
                 continue
             if wanted is not None and instrument.symbol not in wanted:
                 continue
-            by_category.setdefault(instrument.category, []).append(instrument)
-        if not by_category:
+            instruments.append(instrument)
+        if not instruments:
             raise ReplayError(f"{self.path}: no derivative instruments in the recording's REST metadata")
-        self.instruments = by_category
+        self.instruments = instruments
+        self.polls = list(self.adapter.polls(instruments))
 
     def _require_venue(self) -> str:
         if self.venue is None:
@@ -83,37 +98,72 @@ class _FileReplay:
         if self.instruments is None:
             self._load_instruments()
         assert self.instruments is not None
-        venue = self._require_venue()
-        parser = None
-        if venue == "bybit":
-            category = bybit.category_of_url(record.addr)
-            if category in DERIVATIVE_CATEGORIES["bybit"] and category in self.instruments:
-                instruments = self.instruments[category]
-                parser = bybit.BybitParser(category, instruments)
-        else:
-            raise ReplayError(f"{self.path}: venue {venue!r} is not supported by replay yet")
-        self.parsers[record.conn] = parser
+        self.parsers[record.conn] = replay_parser(self.adapter, record.addr, self.instruments)
+
+    def on_http(self, record: Http, stats: ReplayStats) -> None:
+        """REST answers after start-up: book snapshots go to the parser, poll answers to the adapter."""
+        if self.instruments is None:
+            self.http.append((record.url, record.data))
+            return
+        ts_recv = int(record.ts * 1e9)
+        parts = urlsplit(record.url)
+        query = dict(parse_qsl(parts.query))
+        venue_id = query.get("symbol") or query.get("instId") or query.get("instrument_name")
+        for parser in {id(p): p for p in self.parsers.values() if p is not None}.values():
+            instrument = parser.instruments.get(venue_id or "")
+            if instrument is not None and _is_snapshot_path(parts.path):
+                self._handle(parser.on_snapshot(instrument.symbol, record.data, ts_recv), parser, stats)
+                return
+        for poll in self.polls:
+            if poll.path == parts.path and all(query.get(k) == v for k, v in poll.params.items()):
+                self._handle(self.adapter.parse_poll(poll, record.data, ts_recv), None, stats)
+                return
 
     def on_recv(self, record: Recv, stats: ReplayStats) -> None:
         parser = self.parsers.get(record.conn)
         if parser is None:
             stats.frames_ignored += 1
             return
-        events = parser.feed(record.data, int(record.ts * 1e9))
+        self._handle(parser.feed(record.data, int(record.ts * 1e9)), parser, stats)
+
+    def _handle(self, events: Iterable[object], parser: VenueParser | None, stats: ReplayStats) -> None:
         engine = self.engine
+        adapter = self.adapter
         for item in events:
+            if isinstance(item, str):
+                continue  # a reply the live session would send (heartbeat answer): nothing to do offline
             symbol = getattr(item, "symbol", None)
-            if symbol is not None and engine.state(parser_venue(item), symbol) is None:
-                instrument = _find(parser.instruments.values(), symbol)
+            if symbol is not None and engine.state(self.venue or "", symbol) is None:
+                instrument = _find(self.instruments or (), symbol)
                 if instrument is not None:
-                    engine.add_instrument(instrument)
+                    engine.add_instrument(instrument, adapter.sequence_rule, adapter.buffer_deltas)
             resync = engine.handle(item)
             if resync is not None:
                 stats.resyncs_needed.append(resync)
 
 
-def parser_venue(item: object) -> str:
-    return str(getattr(item, "venue", ""))
+# REST paths that answer with a book snapshot, per venue protocol.
+_SNAPSHOT_PATHS = ("/fapi/v1/depth", "/api/v5/market/books", "/v5/market/orderbook")
+
+
+def _is_snapshot_path(path: str) -> bool:
+    return path.rstrip("/").endswith(_SNAPSHOT_PATHS)
+
+
+def replay_parser(adapter: Any, url: str, instruments: Sequence[Instrument]) -> VenueParser | None:
+    """The parser a live connection to `url` would have had; None for streams we do not track (spot)."""
+    custom = getattr(adapter, "replay_parser", None)
+    if custom is not None:
+        return custom(url, instruments)  # type: ignore[no-any-return]
+    venue_settings_depth = _DEFAULT_DEPTH.get(adapter.venue, 1000)
+    connections = adapter.connections(instruments, url, venue_settings_depth)
+    for conn_url, parser in connections:
+        if conn_url == url:
+            return parser  # type: ignore[no-any-return]
+    return connections[0][1] if connections else None
+
+
+_DEFAULT_DEPTH = {"bybit": 200, "binanceusdm": 1000, "okx": 400, "deribit": 1000, "hyperliquid": 20}
 
 
 def _find(instruments: Iterable[Instrument], symbol: str) -> Instrument | None:
@@ -156,9 +206,9 @@ def replay(
                 venue = EXCHANGE_IDS.get(record.exchange)
                 if venue is None:
                     raise ReplayError(f"{path}: unknown exchange {record.exchange!r}")
-                state.venue = venue
+                state.set_venue(venue)
             elif isinstance(record, Http):
-                state.http.append((record.url, record.data))
+                state.on_http(record, stats)
             elif isinstance(record, Connect):
                 state.on_connect(record)
             elif isinstance(record, Recv):
