@@ -14,8 +14,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-DEFAULT_SIMULATOR_RECORDING = Path(__file__).parent / "replay" / "data" / "bybit-linear-2026-08.jsonl.zst"
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowgauge", description=__doc__.splitlines()[0])
@@ -32,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("-c", "--config", help="only the venues and symbols this config lists")
 
     simulate = commands.add_parser("simulate", help="serve a recording over the venue's protocol on loopback")
-    simulate.add_argument("--recording", default=str(DEFAULT_SIMULATOR_RECORDING))
+    simulate.add_argument("--venue", default="bybit", choices=["bybit", "binanceusdm", "okx", "deribit",
+                                                               "hyperliquid", "all"])
+    simulate.add_argument("--recording", default=None, help="default: the packaged sample for the venue")
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=None, help="default: where config/offline-demo.yaml looks")
     simulate.add_argument("--speed", type=float, default=1.0, help="0 = as fast as possible")
@@ -126,27 +126,55 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+# venue -> (simulator module, default port, packaged recording it serves by default)
+SIMULATORS: dict[str, tuple[str, int, str]] = {
+    "bybit": ("service.replay.simulator", 9780, "bybit-linear-2026-08.jsonl.zst"),
+    "binanceusdm": ("service.replay.sim_binance", 9781, "binance-usdm.jsonl.zst"),
+    "okx": ("service.replay.sim_okx", 9782, "okx-v5.jsonl.zst"),
+    "deribit": ("service.replay.sim_deribit", 9783, "deribit.jsonl.zst"),
+    "hyperliquid": ("service.replay.sim_hyperliquid", 9784, "hyperliquid-btc.jsonl.zst"),
+}
+DATA_DIR = Path(__file__).parent / "replay" / "data"
+
+
 def _simulate(args: argparse.Namespace) -> int:
+    import importlib
+
     from service import logs
-    from service.replay.simulator import DEFAULT_PORT, run_simulator
 
     logs.configure(os.environ.get("FLOWGAUGE_LOG_LEVEL", "INFO"))
-    if not Path(args.recording).exists():
-        print(f"simulate: recording not found: {args.recording}", file=sys.stderr)
+    venues = list(SIMULATORS) if args.venue == "all" else [args.venue]
+    if len(venues) > 1 and (args.port is not None or args.recording is not None):
+        print("simulate: --port and --recording apply to a single --venue", file=sys.stderr)
         return 2
-    _install_uvloop()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            run_simulator(
-                args.recording,
+    runs = []
+    for venue in venues:
+        module_name, default_port, default_recording = SIMULATORS[venue]
+        recording = Path(args.recording) if args.recording else DATA_DIR / default_recording
+        if not recording.exists():
+            print(f"simulate: recording not found for {venue}: {recording}", file=sys.stderr)
+            return 2
+        module = importlib.import_module(module_name)
+        runs.append(
+            module.run_simulator(
+                str(recording),
                 host=args.host,
-                port=DEFAULT_PORT if args.port is None else args.port,
+                port=default_port if args.port is None else args.port,
                 speed=args.speed,
                 loop=not args.no_loop,
                 garbage_every=args.garbage_every,
                 gap_every=args.gap_every,
             )
         )
+
+    async def serve_all() -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for run in runs:
+                tasks.create_task(run)
+
+    _install_uvloop()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_all())
     return 0
 
 
