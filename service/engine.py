@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "flowgauge.v1"
 
+# Venues whose liquidation stream is a sample, not a tape (Binance @forceOrder: the latest liquidation per
+# symbol per second): their liquidation payloads carry SAMPLED_INPUT (metrics.md 6.5).
+SAMPLED_LIQUIDATION_VENUES = frozenset({"binanceusdm"})
+
 Sink = Callable[[str, bytes], None]
 
 
@@ -107,7 +111,7 @@ class Engine:
             OpenInterest: self._on_open_interest,
             FundingRate: self._on_funding,
             Liquidation: self._on_liquidation,
-            LongShortRatio: self._ignore,
+            LongShortRatio: self._on_long_short,
             BadFrame: self._on_bad_frame,
         }
 
@@ -272,7 +276,11 @@ class Engine:
             self._publish(state, "liquidation", liquidation.ts_exchange, liquidation.ts_recv)
         return None
 
-    def _ignore(self, _event: object) -> str | None:
+    def _on_long_short(self, ratio: LongShortRatio) -> str | None:
+        state = self._states.get((ratio.venue, ratio.symbol))
+        if state is not None:
+            state.metrics.on_long_short(ratio)
+            self._publish(state, "long_short", ratio.ts_exchange, ratio.ts_recv)
         return None
 
     def _on_bad_frame(self, bad: BadFrame) -> str | None:
@@ -328,10 +336,15 @@ class Engine:
             "ts_publish": 0,
         }
         payload.update(state.metrics.fields(book, ts_exchange, trigger))
+        extra_flags = []
         if book is None and sync.reason is not None:
+            extra_flags.append(sync.reason.value)
+        if trigger == "liquidation" and instrument.venue in SAMPLED_LIQUIDATION_VENUES:
+            extra_flags.append("SAMPLED_INPUT")
+        if extra_flags:
             quality = payload.get("quality")
-            if isinstance(quality, list) and sync.reason.value not in quality:
-                payload["quality"] = sorted([*quality, sync.reason.value])
+            if isinstance(quality, list):
+                payload["quality"] = sorted({*quality, *extra_flags})
         ts_publish = self._clock()
         payload["ts_publish"] = ts_publish
         state.latest = payload

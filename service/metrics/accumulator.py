@@ -23,7 +23,7 @@ from service.metrics.ofi import TopOfBook, ofi_event, top_of_book
 from service.metrics.open_interest import OpenInterestFlow
 from service.metrics.trades import TradeFlowImbalance
 from service.metrics.windows import DecayedSum, SlidingSum
-from service.types import FundingRate, Instrument, InvalidReason, Liquidation, OpenInterest, Trade
+from service.types import FundingRate, Instrument, InvalidReason, Liquidation, LongShortRatio, OpenInterest, Trade
 
 __all__ = ["FIELD_NAMES", "QUALITY_FLAGS", "InstrumentMetrics"]
 
@@ -37,13 +37,17 @@ FIELD_NAMES: tuple[str, ...] = (
     "tfi_10s", "tfi_60s",
     "oi", "oi_notional", "oi_chg_pct_5m", "oi_open_ratio_5m",
     "funding_rate_8h", "premium_bps_live", "mark_price", "index_price",
+    "ls_skew_accounts", "ls_skew_top_positions",
     "quality",
 )  # fmt: skip
 """The keys of `InstrumentMetrics.fields`, in publication order."""
 
 QUALITY_FLAGS = frozenset(
-    {"WARMUP", "GAP", "RESET", "PARTIAL_WINDOW", "EMPTY_SIDE", "OI_INCONSISTENT", "STALE"}
+    {"WARMUP", "GAP", "RESET", "PARTIAL_WINDOW", "EMPTY_SIDE", "OI_INCONSISTENT", "STALE", "SAMPLED_INPUT"}
 )
+
+# Long/short ratio kinds (LongShortRatio.kind) -> payload field (metrics.md 6.4).
+LONG_SHORT_FIELDS = {"accounts": "ls_skew_accounts", "top_positions": "ls_skew_top_positions"}
 
 DEPTH_LEVELS = (1, 5, 10, 20)
 _DEPTH_KEYS = ("depth_imb_1", "depth_imb_5", "depth_imb_10", "depth_imb_20")
@@ -85,6 +89,7 @@ class InstrumentMetrics:
         "liq_count_short",
         "liq_size_long",
         "liq_size_short",
+        "ls_skew",
     )
 
     def __init__(self, instrument: Instrument) -> None:
@@ -110,6 +115,7 @@ class InstrumentMetrics:
         self.liq_count_short = 0
         self.liq_size_long = 0.0
         self.liq_size_short = 0.0
+        self.ls_skew: dict[str, float] = {}  # payload field -> latest (R - 1) / (R + 1)
 
     # -- inputs ---------------------------------------------------------------------------------------------
 
@@ -184,6 +190,14 @@ class InstrumentMetrics:
             self.liq_count_short += 1
             self.liq_size_short += liq.size
 
+    def on_long_short(self, ratio: LongShortRatio) -> None:
+        """Venue long/short statistic (5-minute data): ls_skew = (R - 1)/(R + 1) = long share - short share."""
+        self._tick(ratio.ts_exchange)
+        key = LONG_SHORT_FIELDS.get(ratio.kind)
+        if key is None or not ratio.ratio >= 0.0:  # unknown kind, negative or NaN ratio: not a skew
+            return
+        self.ls_skew[key] = (ratio.ratio - 1.0) / (ratio.ratio + 1.0)
+
     # -- output ---------------------------------------------------------------------------------------------
 
     def fields(self, book: L2Book | None, ts_exchange: int, trigger: str) -> dict[str, object]:
@@ -242,6 +256,8 @@ class InstrumentMetrics:
         out["premium_bps_live"] = premium_bps(mid, funding.index_price)
         out["mark_price"] = mark
         out["index_price"] = funding.index_price
+        out["ls_skew_accounts"] = self.ls_skew.get("ls_skew_accounts")
+        out["ls_skew_top_positions"] = self.ls_skew.get("ls_skew_top_positions")
 
         warm_start = self._warm_start
         if warm_start is None or now - warm_start < WARMUP_NS:

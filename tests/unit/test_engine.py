@@ -116,3 +116,31 @@ def test_min_interval_throttles_book_payloads_only() -> None:
     assert len(out.books()) == 1
     assert any(p.get("trigger") == "open_interest" for _, p in out.messages)
     assert engine.state("bybit", SYM).throttled == 5
+
+
+def test_long_short_ratio_publishes_bounded_skew() -> None:
+    from service.types import LongShortRatio
+
+    engine, out = make()
+    engine.handle(LongShortRatio("bybit", SYM, "accounts", 3.0, 1 * S, 1 * S))
+    engine.handle(LongShortRatio("bybit", SYM, "top_positions", 0.25, 2 * S, 2 * S))
+    payload = out.messages[-1][1]
+    assert payload["trigger"] == "long_short"
+    assert payload["ls_skew_accounts"] == 0.5  # (3 - 1) / (3 + 1): 75% long, 25% short
+    assert payload["ls_skew_top_positions"] == -0.6  # (0.25 - 1) / (0.25 + 1)
+
+
+def test_sampled_liquidation_venue_is_flagged() -> None:
+    from service.types import Liquidation
+
+    out = Recorder()
+    engine = Engine(out, clock=lambda: 1)
+    binance = linear_instrument()
+    binance = binance.__class__(**{**{f: getattr(binance, f) for f in binance.__struct_fields__}, "venue": "binanceusdm"})
+    engine.add_instrument(binance)
+    engine.add_instrument(linear_instrument())
+    engine.handle(Liquidation("binanceusdm", SYM, "long", 100.0, 1.0, 1 * S, 1 * S))
+    engine.handle(Liquidation("bybit", SYM, "long", 100.0, 1.0, 1 * S, 1 * S))
+    binance_payload, bybit_payload = (p for _, p in out.messages if p.get("trigger") == "liquidation")
+    assert "SAMPLED_INPUT" in binance_payload["quality"]
+    assert "SAMPLED_INPUT" not in bybit_payload["quality"]
