@@ -135,8 +135,9 @@ def test_sampled_liquidation_venue_is_flagged() -> None:
 
     out = Recorder()
     engine = Engine(out, clock=lambda: 1)
-    binance = linear_instrument()
-    binance = binance.__class__(**{**{f: getattr(binance, f) for f in binance.__struct_fields__}, "venue": "binanceusdm"})
+    import msgspec
+
+    binance = msgspec.structs.replace(linear_instrument(), venue="binanceusdm")
     engine.add_instrument(binance)
     engine.add_instrument(linear_instrument())
     engine.handle(Liquidation("binanceusdm", SYM, "long", 100.0, 1.0, 1 * S, 1 * S))
