@@ -21,6 +21,7 @@ from typing import Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import CloseCode
 
 from service.logs import event
 
@@ -92,6 +93,9 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timeout"
     if isinstance(exc, ConnectionClosed):
+        # 1012 is the venue announcing a restart (planned maintenance), worth telling apart from drops.
+        if exc.rcvd is not None and exc.rcvd.code == CloseCode.SERVICE_RESTART:
+            return "server_restart"
         return "closed"
     if isinstance(exc, InvalidStatus):
         return "rejected"
@@ -130,6 +134,8 @@ class Session:
         self._rng = rng or random.Random()
         self.connects = 0
         self.connected = asyncio.Event()
+        # monotonic time the current connection opened; None until a handshake succeeds.
+        self._opened_at: float | None = None
 
     async def run(self) -> None:
         """Connect, stream, reconnect; returns only by cancellation."""
@@ -137,7 +143,7 @@ class Session:
         delays = backoff_delays(settings.backoff_initial_s, settings.backoff_max_s, self._rng)
         venue = self.handler.venue
         while True:
-            started = time.monotonic()
+            self._opened_at = None
             reason = "closed"
             try:
                 await self._connect_and_stream()
@@ -154,7 +160,11 @@ class Session:
             self.handler.on_disconnected(reason)
             if self.hooks is not None:
                 self.hooks.reconnect(venue, reason)
-            if time.monotonic() - started >= settings.healthy_after_s:
+            # Lifetime counts from the completed handshake, not from the attempt: an attempt that spent
+            # connect_timeout_s waiting for a handshake that never came must not pass for a healthy
+            # connection and reset the backoff (that would retry a hanging venue at the initial delay forever).
+            opened_at = self._opened_at
+            if opened_at is not None and time.monotonic() - opened_at >= settings.healthy_after_s:
                 delays = backoff_delays(settings.backoff_initial_s, settings.backoff_max_s, self._rng)
             delay = next(delays)
             event(log, logging.INFO, "ws_reconnect_scheduled", venue=venue, conn=self.name, delay_s=round(delay, 3))
@@ -172,24 +182,54 @@ class Session:
             max_queue=settings.max_queue_frames,
             compression=None,
         ) as ws:
-            self.connects += 1
-            conn = f"{self.name}.{self.connects}"
-            event(log, logging.INFO, "ws_connected", venue=self.handler.venue, conn=conn, url=self.url)
-            if self.recorder is not None:
-                self.recorder.connect(conn, self.url)
-            if self.hooks is not None:
-                self.hooks.connected(self.handler.venue, True)
-            await self._send_all(ws, conn, self.handler.on_connected())
-            self.connected.set()
-            # Owned here (not a TaskGroup, which would wrap the stream's exception in a group):
-            # cancelled and awaited whatever way the stream ends.
-            keepalive = asyncio.create_task(self._keepalive(ws, conn), name=f"keepalive:{conn}")
+            self._opened_at = time.monotonic()
             try:
-                await self._stream(ws, conn)
-            finally:
-                keepalive.cancel()
-                # wait() does not re-raise the child's CancelledError, so ours is never swallowed.
-                await asyncio.wait([keepalive])
+                await self._serve(ws)
+            except asyncio.CancelledError:
+                # Shutdown, not failure: say "going away" (1001). Leaving the `async with` on an exception
+                # closes with 1011 internal error, which a venue logs as our crash. Bounded by close_timeout;
+                # the cancellation is re-raised.
+                await ws.close(CloseCode.GOING_AWAY)
+                raise
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        """Subscribe, then stream and keep alive until either fails."""
+        self.connects += 1
+        conn = f"{self.name}.{self.connects}"
+        event(log, logging.INFO, "ws_connected", venue=self.handler.venue, conn=conn, url=self.url)
+        if self.recorder is not None:
+            self.recorder.connect(conn, self.url)
+        if self.hooks is not None:
+            self.hooks.connected(self.handler.venue, True)
+        await self._send_all(ws, conn, self.handler.on_connected())
+        self.connected.set()
+        # Stream and keepalive are peers and whichever fails first ends the connection: the stream with a
+        # drop or the watchdog's timeout, the keepalive with a bug in the handler. Awaiting only the stream
+        # would let a failing keepalive stop the pings silently (and its exception never be retrieved)
+        # while the stream went on until the venue dropped us. Owned here rather than by a TaskGroup,
+        # which would wrap the stream's exception in a group: cancelled and awaited however we leave.
+        tasks = (
+            asyncio.create_task(self._stream(ws, conn), name=f"stream:{conn}"),
+            asyncio.create_task(self._keepalive(ws, conn), name=f"keepalive:{conn}"),
+        )
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await self._stop(tasks)
+        # Neither loop returns normally: re-raise the first failure (the stream's if both failed).
+        for task in tasks:
+            if task in done:
+                task.result()
+
+    @staticmethod
+    async def _stop(tasks: tuple[asyncio.Task[None], ...]) -> None:
+        """Cancel and await `tasks`; wait() does not re-raise the children's errors, so ours is never lost."""
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+        for task in tasks:
+            if not task.cancelled():
+                task.exception()  # retrieved: the caller re-raises the one that matters
 
     async def _stream(self, ws: ClientConnection, conn: str) -> None:
         handler = self.handler
@@ -215,19 +255,25 @@ class Session:
                 await self._send_all(ws, conn, to_send)
 
     async def _keepalive(self, ws: ClientConnection, conn: str) -> None:
+        # Ticks at least once a second so deferred resyncs go out even on a quiet feed; the venue's
+        # application ping goes out every ping_interval_s.
         interval = self.settings.ping_interval_s
+        tick = min(1.0, interval)
+        next_ping = time.monotonic() + interval
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(tick)
             frames = self.handler.on_idle(time.time_ns())
-            ping = self.handler.ping_frame()
-            if ping is not None:
-                frames = [*frames, ping]
-            with contextlib.suppress(ConnectionClosed):
-                await self._send_all(ws, conn, frames)
+            if time.monotonic() >= next_ping:
+                next_ping = time.monotonic() + interval
+                ping = self.handler.ping_frame()
+                if ping is not None:
+                    frames = [*frames, ping]
+            if frames:
+                with contextlib.suppress(ConnectionClosed):
+                    await self._send_all(ws, conn, frames)
 
     async def _send_all(self, ws: ClientConnection, conn: str, frames: list[str]) -> None:
         for frame in frames:
             if self.recorder is not None:
                 self.recorder.send(conn, self.url, frame)
             await ws.send(frame)
-
