@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
+from service.book.sequencing import snapshots_only
 from service.book.sync import BookSync, SequenceRule, consecutive_ids
 from service.logs import BurstLimiter, event
 from service.metrics.accumulator import InstrumentMetrics
@@ -62,6 +63,7 @@ class InstrumentState:
         "latest",
         "metrics",
         "publish_seq",
+        "snapshot_stream",
         "status_topic",
         "sync",
         "throttled",
@@ -70,6 +72,9 @@ class InstrumentState:
     def __init__(self, instrument: Instrument, rule: SequenceRule, buffer_deltas: bool = False) -> None:
         self.instrument = instrument
         self.sync = BookSync(rule, buffer_deltas=buffer_deltas)
+        # Venues that push a full book every time (Hyperliquid): consecutive snapshots are ordinary
+        # transitions, so OFI flows across them; elsewhere a snapshot mid-stream is a reset.
+        self.snapshot_stream = rule is snapshots_only
         self.metrics = InstrumentMetrics(instrument)
         self.book_topic = topics.book_topic(instrument.venue, instrument.symbol)
         self.status_topic = topics.status_topic(instrument.venue, instrument.symbol)
@@ -202,7 +207,7 @@ class Engine:
             return None
         was_valid = state.sync.valid
         result = state.sync.on_snapshot(snapshot)
-        if was_valid:
+        if was_valid and not state.snapshot_stream:
             # A snapshot mid-stream is a venue reset: no flow across it.
             state.metrics.on_book_invalid(snapshot.ts_exchange, InvalidReason.RESET)
         if result.applied:

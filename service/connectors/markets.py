@@ -21,6 +21,12 @@ log = logging.getLogger(__name__)
 
 # ccxt's fetchMarkets market families per venue; spot is never tracked (flowgauge is for derivatives).
 _MARKET_TYPES: dict[str, list[str]] = {"bybit": ["linear", "inverse"]}
+# Hyperliquid: perps only (ccxt then asks /info for spotMeta and metaAndAssetCtxs, skipping spot and HIP-3).
+_MARKET_TYPES["hyperliquid"] = ["swap"]
+# Binance USD-M: `linear` makes ccxt ask `/fapi/v1/exchangeInfo` only (USDT/USDC perps and quarterlies).
+_MARKET_TYPES["binanceusdm"] = ["linear"]
+# OKX: SWAP and FUTURES only (ccxt then asks /api/v5/public/instruments?instType=SWAP and =FUTURES).
+_MARKET_TYPES["okx"] = ["swap", "future"]
 # Query parameters that only page or size a request; a recorded answer matches regardless of them.
 _PAGING_PARAMS = frozenset({"limit"})
 
@@ -29,8 +35,18 @@ class MarketsError(RuntimeError):
     """Instrument metadata could not be loaded, or a configured symbol does not exist."""
 
 
+# Venues whose ccxt market needs a venue-specific mapping (module:function taking the market).
+_VENUE_MAPPERS = {"hyperliquid": "service.connectors.hyperliquid:instrument_from_market"}
+
+
 def instrument_from_market(venue: str, market: Mapping[str, Any]) -> Instrument:
     """Map one ccxt unified market to our `Instrument`."""
+    mapper = _VENUE_MAPPERS.get(venue)
+    if mapper is not None:
+        import importlib
+
+        module_name, _, function = mapper.partition(":")
+        return getattr(importlib.import_module(module_name), function)(market)  # type: ignore[no-any-return]
     linear = bool(market.get("linear"))
     inverse = bool(market.get("inverse"))
     spot = bool(market.get("spot"))

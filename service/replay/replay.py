@@ -8,6 +8,7 @@ drives every metric, so the same input yields the same output (`ts_publish` asid
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -71,14 +72,20 @@ class _FileReplay:
 
     def _load_instruments(self) -> None:
         venue = self._require_venue()
-        try:
-            markets = markets_from_recording(venue, self.http)
-        except MarketsError as exc:
-            raise ReplayError(f"{self.path}: {exc}") from exc
         wanted = None if self.symbols is None else set(self.symbols.get(venue, ()))
+        # A venue module may know better than ccxt-over-recorded-REST (Hyperliquid's REST is POST
+        # bodies that recordings do not keep): it then provides instruments_from_recording.
+        custom = getattr(importlib.import_module(type(self.adapter).__module__), "instruments_from_recording", None)
         instruments = []
-        for market in markets:
-            instrument = instrument_from_market(venue, market)
+        if custom is not None:
+            candidates = list(custom(self.http, sorted(wanted) if wanted is not None else None))
+        else:
+            try:
+                markets = markets_from_recording(venue, self.http)
+            except MarketsError as exc:
+                raise ReplayError(f"{self.path}: {exc}") from exc
+            candidates = [instrument_from_market(venue, market) for market in markets]
+        for instrument in candidates:
             if not instrument.derivative:
                 continue
             if wanted is not None and instrument.symbol not in wanted:
