@@ -1,4 +1,4 @@
-"""Command line entry point `flowgauge`: run, replay, simulate, tail, check-config.
+"""Command line entry point `flowgauge`: run, replay, simulate, tail, check-config, bench.
 
 The only place that calls `asyncio.run` and the only place that reads `os.environ`.
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments.
@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and the FLOWGAUGE_* environment")
     check.add_argument("-c", "--config")
     check.add_argument("--print", action="store_true", dest="print_config", help="print it, secrets redacted")
+
+    bench = commands.add_parser("bench", help="measure the pipeline against cryptofeed on the same frames")
+    from service.bench import add_arguments
+
+    add_arguments(bench)
     return parser
 
 
@@ -62,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "simulate": _simulate,
         "tail": _tail,
         "check-config": _check_config,
+        "bench": _bench,
     }[args.command]
     sys.exit(handler(args))
 
@@ -190,3 +196,9 @@ def _check_config(args: argparse.Namespace) -> int:
     from service.config import check_config_main
 
     return check_config_main(args.config, args.print_config, os.environ)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from service.bench.report import execute
+
+    return execute(args)
