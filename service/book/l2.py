@@ -8,21 +8,27 @@ same float, so updates find the level they refer to.
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 
 from service.types import Level
 
 
 class BookSide:
-    """One side of the book. `_prices` is ascending for both sides; bids read it from the end."""
+    """One side of the book. `_prices` is ascending for both sides; bids read it from the end.
 
-    __slots__ = ("_descending", "_prices", "_sizes")
+    `_notional[i]` is `_prices[i] * size` kept aligned with `_prices`, so the depth within a price
+    band is one C-level `sum` over a slice instead of a Python loop over every level (band depth is
+    computed on every book message).
+    """
+
+    __slots__ = ("_descending", "_notional", "_prices", "_sizes")
 
     def __init__(self, descending: bool) -> None:
         self._descending = descending
         self._sizes: dict[float, float] = {}
         self._prices: list[float] = []
+        self._notional: list[float] = []
 
     def __len__(self) -> int:
         return len(self._prices)
@@ -30,18 +36,25 @@ class BookSide:
     def clear(self) -> None:
         self._sizes.clear()
         self._prices.clear()
+        self._notional.clear()
 
     def set(self, price: float, size: float) -> None:
         """Insert, update, or (size <= 0) delete the level at `price`."""
         sizes = self._sizes
+        prices = self._prices
         if size > 0.0:
-            if price not in sizes:
-                insort(self._prices, price)
+            index = bisect_left(prices, price)
+            if price in sizes:
+                self._notional[index] = price * size
+            else:
+                prices.insert(index, price)
+                self._notional.insert(index, price * size)
             sizes[price] = size
         elif price in sizes:
             del sizes[price]
-            prices = self._prices
-            del prices[bisect_left(prices, price)]
+            index = bisect_left(prices, price)
+            del prices[index]
+            del self._notional[index]
 
     def load(self, levels: Iterable[Level]) -> None:
         self.clear()
@@ -50,6 +63,7 @@ class BookSide:
             if size > 0.0:
                 sizes[price] = size
         self._prices = sorted(sizes)
+        self._notional = [p * sizes[p] for p in self._prices]
 
     def best(self) -> Level | None:
         if not self._prices:
@@ -70,14 +84,9 @@ class BookSide:
     def notional_within(self, limit_price: float) -> float:
         """Sum of price*size over levels at or better than `limit_price` (quote notional)."""
         prices = self._prices
-        sizes = self._sizes
         if self._descending:
-            start = bisect_left(prices, limit_price)
-            return sum(p * sizes[p] for p in prices[start:])
-        end = bisect_left(prices, limit_price)
-        if end < len(prices) and prices[end] == limit_price:
-            end += 1
-        return sum(p * sizes[p] for p in prices[:end])
+            return sum(self._notional[bisect_left(prices, limit_price) :])
+        return sum(self._notional[: bisect_right(prices, limit_price)])
 
     def worst_price(self) -> float | None:
         """The deepest price the book holds on this side (how far the feed's depth reaches)."""
