@@ -88,11 +88,11 @@ _VENUES: Final[dict[str, _VenueFacts]] = {
         book_depths=(5, 10, 20, 50, 100, 500, 1000),
         default_depth=1000,
     ),
-    # `books` (400 levels) or `books5`.
+    # `books` (400 levels, with seqId/prevSeqId and the REST bootstrap).
     "okx": _VenueFacts(
         ws_url="wss://ws.okx.com:8443/ws/v5/public",
         rest_url="https://www.okx.com",
-        book_depths=(5, 400),
+        book_depths=(400,),
         default_depth=400,
     ),
     # `book.<instrument>.100ms` is the full book; the depth setting is not a stream parameter.

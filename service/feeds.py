@@ -10,6 +10,7 @@ REST snapshot failed to bridge) wait in a bounded outbox until the session's nex
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # At most one resync request per symbol per this interval; later requests wait for on_idle.
 RESYNC_MIN_INTERVAL_NS = 1_000_000_000
+# A book still not VALID this long after its last resync request (or the connect) is asked again:
+# the snapshot may have been lost (failed REST answer, subscription never acknowledged).
+RESYNC_RETRY_NS = 10_000_000_000
 MAX_OUTBOX = 1000
 
 
@@ -49,6 +53,7 @@ class VenueFeed:
         self._deferred: set[str] = set()
         self._outbox: list[str] = []
         self.resync_requests = 0
+        self.stuck_retries = 0
         self.outbox_dropped = 0
         self._epoch = 0  # bumps on every (re)connect: snapshots fetched for an older connection are stale
 
@@ -57,9 +62,11 @@ class VenueFeed:
     def on_connected(self) -> list[str]:
         self.parser.reset()
         self._deferred.clear()
-        self._last_resync.clear()
         self._outbox.clear()
         self._epoch += 1
+        now = time.time_ns()
+        # The subscriptions sent now count as the first resync of every book on this connection.
+        self._last_resync = dict.fromkeys(self.symbols, now)
         return self._perform(self.parser.on_connected())
 
     def on_frame(self, raw: str | bytes, ts_recv: int) -> list[str]:
@@ -83,6 +90,13 @@ class VenueFeed:
             frames, self._outbox = self._outbox, []
         for symbol in list(self._deferred):
             frames += self._resync(symbol, now_ns)
+        for symbol in self.symbols:
+            state = self.engine.state(self.venue, symbol)
+            if state is None or state.sync.valid or symbol in self._deferred:
+                continue
+            if now_ns - self._last_resync.get(symbol, 0) >= RESYNC_RETRY_NS:
+                self.stuck_retries += 1
+                frames += self._resync(symbol, now_ns)
         return frames
 
     def on_disconnected(self, reason: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from service.book.sync import consecutive_ids
 from service.types import BookDelta
 
-__all__ = ["binance_futures", "chained_ids", "consecutive_ids", "snapshots_only"]
+__all__ = ["binance_futures", "chained_ids", "consecutive_ids", "okx_books", "snapshots_only"]
 
 
 def chained_ids(last_seq: int | None, delta: BookDelta, first: bool = False) -> bool | None:
@@ -52,3 +52,23 @@ def binance_futures(last_seq: int | None, delta: BookDelta, first: bool = False)
 def snapshots_only(last_seq: int | None, delta: BookDelta, first: bool = False) -> bool | None:
     """Hyperliquid `l2Book`: every push is a full snapshot; a delta would be a protocol error."""
     return False
+
+
+def okx_books(last_seq: int | None, delta: BookDelta, first: bool = False) -> bool | None:
+    """OKX `books`: `chained_ids`, plus OKX's bridge for the first delta after a REST snapshot.
+
+    A REST snapshot (`/api/v5/market/books`, the bootstrap OKX documents for when the WS snapshot is
+    gone) is taken at any seqId S, not necessarily one a WS update ended on. OKX's procedure: drop
+    buffered updates with `seqId <= S`; the first one applied must have `prevSeqId <= S < seqId`
+    (its levels are absolute sizes, so applying it over a slightly newer book is exact). After a WS
+    snapshot the first update has `prevSeqId == S`, which the bridge also accepts. After that, each
+    update must link exactly (`prevSeqId == previous seqId`); that includes OKX's idle update with
+    `seqId == prevSeqId` and a post-maintenance reset where `seqId < prevSeqId`.
+    """
+    if last_seq is None:
+        return False
+    if delta.prev_seq == last_seq:
+        return True
+    if delta.seq <= last_seq:
+        return None
+    return first and delta.prev_seq is not None and delta.prev_seq <= last_seq

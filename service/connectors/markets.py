@@ -36,17 +36,25 @@ class MarketsError(RuntimeError):
 
 
 # Venues whose ccxt market needs a venue-specific mapping (module:function taking the market).
-_VENUE_MAPPERS = {"hyperliquid": "service.connectors.hyperliquid:instrument_from_market"}
+_VENUE_MAPPERS = {
+    "hyperliquid": "service.connectors.hyperliquid:instrument_from_market",
+    "okx": "service.connectors.okx:okx_instrument",  # ctVal x ctMult, ctType
+}
 
 
 def instrument_from_market(venue: str, market: Mapping[str, Any]) -> Instrument:
-    """Map one ccxt unified market to our `Instrument`."""
+    """Map one ccxt unified market to our `Instrument` (the venue's own mapper where it has one)."""
     mapper = _VENUE_MAPPERS.get(venue)
     if mapper is not None:
         import importlib
 
         module_name, _, function = mapper.partition(":")
         return getattr(importlib.import_module(module_name), function)(market)  # type: ignore[no-any-return]
+    return generic_instrument_from_market(venue, market)
+
+
+def generic_instrument_from_market(venue: str, market: Mapping[str, Any]) -> Instrument:
+    """ccxt's unified fields only; venue mappers start from this."""
     linear = bool(market.get("linear"))
     inverse = bool(market.get("inverse"))
     spot = bool(market.get("spot"))

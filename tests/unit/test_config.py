@@ -302,7 +302,7 @@ def test_each_venue_gets_its_own_default_depth_and_urls() -> None:
     assert settings.venues["binanceusdm"].rest_url == "https://fapi.binance.com"
     assert settings.venues["hyperliquid"].book_depth == 20
     assert _problems({"venues": {"okx": {"symbols": ["BTC/USDT:USDT"], "book_depth": 200}}}) == [
-        "venues.okx.book_depth: must be one of 5, 400 (got 200)"
+        "venues.okx.book_depth: must be one of 400 (got 200)"
     ]
 
 
