@@ -30,8 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("-c", "--config", help="only the venues and symbols this config lists")
 
     simulate = commands.add_parser("simulate", help="serve a recording over the venue's protocol on loopback")
-    simulate.add_argument("--venue", default="bybit", choices=["bybit", "binanceusdm", "okx", "deribit",
-                                                               "hyperliquid", "all"])
+    simulate.add_argument("--venue", default="all", choices=["bybit", "binanceusdm", "okx", "deribit",
+                                                             "hyperliquid", "all"])
+    simulate.add_argument("--base-port", type=int, default=None,
+                          help="with --venue all: venues listen on BASE, BASE+1, ... in the order bybit, "
+                               "binanceusdm, okx, deribit, hyperliquid (default: 9780...)")
     simulate.add_argument("--recording", default=None, help="default: the packaged sample for the venue")
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=None, help="default: where config/offline-demo.yaml looks")
@@ -154,8 +157,10 @@ def _simulate(args: argparse.Namespace) -> int:
         print("simulate: --port and --recording apply to a single --venue", file=sys.stderr)
         return 2
     runs = []
-    for venue in venues:
+    for offset, venue in enumerate(venues):
         module_name, default_port, default_recording = SIMULATORS[venue]
+        if args.base_port is not None:
+            default_port = args.base_port + (offset if len(venues) > 1 else 0)
         recording = Path(args.recording) if args.recording else DATA_DIR / default_recording
         if not recording.exists():
             print(f"simulate: recording not found for {venue}: {recording}", file=sys.stderr)

@@ -130,6 +130,30 @@ DEFAULT_CONFIG: Final[dict[str, Any]] = {
             "backoff_initial_s": 0.5,
             "backoff_max_s": 30,
         },
+        "binanceusdm": {
+            "symbols": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
+            "ws_url": "wss://fstream.binance.com",
+            "rest_url": "https://fapi.binance.com",
+            "book_depth": 1000,
+        },
+        "okx": {
+            "symbols": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
+            "ws_url": "wss://ws.okx.com:8443/ws/v5/public",
+            "rest_url": "https://www.okx.com",
+            "book_depth": 400,
+        },
+        "deribit": {
+            "symbols": ["BTC/USD:BTC", "ETH/USD:ETH"],
+            "ws_url": "wss://www.deribit.com/ws/api/v2",
+            "rest_url": "https://www.deribit.com",
+            "book_depth": 1000,
+        },
+        "hyperliquid": {
+            "symbols": ["BTC/USDC:USDC", "ETH/USDC:USDC"],
+            "ws_url": "wss://api.hyperliquid.xyz/ws",
+            "rest_url": "https://api.hyperliquid.xyz",
+            "book_depth": 20,
+        },
     },
     "bus": {
         "embedded": {

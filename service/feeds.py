@@ -90,7 +90,7 @@ class VenueFeed:
             frames, self._outbox = self._outbox, []
         for symbol in list(self._deferred):
             frames += self._resync(symbol, now_ns)
-        for symbol in self.symbols:
+        for symbol in getattr(self.parser, "book_symbols", self.symbols):
             state = self.engine.state(self.venue, symbol)
             if state is None or state.sync.valid or symbol in self._deferred:
                 continue
@@ -101,7 +101,9 @@ class VenueFeed:
 
     def on_disconnected(self, reason: str) -> None:
         # The next connection subscribes afresh; the venue's on_connected decides how books restart.
-        self.engine.invalidate(self.venue, self.symbols, InvalidReason.RESET, f"disconnected: {reason}")
+        # Only the books this connection carried are now unknown (Binance splits books from trades).
+        books = getattr(self.parser, "book_symbols", self.symbols)
+        self.engine.invalidate(self.venue, books, InvalidReason.RESET, f"disconnected: {reason}")
 
     def ping_frame(self) -> str | None:
         return self.parser.ping_frame()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import orjson
 
@@ -99,9 +99,19 @@ def _ccxt_options(venue: str) -> dict[str, Any]:
 
 
 def _point_at(exchange: Any, rest_url: str | None) -> None:
-    if rest_url:
-        base = rest_url.rstrip("/")
-        exchange.urls["api"] = {name: base for name in exchange.urls["api"]}
+    """Swap scheme and host (plus any path prefix of `rest_url`) into every REST URL ccxt holds, keeping
+    each URL's own path: ccxt's Binance bases carry the API prefix (`https://fapi.binance.com/fapi/v1`)."""
+    if not rest_url:
+        return
+    target = urlsplit(rest_url.rstrip("/"))
+    urls = exchange.urls["api"]
+    for name, url in list(urls.items()):
+        if not isinstance(url, str):
+            continue
+        parts = urlsplit(url)
+        if not parts.scheme.startswith("http"):
+            continue  # websocket entries are not REST
+        urls[name] = urlunsplit((target.scheme, target.netloc, target.path + parts.path, parts.query, ""))
 
 
 async def load_markets(

@@ -62,6 +62,7 @@ class _FileReplay:
         self.instruments: list[Instrument] | None = None
         self.parsers: dict[str, VenueParser | None] = {}
         self.polls: list[PollRequest] = []
+        self.early_snapshots: list[Http] = []  # REST snapshots recorded before any connection opened
 
     def set_venue(self, venue: str) -> None:
         self.venue = venue
@@ -101,30 +102,49 @@ class _FileReplay:
             raise ReplayError(f"{self.path}: no header line naming the exchange")
         return self.venue
 
-    def on_connect(self, record: Connect) -> None:
+    def on_connect(self, record: Connect, stats: ReplayStats) -> None:
         if self.instruments is None:
             self._load_instruments()
         assert self.instruments is not None
-        self.parsers[record.conn] = replay_parser(self.adapter, record.addr, self.instruments)
+        parser = replay_parser(self.adapter, record.addr, self.instruments)
+        self.parsers[record.conn] = parser
+        if parser is None or not self.early_snapshots:
+            return
+        # Some recorders fetched REST snapshots before opening the websocket: hand them to the parser
+        # that carries the instrument now (the sync machine bridges them to the deltas that follow).
+        for early in list(self.early_snapshots):
+            if self._deliver_snapshot(early, parser, stats):
+                self.early_snapshots.remove(early)
 
     def on_http(self, record: Http, stats: ReplayStats) -> None:
         """REST answers after start-up: book snapshots go to the parser, poll answers to the adapter."""
         if self.instruments is None:
             self.http.append((record.url, record.data))
+            if _is_snapshot_path(urlsplit(record.url).path):
+                self.early_snapshots.append(record)
             return
         ts_recv = int(record.ts * 1e9)
         parts = urlsplit(record.url)
         query = dict(parse_qsl(parts.query))
-        venue_id = query.get("symbol") or query.get("instId") or query.get("instrument_name")
         for parser in {id(p): p for p in self.parsers.values() if p is not None}.values():
-            instrument = parser.instruments.get(venue_id or "")
-            if instrument is not None and _is_snapshot_path(parts.path):
-                self._handle(parser.on_snapshot(instrument.symbol, record.data, ts_recv), parser, stats)
+            if self._deliver_snapshot(record, parser, stats):
                 return
         for poll in self.polls:
             if poll.path == parts.path and all(query.get(k) == v for k, v in poll.params.items()):
                 self._handle(self.adapter.parse_poll(poll, record.data, ts_recv), None, stats)
                 return
+
+    def _deliver_snapshot(self, record: Http, parser: VenueParser, stats: ReplayStats) -> bool:
+        parts = urlsplit(record.url)
+        if not _is_snapshot_path(parts.path):
+            return False
+        query = dict(parse_qsl(parts.query))
+        venue_id = query.get("symbol") or query.get("instId") or query.get("instrument_name") or ""
+        instrument = parser.instruments.get(venue_id)
+        if instrument is None or not getattr(parser, "carries_books", True):
+            return False
+        self._handle(parser.on_snapshot(instrument.symbol, record.data, int(record.ts * 1e9)), parser, stats)
+        return True
 
     def on_recv(self, record: Recv, stats: ReplayStats) -> None:
         parser = self.parsers.get(record.conn)
@@ -217,7 +237,7 @@ def replay(
             elif isinstance(record, Http):
                 state.on_http(record, stats)
             elif isinstance(record, Connect):
-                state.on_connect(record)
+                state.on_connect(record, stats)
             elif isinstance(record, Recv):
                 stats.frames += 1
                 if speed > 0:

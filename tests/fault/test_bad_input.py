@@ -40,11 +40,25 @@ def _counter(text: str, name: str, **labels: str) -> float:
 async def test_garbage_and_gaps_are_survived_and_resynced(tmp_path: Path) -> None:
     sim_port, bus_port, http_port = free_port(), free_port(), free_port()
     config = write_config(tmp_path / "cfg.yaml", sim_port, bus_port, http_port)
-    sim_args = ["simulate", "--recording", str(BYBIT_RECORDING), "--port", str(sim_port), "--speed", "8",
-                "--garbage-every", "40", "--gap-every", "60"]
-    with flowgauge(sim_args, tmp_path / "sim.log"), flowgauge(
-        ["run", "-c", str(config)], tmp_path / "daemon.log"
-    ) as daemon:
+    sim_args = [
+        "simulate",
+        "--venue",
+        "bybit",
+        "--recording",
+        str(BYBIT_RECORDING),
+        "--port",
+        str(sim_port),
+        "--speed",
+        "8",
+        "--garbage-every",
+        "40",
+        "--gap-every",
+        "60",
+    ]
+    with (
+        flowgauge(sim_args, tmp_path / "sim.log"),
+        flowgauge(["run", "-c", str(config)], tmp_path / "daemon.log") as daemon,
+    ):
         ws = await wait_for(lambda: _subscribe(bus_port), "embedded bus subscription")
         books: list[dict] = []
         statuses: list[dict] = []

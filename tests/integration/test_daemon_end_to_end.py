@@ -34,20 +34,33 @@ async def _subscribe(bus_port: int):
 async def test_simulator_and_daemon_end_to_end(tmp_path: Path) -> None:
     sim_port, bus_port, http_port = free_port(), free_port(), free_port()
     config = write_config(tmp_path / "cfg.yaml", sim_port, bus_port, http_port)
-    sim_args = ["simulate", "--recording", str(BYBIT_RECORDING), "--port", str(sim_port), "--speed", "4"]
-    with flowgauge(sim_args, tmp_path / "sim.log"), flowgauge(
-        ["run", "-c", str(config)], tmp_path / "daemon.log"
-    ) as daemon:
+    sim_args = [
+        "simulate",
+        "--venue",
+        "bybit",
+        "--recording",
+        str(BYBIT_RECORDING),
+        "--port",
+        str(sim_port),
+        "--speed",
+        "4",
+    ]
+    with (
+        flowgauge(sim_args, tmp_path / "sim.log"),
+        flowgauge(["run", "-c", str(config)], tmp_path / "daemon.log") as daemon,
+    ):
         # Arrange: the bus accepts subscribers once the daemon listens.
         ws = await wait_for(lambda: _subscribe(bus_port), "embedded bus subscription")
         # Act: collect live payloads until both instruments have published valid books.
         seen: dict[str, dict] = {}
+
         async def both_books() -> bool:
             message = orjson.loads(await ws.recv())
             payload = message["payload"]
             if payload["trigger"] == "book" and payload["book_state"] == "VALID":
                 seen[payload["symbol"]] = payload
             return {"BTC/USDT:USDT", "ETH/USDT:USDT"} <= set(seen)
+
         await wait_for(both_books, "book payloads for BTC and ETH")
         await ws.close()
         btc = seen["BTC/USDT:USDT"]
@@ -69,6 +82,7 @@ async def test_simulator_and_daemon_end_to_end(tmp_path: Path) -> None:
             }
             has_oi = any(name == "flowgauge_open_interest" for name, _ in samples)
             return samples if code == 200 and has_oi else {}
+
         samples = await wait_for(scraped, "open interest gauge on /metrics")
         key = ("flowgauge_depth_imbalance", (("levels", "10"), ("symbol", "BTC/USDT:USDT"), ("venue", "bybit")))
         assert key in samples and -1 <= samples[key] <= 1

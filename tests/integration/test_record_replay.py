@@ -26,10 +26,22 @@ async def test_recorded_session_replays(tmp_path: Path) -> None:
     sim_port, bus_port, http_port = free_port(), free_port(), free_port()
     config = write_config(tmp_path / "cfg.yaml", sim_port, bus_port, http_port)
     record_dir = tmp_path / "rec"
-    sim_args = ["simulate", "--recording", str(BYBIT_RECORDING), "--port", str(sim_port), "--speed", "4"]
-    with flowgauge(sim_args, tmp_path / "sim.log"), flowgauge(
-        ["run", "-c", str(config), "--record", str(record_dir)], tmp_path / "daemon.log"
-    ) as daemon:
+    sim_args = [
+        "simulate",
+        "--venue",
+        "bybit",
+        "--recording",
+        str(BYBIT_RECORDING),
+        "--port",
+        str(sim_port),
+        "--speed",
+        "4",
+    ]
+    with (
+        flowgauge(sim_args, tmp_path / "sim.log"),
+        flowgauge(["run", "-c", str(config), "--record", str(record_dir)], tmp_path / "daemon.log") as daemon,
+    ):
+
         async def published_enough() -> bool:
             code, body = await http_get(http_port, "/status")
             if code != 200:

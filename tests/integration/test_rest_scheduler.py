@@ -7,6 +7,7 @@ records when each request arrived; the scheduler runs as a task and is cancelled
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -46,10 +47,10 @@ async def venue():
     await runner.cleanup()
 
 
-async def run_until(scheduler: RestScheduler, done: asyncio.Event, timeout: float = 10.0) -> None:
+async def run_until(scheduler: RestScheduler, done: asyncio.Event, limit_s: float = 10.0) -> None:
     task = asyncio.create_task(scheduler.run())
     try:
-        await asyncio.wait_for(done.wait(), timeout)
+        await asyncio.wait_for(done.wait(), limit_s)
     finally:
         task.cancel()
         await asyncio.wait([task])
@@ -131,5 +132,5 @@ async def test_polls_repeat_and_snapshots_go_first(venue) -> None:
     assert state.arrivals[0][1] == "/depth"  # the snapshot went before the due poll
     poll_times = [a[0] for a in state.arrivals if a[1] == "/oi"]
     assert len(poll_times) >= 3
-    assert all(b - a >= 0.18 for a, b in zip(poll_times, poll_times[1:], strict=False))
+    assert all(b - a >= 0.18 for a, b in itertools.pairwise(poll_times))
     assert scheduler.budget_per_minute() == pytest.approx(300.0)

@@ -46,7 +46,9 @@ def test_default_settings_content() -> None:
 
     assert settings == load_settings(DEFAULT_YAML, {}) == parse_settings(DEFAULT_CONFIG)
     bybit = settings.venues["bybit"]
-    assert list(settings.venues) == ["bybit"]
+    assert list(settings.venues) == ["bybit", "binanceusdm", "okx", "deribit", "hyperliquid"]
+    for venue in ("binanceusdm", "okx", "deribit", "hyperliquid"):
+        assert len(settings.venues[venue].symbols) == 2  # BTC and ETH perpetuals on every venue
     assert bybit.symbols == ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT")
     assert bybit.ws_url == "wss://stream.bybit.com/v5/public/linear"
     assert bybit.rest_url == "https://api.bybit.com"
@@ -56,7 +58,9 @@ def test_default_settings_content() -> None:
 
 def test_struct_and_venue_defaults_match_default_yaml() -> None:
     """Omitted keys fall back to the struct defaults and the venue's URLs: they must equal default.yaml."""
-    minimal = {"venues": {"bybit": {"symbols": list(DEFAULT_CONFIG["venues"]["bybit"]["symbols"])}}}
+    minimal = {
+        "venues": {venue: {"symbols": list(body["symbols"])} for venue, body in DEFAULT_CONFIG["venues"].items()}
+    }
 
     assert parse_settings(minimal) == load_settings(DEFAULT_YAML, {})
 
@@ -365,7 +369,7 @@ def test_check_config_ok_and_print(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert code == 0
     first, _, rest = out.partition("\n")
-    assert first == "config OK: 1 venue, 3 symbols"
+    assert first == "config OK: 5 venues, 11 symbols"
     printed = yaml.safe_load(rest)
     assert printed["bus"]["embedded"]["token"] == "***"
     assert "s3cret" not in out

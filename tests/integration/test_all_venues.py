@@ -1,0 +1,126 @@
+"""All five venues at once: `flowgauge simulate --venue all` and `flowgauge run` as real processes.
+
+Timeline: the simulators listen on five consecutive free loopback ports -> the daemon, configured
+for BTC and ETH perpetuals on every venue and pointed at them by config only, loads instrument
+metadata through ccxt, subscribes, bootstraps books (websocket snapshots, Binance and OKX REST
+snapshots) -> a bus subscriber sees a VALID book payload for all ten instruments -> /readyz 200 and
+/status lists every venue -> SIGTERM -> exit 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+from websockets.asyncio.client import connect
+
+from tests.procs import flowgauge, free_port, http_get, wait_for
+
+pytestmark = pytest.mark.integration
+
+VENUES = ("bybit", "binanceusdm", "okx", "deribit", "hyperliquid")
+SYMBOLS = {
+    "bybit": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
+    "binanceusdm": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
+    "okx": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
+    "deribit": ["BTC/USD:BTC", "ETH/USD:ETH"],
+    "hyperliquid": ["BTC/USDC:USDC", "ETH/USDC:USDC"],
+}
+WS_PATHS = {
+    "bybit": "/v5/public/linear",
+    "binanceusdm": "",
+    "okx": "/ws/v5/public",
+    "deribit": "/ws/api/v2",
+    "hyperliquid": "/ws",
+}
+
+
+def five_free_ports() -> int:
+    """A base port with the four after it free too."""
+    for _ in range(50):
+        base = free_port()
+        if base + 4 > 65535:
+            continue
+        ok = True
+        for port in range(base, base + 5):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise AssertionError("no five consecutive free ports")
+
+
+async def test_daemon_runs_all_five_venues_against_the_simulator(tmp_path: Path) -> None:
+    base = five_free_ports()
+    bus_port, http_port = free_port(), free_port()
+    venues = {}
+    for offset, venue in enumerate(VENUES):
+        port = base + offset
+        venues[venue] = {
+            "symbols": SYMBOLS[venue],
+            "ws_url": f"ws://127.0.0.1:{port}{WS_PATHS[venue]}",
+            "rest_url": f"http://127.0.0.1:{port}",
+            "stale_after_s": 15,
+            "backoff_initial_s": 0.1,
+            "backoff_max_s": 1.0,
+        }
+    config = tmp_path / "all.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "venues": venues,
+                "bus": {"embedded": {"host": "127.0.0.1", "port": bus_port}},
+                "http": {"host": "127.0.0.1", "port": http_port},
+            }
+        )
+    )
+    with (
+        flowgauge(["simulate", "--venue", "all", "--base-port", str(base), "--speed", "4"], tmp_path / "sim.log"),
+        flowgauge(["run", "-c", str(config)], tmp_path / "daemon.log") as daemon,
+    ):
+
+        async def subscribe():
+            ws = await connect(f"ws://127.0.0.1:{bus_port}", open_timeout=2)
+            await ws.send(orjson.dumps({"op": "subscribe", "patterns": ["flowgauge.v1.*.>"]}).decode())
+            assert orjson.loads(await ws.recv())["op"] == "subscribed"
+            return ws
+
+        ws = await wait_for(subscribe, "embedded bus subscription")
+        wanted = {(venue, symbol) for venue, symbols in SYMBOLS.items() for symbol in symbols}
+        seen: dict[tuple[str, str], dict] = {}
+
+        async def every_book_valid() -> bool:
+            payload = orjson.loads(await ws.recv())["payload"]
+            if payload.get("trigger") == "book" and payload["book_state"] == "VALID":
+                seen[(payload["venue"], payload["symbol"])] = payload
+            return wanted <= set(seen)
+
+        try:
+            await wait_for(every_book_valid, "a VALID book payload for every venue and symbol", timeout_s=90)
+        except AssertionError:
+            missing = sorted(wanted - set(seen))
+            log = (tmp_path / "daemon.log").read_text()[-4000:]
+            raise AssertionError(f"no valid book for {missing}\n{log}") from None
+        await ws.close()
+        for (venue, symbol), payload in seen.items():
+            assert payload["bid_px"] < payload["ask_px"], (venue, symbol)
+            assert payload["bid_sz"] > 0 and payload["ask_sz"] > 0, (venue, symbol)
+
+        async def ready() -> bool:
+            code, _ = await http_get(http_port, "/readyz")
+            return code == 200
+
+        await wait_for(ready, "/readyz 200 with every book valid", timeout_s=60)
+        _, body = await http_get(http_port, "/status")
+        status = orjson.loads(body)
+        assert set(status["venues"]) == set(VENUES)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(5) == 0
