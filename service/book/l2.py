@@ -78,6 +78,13 @@ class BookSide:
         chosen = prices[: -n - 1 : -1] if self._descending else prices[:n]
         return [(p, sizes[p]) for p in chosen]
 
+    def top_sizes(self, n: int) -> list[float]:
+        """Sizes of the best `n` levels, best first (no tuples: the hot path only sums them)."""
+        prices = self._prices
+        sizes = self._sizes
+        chosen = prices[: -n - 1 : -1] if self._descending else prices[:n]
+        return [sizes[p] for p in chosen]
+
     def size_at(self, price: float) -> float:
         return self._sizes.get(price, 0.0)
 

@@ -8,6 +8,7 @@ prometheus_client, no state kept between calls. Undefined values are None, never
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 
 from service.book.l2 import L2Book
 
@@ -56,24 +57,17 @@ def depth_imbalances(book: L2Book, levels: Sequence[int]) -> tuple[list[float | 
         one side is empty (the caller's EMPTY_SIDE flag, §3.3).
     """
     deepest = levels[-1] if levels else 0
-    bids = book.bids.top(deepest)
-    asks = book.asks.top(deepest)
-    empty_side = (not bids) != (not asks)
+    bid_sums = list(accumulate(book.bids.top_sizes(deepest)))
+    ask_sums = list(accumulate(book.asks.top_sizes(deepest)))
+    empty_side = (not bid_sums) != (not ask_sums)
     out: list[float | None] = []
-    # One pass per side with running sums: the total for N is the plain left-to-right sum of the best N
-    # sizes, so it does not depend on which other N were asked for.
-    bid_sum = 0.0
-    ask_sum = 0.0
-    done = 0
-    n_bids = len(bids)
-    n_asks = len(asks)
+    # Running sums, left to right from the best level: the total for N is the plain sequential sum of the
+    # best N sizes, so it does not depend on which other N were asked for (and is bit-identical to it).
+    n_bids = len(bid_sums)
+    n_asks = len(ask_sums)
     for n in levels:
-        for i in range(done, n):
-            if i < n_bids:
-                bid_sum += bids[i][1]
-            if i < n_asks:
-                ask_sum += asks[i][1]
-        done = max(done, n)
+        bid_sum = bid_sums[min(n, n_bids) - 1] if n_bids and n > 0 else 0.0
+        ask_sum = ask_sums[min(n, n_asks) - 1] if n_asks and n > 0 else 0.0
         total = bid_sum + ask_sum
         out.append((bid_sum - ask_sum) / total if total > 0.0 else None)
     return out, empty_side
