@@ -24,13 +24,13 @@ import orjson
 
 from service.book.sync import SequenceRule, consecutive_ids
 from service.connectors.base import Action, PollRequest
+from service.connectors.levels import to_base, valid_levels
 from service.types import (
     BUY,
     SELL,
     BadFrame,
     BookDelta,
     BookSnapshot,
-    ContractKind,
     Event,
     FundingRate,
     Instrument,
@@ -81,16 +81,6 @@ class _BookFrame(msgspec.Struct):
 _BOOK_DECODER = msgspec.json.Decoder(_BookFrame, strict=False)
 _BOOK_TOPIC_STR = '"topic":"orderbook.'
 _BOOK_TOPIC_BYTES = b'"topic":"orderbook.'
-_INF = float("inf")
-
-
-def _valid_levels(levels: tuple[tuple[float, float], ...]) -> bool:
-    """Prices > 0, sizes >= 0, nothing NaN or infinite; checked with C-level reductions."""
-    if not levels:
-        return True
-    prices, sizes = zip(*levels, strict=True)
-    total = sum(prices) + sum(sizes)
-    return min(prices) > 0.0 and min(sizes) >= 0.0 and total == total and total != _INF
 
 
 def _levels(raw: Any, instrument: Instrument) -> tuple[Level, ...]:
@@ -232,11 +222,10 @@ class BybitParser:
             return []
         bids = data.b
         asks = data.a
-        if not (_valid_levels(bids) and _valid_levels(asks)):
+        if not (valid_levels(bids) and valid_levels(asks)):
             return None
-        if instrument.kind is not ContractKind.LINEAR or instrument.contract_size != 1.0:
-            bids = tuple((p, instrument.base_size(q, p)) for p, q in bids)
-            asks = tuple((p, instrument.base_size(q, p)) for p, q in asks)
+        bids = to_base(bids, instrument)
+        asks = to_base(asks, instrument)
         seq = data.u
         ts_exchange = (frame.cts or frame.ts) * _MS
         kind = frame.type
