@@ -226,6 +226,7 @@ class Daemon:
             connect_timeout_s=venue_settings.connect_timeout_s,
             backoff_initial_s=venue_settings.backoff_initial_s,
             backoff_max_s=venue_settings.backoff_max_s,
+            max_connection_age_s=getattr(adapter, "max_connection_age_s", None),
         )
         rest = RestScheduler(
             venue,

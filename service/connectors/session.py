@@ -78,6 +78,13 @@ class SessionSettings:
     healthy_after_s: float = 30.0
     max_frame_bytes: int = 16 * 1024 * 1024
     max_queue_frames: int = 4096
+    # Venues that cut every connection at a fixed age (Binance: 24 h) get a reconnect of our own a little
+    # before, at a moment we choose, instead of a drop mid-stream. None: no scheduled reconnect.
+    max_connection_age_s: float | None = None
+
+
+class ScheduledReconnect(Exception):
+    """The connection reached `max_connection_age_s`: close it cleanly and reconnect at once."""
 
 
 def backoff_delays(initial_s: float, max_s: float, rng: random.Random) -> Iterator[float]:
@@ -149,6 +156,9 @@ class Session:
                 await self._connect_and_stream()
             except InvalidURI:
                 raise  # configuration error: retrying cannot help
+            except ScheduledReconnect:
+                reason = "scheduled"
+                event(log, logging.INFO, "ws_scheduled_reconnect", venue=venue, conn=self.name)
             except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
                 reason = classify(exc)
                 event(log, logging.WARNING, "ws_disconnected", venue=venue, conn=self.name, reason=reason,
@@ -166,7 +176,8 @@ class Session:
             opened_at = self._opened_at
             if opened_at is not None and time.monotonic() - opened_at >= settings.healthy_after_s:
                 delays = backoff_delays(settings.backoff_initial_s, settings.backoff_max_s, self._rng)
-            delay = next(delays)
+            # A scheduled reconnect is ours, not a failure: no backoff.
+            delay = 0.0 if reason == "scheduled" else next(delays)
             event(log, logging.INFO, "ws_reconnect_scheduled", venue=venue, conn=self.name, delay_s=round(delay, 3))
             await asyncio.sleep(delay)
 
@@ -213,9 +224,14 @@ class Session:
             asyncio.create_task(self._keepalive(ws, conn), name=f"keepalive:{conn}"),
         )
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                tasks, timeout=self.settings.max_connection_age_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             await self._stop(tasks)
+        if not done:
+            await ws.close()  # normal closure (1000), then reconnect without backoff
+            raise ScheduledReconnect(f"{conn} reached {self.settings.max_connection_age_s} s")
         # Neither loop returns normally: re-raise the first failure (the stream's if both failed).
         for task in tasks:
             if task in done:

@@ -595,3 +595,23 @@ async def test_a_failing_keepalive_crashes_run_instead_of_dying_silently() -> No
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await task
         assert venue.connections == 1
+
+
+async def test_connection_is_replaced_at_max_age_without_backoff() -> None:
+    # Timeline: max_connection_age_s = 0.3 (Binance cuts at 24 h; we reconnect before it) -> the session
+    # closes connection 1 normally (1000) at 0.3 s -> on_disconnected("scheduled") -> connection 2 opens
+    # and resubscribes at once, with no backoff delay drawn.
+    feed, hooks = ScriptedFeed(), Hooks()
+    settings = replace(FAST, max_connection_age_s=0.3, backoff_initial_s=5.0, backoff_max_s=5.0)
+    loop = asyncio.get_running_loop()
+    async with fake_venue() as venue, running(_session(venue, feed, settings, hooks=hooks)):
+        first = await venue.next_conn()
+        assert await first.expect(len(SUBSCRIBE)) == SUBSCRIBE
+        opened = loop.time()
+        assert await feed.next_disconnect() == "scheduled"
+        await first.wait_closed()
+        assert first.close_code == CloseCode.NORMAL_CLOSURE
+        second = await venue.next_conn()
+        assert await second.expect(len(SUBSCRIBE)) == SUBSCRIBE
+        assert loop.time() - opened < 0.3 + 2.0  # a 5 s backoff would have been far later
+        assert hooks.reconnects == ["scheduled"]
