@@ -129,6 +129,12 @@ class Daemon:
     def status(self) -> dict[str, object]:
         status = self.engine.status()
         status["ready"] = self.ready()
+        states = {(venue, symbol): state for venue, symbol, state in self.engine.book_states()}
+        status["ready_by_venue"] = {
+            venue: not self.stopping
+            and all(states.get((venue, symbol)) == "VALID" for symbol in venue_settings.symbols)
+            for venue, venue_settings in self.settings.venues.items()
+        }
         status["configured"] = {
             venue: list(venue_settings.symbols) for venue, venue_settings in self.settings.venues.items()
         }

@@ -36,6 +36,7 @@ from service.types import (
     Instrument,
     Level,
     Liquidation,
+    LongShortRatio,
     OpenInterest,
     Trade,
 )
@@ -48,6 +49,7 @@ BOOK_DEPTHS = (1, 50, 200, 1000)
 # subscribe for hundreds of symbols on one socket without hitting it.
 MAX_ARGS_CHARS_PER_CONNECTION = 21_000
 PING_FRAME = '{"op":"ping"}'
+LONG_SHORT_INTERVAL_S = 120.0
 
 _MS = 1_000_000  # ns per ms
 
@@ -401,10 +403,45 @@ class BybitAdapter:
         return BybitParser(category, members) if category and members else None
 
     def polls(self, instruments: Sequence[Instrument]) -> list[PollRequest]:
-        return []  # open interest, funding and liquidations all stream on Bybit
+        """Open interest, funding and liquidations stream; only the long/short account ratio is polled.
+
+        `/v5/market/account-ratio` is 5-minute data, so one request per instrument every
+        LONG_SHORT_INTERVAL_S keeps it fresh at a negligible share of the REST budget.
+        """
+        return [
+            PollRequest(
+                key=f"ls:accounts:{instrument.venue_id}",
+                symbol=instrument.symbol,
+                kind="long_short",
+                path="/v5/market/account-ratio",
+                params={"category": instrument.category, "symbol": instrument.venue_id, "period": "5min",
+                        "limit": "1"},
+                weight=1,
+                interval_s=LONG_SHORT_INTERVAL_S,
+            )
+            for instrument in instruments
+            if instrument.derivative
+        ]
 
     def parse_poll(self, request: PollRequest, body: str | bytes, ts_recv: int) -> list[Event]:
-        return []
+        """`{"retCode":0,"result":{"list":[{"symbol","buyRatio","sellRatio","timestamp"}]}}` -> LongShortRatio."""
+        try:
+            doc = orjson.loads(body)
+            if doc.get("retCode") != 0:
+                raise FrameError(f"retCode {doc.get('retCode')}: {doc.get('retMsg', '')}")
+            rows = doc["result"]["list"]
+            if not rows:
+                return []
+            row = max(rows, key=lambda r: int(r["timestamp"]))  # newest, whatever the order
+            buy = float(row["buyRatio"])
+            sell = float(row["sellRatio"])
+            if not (buy >= 0.0 and sell > 0.0):
+                raise FrameError(f"unusable ratios {buy}/{sell}")
+            ts_exchange = int(row["timestamp"]) * _MS
+        except (orjson.JSONDecodeError, FrameError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            return [BadFrame(VENUE, f"account-ratio: {exc!r}"[:200], request.symbol, False, ts_recv)]
+        # buyRatio / sellRatio are the shares of accounts long / short: their quotient is L/S.
+        return [LongShortRatio(VENUE, request.symbol, "accounts", buy / sell, ts_exchange, ts_recv)]
 
 
 def category_url(ws_url: str, category: str) -> str:

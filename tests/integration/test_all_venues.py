@@ -122,5 +122,6 @@ async def test_daemon_runs_all_five_venues_against_the_simulator(tmp_path: Path)
         _, body = await http_get(http_port, "/status")
         status = orjson.loads(body)
         assert set(status["venues"]) == set(VENUES)
+        assert status["ready_by_venue"] == dict.fromkeys(VENUES, True)
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(5) == 0

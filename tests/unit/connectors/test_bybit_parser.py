@@ -117,18 +117,25 @@ def test_two_sided_open_interest_is_halved_when_single_missing(parser: BybitPars
 
 
 def test_liquidation_side_is_the_position(parser: BybitParser) -> None:
-    frame = orjson.dumps({
-        "topic": "allLiquidation.BTCUSDT", "type": "snapshot", "ts": 1,
-        "data": [{"T": 1786310819680, "s": "BTCUSDT", "S": "Buy", "v": "0.5", "p": "65000"}],
-    })
+    frame = orjson.dumps(
+        {
+            "topic": "allLiquidation.BTCUSDT",
+            "type": "snapshot",
+            "ts": 1,
+            "data": [{"T": 1786310819680, "s": "BTCUSDT", "S": "Buy", "v": "0.5", "p": "65000"}],
+        }
+    )
     (liq,) = parser.feed(frame, 1)
     assert isinstance(liq, Liquidation)
     assert liq.liquidated_side == "long"  # Bybit: Buy = a long position was liquidated
     # The documented object form (not a list) is accepted too.
-    single = orjson.dumps({
-        "topic": "allLiquidation.BTCUSDT", "ts": 1,
-        "data": {"T": 1, "s": "BTCUSDT", "S": "Sell", "v": "1", "p": "65000"},
-    })
+    single = orjson.dumps(
+        {
+            "topic": "allLiquidation.BTCUSDT",
+            "ts": 1,
+            "data": {"T": 1, "s": "BTCUSDT", "S": "Sell", "v": "1", "p": "65000"},
+        }
+    )
     (liq2,) = parser.feed(single, 1)
     assert isinstance(liq2, Liquidation)
     assert liq2.liquidated_side == "short"
@@ -162,8 +169,9 @@ def test_frames_for_untracked_symbols_and_channels_are_ignored(parser: BybitPars
 
 
 def test_subscribe_batches_and_resync(parser: BybitParser, btc: Instrument) -> None:
-    eth = Instrument(**{**{f: getattr(btc, f) for f in btc.__struct_fields__},
-                        "symbol": "ETH/USDT:USDT", "venue_id": "ETHUSDT"})
+    eth = Instrument(
+        **{**{f: getattr(btc, f) for f in btc.__struct_fields__}, "symbol": "ETH/USDT:USDT", "venue_id": "ETHUSDT"}
+    )
     two = BybitParser("linear", [btc, eth], book_depth=50)
     frames = [orjson.loads(f) for f in two.subscribe_frames(batch=3)]
     args = [a for f in frames for a in f["args"]]
@@ -175,9 +183,19 @@ def test_subscribe_batches_and_resync(parser: BybitParser, btc: Instrument) -> N
 
 
 def test_inverse_sizes_are_converted_to_base_units() -> None:
-    inverse = Instrument(venue="bybit", symbol="BTC/USD:BTC", venue_id="BTCUSD", category="inverse",
-                         kind=ContractKind.INVERSE, contract_size=1.0, tick_size=0.5, base="BTC",
-                         quote="USD", settle="BTC", derivative=True)
+    inverse = Instrument(
+        venue="bybit",
+        symbol="BTC/USD:BTC",
+        venue_id="BTCUSD",
+        category="inverse",
+        kind=ContractKind.INVERSE,
+        contract_size=1.0,
+        tick_size=0.5,
+        base="BTC",
+        quote="USD",
+        settle="BTC",
+        derivative=True,
+    )
     parser = BybitParser("inverse", [inverse])
     frame = SNAPSHOT.replace("BTCUSDT", "BTCUSD").replace('"6.054"', '"65114.2"')
     (snap,) = parser.feed(frame, 1)
@@ -194,3 +212,34 @@ def test_category_of_url() -> None:
     assert category_of_url("wss://stream.bybit.com/v5/public/linear") == "linear"
     assert category_of_url("ws://127.0.0.1:9780/v5/public/spot") == "spot"
     assert category_of_url("wss://example.com/ws") is None
+
+
+def test_long_short_account_ratio_poll(btc: Instrument) -> None:
+    from service.connectors.bybit import BybitAdapter
+    from service.types import LongShortRatio
+
+    adapter = BybitAdapter()
+    (poll,) = adapter.polls([btc])
+    assert poll.path == "/v5/market/account-ratio"
+    assert poll.params == {"category": "linear", "symbol": "BTCUSDT", "period": "5min", "limit": "1"}
+    body = orjson.dumps(
+        {
+            "retCode": 0,
+            "retMsg": "OK",
+            "result": {
+                "list": [
+                    {"symbol": "BTCUSDT", "buyRatio": "0.6", "sellRatio": "0.4", "timestamp": "1786310700000"},
+                    {"symbol": "BTCUSDT", "buyRatio": "0.5", "sellRatio": "0.5", "timestamp": "1786310400000"},
+                ]
+            },
+        }
+    )
+    (ratio,) = adapter.parse_poll(poll, body, 5)
+    assert isinstance(ratio, LongShortRatio)
+    assert ratio.kind == "accounts"
+    assert ratio.ratio == pytest.approx(1.5)  # the newest row, whatever the order
+    assert ratio.ts_exchange == 1786310700000 * MS
+    for bad in (b"nope", b'{"retCode":10001,"retMsg":"params error"}', b'{"retCode":0,"result":{"list":[{}]}}'):
+        (frame,) = adapter.parse_poll(poll, bad, 5)
+        assert isinstance(frame, BadFrame)
+    assert adapter.parse_poll(poll, b'{"retCode":0,"result":{"list":[]}}', 5) == []
