@@ -15,8 +15,9 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -29,7 +30,7 @@ from service.connectors.rest import RestScheduler
 from service.connectors.session import Session, SessionSettings
 from service.engine import Engine
 from service.feeds import VenueFeed
-from service.logs import event
+from service.logs import BurstLimiter, event
 from service.publish.embedded import EmbeddedBus
 from service.replay.recording import RecordingWriter
 from service.telemetry.collector import SignalCollector
@@ -115,6 +116,7 @@ class Daemon:
         self.registry.register(SignalCollector(self.engine))
         self._expected_books: set[tuple[str, str]] = set()
         self._recorder_drops_reported: dict[int, int] = {}
+        self._recorder_errors = BurstLimiter(60.0)
 
     def _publish(self, topic: str, payload: bytes) -> None:
         if self.bus is not None:
@@ -149,9 +151,15 @@ class Daemon:
                 self.hooks.book(venue, symbol)
         async with contextlib.AsyncExitStack() as stack:
             # Entered first, closed last: /metrics stays up until everything else has stopped.
-            self.http = HttpServer(settings.http.host, settings.http.port, self.registry, self.ready, self.status)
-            await self.http.start()
-            stack.push_async_callback(self.http.close)
+            # Teardown shares one budget (shutdown_timeout_s): each component gets a bounded slice, and
+            # whatever overruns it is abandoned rather than holding the process past its grace period.
+            budget = settings.shutdown_timeout_s
+            self.http = HttpServer(
+                settings.http.host, settings.http.port, self.registry, self.ready, self.status,
+                shutdown_timeout=budget * 0.2,
+            )
+            await _listen(self.http.start(), "http", settings.http.host, settings.http.port)
+            stack.push_async_callback(_bounded, self.http.close, budget * 0.25, "http")
             embedded = settings.bus.embedded
             if embedded.enabled:
                 self.bus = EmbeddedBus(
@@ -160,9 +168,10 @@ class Daemon:
                     token=embedded.token,
                     client_queue=embedded.client_queue,
                     telemetry=self.telemetry,
+                    close_timeout=budget * 0.15,
                 )
-                await self.bus.start()
-                stack.push_async_callback(self.bus.close)
+                await _listen(self.bus.start(), "bus.embedded", embedded.host, embedded.port)
+                stack.push_async_callback(_bounded, self.bus.close, budget * 0.35, "bus")
             stack.callback(self._close_recorders)
             event(
                 log,
@@ -207,8 +216,13 @@ class Daemon:
         while True:
             await asyncio.sleep(RECORDER_FLUSH_INTERVAL_S)
             for recorder in list(self.recorders.values()):
-                # Compression and file writes happen off the event loop.
-                await asyncio.to_thread(recorder.flush)
+                # Compression and file writes happen off the event loop. Recording is optional: a full
+                # disk or a removed directory is reported and retried, never fatal (pending is bounded).
+                try:
+                    await asyncio.to_thread(recorder.flush)
+                except OSError as exc:
+                    if self._recorder_errors.allow(str(id(recorder))) is not None:
+                        event(log, logging.ERROR, "recorder_write_failed", error=repr(exc)[:200])
                 self._report_recorder_drops(recorder)
 
     def _report_recorder_drops(self, recorder: RecordingWriter) -> None:
@@ -219,7 +233,10 @@ class Daemon:
 
     def _close_recorders(self) -> None:
         for recorder in self.recorders.values():
-            recorder.close()
+            try:
+                recorder.close()
+            except OSError as exc:
+                event(log, logging.ERROR, "recorder_close_failed", error=repr(exc)[:200])
 
     async def _run_venue(self, venue: str, venue_settings: VenueSettings) -> None:
         adapter = registry.adapter(venue)
@@ -302,6 +319,26 @@ class _ShutdownRequested(Exception):
     """Raised inside the task group to cancel every task when a stop signal arrives."""
 
 
+class StartupError(RuntimeError):
+    """The daemon cannot start as configured (a port already taken): exit 2 with this message."""
+
+
+async def _listen(start: Awaitable[None], what: str, host: str, port: int) -> None:
+    try:
+        await start
+    except OSError as exc:
+        raise StartupError(f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+async def _bounded(close: Callable[[], Awaitable[None]], seconds: float, what: str) -> None:
+    """Run one teardown step within its share of the shutdown budget; abandon it past that."""
+    try:
+        async with asyncio.timeout(seconds):
+            await close()
+    except TimeoutError:
+        event(log, logging.WARNING, "shutdown_step_overran", step=what, budget_s=round(seconds, 2))
+
+
 async def run(settings: Settings, *, record_dir: str | None = None) -> int:
     """Run the daemon until SIGTERM/SIGINT; returns the process exit code."""
     daemon = Daemon(settings, record_dir=record_dir)
@@ -326,12 +363,15 @@ async def run(settings: Settings, *, record_dir: str | None = None) -> int:
         await daemon.run()
     except* MarketsError as group:
         rejected = [str(exc) for exc in group.exceptions]
+    except* StartupError as group:
+        rejected = [str(exc) for exc in group.exceptions]
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     if rejected:
         for reason in rejected:
-            event(log, logging.ERROR, "configuration_rejected_by_venue", error=reason)
+            event(log, logging.ERROR, "cannot_start", error=reason)
+            print(f"flowgauge: {reason}", file=sys.stderr)
         return 2
     event(log, logging.INFO, "daemon_stopped", uptime_s=round(time.monotonic() - started_at, 3))
     return 0

@@ -678,9 +678,14 @@ def _non_empty(v: dict[str, Any], name: str, key: str, problems: _Problems) -> N
 def _url(v: dict[str, Any], name: str, schemes: tuple[str, ...], key: str, problems: _Problems) -> None:
     if name not in v:
         return
-    parts = urlsplit(v[name])
-    if parts.scheme not in schemes or not parts.netloc:
-        want = " or ".join(f"{s}://" for s in schemes)
+    want = " or ".join(f"{s}://" for s in schemes)
+    try:
+        parts = urlsplit(v[name])
+        parts.port  # noqa: B018 - parsing the port is the check: a bad one raises here, not at connect time
+    except ValueError as exc:
+        problems.append((_join(key, name), f"not a valid URL ({exc}) (got {v[name]!r})"))
+        return
+    if parts.scheme not in schemes or not parts.hostname:
         problems.append((_join(key, name), f"must be a {want} URL (got {v[name]!r})"))
 
 

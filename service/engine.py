@@ -352,8 +352,14 @@ class Engine:
                 payload["quality"] = sorted({*quality, *extra_flags})
         ts_publish = self._clock()
         payload["ts_publish"] = ts_publish
+        try:
+            encoded = codec.encode(payload)
+        except (TypeError, ValueError) as exc:
+            # A value JSON cannot carry (an out-of-range venue timestamp): drop this payload, count it.
+            self._encode_failed(instrument.venue, exc)
+            return
         state.latest = payload
-        self._sink(state.book_topic, codec.encode(payload))
+        self._sink(state.book_topic, encoded)
         if self._hooks is not None:
             self._hooks.published(instrument.venue, ts_exchange, ts_recv, ts_publish)
 
@@ -373,4 +379,16 @@ class Engine:
             "ts_recv": ts_recv,
             "ts_publish": self._clock(),
         }
-        self._sink(state.status_topic, codec.encode(payload))
+        try:
+            encoded = codec.encode(payload)
+        except (TypeError, ValueError) as exc:
+            self._encode_failed(instrument.venue, exc)
+            return
+        self._sink(state.status_topic, encoded)
+
+    def _encode_failed(self, venue: str, exc: Exception) -> None:
+        self.bad_frames += 1
+        if self._hooks is not None:
+            self._hooks.bad_frame(venue)
+        if self._bad_frame_log.allow(f"encode:{venue}") is not None:
+            event(log, logging.WARNING, "payload_not_encodable", venue=venue, error=repr(exc)[:200])

@@ -52,6 +52,7 @@ class VenueFeed:
         self._last_resync: dict[str, int] = {}
         self._deferred: set[str] = set()
         self._outbox: list[str] = []
+        self._snapshot_pending: set[str] = set()  # REST snapshots requested on this epoch, not delivered yet
         self.resync_requests = 0
         self.stuck_retries = 0
         self.outbox_dropped = 0
@@ -63,6 +64,7 @@ class VenueFeed:
         self.parser.reset()
         self._deferred.clear()
         self._outbox.clear()
+        self._snapshot_pending.clear()
         self._epoch += 1
         now = time.time_ns()
         # The subscriptions sent now count as the first resync of every book on this connection.
@@ -92,8 +94,8 @@ class VenueFeed:
             frames += self._resync(symbol, now_ns)
         for symbol in getattr(self.parser, "book_symbols", self.symbols):
             state = self.engine.state(self.venue, symbol)
-            if state is None or state.sync.valid or symbol in self._deferred:
-                continue
+            if state is None or state.sync.valid or symbol in self._deferred or symbol in self._snapshot_pending:
+                continue  # valid, or a resync is already on its way
             if now_ns - self._last_resync.get(symbol, 0) >= RESYNC_RETRY_NS:
                 self.stuck_retries += 1
                 frames += self._resync(symbol, now_ns)
@@ -103,6 +105,10 @@ class VenueFeed:
         # The next connection subscribes afresh; the venue's on_connected decides how books restart.
         # Only the books this connection carried are now unknown (Binance splits books from trades).
         books = getattr(self.parser, "book_symbols", self.symbols)
+        # Snapshots still in flight belong to the dead connection: a book they made VALID would have
+        # no stream feeding it.
+        self._epoch += 1
+        self._snapshot_pending.clear()
         self.engine.invalidate(self.venue, books, InvalidReason.RESET, f"disconnected: {reason}")
 
     def ping_frame(self) -> str | None:
@@ -111,6 +117,8 @@ class VenueFeed:
     # ------------------------------------------------------------------ resync
 
     def _resync(self, symbol: str, now_ns: int) -> list[str]:
+        if symbol in self._snapshot_pending:
+            return []  # the snapshot already requested will bring this book back
         last = self._last_resync.get(symbol)
         if last is not None and now_ns - last < RESYNC_MIN_INTERVAL_NS:
             self._deferred.add(symbol)
@@ -127,7 +135,9 @@ class VenueFeed:
             if isinstance(action, str):
                 frames.append(action)
             elif self.snapshots is not None:
-                self.snapshots.request_snapshot(action, self._snapshot_callback(action.symbol))
+                if action.symbol not in self._snapshot_pending:
+                    self._snapshot_pending.add(action.symbol)
+                    self.snapshots.request_snapshot(action, self._snapshot_callback(action.symbol))
             else:
                 event(log, logging.ERROR, "snapshot_without_rest", venue=self.venue, symbol=action.symbol)
         return frames
@@ -138,6 +148,7 @@ class VenueFeed:
         def deliver(body: str, ts_recv: int) -> None:
             if epoch != self._epoch:
                 return  # fetched for a connection that has since been replaced; its resync asked anew
+            self._snapshot_pending.discard(symbol)
             resync = self.engine.handle_all(self.parser.on_snapshot(symbol, body, ts_recv))
             for again in resync:
                 frames = self._resync(again, ts_recv)

@@ -69,6 +69,7 @@ class BookSync:
         "resyncs",
         "rule",
         "stale_dropped",
+        "stale_snapshots",
         "state",
     )
 
@@ -85,6 +86,7 @@ class BookSync:
         self.gaps = 0
         self.resyncs = 0
         self.stale_dropped = 0
+        self.stale_snapshots = 0
         self._result = ApplyResult()
 
     @property
@@ -99,6 +101,17 @@ class BookSync:
     def on_snapshot(self, snapshot: BookSnapshot) -> ApplyResult:
         result = self._fresh_result()
         book = self.book
+        if (
+            self.buffer_deltas
+            and self.state is BookState.VALID
+            and snapshot.seq is not None
+            and book.seq is not None
+            and snapshot.seq <= book.seq
+        ):
+            # A REST snapshot older than the live book (a duplicate delivery, or one that was in flight
+            # while the book recovered): loading it would move a correct book backwards.
+            self.stale_snapshots += 1
+            return result
         book.load(snapshot.bids, snapshot.asks, snapshot.seq, snapshot.ts_exchange)
         self._first = True
         result.reset = True

@@ -217,10 +217,12 @@ class RestScheduler:
                 elif response.status >= 400:
                     outcome = "error"
                 else:
-                    text = await response.text()
+                    # Decoded leniently: a mislabelled charset must become a parse error downstream,
+                    # not an exception that ends the scheduler.
+                    text = (await response.read()).decode(response.get_encoding() or "utf-8", "replace")
                     if self.on_response is not None:
                         self.on_response(str(response.url), text)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError, LookupError) as exc:  # LookupError: unknown charset
             outcome = "error"
             event(log, logging.WARNING, "rest_failed", venue=self.venue, path=path, error=repr(exc)[:200])
         if self.hooks is not None:
@@ -235,19 +237,27 @@ class RestScheduler:
         if text is None:
             job.failures += 1
             self.errors += 1
-            job.not_before = self._clock() + min(MAX_ERROR_DELAY_S, 0.5 * 2**job.failures)
+            job.not_before = self._clock() + min(MAX_ERROR_DELAY_S, 0.5 * 2 ** min(job.failures, 16))
             return
         self._snapshots.pop(job.fetch.symbol, None)
         for callback in job.callbacks:
-            callback(text, ts_recv)
+            self._deliver(callback, text, ts_recv)
 
     def _finish_poll(self, job: _Poll, text: str | None, ts_recv: int) -> None:
         interval = job.request.interval_s
         if text is None:
             job.failures += 1
             self.errors += 1
-            job.due = self._clock() + min(max(interval, MAX_ERROR_DELAY_S), interval * 2**job.failures)
+            job.due = self._clock() + min(max(interval, MAX_ERROR_DELAY_S), interval * 2 ** min(job.failures, 16))
             return
         job.failures = 0
         job.due = self._clock() + interval
-        job.callback(text, ts_recv)
+        self._deliver(job.callback, text, ts_recv)
+
+    def _deliver(self, callback: BodyCallback, text: str, ts_recv: int) -> None:
+        """A callback that raises (a parser bug, an unanticipated body) must not end the scheduler."""
+        try:
+            callback(text, ts_recv)
+        except Exception:
+            self.errors += 1
+            log.exception("rest_callback_failed", extra={"fields": {"venue": self.venue}})

@@ -83,6 +83,11 @@ class SessionSettings:
     max_connection_age_s: float | None = None
 
 
+class HandlerFailed(Exception):
+    """Processing a frame raised: the books on this connection can no longer be trusted, so the connection
+    is dropped and rebuilt (books invalidated, fresh snapshots) instead of the daemon dying."""
+
+
 class ScheduledReconnect(Exception):
     """The connection reached `max_connection_age_s`: close it cleanly and reconnect at once."""
 
@@ -159,7 +164,7 @@ class Session:
             except ScheduledReconnect:
                 reason = "scheduled"
                 event(log, logging.INFO, "ws_scheduled_reconnect", venue=venue, conn=self.name)
-            except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
+            except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, HandlerFailed) as exc:
                 reason = classify(exc)
                 event(log, logging.WARNING, "ws_disconnected", venue=venue, conn=self.name, reason=reason,
                       error=repr(exc)[:200])
@@ -188,7 +193,7 @@ class Session:
             open_timeout=settings.connect_timeout_s,
             ping_interval=settings.ping_interval_s,
             ping_timeout=settings.ping_interval_s,
-            close_timeout=2.0,
+            close_timeout=1.0,  # part of the shutdown budget: a venue that does not answer a close is cut
             max_size=settings.max_frame_bytes,
             max_queue=settings.max_queue_frames,
             compression=None,
@@ -263,7 +268,13 @@ class Session:
                 hooks.received(venue, len(raw))
             if recorder is not None:
                 recorder.recv(conn, raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))
-            to_send = handler.on_frame(raw, ts_recv)
+            try:
+                to_send = handler.on_frame(raw, ts_recv)
+            except Exception as exc:
+                # A bug or an input nobody anticipated: never let it kill the daemon. Log with the
+                # traceback (a state change, not per message: the connection is rebuilt) and reconnect.
+                log.exception("frame_processing_failed", extra={"fields": {"venue": venue, "conn": conn}})
+                raise HandlerFailed(repr(exc)[:200]) from exc
             if time.monotonic() >= next_idle:
                 next_idle = time.monotonic() + 1.0
                 to_send = to_send + handler.on_idle(ts_recv)
@@ -278,7 +289,11 @@ class Session:
         next_ping = time.monotonic() + interval
         while True:
             await asyncio.sleep(tick)
-            frames = self.handler.on_idle(time.time_ns())
+            try:
+                frames = self.handler.on_idle(time.time_ns())
+            except Exception as exc:
+                log.exception("idle_processing_failed", extra={"fields": {"venue": self.handler.venue}})
+                raise HandlerFailed(repr(exc)[:200]) from exc
             if time.monotonic() >= next_ping:
                 next_ping = time.monotonic() + interval
                 ping = self.handler.ping_frame()

@@ -22,7 +22,7 @@ from service.connectors.base import PollRequest, VenueParser
 from service.connectors.markets import MarketsError, instrument_from_market, markets_from_recording
 from service.engine import Engine, Sink
 from service.replay.recording import Connect, Header, Http, Recv, iter_records
-from service.types import Instrument
+from service.types import Instrument, InvalidReason
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class ReplayStats:
     frames: int = 0
     frames_ignored: int = 0  # frames on connections we do not parse (spot, unknown)
     published: int = 0
-    resyncs_needed: list[str] = field(default_factory=list)
+    resyncs_needed: int = 0  # books left wrong by the recording (a gap it never resolved)
     per_topic: dict[str, int] = field(default_factory=dict)
 
 
@@ -107,6 +107,13 @@ class _FileReplay:
             self._load_instruments()
         assert self.instruments is not None
         parser = replay_parser(self.adapter, record.addr, self.instruments)
+        if parser is not None:
+            # A new connection in the recording is a reconnect as far as its books go: as live, the books
+            # it will carry restart from its snapshots (the sync machine then bridges buffered deltas).
+            books = getattr(parser, "book_symbols", [i.symbol for i in parser.instruments.values()])
+            known = [s for s in books if self.engine.state(self.venue or "", s) is not None]
+            if known:
+                self.engine.invalidate(self.venue or "", known, InvalidReason.RESET, "reconnect in recording")
         self.parsers[record.conn] = parser
         if parser is None or not self.early_snapshots:
             return
@@ -166,7 +173,7 @@ class _FileReplay:
                     engine.add_instrument(instrument, adapter.sequence_rule, adapter.buffer_deltas)
             resync = engine.handle(item)
             if resync is not None:
-                stats.resyncs_needed.append(resync)
+                stats.resyncs_needed += 1
 
 
 # REST paths that answer with a book snapshot, per venue protocol.

@@ -134,3 +134,18 @@ async def test_polls_repeat_and_snapshots_go_first(venue) -> None:
     assert len(poll_times) >= 3
     assert all(b - a >= 0.18 for a, b in itertools.pairwise(poll_times))
     assert scheduler.budget_per_minute() == pytest.approx(300.0)
+
+
+async def test_a_raising_callback_or_a_mislabelled_body_does_not_stop_the_scheduler(venue) -> None:
+    state, url = venue
+    scheduler = RestScheduler("testvenue", url, weight_per_minute=6000)
+    done = asyncio.Event()
+
+    def explodes(body: str, ts: int) -> None:
+        raise RuntimeError("parser bug")
+
+    scheduler.request_snapshot(FetchSnapshot("BTC", "/depth", {"symbol": "BTC"}), explodes)
+    scheduler.request_snapshot(FetchSnapshot("ETH", "/depth", {"symbol": "ETH"}), lambda b, t: done.set())
+    await run_until(scheduler, done)
+    assert scheduler.errors == 1
+    assert len(state.arrivals) == 2

@@ -394,3 +394,12 @@ def test_check_config_reports_problems_on_stderr(
         "http.port: must be between 0 and 65535 (got -1)",
     ]
 
+
+
+def test_urls_that_cannot_be_parsed_are_reported_not_raised() -> None:
+    problems = _problems(
+        {"venues": {"bybit": {"symbols": ["BTC/USDT:USDT"], "ws_url": "wss://[::1", "rest_url": "https://h:abc/"}}}
+    )
+    assert len(problems) == 2
+    assert problems[0].startswith("venues.bybit.ws_url: not a valid URL")
+    assert problems[1].startswith("venues.bybit.rest_url: not a valid URL")

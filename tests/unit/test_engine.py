@@ -145,3 +145,13 @@ def test_sampled_liquidation_venue_is_flagged() -> None:
     binance_payload, bybit_payload = (p for _, p in out.messages if p.get("trigger") == "liquidation")
     assert "SAMPLED_INPUT" in binance_payload["quality"]
     assert "SAMPLED_INPUT" not in bybit_payload["quality"]
+
+
+def test_a_payload_json_cannot_carry_is_dropped_and_counted_not_raised() -> None:
+    # A venue timestamp beyond 64 bits (ms field of 1e17 -> 1e23 ns) cannot be encoded by orjson.
+    engine, out = make()
+    engine.handle(snapshot(10, 1 * S))
+    before = len(out.messages)
+    engine.handle(OpenInterest("bybit", SYM, 1.0, 10**23, 10**23))
+    assert len(out.messages) == before
+    assert engine.bad_frames == 1

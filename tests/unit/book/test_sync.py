@@ -103,3 +103,19 @@ def test_l2_book_levels_and_bands() -> None:
     # Deleting a level that does not exist is harmless.
     book.apply([(42.0, 0.0)], [], 3, 0)
     assert len(book.bids) == 3
+
+
+def test_stale_rest_snapshot_never_moves_a_valid_book_backwards() -> None:
+    # Timeline (Binance-style, buffered): snapshot L=100 -> deltas to 102 -> a duplicate delivery of a
+    # snapshot at 101 arrives late -> it is dropped and the book stays at 102 and VALID.
+    from service.book.sequencing import binance_futures
+
+    sync = BookSync(binance_futures, buffer_deltas=True)
+    sync.on_snapshot(snap(100))
+    first = BookDelta("bybit", "BTC/USDT:USDT", ((100.0, 6.0),), (), 101, 99, 1, 1, first_seq=99)
+    assert sync.on_delta(first).applied
+    assert sync.on_delta(BookDelta("bybit", "BTC/USDT:USDT", ((100.0, 8.0),), (), 102, 101, 2, 2, 102)).applied
+    result = sync.on_snapshot(snap(101))
+    assert not result.applied and not result.changed
+    assert sync.book.seq == 102 and sync.book.bids.best() == (100.0, 8.0)
+    assert sync.stale_snapshots == 1
