@@ -44,6 +44,23 @@ def flowgauge(args: Sequence[str], log_path: Path) -> Iterator[subprocess.Popen[
                     proc.wait()
 
 
+@contextmanager
+def process(args: Sequence[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Start any program (a real server the test needs); terminate it on exit."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(list(args), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
 def write_config(path: Path, sim_port: int, bus_port: int, http_port: int, **venue: Any) -> Path:
     config = {
         "venues": {
@@ -83,7 +100,8 @@ async def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 30.0)
 
 
 async def http_get(port: int, path: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.get(
-        f"http://127.0.0.1:{port}{path}", timeout=aiohttp.ClientTimeout(total=5)
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}{path}", timeout=aiohttp.ClientTimeout(total=5)) as response,
+    ):
         return response.status, await response.text()
