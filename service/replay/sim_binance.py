@@ -52,31 +52,41 @@ data frames it received, cycling through a non-JSON binary frame, a well-formed 
 Bounds. Each client has one bounded outbound queue drained by one writer task. At speed > 0 a client whose queue is
 full is disconnected (close 1008, counted in `slow_disconnects`); at speed 0 the player waits up to
 `slow_client_timeout` for room and then disconnects it.
+The server plumbing (runner, client queues and writers, slow-client policy, pacing) is `sim_base.py`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import math
 import os
 import re
-import socket
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from service.replay.recording import Http, Recv, iter_records
+from service.replay.sim_base import (
+    SimClient,
+    SimulatorServer,
+    Subscriptions,
+    is_int,
+    json_response,
+    now_ms,
+    play_tape,
+    simulator_runner,
+)
 
 __all__ = ["DEFAULT_PORT", "SERVED_SYMBOLS", "BinanceUsdmSimulator", "run_simulator"]
 
@@ -101,10 +111,7 @@ _EVENT_KINDS = {
 }  # fmt: skip
 _DEPTH_VARIANTS = ("", "@100ms", "@500ms", "@0ms")
 _STREAM_NAME = re.compile(r"^[a-z0-9_]+@[A-Za-z0-9_@]+$")
-_YIELD_EVERY = 256
 _BURST = 32  # messages one played frame can queue for one client, at most
-_CLOSE_TIMEOUT_S = 1.0
-_GARBAGE_KINDS = ("non_json", "bad_types", "truncated")
 _PRICE_8 = Decimal("0.00000001")
 
 
@@ -133,10 +140,6 @@ class _Tape:
     trade_span: int = 1  # > max - min over trade / agg ids
     ts_span_ms: int = 1
     latency_ms: int = 0  # smallest recorded (receive time - event time)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _symbol_of(data: Mapping[str, Any]) -> str | None:
@@ -233,14 +236,14 @@ def _measure(tape: _Tape) -> None:
     for frame in tape.frames:
         data = orjson.loads(frame.raw)
         for key in ("U", "u", "pu") if frame.kind == "depth" else ("u",) if frame.kind == "bookTicker" else ():
-            if _is_int(data.get(key)):
+            if is_int(data.get(key)):
                 ids.append(data[key])
         for key in ("a", "f", "l", "t"):
-            if frame.kind in ("trade", "aggTrade") and _is_int(data.get(key)):
+            if frame.kind in ("trade", "aggTrade") and is_int(data.get(key)):
                 trade_ids.append(data[key])
         if frame.kind in ("trade", "aggTrade"):
             tape.volume[frame.symbol] = tape.volume.get(frame.symbol, Decimal(0)) + Decimal(str(data.get("q", "0")))
-        if _is_int(data.get("E")):
+        if is_int(data.get("E")):
             times.append(data["E"])
             lat = round(frame.ts * 1000) - data["E"]
             latency = lat if latency is None else min(latency, lat)
@@ -392,7 +395,7 @@ class _Shift:
 def _rewrite(data: dict[str, Any], kind: str, label: _Label, shift: _Shift) -> None:
     """Relabel one decoded payload for a served symbol and shift its times and ids for the loop, in place."""
     for key in ("E", "T"):  # event and trade times (markPrice: the next funding time, moved alike)
-        if _is_int(data.get(key)) and data[key]:
+        if is_int(data.get(key)) and data[key]:
             data[key] += shift.ts_ms
     ids = label.id_offset + shift.ids
     trades = label.trade_offset + shift.trades
@@ -402,17 +405,17 @@ def _rewrite(data: dict[str, Any], kind: str, label: _Label, shift: _Shift) -> N
         for side in ("b", "a"):
             data[side] = [[label.px(p), q] for p, q in data[side]]
     elif kind == "bookTicker":
-        if _is_int(data.get("u")):
+        if is_int(data.get("u")):
             data["u"] += ids
         data["b"], data["a"] = label.px(data.get("b")), label.px(data.get("a"))
     elif kind in ("trade", "aggTrade"):
         for key in ("a", "f", "l", "t"):
-            if _is_int(data.get(key)):
+            if is_int(data.get(key)):
                 data[key] += trades
         data["p"] = label.px(data.get("p"))
     elif kind == "forceOrder":
         order = data.get("o", {})
-        if _is_int(order.get("T")):
+        if is_int(order.get("T")):
             order["T"] += shift.ts_ms
         order["p"], order["ap"] = label.px(order.get("p")), label.px(order.get("ap"))
         order["s"] = label.name
@@ -442,46 +445,22 @@ def _kind_of_stream(name: str) -> str | None:
 # Clients
 
 
-class _Client:
-    """One websocket client: route, envelope mode, subscriptions, bounded outbound queue drained by `run_writer`."""
+class _Client(SimClient["BinanceUsdmSimulator", str]):
+    """One websocket client: route, envelope mode, streams, keepalive state and bounded queue (see `SimClient`)."""
+
+    # "Full" leaves room for one frame's fan-out (a trade also goes out as aggTrade, marks come per symbol), so
+    # the speed-0 player that waits for room never has a delivery refused.
+    ROOM_RESERVE = _BURST
+    TRUNCATED_FALLBACK = '{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":'
 
     def __init__(self, sim: BinanceUsdmSimulator, ws: web.WebSocketResponse, route: str, combined: bool) -> None:
-        self.sim = sim
-        self.ws = ws
+        super().__init__(sim, ws)
         self.route = route
         self.combined = combined
-        self.streams: set[str] = set()
-        self.kicked: str | None = None
-        self.data_sent = 0
-        self.writer_task: asyncio.Task[None] | None = None
         self.connected_at = time.monotonic()
         self.ping_sent_at: float | None = None  # the oldest ping not yet answered
         self.last_ping_at = self.connected_at
         self._window = (0, 0)  # (second, messages received in it)
-        # ("text" | "ping", text, stream or None for replies)
-        self._queue: collections.deque[tuple[str, str, str | None]] = collections.deque()
-        self._items = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._last_text = ""
-        self._last_stream = ""
-        self._garbage_turn = 0
-
-    @property
-    def full(self) -> bool:
-        # "Full" leaves room for one frame's fan-out (a trade also goes out as aggTrade, marks come per
-        # symbol), so the speed-0 player that waits for room never has a delivery refused.
-        return len(self._queue) >= self.sim.client_queue - _BURST
-
-    def offer(self, text: str, stream: str | None, *, reply: bool = False, kind: str = "text") -> bool:
-        limit = self.sim.client_queue + (self.sim.reply_headroom if reply else 0)
-        if self.kicked is not None or len(self._queue) >= limit:
-            return False
-        self._queue.append((kind, text, stream))
-        self._items.set()
-        if self.full:
-            self._room.clear()
-        return True
 
     def count_incoming(self) -> bool:
         """Count one client message; False once the venue's per-second cap is exceeded."""
@@ -491,71 +470,16 @@ class _Client:
         self._window = (second, count)
         return self.sim.max_incoming_per_s is None or count <= self.sim.max_incoming_per_s
 
-    async def wait_room(self, patience: float) -> bool:
-        try:
-            async with asyncio.timeout(patience):
-                await self._room.wait()
-        except TimeoutError:
-            return False
-        return self.kicked is None
-
-    def kick(self, reason: str) -> None:
-        if self.kicked is not None:
-            return
-        self.kicked = reason
-        self._queue.clear()
-        self._room.set()
-        if self.writer_task is not None:
-            self.writer_task.cancel()
-
-    async def run_writer(self) -> None:
-        queue = self._queue
-        try:
-            while True:
-                while not queue:
-                    self._items.clear()
-                    await self._items.wait()
-                kind, text, stream = queue.popleft()
-                if not self.full:
-                    self._room.set()
-                if kind == "ping":
-                    await self.ws.ping(text.encode())
-                    continue
-                await self.ws.send_str(text)
-                if stream is None:
-                    continue
-                self.data_sent += 1
-                self.sim.frames_sent += 1
-                self._last_text, self._last_stream = text, stream
-                every = self.sim.garbage_every
-                if every and self.data_sent % every == 0:
-                    await self._send_garbage()
-        except ConnectionError:
-            return  # the peer went away; the handler's reader sees the close
-
-    async def _send_garbage(self) -> None:
-        kind = _GARBAGE_KINDS[self._garbage_turn % len(_GARBAGE_KINDS)]
-        self._garbage_turn += 1
-        if kind == "non_json":
-            await self.ws.send_bytes(b"\x00\xff\xfe<garbage \x80\x81 not json>")
-        elif kind == "bad_types":
-            await self.ws.send_str(orjson.dumps(self._bad_payload()).decode())
-        else:
-            last = self._last_text or '{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":'
-            await self.ws.send_str(last[: max(1, len(last) // 2)])
-        self.sim.garbage_sent += 1
-        self.sim.garbage_by_kind[kind] += 1
-
-    def _bad_payload(self) -> dict[str, Any]:
-        stream = self._last_stream or next(iter(sorted(self.streams)), "btcusdt@depth@100ms")
-        now_ms = time.time_ns() // 1_000_000
+    def bad_payload(self) -> dict[str, Any]:
+        stream = self.last_key or next(iter(sorted(self.keys)), "btcusdt@depth@100ms")
+        now = now_ms()
         if _kind_of_stream(stream) == "depth":
             data: dict[str, Any] = {
-                "e": "depthUpdate", "E": now_ms, "T": str(now_ms), "s": 12345, "U": "NaN", "u": [1.5],
+                "e": "depthUpdate", "E": now, "T": str(now), "s": 12345, "U": "NaN", "u": [1.5],
                 "pu": None, "b": "not-a-list", "a": [[None, {"size": True}]],
             }  # fmt: skip
         else:
-            data = {"e": "aggTrade", "E": now_ms, "s": 12345, "a": "x", "p": [1], "q": {"q": 1}, "T": "NaN",
+            data = {"e": "aggTrade", "E": now, "s": 12345, "a": "x", "p": [1], "q": {"q": 1}, "T": "NaN",
                     "m": "maybe"}  # fmt: skip
         return {"stream": stream, "data": data} if self.combined else data
 
@@ -564,7 +488,7 @@ class _Client:
 # The server
 
 
-class BinanceUsdmSimulator:
+class BinanceUsdmSimulator(SimulatorServer[_Client]):
     """Serve a recording as Binance USD-M futures on one loopback port (REST and routed websockets).
 
     Use as `async with BinanceUsdmSimulator(path, port=0) as sim:` and connect to `sim.ws_url("public")`,
@@ -573,6 +497,19 @@ class BinanceUsdmSimulator:
     `pings_sent`, `pongs_received`, `bad_requests`, `rate_limited`, `loops_completed`) let tests assert what
     was served and injected.
     """
+
+    KICK_COUNTERS: ClassVar[Mapping[str, str]] = {
+        "slow": "slow_disconnects", "rate": "rate_disconnects", "max_age": "age_disconnects",
+        "no_pong": "pong_disconnects",
+    }  # fmt: skip
+    CLOSE_REASONS: ClassVar[Mapping[str, tuple[WSCloseCode, bytes]]] = {
+        **SimulatorServer.CLOSE_REASONS,
+        "rate": (WSCloseCode.POLICY_VIOLATION, b"too many messages"),
+        "no_pong": (WSCloseCode.POLICY_VIOLATION, b"pong timeout"),
+        "max_age": (WSCloseCode.OK, b"connection lifetime exceeded"),
+    }
+    TASK_PREFIX = "binance-simulator"
+    TASK_FAILED_EVENT = "simulator_task_failed"
 
     def __init__(
         self,
@@ -596,24 +533,16 @@ class BinanceUsdmSimulator:
         reply_headroom: int = 256,
         slow_client_timeout: float = 10.0,
     ) -> None:
-        if speed < 0:
-            raise ValueError("speed must be >= 0")
-        for name, value in (
-            ("garbage_every", garbage_every), ("gap_every", gap_every), ("liquidation_every", liquidation_every),
-        ):  # fmt: skip
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None")
+        if liquidation_every is not None and liquidation_every < 1:
+            raise ValueError("liquidation_every must be >= 1 or None")
         if min(ping_interval_s, pong_timeout_s, max_connection_age_s) <= 0:
             raise ValueError("ping_interval_s, pong_timeout_s and max_connection_age_s must be positive")
         if client_queue <= _BURST or reply_headroom < 1:
             raise ValueError(f"client_queue must be > {_BURST} and reply_headroom >= 1")
-        self.recording_path = Path(recording_path)
-        self.host = host
-        self.port = port
-        self.speed = speed
-        self.loop = loop
-        self.garbage_every = garbage_every
-        self.gap_every = gap_every
+        super().__init__(
+            recording_path, host, port, speed, loop, garbage_every, gap_every,
+            client_queue=client_queue, reply_headroom=reply_headroom, slow_client_timeout=slow_client_timeout,
+        )  # fmt: skip
         self.serve = tuple(serve)
         self.liquidation_every = liquidation_every
         self.funding_intervals = dict(funding_intervals or {})
@@ -622,73 +551,37 @@ class BinanceUsdmSimulator:
         self.max_connection_age_s = max_connection_age_s
         self.max_incoming_per_s = max_incoming_per_s
         self.rest_weight_limit = rest_weight_limit
-        self.client_queue = client_queue
-        self.reply_headroom = reply_headroom
-        self.slow_client_timeout = slow_client_timeout
-        # counters
-        self.frames_sent = 0
-        self.gaps_injected = 0
-        self.garbage_sent = 0
-        self.garbage_by_kind: collections.Counter[str] = collections.Counter()
-        self.slow_disconnects = 0
+        # counters beyond the common ones
         self.rate_disconnects = 0
         self.age_disconnects = 0
         self.pong_disconnects = 0
         self.pings_sent = 0
         self.pongs_received = 0
-        self.bad_requests = 0
         self.rate_limited = 0
-        self.connections_total = 0
         self.loops_completed = 0
         self.symbols: dict[str, _Symbol] = {}
         self._by_source: dict[str, list[_Symbol]] = collections.defaultdict(list)
         self._tape: _Tape | None = None
-        self._subs: dict[str, set[_Client]] = collections.defaultdict(set)
-        self._active = asyncio.Event()
-        self._clients: set[_Client] = set()
-        self._no_clients = asyncio.Event()
-        self._no_clients.set()
-        self._runner: web.AppRunner | None = None
-        self._sock: socket.socket | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._failed: asyncio.Future[None] | None = None
+        self._subs: Subscriptions[str, _Client] = Subscriptions()
         self._shift = _Shift(0, 0, 0, 0)
+        self._next_mark = 0.0  # recorded time (s) of the next synthetic mark price
         self._tape_ms = 0  # exchange time of the last frame played
         self._weight_minute = 0
         self._weight_used = 0
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
-    @property
-    def bound_port(self) -> int:
-        if self._sock is None:
-            raise RuntimeError("simulator not started")
-        return int(self._sock.getsockname()[1])
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self._url_host()}:{self.bound_port}"
-
-    @property
-    def ws_base(self) -> str:
-        return f"ws://{self._url_host()}:{self.bound_port}"
-
     def ws_url(self, route: str = "public", combined: bool = True) -> str:
         return f"{self.ws_base}/{route}/{'stream' if combined else 'ws'}"
 
-    @property
-    def clients(self) -> int:
-        return len(self._clients)
-
-    async def start(self) -> None:
-        if self._runner is not None:
-            raise RuntimeError("simulator already started")
+    async def _prepare(self) -> None:
         tape = self._tape = await asyncio.to_thread(_load, self.recording_path)
         for label in _labels(tape, self.serve):
             state = _Symbol(label, tape, tape.exchange_info)
             self.symbols[label.name] = state
             self._by_source[label.source].append(state)
-        self._failed = asyncio.get_running_loop().create_future()
+
+    def _make_app(self) -> web.Application:
         app = web.Application()
         for path, handler in (
             ("/fapi/v1/exchangeInfo", self._exchange_info),
@@ -706,145 +599,66 @@ class BinanceUsdmSimulator:
             for mode in ("/stream", "/ws", "/ws/{name}"):
                 app.router.add_get(f"/{route}{mode}", self._ws_handler)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=_CLOSE_TIMEOUT_S)
-        await runner.setup()
-        self._runner = runner
-        try:
-            self._sock = _listen(self.host, self.port)
-            await web.SockSite(runner, self._sock).start()
-        except BaseException:
-            await self.close()
-            raise
-        for name, coro in (("player", self._play_tape()), ("keepalive", self._keepalive())):
-            task = asyncio.create_task(coro, name=f"binance-simulator-{name}")
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
-        log.info(
-            "simulator_started",
-            extra={"fields": {"venue": "binanceusdm", "port": self.bound_port, "frames": len(tape.frames),
-                              "symbols": sorted(self.symbols)}},
-        )  # fmt: skip
+        return app
 
-    async def close(self) -> None:
-        for client in list(self._clients):
-            client.kick("shutdown")
-        try:
-            async with asyncio.timeout(2 * _CLOSE_TIMEOUT_S):
-                await self._no_clients.wait()
-        except TimeoutError:
-            log.warning("simulator_close_timeout", extra={"fields": {"clients": len(self._clients)}})
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-        if self._sock is not None:
-            self._sock.close()
-        if self._failed is not None and not self._failed.done():
-            self._failed.set_result(None)
+    def _start_players(self) -> None:
+        self.spawn(self._play_tape(), "binance-simulator-player")
+        self.spawn(self._keepalive(), "binance-simulator-keepalive")
 
-    async def wait(self) -> None:
-        """Return once closed; raise if the player or keepalive task crashed (that is a bug)."""
-        if self._failed is None:
-            raise RuntimeError("simulator not started")
-        await asyncio.shield(self._failed)
+    def _started_fields(self) -> dict[str, Any]:
+        frames = len(self._tape.frames) if self._tape is not None else 0
+        return {"venue": "binanceusdm", "port": self.bound_port, "frames": frames, "symbols": sorted(self.symbols)}
 
-    async def __aenter__(self) -> BinanceUsdmSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("simulator_task_failed", extra={"fields": {"task": task.get_name()}}, exc_info=exc)
-            if self._failed is not None and not self._failed.done():
-                self._failed.set_exception(exc)
-
-    def _url_host(self) -> str:
-        return f"[{self.host}]" if ":" in self.host else self.host
-
-    def kick(self, client: _Client, reason: str) -> None:
-        if client.kicked is None:
-            counter = {"slow": "slow_disconnects", "rate": "rate_disconnects", "max_age": "age_disconnects",
-                       "no_pong": "pong_disconnects"}.get(reason)  # fmt: skip
-            if counter is not None:
-                setattr(self, counter, getattr(self, counter) + 1)
-                log.warning("simulator_disconnect", extra={"fields": {"reason": reason}})
-        client.kick(reason)
+    def _log_disconnect(self, client: _Client, reason: str) -> None:
+        log.warning("simulator_disconnect", extra={"fields": {"reason": reason}})
 
     # -- the player ----------------------------------------------------------------------------------
 
     async def _play_tape(self) -> None:
         tape = self._tape
         assert tape is not None
-        frames = tape.frames
-        if not frames:
-            return
-        first_ts = frames[0].ts
-        ts_shift: int | None = None
-        loop = 0
-        while True:
-            await self._active.wait()
-            live = time.time_ns() // 1_000_000 - round(first_ts * 1000) + tape.latency_ms
-            ts_shift = live if ts_shift is None else max(live, ts_shift + tape.ts_span_ms)
-            self._shift = shift = _Shift(loop, ts_shift, loop * tape.id_span, loop * tape.trade_span)
-            if loop:
-                self._restart_books(shift, round(first_ts * 1000) + ts_shift)
-            base = time.monotonic()
-            next_mark = math.floor(first_ts) + 1.0
-            for n, frame in enumerate(frames):
-                if not self._active.is_set():
-                    paused = time.monotonic()
-                    await self._active.wait()
-                    idle = time.monotonic() - paused
-                    base += idle
-                    ts_shift += round(idle * 1000)
-                    self._shift = shift = _Shift(loop, ts_shift, shift.ids, shift.trades)
-                if self.speed > 0:
-                    delay = base + (frame.ts - first_ts) / self.speed - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    elif n % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                else:
-                    if n % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                    await self._wait_for_room()
-                while frame.ts >= next_mark:
-                    self._emit_marks(round(next_mark * 1000) + ts_shift)
-                    next_mark += 1.0
-                self._play(frame, shift)
-            loop += 1
-            self.loops_completed += 1
-            if not self.loop:
-                return
+        await play_tape(
+            self,
+            tape.frames,
+            self._subs.active,
+            latency_ms=tape.latency_ms,
+            ts_span_ms=tape.ts_span_ms,
+            wait_for_room=self._wait_for_room,
+            play=self._play_at,
+            looped=self._looped,
+            on_loop=self._start_loop,
+        )
 
-    async def _wait_for_room(self) -> None:
-        """Speed 0: let every subscribed client drain before the next frame (bounded wait)."""
-        while True:
-            full = [c for c in self._clients if c.full and c.kicked is None]
-            if not full:
-                return
-            for client in full:
-                if not await client.wait_room(self.slow_client_timeout):
-                    self.kick(client, "slow")
+    def _start_loop(self, loop: int, ts_shift: int) -> None:
+        tape = self._tape
+        assert tape is not None
+        first_ts = tape.frames[0].ts
+        self._shift = shift = _Shift(loop, ts_shift, loop * tape.id_span, loop * tape.trade_span)
+        if loop:
+            self._restart_books(shift, round(first_ts * 1000) + ts_shift)
+        self._next_mark = math.floor(first_ts) + 1.0
+
+    def _looped(self) -> None:
+        self.loops_completed += 1
+
+    async def _wait_for_room(self, frame: _Frame) -> None:
+        """Speed 0: let every client drain before the next frame (bounded wait)."""
+        await self.wait_for_room(lambda: self._clients)
+
+    def _play_at(self, frame: _Frame, loop: int, ts_shift: int) -> None:
+        shift = self._shift
+        if ts_shift != shift.ts_ms:  # resumed after a pause: exchange times moved on by the idle time
+            self._shift = shift = _Shift(loop, ts_shift, shift.ids, shift.trades)
+        while frame.ts >= self._next_mark:
+            self._emit_marks(round(self._next_mark * 1000) + ts_shift)
+            self._next_mark += 1.0
+        self._play(frame, shift)
 
     def _play(self, frame: _Frame, shift: _Shift) -> None:
         for state in self._by_source.get(frame.symbol, ()):
             data = orjson.loads(frame.raw)
             _rewrite(data, frame.kind, state.label, shift)
-            if _is_int(data.get("E")):
+            if is_int(data.get("E")):
                 self._tape_ms = data["E"]
             if frame.kind == "depth":
                 self._play_depth(state, data)
@@ -936,8 +750,7 @@ class BinanceUsdmSimulator:
             if text is None:
                 body = {"stream": name, "data": data} if client.combined else data
                 text = texts[client.combined] = orjson.dumps(body).decode()
-            if not client.offer(text, name):
-                self.kick(client, "slow")
+            self.offer_or_kick(client, text, name)
 
     # -- keepalive -----------------------------------------------------------------------------------
 
@@ -958,7 +771,7 @@ class BinanceUsdmSimulator:
                     client.last_ping_at = now
                     if client.ping_sent_at is None:
                         client.ping_sent_at = now
-                    if client.offer(str(int(now * 1000)), None, reply=True, kind="ping"):
+                    if client.offer(str(int(now * 1000)), None, reply=True, ping=True):
                         self.pings_sent += 1
 
     # -- REST ----------------------------------------------------------------------------------------
@@ -973,12 +786,12 @@ class BinanceUsdmSimulator:
             retry = str(max(1, 60 - int(time.time() % 60)))
             body = {"code": -1003, "msg": f"Too many requests; current limit of IP is {self.rest_weight_limit} "
                     "requests per minute."}  # fmt: skip
-            return _json(body, 429, {"Retry-After": retry, "X-MBX-USED-WEIGHT-1M": str(self._weight_used)})
+            return json_response(body, 429, {"Retry-After": retry, "X-MBX-USED-WEIGHT-1M": str(self._weight_used)})
         self._weight_used += weight
         return None
 
     def _answer(self, body: Any, status: int = 200) -> web.Response:
-        return _json(body, status, {"X-MBX-USED-WEIGHT-1M": str(self._weight_used)})
+        return json_response(body, status, {"X-MBX-USED-WEIGHT-1M": str(self._weight_used)})
 
     def _symbol_param(self, request: web.Request) -> tuple[_Symbol | None, web.Response | None]:
         name = request.query.get("symbol", "")
@@ -1006,7 +819,7 @@ class BinanceUsdmSimulator:
                 base = state.name.removesuffix(str(source.get("quoteAsset", "USDT")))
                 rows.append({**source, "symbol": state.name, "pair": state.name, "baseAsset": base})
         info["symbols"] = rows
-        info["serverTime"] = _now_ms()
+        info["serverTime"] = now_ms()
         return self._answer(info)
 
     async def _depth(self, request: web.Request) -> web.Response:
@@ -1031,8 +844,8 @@ class BinanceUsdmSimulator:
             next_first = state.last_u + 1 if self.loop else state.last_u
         body = {
             "lastUpdateId": next_first,
-            "E": self._tape_ms or _now_ms(),
-            "T": self._tape_ms or _now_ms(),
+            "E": self._tape_ms or now_ms(),
+            "T": self._tape_ms or now_ms(),
             "bids": [list(state.bids[p]) for p in sorted(state.bids, reverse=True)[:limit]],
             "asks": [list(state.asks[p]) for p in sorted(state.asks)[:limit]],
         }
@@ -1047,7 +860,7 @@ class BinanceUsdmSimulator:
             self.bad_requests += 1
             return error  # type: ignore[return-value]
         value = state.oi.quantize(state.step)
-        return self._answer({"openInterest": str(value), "symbol": state.name, "time": state.oi_ms or _now_ms()})
+        return self._answer({"openInterest": str(value), "symbol": state.name, "time": state.oi_ms or now_ms()})
 
     async def _ratio(self, request: web.Request) -> web.Response:
         refused = self._charge(0)
@@ -1064,7 +877,7 @@ class BinanceUsdmSimulator:
             limit = 30
         positions = request.path.endswith("PositionRatio")
         phase = zlib.crc32(f"{state.name}{request.path}".encode()) / 2**32 * 2 * math.pi
-        latest = (_now_ms() // period_ms - 1) * period_ms  # the last complete bucket
+        latest = (now_ms() // period_ms - 1) * period_ms  # the last complete bucket
         rows = []
         for k in range(limit - 1, -1, -1):
             stamp = latest - k * period_ms
@@ -1090,69 +903,32 @@ class BinanceUsdmSimulator:
 
     async def _time(self, request: web.Request) -> web.Response:
         refused = self._charge(1)
-        return refused or self._answer({"serverTime": _now_ms()})
+        return refused or self._answer({"serverTime": now_ms()})
 
     async def _ping(self, request: web.Request) -> web.Response:
         refused = self._charge(1)
         return refused or self._answer({})
 
     async def _not_found(self, request: web.Request) -> web.Response:
-        return _json({"code": -1000, "msg": f"Not found: {request.path}"}, 404)
+        return json_response({"code": -1000, "msg": f"Not found: {request.path}"}, 404)
 
     # -- websockets ----------------------------------------------------------------------------------
 
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         route = request.path.strip("/").split("/")[0]
         combined = request.path.rstrip("/").endswith("/stream")
-        ws = web.WebSocketResponse(
-            autoping=False, heartbeat=None, compress=False, max_msg_size=1 << 16, timeout=_CLOSE_TIMEOUT_S
-        )
-        await ws.prepare(request)
-        client = _Client(self, ws, route, combined)
-        self._clients.add(client)
-        self._no_clients.clear()
-        self.connections_total += 1
+        client = _Client(self, await self._open_ws(request, autoping=False), route, combined)
         initial = request.match_info.get("name") or request.query.get("streams", "")
         for name in (s for s in initial.split("/") if s):
-            if _STREAM_NAME.match(name) and len(client.streams) < MAX_STREAMS:
-                self._subscribe(client, name)
-        reader = asyncio.create_task(self._read_loop(client), name="binance-simulator-read")
-        writer = asyncio.create_task(client.run_writer(), name="binance-simulator-write")
-        client.writer_task = writer
-        try:
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            try:
-                self._drop(client)
-                client.kick("closed")  # wakes a speed-0 player waiting for this client's room
-                reader.cancel()
-                writer.cancel()
-                await asyncio.wait({reader, writer})
-                for task in (reader, writer):
-                    if not task.cancelled() and task.exception() is not None:
-                        log.error("simulator_client_failed", exc_info=task.exception())
-                await self._close_ws(ws, request, client.kicked)
-            finally:
-                self._clients.discard(client)
-                if not self._clients:
-                    self._no_clients.set()
-        return ws
+            if _STREAM_NAME.match(name) and len(client.keys) < MAX_STREAMS:
+                self._subs.add(client, name)
+        return await self._run_client(
+            request, client, self._read_loop(client), leave=functools.partial(self._leave, client)
+        )
 
-    @staticmethod
-    async def _close_ws(ws: web.WebSocketResponse, request: web.Request, kicked: str | None) -> None:
-        code, message = {
-            "slow": (WSCloseCode.POLICY_VIOLATION, b"slow consumer"),
-            "rate": (WSCloseCode.POLICY_VIOLATION, b"too many messages"),
-            "no_pong": (WSCloseCode.POLICY_VIOLATION, b"pong timeout"),
-            "max_age": (WSCloseCode.OK, b"connection lifetime exceeded"),
-            "shutdown": (WSCloseCode.GOING_AWAY, b"server shutdown"),
-        }.get(kicked or "", (WSCloseCode.OK, b""))
-        try:
-            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                await ws.close(code=code, message=message)
-        except (TimeoutError, ConnectionError):
-            if request.transport is not None:
-                request.transport.abort()
+    def _leave(self, client: _Client) -> None:
+        self._subs.drop(client)
+        client.kick("closed")  # wakes a speed-0 player waiting for this client's room
 
     async def _read_loop(self, client: _Client) -> None:
         async for msg in client.ws:
@@ -1181,13 +957,13 @@ class BinanceUsdmSimulator:
             self._error(client, None, 3, "Invalid JSON: expected an object")
             return
         req_id = req.get("id")
-        if not ((_is_int(req_id) and req_id >= 0) or (isinstance(req_id, str) and 0 < len(req_id) <= 36)):
+        if not ((is_int(req_id) and req_id >= 0) or (isinstance(req_id, str) and 0 < len(req_id) <= 36)):
             self._error(client, None, 2, "Invalid request: request ID must be an unsigned integer")
             return
         method = req.get("method")
         params = req.get("params", [])
         if method == "LIST_SUBSCRIPTIONS":
-            self._reply(client, {"result": sorted(client.streams), "id": req_id})
+            self._reply(client, {"result": sorted(client.keys), "id": req_id})
             return
         if method not in ("SUBSCRIBE", "UNSUBSCRIBE"):
             self._error(client, req_id, 2, f"Invalid request: unknown variant {method!r}")
@@ -1198,44 +974,19 @@ class BinanceUsdmSimulator:
         if method == "UNSUBSCRIBE":
             if self._reply(client, {"result": None, "id": req_id}):
                 for name in params:
-                    self._unsubscribe(client, name)
+                    self._subs.remove(client, name)
             return
-        if len(client.streams | set(params)) > MAX_STREAMS:
+        if len(client.keys | set(params)) > MAX_STREAMS:
             self._error(client, req_id, 2, f"Invalid request: more than {MAX_STREAMS} streams")
             return
         if self._reply(client, {"result": None, "id": req_id}):
             for name in dict.fromkeys(params):
-                self._subscribe(client, name)
+                self._subs.add(client, name)
 
     def _error(self, client: _Client, req_id: object, code: int, msg: str) -> None:
         # Shape UNCONFIRMED for USD-M (spot documents flat {"code","msg"} and newer {"error":{...}}).
         self.bad_requests += 1
         self._reply(client, {"error": {"code": code, "msg": msg}, "id": req_id})
-
-    def _reply(self, client: _Client, body: dict[str, Any]) -> bool:
-        if client.offer(orjson.dumps(body).decode(), None, reply=True):
-            return True
-        self.kick(client, "slow")
-        return False
-
-    def _subscribe(self, client: _Client, name: str) -> None:
-        client.streams.add(name)
-        self._subs[name].add(client)
-        self._active.set()
-
-    def _unsubscribe(self, client: _Client, name: str) -> None:
-        client.streams.discard(name)
-        subs = self._subs.get(name)
-        if subs is not None:
-            subs.discard(client)
-            if not subs:
-                del self._subs[name]
-        if not self._subs:
-            self._active.clear()
-
-    def _drop(self, client: _Client) -> None:
-        for name in list(client.streams):
-            self._unsubscribe(client, name)
 
 
 def _as_other_trade(data: Mapping[str, Any], kind: str) -> dict[str, Any]:
@@ -1247,44 +998,4 @@ def _as_other_trade(data: Mapping[str, Any], kind: str) -> dict[str, Any]:
     return {"e": "trade", "t": data.get("a", 0), "X": "MARKET", **out}
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-        sock.listen(128)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-async def run_simulator(
-    recording_path: str | os.PathLike[str],
-    host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    speed: float = 1.0,
-    loop: bool = True,
-    garbage_every: int | None = None,
-    gap_every: int | None = None,
-    *,
-    on_ready: Callable[[BinanceUsdmSimulator], None] | None = None,
-    **options: Any,
-) -> None:
-    """Serve until cancelled (the CLI's `flowgauge simulate --venue binanceusdm`)."""
-    async with BinanceUsdmSimulator(
-        recording_path, host, port, speed, loop, garbage_every, gap_every, **options
-    ) as sim:
-        if on_ready is not None:
-            on_ready(sim)
-        await sim.wait()
+run_simulator = simulator_runner(BinanceUsdmSimulator, DEFAULT_PORT, "flowgauge simulate --venue binanceusdm")

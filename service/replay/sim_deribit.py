@@ -1,10 +1,10 @@
 """Deribit venue simulator: replays a recording over Deribit's current JSON-RPC websocket and REST API.
 
-Sits in `service/replay` beside the Bybit simulator (`simulator.py`), whose API, pacing, bounds and fault
-injection it mirrors; `flowgauge simulate` and the tests run it, and the daemon reaches it only through
-configured base URLs (ws://host:port/ws/api/v2, http://host:port). It must not import the daemon's
-parsers, books or metrics: it is the independent ground truth the daemon is tested against. It binds
-loopback by default and never opens an outbound connection.
+Sits in `service/replay` beside the Bybit simulator (`simulator.py`), whose API it mirrors and whose pacing,
+bounds and fault injection it shares (`sim_base.py`); `flowgauge simulate` and the tests run it, and the
+daemon reaches it only through configured base URLs (ws://host:port/ws/api/v2, http://host:port). It must
+not import the daemon's parsers, books or metrics: it is the independent ground truth the daemon is tested
+against. It binds loopback by default and never opens an outbound connection.
 
 Protocol served (what a client without credentials gets from Deribit today):
 * websocket `/ws/api/v2`, JSON-RPC 2.0: `public/subscribe` / `public/unsubscribe` / `public/unsubscribe_all`
@@ -55,32 +55,30 @@ Bounds. Each client has one bounded outbound queue drained by one writer task. A
 queue is full is disconnected (close 1008, counted in `slow_disconnects`); at speed 0 the market waits up to
 `slow_client_timeout` for room and then disconnects it. A client holds at most `MAX_CHANNELS_PER_CLIENT`
 channels.
+The server plumbing (runner, client queues and writers, slow-client policy, pacing) is `sim_base.py`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import logging
+import functools
 import math
 import os
-import socket
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, web
 
 from service.replay.recording import Connect, Http, Recv, iter_records
+from service.replay.sim_base import SimClient, SimMarket, SimulatorServer, is_int, now_ms, simulator_runner
 
 __all__ = ["DEFAULT_PORT", "PERPETUALS", "WS_PATH", "DeribitSimulator", "run_simulator"]
-
-log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9783
 WS_PATH = "/ws/api/v2"
@@ -94,9 +92,6 @@ _FALLBACK_PRICE = {"BTC": 30_000.0, "ETH": 2_000.0}
 _FUNDING_CLAMP = 0.005
 _KINDS = ("book", "ticker", "trades")
 _VERSION = "1.2.26"  # what `public/test` and `public/hello` report
-_YIELD_EVERY = 256
-_CLOSE_TIMEOUT_S = 1.0
-_GARBAGE_KINDS = ("non_json", "bad_types", "truncated")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -311,10 +306,10 @@ def _make_tape(notes: list[tuple[Recv, str, str, Any]], relabels: list[_Relabel]
         for item in items:
             if not isinstance(item, dict):
                 continue
-            ids += [item[k] for k in ("change_id", "prev_change_id") if _is_int(item.get(k))]
-            if _is_int(item.get("trade_seq")):
+            ids += [item[k] for k in ("change_id", "prev_change_id") if is_int(item.get(k))]
+            if is_int(item.get("trade_seq")):
                 seqs.append(item["trade_seq"])
-            if _is_int(item.get("timestamp")):
+            if is_int(item.get("timestamp")):
                 times.append(item["timestamp"])
                 lat = round(rec.ts * 1000) - item["timestamp"]
                 latency = lat if latency is None else min(latency, lat)
@@ -323,10 +318,6 @@ def _make_tape(notes: list[tuple[Recv, str, str, Any]], relabels: list[_Relabel]
     tape.ts_span_ms = (max(times) - min(times) + 1) if times else 1
     tape.latency_ms = latency or 0
     return tape
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_number(v: object) -> bool:
@@ -405,13 +396,13 @@ def _shift(kind: str, data: Any, shift: _Shift) -> None:
     for item in items:
         if not isinstance(item, dict):
             continue
-        if _is_int(item.get("timestamp")):
+        if is_int(item.get("timestamp")):
             item["timestamp"] += shift.ts_ms
         for key in ("change_id", "prev_change_id"):
-            if _is_int(item.get(key)):
+            if is_int(item.get(key)):
                 item[key] += shift.ids
         if kind == "trades":
-            if _is_int(item.get("trade_seq")):
+            if is_int(item.get("trade_seq")):
                 item["trade_seq"] += shift.seq
             if shift.loop and item.get("trade_id") is not None:
                 item["trade_id"] = f"{item['trade_id']}-{shift.loop}"  # never repeat an id consumers de-duplicate on
@@ -486,63 +477,33 @@ class _Book:
 # Clients
 
 
-class _Client:
-    """One websocket client: its channels, heartbeat and bounded outbound queue drained by `run_writer`."""
+class _Client(SimClient["DeribitSimulator", str]):
+    """One websocket client: its channels, heartbeat and bounded outbound queue (see `SimClient`)."""
 
+    TRUNCATED_FALLBACK = '{"jsonrpc":"2.0","method":"subscription","params":{"channel":"book.BTC'
     _ids = 0
 
     def __init__(self, sim: DeribitSimulator, ws: web.WebSocketResponse) -> None:
+        super().__init__(sim, ws)
         _Client._ids += 1
-        self.sim = sim
-        self.ws = ws
         self.conn_id = _Client._ids
-        self.channels: set[str] = set()
-        self.kicked: str | None = None  # why the server is closing this client
-        self.data_sent = 0
-        self.writer_task: asyncio.Task[None] | None = None
         self.heartbeat_task: asyncio.Task[None] | None = None
         self.awaiting_test = False  # a test_request is out and no public/test came back yet
-        self._queue: collections.deque[tuple[str, str | None]] = collections.deque()  # (text, channel)
-        self._items = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._last_text = ""
-        self._last_channel = ""
-        self._garbage_turn = 0
 
     @property
-    def full(self) -> bool:
-        return len(self._queue) >= self.sim.client_queue
+    def tag(self) -> str:
+        return str(self.conn_id)
 
-    def offer(self, text: str, channel: str | None, *, reply: bool = False) -> bool:
-        """Queue one frame without waiting; False if there is no room (the caller then disconnects us)."""
-        limit = self.sim.client_queue + (self.sim.reply_headroom if reply else 0)
-        if self.kicked is not None or len(self._queue) >= limit:
-            return False
-        self._queue.append((text, channel))
-        self._items.set()
-        if self.full:
-            self._room.clear()
-        return True
-
-    async def wait_room(self, patience: float) -> bool:
-        try:
-            async with asyncio.timeout(patience):
-                await self._room.wait()
-        except TimeoutError:
-            return False
-        return self.kicked is None
+    def log_fields(self) -> dict[str, Any]:
+        return {"conn_id": self.conn_id}
 
     def kick(self, reason: str) -> None:
         """Disconnect: stop the writer and the heartbeat; the connection handler closes the socket."""
         if self.kicked is not None:
             return
-        self.kicked = reason
-        self._queue.clear()
-        self._room.set()  # wake a market waiting for room; it sees `kicked` and moves on
-        for task in (self.writer_task, self.heartbeat_task):
-            if task is not None:
-                task.cancel()
+        super().kick(reason)
+        if self.heartbeat_task is not None:
+            self.heartbeat_task.cancel()
 
     def start_heartbeat(self, interval_s: float) -> None:
         self.stop_heartbeat()
@@ -565,51 +526,16 @@ class _Client:
             self.awaiting_test = True
             self.sim.test_requests_sent += 1
             note = {"jsonrpc": "2.0", "method": "heartbeat", "params": {"type": "test_request"}}
-            if not self.offer(orjson.dumps(note).decode(), None, reply=True):
-                self.sim.kick(self, "slow")
+            if not self.sim.offer_or_kick(self, orjson.dumps(note).decode(), None, reply=True):
                 return
 
-    async def run_writer(self) -> None:
-        queue = self._queue
-        try:
-            while True:
-                while not queue:
-                    self._items.clear()
-                    await self._items.wait()
-                text, channel = queue.popleft()
-                if not self.full:
-                    self._room.set()
-                await self.ws.send_str(text)
-                if channel is None:
-                    continue
-                self.data_sent += 1
-                self.sim.frames_sent += 1
-                self._last_text, self._last_channel = text, channel
-                every = self.sim.garbage_every
-                if every and self.data_sent % every == 0:
-                    await self._send_garbage()
-        except ConnectionError:
-            return  # the peer went away; the handler's reader sees the close
-
-    async def _send_garbage(self) -> None:
-        kind = _GARBAGE_KINDS[self._garbage_turn % len(_GARBAGE_KINDS)]
-        self._garbage_turn += 1
-        if kind == "non_json":
-            await self.ws.send_bytes(b"\x00\xff\xfe<garbage \x80\x81 not json>")  # Deribit only sends text
-        elif kind == "bad_types":
-            await self.ws.send_str(orjson.dumps(self._bad_change()).decode())
-        else:
-            last = self._last_text or '{"jsonrpc":"2.0","method":"subscription","params":{"channel":"book.BTC'
-            await self.ws.send_str(last[: max(1, len(last) // 2)])
-        self.sim.garbage_sent += 1
-        self.sim.garbage_by_kind[kind] += 1
-
-    def _bad_change(self) -> dict[str, Any]:
-        channel = self._last_channel if self._last_channel.startswith("book.") else ""
+    def bad_payload(self) -> dict[str, Any]:
+        last = self.last_key or ""
+        channel = last if last.startswith("book.") else ""
         if not channel:
-            channel = next((c for c in sorted(self.channels) if c.startswith("book.")), "book.BTC-PERPETUAL.100ms")
+            channel = next((c for c in sorted(self.keys) if c.startswith("book.")), "book.BTC-PERPETUAL.100ms")
         data = {
-            "type": "change", "timestamp": str(time.time_ns() // 1_000_000), "instrument_name": 12345,
+            "type": "change", "timestamp": str(now_ms()), "instrument_name": 12345,
             "change_id": "NaN", "prev_change_id": [1.5], "bids": "not-a-list", "asks": [[None, {"amount": True}]],
         }
         return {"jsonrpc": "2.0", "method": "subscription", "params": {"channel": channel, "data": data}}
@@ -619,102 +545,43 @@ class _Client:
 # The market
 
 
-class _Market:
-    """The shared replay: subscribers per channel, current state per instrument, and the player."""
+class _Market(SimMarket["DeribitSimulator", str, _Client, _Frame]):
+    """The shared replay: subscribers per channel, current state per instrument, the player (`SimMarket`)."""
+
+    tape: _Tape
 
     def __init__(self, sim: DeribitSimulator, tape: _Tape) -> None:
-        self.sim = sim
-        self.tape = tape
-        self.subscribers: dict[str, set[_Client]] = collections.defaultdict(set)
+        super().__init__(sim, tape)
         self.books: dict[str, _Book] = {}
         self.tickers: dict[str, dict[str, Any]] = {}  # instrument -> last ticker data
-        self.loops_completed = 0
         self._changes_seen: collections.Counter[str] = collections.Counter()
-        self._active = asyncio.Event()  # set while at least one client subscribes to something
+        self._shift = _Shift(0, 0, 0, 0)
 
     # -- subscriptions (synchronous: a snapshot and the changes after it are queued without a gap) ----
 
     def subscribe(self, client: _Client, channel: str) -> None:
         kind, instrument, _ = channel.split(".")
-        client.channels.add(channel)
-        self.subscribers[channel].add(client)
-        self._active.set()
+        self.subs.add(client, channel)
         if kind == "book" and instrument in self.books:
             data: dict[str, Any] | None = self.books[instrument].snapshot()
         elif kind == "ticker":
             data = self.tickers.get(instrument)
         else:
             data = None
-        if data is not None and not client.offer(_note(channel, data), channel, reply=True):
-            self.sim.kick(client, "slow")
-
-    def unsubscribe(self, client: _Client, channel: str) -> None:
-        client.channels.discard(channel)
-        subs = self.subscribers.get(channel)
-        if subs is not None:
-            subs.discard(client)
-            if not subs:
-                del self.subscribers[channel]
-        if not self.subscribers:
-            self._active.clear()
-
-    def drop(self, client: _Client) -> None:
-        for channel in list(client.channels):
-            self.unsubscribe(client, channel)
+        if data is not None:
+            self.sim.offer_or_kick(client, _note(channel, data), channel, reply=True)
 
     # -- the player ----------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        frames = self.tape.frames
-        if not frames:
-            return
-        sim = self.sim
-        first_ts = frames[0].ts
-        ts_shift: int | None = None
-        loop = 0
-        while True:
-            await self._active.wait()
-            # One constant per loop maps recorded times to now; never backwards, so times keep increasing.
-            live = time.time_ns() // 1_000_000 - round(first_ts * 1000) + self.tape.latency_ms
-            ts_shift = live if ts_shift is None else max(live, ts_shift + self.tape.ts_span_ms)
-            base = time.monotonic()
-            shift = _Shift(loop, ts_shift, loop * self.tape.id_span, loop * self.tape.seq_span)
-            for n, frame in enumerate(frames):
-                if not self._active.is_set():
-                    paused = time.monotonic()
-                    await self._active.wait()
-                    idle = time.monotonic() - paused
-                    base += idle  # resume where we were, not with a burst
-                    ts_shift += round(idle * 1000)
-                    shift = _Shift(loop, ts_shift, shift.ids, shift.seq)
-                if sim.speed > 0:
-                    delay = base + (frame.ts - first_ts) / sim.speed - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    elif n % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                else:
-                    if n % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                    await self._wait_for_room(frame)
-                self._play(frame, shift)
-            loop += 1
-            self.loops_completed += 1
-            if not sim.loop:
-                return
-
-    def _channels(self, frame: _Frame) -> list[str]:
+    def _keys_of(self, frame: _Frame) -> list[str]:
         return [f"{frame.kind}.{frame.instrument}.{i}" for i in SERVED_INTERVALS]
 
-    async def _wait_for_room(self, frame: _Frame) -> None:
-        """Speed 0: let every subscriber of the frame's channels drain before it is played (bounded wait)."""
-        while True:
-            full = [c for ch in self._channels(frame) for c in self.subscribers.get(ch, ()) if c.full]
-            if not full:
-                return
-            for client in full:
-                if not await client.wait_room(self.sim.slow_client_timeout):
-                    self.sim.kick(client, "slow")
+    def _play_at(self, frame: _Frame, loop: int, ts_shift: int) -> None:
+        shift = self._shift
+        if shift.loop != loop or shift.ts_ms != ts_shift:  # a new loop, or resumed after a pause
+            tape = self.tape
+            self._shift = shift = _Shift(loop, ts_shift, loop * tape.id_span, loop * tape.seq_span)
+        self._play(frame, shift)
 
     def _play(self, frame: _Frame, shift: _Shift) -> None:
         try:
@@ -745,14 +612,10 @@ class _Market:
             self.tickers[frame.instrument] = data
         if not deliver:
             return
-        for channel in self._channels(frame):
-            subs = self.subscribers.get(channel)
-            if not subs:
-                continue
-            text = _note(channel, data)
-            for client in list(subs):
-                if not client.offer(text, channel):
-                    self.sim.kick(client, "slow")
+        for channel in self._keys_of(frame):
+            subs = self.subs.get(channel)
+            if subs:
+                self.sim.deliver(subs, _note(channel, data), channel)
 
 
 def _note(channel: str, data: Any) -> str:
@@ -764,7 +627,7 @@ def _note(channel: str, data: Any) -> str:
 # The server
 
 
-class DeribitSimulator:
+class DeribitSimulator(SimulatorServer[_Client]):
     """Serve a recording as Deribit on one loopback port (REST and the JSON-RPC websocket).
 
     Use as `async with DeribitSimulator(path, port=0) as sim:` and connect to `sim.ws_url()` and
@@ -774,6 +637,11 @@ class DeribitSimulator:
     heartbeat period for tests (a requested 10 s runs as 10 x scale seconds) while the venue's 10 s minimum
     on the requested interval stays enforced.
     """
+
+    CLOSE_REASONS: ClassVar[Mapping[str, tuple[WSCloseCode, bytes]]] = {
+        **SimulatorServer.CLOSE_REASONS,
+        "heartbeat": (WSCloseCode.POLICY_VIOLATION, b"test_request not answered"),
+    }
 
     def __init__(
         self,
@@ -790,81 +658,39 @@ class DeribitSimulator:
         slow_client_timeout: float = 10.0,
         heartbeat_time_scale: float = 1.0,
     ) -> None:
-        if speed < 0:
-            raise ValueError("speed must be >= 0")
-        for name, value in (("garbage_every", garbage_every), ("gap_every", gap_every)):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None")
-        if client_queue < 1 or reply_headroom < 1:
-            raise ValueError("client_queue and reply_headroom must be >= 1")
+        super().__init__(
+            recording_path, host, port, speed, loop, garbage_every, gap_every,
+            client_queue=client_queue, reply_headroom=reply_headroom, slow_client_timeout=slow_client_timeout,
+        )  # fmt: skip
         if heartbeat_time_scale <= 0:
             raise ValueError("heartbeat_time_scale must be > 0")
-        self.recording_path = Path(recording_path)
-        self.host = host
-        self.port = port
-        self.speed = speed
-        self.loop = loop
-        self.garbage_every = garbage_every
-        self.gap_every = gap_every
-        self.client_queue = client_queue
-        self.reply_headroom = reply_headroom
-        self.slow_client_timeout = slow_client_timeout
         self.heartbeat_time_scale = heartbeat_time_scale
-        # counters
-        self.frames_sent = 0  # notifications written to clients (snapshots included, garbage not)
-        self.gaps_injected = 0
-        self.garbage_sent = 0
-        self.garbage_by_kind: collections.Counter[str] = collections.Counter()
-        self.slow_disconnects = 0
+        # counters beyond the common ones
         self.heartbeat_disconnects = 0
         self.test_requests_sent = 0
         self.tests_answered = 0
-        self.bad_requests = 0  # client requests we answered with an error
-        self.connections_total = 0
         self.market: _Market | None = None
         self._served: _Served | None = None
-        self._clients: set[_Client] = set()
-        self._no_clients = asyncio.Event()  # lets close() wait for handlers to finish their close handshakes
-        self._no_clients.set()
-        self._runner: web.AppRunner | None = None
-        self._sock: socket.socket | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._failed: asyncio.Future[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
-    @property
-    def bound_port(self) -> int:
-        if self._sock is None:
-            raise RuntimeError("simulator not started")
-        return int(self._sock.getsockname()[1])
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self._url_host()}:{self.bound_port}"
-
     def ws_url(self, category: str = "") -> str:
         """The websocket URL. Deribit has one for every kind; `category` exists for parity with Bybit's."""
-        return f"ws://{self._url_host()}:{self.bound_port}{WS_PATH}"
+        return f"{self.ws_base}{WS_PATH}"
 
     @property
     def loops_completed(self) -> int:
         return self.market.loops_completed if self.market is not None else 0
 
     @property
-    def clients(self) -> int:
-        return len(self._clients)
-
-    @property
     def relabelled(self) -> dict[str, str]:
         """Served perpetual -> the recorded instrument whose stream drives it."""
         return {r.target: r.source for r in self._served.relabels} if self._served is not None else {}
 
-    async def start(self) -> None:
-        if self._runner is not None:
-            raise RuntimeError("simulator already started")
+    async def _prepare(self) -> None:
         self._served = await asyncio.to_thread(_load, self.recording_path)
-        self._failed = asyncio.get_running_loop().create_future()
+
+    def _make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get(API_PREFIX + "get_instruments", self._get_instruments)
         app.router.add_get(API_PREFIX + "get_currencies", self._get_currencies)
@@ -872,78 +698,16 @@ class DeribitSimulator:
         app.router.add_get(API_PREFIX + "test", self._test)
         app.router.add_get(WS_PATH, self._ws_handler)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=_CLOSE_TIMEOUT_S)
-        await runner.setup()
-        self._runner = runner
-        try:
-            self._sock = _listen(self.host, self.port)
-            await web.SockSite(runner, self._sock).start()
-        except BaseException:
-            await self.close()
-            raise
+        return app
+
+    def _start_players(self) -> None:
+        assert self._served is not None
         self.market = _Market(self, self._served.tape)
-        task = asyncio.create_task(self.market.run(), name="simulator-market:deribit")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        fields = {"host": self.host, "port": self.bound_port, "speed": self.speed,
-                  "frames": len(self._served.tape.frames), "relabelled": self.relabelled}
-        log.info("simulator_started", extra={"fields": fields})
+        self.spawn(self.market.run(), "simulator-market:deribit")
 
-    async def close(self) -> None:
-        for client in list(self._clients):
-            self.kick(client, "shutdown")
-        # Let each handler finish its close handshake while the server still reads the peers' replies.
-        try:
-            async with asyncio.timeout(2 * _CLOSE_TIMEOUT_S):
-                await self._no_clients.wait()
-        except TimeoutError:
-            log.warning("simulator_close_timeout", extra={"fields": {"clients": len(self._clients)}})
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-        if self._sock is not None:
-            self._sock.close()
-        if self._failed is not None and not self._failed.done():
-            self._failed.set_result(None)
-
-    async def wait(self) -> None:
-        """Return once the simulator is closed; raise if the market player crashed (that is a bug)."""
-        if self._failed is None:
-            raise RuntimeError("simulator not started")
-        await asyncio.shield(self._failed)
-
-    async def __aenter__(self) -> DeribitSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    def kick(self, client: _Client, reason: str) -> None:
-        if client.kicked is None and reason == "slow":
-            self.slow_disconnects += 1
-            log.warning("simulator_slow_client", extra={"fields": {"conn_id": client.conn_id}})
-        client.kick(reason)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("simulator_market_failed", extra={"fields": {"task": task.get_name()}}, exc_info=exc)
-            if self._failed is not None and not self._failed.done():
-                self._failed.set_exception(exc)
-
-    def _url_host(self) -> str:
-        return f"[{self.host}]" if ":" in self.host else self.host
+    def _started_fields(self) -> dict[str, Any]:
+        frames = len(self._served.tape.frames) if self._served is not None else 0
+        return {**super()._started_fields(), "frames": frames, "relabelled": self.relabelled}
 
     # -- REST ----------------------------------------------------------------------------------------
 
@@ -969,7 +733,7 @@ class DeribitSimulator:
         return _rpc_http_result([{"currency": c, "currency_long": c, "coin_type": c} for c in codes])
 
     async def _get_time(self, request: web.Request) -> web.Response:
-        return _rpc_http_result(_now_ms())
+        return _rpc_http_result(now_ms())
 
     async def _test(self, request: web.Request) -> web.Response:
         return _rpc_http_result({"version": _VERSION})
@@ -986,59 +750,14 @@ class DeribitSimulator:
         market = self.market
         if market is None:
             return await self._not_found(request)
-        ws = web.WebSocketResponse(
-            autoping=True, heartbeat=None, compress=False, max_msg_size=1 << 20, timeout=_CLOSE_TIMEOUT_S
-        )
-        await ws.prepare(request)
-        client = _Client(self, ws)
-        self._clients.add(client)
-        self._no_clients.clear()
-        self.connections_total += 1
-        reader = asyncio.create_task(self._read_loop(client, market), name=f"simulator-read:{client.conn_id}")
-        writer = asyncio.create_task(client.run_writer(), name=f"simulator-write:{client.conn_id}")
-        client.writer_task = writer
-        try:
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            try:
-                market.drop(client)
-                client.stop_heartbeat()
-                reader.cancel()
-                writer.cancel()
-                await asyncio.wait({reader, writer})
-                for task in (reader, writer):
-                    if not task.cancelled() and task.exception() is not None:
-                        log.error("simulator_client_failed", extra={"fields": {"conn_id": client.conn_id}},
-                                  exc_info=task.exception())
-                await self._close_ws(ws, request, client.kicked)
-            finally:
-                self._clients.discard(client)
-                if not self._clients:
-                    self._no_clients.set()
-        return ws
+        client = _Client(self, await self._open_ws(request, max_msg_size=1 << 20))
+        read = self._read_requests(client.ws, functools.partial(self._on_request, client, market))
+        return await self._run_client(request, client, read, leave=functools.partial(self._leave, client, market))
 
     @staticmethod
-    async def _close_ws(ws: web.WebSocketResponse, request: web.Request, kicked: str | None) -> None:
-        code, message = {
-            "slow": (WSCloseCode.POLICY_VIOLATION, b"slow consumer"),
-            "heartbeat": (WSCloseCode.POLICY_VIOLATION, b"test_request not answered"),
-            "shutdown": (WSCloseCode.GOING_AWAY, b"server shutdown"),
-        }.get(kicked or "", (WSCloseCode.OK, b""))
-        try:
-            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                await ws.close(code=code, message=message)
-        except (TimeoutError, ConnectionError):
-            if request.transport is not None:
-                request.transport.abort()  # a peer that reads nothing never answers the close
-
-    async def _read_loop(self, client: _Client, market: _Market) -> None:
-        async for msg in client.ws:
-            if msg.type is WSMsgType.TEXT:
-                self._on_request(client, market, msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                self._on_request(client, market, None)
-            else:
-                return
+    def _leave(client: _Client, market: _Market) -> None:
+        market.drop(client)
+        client.stop_heartbeat()
 
     def _on_request(self, client: _Client, market: _Market, text: str | None) -> None:
         """Answer one JSON-RPC request. Synchronous, so a subscribe's result and snapshots queue together."""
@@ -1049,7 +768,7 @@ class DeribitSimulator:
         if not isinstance(req, dict) or not isinstance(req.get("method"), str):
             self.bad_requests += 1
             error = (-32700, "Parse error") if not isinstance(req, dict) else (-32600, "Invalid Request")
-            self._reply(client, req.get("id") if isinstance(req, dict) else None, error=error)
+            self._rpc_reply(client, req.get("id") if isinstance(req, dict) else None, error=error)
             return
         req_id = req.get("id")
         method = req["method"]
@@ -1058,60 +777,60 @@ class DeribitSimulator:
             self._on_subscription(client, market, method, params.get("channels"), req_id)
         elif method == "public/unsubscribe_all":
             market.drop(client)
-            self._reply(client, req_id, "ok")
+            self._rpc_reply(client, req_id, "ok")
         elif method == "public/set_heartbeat":
             interval = params.get("interval")
             if not _is_number(interval) or interval < MIN_HEARTBEAT_S:
                 self.bad_requests += 1
                 data = {"param": "interval", "reason": f"must be >= {MIN_HEARTBEAT_S:g}"}
-                self._reply(client, req_id, error=(-32602, "Invalid params"), data=data)
+                self._rpc_reply(client, req_id, error=(-32602, "Invalid params"), data=data)
                 return
-            if self._reply(client, req_id, "ok"):
+            if self._rpc_reply(client, req_id, "ok"):
                 client.start_heartbeat(float(interval))
         elif method == "public/disable_heartbeat":
             client.stop_heartbeat()
-            self._reply(client, req_id, "ok")
+            self._rpc_reply(client, req_id, "ok")
         elif method == "public/test":
             if client.awaiting_test:
                 client.awaiting_test = False
                 self.tests_answered += 1
-            self._reply(client, req_id, {"version": _VERSION})
+            self._rpc_reply(client, req_id, {"version": _VERSION})
         elif method == "public/hello":
-            self._reply(client, req_id, {"version": _VERSION})
+            self._rpc_reply(client, req_id, {"version": _VERSION})
         elif method == "public/get_time":
-            self._reply(client, req_id, _now_ms())
+            self._rpc_reply(client, req_id, now_ms())
         else:
             self.bad_requests += 1
-            self._reply(client, req_id, error=(-32601, "Method not found"))
+            self._rpc_reply(client, req_id, error=(-32601, "Method not found"))
 
     def _on_subscription(self, client: _Client, market: _Market, method: str, channels: object, req_id: object) -> None:
         if not isinstance(channels, list) or not channels or not all(isinstance(c, str) and c for c in channels):
             self.bad_requests += 1
-            self._reply(client, req_id, error=(-32602, "Invalid params"), data={"param": "channels"})
+            self._rpc_reply(client, req_id, error=(-32602, "Invalid params"), data={"param": "channels"})
             return
         if method == "public/unsubscribe":
-            removed = [c for c in dict.fromkeys(channels) if c in client.channels]
-            if self._reply(client, req_id, removed):
+            removed = [c for c in dict.fromkeys(channels) if c in client.keys]
+            if self._rpc_reply(client, req_id, removed):
                 for channel in removed:
                     market.unsubscribe(client, channel)
             return
         if any(c.endswith(".raw") for c in channels):
             self.bad_requests += 1
-            self._reply(client, req_id, error=(13778, "raw_subscriptions_not_available_for_unauthorized"))
+            self._rpc_reply(client, req_id, error=(13778, "raw_subscriptions_not_available_for_unauthorized"))
             return
         accepted = [c for c in dict.fromkeys(channels) if _servable(c)]
-        if len(client.channels | set(accepted)) > MAX_CHANNELS_PER_CLIENT:
+        if len(client.keys | set(accepted)) > MAX_CHANNELS_PER_CLIENT:
             self.bad_requests += 1
-            self._reply(client, req_id, error=(-32602, "Invalid params"),
-                        data={"param": "channels", "reason": f"more than {MAX_CHANNELS_PER_CLIENT} per connection"})
+            data = {"param": "channels", "reason": f"more than {MAX_CHANNELS_PER_CLIENT} per connection"}
+            self._rpc_reply(client, req_id, error=(-32602, "Invalid params"), data=data)
             return
-        if not self._reply(client, req_id, accepted):
+        if not self._rpc_reply(client, req_id, accepted):
             return
         for channel in accepted:
-            if channel not in client.channels:
+            if channel not in client.keys:
                 market.subscribe(client, channel)
 
-    def _reply(
+    def _rpc_reply(
         self, client: _Client, req_id: object, result: object = None, *,
         error: tuple[int, str] | None = None, data: object = None,
     ) -> bool:
@@ -1125,29 +844,12 @@ class DeribitSimulator:
                 body["error"]["data"] = data
         us_out = time.time_ns() // 1000
         body.update({"usIn": us_in, "usOut": us_out, "usDiff": us_out - us_in, "testnet": False})
-        if client.offer(orjson.dumps(body).decode(), None, reply=True):
-            return True
-        self.kick(client, "slow")
-        return False
+        return self._reply(client, body)
 
 
 def _servable(channel: str) -> bool:
     parts = channel.split(".")
     return len(parts) == 3 and parts[0] in _KINDS and bool(parts[1]) and parts[2] in SERVED_INTERVALS
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-        sock.listen(128)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def _rpc_http_result(result: object) -> web.Response:
@@ -1165,24 +867,4 @@ def _rpc_http_error(code: int, message: str, data: object) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=400, content_type="application/json")
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-async def run_simulator(
-    recording_path: str | os.PathLike[str],
-    host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    speed: float = 1.0,
-    loop: bool = True,
-    garbage_every: int | None = None,
-    gap_every: int | None = None,
-    *,
-    on_ready: Callable[[DeribitSimulator], None] | None = None,
-    **options: Any,
-) -> None:
-    """Serve until cancelled (the CLI's `flowgauge simulate`). `on_ready` gets the started simulator."""
-    async with DeribitSimulator(recording_path, host, port, speed, loop, garbage_every, gap_every, **options) as sim:
-        if on_ready is not None:
-            on_ready(sim)
-        await sim.wait()
+run_simulator = simulator_runner(DeribitSimulator, DEFAULT_PORT, "flowgauge simulate --venue deribit")

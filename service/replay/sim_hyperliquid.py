@@ -1,10 +1,10 @@
 """Hyperliquid venue simulator: replays a recording over Hyperliquid's websocket and `POST /info` protocol.
 
-Sits in `service/replay` beside the Bybit simulator (`simulator.py`), whose model, API and fault
-injection it mirrors; `flowgauge simulate` and the offline demo run it, and the daemon reaches it only
-through configured base URLs (ws://host:port/ws, http://host:port). It must not import the daemon's
-parsers, books or metrics: it is the independent ground truth the daemon is tested against. It binds
-loopback by default and never opens an outbound connection.
+Sits in `service/replay` beside the Bybit simulator (`simulator.py`), whose model and API it mirrors and
+whose fault injection it shares (`sim_base.py`); `flowgauge simulate` and the offline demo run it, and the
+daemon reaches it only through configured base URLs (ws://host:port/ws, http://host:port). It must not
+import the daemon's parsers, books or metrics: it is the independent ground truth the daemon is tested
+against. It binds loopback by default and never opens an outbound connection.
 
 Protocol served (the venue's current one, exchanges.md §5):
 * websocket `/ws`: greets with the text "Websocket connection established."; `{"method":"ping"}` ->
@@ -54,34 +54,31 @@ queue is full is disconnected (close 1008, counted in `slow_disconnects`); at sp
 to `slow_client_timeout` for room and then disconnects it. Replies to the client's own requests may use a
 small extra headroom; a client that floods requests without reading is disconnected the same way. A
 client holds at most `MAX_SUBSCRIPTIONS_PER_CLIENT` subscriptions.
+The server plumbing (runner, client queues and writers, slow-client policy, pacing) is `sim_base.py`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import itertools
-import logging
 import math
 import os
-import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import orjson
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import web
 
 from service.replay.recording import Connect, Recv, iter_records
+from service.replay.sim_base import SimClient, SimMarket, SimulatorServer, is_int, json_response, simulator_runner
 
 __all__ = ["DEFAULT_PORT", "HyperliquidSimulator", "run_simulator"]
-
-log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9784
 WS_PATH = "/ws"
@@ -91,9 +88,6 @@ CHANNELS = ("l2Book", "trades", "activeAssetCtx")
 RECENT_TRADES = 30  # trades sent to a new `trades` subscriber (the recording's own batch held 30)
 MAX_SUBSCRIPTIONS_PER_CLIENT = 1000  # the venue's per-IP subscription cap, applied per connection here
 DEFAULT_CTX_EVERY_S = 3.0
-_YIELD_EVERY = 256
-_CLOSE_TIMEOUT_S = 1.0
-_GARBAGE_KINDS = ("non_json", "bad_types", "truncated")
 _MAX_REQUEST_BYTES = 1 << 16
 
 
@@ -191,7 +185,7 @@ def _load(path: Path) -> _Tape:
             coin = data["coin"]
             tape.first_books.setdefault(coin, data)
             tape.frames.append(_Frame(rec.ts, channel, coin, data))
-            if _is_int(data.get("time")):
+            if is_int(data.get("time")):
                 times.append(data["time"])
                 lat = round(rec.ts * 1000) - data["time"]
                 latency = lat if latency is None else min(latency, lat)
@@ -202,9 +196,9 @@ def _load(path: Path) -> _Tape:
                 continue
             for trade in data:
                 if isinstance(trade, dict):
-                    if _is_int(trade.get("time")):
+                    if is_int(trade.get("time")):
                         times.append(trade["time"])
-                    if _is_int(trade.get("tid")):
+                    if is_int(trade.get("tid")):
                         tids.append(trade["tid"])
             if (rec.conn, coin) not in seeded:
                 # The first trades message after subscribing is the venue's batch of recent trades.
@@ -229,10 +223,6 @@ def _note_sz_decimals(tape: _Tape, coin: str, levels: Any) -> None:
             if isinstance(size, str) and "." in size:
                 best = max(best, len(size.split(".", 1)[1].rstrip("0")))
     tape.sz_decimals[coin] = best
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -371,7 +361,7 @@ class _CoinState:
             item["px"] = spec.px(trade["px"])
             item["sz"] = spec.sz(trade["sz"])
             item["time"] = trade["time"] + shift.ts_ms
-            if _is_int(trade.get("tid")):
+            if is_int(trade.get("tid")):
                 item["tid"] = trade["tid"] + shift.tid
             if (shift.loop or spec.relabelled) and isinstance(trade.get("hash"), str):
                 # A looped or relabelled print is a different transaction: it must not repeat a hash.
@@ -438,96 +428,22 @@ def _key(channel: str, coin: str) -> str:
     return f"{channel}:{coin}"
 
 
-class _Client:
-    """One websocket client: its subscriptions and its bounded outbound queue, drained by `run_writer`."""
+class _Client(SimClient["HyperliquidSimulator", str]):
+    """One websocket client: its subscriptions and bounded outbound queue (see `SimClient`)."""
 
-    def __init__(self, sim: HyperliquidSimulator, ws: web.WebSocketResponse) -> None:
-        self.sim = sim
-        self.ws = ws
-        self.keys: set[str] = set()
-        self.kicked: str | None = None
-        self.data_sent = 0
-        self.writer_task: asyncio.Task[None] | None = None
-        self._queue: collections.deque[tuple[str, str | None]] = collections.deque()  # (text, key or None)
-        self._items = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._last_text = ""
-        self._last_key = ""
-        self._garbage_turn = 0
+    TRUNCATED_FALLBACK = '{"channel":"l2Book","data":{"coin":"BTC","time":1,"levels":[[{"px"'
 
     @property
-    def full(self) -> bool:
-        return len(self._queue) >= self.sim.client_queue
+    def tag(self) -> str:
+        return "hyperliquid"
 
-    def offer(self, text: str, key: str | None, *, reply: bool = False) -> bool:
-        """Queue one frame without waiting; False if there is no room (the caller then disconnects us)."""
-        limit = self.sim.client_queue + (self.sim.reply_headroom if reply else 0)
-        if self.kicked is not None or len(self._queue) >= limit:
-            return False
-        self._queue.append((text, key))
-        self._items.set()
-        if self.full:
-            self._room.clear()
-        return True
+    def log_fields(self) -> dict[str, Any]:
+        return {"venue": "hyperliquid"}
 
-    async def wait_room(self, patience: float) -> bool:
-        try:
-            async with asyncio.timeout(patience):
-                await self._room.wait()
-        except TimeoutError:
-            return False
-        return self.kicked is None
-
-    def kick(self, reason: str) -> None:
-        if self.kicked is not None:
-            return
-        self.kicked = reason
-        self._queue.clear()
-        self._room.set()
-        if self.writer_task is not None:
-            self.writer_task.cancel()
-
-    async def run_writer(self) -> None:
-        queue = self._queue
-        try:
-            while True:
-                while not queue:
-                    self._items.clear()
-                    await self._items.wait()
-                text, key = queue.popleft()
-                if not self.full:
-                    self._room.set()
-                await self.ws.send_str(text)
-                if key is None:
-                    continue
-                self.data_sent += 1
-                self.sim.frames_sent += 1
-                self._last_text, self._last_key = text, key
-                every = self.sim.garbage_every
-                if every and self.data_sent % every == 0:
-                    await self._send_garbage()
-        except ConnectionError:
-            return
-
-    async def _send_garbage(self) -> None:
-        kind = _GARBAGE_KINDS[self._garbage_turn % len(_GARBAGE_KINDS)]
-        self._garbage_turn += 1
-        if kind == "non_json":
-            # The venue only sends text: a binary frame of invalid UTF-8 is as wrong as it gets.
-            await self.ws.send_bytes(b"\x00\xff\xfe<garbage \x80\x81 not json>")
-        elif kind == "bad_types":
-            await self.ws.send_str(orjson.dumps(self._bad_book()).decode())
-        else:
-            last = self._last_text or '{"channel":"l2Book","data":{"coin":"BTC","time":1,"levels":[[{"px"'
-            await self.ws.send_str(last[: max(1, len(last) // 2)])
-        self.sim.garbage_sent += 1
-        self.sim.garbage_by_kind[kind] += 1
-
-    def _bad_book(self) -> dict[str, Any]:
+    def bad_payload(self) -> dict[str, Any]:
         books = sorted(k for k in self.keys if k.startswith("l2Book:"))
-        if self._last_key.startswith("l2Book:"):
-            books = [self._last_key]
+        if (self.last_key or "").startswith("l2Book:"):
+            books = [self.last_key or ""]
         coin = books[0].partition(":")[2] if books else "BTC"
         return {"channel": "l2Book", "data": {"coin": coin, "time": "NaN", "levels": "not-a-list"}}
 
@@ -536,19 +452,17 @@ class _Client:
 # The market
 
 
-class _Market:
-    """The shared replay: subscribers, per-coin state, and the player."""
+class _Market(SimMarket["HyperliquidSimulator", str, _Client, _Frame]):
+    """The shared replay: subscribers, per-coin state, and the player (`SimMarket`)."""
+
+    tape: _Tape
 
     def __init__(self, sim: HyperliquidSimulator, tape: _Tape, served: list[_Served]) -> None:
-        self.sim = sim
-        self.tape = tape
+        super().__init__(sim, tape)
         self.coins: dict[str, _CoinState] = {s.coin: _CoinState(s) for s in served}
         self.by_source: dict[str, list[_CoinState]] = collections.defaultdict(list)
         for state in self.coins.values():
             self.by_source[state.spec.source].append(state)
-        self.subscribers: dict[str, set[_Client]] = collections.defaultdict(set)
-        self.loops_completed = 0
-        self._active = asyncio.Event()
         self._shift: _Shift | None = None  # the shift frames are being played with
         first = tape.frames[0].ts if tape.frames else time.time()
         self._first_ts = first
@@ -566,9 +480,7 @@ class _Market:
 
     def subscribe(self, client: _Client, channel: str, coin: str) -> None:
         key = _key(channel, coin)
-        client.keys.add(key)
-        self.subscribers[key].add(client)
-        self._active.set()
+        self.subs.add(client, key)
         state = self.state(coin)
         data: Any = None
         if channel == "l2Book":
@@ -578,8 +490,8 @@ class _Market:
         elif channel == "activeAssetCtx":
             ctx = state.current_ctx()
             data = None if ctx is None else {"coin": coin, "ctx": ctx}
-        if data is not None and not client.offer(_frame(channel, data), key, reply=True):
-            self.sim.kick(client, "slow")
+        if data is not None:
+            self.sim.offer_or_kick(client, _frame(channel, data), key, reply=True)
 
     def state(self, coin: str) -> _CoinState:
         """A coin's state; before anything was played its book is the recording's first (as of now), so a
@@ -602,71 +514,16 @@ class _Market:
         state.volume_since_ctx, state.day_base, state.day_ntl = saved
         return batch
 
-    def unsubscribe(self, client: _Client, key: str) -> None:
-        client.keys.discard(key)
-        subs = self.subscribers.get(key)
-        if subs is not None:
-            subs.discard(client)
-            if not subs:
-                del self.subscribers[key]
-        if not self.subscribers:
-            self._active.clear()
-
-    def drop(self, client: _Client) -> None:
-        for key in list(client.keys):
-            self.unsubscribe(client, key)
-
     # -- the player ---------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        frames = self.tape.frames
-        if not frames:
-            return
-        sim = self.sim
-        first_ts = frames[0].ts
-        ts_shift: int | None = None
-        loop = 0
-        while True:
-            await self._active.wait()
-            live = self._live_shift_ms()
-            ts_shift = live if ts_shift is None else max(live, ts_shift + self.tape.ts_span_ms)
-            base = time.monotonic()
-            for n, frame in enumerate(frames):
-                if not self._active.is_set():
-                    paused = time.monotonic()
-                    await self._active.wait()
-                    idle = time.monotonic() - paused
-                    base += idle  # resume where we were, not with a burst
-                    ts_shift += round(idle * 1000)
-                if sim.speed > 0:
-                    delay = base + (frame.ts - first_ts) / sim.speed - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    elif n % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                else:
-                    if n % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                    await self._wait_for_room(frame)
-                self._shift = _Shift(loop, ts_shift, loop * self.tape.tid_span)
-                self._play(frame, self._shift)
-            loop += 1
-            self.loops_completed += 1
-            if not sim.loop:
-                return
-
-    async def _wait_for_room(self, frame: _Frame) -> None:
-        """Speed 0: let every subscriber this frame goes to drain before it is played (bounded wait)."""
+    def _keys_of(self, frame: _Frame) -> list[str]:
         # A book frame may also bring an asset context: its subscribers must have room too.
         channels = (frame.channel, "activeAssetCtx") if frame.channel == "l2Book" else (frame.channel,)
-        keys = [_key(c, s.spec.coin) for s in self.by_source.get(frame.coin, ()) for c in channels]
-        while True:
-            full = {c for key in keys for c in self.subscribers.get(key, ()) if c.full}
-            if not full:
-                return
-            for client in full:
-                if not await client.wait_room(self.sim.slow_client_timeout):
-                    self.sim.kick(client, "slow")
+        return [_key(c, s.spec.coin) for s in self.by_source.get(frame.coin, ()) for c in channels]
+
+    def _play_at(self, frame: _Frame, loop: int, ts_shift: int) -> None:
+        self._shift = _Shift(loop, ts_shift, loop * self.tape.tid_span)
+        self._play(frame, self._shift)
 
     def _play(self, frame: _Frame, shift: _Shift) -> None:
         sim = self.sim
@@ -691,13 +548,9 @@ class _Market:
 
     def _send(self, channel: str, coin: str, data: Any) -> None:
         key = _key(channel, coin)
-        subs = self.subscribers.get(key)
-        if not subs:
-            return
-        text = _frame(channel, data)
-        for client in list(subs):
-            if not client.offer(text, key):
-                self.sim.kick(client, "slow")
+        subs = self.subs.get(key)
+        if subs:
+            self.sim.deliver(subs, _frame(channel, data), key)
 
 
 def _frame(channel: str, data: Any) -> str:
@@ -708,7 +561,7 @@ def _frame(channel: str, data: Any) -> str:
 # The server
 
 
-class HyperliquidSimulator:
+class HyperliquidSimulator(SimulatorServer[_Client]):
     """Serve a recording as Hyperliquid on one loopback port (`POST /info` and the `/ws` websocket).
 
     Use as `async with HyperliquidSimulator(path, port=0) as sim:` and connect to `sim.ws_url` and
@@ -731,59 +584,21 @@ class HyperliquidSimulator:
         slow_client_timeout: float = 10.0,
         ctx_every_s: float = DEFAULT_CTX_EVERY_S,
     ) -> None:
-        if speed < 0:
-            raise ValueError("speed must be >= 0")
-        for name, value in (("garbage_every", garbage_every), ("gap_every", gap_every)):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None")
-        if client_queue < 1 or reply_headroom < 1:
-            raise ValueError("client_queue and reply_headroom must be >= 1")
+        super().__init__(
+            recording_path, host, port, speed, loop, garbage_every, gap_every,
+            client_queue=client_queue, reply_headroom=reply_headroom, slow_client_timeout=slow_client_timeout,
+        )  # fmt: skip
         if ctx_every_s < 0:
             raise ValueError("ctx_every_s must be >= 0")
-        self.recording_path = Path(recording_path)
-        self.host = host
-        self.port = port
-        self.speed = speed
-        self.loop = loop
-        self.garbage_every = garbage_every
-        self.gap_every = gap_every
-        self.client_queue = client_queue
-        self.reply_headroom = reply_headroom
-        self.slow_client_timeout = slow_client_timeout
         self.ctx_every_s = ctx_every_s
-        # counters
-        self.frames_sent = 0  # data frames written to clients (subscription snapshots included, garbage not)
-        self.gaps_injected = 0
-        self.garbage_sent = 0
-        self.garbage_by_kind: collections.Counter[str] = collections.Counter()
         self.ctx_sent = 0  # asset contexts synthesised by the player
-        self.slow_disconnects = 0
-        self.bad_requests = 0  # client frames / REST bodies answered with an error
-        self.connections_total = 0
         self.market: _Market | None = None
-        self._clients: set[_Client] = set()
-        self._no_clients = asyncio.Event()
-        self._no_clients.set()
-        self._runner: web.AppRunner | None = None
-        self._sock: socket.socket | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._failed: asyncio.Future[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
     @property
-    def bound_port(self) -> int:
-        if self._sock is None:
-            raise RuntimeError("simulator not started")
-        return int(self._sock.getsockname()[1])
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self._url_host()}:{self.bound_port}"
-
-    @property
     def ws_url(self) -> str:
-        return f"ws://{self._url_host()}:{self.bound_port}{WS_PATH}"
+        return f"{self.ws_base}{WS_PATH}"
 
     @property
     def coins(self) -> list[str]:
@@ -794,100 +609,24 @@ class HyperliquidSimulator:
     def loops_completed(self) -> int:
         return self.market.loops_completed if self.market is not None else 0
 
-    @property
-    def clients(self) -> int:
-        return len(self._clients)
-
-    async def start(self) -> None:
-        if self._runner is not None:
-            raise RuntimeError("simulator already started")
+    async def _prepare(self) -> None:
         tape = await asyncio.to_thread(_load, self.recording_path)
         self.market = _Market(self, tape, _plan_coins(tape))
-        self._failed = asyncio.get_running_loop().create_future()
+
+    def _make_app(self) -> web.Application:
         app = web.Application(client_max_size=_MAX_REQUEST_BYTES)
         app.router.add_post(INFO_PATH, self._info)
         app.router.add_get(WS_PATH, self._ws_handler)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=_CLOSE_TIMEOUT_S)
-        await runner.setup()
-        self._runner = runner
-        try:
-            self._sock = _listen(self.host, self.port)
-            await web.SockSite(runner, self._sock).start()
-        except BaseException:
-            await self.close()
-            raise
-        task = asyncio.create_task(self.market.run(), name="simulator-market:hyperliquid")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        log.info(
-            "simulator_started",
-            extra={
-                "fields": {
-                    "venue": "hyperliquid",
-                    "host": self.host,
-                    "port": self.bound_port,
-                    "speed": self.speed,
-                    "frames": len(tape.frames),
-                    "coins": self.coins,
-                }
-            },
-        )
+        return app
 
-    async def close(self) -> None:
-        for client in list(self._clients):
-            self.kick(client, "shutdown")
-        try:
-            async with asyncio.timeout(2 * _CLOSE_TIMEOUT_S):
-                await self._no_clients.wait()
-        except TimeoutError:
-            log.warning("simulator_close_timeout", extra={"fields": {"clients": len(self._clients)}})
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-        if self._sock is not None:
-            self._sock.close()
-        if self._failed is not None and not self._failed.done():
-            self._failed.set_result(None)
+    def _start_players(self) -> None:
+        assert self.market is not None
+        self.spawn(self.market.run(), "simulator-market:hyperliquid")
 
-    async def wait(self) -> None:
-        """Return once the simulator is closed; raise if the player crashed (that is a bug)."""
-        if self._failed is None:
-            raise RuntimeError("simulator not started")
-        await asyncio.shield(self._failed)
-
-    async def __aenter__(self) -> HyperliquidSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    def kick(self, client: _Client, reason: str) -> None:
-        if client.kicked is None and reason == "slow":
-            self.slow_disconnects += 1
-            log.warning("simulator_slow_client", extra={"fields": {"venue": "hyperliquid"}})
-        client.kick(reason)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("simulator_market_failed", extra={"fields": {"task": task.get_name()}}, exc_info=exc)
-            if self._failed is not None and not self._failed.done():
-                self._failed.set_exception(exc)
-
-    def _url_host(self) -> str:
-        return f"[{self.host}]" if ":" in self.host else self.host
+    def _started_fields(self) -> dict[str, Any]:
+        frames = len(self.market.tape.frames) if self.market is not None else 0
+        return {"venue": "hyperliquid", **super()._started_fields(), "frames": frames, "coins": self.coins}
 
     # -- REST: POST /info ----------------------------------------------------------------------------
 
@@ -900,16 +639,16 @@ class HyperliquidSimulator:
         kind = body.get("type") if isinstance(body, dict) else None
         market = self.market
         if kind == "meta":
-            return _json(self._meta())
+            return json_response(self._meta())
         if kind == "metaAndAssetCtxs":
             ctxs = [market.state(coin).current_ctx() or _empty_ctx() for coin in market.coins]
-            return _json([self._meta(), ctxs])
+            return json_response([self._meta(), ctxs])
         if kind == "spotMeta":
-            return _json({"universe": [], "tokens": []})
+            return json_response({"universe": [], "tokens": []})
         if kind == "spotMetaAndAssetCtxs":
-            return _json([{"universe": [], "tokens": []}, []])
+            return json_response([{"universe": [], "tokens": []}, []])
         if kind == "perpDexs":
-            return _json([None])  # the first entry is the main dex; no builder-deployed (HIP-3) dexes here
+            return json_response([None])  # the first entry is the main dex; no builder-deployed (HIP-3) dexes here
         if kind == "allMids":
             mids = {}
             for coin in market.coins:
@@ -917,14 +656,14 @@ class HyperliquidSimulator:
                 if book is not None and book["levels"][0] and book["levels"][1]:
                     mid = (Decimal(book["levels"][0][0]["px"]) + Decimal(book["levels"][1][0]["px"])) / 2
                     mids[coin] = _fmt(mid)
-            return _json(mids)
+            return json_response(mids)
         if kind == "l2Book":
             assert isinstance(body, dict)
             coin = body.get("coin")
             if body.get("nSigFigs") is not None or body.get("mantissa") is not None:
                 self.bad_requests += 1
                 return _text("this simulator serves full-precision books only (nSigFigs null)", 422)
-            return _json(market.state(coin).book if coin in market.coins else None)
+            return json_response(market.state(coin).book if coin in market.coins else None)
         self.bad_requests += 1
         return _text("Failed to deserialize the JSON body into the target type", 422)
 
@@ -946,61 +685,10 @@ class HyperliquidSimulator:
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         market = self.market
         assert market is not None
-        ws = web.WebSocketResponse(
-            autoping=True,
-            heartbeat=None,
-            compress=False,
-            max_msg_size=_MAX_REQUEST_BYTES,
-            timeout=_CLOSE_TIMEOUT_S,
-        )
-        await ws.prepare(request)
-        client = _Client(self, ws)
-        self._clients.add(client)
-        self._no_clients.clear()
-        self.connections_total += 1
+        client = _Client(self, await self._open_ws(request, max_msg_size=_MAX_REQUEST_BYTES))
         client.offer(GREETING, None, reply=True)
-        reader = asyncio.create_task(self._read_loop(client, market), name="simulator-read:hyperliquid")
-        writer = asyncio.create_task(client.run_writer(), name="simulator-write:hyperliquid")
-        client.writer_task = writer
-        try:
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            try:
-                market.drop(client)
-                reader.cancel()
-                writer.cancel()
-                await asyncio.wait({reader, writer})
-                for task in (reader, writer):
-                    if not task.cancelled() and task.exception() is not None:
-                        log.error("simulator_client_failed", exc_info=task.exception())
-                await self._close_ws(ws, request, client.kicked)
-            finally:
-                self._clients.discard(client)
-                if not self._clients:
-                    self._no_clients.set()
-        return ws
-
-    @staticmethod
-    async def _close_ws(ws: web.WebSocketResponse, request: web.Request, kicked: str | None) -> None:
-        code, message = {
-            "slow": (WSCloseCode.POLICY_VIOLATION, b"slow consumer"),
-            "shutdown": (WSCloseCode.GOING_AWAY, b"server shutdown"),
-        }.get(kicked or "", (WSCloseCode.OK, b""))
-        try:
-            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                await ws.close(code=code, message=message)
-        except (TimeoutError, ConnectionError):
-            if request.transport is not None:
-                request.transport.abort()
-
-    async def _read_loop(self, client: _Client, market: _Market) -> None:
-        async for msg in client.ws:
-            if msg.type is WSMsgType.TEXT:
-                self._on_request(client, market, msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                self._on_request(client, market, None)
-            else:
-                return
+        read = self._read_requests(client.ws, functools.partial(self._on_request, client, market))
+        return await self._run_client(request, client, read, leave=functools.partial(market.drop, client))
 
     def _on_request(self, client: _Client, market: _Market, text: str | None) -> None:
         """Answer one client frame. Synchronous, so a subscribe's ack and snapshot are queued together."""
@@ -1051,12 +739,6 @@ class HyperliquidSimulator:
         self.bad_requests += 1
         self._reply(client, {"channel": "error", "data": text})
 
-    def _reply(self, client: _Client, body: dict[str, Any]) -> bool:
-        if client.offer(orjson.dumps(body).decode(), None, reply=True):
-            return True
-        self.kick(client, "slow")
-        return False
-
 
 def _ack(method: str, subscription: dict[str, Any]) -> dict[str, Any]:
     return {"channel": "subscriptionResponse", "data": {"method": method, "subscription": subscription}}
@@ -1078,44 +760,8 @@ def _empty_ctx() -> dict[str, Any]:
     }
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-        sock.listen(128)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
 def _text(body: str, status: int) -> web.Response:
     return web.Response(text=body, status=status, content_type="text/plain")
 
 
-async def run_simulator(
-    recording_path: str | os.PathLike[str],
-    host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    speed: float = 1.0,
-    loop: bool = True,
-    garbage_every: int | None = None,
-    gap_every: int | None = None,
-    *,
-    on_ready: Callable[[HyperliquidSimulator], None] | None = None,
-    **options: Any,
-) -> None:
-    """Serve until cancelled (the CLI's `flowgauge simulate`). `on_ready` gets the started simulator."""
-    async with HyperliquidSimulator(
-        recording_path, host, port, speed, loop, garbage_every, gap_every, **options
-    ) as sim:
-        if on_ready is not None:
-            on_ready(sim)
-        await sim.wait()
+run_simulator = simulator_runner(HyperliquidSimulator, DEFAULT_PORT, "flowgauge simulate --venue hyperliquid")

@@ -52,6 +52,7 @@ Bounds. Each client has one bounded outbound queue drained by one writer task. A
 queue is full is disconnected (close 1008, counted in `slow_disconnects`); at speed 0 the market waits up
 to `slow_client_timeout` for room and then disconnects it. Replies to the client's own requests may use a
 small extra headroom.
+The server plumbing (runner, client queues and writers, slow-client policy, pacing) is `sim_base.py`'s.
 """
 
 from __future__ import annotations
@@ -59,30 +60,27 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import logging
+import functools
 import math
 import os
 import secrets
-import socket
 import string
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, web
 
 from service.replay.recording import Connect, Http, Recv, iter_records
+from service.replay.sim_base import SimClient, SimMarket, SimulatorServer, simulator_runner
 
 __all__ = ["DEFAULT_PORT", "WS_PATH", "OkxSimulator", "run_simulator"]
-
-log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9782
 WS_PATH = "/ws/v5/public"
@@ -114,9 +112,6 @@ SERVED_CHANNELS = frozenset(
     {"books", "trades", "tickers", "mark-price", "index-tickers", "open-interest", "funding-rate", "liquidation-orders"}
 )
 _REPLAYED_CHANNELS = ("books", "trades", "tickers")
-_YIELD_EVERY = 256
-_CLOSE_TIMEOUT_S = 1.0
-_GARBAGE_KINDS = ("non_json", "bad_types", "truncated")
 _EIGHT_HOURS_MS = 8 * 3_600_000
 
 Key = tuple[str, str]  # (channel, instId) or ("liquidation-orders", instType)
@@ -429,81 +424,26 @@ class _Flow:
 # Clients
 
 
-class _Client:
-    """One websocket client: its subscriptions and its bounded outbound queue, drained by `run_writer`."""
+class _Client(SimClient["OkxSimulator", Key]):
+    """One websocket client: its subscriptions, request budget, idle watchdog and bounded queue (`SimClient`)."""
+
+    TRUNCATED_FALLBACK = '{"arg":{"channel":"books","instId":"BTC-USDT-SWAP"},"action":"upd'
 
     def __init__(self, sim: OkxSimulator, ws: web.WebSocketResponse) -> None:
-        self.sim = sim
-        self.ws = ws
+        super().__init__(sim, ws)
         self.conn_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-        self.keys: set[Key] = set()
-        self.kicked: str | None = None
-        self.data_sent = 0
-        self.writer_task: asyncio.Task[None] | None = None
         self.activity = asyncio.Event()  # set on every frame in or out; the idle watchdog clears it
         self.requests: collections.deque[float] = collections.deque(maxlen=MAX_REQUESTS_PER_HOUR)
-        self._queue: collections.deque[tuple[str, Key | None]] = collections.deque()
-        self._items = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._last_text = ""
-        self._last_key: Key | None = None
-        self._garbage_turn = 0
 
     @property
-    def full(self) -> bool:
-        return len(self._queue) >= self.sim.client_queue
+    def tag(self) -> str:
+        return self.conn_id
 
-    def offer(self, text: str, key: Key | None, *, reply: bool = False) -> bool:
-        """Queue one frame without waiting; False if there is no room (the caller then disconnects us)."""
-        limit = self.sim.client_queue + (self.sim.reply_headroom if reply else 0)
-        if self.kicked is not None or len(self._queue) >= limit:
-            return False
-        self._queue.append((text, key))
-        self._items.set()
-        if self.full:
-            self._room.clear()
-        return True
+    def log_fields(self) -> dict[str, Any]:
+        return {"conn_id": self.conn_id}
 
-    async def wait_room(self, patience: float) -> bool:
-        try:
-            async with asyncio.timeout(patience):
-                await self._room.wait()
-        except TimeoutError:
-            return False
-        return self.kicked is None
-
-    def kick(self, reason: str) -> None:
-        if self.kicked is not None:
-            return
-        self.kicked = reason
-        self._queue.clear()
-        self._room.set()
-        if self.writer_task is not None:
-            self.writer_task.cancel()
-
-    async def run_writer(self) -> None:
-        queue = self._queue
-        try:
-            while True:
-                while not queue:
-                    self._items.clear()
-                    await self._items.wait()
-                text, key = queue.popleft()
-                if not self.full:
-                    self._room.set()
-                await self.ws.send_str(text)
-                self.activity.set()
-                if key is None:
-                    continue
-                self.data_sent += 1
-                self.sim.frames_sent += 1
-                self._last_text, self._last_key = text, key
-                every = self.sim.garbage_every
-                if every and self.data_sent % every == 0:
-                    await self._send_garbage()
-        except ConnectionError:
-            return
+    def _after_send(self) -> None:
+        self.activity.set()
 
     async def watch_idle(self, idle_s: float) -> None:
         """OKX drops a connection that carried nothing (no push, no pong) for 30 s."""
@@ -517,21 +457,8 @@ class _Client:
                 return
             self.activity.clear()
 
-    async def _send_garbage(self) -> None:
-        kind = _GARBAGE_KINDS[self._garbage_turn % len(_GARBAGE_KINDS)]
-        self._garbage_turn += 1
-        if kind == "non_json":
-            await self.ws.send_bytes(b"\x00\xff\xfe<garbage \x80\x81 not json>")
-        elif kind == "bad_types":
-            await self.ws.send_str(orjson.dumps(self._bad_update()).decode())
-        else:
-            last = self._last_text or '{"arg":{"channel":"books","instId":"BTC-USDT-SWAP"},"action":"upd'
-            await self.ws.send_str(last[: max(1, len(last) // 2)])
-        self.sim.garbage_sent += 1
-        self.sim.garbage_by_kind[kind] += 1
-
-    def _bad_update(self) -> dict[str, Any]:
-        inst = self._last_key[1] if self._last_key and self._last_key[0] == "books" else ""
+    def bad_payload(self) -> dict[str, Any]:
+        inst = self.last_key[1] if self.last_key and self.last_key[0] == "books" else ""
         if not inst:
             inst = next((k[1] for k in sorted(self.keys) if k[0] == "books"), "BTC-USDT-SWAP")
         data = {
@@ -549,21 +476,18 @@ class _Client:
 # The market
 
 
-class _Market:
-    """The public path's shared replay: subscribers, live state per instrument, the player."""
+class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
+    """The public path's shared replay: subscribers, live state per instrument, the player (`SimMarket`)."""
 
     def __init__(self, sim: OkxSimulator, served: _Served) -> None:
-        self.sim = sim
+        super().__init__(sim, served)
         self.served = served
-        self.subscribers: dict[Key, set[_Client]] = collections.defaultdict(set)
         self.books: dict[str, _Book] = {}
         self.flows: dict[str, _Flow] = {}
         self.marks: dict[str, str] = {}
         self.clock_ms = 0  # latest exchange time played (shifted): stamps the synthetic pushes
-        self.loops_completed = 0
         self._updates_seen: collections.Counter[str] = collections.Counter()
         self._aux_ticks = 0
-        self._active = asyncio.Event()
         for n, (inst, raw) in enumerate(sorted(served.first_snapshots.items())):
             # Books exist before anyone subscribes, so REST and late subscribers always have a state.
             book = self.books[inst] = _Book(seq=1_000_000_000 * (n + 1) + zlib.crc32(inst.encode()) % 1_000_000)
@@ -592,27 +516,11 @@ class _Market:
     # -- subscriptions -------------------------------------------------------------------------------
 
     def subscribe(self, client: _Client, key: Key) -> None:
-        client.keys.add(key)
-        self.subscribers[key].add(client)
-        self._active.set()
+        self.subs.add(client, key)
         if key[0] == "books" and self.sim.ws_snapshot:
             book = self.books.get(key[1])
-            if book is not None and not client.offer(self._snapshot_text(key[1], book), key, reply=True):
-                self.sim.kick(client, "slow")
-
-    def unsubscribe(self, client: _Client, key: Key) -> None:
-        client.keys.discard(key)
-        subs = self.subscribers.get(key)
-        if subs is not None:
-            subs.discard(client)
-            if not subs:
-                del self.subscribers[key]
-        if not self.subscribers:
-            self._active.clear()
-
-    def drop(self, client: _Client) -> None:
-        for key in list(client.keys):
-            self.unsubscribe(client, key)
+            if book is not None:
+                self.sim.offer_or_kick(client, self._snapshot_text(key[1], book), key, reply=True)
 
     def _snapshot_text(self, inst: str, book: _Book) -> str:
         bids, asks = book.top(BOOK_DEPTH)
@@ -637,52 +545,12 @@ class _Market:
 
     # -- the player ----------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        frames = self.served.frames
-        if not frames:
-            return
-        sim = self.sim
-        first_ts = frames[0].ts
-        ts_shift: int | None = None
-        loop = 0
-        while True:
-            await self._active.wait()
-            live = time.time_ns() // 1_000_000 - round(first_ts * 1000) + self.served.latency_ms
-            ts_shift = live if ts_shift is None else max(live, ts_shift + self.served.ts_span_ms)
-            base = time.monotonic()
-            for n, frame in enumerate(frames):
-                if not self._active.is_set():
-                    paused = time.monotonic()
-                    await self._active.wait()
-                    idle = time.monotonic() - paused
-                    base += idle
-                    ts_shift += round(idle * 1000)
-                if sim.speed > 0:
-                    delay = base + (frame.ts - first_ts) / sim.speed - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    elif n % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                else:
-                    if n % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                    await self._wait_for_room(frame.key)
-                self._play(frame, loop, ts_shift)
-            loop += 1
-            self.loops_completed += 1
-            if not sim.loop:
-                return
+    def _keys_of(self, frame: _Frame) -> list[Key]:
+        """A recorded frame goes to its key's subscribers; a synthetic tick may go to anyone."""
+        return [frame.key] if frame.key[0] != "aux" else list(self.subs)
 
-    async def _wait_for_room(self, key: Key) -> None:
-        """Speed 0: let every subscriber of `key` drain before the frame is played (bounded wait)."""
-        keys = [key] if key[0] != "aux" else list(self.subscribers)
-        while True:
-            full = [c for k in keys for c in self.subscribers.get(k, ()) if c.full]
-            if not full:
-                return
-            for client in full:
-                if not await client.wait_room(self.sim.slow_client_timeout):
-                    self.sim.kick(client, "slow")
+    def _play_at(self, frame: _Frame, loop: int, ts_shift: int) -> None:
+        self._play(frame, loop, ts_shift)
 
     def _play(self, frame: _Frame, loop: int, ts_shift: int) -> None:
         if frame.key[0] == "aux":
@@ -878,20 +746,17 @@ class _Market:
         )
 
     def _deliver(self, key: Key, msg: dict[str, Any]) -> None:
-        subs = self.subscribers.get(key)
+        subs = self.subs.get(key)
         if not subs:
             return
-        text = orjson.dumps(msg).decode()
-        for client in list(subs):
-            if not client.offer(text, key):
-                self.sim.kick(client, "slow")
+        self.sim.deliver(subs, orjson.dumps(msg).decode(), key)
 
 
 # --------------------------------------------------------------------------------------------------
 # The server
 
 
-class OkxSimulator:
+class OkxSimulator(SimulatorServer[_Client]):
     """Serve a recording as OKX v5 on one loopback port (REST and the public websocket).
 
     Use as `async with OkxSimulator(path, port=0) as sim:` and connect to `sim.ws_url()` and `sim.http_url`.
@@ -903,6 +768,12 @@ class OkxSimulator:
     announced removal), `checksum` (real CRC32 instead of OKX's current 0), `seq_ids` (False = the 2022
     stream without seqId/prevSeqId), `idle_timeout` (OKX: 30 s).
     """
+
+    CLOSE_REASONS: ClassVar[Mapping[str, tuple[WSCloseCode, bytes]]] = {
+        **SimulatorServer.CLOSE_REASONS,
+        "idle": (WSCloseCode.POLICY_VIOLATION, b"no data for 30 s"),
+    }
+    TASK_PREFIX = "okx-sim"
 
     def __init__(
         self,
@@ -922,81 +793,41 @@ class OkxSimulator:
         reply_headroom: int = 256,
         slow_client_timeout: float = 10.0,
     ) -> None:
-        if speed < 0:
-            raise ValueError("speed must be >= 0")
-        for name, value in (("garbage_every", garbage_every), ("gap_every", gap_every)):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None")
         if client_queue < 1 or reply_headroom < 1 or idle_timeout <= 0:
             raise ValueError("client_queue, reply_headroom and idle_timeout must be positive")
-        self.recording_path = Path(recording_path)
-        self.host = host
-        self.port = port
-        self.speed = speed
-        self.loop = loop
-        self.garbage_every = garbage_every
-        self.gap_every = gap_every
+        super().__init__(
+            recording_path, host, port, speed, loop, garbage_every, gap_every,
+            client_queue=client_queue, reply_headroom=reply_headroom, slow_client_timeout=slow_client_timeout,
+        )  # fmt: skip
         self.ws_snapshot = ws_snapshot
         self.checksum = checksum
         self.seq_ids = seq_ids
         self.idle_timeout = idle_timeout
-        self.client_queue = client_queue
-        self.reply_headroom = reply_headroom
-        self.slow_client_timeout = slow_client_timeout
-        # counters
-        self.frames_sent = 0
-        self.gaps_injected = 0
-        self.garbage_sent = 0
-        self.garbage_by_kind: collections.Counter[str] = collections.Counter()
-        self.slow_disconnects = 0
+        # counters beyond the common ones
         self.idle_disconnects = 0
-        self.bad_requests = 0
-        self.connections_total = 0
         self.rest_books_served = 0
         self.market: _Market | None = None
         self._served: _Served | None = None
-        self._clients: set[_Client] = set()
-        self._no_clients = asyncio.Event()
-        self._no_clients.set()
-        self._runner: web.AppRunner | None = None
-        self._sock: socket.socket | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._failed: asyncio.Future[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
-    @property
-    def bound_port(self) -> int:
-        if self._sock is None:
-            raise RuntimeError("simulator not started")
-        return int(self._sock.getsockname()[1])
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self._url_host()}:{self.bound_port}"
-
     def ws_url(self, kind: str = "public") -> str:
         """The websocket URL (`/ws/v5/public`; the only path served, `kind` mirrors the Bybit simulator's API)."""
-        return f"ws://{self._url_host()}:{self.bound_port}/ws/v5/{kind}"
+        return f"{self.ws_base}/ws/v5/{kind}"
 
     @property
     def loops_completed(self) -> int:
         return 0 if self.market is None else self.market.loops_completed
 
     @property
-    def clients(self) -> int:
-        return len(self._clients)
-
-    @property
     def served_instruments(self) -> list[str]:
         """instIds with a served book (recorded or relabelled)."""
         return [] if self.market is None else sorted(self.market.books)
 
-    async def start(self) -> None:
-        if self._runner is not None:
-            raise RuntimeError("simulator already started")
+    async def _prepare(self) -> None:
         self._served = await asyncio.to_thread(_load, self.recording_path)
-        self._failed = asyncio.get_running_loop().create_future()
+
+    def _make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/api/v5/public/instruments", self._instruments)
         app.router.add_get("/api/v5/public/time", self._time)
@@ -1005,87 +836,16 @@ class OkxSimulator:
             app.router.add_get(path, self._rubik)
         app.router.add_get(WS_PATH, self._ws_handler)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=_CLOSE_TIMEOUT_S)
-        await runner.setup()
-        self._runner = runner
-        try:
-            self._sock = _listen(self.host, self.port)
-            await web.SockSite(runner, self._sock).start()
-        except BaseException:
-            await self.close()
-            raise
+        return app
+
+    def _start_players(self) -> None:
+        assert self._served is not None
         self.market = _Market(self, self._served)
-        task = asyncio.create_task(self.market.run(), name="okx-simulator-market")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        log.info(
-            "simulator_started",
-            extra={
-                "fields": {
-                    "venue": "okx",
-                    "host": self.host,
-                    "port": self.bound_port,
-                    "speed": self.speed,
-                    "frames": len(self._served.frames),
-                    "books": self.served_instruments,
-                }
-            },
-        )
+        self.spawn(self.market.run(), "okx-simulator-market")
 
-    async def close(self) -> None:
-        for client in list(self._clients):
-            self.kick(client, "shutdown")
-        try:
-            async with asyncio.timeout(2 * _CLOSE_TIMEOUT_S):
-                await self._no_clients.wait()
-        except TimeoutError:
-            log.warning("simulator_close_timeout", extra={"fields": {"clients": len(self._clients)}})
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-        if self._sock is not None:
-            self._sock.close()
-        if self._failed is not None and not self._failed.done():
-            self._failed.set_result(None)
-
-    async def wait(self) -> None:
-        """Return once the simulator is closed; raise if the market player crashed (that is a bug)."""
-        if self._failed is None:
-            raise RuntimeError("simulator not started")
-        await asyncio.shield(self._failed)
-
-    async def __aenter__(self) -> OkxSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    def kick(self, client: _Client, reason: str) -> None:
-        if client.kicked is None and reason == "slow":
-            self.slow_disconnects += 1
-            log.warning("simulator_slow_client", extra={"fields": {"conn_id": client.conn_id}})
-        client.kick(reason)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("simulator_market_failed", extra={"fields": {"task": task.get_name()}}, exc_info=exc)
-            if self._failed is not None and not self._failed.done():
-                self._failed.set_exception(exc)
-
-    def _url_host(self) -> str:
-        return f"[{self.host}]" if ":" in self.host else self.host
+    def _started_fields(self) -> dict[str, Any]:
+        frames = len(self._served.frames) if self._served is not None else 0
+        return {"venue": "okx", **super()._started_fields(), "frames": frames, "books": self.served_instruments}
 
     # -- REST ----------------------------------------------------------------------------------------
 
@@ -1157,68 +917,20 @@ class OkxSimulator:
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         market = self.market
         assert market is not None
-        ws = web.WebSocketResponse(
-            autoping=True, heartbeat=None, compress=False, max_msg_size=1 << 16, timeout=_CLOSE_TIMEOUT_S
+        client = _Client(self, await self._open_ws(request))
+        read = self._read_requests(client.ws, functools.partial(self._on_request, client, market))
+        return await self._run_client(
+            request,
+            client,
+            read,
+            leave=functools.partial(market.drop, client),
+            extra={"idle": client.watch_idle(self.idle_timeout)},
         )
-        await ws.prepare(request)
-        client = _Client(self, ws)
-        self._clients.add(client)
-        self._no_clients.clear()
-        self.connections_total += 1
-        reader = asyncio.create_task(self._read_loop(client, market), name=f"okx-sim-read:{client.conn_id}")
-        writer = asyncio.create_task(client.run_writer(), name=f"okx-sim-write:{client.conn_id}")
-        idle = asyncio.create_task(client.watch_idle(self.idle_timeout), name=f"okx-sim-idle:{client.conn_id}")
-        client.writer_task = writer
-        tasks = {reader, writer, idle}
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            try:
-                market.drop(client)
-                for task in tasks:
-                    task.cancel()
-                await asyncio.wait(tasks)
-                for task in tasks:
-                    if not task.cancelled() and task.exception() is not None:
-                        log.error(
-                            "simulator_client_failed",
-                            extra={"fields": {"conn_id": client.conn_id}},
-                            exc_info=task.exception(),
-                        )
-                await self._close_ws(ws, request, client.kicked)
-            finally:
-                self._clients.discard(client)
-                if not self._clients:
-                    self._no_clients.set()
-        return ws
-
-    @staticmethod
-    async def _close_ws(ws: web.WebSocketResponse, request: web.Request, kicked: str | None) -> None:
-        code, message = {
-            "slow": (WSCloseCode.POLICY_VIOLATION, b"slow consumer"),
-            "shutdown": (WSCloseCode.GOING_AWAY, b"server shutdown"),
-            "idle": (WSCloseCode.POLICY_VIOLATION, b"no data for 30 s"),
-        }.get(kicked or "", (WSCloseCode.OK, b""))
-        try:
-            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                await ws.close(code=code, message=message)
-        except (TimeoutError, ConnectionError):
-            if request.transport is not None:
-                request.transport.abort()
-
-    async def _read_loop(self, client: _Client, market: _Market) -> None:
-        async for msg in client.ws:
-            if msg.type is WSMsgType.TEXT:
-                self._on_request(client, market, msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                self._on_request(client, market, None)
-            else:
-                return
 
     def _on_request(self, client: _Client, market: _Market, text: str | None) -> None:
         """Answer one client frame. Synchronous, so a subscribe's ack and snapshot are queued together."""
         if text == "ping":
-            self._reply(client, "pong")
+            self._reply_text(client, "pong")
             return
         try:
             req = orjson.loads(text) if text is not None else None
@@ -1254,7 +966,7 @@ class OkxSimulator:
             ack: dict[str, Any] = {"event": op, "arg": arg, "connId": client.conn_id}
             if req_id is not None:
                 ack = {"id": req_id, **ack}
-            if not self._reply(client, orjson.dumps(ack).decode()):
+            if not self._reply_text(client, orjson.dumps(ack).decode()):
                 return
             if op == "subscribe":
                 if key in client.keys:
@@ -1299,28 +1011,11 @@ class OkxSimulator:
         body: dict[str, Any] = {"event": "error", "code": code, "msg": msg, "connId": client.conn_id}
         if req_id is not None:
             body = {"id": req_id, **body}
-        self._reply(client, orjson.dumps(body).decode())
+        self._reply_text(client, orjson.dumps(body).decode())
 
-    def _reply(self, client: _Client, text: str) -> bool:
+    def _reply_text(self, client: _Client, text: str) -> bool:
         client.activity.set()
-        if client.offer(text, None, reply=True):
-            return True
-        self.kick(client, "slow")
-        return False
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-        sock.listen(128)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+        return self.offer_or_kick(client, text, None, reply=True)
 
 
 def _okx_json(code: str, msg: str, data: list[Any] | None = None, status: int = 200) -> web.Response:
@@ -1328,20 +1023,4 @@ def _okx_json(code: str, msg: str, data: list[Any] | None = None, status: int = 
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-async def run_simulator(
-    recording_path: str | os.PathLike[str],
-    host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    speed: float = 1.0,
-    loop: bool = True,
-    garbage_every: int | None = None,
-    gap_every: int | None = None,
-    *,
-    on_ready: Callable[[OkxSimulator], None] | None = None,
-    **options: Any,
-) -> None:
-    """Serve until cancelled (the CLI's `flowgauge simulate --venue okx`). `on_ready` gets the started simulator."""
-    async with OkxSimulator(recording_path, host, port, speed, loop, garbage_every, gap_every, **options) as sim:
-        if on_ready is not None:
-            on_ready(sim)
-        await sim.wait()
+run_simulator = simulator_runner(OkxSimulator, DEFAULT_PORT, "flowgauge simulate --venue okx")

@@ -31,42 +31,44 @@ Bounds. Each client has one bounded outbound queue drained by one writer task. A
 queue is full is disconnected (close 1008, counted in `slow_disconnects`); at speed 0 the market waits up
 to `slow_client_timeout` for room and then disconnects it. Replies to the client's own requests may use a
 small extra headroom; a client that floods requests without reading is disconnected the same way.
+The server plumbing (runner, client queues and writers, slow-client policy, pacing) is `sim_base.py`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import logging
+import functools
 import os
 import secrets
-import socket
 import string
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import web
 
 from service.replay.recording import Connect, Http, Recv, iter_records
+from service.replay.sim_base import (
+    SimClient,
+    SimMarket,
+    SimulatorServer,
+    is_int,
+    json_response,
+    now_ms,
+    simulator_runner,
+)
 
 __all__ = ["CATEGORIES", "DEFAULT_PORT", "BybitSimulator", "run_simulator"]
-
-log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9780
 CATEGORIES = ("linear", "spot", "inverse", "option")  # Bybit v5 public websocket paths / REST categories
 WS_PATH_PREFIX = "/v5/public/"
 SPOT_MAX_ARGS = 10  # Bybit: spot allows at most 10 args per subscribe request
 MAX_TOPICS_PER_CLIENT = 2000  # our bound on one connection's subscriptions (topics are client-chosen strings)
-_YIELD_EVERY = 256  # frames processed between forced yields when the player is not sleeping
-_CLOSE_TIMEOUT_S = 1.0
-_GARBAGE_KINDS = ("non_json", "bad_types", "truncated")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -164,28 +166,28 @@ def _make_tape(recvs: list[Recv]) -> _Tape:
         topic = msg["topic"]
         tape.frames.append(_Frame(rec.ts, topic, rec.data))
         ts = msg.get("ts")
-        if _is_int(ts):
+        if is_int(ts):
             times.append(ts)
             lat = round(rec.ts * 1000) - ts
             latency = lat if latency is None else min(latency, lat)
-        if _is_int(msg.get("cts")):
+        if is_int(msg.get("cts")):
             times.append(msg["cts"])
-        if _is_int(msg.get("cs")):
+        if is_int(msg.get("cs")):
             seqs.append(msg["cs"])
         data = msg.get("data")
         if isinstance(data, dict):
-            if _is_int(data.get("u")):
+            if is_int(data.get("u")):
                 r = u_range.setdefault(topic, [data["u"], data["u"]])
                 r[0], r[1] = min(r[0], data["u"]), max(r[1], data["u"])
-            if _is_int(data.get("seq")):
+            if is_int(data.get("seq")):
                 seqs.append(data["seq"])
         elif isinstance(data, list):
             for item in data:
                 if not isinstance(item, dict):
                     continue
-                if _is_int(item.get("T")):
+                if is_int(item.get("T")):
                     times.append(item["T"])
-                if _is_int(item.get("seq")):
+                if is_int(item.get("seq")):
                     seqs.append(item["seq"])
                 trade_id = item.get("i")
                 if isinstance(trade_id, str) and trade_id.isdigit():
@@ -196,10 +198,6 @@ def _make_tape(recvs: list[Recv]) -> _Tape:
     tape.trade_id_span = (max(trade_ids) - min(trade_ids) + 1) if trade_ids else 1
     tape.latency_ms = latency or 0
     return tape
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,23 +216,23 @@ class _Shift:
 def _rewrite(msg: dict[str, Any], shift: _Shift) -> None:
     """Shift exchange times and ids of one decoded Bybit frame in place."""
     for key in ("ts", "cts"):
-        if _is_int(msg.get(key)):
+        if is_int(msg.get(key)):
             msg[key] += shift.ts_ms
-    if _is_int(msg.get("cs")):
+    if is_int(msg.get("cs")):
         msg["cs"] += shift.seq
     data = msg.get("data")
     if isinstance(data, dict):
-        if _is_int(data.get("u")):
+        if is_int(data.get("u")):
             data["u"] += shift.u
-        if _is_int(data.get("seq")):
+        if is_int(data.get("seq")):
             data["seq"] += shift.seq
     elif isinstance(data, list):
         for item in data:
             if not isinstance(item, dict):
                 continue
-            if _is_int(item.get("T")):
+            if is_int(item.get("T")):
                 item["T"] += shift.ts_ms
-            if _is_int(item.get("seq")):
+            if is_int(item.get("seq")):
                 item["seq"] += shift.seq
             trade_id = item.get("i")
             if shift.loop and isinstance(trade_id, str):
@@ -345,103 +343,31 @@ def _book_depth(topic: str) -> int:
 # Clients
 
 
-class _Client:
-    """One websocket client: its subscriptions and its bounded outbound queue, drained by `run_writer`."""
+class _Client(SimClient["BybitSimulator", str]):
+    """One websocket client of one category path: its topics and bounded outbound queue (see `SimClient`)."""
+
+    TRUNCATED_FALLBACK = '{"topic":"orderbook.200.BTCUSDT","type":"delta","data":{"s":"BTC'
 
     def __init__(self, sim: BybitSimulator, ws: web.WebSocketResponse, category: str) -> None:
-        self.sim = sim
-        self.ws = ws
+        super().__init__(sim, ws)
         self.category = category
         self.conn_id = _conn_id()
-        self.topics: set[str] = set()
-        self.kicked: str | None = None  # why the server is closing this client
-        self.data_sent = 0
-        self.writer_task: asyncio.Task[None] | None = None
-        # (text, topic or None for replies to requests)
-        self._queue: collections.deque[tuple[str, str | None]] = collections.deque()
-        self._items = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._last_text = ""
-        self._last_topic = ""
-        self._garbage_turn = 0
 
     @property
-    def full(self) -> bool:
-        return len(self._queue) >= self.sim.client_queue
+    def tag(self) -> str:
+        return self.conn_id
 
-    def offer(self, text: str, topic: str | None, *, reply: bool = False) -> bool:
-        """Queue one frame without waiting; False if there is no room (the caller then disconnects us)."""
-        limit = self.sim.client_queue + (self.sim.reply_headroom if reply else 0)
-        if self.kicked is not None or len(self._queue) >= limit:
-            return False
-        self._queue.append((text, topic))
-        self._items.set()
-        if self.full:
-            self._room.clear()
-        return True
+    def log_fields(self) -> dict[str, Any]:
+        return {"conn_id": self.conn_id}
 
-    async def wait_room(self, patience: float) -> bool:
-        try:
-            async with asyncio.timeout(patience):
-                await self._room.wait()
-        except TimeoutError:
-            return False
-        return self.kicked is None
-
-    def kick(self, reason: str) -> None:
-        """Disconnect: stop the writer; the connection handler closes the socket."""
-        if self.kicked is not None:
-            return
-        self.kicked = reason
-        self._queue.clear()
-        self._room.set()  # wake a market waiting for room; it sees `kicked` and moves on
-        if self.writer_task is not None:
-            self.writer_task.cancel()
-
-    async def run_writer(self) -> None:
-        queue = self._queue
-        try:
-            while True:
-                while not queue:
-                    self._items.clear()
-                    await self._items.wait()
-                text, topic = queue.popleft()
-                if not self.full:
-                    self._room.set()
-                await self.ws.send_str(text)
-                if topic is None:
-                    continue
-                self.data_sent += 1
-                self.sim.frames_sent += 1
-                self._last_text, self._last_topic = text, topic
-                every = self.sim.garbage_every
-                if every and self.data_sent % every == 0:
-                    await self._send_garbage()
-        except ConnectionError:
-            return  # the peer went away; the handler's reader sees the close
-
-    async def _send_garbage(self) -> None:
-        kind = _GARBAGE_KINDS[self._garbage_turn % len(_GARBAGE_KINDS)]
-        self._garbage_turn += 1
-        if kind == "non_json":
-            # Bybit only sends text frames: a binary frame of invalid UTF-8 is as wrong as it gets.
-            await self.ws.send_bytes(b"\x00\xff\xfe<garbage \x80\x81 not json>")
-        elif kind == "bad_types":
-            await self.ws.send_str(orjson.dumps(self._bad_delta()).decode())
-        else:
-            last = self._last_text or '{"topic":"orderbook.200.BTCUSDT","type":"delta","data":{"s":"BTC'
-            await self.ws.send_str(last[: max(1, len(last) // 2)])
-        self.sim.garbage_sent += 1
-        self.sim.garbage_by_kind[kind] += 1
-
-    def _bad_delta(self) -> dict[str, Any]:
-        topic = self._last_topic if self._last_topic.startswith("orderbook.") else ""
+    def bad_payload(self) -> dict[str, Any]:
+        last = self.last_key or ""
+        topic = last if last.startswith("orderbook.") else ""
         if not topic:
-            topic = next((t for t in sorted(self.topics) if t.startswith("orderbook.")), "orderbook.200.BTCUSDT")
-        now_ms = time.time_ns() // 1_000_000
+            topic = next((t for t in sorted(self.keys) if t.startswith("orderbook.")), "orderbook.200.BTCUSDT")
+        now = now_ms()
         data = {"s": 12345, "b": "not-a-list", "a": [[None, {"size": True}]], "u": "NaN", "seq": [1.5]}
-        return {"topic": topic, "type": "delta", "ts": now_ms, "data": data, "cts": str(now_ms)}
+        return {"topic": topic, "type": "delta", "ts": now, "data": data, "cts": str(now)}
 
 
 def _conn_id() -> str:
@@ -456,99 +382,34 @@ def _conn_id() -> str:
 # Markets
 
 
-class _Market:
-    """One websocket path's shared replay: subscribers, live state per topic, and the player."""
+class _Market(SimMarket["BybitSimulator", str, _Client, _Frame]):
+    """One websocket path's shared replay: subscribers, live state per topic, and the player (`SimMarket`)."""
+
+    tape: _Tape
 
     def __init__(self, sim: BybitSimulator, category: str, tape: _Tape) -> None:
-        self.sim = sim
+        super().__init__(sim, tape)
         self.category = category
-        self.tape = tape
-        self.subscribers: dict[str, set[_Client]] = collections.defaultdict(set)
         self.books: dict[str, _Book] = {}
         self.tickers: dict[str, _Ticker] = {}
-        self.loops_completed = 0
         self._deltas_seen: collections.Counter[str] = collections.Counter()
-        self._active = asyncio.Event()  # set while at least one client subscribes to something here
 
     # -- subscriptions (synchronous: a snapshot and the deltas after it are queued without a gap) ----
 
     def subscribe(self, client: _Client, topic: str) -> None:
-        client.topics.add(topic)
-        self.subscribers[topic].add(client)
-        self._active.set()
+        self.subs.add(client, topic)
         state = self.books.get(topic) or self.tickers.get(topic)
-        if state is not None and not client.offer(orjson.dumps(state.snapshot(topic)).decode(), topic, reply=True):
-            self.sim.kick(client, "slow")
-
-    def unsubscribe(self, client: _Client, topic: str) -> None:
-        client.topics.discard(topic)
-        subs = self.subscribers.get(topic)
-        if subs is not None:
-            subs.discard(client)
-            if not subs:
-                del self.subscribers[topic]
-        if not self.subscribers:
-            self._active.clear()
-
-    def drop(self, client: _Client) -> None:
-        for topic in list(client.topics):
-            self.unsubscribe(client, topic)
+        if state is not None:
+            self.sim.offer_or_kick(client, orjson.dumps(state.snapshot(topic)).decode(), topic, reply=True)
 
     # -- the player ----------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        frames = self.tape.frames
-        if not frames:
-            return
-        sim = self.sim
-        first_ts = frames[0].ts
-        ts_shift: int | None = None
-        loop = 0
-        while True:
-            await self._active.wait()
-            # One constant per loop maps recorded times to now; never backwards, so times keep increasing.
-            live = time.time_ns() // 1_000_000 - round(first_ts * 1000) + self.tape.latency_ms
-            ts_shift = live if ts_shift is None else max(live, ts_shift + self.tape.ts_span_ms)
-            base = time.monotonic()
-            for n, frame in enumerate(frames):
-                if not self._active.is_set():
-                    paused = time.monotonic()
-                    await self._active.wait()
-                    idle = time.monotonic() - paused
-                    base += idle  # resume where we were, not with a burst
-                    ts_shift += round(idle * 1000)
-                if sim.speed > 0:
-                    delay = base + (frame.ts - first_ts) / sim.speed - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    elif n % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                else:
-                    if n % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                    await self._wait_for_room(frame.topic)
-                shift = _Shift(
-                    loop,
-                    ts_shift,
-                    loop * self.tape.u_span,
-                    loop * self.tape.seq_span,
-                    loop * self.tape.trade_id_span,
-                )
-                self._play(frame, shift)
-            loop += 1
-            self.loops_completed += 1
-            if not sim.loop:
-                return
+    def _keys_of(self, frame: _Frame) -> tuple[str]:
+        return (frame.topic,)
 
-    async def _wait_for_room(self, topic: str) -> None:
-        """Speed 0: let every subscriber of `topic` drain before the frame is played (bounded wait)."""
-        while True:
-            full = [c for c in self.subscribers.get(topic, ()) if c.full]
-            if not full:
-                return
-            for client in full:
-                if not await client.wait_room(self.sim.slow_client_timeout):
-                    self.sim.kick(client, "slow")
+    def _play_at(self, frame: _Frame, loop: int, ts_shift: int) -> None:
+        tape = self.tape
+        self._play(frame, _Shift(loop, ts_shift, loop * tape.u_span, loop * tape.seq_span, loop * tape.trade_id_span))
 
     def _play(self, frame: _Frame, shift: _Shift) -> None:
         try:
@@ -571,20 +432,17 @@ class _Market:
                     self.sim.gaps_injected += 1
         elif topic.startswith("tickers."):
             self.tickers.setdefault(topic, _Ticker()).apply(msg)
-        subs = self.subscribers.get(topic)
+        subs = self.subs.get(topic)
         if not deliver or not subs:
             return
-        text = orjson.dumps(msg).decode()
-        for client in list(subs):
-            if not client.offer(text, topic):
-                self.sim.kick(client, "slow")
+        self.sim.deliver(subs, orjson.dumps(msg).decode(), topic)
 
 
 # --------------------------------------------------------------------------------------------------
 # The server
 
 
-class BybitSimulator:
+class BybitSimulator(SimulatorServer[_Client]):
     """Serve a recording as Bybit v5 on one loopback port (REST and public websockets).
 
     Use as `async with BybitSimulator(path, port=0) as sim:` and connect to `sim.ws_url("linear")` and
@@ -606,151 +464,44 @@ class BybitSimulator:
         reply_headroom: int = 256,
         slow_client_timeout: float = 10.0,
     ) -> None:
-        if speed < 0:
-            raise ValueError("speed must be >= 0")
-        for name, value in (("garbage_every", garbage_every), ("gap_every", gap_every)):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None")
-        if client_queue < 1 or reply_headroom < 1:
-            raise ValueError("client_queue and reply_headroom must be >= 1")
-        self.recording_path = Path(recording_path)
-        self.host = host
-        self.port = port
-        self.speed = speed
-        self.loop = loop
-        self.garbage_every = garbage_every
-        self.gap_every = gap_every
-        self.client_queue = client_queue
-        self.reply_headroom = reply_headroom
-        self.slow_client_timeout = slow_client_timeout
-        # counters
-        self.frames_sent = 0  # data frames written to clients (snapshots included, garbage not)
-        self.gaps_injected = 0
-        self.garbage_sent = 0
-        self.garbage_by_kind: collections.Counter[str] = collections.Counter()
-        self.slow_disconnects = 0
-        self.bad_requests = 0  # client frames we answered with an error
-        self.connections_total = 0
+        super().__init__(
+            recording_path, host, port, speed, loop, garbage_every, gap_every,
+            client_queue=client_queue, reply_headroom=reply_headroom, slow_client_timeout=slow_client_timeout,
+        )  # fmt: skip
         self.markets: dict[str, _Market] = {}
         self._served: _Served | None = None
-        self._clients: set[_Client] = set()
-        self._no_clients = asyncio.Event()  # lets close() wait for handlers to finish their close handshakes
-        self._no_clients.set()
-        self._runner: web.AppRunner | None = None
-        self._sock: socket.socket | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._failed: asyncio.Future[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
-    @property
-    def bound_port(self) -> int:
-        if self._sock is None:
-            raise RuntimeError("simulator not started")
-        return int(self._sock.getsockname()[1])
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self._url_host()}:{self.bound_port}"
-
     def ws_url(self, category: str = "linear") -> str:
-        return f"ws://{self._url_host()}:{self.bound_port}{WS_PATH_PREFIX}{category}"
+        return f"{self.ws_base}{WS_PATH_PREFIX}{category}"
 
     @property
     def loops_completed(self) -> int:
         return sum(m.loops_completed for m in self.markets.values())
 
-    @property
-    def clients(self) -> int:
-        return len(self._clients)
-
-    async def start(self) -> None:
-        if self._runner is not None:
-            raise RuntimeError("simulator already started")
+    async def _prepare(self) -> None:
         self._served = await asyncio.to_thread(_load, self.recording_path)
-        self._failed = asyncio.get_running_loop().create_future()
+
+    def _make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/v5/market/instruments-info", self._instruments_info)
         app.router.add_get("/v5/market/time", self._server_time)
         app.router.add_get(WS_PATH_PREFIX + "{category}", self._ws_handler)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=_CLOSE_TIMEOUT_S)
-        await runner.setup()
-        self._runner = runner
-        try:
-            self._sock = _listen(self.host, self.port)
-            await web.SockSite(runner, self._sock).start()
-        except BaseException:
-            await self.close()
-            raise
+        return app
+
+    def _start_players(self) -> None:
+        assert self._served is not None
         for category in CATEGORIES:
             market = _Market(self, category, self._served.tapes.get(category, _Tape()))
             self.markets[category] = market
-            task = asyncio.create_task(market.run(), name=f"simulator-market:{category}")
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
+            self.spawn(market.run(), f"simulator-market:{category}")
+
+    def _started_fields(self) -> dict[str, Any]:
+        assert self._served is not None
         tapes = {c: len(t.frames) for c, t in self._served.tapes.items()}
-        log.info(
-            "simulator_started",
-            extra={"fields": {"host": self.host, "port": self.bound_port, "speed": self.speed, "frames": tapes}},
-        )
-
-    async def close(self) -> None:
-        for client in list(self._clients):
-            self.kick(client, "shutdown")
-        # Let each handler finish its close handshake while the server still reads the peers' replies;
-        # the server shutdown below would otherwise leave them to time out.
-        try:
-            async with asyncio.timeout(2 * _CLOSE_TIMEOUT_S):
-                await self._no_clients.wait()
-        except TimeoutError:
-            log.warning("simulator_close_timeout", extra={"fields": {"clients": len(self._clients)}})
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-        if self._sock is not None:
-            self._sock.close()
-        if self._failed is not None and not self._failed.done():
-            self._failed.set_result(None)
-
-    async def wait(self) -> None:
-        """Return once the simulator is closed; raise if a market player crashed (that is a bug)."""
-        if self._failed is None:
-            raise RuntimeError("simulator not started")
-        await asyncio.shield(self._failed)
-
-    async def __aenter__(self) -> BybitSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    def kick(self, client: _Client, reason: str) -> None:
-        if client.kicked is None and reason == "slow":
-            self.slow_disconnects += 1
-            log.warning("simulator_slow_client", extra={"fields": {"conn_id": client.conn_id}})
-        client.kick(reason)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("simulator_market_failed", extra={"fields": {"task": task.get_name()}}, exc_info=exc)
-            if self._failed is not None and not self._failed.done():
-                self._failed.set_exception(exc)
-
-    def _url_host(self) -> str:
-        return f"[{self.host}]" if ":" in self.host else self.host
+        return {**super()._started_fields(), "frames": tapes}
 
     # -- REST ----------------------------------------------------------------------------------------
 
@@ -758,13 +509,13 @@ class BybitSimulator:
         q = request.query
         category = q.get("category", "")
         if category not in CATEGORIES:
-            return _json(
+            return json_response(
                 {
                     "retCode": 10001,
                     "retMsg": "Illegal category",
                     "result": {},
                     "retExtInfo": {},
-                    "time": _now_ms(),
+                    "time": now_ms(),
                 }
             )
         assert self._served is not None
@@ -775,11 +526,11 @@ class BybitSimulator:
                 "retMsg": "OK",
                 "result": {"category": category, "list": []},
                 "retExtInfo": {},
-                "time": _now_ms(),
+                "time": now_ms(),
             }
             if category != "spot":  # spot answers carry no cursor
                 body["result"]["nextPageCursor"] = ""
-            return _json(body)
+            return json_response(body)
         items = recorded["result"]["list"]
         for param, key in (("symbol", "symbol"), ("baseCoin", "baseCoin"), ("status", "status")):
             wanted = q.get(param)
@@ -791,12 +542,12 @@ class BybitSimulator:
             result["nextPageCursor"] = ""  # everything fits one page
         body = dict(recorded)
         body["result"] = result
-        body["time"] = _now_ms()
-        return _json(body)
+        body["time"] = now_ms()
+        return json_response(body)
 
     async def _server_time(self, request: web.Request) -> web.Response:
         ns = time.time_ns()
-        return _json(
+        return json_response(
             {
                 "retCode": 0,
                 "retMsg": "OK",
@@ -807,13 +558,13 @@ class BybitSimulator:
         )
 
     async def _not_found(self, request: web.Request) -> web.Response:
-        return _json(
+        return json_response(
             {
                 "retCode": 404,
                 "retMsg": f"Not Found: {request.path}",
                 "result": {},
                 "retExtInfo": {},
-                "time": _now_ms(),
+                "time": now_ms(),
             },
             status=404,
         )
@@ -825,60 +576,9 @@ class BybitSimulator:
         market = self.markets.get(category)
         if market is None:
             return await self._not_found(request)
-        ws = web.WebSocketResponse(
-            autoping=True, heartbeat=None, compress=False, max_msg_size=1 << 16, timeout=_CLOSE_TIMEOUT_S
-        )
-        await ws.prepare(request)
-        client = _Client(self, ws, category)
-        self._clients.add(client)
-        self._no_clients.clear()
-        self.connections_total += 1
-        reader = asyncio.create_task(self._read_loop(client, market), name=f"simulator-read:{client.conn_id}")
-        writer = asyncio.create_task(client.run_writer(), name=f"simulator-write:{client.conn_id}")
-        client.writer_task = writer
-        try:
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            try:
-                market.drop(client)
-                reader.cancel()
-                writer.cancel()
-                await asyncio.wait({reader, writer})
-                for task in (reader, writer):
-                    if not task.cancelled() and task.exception() is not None:
-                        log.error(
-                            "simulator_client_failed",
-                            extra={"fields": {"conn_id": client.conn_id}},
-                            exc_info=task.exception(),
-                        )
-                await self._close_ws(ws, request, client.kicked)
-            finally:
-                self._clients.discard(client)
-                if not self._clients:
-                    self._no_clients.set()
-        return ws
-
-    @staticmethod
-    async def _close_ws(ws: web.WebSocketResponse, request: web.Request, kicked: str | None) -> None:
-        code, message = {
-            "slow": (WSCloseCode.POLICY_VIOLATION, b"slow consumer"),
-            "shutdown": (WSCloseCode.GOING_AWAY, b"server shutdown"),
-        }.get(kicked or "", (WSCloseCode.OK, b""))
-        try:
-            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                await ws.close(code=code, message=message)
-        except (TimeoutError, ConnectionError):
-            if request.transport is not None:
-                request.transport.abort()  # a peer that reads nothing never answers the close
-
-    async def _read_loop(self, client: _Client, market: _Market) -> None:
-        async for msg in client.ws:
-            if msg.type is WSMsgType.TEXT:
-                self._on_request(client, market, msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                self._on_request(client, market, None)
-            else:
-                return
+        client = _Client(self, await self._open_ws(request), category)
+        read = self._read_requests(client.ws, functools.partial(self._on_request, client, market))
+        return await self._run_client(request, client, read, leave=functools.partial(market.drop, client))
 
     def _on_request(self, client: _Client, market: _Market, text: str | None) -> None:
         """Answer one client frame. Synchronous, so a subscribe's ack and snapshot are queued together."""
@@ -927,7 +627,7 @@ class BybitSimulator:
             self.bad_requests += 1
             self._reply(client, self._ack(client, op, req_id, False, f"error:args size >{SPOT_MAX_ARGS}"))
             return
-        if op == "subscribe" and len(client.topics | set(args)) > MAX_TOPICS_PER_CLIENT:
+        if op == "subscribe" and len(client.keys | set(args)) > MAX_TOPICS_PER_CLIENT:
             self.bad_requests += 1
             msg = f"error:too many topics on one connection (max {MAX_TOPICS_PER_CLIENT})"
             self._reply(client, self._ack(client, op, req_id, False, msg))
@@ -938,7 +638,7 @@ class BybitSimulator:
                 market.unsubscribe(client, topic)
             return
         # Like the venue: topics already held make the answer a failure; new ones are still taken.
-        repeated = [t for t in args if t in client.topics]
+        repeated = [t for t in args if t in client.keys]
         if repeated:
             self.bad_requests += 1
             ack = self._ack(client, op, req_id, False, f"error:already subscribed,topic:{repeated[0]}")
@@ -947,7 +647,7 @@ class BybitSimulator:
         if not self._reply(client, ack):
             return
         for topic in dict.fromkeys(args):
-            if topic not in client.topics:
+            if topic not in client.keys:
                 market.subscribe(client, topic)
 
     def _ack(self, client: _Client, op: str, req_id: object, success: bool, ret_msg: str) -> dict[str, Any]:
@@ -968,42 +668,4 @@ class BybitSimulator:
         return False
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-        sock.listen(128)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _json(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-async def run_simulator(
-    recording_path: str | os.PathLike[str],
-    host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    speed: float = 1.0,
-    loop: bool = True,
-    garbage_every: int | None = None,
-    gap_every: int | None = None,
-    *,
-    on_ready: Callable[[BybitSimulator], None] | None = None,
-    **options: Any,
-) -> None:
-    """Serve until cancelled (the CLI's `flowgauge simulate`). `on_ready` gets the started simulator."""
-    async with BybitSimulator(recording_path, host, port, speed, loop, garbage_every, gap_every, **options) as sim:
-        if on_ready is not None:
-            on_ready(sim)
-        await sim.wait()
+run_simulator = simulator_runner(BybitSimulator, DEFAULT_PORT, "flowgauge simulate")

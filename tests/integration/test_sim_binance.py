@@ -13,7 +13,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -40,13 +39,13 @@ from service.types import (
     OpenInterest,
     Trade,
 )
+from tests.sim_helpers import STEP_S, recv, recv_json, running_sim, until, ws_client
 
 pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "binanceusdm"
 REC_2024 = FIXTURES / "binance-usdm-ethusdt-2024-08.jsonl.zst"  # ETHUSDT recorded; BTCUSDT relabelled from it
 REC_2021 = FIXTURES / "binance-usdm-2021-07.jsonl.zst"  # SUSHIUSDT, AKROUSDT; both BTC and ETH relabelled
-STEP_S = 5.0  # upper bound for any single wait
 
 
 def usdm(symbol: str, venue_id: str, tick: float) -> Instrument:
@@ -60,32 +59,8 @@ BTC = usdm("BTC/USDT:USDT", "BTCUSDT", 0.1)
 ETH = usdm("ETH/USDT:USDT", "ETHUSDT", 0.01)
 
 
-@contextlib.asynccontextmanager
-async def _client(url: str) -> AsyncIterator[ClientConnection]:
-    """A websocket client that keeps reading while it closes (at speed 0 unread data sits before the close)."""
-    async with connect(url, max_size=1 << 24) as ws:
-        try:
-            yield ws
-        finally:
-            closing = asyncio.create_task(ws.close())
-            with contextlib.suppress(ConnectionClosed):
-                async with asyncio.timeout(STEP_S):
-                    async for _ in ws:
-                        pass
-            await closing
-
-
-async def _recv_json(ws: ClientConnection) -> dict[str, Any]:
-    async with asyncio.timeout(STEP_S):
-        return json.loads(await ws.recv())
-
-
-async def _until(check: Any, what: str) -> None:
-    """Poll a condition with a deadline (no fixed sleeps as synchronisation)."""
-    deadline = time.monotonic() + STEP_S
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+def _client(url: str) -> contextlib.AbstractAsyncContextManager[ClientConnection]:
+    return ws_client(url, max_size=1 << 24)  # room for the largest frames whatever the stream
 
 
 class Driver:
@@ -127,8 +102,7 @@ class Driver:
             await self.snapshot(action)
 
     async def step(self) -> list[Event]:
-        async with asyncio.timeout(STEP_S):
-            raw = await self.ws.recv()
+        raw = await recv(self.ws)
         events = [e for e in self.parser.feed(raw, time.time_ns()) if not isinstance(e, str)]
         for event in events:
             if isinstance(event, BookDelta):
@@ -173,9 +147,7 @@ async def driver(
 
 @pytest.fixture
 async def sim(request: pytest.FixtureRequest) -> AsyncIterator[BinanceUsdmSimulator]:
-    options = {"speed": 0.0, "loop": True, **getattr(request, "param", {})}
-    path = options.pop("path", REC_2024)
-    async with BinanceUsdmSimulator(path, port=0, **options) as simulator:
+    async with running_sim(BinanceUsdmSimulator, REC_2024, request) as simulator:
         yield simulator
 
 
@@ -312,7 +284,7 @@ async def test_books_sync_from_rest_and_stay_valid_across_loops(sim: BinanceUsdm
 @pytest.mark.parametrize("sim", [{"loop": False}], indirect=True)
 async def test_book_equals_the_simulators_rest_book_at_the_end(sim: BinanceUsdmSimulator) -> None:
     async with driver(sim, [BTC, ETH]) as d:
-        await _until(lambda: sim.loops_completed == 1, "the recording to finish")
+        await until(lambda: sim.loops_completed == 1, "the recording to finish")
         async with d.http.get("/fapi/v1/depth", params={"symbol": "ETHUSDT", "limit": "1000"}) as r:
             final = await r.json()
         sync = d.syncs[ETH.symbol]
@@ -387,14 +359,14 @@ async def test_a_stream_on_the_wrong_route_is_silently_never_delivered(sim: Bina
     async with _client(sim.ws_url("public")) as public, _client(sim.ws_url("market")) as market:
         await public.send(json.dumps(wrong))
         await market.send(json.dumps(right))
-        assert await _recv_json(public) == {"result": None, "id": 1}
-        assert await _recv_json(market) == {"result": None, "id": 1}
-        seen = {(await _recv_json(public))["stream"] for _ in range(400)}  # ~10 s of recorded time
+        assert await recv_json(public) == {"result": None, "id": 1}
+        assert await recv_json(market) == {"result": None, "id": 1}
+        seen = {(await recv_json(public))["stream"] for _ in range(400)}  # ~10 s of recorded time
         assert seen == {"btcusdt@depth@100ms"}
-        marks = [(await _recv_json(market))["stream"] for _ in range(5)]
+        marks = [(await recv_json(market))["stream"] for _ in range(5)]
         assert marks == ["btcusdt@markPrice@1s"] * 5
         await public.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 2}))
-        while (reply := await _recv_json(public)).get("id") != 2:
+        while (reply := await recv_json(public)).get("id") != 2:
             pass
         assert reply["result"] == ["btcusdt@depth@100ms", "btcusdt@markPrice@1s"]  # accepted, never delivered
 
@@ -425,9 +397,9 @@ async def test_subscription_errors_and_raw_mode(sim: BinanceUsdmSimulator) -> No
 async def test_server_pings_are_answered_by_the_client_library(sim: BinanceUsdmSimulator) -> None:
     assert BinanceUsdmParser([BTC]).ping_frame() is None  # nothing to send at the application level
     async with _client(sim.ws_url("public")) as ws:
-        await _until(lambda: sim.pongs_received >= 3, "three pongs")
+        await until(lambda: sim.pongs_received >= 3, "three pongs")
         await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 7}))
-        assert await _recv_json(ws) == {"result": [], "id": 7}  # still connected
+        assert await recv_json(ws) == {"result": [], "id": 7}  # still connected
     assert sim.pings_sent >= 3 and sim.pong_disconnects == 0
 
 

@@ -9,7 +9,6 @@ and garbage are seen by the parser and the book sync, then repaired by the parse
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,8 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import ClientConnection
 
 from service.book.sync import BookSync
 from service.connectors import deribit
@@ -28,12 +26,21 @@ from service.connectors.markets import load_markets, markets_from_recording
 from service.replay.recording import Http, iter_records
 from service.replay.sim_deribit import DeribitSimulator, run_simulator
 from service.types import BadFrame, BookDelta, BookSnapshot, BookState, Instrument, InvalidReason
+from tests.sim_helpers import (
+    STEP_S,
+    assert_close_says_going_away,
+    assert_serves_until_cancelled,
+    recv,
+    recv_json,
+    running_sim,
+    until,
+    ws_client,
+)
 
 pytestmark = pytest.mark.integration
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "deribit" / "deribit-2021-07.jsonl.zst"
 BTC_BOOK = "book.BTC-PERPETUAL.100ms"
-STEP_S = 5.0  # upper bound for any single wait on the simulator
 
 
 @pytest.fixture(scope="module")
@@ -49,35 +56,14 @@ def instruments() -> dict[str, Instrument]:
 
 @pytest.fixture
 async def sim(request: pytest.FixtureRequest) -> AsyncIterator[DeribitSimulator]:
-    options = {"speed": 0.0, "loop": True, "heartbeat_time_scale": 0.005, **getattr(request, "param", {})}
-    async with DeribitSimulator(FIXTURE, port=0, **options) as simulator:
+    async with running_sim(DeribitSimulator, FIXTURE, request, heartbeat_time_scale=0.005) as simulator:
         yield simulator
-
-
-@contextlib.asynccontextmanager
-async def _client(url: str, **options: Any) -> AsyncIterator[ClientConnection]:
-    """A websocket client that keeps reading while it closes (at speed 0 unread data would stall the close)."""
-    async with connect(url, **options) as ws:
-        try:
-            yield ws
-        finally:
-            closing = asyncio.create_task(ws.close())
-            with contextlib.suppress(ConnectionClosed):
-                async with asyncio.timeout(STEP_S):
-                    async for _ in ws:
-                        pass
-            await closing
-
-
-async def _recv_json(ws: ClientConnection) -> dict[str, Any]:
-    async with asyncio.timeout(STEP_S):
-        return json.loads(await ws.recv())
 
 
 async def _call(ws: ClientConnection, req_id: int, method: str, **params: Any) -> dict[str, Any]:
     await ws.send(json.dumps({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params}))
     while True:  # notifications of channels subscribed earlier may precede the answer
-        msg = await _recv_json(ws)
+        msg = await recv_json(ws)
         if msg.get("id") == req_id:
             return msg
 
@@ -105,8 +91,7 @@ class Driver:
         deadline = time.monotonic() + STEP_S
         while not done():
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            async with asyncio.timeout(STEP_S):
-                raw = await self.ws.recv()
+            raw = await recv(self.ws)
             for item in self.parser.feed(raw, time.time_ns()):
                 await self._handle(item)
 
@@ -164,7 +149,9 @@ async def test_rest_answers_like_the_venue(sim: DeribitSimulator) -> None:
         eth_perp = next(row for row in body["result"] if row["instrument_name"] == "ETH-PERPETUAL")
         # A 2021 row, served with the fields Deribit sends today.
         assert (eth_perp["counter_currency"], eth_perp["settlement_currency"], eth_perp["future_type"]) == (
-            "USD", "ETH", "reversed"
+            "USD",
+            "ETH",
+            "reversed",
         )
         async with http.get("/api/v2/public/get_instruments", params={"currency": "any", "expired": "true"}) as r:
             assert (await r.json())["result"] == []
@@ -183,11 +170,13 @@ async def test_rest_answers_like_the_venue(sim: DeribitSimulator) -> None:
 
 async def test_parser_gets_snapshots_then_a_continuous_chain(sim: DeribitSimulator, instruments) -> None:
     assert sim.relabelled == {"BTC-PERPETUAL": "BTC-24SEP21-8000-P", "ETH-PERPETUAL": "ETH-30JUL21-2800-C"}
-    async with _client(sim.ws_url()) as ws:
+    async with ws_client(sim.ws_url()) as ws:
         driver = Driver(ws, _perps(instruments))
         await driver.start()
-        await driver.pump(lambda: driver.applied["BTC/USD:BTC"] >= 60 and driver.applied["ETH/USD:ETH"] >= 2,
-                          "continuous changes on both books")
+        await driver.pump(
+            lambda: driver.applied["BTC/USD:BTC"] >= 60 and driver.applied["ETH/USD:ETH"] >= 2,
+            "continuous changes on both books",
+        )
         for symbol, sync in driver.syncs.items():
             assert driver.snapshots[symbol] == 1 and sync.gaps == 0 and sync.state is BookState.VALID
         assert driver.bad == [] and driver.resyncs_sent == 0
@@ -198,7 +187,7 @@ async def test_parser_gets_snapshots_then_a_continuous_chain(sim: DeribitSimulat
 
 
 async def test_test_requests_are_answered_and_keep_the_connection(sim: DeribitSimulator, instruments) -> None:
-    async with _client(sim.ws_url()) as ws:
+    async with ws_client(sim.ws_url()) as ws:
         driver = Driver(ws, _perps(instruments))
         await driver.start()
         # heartbeat_s=10 runs as 50 ms here: several test_requests come and go while books stream.
@@ -208,9 +197,9 @@ async def test_test_requests_are_answered_and_keep_the_connection(sim: DeribitSi
 
 
 async def test_unanswered_test_request_closes_the_connection(sim: DeribitSimulator) -> None:
-    async with _client(sim.ws_url()) as ws:
+    async with ws_client(sim.ws_url()) as ws:
         assert (await _call(ws, 1, "public/set_heartbeat", interval=10))["result"] == "ok"
-        note = await _recv_json(ws)
+        note = await recv_json(ws)
         assert note == {"jsonrpc": "2.0", "method": "heartbeat", "params": {"type": "test_request"}}
         async with asyncio.timeout(STEP_S):
             await ws.wait_closed()
@@ -219,7 +208,7 @@ async def test_unanswered_test_request_closes_the_connection(sim: DeribitSimulat
 
 
 async def test_requests_the_venue_refuses(sim: DeribitSimulator, instruments) -> None:
-    async with _client(sim.ws_url()) as ws:
+    async with ws_client(sim.ws_url()) as ws:
         short = await _call(ws, 1, "public/set_heartbeat", interval=5)
         assert short["error"]["code"] == -32602
         raw = await _call(ws, 2, "public/subscribe", channels=["book.BTC-PERPETUAL.raw"])
@@ -250,12 +239,12 @@ async def test_late_subscriber_snapshot_equals_the_book_built_from_the_stream(si
 
     async def book_frames(ws: ClientConnection) -> AsyncIterator[dict[str, Any]]:
         while True:
-            msg = await _recv_json(ws)
+            msg = await recv_json(ws)
             if msg.get("params", {}).get("channel") == BTC_BOOK:
                 yield msg["params"]["data"]
 
     book: dict[str, dict[float, float]] = {"bids": {}, "asks": {}}
-    async with _client(sim.ws_url()) as early, _client(sim.ws_url()) as late:
+    async with ws_client(sim.ws_url()) as early, ws_client(sim.ws_url()) as late:
         await _call(early, 1, "public/subscribe", channels=[BTC_BOOK])
         early_frames = book_frames(early)
         for _ in range(25):
@@ -279,7 +268,7 @@ async def test_late_subscriber_snapshot_equals_the_book_built_from_the_stream(si
 
 @pytest.mark.parametrize("sim", [{"gap_every": 5}], indirect=True)
 async def test_injected_gaps_are_detected_and_repaired_by_resubscribing(sim: DeribitSimulator, instruments) -> None:
-    async with _client(sim.ws_url()) as ws:
+    async with ws_client(sim.ws_url()) as ws:
         driver = Driver(ws, _perps(instruments))
         await driver.start()
         btc = driver.syncs["BTC/USD:BTC"]
@@ -291,12 +280,13 @@ async def test_injected_gaps_are_detected_and_repaired_by_resubscribing(sim: Der
 
 @pytest.mark.parametrize("sim", [{"garbage_every": 4}], indirect=True)
 async def test_injected_garbage_becomes_bad_frames_and_book_resyncs(sim: DeribitSimulator, instruments) -> None:
-    async with _client(sim.ws_url()) as ws:
+    async with ws_client(sim.ws_url()) as ws:
         driver = Driver(ws, _perps(instruments))
         await driver.start()
-        await driver.pump(lambda: len(driver.bad) >= 9 and all(
-            s.state is BookState.VALID for s in driver.syncs.values()
-        ), "every garbage kind, and books valid again")
+        await driver.pump(
+            lambda: len(driver.bad) >= 9 and all(s.state is BookState.VALID for s in driver.syncs.values()),
+            "every garbage kind, and books valid again",
+        )
         reasons = " | ".join(b.reason for b in driver.bad)
         assert "not JSON" in reasons and "book:" in reasons
         assert any(b.touches_book for b in driver.bad)  # the typed-wrong book change
@@ -306,15 +296,12 @@ async def test_injected_garbage_becomes_bad_frames_and_book_resyncs(sim: Deribit
 
 @pytest.mark.parametrize("sim", [{"client_queue": 8, "slow_client_timeout": 0.2}], indirect=True)
 async def test_client_that_stops_reading_is_disconnected_not_buffered(sim: DeribitSimulator) -> None:
-    async with _client(sim.ws_url(), max_queue=1) as stalled, _client(sim.ws_url()) as healthy:
+    async with ws_client(sim.ws_url(), max_queue=1) as stalled, ws_client(sim.ws_url()) as healthy:
         channels = [f"{k}.{i}.100ms" for k in ("book", "ticker") for i in ("BTC-PERPETUAL", "ETH-PERPETUAL")]
         await _call(stalled, 1, "public/subscribe", channels=channels)
-        deadline = time.monotonic() + STEP_S
-        while sim.slow_disconnects < 1 or sim.clients != 1:
-            assert time.monotonic() < deadline, "the stalled client was not disconnected"
-            await asyncio.sleep(0.01)
+        await until(lambda: sim.slow_disconnects >= 1 and sim.clients == 1, "the stalled client to be disconnected")
         await _call(healthy, 1, "public/subscribe", channels=[BTC_BOOK])  # the market goes on for everyone else
-        msg = await _recv_json(healthy)
+        msg = await recv_json(healthy)
         assert msg["params"]["channel"] == BTC_BOOK and msg["params"]["data"]["type"] == "snapshot"
 
 
@@ -322,33 +309,17 @@ async def test_client_that_stops_reading_is_disconnected_not_buffered(sim: Derib
 
 
 async def test_close_disconnects_clients_with_going_away() -> None:
+    async def subscribed(ws: ClientConnection) -> None:
+        assert (await _call(ws, 1, "public/subscribe", channels=[BTC_BOOK]))["result"] == [BTC_BOOK]
+
     sim = DeribitSimulator(FIXTURE, port=0, speed=1.0)
-    await sim.start()
-    try:
-        async with _client(sim.ws_url()) as ws:
-            assert (await _call(ws, 1, "public/subscribe", channels=[BTC_BOOK]))["result"] == [BTC_BOOK]
-            async with asyncio.timeout(STEP_S):
-                await sim.close()
-                await ws.wait_closed()
-            assert ws.close_code == 1001
-    finally:
-        await sim.close()
-    assert sim.clients == 0
+    await assert_close_says_going_away(sim, lambda s: s.ws_url(), subscribed)
 
 
 async def test_run_simulator_serves_until_cancelled() -> None:
-    ready: asyncio.Future[DeribitSimulator] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_simulator(FIXTURE, port=0, speed=0.0, on_ready=ready.set_result))
-    try:
-        async with asyncio.timeout(STEP_S):
-            sim = await ready
+    async def test_call(sim: DeribitSimulator) -> None:
         assert sim.bound_port != 9783  # port 0 asked for a free port
-        async with _client(sim.ws_url()) as ws:
+        async with ws_client(sim.ws_url()) as ws:
             assert (await _call(ws, 7, "public/test"))["result"]["version"]
-        port = sim.bound_port
-    finally:
-        task.cancel()
-        await asyncio.wait([task])
-    assert task.cancelled()
-    with pytest.raises(OSError):
-        await asyncio.open_connection("127.0.0.1", port)
+
+    await assert_serves_until_cancelled(run_simulator, FIXTURE, test_call)

@@ -4,8 +4,6 @@ relabelled ETH, synthesised asset contexts, and the injected gaps and garbage.""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -15,52 +13,20 @@ from typing import Any
 
 import aiohttp
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import ClientConnection
 
 from service.book.sync import BookSync
 from service.connectors.hyperliquid import HyperliquidAdapter, HyperliquidParser, instrument_from_market
 from service.connectors.markets import load_markets, select
 from service.replay.sim_hyperliquid import DEFAULT_PORT, HyperliquidSimulator, run_simulator
 from service.types import BadFrame, BookSnapshot, BookState, FundingRate, Instrument, OpenInterest, Trade
+from tests.sim_helpers import assert_serves_until_cancelled, recv, recv_json, running_sim, until, ws_client
 
 pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FIXTURE = FIXTURES / "hyperliquid" / "hyperliquid-btc-2025-01.jsonl.zst"
-STEP_S = 5.0  # upper bound for any single wait on the simulator
 BTC, ETH = "BTC/USDC:USDC", "ETH/USDC:USDC"
-
-
-@contextlib.asynccontextmanager
-async def _client(url: str, **options: Any) -> AsyncIterator[ClientConnection]:
-    """A websocket client that keeps reading while it closes (see tests/integration/test_simulator.py)."""
-    async with connect(url, **options) as ws:
-        try:
-            yield ws
-        finally:
-            closing = asyncio.create_task(ws.close())
-            with contextlib.suppress(ConnectionClosed):
-                async with asyncio.timeout(STEP_S):
-                    async for _ in ws:
-                        pass
-            await closing
-
-
-async def _recv(ws: ClientConnection) -> str | bytes:
-    async with asyncio.timeout(STEP_S):
-        return await ws.recv()
-
-
-async def _recv_json(ws: ClientConnection) -> dict[str, Any]:
-    return json.loads(await _recv(ws))
-
-
-async def _until(check: Any, what: str) -> None:
-    deadline = time.monotonic() + STEP_S
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 def _sub(kind: str, coin: str, method: str = "subscribe", **extra: Any) -> str:
@@ -82,7 +48,7 @@ async def _connected_parser(sim: HyperliquidSimulator, ws: ClientConnection) -> 
     """The daemon's path: ccxt metadata from the simulator, the adapter's plan, the parser's subscriptions."""
     ((url, parser),) = HyperliquidAdapter().connections(await _instruments(sim), sim.ws_url, 20)
     assert url == sim.ws_url
-    assert await _recv(ws) == "Websocket connection established."
+    assert await recv(ws) == "Websocket connection established."
     for frame in parser.on_connected():
         await ws.send(frame)
     return parser
@@ -90,8 +56,7 @@ async def _connected_parser(sim: HyperliquidSimulator, ws: ClientConnection) -> 
 
 @pytest.fixture
 async def sim(request: pytest.FixtureRequest) -> AsyncIterator[HyperliquidSimulator]:
-    options = {"speed": 0.0, "loop": True, **getattr(request, "param", {})}
-    async with HyperliquidSimulator(FIXTURE, port=0, **options) as simulator:
+    async with running_sim(HyperliquidSimulator, FIXTURE, request) as simulator:
         yield simulator
 
 
@@ -149,11 +114,11 @@ async def test_parser_gets_books_trades_and_contexts_and_books_stay_valid(sim: H
     syncs = {symbol: BookSync(HyperliquidAdapter.sequence_rule) for symbol in (BTC, ETH)}
     seen: dict[str, dict[type, int]] = {BTC: {}, ETH: {}}
     last_seq: dict[str, int] = {}
-    async with _client(sim.ws_url) as ws:
+    async with ws_client(sim.ws_url) as ws:
         parser = await _connected_parser(sim, ws)
         acks = 0
         while min(seen[s].get(BookSnapshot, 0) for s in seen) < 60:
-            raw = await _recv(ws)
+            raw = await recv(ws)
             acks += '"subscriptionResponse"' in str(raw)
             for event in parser.feed(raw, time.time_ns()):
                 assert not isinstance(event, BadFrame | str), event
@@ -168,7 +133,7 @@ async def test_parser_gets_books_trades_and_contexts_and_books_stay_valid(sim: H
         # Keepalive: the venue answers the client's ping.
         await ws.send(parser.ping_frame())
         while True:
-            msg = json.loads(await _recv(ws))
+            msg = json.loads(await recv(ws))
             if msg["channel"] == "pong":
                 break
     assert acks == 6
@@ -184,12 +149,12 @@ async def test_parser_gets_books_trades_and_contexts_and_books_stay_valid(sim: H
 
 
 async def test_subscription_errors_and_resubscribe_snapshot(sim: HyperliquidSimulator) -> None:
-    async with _client(sim.ws_url) as ws:
-        assert await _recv(ws) == "Websocket connection established."
+    async with ws_client(sim.ws_url) as ws:
+        assert await recv(ws) == "Websocket connection established."
 
         async def reply() -> dict[str, Any]:
             while True:  # data frames of earlier subscriptions may come first
-                msg = await _recv_json(ws)
+                msg = await recv_json(ws)
                 if msg["channel"] in ("subscriptionResponse", "error", "pong"):
                     return msg
 
@@ -211,19 +176,19 @@ async def test_subscription_errors_and_resubscribe_snapshot(sim: HyperliquidSimu
         assert (await reply())["data"]["method"] == "unsubscribe"
         await ws.send(resub)
         assert (await reply())["data"]["method"] == "subscribe"
-        msg = await _recv_json(ws)
+        msg = await recv_json(ws)
         assert msg["channel"] == "l2Book" and msg["data"]["coin"] == "BTC"
     assert sim.bad_requests == 6
 
 
 @pytest.mark.parametrize("sim", [{"speed": 10.0}], indirect=True)
 async def test_pacing_follows_recorded_gaps_divided_by_speed(sim: HyperliquidSimulator) -> None:
-    async with _client(sim.ws_url) as ws:
-        assert await _recv(ws) == "Websocket connection established."
+    async with ws_client(sim.ws_url) as ws:
+        assert await recv(ws) == "Websocket connection established."
         await ws.send(_sub("l2Book", "BTC"))
         times: list[tuple[float, int]] = []
         while len(times) < 8:
-            msg = await _recv_json(ws)
+            msg = await recv_json(ws)
             if msg["channel"] == "l2Book":
                 times.append((time.monotonic(), msg["data"]["time"]))
     wall = times[-1][0] - times[1][0]
@@ -238,11 +203,11 @@ async def test_loop_keeps_times_increasing_and_trades_new(sim: HyperliquidSimula
     parser = HyperliquidParser(instruments)
     trade_ids: list[str] = []
     books = 0
-    async with _client(sim.ws_url) as ws:
+    async with ws_client(sim.ws_url) as ws:
         await ws.send(_sub("l2Book", "BTC"))
         await ws.send(_sub("trades", "BTC"))
         while books < 2 * 46 + 5:  # past the end of the 46-push recording twice
-            for event in parser.feed(await _recv(ws), time.time_ns()):
+            for event in parser.feed(await recv(ws), time.time_ns()):
                 if isinstance(event, Trade):
                     trade_ids.append(event.trade_id)
                 books += isinstance(event, BookSnapshot)
@@ -256,10 +221,10 @@ async def test_gap_injection_drops_pushes_yet_every_push_is_whole(sim: Hyperliqu
     parser = HyperliquidParser([i for i in await _instruments(sim) if i.symbol == BTC])
     sync = BookSync(HyperliquidAdapter.sequence_rule)
     received = 0
-    async with _client(sim.ws_url) as ws:
+    async with ws_client(sim.ws_url) as ws:
         await ws.send(_sub("l2Book", "BTC"))
         while received < 40:
-            for event in parser.feed(await _recv(ws), time.time_ns()):
+            for event in parser.feed(await recv(ws), time.time_ns()):
                 if isinstance(event, BookSnapshot):
                     received += 1
                     assert sync.on_snapshot(event).applied and len(event.bids) == 20
@@ -272,10 +237,10 @@ async def test_gap_injection_drops_pushes_yet_every_push_is_whole(sim: Hyperliqu
 async def test_garbage_injection_reaches_the_parser_as_bad_frames(sim: HyperliquidSimulator) -> None:
     parser = HyperliquidParser([i for i in await _instruments(sim) if i.symbol == BTC])
     bad: list[BadFrame] = []
-    async with _client(sim.ws_url) as ws:
+    async with ws_client(sim.ws_url) as ws:
         await ws.send(_sub("l2Book", "BTC"))
         while len(bad) < 6:
-            bad += [e for e in parser.feed(await _recv(ws), time.time_ns()) if isinstance(e, BadFrame)]
+            bad += [e for e in parser.feed(await recv(ws), time.time_ns()) if isinstance(e, BadFrame)]
     touching = [b for b in bad if b.touches_book]
     assert touching and all(b.symbol == BTC for b in touching)  # the well-formed l2Book with bad types
     assert any(b.reason == "not JSON" for b in bad)  # the binary frame and the truncated copy
@@ -284,36 +249,27 @@ async def test_garbage_injection_reaches_the_parser_as_bad_frames(sim: Hyperliqu
 
 @pytest.mark.parametrize("sim", [{"client_queue": 8, "slow_client_timeout": 0.2}], indirect=True)
 async def test_client_that_stops_reading_is_disconnected(sim: HyperliquidSimulator) -> None:
-    async with _client(sim.ws_url, max_queue=1) as stalled, _client(sim.ws_url) as healthy:
+    async with ws_client(sim.ws_url, max_queue=1) as stalled, ws_client(sim.ws_url) as healthy:
         for kind in ("l2Book", "trades", "activeAssetCtx"):
             await stalled.send(_sub(kind, "BTC"))
             await stalled.send(_sub(kind, "ETH"))
-        await _until(lambda: sim.slow_disconnects == 1, "the stalled client to be disconnected")
-        await _until(lambda: sim.clients == 1, "the stalled connection to be closed")
+        await until(lambda: sim.slow_disconnects == 1, "the stalled client to be disconnected")
+        await until(lambda: sim.clients == 1, "the stalled connection to be closed")
         # The market goes on for everyone else: the healthy client still gets its book.
         await healthy.send(_sub("l2Book", "BTC"))
         channels = []
         while "l2Book" not in channels:
-            raw = await _recv(healthy)
+            raw = await recv(healthy)
             channels.append(json.loads(raw)["channel"] if raw.startswith("{") else raw)
         assert channels[-2:] == ["subscriptionResponse", "l2Book"]
 
 
 async def test_run_simulator_serves_until_cancelled() -> None:
-    assert DEFAULT_PORT == 9784
-    ready: asyncio.Future[HyperliquidSimulator] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_simulator(FIXTURE, port=0, speed=0.0, on_ready=ready.set_result))
-    try:
-        async with asyncio.timeout(STEP_S):
-            sim = await ready
-        async with _client(sim.ws_url) as ws:
-            assert await _recv(ws) == "Websocket connection established."
+    async def ping(sim: HyperliquidSimulator) -> None:
+        async with ws_client(sim.ws_url) as ws:
+            assert await recv(ws) == "Websocket connection established."
             await ws.send('{"method":"ping"}')
-            assert await _recv_json(ws) == {"channel": "pong"}
-        port = sim.bound_port
-    finally:
-        task.cancel()
-        await asyncio.wait([task])
-    assert task.cancelled()
-    with pytest.raises(OSError):
-        await asyncio.open_connection("127.0.0.1", port)
+            assert await recv_json(ws) == {"channel": "pong"}
+
+    assert DEFAULT_PORT == 9784
+    await assert_serves_until_cancelled(run_simulator, FIXTURE, ping)

@@ -9,7 +9,6 @@ WS resubscribe), garbage injection, and the REST bootstrap once the WS snapshot 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections import Counter
@@ -20,8 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import ClientConnection
 
 from service.book.sync import BookSync
 from service.connectors.base import FetchSnapshot
@@ -40,32 +38,12 @@ from service.types import (
     OpenInterest,
     Trade,
 )
+from tests.sim_helpers import STEP_S, assert_serves_until_cancelled, recv, running_sim, ws_client
 
 pytestmark = pytest.mark.integration
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "okx" / "okx-v5-2022-05.jsonl.zst"
-STEP_S = 5.0  # upper bound for any single wait on the simulator
 PERPS = ("BTC-USDT-SWAP", "ETH-USDT-SWAP", "UNI-USD-SWAP")
-
-
-@contextlib.asynccontextmanager
-async def _client(url: str, **options: Any) -> AsyncIterator[ClientConnection]:
-    """A websocket client that keeps reading while it closes (the server may be streaming at speed 0)."""
-    async with connect(url, **options) as ws:
-        try:
-            yield ws
-        finally:
-            closing = asyncio.create_task(ws.close())
-            with contextlib.suppress(ConnectionClosed):
-                async with asyncio.timeout(STEP_S):
-                    async for _ in ws:
-                        pass
-            await closing
-
-
-async def _recv(ws: ClientConnection) -> str | bytes:
-    async with asyncio.timeout(STEP_S):
-        return await ws.recv()
 
 
 async def _instruments(sim: OkxSimulator) -> list[Instrument]:
@@ -75,8 +53,7 @@ async def _instruments(sim: OkxSimulator) -> list[Instrument]:
 
 @pytest.fixture
 async def sim(request: pytest.FixtureRequest) -> AsyncIterator[OkxSimulator]:
-    options = {"speed": 0.0, "loop": True, **getattr(request, "param", {})}
-    async with OkxSimulator(FIXTURE, port=0, **options) as simulator:
+    async with running_sim(OkxSimulator, FIXTURE, request) as simulator:
         yield simulator
 
 
@@ -141,7 +118,7 @@ class Driver:
         deadline = time.monotonic() + 3 * STEP_S
         while not until():
             assert time.monotonic() < deadline, "timed out driving the simulator"
-            raw = await _recv(ws)
+            raw = await recv(ws)
             await self.handle(ws, self.parser.feed(raw, time.time_ns()))
 
     def all_valid(self) -> bool:
@@ -188,7 +165,7 @@ async def test_rest_instruments_through_ccxt_books_and_rubik(sim: OkxSimulator) 
 async def test_snapshot_then_continuous_updates_across_loops_with_checksums(sim: OkxSimulator) -> None:
     instruments = await _instruments(sim)
     parser = OkxParser(instruments)
-    async with aiohttp.ClientSession(sim.http_url) as http, _client(sim.ws_url()) as ws:
+    async with aiohttp.ClientSession(sim.http_url) as http, ws_client(sim.ws_url()) as ws:
         driver = Driver(parser, http)
         # UNI (and ETH, driven by it) trades once per loop; every 5th swap trade is mirrored as a liquidation.
         await driver.run(
@@ -221,9 +198,9 @@ async def test_snapshot_then_continuous_updates_across_loops_with_checksums(sim:
 
 
 async def test_subscription_errors_and_text_ping(sim: OkxSimulator) -> None:
-    async with _client(sim.ws_url()) as ws:
+    async with ws_client(sim.ws_url()) as ws:
         await ws.send("ping")
-        assert await _recv(ws) == "pong"
+        assert await recv(ws) == "pong"
         await ws.send(
             json.dumps(
                 {
@@ -237,7 +214,7 @@ async def test_subscription_errors_and_text_ping(sim: OkxSimulator) -> None:
                 }
             )
         )
-        replies = [json.loads(await _recv(ws)) for _ in range(3)]
+        replies = [json.loads(await recv(ws)) for _ in range(3)]
         assert [(r["event"], r.get("code")) for r in replies] == [
             ("error", "60018"),
             ("error", "60018"),
@@ -245,7 +222,7 @@ async def test_subscription_errors_and_text_ping(sim: OkxSimulator) -> None:
         ]
         assert replies[2]["arg"] == {"channel": "trades", "instId": "BTC-USDT-SWAP"} and replies[2]["id"] == "7"
         await ws.send("{not json")
-        while (reply := json.loads(await _recv(ws))).get("event") != "error":
+        while (reply := json.loads(await recv(ws))).get("event") != "error":
             pass  # trades may already be flowing
         assert reply["code"] == "60012"
     parser = OkxParser([])
@@ -259,9 +236,9 @@ async def test_keepalive_ping_keeps_an_idle_connection_and_silence_loses_it(sim:
 
     async def ping(ws: ClientConnection) -> None:
         await ws.send(parser.ping_frame())  # what the session sends every ping interval
-        assert parser.feed(await _recv(ws), time.time_ns()) == []  # "pong", consumed
+        assert parser.feed(await recv(ws), time.time_ns()) == []  # "pong", consumed
 
-    async with _client(sim.ws_url()) as silent, _client(sim.ws_url()) as pinging:
+    async with ws_client(sim.ws_url()) as silent, ws_client(sim.ws_url()) as pinging:
         # Neither subscribes to anything, so nothing is pushed; the silent one also sends nothing.
         closed = asyncio.create_task(silent.wait_closed())
         started = time.monotonic()
@@ -289,7 +266,7 @@ async def test_keepalive_ping_keeps_an_idle_connection_and_silence_loses_it(sim:
 async def test_gap_injection_is_caught_by_seq_ids_and_healed_by_rest(sim: OkxSimulator) -> None:
     instruments = await _instruments(sim)
     parser = OkxParser(instruments)
-    async with aiohttp.ClientSession(sim.http_url) as http, _client(sim.ws_url()) as ws:
+    async with aiohttp.ClientSession(sim.http_url) as http, ws_client(sim.ws_url()) as ws:
         driver = Driver(parser, http)
         await driver.run(ws, lambda: len(driver.invalid) >= 6 and driver.all_valid())
     assert sim.gaps_injected >= 6
@@ -305,7 +282,7 @@ async def test_gap_injection_is_caught_by_seq_ids_and_healed_by_rest(sim: OkxSim
 async def test_2022_stream_gap_is_caught_by_checksum_and_healed_by_resubscribing(sim: OkxSimulator) -> None:
     instruments = await _instruments(sim)
     parser = OkxParser(instruments)
-    async with aiohttp.ClientSession(sim.http_url) as http, _client(sim.ws_url()) as ws:
+    async with aiohttp.ClientSession(sim.http_url) as http, ws_client(sim.ws_url()) as ws:
         driver = Driver(parser, http)
         await driver.run(ws, lambda: len(driver.invalid) >= 4 and driver.all_valid())
     assert {reason for _, reason in driver.invalid} == {InvalidReason.CHECKSUM}
@@ -320,7 +297,7 @@ async def test_2022_stream_gap_is_caught_by_checksum_and_healed_by_resubscribing
 async def test_garbage_frames_become_bad_frames_and_the_book_recovers(sim: OkxSimulator) -> None:
     instruments = await _instruments(sim)
     parser = OkxParser(instruments)
-    async with aiohttp.ClientSession(sim.http_url) as http, _client(sim.ws_url()) as ws:
+    async with aiohttp.ClientSession(sim.http_url) as http, ws_client(sim.ws_url()) as ws:
         driver = Driver(parser, http)
         await driver.run(
             ws, lambda: sum(sim.garbage_by_kind.values()) >= 6 and len(driver.bad) >= 6 and driver.all_valid()
@@ -337,7 +314,7 @@ async def test_garbage_frames_become_bad_frames_and_the_book_recovers(sim: OkxSi
 async def test_without_the_ws_snapshot_the_parser_bootstraps_from_rest(sim: OkxSimulator) -> None:
     instruments = await _instruments(sim)
     parser = OkxParser(instruments)
-    async with aiohttp.ClientSession(sim.http_url) as http, _client(sim.ws_url()) as ws:
+    async with aiohttp.ClientSession(sim.http_url) as http, ws_client(sim.ws_url()) as ws:
         driver = Driver(parser, http)
         await driver.run(
             ws, lambda: driver.all_valid() and min(driver.events[("BookDelta", i.symbol)] for i in instruments) > 20
@@ -355,25 +332,16 @@ async def test_without_the_ws_snapshot_the_parser_bootstraps_from_rest(sim: OkxS
 async def test_forced_rest_bootstrap_at_recorded_pace(sim: OkxSimulator) -> None:
     instruments = await _instruments(sim)
     parser = OkxParser(instruments, bootstrap="rest")
-    async with aiohttp.ClientSession(sim.http_url) as http, _client(sim.ws_url()) as ws:
+    async with aiohttp.ClientSession(sim.http_url) as http, ws_client(sim.ws_url()) as ws:
         driver = Driver(parser, http)
         await driver.run(ws, lambda: driver.all_valid() and driver.events[("BookDelta", "UNI/USD:UNI")] >= 5)
     assert driver.bad == [] and driver.fetches >= len(instruments)
 
 
 async def test_run_simulator_serves_until_cancelled() -> None:
-    ready: asyncio.Future[OkxSimulator] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_simulator(FIXTURE, port=0, speed=0.0, on_ready=ready.set_result))
-    try:
-        async with asyncio.timeout(STEP_S):
-            sim = await ready
-        async with _client(sim.ws_url()) as ws:
+    async def ping(sim: OkxSimulator) -> None:
+        async with ws_client(sim.ws_url()) as ws:
             await ws.send("ping")
-            assert await _recv(ws) == "pong"
-        port = sim.bound_port
-    finally:
-        task.cancel()
-        await asyncio.wait([task])
-    assert task.cancelled()
-    with pytest.raises(OSError):
-        await asyncio.open_connection("127.0.0.1", port)
+            assert await recv(ws) == "pong"
+
+    await assert_serves_until_cancelled(run_simulator, FIXTURE, ping)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -12,52 +10,30 @@ from typing import Any
 
 import aiohttp
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import ClientConnection
 
 from service.replay.recording import Connect, Recv, iter_records
 from service.replay.simulator import BybitSimulator, run_simulator
+from tests.sim_helpers import (
+    assert_close_says_going_away,
+    assert_serves_until_cancelled,
+    recv,
+    recv_json,
+    running_sim,
+    until,
+    ws_client,
+)
 
 pytestmark = pytest.mark.integration
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bybit" / "bybit-linear-2026-08.jsonl.zst"
 BTC_BOOK = "orderbook.200.BTCUSDT"
-STEP_S = 5.0  # upper bound for any single wait on the simulator
-
-
-@contextlib.asynccontextmanager
-async def _client(url: str, **options: Any) -> AsyncIterator[ClientConnection]:
-    """A websocket client that keeps reading while it closes.
-
-    At speed 0 the simulator streams as fast as the socket takes it; a client that stops reading has its
-    receive queue full and would sit out its whole close timeout waiting for a close frame stuck behind
-    unread data. Draining until the server's close frame arrives is what a well-behaved client does.
-    """
-    async with connect(url, **options) as ws:
-        try:
-            yield ws
-        finally:
-            closing = asyncio.create_task(ws.close())
-            with contextlib.suppress(ConnectionClosed):
-                async with asyncio.timeout(STEP_S):
-                    async for _ in ws:
-                        pass
-            await closing
-
-
-async def _recv(ws: ClientConnection) -> str | bytes:
-    async with asyncio.timeout(STEP_S):
-        return await ws.recv()
-
-
-async def _recv_json(ws: ClientConnection) -> dict[str, Any]:
-    return json.loads(await _recv(ws))
 
 
 async def _topic_frames(ws: ClientConnection, topic: str) -> AsyncIterator[dict[str, Any]]:
     """Frames of one topic, in order; acks and other topics are skipped."""
     while True:
-        msg = await _recv_json(ws)
+        msg = await recv_json(ws)
         if msg.get("topic") == topic:
             yield msg
 
@@ -65,23 +41,14 @@ async def _topic_frames(ws: ClientConnection, topic: str) -> AsyncIterator[dict[
 async def _subscribe(ws: ClientConnection, *topics: str, req_id: str = "r1") -> dict[str, Any]:
     await ws.send(json.dumps({"op": "subscribe", "args": list(topics), "req_id": req_id}))
     while True:  # frames of topics subscribed earlier may precede the ack
-        msg = await _recv_json(ws)
+        msg = await recv_json(ws)
         if msg.get("op") == "subscribe":
             return msg
 
 
-async def _until(check: Any, what: str) -> None:
-    """Poll a condition on the simulator's counters, with a deadline (no fixed sleeps)."""
-    deadline = time.monotonic() + STEP_S
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def sim(request: pytest.FixtureRequest) -> AsyncIterator[BybitSimulator]:
-    options = {"speed": 0.0, "loop": True, **getattr(request, "param", {})}
-    async with BybitSimulator(FIXTURE, port=0, **options) as simulator:
+    async with running_sim(BybitSimulator, FIXTURE, request) as simulator:
         yield simulator
 
 
@@ -126,12 +93,12 @@ async def test_rest_instruments_info_and_time(sim: BybitSimulator) -> None:
 
 
 async def test_subscribe_acks_then_snapshot_first_then_consecutive_deltas(sim: BybitSimulator) -> None:
-    async with _client(sim.ws_url("linear")) as ws:
+    async with ws_client(sim.ws_url("linear")) as ws:
         await ws.send(json.dumps({"op": "subscribe", "args": [BTC_BOOK], "req_id": "sub-1"}))
-        ack = await _recv_json(ws)
+        ack = await recv_json(ws)
         assert ack["success"] is True and ack["op"] == "subscribe" and ack["req_id"] == "sub-1"
         assert ack["ret_msg"] == "" and ack["conn_id"]
-        first = await _recv_json(ws)
+        first = await recv_json(ws)
         assert first["topic"] == BTC_BOOK and first["type"] == "snapshot"
         assert len(first["data"]["b"]) == 200 and len(first["data"]["a"]) == 200
         # Exchange time is shifted to "now" (the recording is from 2026-08).
@@ -147,24 +114,24 @@ async def test_subscribe_acks_then_snapshot_first_then_consecutive_deltas(sim: B
 
 
 async def test_only_subscribed_topics_are_received(sim: BybitSimulator) -> None:
-    async with _client(sim.ws_url("linear")) as ws:
+    async with ws_client(sim.ws_url("linear")) as ws:
         await _subscribe(ws, "publicTrade.BTCUSDT", "tickers.BTCUSDT")
-        topics = {(await _recv_json(ws))["topic"] for _ in range(60)}
+        topics = {(await recv_json(ws))["topic"] for _ in range(60)}
         assert topics == {"publicTrade.BTCUSDT", "tickers.BTCUSDT"}
 
 
 async def test_ping_pong_errors_and_duplicate_subscription(sim: BybitSimulator) -> None:
-    async with _client(sim.ws_url("linear")) as ws:
+    async with ws_client(sim.ws_url("linear")) as ws:
         await ws.send(json.dumps({"op": "ping", "req_id": "p1"}))
-        pong = await _recv_json(ws)
+        pong = await recv_json(ws)
         assert pong == {"success": True, "ret_msg": "pong", "conn_id": pong["conn_id"], "req_id": "p1", "op": "ping"}
 
         await ws.send("this is not json")
-        err = await _recv_json(ws)
+        err = await recv_json(ws)
         assert err["success"] is False and err["conn_id"] == pong["conn_id"]
 
         await ws.send(json.dumps({"op": "fly", "req_id": "x"}))
-        assert (await _recv_json(ws))["success"] is False
+        assert (await recv_json(ws))["success"] is False
 
         # A topic the recording never has data for is still acked, like the venue does.
         assert (await _subscribe(ws, "orderbook.50.XRPUSDT"))["success"] is True
@@ -177,7 +144,7 @@ async def test_ping_pong_errors_and_duplicate_subscription(sim: BybitSimulator) 
 # mid-recording rather than just before a loop's own snapshot.
 @pytest.mark.parametrize("sim", [{"client_queue": 16}], indirect=True)
 async def test_unsubscribe_then_subscribe_yields_a_fresh_snapshot(sim: BybitSimulator) -> None:
-    async with _client(sim.ws_url("linear")) as ws:
+    async with ws_client(sim.ws_url("linear")) as ws:
         await _subscribe(ws, BTC_BOOK)
         frames = _topic_frames(ws, BTC_BOOK)
         first = await anext(frames)
@@ -188,7 +155,7 @@ async def test_unsubscribe_then_subscribe_yields_a_fresh_snapshot(sim: BybitSimu
 
         await ws.send(json.dumps({"op": "unsubscribe", "args": [BTC_BOOK], "req_id": "u1"}))
         while True:  # frames queued before the unsubscribe may still arrive before its ack
-            msg = await _recv_json(ws)
+            msg = await recv_json(ws)
             if msg.get("op") == "unsubscribe":
                 assert msg["success"] is True and msg["req_id"] == "u1"
                 break
@@ -216,7 +183,7 @@ async def test_late_subscriber_snapshot_equals_the_book_built_from_the_stream(si
                     book[side][float(price)] = float(size)
 
     book: dict[str, dict[float, float]] = {"b": {}, "a": {}}
-    async with _client(sim.ws_url("linear")) as early, _client(sim.ws_url("linear")) as late:
+    async with ws_client(sim.ws_url("linear")) as early, ws_client(sim.ws_url("linear")) as late:
         await _subscribe(early, BTC_BOOK)
         early_frames = _topic_frames(early, BTC_BOOK)
         for _ in range(50):
@@ -238,11 +205,11 @@ async def test_late_subscriber_snapshot_equals_the_book_built_from_the_stream(si
 
 
 async def test_spot_path_serves_spot_frames_with_spot_acks(sim: BybitSimulator) -> None:
-    async with _client(sim.ws_url("spot")) as ws:
+    async with ws_client(sim.ws_url("spot")) as ws:
         await ws.send(json.dumps({"op": "subscribe", "args": [BTC_BOOK]}))
-        ack = await _recv_json(ws)
+        ack = await recv_json(ws)
         assert ack["success"] is True and ack["ret_msg"] == "subscribe" and "req_id" not in ack
-        snap = await _recv_json(ws)
+        snap = await recv_json(ws)
         # Spot BTCUSDT prices are quoted without trailing zeros and ids differ from linear's.
         assert snap["type"] == "snapshot" and snap["data"]["u"] == 62505424
         assert snap["data"]["b"][0] == ["65140.4", "0.885797"]
@@ -265,7 +232,7 @@ def _linear_book_times() -> tuple[float, list[tuple[float, int]]]:
 async def test_pacing_follows_recorded_gaps_divided_by_speed(sim: BybitSimulator) -> None:
     start_ts, book = _linear_book_times()
     target_ts, target_u = next((ts, u) for ts, u in book if ts - start_ts >= 3.0)
-    async with _client(sim.ws_url("linear")) as ws:
+    async with ws_client(sim.ws_url("linear")) as ws:
         t0 = time.monotonic()
         await _subscribe(ws, BTC_BOOK)
         async for msg in _topic_frames(ws, BTC_BOOK):
@@ -277,7 +244,7 @@ async def test_pacing_follows_recorded_gaps_divided_by_speed(sim: BybitSimulator
 
 
 async def test_loop_restarts_with_a_snapshot_and_ids_keep_increasing(sim: BybitSimulator) -> None:
-    async with _client(sim.ws_url("linear")) as ws:
+    async with ws_client(sim.ws_url("linear")) as ws:
         await _subscribe(ws, BTC_BOOK)
         frames = _topic_frames(ws, BTC_BOOK)
         first = await anext(frames)
@@ -301,7 +268,7 @@ async def test_loop_restarts_with_a_snapshot_and_ids_keep_increasing(sim: BybitS
 
 @pytest.mark.parametrize("sim", [{"gap_every": 7}], indirect=True)
 async def test_gap_injection_skips_deltas(sim: BybitSimulator) -> None:
-    async with _client(sim.ws_url("linear")) as ws:
+    async with ws_client(sim.ws_url("linear")) as ws:
         await _subscribe(ws, BTC_BOOK)
         frames = _topic_frames(ws, BTC_BOOK)
         prev = (await anext(frames))["data"]["u"]
@@ -317,10 +284,10 @@ async def test_gap_injection_skips_deltas(sim: BybitSimulator) -> None:
 @pytest.mark.parametrize("sim", [{"garbage_every": 4}], indirect=True)
 async def test_garbage_injection_sends_each_kind_of_malformed_frame(sim: BybitSimulator) -> None:
     seen: dict[str, int] = {"non_json": 0, "bad_types": 0, "truncated": 0}
-    async with _client(sim.ws_url("linear")) as ws:
+    async with ws_client(sim.ws_url("linear")) as ws:
         await _subscribe(ws, BTC_BOOK)
         for _ in range(60):
-            raw = await _recv(ws)
+            raw = await recv(ws)
             try:
                 msg = json.loads(raw)
             except (ValueError, UnicodeDecodeError):
@@ -336,10 +303,10 @@ async def test_garbage_injection_sends_each_kind_of_malformed_frame(sim: BybitSi
 
 @pytest.mark.parametrize("sim", [{"client_queue": 8, "slow_client_timeout": 0.2}], indirect=True)
 async def test_client_that_stops_reading_is_disconnected_not_buffered(sim: BybitSimulator) -> None:
-    async with _client(sim.ws_url("linear"), max_queue=1) as stalled, _client(sim.ws_url("linear")) as healthy:
+    async with ws_client(sim.ws_url("linear"), max_queue=1) as stalled, ws_client(sim.ws_url("linear")) as healthy:
         await _subscribe(stalled, BTC_BOOK, "orderbook.200.ETHUSDT", "tickers.BTCUSDT", "tickers.ETHUSDT")
-        await _until(lambda: sim.slow_disconnects == 1, "the stalled client to be disconnected")
-        await _until(lambda: sim.clients == 1, "the stalled connection to be closed")
+        await until(lambda: sim.slow_disconnects == 1, "the stalled client to be disconnected")
+        await until(lambda: sim.clients == 1, "the stalled connection to be closed")
         # The market goes on for everyone else.
         await _subscribe(healthy, BTC_BOOK)
         assert (await anext(_topic_frames(healthy, BTC_BOOK)))["type"] == "snapshot"
@@ -349,34 +316,18 @@ async def test_client_that_stops_reading_is_disconnected_not_buffered(sim: Bybit
 
 
 async def test_close_disconnects_clients_with_going_away() -> None:
+    async def subscribed(ws: ClientConnection) -> None:
+        await _subscribe(ws, BTC_BOOK)
+        assert (await anext(_topic_frames(ws, BTC_BOOK)))["type"] == "snapshot"
+
     sim = BybitSimulator(FIXTURE, port=0, speed=1.0)
-    await sim.start()
-    try:
-        async with _client(sim.ws_url("linear")) as ws:
-            await _subscribe(ws, BTC_BOOK)
-            assert (await anext(_topic_frames(ws, BTC_BOOK)))["type"] == "snapshot"
-            async with asyncio.timeout(STEP_S):
-                await sim.close()
-                await ws.wait_closed()
-            assert ws.close_code == 1001
-    finally:
-        await sim.close()
-    assert sim.clients == 0
+    await assert_close_says_going_away(sim, lambda s: s.ws_url("linear"), subscribed)
 
 
 async def test_run_simulator_serves_until_cancelled() -> None:
-    ready: asyncio.Future[BybitSimulator] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_simulator(FIXTURE, port=0, speed=0.0, on_ready=ready.set_result))
-    try:
-        async with asyncio.timeout(STEP_S):
-            sim = await ready
-        async with _client(sim.ws_url("linear")) as ws:
+    async def ping(sim: BybitSimulator) -> None:
+        async with ws_client(sim.ws_url("linear")) as ws:
             await ws.send(json.dumps({"op": "ping"}))
-            assert (await _recv_json(ws))["ret_msg"] == "pong"
-        port = sim.bound_port
-    finally:
-        task.cancel()
-        await asyncio.wait([task])
-    assert task.cancelled()
-    with pytest.raises(OSError):
-        await asyncio.open_connection("127.0.0.1", port)
+            assert (await recv_json(ws))["ret_msg"] == "pong"
+
+    await assert_serves_until_cancelled(run_simulator, FIXTURE, ping)
