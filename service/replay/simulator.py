@@ -487,6 +487,7 @@ class BybitSimulator(SimulatorServer[_Client]):
         app = web.Application()
         app.router.add_get("/v5/market/instruments-info", self._instruments_info)
         app.router.add_get("/v5/market/time", self._server_time)
+        app.router.add_get("/v5/market/account-ratio", self._account_ratio)
         app.router.add_get(WS_PATH_PREFIX + "{category}", self._ws_handler)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         return app
@@ -555,6 +556,21 @@ class BybitSimulator(SimulatorServer[_Client]):
                 "retExtInfo": {},
                 "time": ns // 1_000_000,
             }
+        )
+
+    async def _account_ratio(self, request: web.Request) -> web.Response:
+        """Long/short account ratio (5-minute data). Not in the recording: synthesised, a slow
+        deterministic drift around 55% long, stamped at the last whole 5 minutes."""
+        symbol = request.query.get("symbol", "")
+        if not symbol:
+            return json_response(
+                {"retCode": 10001, "retMsg": "params error: symbol", "result": {}, "retExtInfo": {}, "time": now_ms()}
+            )
+        bucket = now_ms() // 300_000 * 300_000
+        buy = 0.55 + 0.05 * ((bucket // 300_000 + sum(map(ord, symbol))) % 5 - 2) / 2
+        row = {"symbol": symbol, "buyRatio": f"{buy:.4f}", "sellRatio": f"{1 - buy:.4f}", "timestamp": str(bucket)}
+        return json_response(
+            {"retCode": 0, "retMsg": "OK", "result": {"list": [row]}, "retExtInfo": {}, "time": now_ms()}
         )
 
     async def _not_found(self, request: web.Request) -> web.Response:

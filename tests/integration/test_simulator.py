@@ -331,3 +331,23 @@ async def test_run_simulator_serves_until_cancelled() -> None:
             assert (await recv_json(ws))["ret_msg"] == "pong"
 
     await assert_serves_until_cancelled(run_simulator, FIXTURE, ping)
+
+
+async def test_account_ratio_endpoint_answers_the_daemons_poll() -> None:
+    import aiohttp
+
+    from service.connectors.bybit import BybitAdapter
+    from service.replay.simulator import BybitSimulator
+    from service.types import LongShortRatio
+    from tests.conftest import linear_instrument
+
+    (poll,) = BybitAdapter().polls([linear_instrument()])
+    async with (
+        BybitSimulator(FIXTURE, port=0, speed=0) as sim,
+        aiohttp.ClientSession() as http,
+        http.get(sim.http_url + poll.path, params=poll.params) as response,
+    ):
+        body = await response.text()
+    (ratio,) = BybitAdapter().parse_poll(poll, body, 1)
+    assert isinstance(ratio, LongShortRatio)
+    assert 1.0 <= ratio.ratio <= 1.5  # the synthetic series stays between 50% and 60% long
