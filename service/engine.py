@@ -340,7 +340,7 @@ class Engine:
             "ts_recv": ts_recv,
             "ts_publish": 0,
         }
-        payload.update(state.metrics.fields(book, ts_exchange, trigger))
+        state.metrics.fields(book, ts_exchange, trigger, payload)
         extra_flags = []
         if book is None and sync.reason is not None:
             extra_flags.append(sync.reason.value)

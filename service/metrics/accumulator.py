@@ -200,21 +200,26 @@ class InstrumentMetrics:
 
     # -- output ---------------------------------------------------------------------------------------------
 
-    def fields(self, book: L2Book | None, ts_exchange: int, trigger: str) -> dict[str, object]:
+    def fields(
+        self, book: L2Book | None, ts_exchange: int, trigger: str, out: dict[str, object] | None = None
+    ) -> dict[str, object]:
         """The metric part of one payload, evaluated at `max(ts_exchange, latest time seen)`.
 
         Args:
             book: the current book if it is VALID, else None (then every book-state metric is None).
             ts_exchange: exchange time of the event that triggered the publication.
             trigger: what triggered it ("book", "trade", ...); `ofi` is only set for "book".
+            out: a dict to fill (the engine passes the payload with its envelope already in it, so each
+                payload is built once); a new one when None.
 
         Returns:
-            A dict with exactly the keys of `FIELD_NAMES`; undefined values are None, `quality` is a sorted
-            list of flag names.
+            `out` with exactly the keys of `FIELD_NAMES` added; undefined values are None, `quality` is a
+            sorted list of flag names.
         """
         now = self._tick(ts_exchange)
         flags: set[str] = set()
-        out: dict[str, object] = {}
+        if out is None:
+            out = {}
 
         mid: float | None = None
         if book is None:
