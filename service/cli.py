@@ -1,4 +1,4 @@
-"""Command line entry point `flowgauge`: run, replay, simulate, tail, check-config, bench.
+"""Command line entry point `flowgauge`: run, record, replay, simulate, tail, check-config, bench.
 
 The only place that calls `asyncio.run` and the only place that reads `os.environ`.
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments.
@@ -22,6 +22,10 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the daemon")
     run.add_argument("-c", "--config", help="YAML config file (default: built-in config/default.yaml)")
     run.add_argument("--record", metavar="DIR", help="record raw frames to DIR (jsonl.zst, rotated)")
+
+    record = commands.add_parser("record", help="run the daemon and record raw frames (same as run --record DIR)")
+    record.add_argument("record", metavar="DIR", help="directory for the recordings (jsonl.zst, rotated)")
+    record.add_argument("-c", "--config", help="YAML config file (default: built-in config/default.yaml)")
 
     replay = commands.add_parser("replay", help="run the pipeline over recorded sessions")
     replay.add_argument("files", nargs="+", metavar="FILE")
@@ -66,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     handler = {
         "run": _run,
+        "record": _run,
         "replay": _replay,
         "simulate": _simulate,
         "tail": _tail,
