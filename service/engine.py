@@ -341,15 +341,16 @@ class Engine:
             "ts_publish": 0,
         }
         state.metrics.fields(book, ts_exchange, trigger, payload)
-        extra_flags = []
-        if book is None and sync.reason is not None:
-            extra_flags.append(sync.reason.value)
-        if trigger == "liquidation" and instrument.venue in SAMPLED_LIQUIDATION_VENUES:
-            extra_flags.append("SAMPLED_INPUT")
-        if extra_flags:
+        # Rare extras on top of the metric flags; the common case (a VALID book) allocates nothing here.
+        invalid_flag = sync.reason.value if book is None and sync.reason is not None else None
+        sampled = trigger == "liquidation" and instrument.venue in SAMPLED_LIQUIDATION_VENUES
+        if invalid_flag is not None or sampled:
+            extra = {invalid_flag} if invalid_flag is not None else set()
+            if sampled:
+                extra.add("SAMPLED_INPUT")
             quality = payload.get("quality")
             if isinstance(quality, list):
-                payload["quality"] = sorted({*quality, *extra_flags})
+                payload["quality"] = sorted({*quality, *extra})
         ts_publish = self._clock()
         payload["ts_publish"] = ts_publish
         try:

@@ -46,6 +46,9 @@ class VenueFeed:
     ) -> None:
         self.venue = venue
         self.symbols = list(symbols)
+        # The books this connection carries (Binance's /market connection carries none): what a drop
+        # invalidates and what the stuck-book check watches.
+        self.book_symbols = list(getattr(parser, "book_symbols", symbols))
         self.parser = parser
         self.engine = engine
         self.snapshots = snapshots
@@ -92,7 +95,7 @@ class VenueFeed:
             frames, self._outbox = self._outbox, []
         for symbol in list(self._deferred):
             frames += self._resync(symbol, now_ns)
-        for symbol in getattr(self.parser, "book_symbols", self.symbols):
+        for symbol in self.book_symbols:
             state = self.engine.state(self.venue, symbol)
             if state is None or state.sync.valid or symbol in self._deferred or symbol in self._snapshot_pending:
                 continue  # valid, or a resync is already on its way
@@ -104,12 +107,11 @@ class VenueFeed:
     def on_disconnected(self, reason: str) -> None:
         # The next connection subscribes afresh; the venue's on_connected decides how books restart.
         # Only the books this connection carried are now unknown (Binance splits books from trades).
-        books = getattr(self.parser, "book_symbols", self.symbols)
         # Snapshots still in flight belong to the dead connection: a book they made VALID would have
         # no stream feeding it.
         self._epoch += 1
         self._snapshot_pending.clear()
-        self.engine.invalidate(self.venue, books, InvalidReason.RESET, f"disconnected: {reason}")
+        self.engine.invalidate(self.venue, self.book_symbols, InvalidReason.RESET, f"disconnected: {reason}")
 
     def ping_frame(self) -> str | None:
         return self.parser.ping_frame()

@@ -42,11 +42,7 @@ def binance_futures(last_seq: int | None, delta: BookDelta, first: bool = False)
             return None
         first_id = delta.first_seq if delta.first_seq is not None else delta.seq
         return first_id <= last_seq <= delta.seq
-    if delta.prev_seq == last_seq:
-        return True
-    if delta.seq <= last_seq:
-        return None
-    return False
+    return chained_ids(last_seq, delta)
 
 
 def snapshots_only(last_seq: int | None, delta: BookDelta, first: bool = False) -> bool | None:

@@ -119,15 +119,9 @@ class BookSync:
             buffered = list(self._buffer)
             self._buffer.clear()
             for delta in buffered:
-                verdict = self.rule(book.seq, delta, self._first)
-                if verdict is None:
-                    continue  # older than the snapshot
-                if not verdict:
-                    self.gaps += 1
-                    self._invalidate(InvalidReason.GAP, f"buffered {delta.seq} does not follow snapshot", result)
+                # Buffered deltas older than the snapshot are simply skipped (not counted as stale).
+                if self._step(delta, result, "buffered {got} does not follow snapshot") is False:
                     return result
-                book.apply(delta.bids, delta.asks, delta.seq, delta.ts_exchange)
-                self._first = False
         if book.is_crossed():
             self._invalidate(InvalidReason.CROSSED, "snapshot is crossed", result)
             return result
@@ -147,22 +141,30 @@ class BookSync:
                     self.buffer_dropped += 1  # oldest goes; the bridge rule catches it if it mattered
                 self._buffer.append(delta)
             return result
+        step = self._step(delta, result, "expected after {last}, got {got}")
+        if step is None:
+            self.stale_dropped += 1
+        elif step:
+            if self.book.is_crossed():
+                self._invalidate(InvalidReason.CROSSED, f"crossed after {delta.seq}", result)
+            else:
+                result.applied = True
+        return result
+
+    def _step(self, delta: BookDelta, result: ApplyResult, gap_detail: str) -> bool | None:
+        """Apply one delta under the venue rule: True applied, None older than the book (not applied),
+        False a gap (the book is invalidated, `gap_detail` formatted with `last` and `got` says why)."""
         book = self.book
         verdict = self.rule(book.seq, delta, self._first)
         if verdict is None:
-            self.stale_dropped += 1
-            return result
+            return None
         if not verdict:
             self.gaps += 1
-            self._invalidate(InvalidReason.GAP, f"expected after {book.seq}, got {delta.seq}", result)
-            return result
+            self._invalidate(InvalidReason.GAP, gap_detail.format(last=book.seq, got=delta.seq), result)
+            return False
         book.apply(delta.bids, delta.asks, delta.seq, delta.ts_exchange)
         self._first = False
-        if book.is_crossed():
-            self._invalidate(InvalidReason.CROSSED, f"crossed after {delta.seq}", result)
-            return result
-        result.applied = True
-        return result
+        return True
 
     def invalidate(self, reason: InvalidReason, detail: str) -> ApplyResult:
         """Mark the book wrong from outside (bad frame, disconnect). Idempotent while already invalid."""

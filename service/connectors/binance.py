@@ -41,6 +41,7 @@ from service.book.sequencing import binance_futures
 from service.book.sync import SequenceRule
 from service.connectors.base import Action, FetchSnapshot, PollRequest
 from service.connectors.levels import to_base, valid_levels
+from service.connectors.markets import point_ccxt_at  # noqa: F401 - re-exported; the one ccxt URL rewriter
 from service.types import (
     BUY,
     SELL,
@@ -228,24 +229,6 @@ def route_of_url(url: str) -> str:
         if segment in (ROUTE_PUBLIC, ROUTE_MARKET):
             return segment
     return ROUTE_LEGACY
-
-
-def point_ccxt_at(exchange: Any, rest_url: str) -> None:
-    """Point a ccxt binance client's REST API at another host, keeping each API's path.
-
-    ccxt's binance URLs carry the API prefix in the base (`fapiPublic` = `https://fapi.binance.com/fapi/v1`,
-    `fapiData` = `.../futures/data`); replacing them with a bare host loses `/fapi/v1` and ccxt then asks
-    for `/exchangeInfo`. Only scheme, host and a path prefix of `rest_url` are swapped in.
-    """
-    target = urlsplit(rest_url.rstrip("/"))
-    urls = exchange.urls["api"]
-    for name, url in list(urls.items()):
-        if not isinstance(url, str):
-            continue
-        parts = urlsplit(url)
-        if not parts.scheme.startswith("http"):
-            continue  # websocket entries of ccxt.pro are not REST
-        urls[name] = urlunsplit((target.scheme, target.netloc, target.path + parts.path, parts.query, ""))
 
 
 # -------------------------------------------------------------------------------------------------

@@ -124,6 +124,7 @@ class BybitParser:
         self.subscribe_batch = subscribe_batch
         self.book_depth = book_depth
         self.instruments: dict[str, Instrument] = {i.venue_id: i for i in instruments}
+        self._by_symbol = {i.symbol: i for i in self.instruments.values()}
         self._tickers: dict[str, dict[str, Any]] = {}
         self._handlers = {
             "orderbook": self._on_orderbook,
@@ -166,7 +167,7 @@ class BybitParser:
 
     def resync_frames(self, symbol: str) -> list[str]:
         """Bybit has no REST/WS sequence bootstrap for `orderbook.N`: re-subscribing yields a fresh snapshot."""
-        instrument = self._by_symbol(symbol)
+        instrument = self._by_symbol.get(symbol)
         if instrument is None:
             return []
         topic = f"orderbook.{self.book_depth}.{instrument.venue_id}"
@@ -350,12 +351,6 @@ class BybitParser:
                 )
             )
         return events
-
-    def _by_symbol(self, symbol: str) -> Instrument | None:
-        for instrument in self.instruments.values():
-            if instrument.symbol == symbol:
-                return instrument
-        return None
 
 
 class BybitAdapter:

@@ -143,6 +143,7 @@ class DeribitParser:
         self.heartbeat_s = heartbeat_s
         self.subscribe_batch = subscribe_batch
         self.instruments: dict[str, Instrument] = {i.venue_id: i for i in instruments}
+        self._by_symbol = {i.symbol: i for i in self.instruments.values()}
         self._usd = {venue_id: amounts_in_usd(i) for venue_id, i in self.instruments.items()}
         self._next_id = 1
         self._pending: dict[int, tuple[str, tuple[str, ...]]] = {}  # request id -> (method, channels)
@@ -164,7 +165,7 @@ class DeribitParser:
 
     def resync(self, symbol: str) -> list[Action]:
         """No REST bootstrap: unsubscribing and subscribing the book channel yields a fresh snapshot."""
-        instrument = self._by_symbol(symbol)
+        instrument = self._by_symbol.get(symbol)
         if instrument is None:
             return []
         channel = f"book.{instrument.venue_id}.{self.interval}"
@@ -372,12 +373,6 @@ class DeribitParser:
                 )
             )
         return events
-
-    def _by_symbol(self, symbol: str) -> Instrument | None:
-        for instrument in self.instruments.values():
-            if instrument.symbol == symbol:
-                return instrument
-        return None
 
 
 class DeribitAdapter:

@@ -98,7 +98,7 @@ def _ccxt_options(venue: str) -> dict[str, Any]:
     return {"fetchMarkets": {"types": types}} if types else {}
 
 
-def _point_at(exchange: Any, rest_url: str | None) -> None:
+def point_ccxt_at(exchange: Any, rest_url: str | None) -> None:
     """Swap scheme and host (plus any path prefix of `rest_url`) into every REST URL ccxt holds, keeping
     each URL's own path: ccxt's Binance bases carry the API prefix (`https://fapi.binance.com/fapi/v1`)."""
     if not rest_url:
@@ -143,7 +143,7 @@ async def load_markets(
                 return answer
 
         exchange = _Observed(options)
-    _point_at(exchange, rest_url)
+    point_ccxt_at(exchange, rest_url)
     try:
         markets = await exchange.load_markets()
     except Exception as exc:

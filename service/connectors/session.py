@@ -258,7 +258,7 @@ class Session:
         recorder = self.recorder
         venue = handler.venue
         stale_after = self.settings.stale_after_s
-        next_idle = time.monotonic() + 1.0
+        # on_idle is driven by the keepalive task alone (every second), not from this per-frame loop.
         while True:
             # The watchdog: a feed silent this long is dead even if TCP still looks open.
             async with asyncio.timeout(stale_after):
@@ -275,9 +275,6 @@ class Session:
                 # traceback (a state change, not per message: the connection is rebuilt) and reconnect.
                 log.exception("frame_processing_failed", extra={"fields": {"venue": venue, "conn": conn}})
                 raise HandlerFailed(repr(exc)[:200]) from exc
-            if time.monotonic() >= next_idle:
-                next_idle = time.monotonic() + 1.0
-                to_send = to_send + handler.on_idle(ts_recv)
             if to_send:
                 await self._send_all(ws, conn, to_send)
 

@@ -30,11 +30,13 @@ def top_of_book(book: L2Book) -> TopOfBook:
     return bid_px, bid_sz, ask_px, ask_sz
 
 
-def ofi_event(prev: TopOfBook, new: TopOfBook) -> float:
+def ofi_event(prev: TopOfBook, new: TopOfBook, *, retreat_takes_new_queue: bool = False) -> float:
     """CKS `e_n` from the previous and the new top of book, written as the §1.1 case table.
 
     Positive = buying pressure. Bid side: improvement adds the new queue, same price adds the size change,
-    retreat removes the OLD queue. Ask side mirrored with the opposite sign.
+    retreat removes the OLD queue. Ask side mirrored with the opposite sign. `retreat_takes_new_queue`
+    selects the variant printed in Cont-Cucuringu-Zhang (2023) Eq. (2), which uses the NEW queue in the
+    retreat branch (replication studies only; see `ofi_event_ccz`).
     """
     prev_bid_px, prev_bid_sz, prev_ask_px, prev_ask_sz = prev
     bid_px, bid_sz, ask_px, ask_sz = new
@@ -44,14 +46,14 @@ def ofi_event(prev: TopOfBook, new: TopOfBook) -> float:
     elif bid_px == prev_bid_px:
         bid_term = bid_sz - prev_bid_sz
     else:
-        bid_term = -prev_bid_sz
+        bid_term = -bid_sz if retreat_takes_new_queue else -prev_bid_sz
 
     if ask_px < prev_ask_px:
         ask_term = -ask_sz
     elif ask_px == prev_ask_px:
         ask_term = prev_ask_sz - ask_sz
     else:
-        ask_term = prev_ask_sz
+        ask_term = ask_sz if retreat_takes_new_queue else prev_ask_sz
 
     # Keeping the two terms separate and adding once makes mirror symmetry exact in floats:
     # the mirrored event computes (-ask_term) + (-bid_term), the exact negation of this sum.
@@ -64,24 +66,7 @@ def ofi_event_ccz(prev: TopOfBook, new: TopOfBook) -> float:
     For replication studies only (metrics.md §1.1 "Variant to be aware of"); the service publishes
     `ofi_event`.
     """
-    prev_bid_px, prev_bid_sz, prev_ask_px, prev_ask_sz = prev
-    bid_px, bid_sz, ask_px, ask_sz = new
-
-    if bid_px > prev_bid_px:
-        bid_term = bid_sz
-    elif bid_px == prev_bid_px:
-        bid_term = bid_sz - prev_bid_sz
-    else:
-        bid_term = -bid_sz
-
-    if ask_px < prev_ask_px:
-        ask_term = -ask_sz
-    elif ask_px == prev_ask_px:
-        ask_term = prev_ask_sz - ask_sz
-    else:
-        ask_term = ask_sz
-
-    return bid_term + ask_term
+    return ofi_event(prev, new, retreat_takes_new_queue=True)
 
 
 def mirror(top: TopOfBook) -> TopOfBook:

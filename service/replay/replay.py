@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from service.config import DEFAULT_CONFIG
 from service.connectors import registry
 from service.connectors.base import PollRequest, VenueParser
 from service.connectors.markets import MarketsError, instrument_from_market, markets_from_recording
@@ -62,6 +63,8 @@ class _FileReplay:
         self.instruments: list[Instrument] | None = None
         self.parsers: dict[str, VenueParser | None] = {}
         self.polls: list[PollRequest] = []
+        self.by_symbol: dict[str, Instrument] = {}
+        self.tracked: set[str] = set()  # symbols already seen (added to the engine if they are ours)
         self.early_snapshots: list[Http] = []  # REST snapshots recorded before any connection opened
 
     def set_venue(self, venue: str) -> None:
@@ -95,6 +98,7 @@ class _FileReplay:
         if not instruments:
             raise ReplayError(f"{self.path}: no derivative instruments in the recording's REST metadata")
         self.instruments = instruments
+        self.by_symbol = {instrument.symbol: instrument for instrument in instruments}
         self.polls = list(self.adapter.polls(instruments))
 
     def _require_venue(self) -> str:
@@ -167,8 +171,10 @@ class _FileReplay:
             if isinstance(item, str):
                 continue  # a reply the live session would send (heartbeat answer): nothing to do offline
             symbol = getattr(item, "symbol", None)
-            if symbol is not None and engine.state(self.venue or "", symbol) is None:
-                instrument = _find(self.instruments or (), symbol)
+            if symbol is not None and symbol not in self.tracked:
+                # Instruments join the engine when the recording first mentions them.
+                self.tracked.add(symbol)
+                instrument = self.by_symbol.get(symbol)
                 if instrument is not None:
                     engine.add_instrument(instrument, adapter.sequence_rule, adapter.buffer_deltas)
             resync = engine.handle(item)
@@ -189,22 +195,12 @@ def replay_parser(adapter: Any, url: str, instruments: Sequence[Instrument]) -> 
     custom = getattr(adapter, "replay_parser", None)
     if custom is not None:
         return custom(url, instruments)  # type: ignore[no-any-return]
-    venue_settings_depth = _DEFAULT_DEPTH.get(adapter.venue, 1000)
-    connections = adapter.connections(instruments, url, venue_settings_depth)
+    depth = DEFAULT_CONFIG["venues"].get(adapter.venue, {}).get("book_depth", 1000)
+    connections = adapter.connections(instruments, url, depth)
     for conn_url, parser in connections:
         if conn_url == url:
             return parser  # type: ignore[no-any-return]
     return connections[0][1] if connections else None
-
-
-_DEFAULT_DEPTH = {"bybit": 200, "binanceusdm": 1000, "okx": 400, "deribit": 1000, "hyperliquid": 20}
-
-
-def _find(instruments: Iterable[Instrument], symbol: str) -> Instrument | None:
-    for instrument in instruments:
-        if instrument.symbol == symbol:
-            return instrument
-    return None
 
 
 def replay(
