@@ -19,5 +19,5 @@ ENV FLOWGAUGE_CONFIG=/etc/flowgauge/default.yaml \
 EXPOSE 8765 9464
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=2)"]
-ENTRYPOINT ["python", "-m", "service"]
+ENTRYPOINT ["python", "-m", "flowgauge"]
 CMD ["run"]

@@ -1,4 +1,4 @@
-"""Build the trimmed Binance USD-M sample the benchmark ships in `service/bench/data/` (run once, by hand).
+"""Build the trimmed Binance USD-M sample the benchmark ships in `service/flowgauge/bench/data/` (run once, by hand).
 
 Reads the full shared recording (74k frames, 2.6 MB) and writes a small file in the same recording format
 holding only what the book benchmark needs: the header, the ETHUSDT entry of `exchangeInfo`, the connect
@@ -18,9 +18,9 @@ import msgspec
 import orjson
 import zstandard
 
-from service.replay.recording import Connect, Header, Http, Recv, iter_records
+from flowgauge.recording import Connect, Header, Http, Recv, iter_records
 
-DATA = Path(__file__).resolve().parent.parent / "service" / "bench" / "data"
+DATA = Path(__file__).resolve().parent.parent / "service" / "flowgauge" / "bench" / "data"
 OUT = DATA / "binance-usdm-ethusdt-2024-08-depth.jsonl.zst"
 
 

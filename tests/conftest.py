@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.types import ContractKind, Instrument
+from flowgauge.types import ContractKind, Instrument
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BYBIT_RECORDING = FIXTURES / "bybit" / "bybit-linear-2026-08.jsonl.zst"

@@ -28,10 +28,11 @@ def free_port() -> int:
 
 @contextmanager
 def flowgauge(args: Sequence[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Start `python -m service ARGS`; on exit terminate it if still running."""
+    """Start `python -m flowgauge ARGS`; on exit terminate it if still running."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "service", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+        command = [sys.executable, "-m", "flowgauge", *args]
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             yield proc
         finally:

@@ -4,7 +4,7 @@ Two recordings: 2021-07-22 (SUSHIUSDT, AKROUSDT on one legacy unrouted connectio
 after the stream started) and the first 20 s of 2024-08-08 ETHUSDT (`depth@0ms`, per-fill `trade`).
 
 `Reference` below implements Binance's documented local-book procedure straight from the raw lines with plain
-dicts and Decimal, sharing no code with `service`: buffer diffs until the REST snapshot, drop `u < L`, the first
+dicts and Decimal, sharing no code with `flowgauge`: buffer diffs until the REST snapshot, drop `u < L`, the first
 applied diff must have `U <= L <= u`, then every `pu` must equal the previous `u`. Records are taken in receive
 time order (the 2021 file lists its REST answers before the websocket frames they follow).
 """
@@ -24,13 +24,13 @@ import orjson
 import pytest
 import zstandard
 
-from service.book.sync import BookSync
-from service.connectors.binance import BinanceUsdmAdapter, BinanceUsdmParser
-from service.connectors.markets import markets_from_recording, select
-from service.engine import Engine
-from service.replay.recording import Connect, Header, Http, Recv, iter_records
-from service.replay.replay import replay
-from service.types import SELL, BookDelta, BookSnapshot, BookState, ContractKind, Instrument, Trade
+from flowgauge.book.sync import BookSync
+from flowgauge.connectors.binance import BinanceUsdmAdapter, BinanceUsdmParser
+from flowgauge.connectors.markets import markets_from_recording, select
+from flowgauge.engine import Engine
+from flowgauge.recording import Connect, Header, Http, Recv, iter_records
+from flowgauge.replay.replay import replay
+from flowgauge.types import SELL, BookDelta, BookSnapshot, BookState, ContractKind, Instrument, Trade
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "binanceusdm"
 REC_2021 = FIXTURES / "binance-usdm-2021-07.jsonl.zst"

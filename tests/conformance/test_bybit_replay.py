@@ -1,7 +1,7 @@
 """Conformance: replay the recorded Bybit v5 session and check the engine against an independent book.
 
 The reference below is built straight from the raw frames with plain dicts and Decimal prices,
-sharing no code with `service`. At every published book state (matched by `book_seq` = Bybit `u`)
+sharing no code with `flowgauge`. At every published book state (matched by `book_seq` = Bybit `u`)
 the payload's top of book and depth imbalances must equal the reference's.
 """
 
@@ -16,10 +16,10 @@ from pathlib import Path
 import orjson
 import pytest
 import zstandard
-
-from service.publish import codec
-from service.replay.replay import replay
 from tests.conftest import BYBIT_RECORDING
+
+from flowgauge.publish import codec
+from flowgauge.replay.replay import replay
 
 LINEAR = "/v5/public/linear"
 

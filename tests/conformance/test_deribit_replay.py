@@ -2,7 +2,7 @@
 
 Frames are tied to their connection by `conn` and to the venue by the connection's `connect` URL, as a
 replay does. The reference below is built straight from the raw frames with plain dicts and Decimal,
-sharing no code with `service`. At every recorded book message the published payload (matched by
+sharing no code with `flowgauge`. At every recorded book message the published payload (matched by
 `book_seq` = Deribit `change_id`) must show the reference's top of book and depth imbalances, the
 `prev_change_id` chain must hold with no false gap, and sizes must be base units: coin for options, and
 USD / level price when the same frames are read as an inverse perpetual's.
@@ -20,12 +20,12 @@ import orjson
 import pytest
 import zstandard
 
-from service.connectors import deribit
-from service.connectors.deribit import DeribitAdapter, DeribitParser
-from service.connectors.markets import markets_from_recording
-from service.engine import Engine
-from service.replay.recording import Connect, Http, Recv, iter_records
-from service.types import BookSnapshot, ContractKind, Instrument, OpenInterest
+from flowgauge.connectors import deribit
+from flowgauge.connectors.deribit import DeribitAdapter, DeribitParser
+from flowgauge.connectors.markets import markets_from_recording
+from flowgauge.engine import Engine
+from flowgauge.recording import Connect, Http, Recv, iter_records
+from flowgauge.types import BookSnapshot, ContractKind, Instrument, OpenInterest
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "deribit" / "deribit-2021-07.jsonl.zst"
 WS_URL = "wss://www.deribit.com/ws/api/v2"

@@ -1,7 +1,7 @@
 """Conformance: the recorded Hyperliquid session through the parser and the engine, checked against an
 independent book built from the raw frames.
 
-The reference below reads the raw JSON with plain dicts and Decimal, sharing no code with `service`.
+The reference below reads the raw JSON with plain dicts and Decimal, sharing no code with `flowgauge`.
 Frames are tied to connections by `conn` and the `connect` URL (only the venue's `/ws` connection is
 parsed). Every `l2Book` push is a full 20-level snapshot, so at every one of them the engine's published
 top of book, depth imbalances and (at the end) the whole book must equal the push itself, and the
@@ -21,10 +21,10 @@ import orjson
 import pytest
 import zstandard
 
-from service.connectors.hyperliquid import HyperliquidAdapter, HyperliquidParser, instruments_from_recording
-from service.engine import Engine
-from service.replay.recording import Connect, Http, Recv, iter_records
-from service.types import BookSnapshot, Trade
+from flowgauge.connectors.hyperliquid import HyperliquidAdapter, HyperliquidParser, instruments_from_recording
+from flowgauge.engine import Engine
+from flowgauge.recording import Connect, Http, Recv, iter_records
+from flowgauge.types import BookSnapshot, Trade
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RECORDING = FIXTURES / "hyperliquid" / "hyperliquid-btc-2025-01.jsonl.zst"

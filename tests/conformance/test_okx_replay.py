@@ -1,7 +1,7 @@
 """Conformance: the recorded OKX v5 session (2022: checksum, no seqId) through OkxParser and the Engine.
 
 The reference is built straight from the raw frames with plain dicts, Decimal and zlib, sharing no code
-with `service`. Checked at every recorded book message: the venue's CRC32 checksum equals the one
+with `flowgauge`. Checked at every recorded book message: the venue's CRC32 checksum equals the one
 recomputed here (all of them, spot included) and the parser verified it too; the engine's published top
 of book and depth imbalances equal the reference's, with inverse sizes in base units (contracts x 10 USD /
 price); no false gap. A corrupted frame must surface as a CHECKSUM invalidation.
@@ -17,11 +17,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from service.connectors.markets import markets_from_recording
-from service.connectors.okx import OkxAdapter, OkxParser, okx_instrument
-from service.engine import Engine
-from service.replay.recording import Connect, Http, Recv, iter_records
-from service.types import BookSnapshot, ContractKind, Instrument, InvalidReason
+from flowgauge.connectors.markets import markets_from_recording
+from flowgauge.connectors.okx import OkxAdapter, OkxParser, okx_instrument
+from flowgauge.engine import Engine
+from flowgauge.recording import Connect, Http, Recv, iter_records
+from flowgauge.types import BookSnapshot, ContractKind, Instrument, InvalidReason
 
 RECORDING = Path(__file__).resolve().parents[1] / "fixtures" / "okx" / "okx-v5-2022-05.jsonl.zst"
 PUBLIC = "/ws/v5/public"

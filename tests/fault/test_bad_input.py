@@ -13,10 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from websockets.asyncio.client import connect
-
 from tests.conftest import BYBIT_RECORDING
 from tests.procs import flowgauge, free_port, http_get, wait_for, write_config
+from websockets.asyncio.client import connect
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,8 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-from websockets.asyncio.client import connect
-
 from tests.procs import flowgauge, free_port, http_get, wait_for
+from websockets.asyncio.client import connect
 
 pytestmark = pytest.mark.integration
 

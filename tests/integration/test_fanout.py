@@ -1,4 +1,4 @@
-"""Embedded websocket fan-out over real loopback websockets (service.publish.embedded).
+"""Embedded websocket fan-out over real loopback websockets (flowgauge.publish.embedded).
 
 Every test starts its own `EmbeddedBus` on 127.0.0.1 port 0 with a fresh registry and talks to it with the
 real `websockets` client.
@@ -15,10 +15,10 @@ from prometheus_client import CollectorRegistry
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
 
-from service.publish.codec import decode_frame, encode
-from service.publish.embedded import EmbeddedBus
-from service.publish.topics import book_topic, status_topic
-from service.telemetry.instruments import Telemetry
+from flowgauge.publish.codec import decode_frame, encode
+from flowgauge.publish.embedded import EmbeddedBus
+from flowgauge.publish.topics import book_topic, status_topic
+from flowgauge.telemetry.instruments import Telemetry
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""HTTP endpoints (service.telemetry.http) over a real loopback socket, scraped with aiohttp.
+"""HTTP endpoints (flowgauge.telemetry.http) over a real loopback socket, scraped with aiohttp.
 
 `/metrics` is parsed with prometheus_client's own parser. The signal gauges come from a `SignalCollector`
 reading a small in-test `SignalSource`: that is our own interface, not a network peer.
@@ -13,9 +13,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.telemetry.collector import SignalCollector
-from service.telemetry.http import HttpServer
-from service.telemetry.instruments import Telemetry
+from flowgauge.telemetry.collector import SignalCollector
+from flowgauge.telemetry.http import HttpServer
+from flowgauge.telemetry.instruments import Telemetry
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-
 from tests.conftest import BYBIT_RECORDING
 from tests.procs import flowgauge, free_port, http_get, process, wait_for, write_config
 

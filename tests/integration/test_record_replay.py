@@ -14,10 +14,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-
-from service.replay.recording import Connect, Http, Recv, iter_records
 from tests.conftest import BYBIT_RECORDING
 from tests.procs import flowgauge, free_port, http_get, wait_for, write_config
+
+from flowgauge.recording import Connect, Http, Recv, iter_records
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ async def test_recorded_session_replays(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     result = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "service", "replay", *map(str, files), "--out", str(out)],
+        [sys.executable, "-m", "flowgauge", "replay", *map(str, files), "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=120,

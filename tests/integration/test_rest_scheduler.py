@@ -13,8 +13,8 @@ import time
 import pytest
 from aiohttp import web
 
-from service.connectors.base import FetchSnapshot, PollRequest
-from service.connectors.rest import RestScheduler
+from flowgauge.connectors.base import FetchSnapshot, PollRequest
+from flowgauge.connectors.rest import RestScheduler
 
 pytestmark = pytest.mark.integration
 

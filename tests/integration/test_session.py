@@ -1,4 +1,4 @@
-"""The shared websocket Session runner (service.connectors.session) against real loopback servers.
+"""The shared websocket Session runner (flowgauge.connectors.session) against real loopback servers.
 
 Every test starts its own `websockets.asyncio.server.serve` on 127.0.0.1 port 0 (the `FakeVenue` below) and
 drives a `Session` with a tiny scripted `FeedHandler`. The server side is scripted from the test body: each
@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from service.connectors.session import Session, SessionSettings
+from flowgauge.connectors.session import Session, SessionSettings
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import asyncio
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from service.connectors.session import Session, SessionSettings
+from flowgauge.connectors.session import Session, SessionSettings
 
 pytestmark = pytest.mark.integration
 

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from tests.sim_helpers import STEP_S, recv, recv_json, running_sim, until, ws_client
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from service.book.sync import BookSync
-from service.connectors.base import FetchSnapshot
-from service.connectors.binance import BinanceUsdmAdapter, BinanceUsdmParser, point_ccxt_at
-from service.replay.sim_binance import BinanceUsdmSimulator
-from service.types import (
+from flowgauge.book.sync import BookSync
+from flowgauge.connectors.base import FetchSnapshot
+from flowgauge.connectors.binance import BinanceUsdmAdapter, BinanceUsdmParser, point_ccxt_at
+from flowgauge.simulate.binanceusdm import BinanceUsdmSimulator
+from flowgauge.types import (
     SELL,
     BadFrame,
     BookDelta,
@@ -39,7 +40,6 @@ from service.types import (
     OpenInterest,
     Trade,
 )
-from tests.sim_helpers import STEP_S, recv, recv_json, running_sim, until, ws_client
 
 pytestmark = pytest.mark.integration
 

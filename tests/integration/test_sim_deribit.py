@@ -17,15 +17,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from websockets.asyncio.client import ClientConnection
-
-from service.book.sync import BookSync
-from service.connectors import deribit
-from service.connectors.deribit import DeribitAdapter, DeribitParser
-from service.connectors.markets import load_markets, markets_from_recording
-from service.replay.recording import Http, iter_records
-from service.replay.sim_deribit import DeribitSimulator, run_simulator
-from service.types import BadFrame, BookDelta, BookSnapshot, BookState, Instrument, InvalidReason
 from tests.sim_helpers import (
     STEP_S,
     assert_close_says_going_away,
@@ -36,6 +27,15 @@ from tests.sim_helpers import (
     until,
     ws_client,
 )
+from websockets.asyncio.client import ClientConnection
+
+from flowgauge.book.sync import BookSync
+from flowgauge.connectors import deribit
+from flowgauge.connectors.deribit import DeribitAdapter, DeribitParser
+from flowgauge.connectors.markets import load_markets, markets_from_recording
+from flowgauge.recording import Http, iter_records
+from flowgauge.simulate.deribit import DeribitSimulator, run_simulator
+from flowgauge.types import BadFrame, BookDelta, BookSnapshot, BookState, Instrument, InvalidReason
 
 pytestmark = pytest.mark.integration
 

@@ -13,14 +13,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from tests.sim_helpers import assert_serves_until_cancelled, recv, recv_json, running_sim, until, ws_client
 from websockets.asyncio.client import ClientConnection
 
-from service.book.sync import BookSync
-from service.connectors.hyperliquid import HyperliquidAdapter, HyperliquidParser, instrument_from_market
-from service.connectors.markets import load_markets, select
-from service.replay.sim_hyperliquid import DEFAULT_PORT, HyperliquidSimulator, run_simulator
-from service.types import BadFrame, BookSnapshot, BookState, FundingRate, Instrument, OpenInterest, Trade
-from tests.sim_helpers import assert_serves_until_cancelled, recv, recv_json, running_sim, until, ws_client
+from flowgauge.book.sync import BookSync
+from flowgauge.connectors.hyperliquid import HyperliquidAdapter, HyperliquidParser, instrument_from_market
+from flowgauge.connectors.markets import load_markets, select
+from flowgauge.simulate.hyperliquid import DEFAULT_PORT, HyperliquidSimulator, run_simulator
+from flowgauge.types import BadFrame, BookSnapshot, BookState, FundingRate, Instrument, OpenInterest, Trade
 
 pytestmark = pytest.mark.integration
 

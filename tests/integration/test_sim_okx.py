@@ -19,14 +19,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+from tests.sim_helpers import STEP_S, assert_serves_until_cancelled, recv, running_sim, ws_client
 from websockets.asyncio.client import ClientConnection
 
-from service.book.sync import BookSync
-from service.connectors.base import FetchSnapshot
-from service.connectors.markets import load_markets
-from service.connectors.okx import OkxAdapter, OkxParser, okx_instrument
-from service.replay.sim_okx import OkxSimulator, run_simulator
-from service.types import (
+from flowgauge.book.sync import BookSync
+from flowgauge.connectors.base import FetchSnapshot
+from flowgauge.connectors.markets import load_markets
+from flowgauge.connectors.okx import OkxAdapter, OkxParser, okx_instrument
+from flowgauge.simulate.okx import OkxSimulator, run_simulator
+from flowgauge.types import (
     BadFrame,
     BookDelta,
     BookSnapshot,
@@ -38,7 +39,6 @@ from service.types import (
     OpenInterest,
     Trade,
 )
-from tests.sim_helpers import STEP_S, assert_serves_until_cancelled, recv, running_sim, ws_client
 
 pytestmark = pytest.mark.integration
 

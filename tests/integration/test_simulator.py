@@ -10,10 +10,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from websockets.asyncio.client import ClientConnection
-
-from service.replay.recording import Connect, Recv, iter_records
-from service.replay.simulator import BybitSimulator, run_simulator
 from tests.sim_helpers import (
     assert_close_says_going_away,
     assert_serves_until_cancelled,
@@ -23,6 +19,10 @@ from tests.sim_helpers import (
     until,
     ws_client,
 )
+from websockets.asyncio.client import ClientConnection
+
+from flowgauge.recording import Connect, Recv, iter_records
+from flowgauge.simulate.bybit import BybitSimulator, run_simulator
 
 pytestmark = pytest.mark.integration
 
@@ -335,11 +335,11 @@ async def test_run_simulator_serves_until_cancelled() -> None:
 
 async def test_account_ratio_endpoint_answers_the_daemons_poll() -> None:
     import aiohttp
-
-    from service.connectors.bybit import BybitAdapter
-    from service.replay.simulator import BybitSimulator
-    from service.types import LongShortRatio
     from tests.conftest import linear_instrument
+
+    from flowgauge.connectors.bybit import BybitAdapter
+    from flowgauge.simulate.bybit import BybitSimulator
+    from flowgauge.types import LongShortRatio
 
     (poll,) = BybitAdapter().polls([linear_instrument()])
     async with (

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tests.procs import free_port, write_config
 
 pytestmark = pytest.mark.integration
@@ -24,7 +23,7 @@ async def test_taken_http_port_is_reported_with_exit_2(tmp_path: Path) -> None:
         config = write_config(tmp_path / "cfg.yaml", free_port(), free_port(), port)
         result = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "service", "run", "-c", str(config)],
+            [sys.executable, "-m", "flowgauge", "run", "-c", str(config)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -37,7 +36,7 @@ async def test_taken_http_port_is_reported_with_exit_2(tmp_path: Path) -> None:
 async def test_unparseable_url_in_the_environment_is_a_config_error(tmp_path: Path) -> None:
     result = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "service", "check-config"],
+        [sys.executable, "-m", "flowgauge", "check-config"],
         capture_output=True,
         text=True,
         timeout=60,

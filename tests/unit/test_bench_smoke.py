@@ -11,8 +11,8 @@ import io
 import json
 import math
 
-from service.bench import add_arguments
-from service.bench.report import BenchConfig, execute
+from flowgauge.bench import add_arguments
+from flowgauge.bench.report import BenchConfig, execute
 
 REQUIRED = (
     "parse_book_vs_cryptofeed_bybit",

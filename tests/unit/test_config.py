@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.config import (
+from flowgauge.config import (
     DEFAULT_CONFIG,
     ConfigError,
     check_config_main,

@@ -12,9 +12,9 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from service.config import load_settings
-from service.telemetry.collector import SignalCollector
-from service.telemetry.instruments import Telemetry
+from flowgauge.config import load_settings
+from flowgauge.telemetry.collector import SignalCollector
+from flowgauge.telemetry.instruments import Telemetry
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"
@@ -63,7 +63,7 @@ def test_every_metric_the_rules_use_is_exported() -> None:
 
 def test_dockerfile_keeps_the_lifecycle_contract() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert 'ENTRYPOINT ["python", "-m", "service"]' in text  # exec form: Python is PID 1 and gets SIGTERM
+    assert 'ENTRYPOINT ["python", "-m", "flowgauge"]' in text  # exec form: Python is PID 1 and gets SIGTERM
     assert "STOPSIGNAL SIGTERM" in text
     assert re.search(r"^USER (?!root)\w+", text, re.M)
     settings = load_settings(ROOT / "config" / "default.yaml", {})

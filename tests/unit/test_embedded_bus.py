@@ -1,4 +1,4 @@
-"""In-process side of the embedded bus (service.publish.embedded) and the null publisher.
+"""In-process side of the embedded bus (flowgauge.publish.embedded) and the null publisher.
 
 No sockets: the bus is built with `port=None`, so `start()` runs no websocket server.
 """
@@ -10,11 +10,11 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.publish.base import NullPublisher, Publisher
-from service.publish.codec import encode
-from service.publish.embedded import EmbeddedBus, Message, Subscription
-from service.publish.topics import book_topic, status_topic
-from service.telemetry.instruments import Telemetry
+from flowgauge.publish.base import NullPublisher, Publisher
+from flowgauge.publish.codec import encode
+from flowgauge.publish.embedded import EmbeddedBus, Message, Subscription
+from flowgauge.publish.topics import book_topic, status_topic
+from flowgauge.telemetry.instruments import Telemetry
 
 TIMEOUT = 2.0
 

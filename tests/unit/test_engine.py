@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import orjson
-
-from service.engine import Engine
-from service.types import BadFrame, BookDelta, BookSnapshot, OpenInterest, Trade
 from tests.conftest import linear_instrument
+
+from flowgauge.engine import Engine
+from flowgauge.types import BadFrame, BookDelta, BookSnapshot, OpenInterest, Trade
 
 SYM = "BTC/USDT:USDT"
 BOOK_TOPIC = "flowgauge.v1.bybit.BTC-USDT-USDT"
@@ -119,7 +119,7 @@ def test_min_interval_throttles_book_payloads_only() -> None:
 
 
 def test_long_short_ratio_publishes_bounded_skew() -> None:
-    from service.types import LongShortRatio
+    from flowgauge.types import LongShortRatio
 
     engine, out = make()
     engine.handle(LongShortRatio("bybit", SYM, "accounts", 3.0, 1 * S, 1 * S))
@@ -131,7 +131,7 @@ def test_long_short_ratio_publishes_bounded_skew() -> None:
 
 
 def test_sampled_liquidation_venue_is_flagged() -> None:
-    from service.types import Liquidation
+    from flowgauge.types import Liquidation
 
     out = Recorder()
     engine = Engine(out, clock=lambda: 1)

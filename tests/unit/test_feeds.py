@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from service.book.sequencing import binance_futures
-from service.connectors.base import FetchSnapshot
-from service.engine import Engine
-from service.feeds import VenueFeed
-from service.types import BookSnapshot
 from tests.conftest import linear_instrument
+
+from flowgauge.book.sequencing import binance_futures
+from flowgauge.connectors.base import FetchSnapshot
+from flowgauge.engine import Engine
+from flowgauge.feeds import VenueFeed
+from flowgauge.types import BookSnapshot
 
 SYM = "BTC/USDT:USDT"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from service.replay.recording import (
+from flowgauge.recording import (
     FORMAT_VERSION,
     Connect,
     Header,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.connectors.rest import BANNED_RETRY_AFTER_S, DEFAULT_RETRY_AFTER_S, TokenBucket, retry_after_s
+from flowgauge.connectors.rest import BANNED_RETRY_AFTER_S, DEFAULT_RETRY_AFTER_S, TokenBucket, retry_after_s
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""Pure policy of the websocket Session runner (service.connectors.session): backoff and classification.
+"""Pure policy of the websocket Session runner (flowgauge.connectors.session): backoff and classification.
 
 No sockets here: `backoff_delays` is driven by a seeded `random.Random` and `classify` is checked from a
 table of the exceptions a session can see. The runner itself is exercised against real servers in
@@ -21,7 +21,7 @@ from websockets.exceptions import (
 from websockets.frames import Close, CloseCode
 from websockets.http11 import Response
 
-from service.connectors.session import backoff_delays, classify
+from flowgauge.connectors.session import backoff_delays, classify
 
 
 def _nominal(initial: float, cap: float, n: int) -> list[float]:

@@ -1,11 +1,11 @@
-"""Topic grammar, NATS-style pattern matching, and the payload codec (service.publish.topics / codec)."""
+"""Topic grammar, NATS-style pattern matching, and the payload codec (flowgauge.publish.topics / codec)."""
 
 from __future__ import annotations
 
 import pytest
 
-from service.publish import codec
-from service.publish.topics import (
+from flowgauge.publish import codec
+from flowgauge.publish.topics import (
     TopicPattern,
     agg_topic,
     book_topic,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from service.book.sequencing import chained_ids, okx_books
-from service.book.sync import BookSync
-from service.types import BookDelta, BookSnapshot, BookState, InvalidReason
+from flowgauge.book.sequencing import chained_ids, okx_books
+from flowgauge.book.sync import BookSync
+from flowgauge.types import BookDelta, BookSnapshot, BookState, InvalidReason
 
 
 def delta(prev: int | None, seq: int, bids=((100.0, 1.0),)) -> BookDelta:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from service.book.l2 import L2Book
-from service.book.sync import BookSync, consecutive_ids
-from service.types import BookDelta, BookSnapshot, BookState, InvalidReason
+from flowgauge.book.l2 import L2Book
+from flowgauge.book.sync import BookSync, consecutive_ids
+from flowgauge.types import BookDelta, BookSnapshot, BookState, InvalidReason
 
 
 def snap(seq: int, bids=((100.0, 5.0),), asks=((100.1, 3.0),)) -> BookSnapshot:
@@ -108,7 +108,7 @@ def test_l2_book_levels_and_bands() -> None:
 def test_stale_rest_snapshot_never_moves_a_valid_book_backwards() -> None:
     # Timeline (Binance-style, buffered): snapshot L=100 -> deltas to 102 -> a duplicate delivery of a
     # snapshot at 101 arrives late -> it is dropped and the book stays at 102 and VALID.
-    from service.book.sequencing import binance_futures
+    from flowgauge.book.sequencing import binance_futures
 
     sync = BookSync(binance_futures, buffer_deltas=True)
     sync.on_snapshot(snap(100))

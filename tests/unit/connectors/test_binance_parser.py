@@ -6,10 +6,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from service.book.sequencing import binance_futures
-from service.book.sync import BookSync
-from service.connectors.base import FetchSnapshot, PollRequest
-from service.connectors.binance import (
+from flowgauge.book.sequencing import binance_futures
+from flowgauge.book.sync import BookSync
+from flowgauge.connectors.base import FetchSnapshot, PollRequest
+from flowgauge.connectors.binance import (
     DEFAULT_FUNDING_HOURS,
     LONG_SHORT_PATHS,
     POLL_WEIGHT_PER_MINUTE,
@@ -21,7 +21,7 @@ from service.connectors.binance import (
     route_of_url,
     routed_url,
 )
-from service.types import (
+from flowgauge.types import (
     BUY,
     SELL,
     BadFrame,

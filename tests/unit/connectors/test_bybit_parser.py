@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from service.connectors.bybit import BybitParser, category_of_url
-from service.types import (
+from flowgauge.connectors.bybit import BybitParser, category_of_url
+from flowgauge.types import (
     BUY,
     SELL,
     BadFrame,
@@ -215,8 +215,8 @@ def test_category_of_url() -> None:
 
 
 def test_long_short_account_ratio_poll(btc: Instrument) -> None:
-    from service.connectors.bybit import BybitAdapter
-    from service.types import LongShortRatio
+    from flowgauge.connectors.bybit import BybitAdapter
+    from flowgauge.types import LongShortRatio
 
     adapter = BybitAdapter()
     (poll,) = adapter.polls([btc])

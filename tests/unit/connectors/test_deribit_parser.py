@@ -13,13 +13,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from service.book.sequencing import chained_ids
-from service.book.sync import BookSync
-from service.connectors import deribit
-from service.connectors.deribit import DeribitAdapter, DeribitParser
-from service.connectors.markets import instrument_from_market, markets_from_recording
-from service.replay.recording import Http, iter_records
-from service.types import (
+from flowgauge.book.sequencing import chained_ids
+from flowgauge.book.sync import BookSync
+from flowgauge.connectors import deribit
+from flowgauge.connectors.deribit import DeribitAdapter, DeribitParser
+from flowgauge.connectors.markets import instrument_from_market, markets_from_recording
+from flowgauge.recording import Http, iter_records
+from flowgauge.types import (
     BUY,
     SELL,
     BadFrame,

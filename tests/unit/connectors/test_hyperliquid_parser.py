@@ -6,10 +6,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from service.book.sequencing import snapshots_only
-from service.book.sync import BookSync
-from service.connectors.base import PollRequest
-from service.connectors.hyperliquid import (
+from flowgauge.book.sequencing import snapshots_only
+from flowgauge.book.sync import BookSync
+from flowgauge.connectors.base import PollRequest
+from flowgauge.connectors.hyperliquid import (
     ASSET_CTXS_BODY,
     COINS_PER_CONNECTION,
     MAX_BOOK_LEVELS,
@@ -21,7 +21,7 @@ from service.connectors.hyperliquid import (
     instruments_from_recording,
     market_responses,
 )
-from service.types import (
+from flowgauge.types import (
     BUY,
     SELL,
     BadFrame,

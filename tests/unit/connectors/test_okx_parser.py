@@ -8,10 +8,10 @@ import zlib
 import orjson
 import pytest
 
-from service.book.sequencing import okx_books
-from service.book.sync import BookSync
-from service.connectors.base import FetchSnapshot, PollRequest
-from service.connectors.okx import (
+from flowgauge.book.sequencing import okx_books
+from flowgauge.book.sync import BookSync
+from flowgauge.connectors.base import FetchSnapshot, PollRequest
+from flowgauge.connectors.okx import (
     LONG_SHORT_ENDPOINTS,
     OkxAdapter,
     OkxParser,
@@ -19,7 +19,7 @@ from service.connectors.okx import (
     okx_instrument,
     public_url,
 )
-from service.types import (
+from flowgauge.types import (
     BUY,
     SELL,
     BadFrame,

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from service.book.l2 import L2Book
-from service.metrics.accumulator import FIELD_NAMES, QUALITY_FLAGS, InstrumentMetrics
-from service.types import (
+from flowgauge.book.l2 import L2Book
+from flowgauge.metrics.accumulator import FIELD_NAMES, QUALITY_FLAGS, InstrumentMetrics
+from flowgauge.types import (
     BUY,
     SELL,
     ContractKind,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.book.l2 import L2Book
-from service.metrics.depth import band_depth, depth_imbalances, mid_price, spread_bps, weighted_mid
+from flowgauge.book.l2 import L2Book
+from flowgauge.metrics.depth import band_depth, depth_imbalances, mid_price, spread_bps, weighted_mid
 
 BIDS = [(100.0, 1.0), (99.9, 2.0), (99.5, 3.0), (99.0, 4.0)]
 ASKS = [(100.1, 2.0), (100.2, 1.0), (100.6, 5.0), (101.0, 1.0)]

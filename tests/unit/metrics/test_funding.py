@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.metrics.funding import FundingState, funding_rate_8h, premium_bps
-from service.types import FundingRate
+from flowgauge.metrics.funding import FundingState, funding_rate_8h, premium_bps
+from flowgauge.types import FundingRate
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from service.book.l2 import L2Book
-from service.metrics.ofi import (
+from flowgauge.book.l2 import L2Book
+from flowgauge.metrics.ofi import (
     EMPTY_ASK_PX,
     EMPTY_BID_PX,
     TopOfBook,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.metrics.open_interest import OI_STALE_POLLS, OpenInterestFlow
+from flowgauge.metrics.open_interest import OI_STALE_POLLS, OpenInterestFlow
 
 S = 1_000_000_000
 MIN = 60 * S
@@ -154,7 +154,7 @@ def test_unchanged_oi_while_trading_becomes_stale() -> None:
 
 def test_pending_trades_fold_when_oi_feed_is_silent(monkeypatch: pytest.MonkeyPatch) -> None:
     """Trades piling up after the last OI observation are folded (bounded memory) without losing volume."""
-    import service.metrics.open_interest as oi_module
+    import flowgauge.metrics.open_interest as oi_module
 
     monkeypatch.setattr(oi_module, "_MAX_PENDING_TRADES", 4)
     flow = OpenInterestFlow(W)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.metrics.trades import TradeFlowImbalance
-from service.types import BUY, SELL
+from flowgauge.metrics.trades import TradeFlowImbalance
+from flowgauge.types import BUY, SELL
 
 S = 1_000_000_000
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from service.metrics.windows import DecayedSum, ExactSum, SlidingFlow, SlidingSum
+from flowgauge.metrics.windows import DecayedSum, ExactSum, SlidingFlow, SlidingSum
 
 S = 1_000_000_000
 

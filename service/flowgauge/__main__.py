@@ -1,0 +1,3 @@
+from flowgauge.cli import main
+
+main()

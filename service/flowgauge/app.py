@@ -1,0 +1,377 @@
+"""Composition root: builds every component from `Settings`, runs them, stops them in order.
+
+Lifecycle (SIGTERM/SIGINT -> exit 0 within `shutdown_timeout_s`):
+1. the first signal sets `stop`; /readyz turns 503 at once;
+2. venue sessions are cancelled (their sockets close, each with a short close handshake);
+3. the recorder flushes and closes its file, the fan-out closes client connections;
+4. the HTTP server closes last, so the final counters could be scraped until the end.
+A second signal exits immediately with status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from flowgauge.config import Settings, VenueSettings
+from flowgauge.connectors import registry
+from flowgauge.connectors.base import PollRequest, VenueAdapter
+from flowgauge.connectors.markets import MarketsError, load_markets, select
+from flowgauge.connectors.rest import RestScheduler
+from flowgauge.connectors.session import Session, SessionSettings
+from flowgauge.engine import Engine
+from flowgauge.feeds import VenueFeed
+from flowgauge.logs import BurstLimiter, event
+from flowgauge.publish.embedded import EmbeddedBus
+from flowgauge.recording import RecordingWriter
+from flowgauge.telemetry.collector import SignalCollector
+from flowgauge.telemetry.http import HttpServer
+from flowgauge.telemetry.instruments import RECONNECT_REASONS, BookInstruments, Telemetry, VenueInstruments
+from flowgauge.types import Instrument
+
+log = logging.getLogger(__name__)
+
+RECORDER_FLUSH_INTERVAL_S = 1.0
+MARKETS_RETRY_MAX_S = 30.0
+
+
+class _TelemetryHooks:
+    """Adapts engine and session callbacks to Prometheus instruments (cached label children)."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+        self._venues: dict[str, VenueInstruments] = {}
+        self._books: dict[tuple[str, str], BookInstruments] = {}
+
+    def venue(self, venue: str) -> VenueInstruments:
+        instruments = self._venues.get(venue)
+        if instruments is None:
+            instruments = self._venues[venue] = self.telemetry.register_venue(venue)
+        return instruments
+
+    def book(self, venue: str, symbol: str) -> BookInstruments:
+        instruments = self._books.get((venue, symbol))
+        if instruments is None:
+            instruments = self._books[(venue, symbol)] = self.telemetry.register_book(venue, symbol)
+        return instruments
+
+    # engine
+    def resync(self, venue: str, symbol: str, reason: str) -> None:
+        book = self.book(venue, symbol)
+        book.resync(reason)
+        if reason == "gap":
+            book.sequence_gaps.inc()
+
+    def bad_frame(self, venue: str) -> None:
+        self.venue(venue).bad_frames.inc()
+
+    def published(self, venue: str, ts_exchange: int, ts_recv: int, ts_publish: int) -> None:
+        instruments = self.venue(venue)
+        instruments.observe_exchange_to_recv((ts_recv - ts_exchange) / 1e9)
+        instruments.observe_recv_to_publish((ts_publish - ts_recv) / 1e9)
+
+    # rest
+    def rest_request(self, venue: str, kind: str, outcome: str) -> None:
+        self.telemetry.count_rest_request(venue, kind, outcome)
+
+    # session
+    def connected(self, venue: str, up: bool) -> None:
+        self.venue(venue).connected.set(1 if up else 0)
+
+    def received(self, venue: str, nbytes: int) -> None:
+        self.venue(venue).frame_received(nbytes)
+
+    def reconnect(self, venue: str, reason: str) -> None:
+        self.venue(venue).reconnect(reason if reason in RECONNECT_REASONS else "error")
+
+
+class Daemon:
+    """The running daemon. `run()` returns when stopped; `ready` is set once servers listen."""
+
+    def __init__(self, settings: Settings, *, record_dir: str | None = None) -> None:
+        self.settings = settings
+        self.record_dir = record_dir or settings.record.dir
+        self.registry = CollectorRegistry()
+        self.telemetry = Telemetry(self.registry)
+        self.hooks = _TelemetryHooks(self.telemetry)
+        self.stop = asyncio.Event()
+        self.listening = asyncio.Event()
+        self.stopping = False
+        self.bus: EmbeddedBus | None = None
+        self.http: HttpServer | None = None
+        self.recorders: dict[str, RecordingWriter] = {}
+        self.rest: dict[str, RestScheduler] = {}
+        self.engine = Engine(
+            self._publish, min_interval_ms=settings.publish.min_interval_ms, hooks=self.hooks
+        )
+        self.registry.register(SignalCollector(self.engine))
+        self._expected_books: set[tuple[str, str]] = set()
+        self._recorder_drops_reported: dict[int, int] = {}
+        self._recorder_errors = BurstLimiter(60.0)
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        if self.bus is not None:
+            self.bus.publish(topic, payload)
+
+    def ready(self) -> bool:
+        if self.stopping or not self._expected_books:
+            return False
+        states = {(venue, symbol): state for venue, symbol, state in self.engine.book_states()}
+        return all(states.get(key) == "VALID" for key in self._expected_books)
+
+    def status(self) -> dict[str, object]:
+        status = self.engine.status()
+        status["ready"] = self.ready()
+        states = {(venue, symbol): state for venue, symbol, state in self.engine.book_states()}
+        status["ready_by_venue"] = {
+            venue: not self.stopping
+            and all(states.get((venue, symbol)) == "VALID" for symbol in venue_settings.symbols)
+            for venue, venue_settings in self.settings.venues.items()
+        }
+        status["configured"] = {
+            venue: list(venue_settings.symbols) for venue, venue_settings in self.settings.venues.items()
+        }
+        return status
+
+    async def run(self) -> None:
+        settings = self.settings
+        for venue, venue_settings in settings.venues.items():
+            self.hooks.venue(venue)
+            for symbol in venue_settings.symbols:
+                self._expected_books.add((venue, symbol))
+                self.hooks.book(venue, symbol)
+        async with contextlib.AsyncExitStack() as stack:
+            # Entered first, closed last: /metrics stays up until everything else has stopped.
+            # Teardown shares one budget (shutdown_timeout_s): each component gets a bounded slice, and
+            # whatever overruns it is abandoned rather than holding the process past its grace period.
+            budget = settings.shutdown_timeout_s
+            self.http = HttpServer(
+                settings.http.host, settings.http.port, self.registry, self.ready, self.status,
+                shutdown_timeout=budget * 0.2,
+            )
+            await _listen(self.http.start(), "http", settings.http.host, settings.http.port)
+            stack.push_async_callback(_bounded, self.http.close, budget * 0.25, "http")
+            embedded = settings.bus.embedded
+            if embedded.enabled:
+                self.bus = EmbeddedBus(
+                    embedded.host,
+                    embedded.port,
+                    token=embedded.token,
+                    client_queue=embedded.client_queue,
+                    telemetry=self.telemetry,
+                    close_timeout=budget * 0.15,
+                )
+                await _listen(self.bus.start(), "bus.embedded", embedded.host, embedded.port)
+                stack.push_async_callback(_bounded, self.bus.close, budget * 0.35, "bus")
+            stack.callback(self._close_recorders)
+            event(
+                log,
+                logging.INFO,
+                "daemon_listening",
+                http_port=self.http.bound_port,
+                bus_port=self.bus.bound_port if self.bus else None,
+            )
+            self.listening.set()
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._stop_when_signalled(), name="shutdown-watcher")
+                    for venue, venue_settings in settings.venues.items():
+                        tasks.create_task(self._run_venue(venue, venue_settings), name=f"venue:{venue}")
+                    if self.record_dir:
+                        tasks.create_task(self._flush_recorders(), name="recorder-flush")
+            except* _ShutdownRequested:
+                event(log, logging.INFO, "shutdown_requested")
+            self.stopping = True
+
+    async def _stop_when_signalled(self) -> None:
+        await self.stop.wait()
+        self.stopping = True
+        raise _ShutdownRequested
+
+    def _recorder(self, venue: str) -> RecordingWriter | None:
+        if not self.record_dir:
+            return None
+        recorder = self.recorders.get(venue)
+        if recorder is None:
+            record = self.settings.record
+            recorder = RecordingWriter(
+                Path(self.record_dir),
+                venue.upper(),
+                rotate_bytes=int(record.rotate_mb * 1024 * 1024),
+                rotate_seconds=record.rotate_s,
+            )
+            self.recorders[venue] = recorder
+        return recorder
+
+    async def _flush_recorders(self) -> None:
+        while True:
+            await asyncio.sleep(RECORDER_FLUSH_INTERVAL_S)
+            for recorder in list(self.recorders.values()):
+                # Compression and file writes happen off the event loop. Recording is optional: a full
+                # disk or a removed directory is reported and retried, never fatal (pending is bounded).
+                try:
+                    await asyncio.to_thread(recorder.flush)
+                except OSError as exc:
+                    if self._recorder_errors.allow(str(id(recorder))) is not None:
+                        event(log, logging.ERROR, "recorder_write_failed", error=repr(exc)[:200])
+                self._report_recorder_drops(recorder)
+
+    def _report_recorder_drops(self, recorder: RecordingWriter) -> None:
+        reported = self._recorder_drops_reported.get(id(recorder), 0)
+        if recorder.dropped > reported:
+            self.telemetry.count_recorder_dropped(recorder.dropped - reported)
+            self._recorder_drops_reported[id(recorder)] = recorder.dropped
+
+    def _close_recorders(self) -> None:
+        for recorder in self.recorders.values():
+            try:
+                recorder.close()
+            except OSError as exc:
+                event(log, logging.ERROR, "recorder_close_failed", error=repr(exc)[:200])
+
+    async def _run_venue(self, venue: str, venue_settings: VenueSettings) -> None:
+        adapter = registry.adapter(venue)
+        instruments = await self._load_instruments(venue, venue_settings)
+        for instrument in instruments:
+            self.engine.add_instrument(instrument, adapter.sequence_rule, adapter.buffer_deltas)
+        session_settings = SessionSettings(
+            ping_interval_s=venue_settings.ping_interval_s,
+            stale_after_s=venue_settings.stale_after_s,
+            connect_timeout_s=venue_settings.connect_timeout_s,
+            backoff_initial_s=venue_settings.backoff_initial_s,
+            backoff_max_s=venue_settings.backoff_max_s,
+            max_connection_age_s=getattr(adapter, "max_connection_age_s", None),
+        )
+        rest = RestScheduler(
+            venue,
+            venue_settings.rest_url,
+            adapter.rest_weight_per_minute,
+            timeout_s=venue_settings.connect_timeout_s,
+            hooks=self.hooks,
+            on_response=self._http_recorder(venue),
+        )
+        self.rest[venue] = rest
+        for poll in adapter.polls(instruments):
+            rest.add_poll(poll, self._poll_callback(adapter, poll))
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(rest.run(), name=f"rest:{venue}")
+            connections = adapter.connections(instruments, venue_settings.ws_url, venue_settings.book_depth)
+            for index, (url, parser) in enumerate(connections, start=1):
+                symbols = [instrument.symbol for instrument in parser.instruments.values()]
+                feed = VenueFeed(venue, symbols, parser, self.engine, rest)
+                session = Session(
+                    url,
+                    feed,
+                    session_settings,
+                    hooks=self.hooks,
+                    recorder=self._recorder(venue),
+                    name=f"{venue.upper()}.ws.{index}",
+                )
+                tasks.create_task(session.run(), name=f"session:{venue}:{index}")
+
+    def _poll_callback(self, adapter: VenueAdapter, poll: PollRequest) -> Callable[[str, int], None]:
+        def on_body(body: str, ts_recv: int) -> None:
+            self.engine.handle_all(adapter.parse_poll(poll, body, ts_recv))
+
+        return on_body
+
+    def _http_recorder(self, venue: str) -> Callable[[str, str], None] | None:
+        recorder = self._recorder(venue)
+        if recorder is None:
+            return None
+        rec = recorder
+
+        def on_response(url: str, body: str) -> None:
+            rec.http(f"{venue.upper()}.http.1", url, body)
+
+        return on_response
+
+    async def _load_instruments(self, venue: str, venue_settings: VenueSettings) -> list[Instrument]:
+        """Instrument metadata through ccxt, retried with backoff: a venue REST outage must not kill us."""
+        on_response = self._http_recorder(venue)
+        delay = 0.5
+        while True:
+            try:
+                markets = await load_markets(
+                    venue, venue_settings.rest_url, venue_settings.connect_timeout_s, on_response
+                )
+                # An unknown symbol is a configuration error: fail loudly (select raises).
+                return select(venue, markets, list(venue_settings.symbols))
+            except MarketsError as exc:
+                if "unknown symbol" in str(exc) or "not a perpetual" in str(exc):
+                    raise
+                event(log, logging.WARNING, "markets_load_failed", venue=venue, error=str(exc)[:300],
+                      retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(MARKETS_RETRY_MAX_S, delay * 2)
+
+
+class _ShutdownRequested(Exception):
+    """Raised inside the task group to cancel every task when a stop signal arrives."""
+
+
+class StartupError(RuntimeError):
+    """The daemon cannot start as configured (a port already taken): exit 2 with this message."""
+
+
+async def _listen(start: Awaitable[None], what: str, host: str, port: int) -> None:
+    try:
+        await start
+    except OSError as exc:
+        raise StartupError(f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+async def _bounded(close: Callable[[], Awaitable[None]], seconds: float, what: str) -> None:
+    """Run one teardown step within its share of the shutdown budget; abandon it past that."""
+    try:
+        async with asyncio.timeout(seconds):
+            await close()
+    except TimeoutError:
+        event(log, logging.WARNING, "shutdown_step_overran", step=what, budget_s=round(seconds, 2))
+
+
+async def run(settings: Settings, *, record_dir: str | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT; returns the process exit code."""
+    daemon = Daemon(settings, record_dir=record_dir)
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            event(log, logging.ERROR, "second_signal_exit", signal=signum)
+            os._exit(1)
+        event(log, logging.INFO, "signal_received", signal=signal.Signals(signum).name)
+        daemon.stopping = True
+        daemon.stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    started_at = time.monotonic()
+    rejected: list[str] = []
+    try:
+        await daemon.run()
+    except* MarketsError as group:
+        rejected = [str(exc) for exc in group.exceptions]
+    except* StartupError as group:
+        rejected = [str(exc) for exc in group.exceptions]
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    if rejected:
+        for reason in rejected:
+            event(log, logging.ERROR, "cannot_start", error=reason)
+            print(f"flowgauge: {reason}", file=sys.stderr)
+        return 2
+    event(log, logging.INFO, "daemon_stopped", uptime_s=round(time.monotonic() - started_at, 3))
+    return 0

@@ -1,0 +1,204 @@
+"""Command line entry point `flowgauge`: run, record, replay, simulate, tail, check-config, bench.
+
+The only place that calls `asyncio.run` and the only place that reads `os.environ`.
+Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from flowgauge.simulate import DATA_DIR, SIMULATORS
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowgauge", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", help="YAML config file (default: built-in config/default.yaml)")
+    run.add_argument("--record", metavar="DIR", help="record raw frames to DIR (jsonl.zst, rotated)")
+
+    record = commands.add_parser("record", help="run the daemon and record raw frames (same as run --record DIR)")
+    record.add_argument("record", metavar="DIR", help="directory for the recordings (jsonl.zst, rotated)")
+    record.add_argument("-c", "--config", help="YAML config file (default: built-in config/default.yaml)")
+
+    replay = commands.add_parser("replay", help="run the pipeline over recorded sessions")
+    replay.add_argument("files", nargs="+", metavar="FILE")
+    replay.add_argument("--speed", type=float, default=0.0, help="0 = as fast as possible, 1 = recorded pace")
+    replay.add_argument("--out", help="write every published message as one JSON line to this file")
+    replay.add_argument("-c", "--config", help="only the venues and symbols this config lists")
+
+    simulate = commands.add_parser("simulate", help="serve a recording over the venue's protocol on loopback")
+    simulate.add_argument("--venue", default="all", choices=[*SIMULATORS, "all"])
+    simulate.add_argument("--base-port", type=int, default=None,
+                          help="with --venue all: venues listen on BASE, BASE+1, ... in the order bybit, "
+                               "binanceusdm, okx, deribit, hyperliquid (default: 9780...)")
+    simulate.add_argument("--recording", default=None, help="default: the packaged sample for the venue")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=None, help="default: where config/offline-demo.yaml looks")
+    simulate.add_argument("--speed", type=float, default=1.0, help="0 = as fast as possible")
+    simulate.add_argument("--no-loop", action="store_true", help="stop streaming when the recording ends")
+    simulate.add_argument("--garbage-every", type=int, default=None, metavar="N",
+                          help="inject a malformed frame after every N data frames")
+    simulate.add_argument("--gap-every", type=int, default=None, metavar="N",
+                          help="drop every N-th book delta per topic (a sequence gap)")
+
+    tail = commands.add_parser("tail", help="print payloads from the embedded bus")
+    tail.add_argument("pattern", nargs="?", default="flowgauge.v1.>")
+    tail.add_argument("--url", default="ws://127.0.0.1:8765")
+    tail.add_argument("--token", default=os.environ.get("FLOWGAUGE_BUS__EMBEDDED__TOKEN"))
+    tail.add_argument("-n", "--count", type=int, default=0, help="exit after N messages (0 = never)")
+
+    check = commands.add_parser("check-config", help="validate a config file and the FLOWGAUGE_* environment")
+    check.add_argument("-c", "--config")
+    check.add_argument("--print", action="store_true", dest="print_config", help="print it, secrets redacted")
+
+    bench = commands.add_parser("bench", help="measure the pipeline against cryptofeed on the same frames")
+    from flowgauge.bench import add_arguments
+
+    add_arguments(bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    handler = {
+        "run": _run,
+        "record": _run,
+        "replay": _replay,
+        "simulate": _simulate,
+        "tail": _tail,
+        "check-config": _check_config,
+        "bench": _bench,
+    }[args.command]
+    sys.exit(handler(args))
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # not on this platform: the default loop works, only slower
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flowgauge import app, logs
+    from flowgauge.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config, os.environ)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    _install_uvloop()
+    return asyncio.run(app.run(settings, record_dir=args.record))
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from flowgauge import logs
+    from flowgauge.publish import codec
+    from flowgauge.recording import RecordingError
+    from flowgauge.replay.replay import ReplayError, replay
+
+    logs.configure(os.environ.get("FLOWGAUGE_LOG_LEVEL", "WARNING"))
+    symbols = None
+    if args.config:
+        from flowgauge.config import ConfigError, load_settings
+
+        try:
+            settings = load_settings(args.config, os.environ)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        symbols = {venue: list(v.symbols) for venue, v in settings.venues.items()}
+    out = open(args.out, "wb") if args.out else None  # noqa: SIM115 - closed in finally
+    try:
+        def sink(topic: str, payload: bytes) -> None:
+            if out is not None:
+                out.write(codec.frame(topic, payload))
+                out.write(b"\n")
+
+        try:
+            _, stats = replay(args.files, sink, speed=args.speed, symbols=symbols)
+        except (ReplayError, RecordingError, OSError) as exc:
+            print(f"replay failed: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        if out is not None:
+            out.close()
+    print(f"frames={stats.frames} ignored={stats.frames_ignored} published={stats.published}", file=sys.stderr)
+    for topic, count in sorted(stats.per_topic.items()):
+        print(f"  {topic}: {count}", file=sys.stderr)
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import importlib
+
+    from flowgauge import logs
+
+    logs.configure(os.environ.get("FLOWGAUGE_LOG_LEVEL", "INFO"))
+    venues = list(SIMULATORS) if args.venue == "all" else [args.venue]
+    if len(venues) > 1 and (args.port is not None or args.recording is not None):
+        print("simulate: --port and --recording apply to a single --venue", file=sys.stderr)
+        return 2
+    runs = []
+    for offset, venue in enumerate(venues):
+        module_name, default_port, default_recording = SIMULATORS[venue]
+        if args.base_port is not None:
+            default_port = args.base_port + (offset if len(venues) > 1 else 0)
+        recording = Path(args.recording) if args.recording else DATA_DIR / default_recording
+        if not recording.exists():
+            print(f"simulate: recording not found for {venue}: {recording}", file=sys.stderr)
+            return 2
+        module = importlib.import_module(module_name)
+        runs.append(
+            module.run_simulator(
+                str(recording),
+                host=args.host,
+                port=default_port if args.port is None else args.port,
+                speed=args.speed,
+                loop=not args.no_loop,
+                garbage_every=args.garbage_every,
+                gap_every=args.gap_every,
+            )
+        )
+
+    async def serve_all() -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for run in runs:
+                tasks.create_task(run)
+
+    _install_uvloop()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_all())
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from flowgauge.client import tail
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(tail(args.url, args.pattern, token=args.token, count=args.count))
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from flowgauge.config import check_config_main
+
+    return check_config_main(args.config, args.print_config, os.environ)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from flowgauge.bench.report import execute
+
+    return execute(args)

@@ -1,0 +1,773 @@
+"""Typed configuration: one YAML file plus `FLOWGAUGE_*` environment overrides -> a frozen `Settings`.
+
+Sits beside the pipeline, not in it: `cli` calls `load_settings` once at startup and `app` hands the
+resulting structs to each component. This module must not read `os.environ` itself (the caller passes the
+environment, so tests pass a dict), must not open sockets, and must not import anything from `service`
+above `types`. Apart from reading the one file it is pure.
+
+Precedence, lowest first: defaults built into the structs (identical to `config/default.yaml`), the YAML
+file, then the environment. `FLOWGAUGE_A__B__C=value` sets key `a.b.c`: a double underscore nests, names
+are lower-cased, values are parsed as YAML scalars (`9000` is an int, `null` is None), list keys take a
+comma-separated list, and string keys take the text verbatim so that tokens survive unharmed.
+
+Validation never stops at the first problem: every problem in the file and the environment is collected
+into one `ConfigError`, each as `<dotted.key>: <why>`, so an operator fixes them all in one round.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import sys
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, NamedTuple, TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+import yaml
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ENV_CONFIG_FILE",
+    "ENV_PREFIX",
+    "LOG_LEVELS",
+    "SUPPORTED_VENUES",
+    "BusSettings",
+    "ConfigError",
+    "EmbeddedBusSettings",
+    "HttpSettings",
+    "PublishSettings",
+    "RecordSettings",
+    "Settings",
+    "VenueSettings",
+    "check_config_main",
+    "load_settings",
+    "parse_settings",
+    "redacted",
+]
+
+ENV_PREFIX: Final = "FLOWGAUGE_"
+"""Every environment variable that configures flowgauge starts with this."""
+
+ENV_CONFIG_FILE: Final = "FLOWGAUGE_CONFIG"
+"""Names the YAML file when no path is given explicitly. Not a settings key."""
+
+# FLOWGAUGE_* names that are not settings keys and must not be rejected as unknown ones.
+_ENV_RESERVED: Final = frozenset({ENV_CONFIG_FILE})
+_ENV_RESERVED_PREFIXES: Final = ("FLOWGAUGE_TESTS_",)  # test-harness knobs (FLOWGAUGE_TESTS_TIMEOUT_FACTOR)
+
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+REDACTED: Final = "***"
+
+
+class _VenueFacts(NamedTuple):
+    ws_url: str  # default public websocket endpoint for the instruments we track
+    rest_url: str  # default REST base URL (snapshots, instrument metadata)
+    book_depths: tuple[int, ...]  # order-book depths the venue accepts (stream depth or REST snapshot limit)
+    default_depth: int
+
+
+_VENUES: Final[dict[str, _VenueFacts]] = {
+    # https://bybit-exchange.github.io/docs/v5/websocket/public/orderbook (linear: 1, 50, 200, 1000)
+    "bybit": _VenueFacts(
+        ws_url="wss://stream.bybit.com/v5/public/linear",
+        rest_url="https://api.bybit.com",
+        book_depths=(1, 50, 200, 1000),
+        default_depth=200,
+    ),
+    # Diff-depth stream plus a REST snapshot whose `limit` is this depth; the base URL's routed
+    # /public and /market paths are derived by the connector.
+    "binanceusdm": _VenueFacts(
+        ws_url="wss://fstream.binance.com",
+        rest_url="https://fapi.binance.com",
+        book_depths=(5, 10, 20, 50, 100, 500, 1000),
+        default_depth=1000,
+    ),
+    # `books` (400 levels, with seqId/prevSeqId and the REST bootstrap).
+    "okx": _VenueFacts(
+        ws_url="wss://ws.okx.com:8443/ws/v5/public",
+        rest_url="https://www.okx.com",
+        book_depths=(400,),
+        default_depth=400,
+    ),
+    # `book.<instrument>.100ms` is the full book; the depth setting is not a stream parameter.
+    "deribit": _VenueFacts(
+        ws_url="wss://www.deribit.com/ws/api/v2",
+        rest_url="https://www.deribit.com",
+        book_depths=(1000,),
+        default_depth=1000,
+    ),
+    # `l2Book` pushes at most 20 levels per side.
+    "hyperliquid": _VenueFacts(
+        ws_url="wss://api.hyperliquid.xyz/ws",
+        rest_url="https://api.hyperliquid.xyz",
+        book_depths=(20,),
+        default_depth=20,
+    ),
+}
+
+SUPPORTED_VENUES: Final = tuple(_VENUES)
+"""ccxt exchange ids that have a connector. Any other key under `venues` is a config error."""
+
+# The built-in defaults. config/default.yaml must load to exactly this (tests/unit/test_config.py checks),
+# so an installed wheel without the repository's config/ directory behaves like a checkout.
+DEFAULT_CONFIG: Final[dict[str, Any]] = {
+    "venues": {
+        "bybit": {
+            "symbols": ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"],
+            "ws_url": "wss://stream.bybit.com/v5/public/linear",
+            "rest_url": "https://api.bybit.com",
+            "book_depth": 200,
+            "subscribe_batch": 10,
+            "ping_interval_s": 20,
+            "stale_after_s": 30,
+            "connect_timeout_s": 10,
+            "backoff_initial_s": 0.5,
+            "backoff_max_s": 30,
+        },
+        "binanceusdm": {
+            "symbols": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
+            "ws_url": "wss://fstream.binance.com",
+            "rest_url": "https://fapi.binance.com",
+            "book_depth": 1000,
+        },
+        "okx": {
+            "symbols": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
+            "ws_url": "wss://ws.okx.com:8443/ws/v5/public",
+            "rest_url": "https://www.okx.com",
+            "book_depth": 400,
+        },
+        "deribit": {
+            "symbols": ["BTC/USD:BTC", "ETH/USD:ETH"],
+            "ws_url": "wss://www.deribit.com/ws/api/v2",
+            "rest_url": "https://www.deribit.com",
+            "book_depth": 1000,
+        },
+        "hyperliquid": {
+            "symbols": ["BTC/USDC:USDC", "ETH/USDC:USDC"],
+            "ws_url": "wss://api.hyperliquid.xyz/ws",
+            "rest_url": "https://api.hyperliquid.xyz",
+            "book_depth": 20,
+        },
+    },
+    "bus": {
+        "embedded": {
+            "enabled": True,
+            "host": "127.0.0.1",
+            "port": 8765,
+            "token": None,
+            "client_queue": 10000,
+        },
+    },
+    "http": {"host": "127.0.0.1", "port": 9464},
+    "publish": {"min_interval_ms": 0},
+    "record": {"dir": None, "rotate_mb": 64, "rotate_s": 3600},
+    "log_level": "INFO",
+    "shutdown_timeout_s": 5,
+}
+
+
+# --------------------------------------------------------------------------------------------- schema
+
+
+class VenueSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """One venue's connection and subscription settings (the key under `venues` is its ccxt id)."""
+
+    symbols: tuple[str, ...]  # ccxt unified symbols, e.g. "BTC/USDT:USDT"; unique, at least one
+    ws_url: str  # public websocket endpoint; the loader fills the venue's default
+    rest_url: str  # REST base URL; the loader fills the venue's default
+    book_depth: int = 200  # levels per side requested from the venue stream
+    subscribe_batch: int = 10  # topics per subscribe request
+    ping_interval_s: float = 20.0  # application-level ping period
+    stale_after_s: float = 30.0  # no frame for this long on a connection => reconnect
+    connect_timeout_s: float = 10.0  # TCP + TLS + websocket handshake deadline
+    backoff_initial_s: float = 0.5  # first reconnect delay (jittered)
+    backoff_max_s: float = 30.0  # reconnect delay cap
+
+
+class EmbeddedBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The in-process websocket fan-out that strategies subscribe to."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # listen address
+    port: int = 8765  # listen port; 0 = ephemeral (tests)
+    token: str | None = None  # bearer token clients must present; a secret, redacted when printed
+    client_queue: int = 10000  # per-client queue bound (payloads) before the slow-client policy applies
+
+
+class BusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Pub/sub backends. Only the embedded fan-out exists so far; NATS and Redis will sit beside it."""
+
+    embedded: EmbeddedBusSettings = msgspec.field(default_factory=EmbeddedBusSettings)
+
+
+class HttpSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The HTTP server for /metrics, /healthz, /readyz and /status."""
+
+    host: str = "127.0.0.1"
+    port: int = 9464  # 0 = ephemeral (tests)
+
+
+class PublishSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    min_interval_ms: int = 0  # per-instrument throttle of book-triggered payloads; 0 = every event
+
+
+class RecordSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    dir: str | None = None  # when set, raw frames are recorded under this directory
+    rotate_mb: float = 64.0  # start a new file after this many MiB (compressed)
+    rotate_s: float = 3600.0  # ... or after this many seconds, whichever comes first
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Everything the daemon reads from configuration. Build it with `load_settings` or `parse_settings`,
+    which validate; constructing it directly skips validation (fine in tests, never in the daemon)."""
+
+    venues: dict[str, VenueSettings] = msgspec.field(default_factory=dict)  # ccxt id -> settings
+    bus: BusSettings = msgspec.field(default_factory=BusSettings)
+    http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    publish: PublishSettings = msgspec.field(default_factory=PublishSettings)
+    record: RecordSettings = msgspec.field(default_factory=RecordSettings)
+    log_level: str = "INFO"  # one of LOG_LEVELS; accepted in any case, stored upper-case
+    shutdown_timeout_s: float = 5.0  # graceful-stop deadline; orchestrator grace periods must exceed it
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable. `problems` lists every problem found, each `<dotted.key>: <why>`
+    (file-level problems such as YAML syntax errors read `<file>:<line>:<column>: <why>`)."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        where = f" in {source}" if source else ""
+        count = f"{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
+        super().__init__(f"invalid configuration{where} ({count}):\n" + "\n".join(
+            f"  {p}" for p in self.problems
+        ))
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def load_settings(path: str | Path | None, environ: Mapping[str, str]) -> Settings:
+    """Load the YAML file, apply `FLOWGAUGE_*` overrides from `environ`, validate, and return `Settings`.
+
+    Args:
+        path: The YAML file. When None, `environ["FLOWGAUGE_CONFIG"]` names it; when that is unset too, the
+            built-in defaults (`config/default.yaml`) are used.
+        environ: The process environment (pass `os.environ`) or, in tests, a plain dict.
+
+    Returns:
+        Validated, frozen settings.
+
+    Raises:
+        ConfigError: The file is missing or not valid YAML, or the merged configuration has problems; all
+            of the latter are reported together.
+    """
+    if path is None and environ.get(ENV_CONFIG_FILE):
+        path = environ[ENV_CONFIG_FILE]
+    if path is None:
+        data, source = _builtin_defaults()
+    else:
+        source = str(path)
+        data = _read_yaml(Path(path))
+    return _settings_from(data, environ, source)
+
+
+def parse_settings(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate an already-parsed configuration mapping (the YAML document as a dict).
+
+    The same checks as `load_settings`, without a file: meant for tests and embedding.
+
+    Raises:
+        ConfigError: With every problem found.
+    """
+    return _settings_from(data, environ or {}, None)
+
+
+def _settings_from(data: Any, environ: Mapping[str, str], source: str | None) -> Settings:
+    problems: list[tuple[str, str]] = []
+    merged, origins = _apply_env(data, environ, problems)
+    settings = _build(Settings, merged, "", problems)
+    if problems or not isinstance(settings, Settings):
+        raise ConfigError([_format(key, why, origins) for key, why in problems], source)
+    return settings
+
+
+def _builtin_defaults() -> tuple[Any, str]:
+    """`config/default.yaml` of the checkout this module runs from, else the embedded copy of it."""
+    root = Path(__file__).resolve().parents[2]
+    # Requiring pyproject.toml beside config/ keeps an unrelated site-packages/config/ from being picked up.
+    candidate = root / "config" / "default.yaml"
+    if (root / "pyproject.toml").is_file() and candidate.is_file():
+        return _read_yaml(candidate), str(candidate)
+    return copy.deepcopy(DEFAULT_CONFIG), "<built-in defaults>"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys, which PyYAML would otherwise resolve silently
+    to the last one (two `bybit:` blocks would quietly lose the first)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then overriding a key is legitimate
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:  # unhashable key; construct_mapping reports it
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"], str(path)) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"], str(path)) from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: builds plain data only
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        why = " ".join(part for part in (exc.context, exc.problem) if part)
+        raise ConfigError([f"{where}: invalid YAML: {why}"], str(path)) from None
+    except yaml.YAMLError as exc:  # e.g. a reader error on undecodable bytes
+        raise ConfigError([f"{path}: invalid YAML: {exc}"], str(path)) from None
+
+
+# --------------------------------------------------------------------------------------------- environment
+
+
+def _apply_env(
+    data: Any, environ: Mapping[str, str], problems: list[tuple[str, str]]
+) -> tuple[Any, dict[str, str]]:
+    """Return a copy of `data` with the FLOWGAUGE_* overrides set, and dotted key -> variable name for
+    each override applied (so later problems about that key can name the variable)."""
+    merged = copy.deepcopy(data)
+    origins: dict[str, str] = {}
+    if merged is None:  # an empty file
+        merged = {}
+    for name in sorted(environ):  # sorted: the same environment always yields the same problem order
+        if not name.startswith(ENV_PREFIX) or name in _ENV_RESERVED:
+            continue
+        if name.startswith(_ENV_RESERVED_PREFIXES):
+            continue
+        segments = name[len(ENV_PREFIX):].lower().split("__")
+        key = ".".join(segments) or name
+        target = _env_target(segments)
+        if isinstance(target, str):
+            problems.append((key, f"{target} (set by {name})"))
+            continue
+        try:
+            value = _env_value(environ[name], target)
+        except yaml.YAMLError as exc:
+            problems.append((key, f"not a YAML scalar: {_one_line(exc)} (set by {name})"))
+            continue
+        _set_path(merged, segments, value)
+        origins[key] = name
+    return merged, origins
+
+
+def _env_target(segments: list[str]) -> Any:
+    """The type of the leaf field `segments` names, or a string saying why it names none."""
+    cls: Any = Settings
+    i = 0
+    while True:
+        fields = _fields(cls)
+        seg = segments[i]
+        if seg not in fields:
+            return "unknown key"
+        typ = fields[seg].type
+        i += 1
+        if typing.get_origin(typ) is dict:  # venues.<ccxt id>.<field>
+            if i == len(segments):
+                return "names a section, not a key: set its keys, e.g. FLOWGAUGE_VENUES__BYBIT__SYMBOLS"
+            typ = typing.get_args(typ)[1]
+            i += 1
+        if _is_struct(typ):
+            if i >= len(segments):
+                return "names a section, not a key: set the keys inside it"
+            cls = typ
+            continue
+        return typ if i == len(segments) else "unknown key"
+
+
+_NULLS: Final = frozenset({"", "null", "Null", "NULL", "~"})
+
+
+def _env_value(raw: str, typ: Any) -> Any:
+    """Parse one environment value for a field of type `typ`."""
+    args = typing.get_args(typ)
+    if typing.get_origin(typ) in (tuple, list):
+        if raw.lstrip().startswith("["):  # a YAML flow list is accepted too
+            return yaml.safe_load(raw)
+        item_type = args[0] if args else Any
+        return [_env_value(item.strip(), item_type) for item in raw.split(",") if item.strip()]
+    if typ is str or (_is_union(typ) and str in args):
+        # Strings are taken verbatim: YAML would turn a token like `0123` into an int or `a: b` into a
+        # mapping. An empty value or `null` clears an optional string (e.g. FLOWGAUGE_RECORD__DIR=).
+        return None if _is_union(typ) and type(None) in args and raw in _NULLS else raw
+    value = yaml.safe_load(raw)
+    return value
+
+
+def _set_path(data: Any, segments: list[str], value: Any) -> None:
+    node = data
+    for seg in segments[:-1]:
+        if not isinstance(node, dict):
+            return  # the file has a scalar where a section belongs; validation reports that section
+        child = node.get(seg)
+        if child is None:
+            child = node[seg] = {}
+        node = child
+    if isinstance(node, dict):
+        node[segments[-1]] = value
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+S = TypeVar("S", bound=msgspec.Struct)
+_Problems = list[tuple[str, str]]
+_Check = Callable[[dict[str, Any], str, _Problems], None]
+
+
+class _Failed:
+    """Marker: this value or section had problems (already recorded)."""
+
+
+_FAILED: Final = _Failed()
+
+
+def _build(
+    cls: type[S],
+    raw: Any,
+    key: str,
+    problems: _Problems,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    check: _Check | None = None,
+) -> S | _Failed:
+    """Type-check `raw` against `cls` field by field, recurse into sections, run the semantic checks, and
+    build the struct. Every problem is recorded; a bad field never hides a problem in another one."""
+    if raw is None:  # `http:` with nothing under it means "all defaults"
+        raw = {}
+    if not isinstance(raw, Mapping):
+        problems.append((key or "<top level>", f"expected a mapping, got {_type_name(raw)}"))
+        return _FAILED
+    fields = _fields(cls)
+    failed = False
+    for name in raw:
+        if name not in fields:
+            problems.append((_join(key, str(name)), "unknown key"))
+            failed = True
+
+    values: dict[str, Any] = {}
+    bad: set[str] = set()
+    for name, info in fields.items():
+        sub = _join(key, name)
+        present = name in raw
+        value = raw[name] if present else (defaults or {}).get(name, msgspec.NODEFAULT)
+        if typing.get_origin(info.type) is dict:
+            built: Any = _build_venues(raw.get(name), sub, problems)
+        elif _is_struct(info.type):
+            built = _build(info.type, raw.get(name), sub, problems)
+        elif value is msgspec.NODEFAULT:
+            if info.default is msgspec.NODEFAULT and info.default_factory is msgspec.NODEFAULT:
+                problems.append((sub, "required"))
+                built = _FAILED
+            else:
+                continue  # the struct's own default applies
+        else:
+            built = _convert(value, info.type, sub, problems)
+        if built is _FAILED:
+            bad.add(name)
+            failed = True
+        else:
+            values[name] = built
+
+    # Semantic checks see only fields that are present and well-typed (plus defaults), so a range
+    # problem is still reported when a sibling field has the wrong type.
+    checked = {name: values.get(name, _default_of(info)) for name, info in fields.items() if name not in bad}
+    n_before = len(problems)
+    (check or _CHECKS.get(cls, _no_check))(checked, key, problems)
+    if failed or len(problems) > n_before:
+        return _FAILED
+    return cls(**{name: checked[name] for name in values if name in checked})
+
+
+def _build_venues(raw: Any, key: str, problems: _Problems) -> dict[str, VenueSettings] | _Failed:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        why = f"expected a mapping of ccxt exchange id -> venue settings, got {_type_name(raw)}"
+        problems.append((key, why))
+        return _FAILED
+    if not raw:
+        problems.append((key, "at least one venue with at least one symbol is required"))
+        return _FAILED
+    out: dict[str, VenueSettings] = {}
+    failed = False
+    for venue, body in raw.items():
+        sub = _join(key, str(venue))
+        facts = _VENUES.get(venue) if isinstance(venue, str) else None
+        if facts is None:
+            supported = ", ".join(SUPPORTED_VENUES)
+            problems.append((sub, f"venue {venue} not supported yet; supported: {supported}"))
+            failed = True
+            continue
+
+        def check(values: dict[str, Any], at: str, probs: _Problems, facts: _VenueFacts = facts) -> None:
+            _check_venue(values, at, probs, facts)
+
+        built = _build(
+            VenueSettings, body, sub, problems,
+            defaults={"ws_url": facts.ws_url, "rest_url": facts.rest_url, "book_depth": facts.default_depth},
+            check=check,
+        )
+        if isinstance(built, VenueSettings):
+            out[venue] = built
+        else:
+            failed = True
+    return _FAILED if failed else out
+
+
+def _convert(value: Any, typ: Any, key: str, problems: _Problems) -> Any:
+    if typing.get_origin(typ) is tuple and isinstance(value, list):
+        # Item by item, because msgspec stops at the first bad item and we want every one reported.
+        item_type = typing.get_args(typ)[0]
+        items = [_convert(item, item_type, f"{key}[{i}]", problems) for i, item in enumerate(value)]
+        return _FAILED if any(item is _FAILED for item in items) else tuple(items)
+    try:
+        return msgspec.convert(value, typ)
+    except msgspec.ValidationError as exc:
+        # msgspec says "Expected `str`, got `int` - at `$[2]`": move the location into the key.
+        text = str(exc)
+        where = ""
+        at = re.search(r" - at `\$(.*)`$", text)
+        if at:
+            where, text = at.group(1), text[: at.start()]
+        text = text.replace("`", "")
+        for theirs, ours in (("array", "list"), ("object", "mapping"), ("null", "null (None)")):
+            text = re.sub(rf"\b{theirs}\b", ours, text)
+        problems.append((key + where, text[:1].lower() + text[1:]))
+        return _FAILED
+
+
+# Symbol shape: BASE/QUOTE:SETTLE, plus -YYMMDD for dated futures. Spot (no :SETTLE) is not tracked.
+_SYMBOL_RE: Final = re.compile(
+    r"[A-Za-z0-9]+/[A-Za-z0-9]+:[A-Za-z0-9]+(-\d\d(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01]))?"
+)
+
+
+_VENUE_DURATIONS: Final = (
+    "ping_interval_s", "stale_after_s", "connect_timeout_s", "backoff_initial_s", "backoff_max_s"
+)
+
+
+def _check_venue(v: dict[str, Any], key: str, problems: _Problems, facts: _VenueFacts) -> None:
+    if "symbols" in v:
+        symbols = v["symbols"]
+        if not symbols:
+            problems.append((_join(key, "symbols"), "at least one symbol is required"))
+        first_at: dict[str, int] = {}
+        for i, symbol in enumerate(symbols):
+            at = f"{_join(key, 'symbols')}[{i}]"
+            if not _SYMBOL_RE.fullmatch(symbol):
+                problems.append((at, f"{json.dumps(symbol)} is not a ccxt unified symbol like BTC/USDT:USDT"))
+            elif symbol in first_at:
+                problems.append((at, f"{json.dumps(symbol)} duplicates symbols[{first_at[symbol]}]"))
+            else:
+                first_at[symbol] = i
+    _url(v, "ws_url", ("ws", "wss"), key, problems)
+    _url(v, "rest_url", ("http", "https"), key, problems)
+    if "book_depth" in v and v["book_depth"] not in facts.book_depths:
+        allowed = ", ".join(str(d) for d in facts.book_depths)
+        problems.append((_join(key, "book_depth"), f"must be one of {allowed} (got {v['book_depth']})"))
+    _between(v, "subscribe_batch", 1, 100, key, problems)
+    for name in _VENUE_DURATIONS:
+        _positive(v, name, key, problems)
+    lo, hi = v.get("backoff_initial_s"), v.get("backoff_max_s")
+    if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi) and 0 < hi < lo:
+        problems.append((_join(key, "backoff_max_s"), f"must be >= backoff_initial_s ({lo:g}) (got {hi:g})"))
+
+
+def _check_embedded(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _non_empty(v, "host", key, problems)
+    _between(v, "port", 0, 65535, key, problems)
+    if v.get("token") == "":
+        problems.append((_join(key, "token"), "must be null or a non-empty string"))
+    _between(v, "client_queue", 1, None, key, problems)
+
+
+def _check_http(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _non_empty(v, "host", key, problems)
+    _between(v, "port", 0, 65535, key, problems)
+
+
+def _check_publish(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _between(v, "min_interval_ms", 0, None, key, problems)
+
+
+def _check_record(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    if v.get("dir") == "":
+        problems.append((_join(key, "dir"), "must be null (no recording) or a directory path"))
+    _positive(v, "rotate_mb", key, problems)
+    _positive(v, "rotate_s", key, problems)
+
+
+def _check_settings(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    if "log_level" in v:
+        level = v["log_level"].upper()
+        if level in LOG_LEVELS:
+            v["log_level"] = level  # normalised so that FLOWGAUGE_LOG_LEVEL=debug works
+        else:
+            allowed = ", ".join(LOG_LEVELS)
+            problems.append((_join(key, "log_level"), f"must be one of {allowed} (got {v['log_level']!r})"))
+    _positive(v, "shutdown_timeout_s", key, problems)
+
+
+def _no_check(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    return None
+
+
+_CHECKS: Final[dict[type, _Check]] = {
+    EmbeddedBusSettings: _check_embedded,
+    HttpSettings: _check_http,
+    PublishSettings: _check_publish,
+    RecordSettings: _check_record,
+    Settings: _check_settings,
+}
+
+
+def _between(v: dict[str, Any], name: str, lo: int, hi: int | None, key: str, problems: _Problems) -> None:
+    if name not in v:
+        return
+    value = v[name]
+    if value < lo or (hi is not None and value > hi):
+        rule = f"must be between {lo} and {hi}" if hi is not None else f"must be >= {lo}"
+        problems.append((_join(key, name), f"{rule} (got {value})"))
+
+
+def _positive(v: dict[str, Any], name: str, key: str, problems: _Problems) -> None:
+    if name in v and not (math.isfinite(v[name]) and v[name] > 0):
+        problems.append((_join(key, name), f"must be a finite number > 0 (got {v[name]:g})"))
+
+
+def _non_empty(v: dict[str, Any], name: str, key: str, problems: _Problems) -> None:
+    if name in v and not v[name].strip():
+        problems.append((_join(key, name), "must not be empty"))
+
+
+def _url(v: dict[str, Any], name: str, schemes: tuple[str, ...], key: str, problems: _Problems) -> None:
+    if name not in v:
+        return
+    want = " or ".join(f"{s}://" for s in schemes)
+    try:
+        parts = urlsplit(v[name])
+        parts.port  # noqa: B018 - parsing the port is the check: a bad one raises here, not at connect time
+    except ValueError as exc:
+        problems.append((_join(key, name), f"not a valid URL ({exc}) (got {v[name]!r})"))
+        return
+    if parts.scheme not in schemes or not parts.hostname:
+        problems.append((_join(key, name), f"must be a {want} URL (got {v[name]!r})"))
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _fields(cls: type) -> dict[str, msgspec.structs.FieldInfo]:
+    return {f.encode_name: f for f in msgspec.structs.fields(cls)}
+
+
+def _default_of(info: msgspec.structs.FieldInfo) -> Any:
+    if info.default_factory is not msgspec.NODEFAULT:
+        return info.default_factory()
+    return info.default
+
+
+def _is_struct(typ: Any) -> bool:
+    return isinstance(typ, type) and issubclass(typ, msgspec.Struct)
+
+
+def _is_union(typ: Any) -> bool:
+    return typing.get_origin(typ) in (typing.Union, types.UnionType)
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    return type(value).__name__
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _format(key: str, why: str, origins: Mapping[str, str]) -> str:
+    """`key: why`, naming the environment variables that set this key or something inside it."""
+    names = [
+        name for path, name in origins.items()
+        if path == key or path.startswith((key + ".", key + "[")) or key.startswith((path + ".", path + "["))
+    ]
+    suffix = f" (set by {', '.join(names)})" if names else ""
+    return f"{key}: {why}{suffix}"
+
+
+# --------------------------------------------------------------------------------------------- CLI support
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """Settings as plain JSON-able data with secrets replaced by "***", for printing and /status."""
+    # A JSON round trip turns tuples into lists, so the result also dumps as plain YAML.
+    data: dict[str, Any] = json.loads(msgspec.json.encode(settings))
+    embedded = data["bus"]["embedded"]
+    if embedded["token"] is not None:
+        embedded["token"] = REDACTED
+    return data
+
+
+def check_config_main(path: str | None, print_config: bool, environ: Mapping[str, str]) -> int:
+    """`flowgauge check-config -c FILE [--print]`: validate and report.
+
+    Prints `config OK: <n> venue(s), <n> symbol(s)` (then, with `print_config`, the effective settings as
+    YAML with secrets redacted) and returns 0; or prints each problem on stderr and returns 2.
+    """
+    try:
+        settings = load_settings(path, environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    n_venues = len(settings.venues)
+    n_symbols = sum(len(v.symbols) for v in settings.venues.values())
+    print(f"config OK: {_count(n_venues, 'venue')}, {_count(n_symbols, 'symbol')}")
+    if print_config:
+        print(yaml.safe_dump(redacted(settings), sort_keys=False), end="")
+    return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

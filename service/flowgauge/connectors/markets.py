@@ -1,0 +1,200 @@
+"""Instrument metadata (tick size, contract size, linear/inverse) through ccxt.
+
+Two sources, one parser: live, ccxt's async client asks the venue's REST API at a configurable base
+URL (the simulator in tests and demos); offline, ccxt's own market parsing runs over the REST
+responses a recording holds, answered by `RecordedTransport` instead of the network. Either way
+the venue's JSON is interpreted by ccxt, so unified symbols match what every ccxt user sees.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import orjson
+
+from flowgauge.types import ContractKind, Instrument
+
+log = logging.getLogger(__name__)
+
+# ccxt's fetchMarkets market families per venue; spot is never tracked (flowgauge is for derivatives).
+_MARKET_TYPES: dict[str, list[str]] = {"bybit": ["linear", "inverse"]}
+# Hyperliquid: perps only (ccxt then asks /info for spotMeta and metaAndAssetCtxs, skipping spot and HIP-3).
+_MARKET_TYPES["hyperliquid"] = ["swap"]
+# Binance USD-M: `linear` makes ccxt ask `/fapi/v1/exchangeInfo` only (USDT/USDC perps and quarterlies).
+_MARKET_TYPES["binanceusdm"] = ["linear"]
+# OKX: SWAP and FUTURES only (ccxt then asks /api/v5/public/instruments?instType=SWAP and =FUTURES).
+_MARKET_TYPES["okx"] = ["swap", "future"]
+# Query parameters that only page or size a request; a recorded answer matches regardless of them.
+_PAGING_PARAMS = frozenset({"limit"})
+
+
+class MarketsError(RuntimeError):
+    """Instrument metadata could not be loaded, or a configured symbol does not exist."""
+
+
+# Venues whose ccxt market needs a venue-specific mapping (module:function taking the market).
+_VENUE_MAPPERS = {
+    "hyperliquid": "flowgauge.connectors.hyperliquid:instrument_from_market",
+    "okx": "flowgauge.connectors.okx:okx_instrument",  # ctVal x ctMult, ctType
+}
+
+
+def instrument_from_market(venue: str, market: Mapping[str, Any]) -> Instrument:
+    """Map one ccxt unified market to our `Instrument` (the venue's own mapper where it has one)."""
+    mapper = _VENUE_MAPPERS.get(venue)
+    if mapper is not None:
+        import importlib
+
+        module_name, _, function = mapper.partition(":")
+        return getattr(importlib.import_module(module_name), function)(market)  # type: ignore[no-any-return]
+    return generic_instrument_from_market(venue, market)
+
+
+def generic_instrument_from_market(venue: str, market: Mapping[str, Any]) -> Instrument:
+    """ccxt's unified fields only; venue mappers start from this."""
+    linear = bool(market.get("linear"))
+    inverse = bool(market.get("inverse"))
+    spot = bool(market.get("spot"))
+    if spot:
+        category = "spot"
+    elif inverse:
+        category = "inverse"
+    else:
+        category = "linear"
+    tick = market.get("precision", {}).get("price")
+    return Instrument(
+        venue=venue,
+        symbol=str(market["symbol"]),
+        venue_id=str(market["id"]),
+        category=category,
+        kind=ContractKind.INVERSE if inverse and not linear else ContractKind.LINEAR,
+        contract_size=float(market.get("contractSize") or 1.0),
+        tick_size=float(tick) if tick else 0.0,
+        base=str(market["base"]),
+        quote=str(market["quote"]),
+        settle=market.get("settle"),
+        derivative=bool(market.get("swap") or market.get("future")),
+    )
+
+
+def select(venue: str, markets: Iterable[Mapping[str, Any]], symbols: Sequence[str]) -> list[Instrument]:
+    """The instruments for `symbols`, in order; raises MarketsError naming every unknown symbol."""
+    by_symbol = {m["symbol"]: m for m in markets}
+    missing = [s for s in symbols if s not in by_symbol]
+    if missing:
+        raise MarketsError(f"{venue}: unknown symbol(s) {', '.join(missing)}")
+    chosen = [instrument_from_market(venue, by_symbol[s]) for s in symbols]
+    not_derivative = [i.symbol for i in chosen if not i.derivative]
+    if not_derivative:
+        raise MarketsError(f"{venue}: not a perpetual or future: {', '.join(not_derivative)}")
+    return chosen
+
+
+def _ccxt_options(venue: str) -> dict[str, Any]:
+    types = _MARKET_TYPES.get(venue)
+    return {"fetchMarkets": {"types": types}} if types else {}
+
+
+def point_ccxt_at(exchange: Any, rest_url: str | None) -> None:
+    """Swap scheme and host (plus any path prefix of `rest_url`) into every REST URL ccxt holds, keeping
+    each URL's own path: ccxt's Binance bases carry the API prefix (`https://fapi.binance.com/fapi/v1`)."""
+    if not rest_url:
+        return
+    target = urlsplit(rest_url.rstrip("/"))
+    urls = exchange.urls["api"]
+    for name, url in list(urls.items()):
+        if not isinstance(url, str):
+            continue
+        parts = urlsplit(url)
+        if not parts.scheme.startswith("http"):
+            continue  # websocket entries are not REST
+        urls[name] = urlunsplit((target.scheme, target.netloc, target.path + parts.path, parts.query, ""))
+
+
+async def load_markets(
+    venue: str,
+    rest_url: str | None,
+    timeout_s: float = 10.0,
+    on_response: Callable[[str, str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """All markets of `venue` from its REST API at `rest_url` (None: ccxt's production URL).
+
+    `on_response(url, body)` sees every REST answer, so a recorder can keep the metadata a replay
+    of the session will need.
+    """
+    import ccxt.async_support as ccxt_async  # heavy import, only needed by the live daemon
+
+    exchange_class = getattr(ccxt_async, venue, None)
+    if exchange_class is None:
+        raise MarketsError(f"ccxt has no exchange {venue!r}")
+    options = {"timeout": int(timeout_s * 1000), "options": _ccxt_options(venue)}
+    if on_response is None:
+        exchange = exchange_class(options)
+    else:
+        observer = on_response
+
+        class _Observed(exchange_class):  # type: ignore[misc, valid-type]
+            async def fetch(self, url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+                answer = await super().fetch(url, method, headers, body)
+                observer(url, orjson.dumps(answer).decode())
+                return answer
+
+        exchange = _Observed(options)
+    point_ccxt_at(exchange, rest_url)
+    try:
+        markets = await exchange.load_markets()
+    except Exception as exc:
+        raise MarketsError(f"{venue}: loading markets from {rest_url or 'production'} failed: {exc}") from exc
+    finally:
+        await exchange.close()
+    return list(markets.values())
+
+
+class RecordedTransport:
+    """Answers ccxt's REST requests from recorded (url, body) pairs instead of the network."""
+
+    def __init__(self, responses: Iterable[tuple[str, str]]) -> None:
+        self._responses: list[tuple[str, dict[str, str], str]] = []
+        for url, body in responses:
+            parts = urlsplit(url)
+            self._responses.append((parts.path, dict(parse_qsl(parts.query)), body))
+        self.unanswered: list[str] = []
+
+    def answer(self, url: str) -> Any:
+        parts = urlsplit(url)
+        asked = {k: v for k, v in parse_qsl(parts.query) if k not in _PAGING_PARAMS}
+        for path, recorded, body in self._responses:
+            if path != parts.path:
+                continue
+            recorded_keys = {k: v for k, v in recorded.items() if k not in _PAGING_PARAMS}
+            if all(recorded_keys.get(k) == v for k, v in asked.items()):
+                return orjson.loads(body)
+        # Not recorded (e.g. a pre-launch listing or a second page): answer "nothing there".
+        self.unanswered.append(url)
+        return {}
+
+
+def markets_from_recording(venue: str, responses: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Run ccxt's market loading for `venue` over recorded REST responses."""
+    import ccxt
+
+    exchange_class = getattr(ccxt, venue, None)
+    if exchange_class is None:
+        raise MarketsError(f"ccxt has no exchange {venue!r}")
+    transport = RecordedTransport(responses)
+
+    class _Recorded(exchange_class):  # type: ignore[misc, valid-type]
+        def fetch(self, url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+            return transport.answer(url)
+
+    exchange = _Recorded({"options": _ccxt_options(venue)})
+    try:
+        markets = exchange.load_markets()
+    except Exception as exc:
+        raise MarketsError(f"{venue}: recorded instrument metadata unusable: {exc}") from exc
+    if transport.unanswered:
+        log.debug("recorded markets: %d requests had no recorded answer", len(transport.unanswered))
+    return list(markets.values())

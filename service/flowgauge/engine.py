@@ -1,0 +1,395 @@
+"""The engine: one `InstrumentState` per (venue, instrument), fed typed events, emitting payloads.
+
+Synchronous and CPU-only; the session (live) or the replay loop (offline) calls `handle` inline
+for every event, so there is no queue between parsing and the books to overflow. For each event
+it updates the book under its sync rule and the metric accumulators, then hands the encoded
+payload to `sink(topic, payload_bytes)`, which must not block (publishers queue and drop).
+
+It never computes a metric from a book known wrong: a gap, a crossed book or a bad frame makes
+the book INVALID, publishes a status, and returns the symbol so the caller can resync it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
+
+from flowgauge.book.sequencing import snapshots_only
+from flowgauge.book.sync import BookSync, SequenceRule, consecutive_ids
+from flowgauge.logs import BurstLimiter, event
+from flowgauge.metrics.accumulator import InstrumentMetrics
+from flowgauge.publish import codec, topics
+from flowgauge.types import (
+    BadFrame,
+    BookDelta,
+    BookSnapshot,
+    FundingRate,
+    Instrument,
+    InvalidReason,
+    Liquidation,
+    LongShortRatio,
+    OpenInterest,
+    Trade,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "flowgauge.v1"
+
+# Venues whose liquidation stream is a sample, not a tape (Binance @forceOrder: the latest liquidation per
+# symbol per second): their liquidation payloads carry SAMPLED_INPUT (metrics.md 6.5).
+SAMPLED_LIQUIDATION_VENUES = frozenset({"binanceusdm"})
+
+Sink = Callable[[str, bytes], None]
+
+
+class EngineHooks(Protocol):
+    """What the engine reports for telemetry. `app` adapts it to Prometheus instruments."""
+
+    def resync(self, venue: str, symbol: str, reason: str) -> None: ...
+    def bad_frame(self, venue: str) -> None: ...
+    def published(self, venue: str, ts_exchange: int, ts_recv: int, ts_publish: int) -> None: ...
+
+
+class InstrumentState:
+    """Book, sync state, metric accumulators and publish bookkeeping of one instrument."""
+
+    __slots__ = (
+        "book_topic",
+        "instrument",
+        "last_book_publish",
+        "latest",
+        "metrics",
+        "publish_seq",
+        "snapshot_stream",
+        "status_topic",
+        "sync",
+        "throttled",
+    )
+
+    def __init__(self, instrument: Instrument, rule: SequenceRule, buffer_deltas: bool = False) -> None:
+        self.instrument = instrument
+        self.sync = BookSync(rule, buffer_deltas=buffer_deltas)
+        # Venues that push a full book every time (Hyperliquid): consecutive snapshots are ordinary
+        # transitions, so OFI flows across them; elsewhere a snapshot mid-stream is a reset.
+        self.snapshot_stream = rule is snapshots_only
+        self.metrics = InstrumentMetrics(instrument)
+        self.book_topic = topics.book_topic(instrument.venue, instrument.symbol)
+        self.status_topic = topics.status_topic(instrument.venue, instrument.symbol)
+        self.publish_seq = 0
+        self.last_book_publish = 0
+        self.throttled = 0
+        self.latest: dict[str, Any] | None = None
+
+
+class Engine:
+    """Routes events to instrument states and publishes what they compute.
+
+    Args:
+        sink: `sink(topic, payload_bytes)`; called synchronously, must never block.
+        min_interval_ms: per-instrument throttle for book-triggered payloads (0 = publish every one).
+        clock: ns wall clock for `ts_publish` (injected so replays can be compared).
+        hooks: telemetry callbacks, optional.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        min_interval_ms: float = 0.0,
+        clock: Callable[[], int] = time.time_ns,
+        hooks: EngineHooks | None = None,
+    ) -> None:
+        self._sink = sink
+        self._min_interval_ns = int(min_interval_ms * 1_000_000)
+        self._clock = clock
+        self._hooks = hooks
+        self._states: dict[tuple[str, str], InstrumentState] = {}
+        self._bad_frame_log = BurstLimiter()
+        self.bad_frames = 0
+        self._handlers: dict[type, Callable[[Any], str | None]] = {
+            BookDelta: self._on_delta,
+            BookSnapshot: self._on_snapshot,
+            Trade: self._on_trade,
+            OpenInterest: self._on_open_interest,
+            FundingRate: self._on_funding,
+            Liquidation: self._on_liquidation,
+            LongShortRatio: self._on_long_short,
+            BadFrame: self._on_bad_frame,
+        }
+
+    # ----------------------------------------------------------------- setup and read side
+
+    def add_instrument(
+        self, instrument: Instrument, rule: SequenceRule = consecutive_ids, buffer_deltas: bool = False
+    ) -> None:
+        """Track `instrument` with its venue's continuity rule; `buffer_deltas` for REST-snapshot venues."""
+        key = (instrument.venue, instrument.symbol)
+        if key not in self._states:
+            self._states[key] = InstrumentState(instrument, rule, buffer_deltas)
+
+    def states(self) -> Iterator[InstrumentState]:
+        return iter(self._states.values())
+
+    def state(self, venue: str, symbol: str) -> InstrumentState | None:
+        return self._states.get((venue, symbol))
+
+    def latest_signals(self) -> Iterator[tuple[str, str, Mapping[str, object]]]:
+        for (venue, symbol), state in self._states.items():
+            if state.latest is not None:
+                yield venue, symbol, state.latest
+
+    def book_states(self) -> Iterator[tuple[str, str, str]]:
+        for (venue, symbol), state in self._states.items():
+            yield venue, symbol, state.sync.state.value
+
+    def ready(self) -> bool:
+        """Every configured book is VALID."""
+        return bool(self._states) and all(s.sync.valid for s in self._states.values())
+
+    def status(self) -> dict[str, Any]:
+        venues: dict[str, dict[str, Any]] = {}
+        for (venue, symbol), state in self._states.items():
+            sync = state.sync
+            venues.setdefault(venue, {})[symbol] = {
+                "instrument": state.instrument.venue_id,
+                "state": sync.state.value,
+                "reason": sync.reason.value if sync.reason else None,
+                "detail": sync.detail,
+                "book_seq": sync.book.seq,
+                "levels": [len(sync.book.bids), len(sync.book.asks)],
+                "resyncs": sync.resyncs,
+                "gaps": sync.gaps,
+                "stale_dropped": sync.stale_dropped,
+                "published": state.publish_seq,
+                "throttled": state.throttled,
+                "last_ts_exchange": state.latest["ts_exchange"] if state.latest else None,
+            }
+        return {"venues": venues, "bad_frames": self.bad_frames}
+
+    # ----------------------------------------------------------------- event intake
+
+    def handle(self, event_: object) -> str | None:
+        """Apply one event. Returns the symbol whose book needs a resync, if any."""
+        handler = self._handlers.get(type(event_))
+        if handler is None:
+            raise TypeError(f"engine cannot handle {type(event_).__name__}")
+        return handler(event_)
+
+    def handle_all(self, events: Iterable[object]) -> list[str]:
+        resync = []
+        for item in events:
+            symbol = self.handle(item)
+            if symbol is not None:
+                resync.append(symbol)
+        return resync
+
+    def invalidate(self, venue: str, symbols: Iterable[str], reason: InvalidReason, detail: str) -> None:
+        """Mark books wrong from outside (the connection carrying them dropped)."""
+        now = self._clock()
+        for symbol in symbols:
+            state = self._states.get((venue, symbol))
+            if state is None:
+                continue
+            result = state.sync.invalidate(reason, detail)
+            if result.changed:
+                ts = state.sync.book.ts_exchange or now
+                state.metrics.on_book_invalid(ts, reason)
+                self._report_invalid(state, ts, now)
+
+    # ----------------------------------------------------------------- per event kind
+
+    def _on_snapshot(self, snapshot: BookSnapshot) -> str | None:
+        state = self._states.get((snapshot.venue, snapshot.symbol))
+        if state is None:
+            return None
+        was_valid = state.sync.valid
+        result = state.sync.on_snapshot(snapshot)
+        if was_valid and not state.snapshot_stream:
+            # A snapshot mid-stream is a venue reset: no flow across it.
+            state.metrics.on_book_invalid(snapshot.ts_exchange, InvalidReason.RESET)
+        if result.applied:
+            if result.changed:
+                self._publish_status(state, snapshot.ts_exchange, snapshot.ts_recv)
+            state.metrics.on_book(state.sync.book, snapshot.ts_exchange)
+            self._publish(state, "book", snapshot.ts_exchange, snapshot.ts_recv)
+            return None
+        return self._after_invalid(state, snapshot.ts_exchange, snapshot.ts_recv)
+
+    def _on_delta(self, delta: BookDelta) -> str | None:
+        state = self._states.get((delta.venue, delta.symbol))
+        if state is None:
+            return None
+        result = state.sync.on_delta(delta)
+        if result.applied:
+            state.metrics.on_book(state.sync.book, delta.ts_exchange)
+            self._publish(state, "book", delta.ts_exchange, delta.ts_recv)
+            return None
+        if result.changed:
+            return self._after_invalid(state, delta.ts_exchange, delta.ts_recv)
+        return None
+
+    def _after_invalid(self, state: InstrumentState, ts_exchange: int, ts_recv: int) -> str:
+        reason = state.sync.reason or InvalidReason.RESET
+        state.metrics.on_book_invalid(ts_exchange, reason)
+        self._report_invalid(state, ts_exchange, ts_recv)
+        return state.instrument.symbol
+
+    def _report_invalid(self, state: InstrumentState, ts_exchange: int, ts_recv: int) -> None:
+        sync = state.sync
+        reason = sync.reason.value if sync.reason else "UNKNOWN"
+        instrument = state.instrument
+        event(
+            log,
+            logging.WARNING,
+            "book_invalid",
+            venue=instrument.venue,
+            symbol=instrument.symbol,
+            reason=reason,
+            detail=sync.detail,
+        )
+        if self._hooks is not None:
+            self._hooks.resync(instrument.venue, instrument.symbol, reason.lower())
+        self._publish_status(state, ts_exchange, ts_recv)
+
+    def _on_trade(self, trade: Trade) -> str | None:
+        state = self._states.get((trade.venue, trade.symbol))
+        if state is not None:
+            state.metrics.on_trade(trade)
+        return None
+
+    def _on_open_interest(self, oi: OpenInterest) -> str | None:
+        state = self._states.get((oi.venue, oi.symbol))
+        if state is not None:
+            state.metrics.on_open_interest(oi)
+            self._publish(state, "open_interest", oi.ts_exchange, oi.ts_recv)
+        return None
+
+    def _on_funding(self, funding: FundingRate) -> str | None:
+        state = self._states.get((funding.venue, funding.symbol))
+        if state is not None:
+            state.metrics.on_funding(funding)
+            self._publish(state, "funding", funding.ts_exchange, funding.ts_recv)
+        return None
+
+    def _on_liquidation(self, liquidation: Liquidation) -> str | None:
+        state = self._states.get((liquidation.venue, liquidation.symbol))
+        if state is not None:
+            state.metrics.on_liquidation(liquidation)
+            self._publish(state, "liquidation", liquidation.ts_exchange, liquidation.ts_recv)
+        return None
+
+    def _on_long_short(self, ratio: LongShortRatio) -> str | None:
+        state = self._states.get((ratio.venue, ratio.symbol))
+        if state is not None:
+            state.metrics.on_long_short(ratio)
+            self._publish(state, "long_short", ratio.ts_exchange, ratio.ts_recv)
+        return None
+
+    def _on_bad_frame(self, bad: BadFrame) -> str | None:
+        self.bad_frames += 1
+        if self._hooks is not None:
+            self._hooks.bad_frame(bad.venue)
+        suppressed = self._bad_frame_log.allow(bad.venue)
+        if suppressed is not None:
+            event(
+                log,
+                logging.WARNING,
+                "bad_frame",
+                venue=bad.venue,
+                symbol=bad.symbol,
+                reason=bad.reason,
+                suppressed_since_last=suppressed,
+            )
+        if not bad.touches_book or bad.symbol is None:
+            return None
+        state = self._states.get((bad.venue, bad.symbol))
+        if state is None:
+            return None
+        # The frame carried a book update we could not apply: the book may now be missing it.
+        result = state.sync.invalidate(bad.invalid_reason or InvalidReason.BAD_FRAME, bad.reason)
+        if not result.changed:
+            return None
+        ts_exchange = state.sync.book.ts_exchange
+        return self._after_invalid(state, ts_exchange, bad.ts_recv)
+
+    # ----------------------------------------------------------------- publishing
+
+    def _publish(self, state: InstrumentState, trigger: str, ts_exchange: int, ts_recv: int) -> None:
+        if trigger == "book" and self._min_interval_ns:
+            if ts_recv - state.last_book_publish < self._min_interval_ns:
+                state.throttled += 1
+                return
+            state.last_book_publish = ts_recv
+        sync = state.sync
+        book = sync.book if sync.valid else None
+        state.publish_seq += 1
+        instrument = state.instrument
+        payload: dict[str, Any] = {
+            "schema": SCHEMA,
+            "venue": instrument.venue,
+            "symbol": instrument.symbol,
+            "instrument": instrument.venue_id,
+            "trigger": trigger,
+            "seq": state.publish_seq,
+            "book_seq": sync.book.seq if book is not None else None,
+            "book_state": sync.state.value,
+            "ts_exchange": ts_exchange,
+            "ts_recv": ts_recv,
+            "ts_publish": 0,
+        }
+        state.metrics.fields(book, ts_exchange, trigger, payload)
+        # Rare extras on top of the metric flags; the common case (a VALID book) allocates nothing here.
+        invalid_flag = sync.reason.value if book is None and sync.reason is not None else None
+        sampled = trigger == "liquidation" and instrument.venue in SAMPLED_LIQUIDATION_VENUES
+        if invalid_flag is not None or sampled:
+            extra = {invalid_flag} if invalid_flag is not None else set()
+            if sampled:
+                extra.add("SAMPLED_INPUT")
+            quality = payload.get("quality")
+            if isinstance(quality, list):
+                payload["quality"] = sorted({*quality, *extra})
+        ts_publish = self._clock()
+        payload["ts_publish"] = ts_publish
+        try:
+            encoded = codec.encode(payload)
+        except (TypeError, ValueError) as exc:
+            # A value JSON cannot carry (an out-of-range venue timestamp): drop this payload, count it.
+            self._encode_failed(instrument.venue, exc)
+            return
+        state.latest = payload
+        self._sink(state.book_topic, encoded)
+        if self._hooks is not None:
+            self._hooks.published(instrument.venue, ts_exchange, ts_recv, ts_publish)
+
+    def _publish_status(self, state: InstrumentState, ts_exchange: int, ts_recv: int) -> None:
+        sync = state.sync
+        instrument = state.instrument
+        payload = {
+            "schema": SCHEMA,
+            "venue": instrument.venue,
+            "symbol": instrument.symbol,
+            "instrument": instrument.venue_id,
+            "state": sync.state.value,
+            "reason": sync.reason.value if sync.reason else None,
+            "detail": sync.detail,
+            "resyncs": sync.resyncs,
+            "ts_exchange": ts_exchange,
+            "ts_recv": ts_recv,
+            "ts_publish": self._clock(),
+        }
+        try:
+            encoded = codec.encode(payload)
+        except (TypeError, ValueError) as exc:
+            self._encode_failed(instrument.venue, exc)
+            return
+        self._sink(state.status_topic, encoded)
+
+    def _encode_failed(self, venue: str, exc: Exception) -> None:
+        self.bad_frames += 1
+        if self._hooks is not None:
+            self._hooks.bad_frame(venue)
+        if self._bad_frame_log.allow(f"encode:{venue}") is not None:
+            event(log, logging.WARNING, "payload_not_encodable", venue=venue, error=repr(exc)[:200])

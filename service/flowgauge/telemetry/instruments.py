@@ -1,0 +1,327 @@
+"""Operational Prometheus instruments (counters, gauges, histograms) built against an injected registry.
+
+Sits in `service.telemetry`, above the pipeline: the composition root builds one `Telemetry` per process on
+its own `CollectorRegistry` and hands it (or the cached per-venue / per-book children it returns) to the
+sessions, the book engine, the publishers and the recorder. Signal gauges are not here: they are read at
+scrape time by `telemetry.collector`. Must not use the global `prometheus_client.REGISTRY`, and must not put
+a label value on a metric that did not come from configuration or from the small fixed vocabularies below.
+
+Hot-path callers keep the children returned by `venue()` / `book()` instead of calling `.labels()` per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from flowgauge.types import InvalidReason
+
+__all__ = [
+    "BACKENDS",
+    "DISCONNECT_REASONS",
+    "LATENCY_BUCKETS",
+    "LATENCY_STAGES",
+    "RECONNECT_REASONS",
+    "RESYNC_REASONS",
+    "BookInstruments",
+    "Telemetry",
+    "VenueInstruments",
+]
+
+# Seconds; from 0.5 ms (same-region colocated feed) to 2.5 s (a stalled feed). STYLE.md 3.10.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)
+LATENCY_STAGES: tuple[str, ...] = ("exchange_to_recv", "recv_to_publish")
+RECONNECT_REASONS: tuple[str, ...] = ("closed", "timeout", "error", "server_restart", "scheduled")
+# The book state machine's reasons (types.InvalidReason, lower-cased; CHECKSUM and OVERFLOW among them).
+RESYNC_REASONS: tuple[str, ...] = tuple(r.value.lower() for r in InvalidReason)
+BACKENDS: tuple[str, ...] = ("embedded", "nats", "redis", "null")
+DISCONNECT_REASONS: tuple[str, ...] = ("slow", "client", "shutdown")
+
+
+@dataclass(frozen=True, slots=True)
+class VenueInstruments:
+    """Cached label children for one venue; what a session and a parser touch per frame."""
+
+    messages: Counter
+    received_bytes: Counter
+    bad_frames: Counter
+    connected: Gauge
+    exchange_to_recv: Histogram
+    recv_to_publish: Histogram
+    reconnects: Mapping[str, Counter]
+
+    def frame_received(self, nbytes: int) -> None:
+        """One websocket frame of `nbytes` bytes arrived."""
+        self.messages.inc()
+        self.received_bytes.inc(nbytes)
+
+    def observe_exchange_to_recv(self, seconds: float) -> None:
+        """Exchange timestamp to local receive. Includes clock skew, so negative values are clamped to 0."""
+        self.exchange_to_recv.observe(seconds if seconds > 0.0 else 0.0)
+
+    def observe_recv_to_publish(self, seconds: float) -> None:
+        """Local receive to hand-off to the publishers."""
+        self.recv_to_publish.observe(seconds if seconds > 0.0 else 0.0)
+
+    def reconnect(self, reason: str) -> None:
+        """Count one reconnect.
+
+        Raises:
+            ValueError: if `reason` is not in `RECONNECT_REASONS` (a programming error).
+        """
+        try:
+            child = self.reconnects[reason]
+        except KeyError:
+            raise ValueError(
+                f"unknown reconnect reason {reason!r}; expected one of {RECONNECT_REASONS}"
+            ) from None
+        child.inc()
+
+
+@dataclass(frozen=True, slots=True)
+class BookInstruments:
+    """Cached label children for one (venue, symbol) book."""
+
+    sequence_gaps: Counter
+    resyncs: Mapping[str, Counter]
+
+    def resync(self, reason: str) -> None:
+        """Count one resync.
+
+        Raises:
+            ValueError: if `reason` is not in `RESYNC_REASONS` (a programming error).
+        """
+        try:
+            child = self.resyncs[reason]
+        except KeyError:
+            raise ValueError(f"unknown resync reason {reason!r}; expected one of {RESYNC_REASONS}") from None
+        child.inc()
+
+
+def _package_version() -> str:
+    try:
+        return _dist_version("flowgauge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class Telemetry:
+    """Every operational metric of the daemon, registered on `registry`.
+
+    Args:
+        registry: the registry `/metrics` serves; never the global one.
+        version: value of the `version` label of `flowgauge_build_info`; defaults to the installed version.
+        backends: publisher backends whose counters are created eagerly (others are created on first use).
+
+    Besides the metric objects (attributes named after the metric), it implements the publisher-facing
+    protocols `service.publish.base.PublishTelemetry` and `service.publish.embedded.FanoutTelemetry`.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        version: str | None = None,
+        backends: Iterable[str] = BACKENDS,
+    ) -> None:
+        self.registry = registry
+        r = registry
+
+        # Ingest.
+        self.ws_messages = Counter(
+            "flowgauge_ws_messages_total", "Websocket frames received from the venue (frames).",
+            ["venue"], registry=r,
+        )
+        self.ws_received_bytes = Counter(
+            "flowgauge_ws_received_bytes_total", "Websocket payload bytes received from the venue (bytes).",
+            ["venue"], registry=r,
+        )
+        self.bad_frames = Counter(
+            "flowgauge_bad_frames_total", "Venue frames that could not be parsed or were rejected (frames).",
+            ["venue"], registry=r,
+        )
+        self.ws_connected = Gauge(
+            "flowgauge_ws_connected", "1 while the venue websocket is connected, else 0 (boolean).",
+            ["venue"], registry=r,
+        )
+        self.ws_reconnects = Counter(
+            "flowgauge_ws_reconnects_total",
+            "Venue websocket reconnects by reason: closed, timeout, error, server_restart, scheduled "
+            "(reconnects).",
+            ["venue", "reason"], registry=r,
+        )
+
+        # Book integrity.
+        self.book_resyncs = Counter(
+            "flowgauge_book_resyncs_total",
+            "Book resynchronisations from a fresh snapshot, by reason (resyncs).",
+            ["venue", "symbol", "reason"], registry=r,
+        )
+        self.book_sequence_gaps = Counter(
+            "flowgauge_book_sequence_gaps_total", "Venue sequence breaks detected on a book (gaps).",
+            ["venue", "symbol"], registry=r,
+        )
+
+        # Latency: no symbol label, buckets multiply series.
+        self.event_latency = Histogram(
+            "flowgauge_event_latency_seconds",
+            "Event latency by stage: exchange_to_recv (includes clock skew, clamped at 0) and "
+            "recv_to_publish (seconds).",
+            ["venue", "stage"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+
+        # Publishers and fan-out.
+        self.published_messages = Counter(
+            "flowgauge_published_messages_total", "Messages accepted by a publisher backend (messages).",
+            ["backend"], registry=r,
+        )
+        self.publish_dropped = Counter(
+            "flowgauge_publish_dropped_total",
+            "Messages a publisher backend dropped by its overflow policy; for 'embedded' this includes the "
+            "websocket client drops (messages).",
+            ["backend"], registry=r,
+        )
+        self.fanout_clients = Gauge(
+            "flowgauge_fanout_clients", "Websocket clients connected to the embedded fan-out (clients).",
+            registry=r,
+        )
+        self.fanout_dropped_messages = Counter(
+            "flowgauge_fanout_dropped_messages_total",
+            "Messages dropped (oldest first) from full websocket client buffers (messages).",
+            registry=r,
+        )
+        self.fanout_disconnects = Counter(
+            "flowgauge_fanout_disconnects_total",
+            "Websocket client disconnects by reason: slow, client, shutdown (disconnects).",
+            ["reason"], registry=r,
+        )
+        self.fanout_auth_rejected = Counter(
+            "flowgauge_fanout_auth_rejected_total",
+            "Websocket upgrade requests refused with 401 for a missing or wrong token (requests).",
+            registry=r,
+        )
+
+        # Recorder.
+        self.rest_requests = Counter(
+            "flowgauge_rest_requests_total",
+            "REST requests to venues (snapshots and polls) by outcome: ok, rate_limited (429/418), error.",
+            ["venue", "kind", "outcome"],
+            registry=r,
+        )
+        self.recorder_dropped_frames = Counter(
+            "flowgauge_recorder_dropped_frames_total",
+            "Raw frames the recorder dropped because its buffer was full (frames).",
+            registry=r,
+        )
+
+        self.build_info = Gauge(
+            "flowgauge_build_info", "Always 1; the version label carries the running version (info).",
+            ["version"], registry=r,
+        )
+        self.build_info.labels(version or _package_version()).set(1)
+
+        # Eager children (a series that exists at 0 beats a missing one) cached for the hot path.
+        self._venues: dict[str, VenueInstruments] = {}
+        self._books: dict[tuple[str, str], BookInstruments] = {}
+        self._published: dict[str, Counter] = {}
+        self._dropped: dict[str, Counter] = {}
+        for backend in backends:
+            self._backend_children(backend)
+        self._disconnects = {reason: self.fanout_disconnects.labels(reason) for reason in DISCONNECT_REASONS}
+
+    # ------------------------------------------------------------------------------- label-set registration
+
+    def register_venue(self, venue: str) -> VenueInstruments:
+        """Create (or return) every child labelled with `venue`; call at startup for each configured venue."""
+        cached = self._venues.get(venue)
+        if cached is not None:
+            return cached
+        connected = self.ws_connected.labels(venue)
+        connected.set(0)
+        instruments = VenueInstruments(
+            messages=self.ws_messages.labels(venue),
+            received_bytes=self.ws_received_bytes.labels(venue),
+            bad_frames=self.bad_frames.labels(venue),
+            connected=connected,
+            exchange_to_recv=self.event_latency.labels(venue, "exchange_to_recv"),
+            recv_to_publish=self.event_latency.labels(venue, "recv_to_publish"),
+            reconnects={reason: self.ws_reconnects.labels(venue, reason) for reason in RECONNECT_REASONS},
+        )
+        self._venues[venue] = instruments
+        return instruments
+
+    def register_book(self, venue: str, symbol: str) -> BookInstruments:
+        """Create (or return) every child labelled with (`venue`, `symbol`); call for each configured book."""
+        key = (venue, symbol)
+        cached = self._books.get(key)
+        if cached is not None:
+            return cached
+        instruments = BookInstruments(
+            sequence_gaps=self.book_sequence_gaps.labels(venue, symbol),
+            resyncs={reason: self.book_resyncs.labels(venue, symbol, reason) for reason in RESYNC_REASONS},
+        )
+        self._books[key] = instruments
+        return instruments
+
+    # Same thing under the names hot-path code reads best with.
+    venue = register_venue
+    book = register_book
+
+    # ------------------------------------------------------------------------ publisher-facing protocols
+
+    def _backend_children(self, backend: str) -> tuple[Counter, Counter]:
+        published = self._published.get(backend)
+        if published is None:
+            published = self._published[backend] = self.published_messages.labels(backend)
+            self._dropped[backend] = self.publish_dropped.labels(backend)
+        return published, self._dropped[backend]
+
+    def count_published(self, backend: str, n: int = 1) -> None:
+        """`n` messages accepted by `backend`."""
+        child = self._published.get(backend)
+        if child is None:
+            child = self._backend_children(backend)[0]
+        child.inc(n)
+
+    def count_publish_dropped(self, backend: str, n: int = 1) -> None:
+        """`n` messages dropped by `backend`'s overflow policy."""
+        child = self._dropped.get(backend)
+        if child is None:
+            child = self._backend_children(backend)[1]
+        child.inc(n)
+
+    def set_fanout_clients(self, n: int) -> None:
+        self.fanout_clients.set(n)
+
+    def count_fanout_dropped(self, n: int = 1) -> None:
+        self.fanout_dropped_messages.inc(n)
+
+    def count_fanout_disconnect(self, reason: str) -> None:
+        """Count a websocket client disconnect.
+
+        Raises:
+            ValueError: if `reason` is not in `DISCONNECT_REASONS` (a programming error).
+        """
+        try:
+            child = self._disconnects[reason]
+        except KeyError:
+            raise ValueError(
+                f"unknown disconnect reason {reason!r}; expected one of {DISCONNECT_REASONS}"
+            ) from None
+        child.inc()
+
+    def count_fanout_auth_rejected(self) -> None:
+        self.fanout_auth_rejected.inc()
+
+    def count_rest_request(self, venue: str, kind: str, outcome: str) -> None:
+        """One REST request; `kind` is snapshot, open_interest or long_short."""
+        self.rest_requests.labels(venue, kind, outcome).inc()
+
+    def count_recorder_dropped(self, n: int = 1) -> None:
+        self.recorder_dropped_frames.inc(n)
