@@ -303,6 +303,32 @@ async def test_a_feed_that_keeps_talking_is_not_considered_stale() -> None:
         assert feed.frames.qsize() >= 7
 
 
+async def test_a_feed_that_talks_then_goes_silent_is_dropped_stale_after_s_after_its_last_frame() -> None:
+    # Timeline: stale_after_s = 0.4; the server sends a frame every 0.1 s for ~0.6 s (past one deadline),
+    # then nothing -> the watchdog counts the silence from the last frame: the drop ("timeout") comes no
+    # earlier than stale_after_s after it and within a bound, and the session reconnects.
+    stale = 0.4
+    feed = ScriptedFeed()
+    settings = replace(FAST, stale_after_s=stale)
+    loop = asyncio.get_running_loop()
+    async with fake_venue() as venue, running(_session(venue, feed, settings)):
+        conn = await venue.next_conn()
+        await conn.expect(len(SUBSCRIBE))
+        for n in range(6):
+            await conn.ws.send(f"tick:{n}")
+            await feed.next_frame()
+            await asyncio.sleep(0.1)  # the feed's own pace, not synchronisation: the session must stay up
+        last_frame_at = loop.time() - 0.1
+        assert feed.disconnects == []
+
+        assert await feed.next_disconnect() == "timeout"
+        silent_for = loop.time() - last_frame_at
+
+        assert silent_for >= stale * 0.9, silent_for
+        assert silent_for <= stale * 1.25 + 0.5 * FACTOR, silent_for
+        assert (await venue.next_conn()).n == 2
+
+
 # --- 3. the server closes the connection ------------------------------------------------------------------
 
 
