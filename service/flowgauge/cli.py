@@ -10,15 +10,19 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from flowgauge.simulate import DATA_DIR, SIMULATORS
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowgauge", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print the installed flowgauge version and exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the daemon")
@@ -36,12 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("-c", "--config", help="only the venues and symbols this config lists")
 
     simulate = commands.add_parser("simulate", help="serve a recording over the venue's protocol on loopback")
-    simulate.add_argument("--venue", default="all", choices=[*SIMULATORS, "all"])
+    simulate.add_argument("--venue", default="all", choices=[*SIMULATORS, "all"],
+                          help="which venue to serve (default: all five, on consecutive ports)")
     simulate.add_argument("--base-port", type=int, default=None,
                           help="with --venue all: venues listen on BASE, BASE+1, ... in the order bybit, "
                                "binanceusdm, okx, deribit, hyperliquid (default: 9780...)")
     simulate.add_argument("--recording", default=None, help="default: the packaged sample for the venue")
-    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     simulate.add_argument("--port", type=int, default=None, help="default: where config/offline-demo.yaml looks")
     simulate.add_argument("--speed", type=float, default=1.0, help="0 = as fast as possible")
     simulate.add_argument("--no-loop", action="store_true", help="stop streaming when the recording ends")
@@ -51,13 +56,20 @@ def _parser() -> argparse.ArgumentParser:
                           help="drop every N-th book delta per topic (a sequence gap)")
 
     tail = commands.add_parser("tail", help="print payloads from the embedded bus")
-    tail.add_argument("pattern", nargs="?", default="flowgauge.v1.>")
-    tail.add_argument("--url", default="ws://127.0.0.1:8765")
-    tail.add_argument("--token", default=os.environ.get("FLOWGAUGE_BUS__EMBEDDED__TOKEN"))
-    tail.add_argument("-n", "--count", type=int, default=0, help="exit after N messages (0 = never)")
+    tail.add_argument("pattern", nargs="?", default="flowgauge.v1.>",
+                      help="NATS-style topic pattern: * one token, > the rest (default: flowgauge.v1.>)")
+    tail.add_argument("--url", default="ws://127.0.0.1:8765",
+                      help="the daemon's bus, a ws:// or wss:// URL (default: ws://127.0.0.1:8765)")
+    tail.add_argument("--token", default=os.environ.get("FLOWGAUGE_BUS__EMBEDDED__TOKEN"),
+                      help="bearer token of a bus that requires one (default: $FLOWGAUGE_BUS__EMBEDDED__TOKEN)")
+    tail.add_argument("-n", "--count", type=_non_negative_int, default=0,
+                      help="exit after N messages (0 = never)")
+    tail.add_argument("--quiet-after", type=_non_negative_float, default=5.0, metavar="S",
+                      help="say so on stderr if nothing matched within S seconds, then keep waiting "
+                           "(0 = never; default 5)")
 
     check = commands.add_parser("check-config", help="validate a config file and the FLOWGAUGE_* environment")
-    check.add_argument("-c", "--config")
+    check.add_argument("-c", "--config", help="YAML config file (default: $FLOWGAUGE_CONFIG or the built-in one)")
     check.add_argument("--print", action="store_true", dest="print_config", help="print it, secrets redacted")
 
     bench = commands.add_parser("bench", help="measure the pipeline against cryptofeed on the same frames")
@@ -79,6 +91,58 @@ def main(argv: Sequence[str] | None = None) -> None:
         "bench": _bench,
     }[args.command]
     sys.exit(handler(args))
+
+
+def _version() -> str:
+    from flowgauge import __version__
+
+    return __version__
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
+    """Run a long-running command's coroutine until it returns or SIGINT/SIGTERM arrives.
+
+    A signal cancels the work (its `async with` blocks close what they opened) and this returns normally:
+    a stop on request is a success (exit 0), for a terminal's Ctrl-C and a supervisor's SIGTERM alike.
+    """
+
+    async def guarded() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(work)
+        signalled: list[int] = []
+
+        def stop(signum: int) -> None:
+            signalled.append(signum)
+            task.cancel()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop, signum)
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not signalled:
+                raise
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    # A Ctrl-C before the loop's handlers are installed arrives as KeyboardInterrupt: still a requested stop.
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(guarded())
 
 
 def _install_uvloop() -> None:
@@ -151,7 +215,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if len(venues) > 1 and (args.port is not None or args.recording is not None):
         print("simulate: --port and --recording apply to a single --venue", file=sys.stderr)
         return 2
-    runs = []
+    runs: list[Coroutine[Any, Any, None]] = []
     for offset, venue in enumerate(venues):
         module_name, default_port, default_recording = SIMULATORS[venue]
         if args.base_port is not None:
@@ -161,15 +225,19 @@ def _simulate(args: argparse.Namespace) -> int:
             print(f"simulate: recording not found for {venue}: {recording}", file=sys.stderr)
             return 2
         module = importlib.import_module(module_name)
+        port = default_port if args.port is None else args.port
         runs.append(
-            module.run_simulator(
-                str(recording),
-                host=args.host,
-                port=default_port if args.port is None else args.port,
-                speed=args.speed,
-                loop=not args.no_loop,
-                garbage_every=args.garbage_every,
-                gap_every=args.gap_every,
+            _naming_venue(
+                venue,
+                module.run_simulator(
+                    str(recording),
+                    host=args.host,
+                    port=port,
+                    speed=args.speed,
+                    loop=not args.no_loop,
+                    garbage_every=args.garbage_every,
+                    gap_every=args.gap_every,
+                ),
             )
         )
 
@@ -179,16 +247,42 @@ def _simulate(args: argparse.Namespace) -> int:
                 tasks.create_task(run)
 
     _install_uvloop()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_all())
-    return 0
+    failed = False
+    try:
+        _until_signalled(serve_all())
+    except* OSError as group:
+        # listen() names host:port; say which venue wanted it (a busy port, an unknown host, no permission).
+        for exc in group.exceptions:
+            print(f"simulate: {exc.strerror or exc}", file=sys.stderr)
+        failed = True
+    return 2 if failed else 0
+
+
+async def _naming_venue(venue: str, run: Coroutine[Any, Any, None]) -> None:
+    """Await a simulator; an OSError (its socket could not be bound) comes back naming the venue."""
+    try:
+        await run
+    except OSError as exc:
+        raise OSError(exc.errno, f"{venue}: {exc.strerror or exc}") from exc
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from flowgauge.client import tail
+    from flowgauge.client import (
+        BusUnreachable,
+        ConnectionLost,
+        SubscriberError,
+        check_url,
+        tail,
+    )
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(tail(args.url, args.pattern, token=args.token, count=args.count))
+    try:
+        check_url(args.url)  # before the event loop starts: a typo costs nothing
+        _until_signalled(tail(args.url, args.pattern, token=args.token, count=args.count,
+                              quiet_after_s=args.quiet_after))
+    except SubscriberError as exc:
+        print(f"tail: {exc}", file=sys.stderr)
+        # Unreachable or lost: the daemon is down (runtime); otherwise the URL, token or pattern is wrong.
+        return 1 if isinstance(exc, BusUnreachable | ConnectionLost) else 2
     return 0
 
 
@@ -199,6 +293,15 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    import time
+
     from flowgauge.bench.report import execute
 
-    return execute(args)
+    started = time.monotonic()
+    try:
+        return execute(args)
+    except KeyboardInterrupt:
+        # A batch command stopped by the user: say what it did, exit 128 + SIGINT.
+        print(f"bench: interrupted after {time.monotonic() - started:.1f} s; no results "
+              f"(the summary is printed only when every measurement completes)", file=sys.stderr)
+        return 130

@@ -1,0 +1,263 @@
+"""`flowgauge tail` and `flowgauge simulate` as real subprocesses: user mistakes give one line, signals exit 0.
+
+The bus is a real `EmbeddedBus` on a free loopback port inside the test's loop; the HTTP server that is not a
+bus is a real aiohttp server; the busy port is a real listening socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import orjson
+import pytest
+from aiohttp import web
+from tests.procs import TIMEOUT_FACTOR, free_port, wait_for
+
+from flowgauge.publish.embedded import EmbeddedBus
+from flowgauge.publish.topics import book_topic
+
+pytestmark = pytest.mark.integration
+
+EXIT_TIMEOUT = 20.0 * TIMEOUT_FACTOR
+BTC = book_topic("bybit", "BTC/USDT:USDT")
+TOKEN = "s3cret-token"
+
+
+class Cli:
+    """A running `python -m flowgauge ...` with its stdout and stderr read as they arrive."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        assert proc.stdout is not None and proc.stderr is not None
+        self._readers = [
+            asyncio.ensure_future(self._read(proc.stdout, self.stdout)),
+            asyncio.ensure_future(self._read(proc.stderr, self.stderr)),
+        ]
+
+    @staticmethod
+    async def _read(stream: asyncio.StreamReader, into: list[str]) -> None:
+        async for line in stream:
+            into.append(line.decode(errors="replace"))
+
+    async def finish(self) -> int:
+        """Wait (bounded) for the process to exit and its output to be read; returns the exit code."""
+        async with asyncio.timeout(EXIT_TIMEOUT):
+            code = await self.proc.wait()
+            await asyncio.gather(*self._readers)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+    @property
+    def err(self) -> str:
+        return "".join(self.stderr)
+
+
+@asynccontextmanager
+async def cli(*args: str) -> AsyncIterator[Cli]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("FLOWGAUGE_BUS__EMBEDDED__TOKEN", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flowgauge", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )
+    running = Cli(proc)
+    try:
+        yield running
+    finally:
+        running.kill()
+        await running.finish()
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    async with cli(*args) as proc:
+        code = await proc.finish()
+    return code, "".join(proc.stdout), proc.err
+
+
+def assert_one_line(stderr: str, *needles: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@asynccontextmanager
+async def bus(token: str | None = None) -> AsyncIterator[EmbeddedBus]:
+    async with EmbeddedBus(port=0, token=token, close_timeout=2.0) as running:
+        yield running
+
+
+def bus_url(running: EmbeddedBus) -> str:
+    return f"ws://127.0.0.1:{running.bound_port}"
+
+
+def payload(seq: int) -> bytes:
+    return orjson.dumps({"schema": "flowgauge.v1", "seq": seq})
+
+
+async def publish_until_printed(running: EmbeddedBus, proc: Cli, topic: str = BTC) -> None:
+    """Publish until `tail` has printed a line: proof that it connected and subscribed."""
+    seq = 0
+
+    def printed() -> bool:
+        nonlocal seq
+        seq += 1
+        running.publish(topic, payload(seq))
+        return bool(proc.stdout)
+
+    await wait_for(printed, "tail to print a published payload")
+
+
+# ------------------------------------------------------------------------------------------------- tail
+
+
+async def test_tail_prints_matching_payloads_and_stops_after_count() -> None:
+    async with bus() as running, cli("tail", "flowgauge.v1.bybit.>", "--url", bus_url(running), "-n", "3") as proc:
+        await publish_until_printed(running, proc)
+        for seq in range(1000, 1010):
+            running.publish(BTC, payload(seq))
+        assert await proc.finish() == 0, proc.err
+    lines = [orjson.loads(line) for line in proc.stdout]
+    assert len(lines) == 3
+    assert {line["topic"] for line in lines} == {BTC}
+    assert proc.err == ""
+
+
+async def test_tail_without_a_daemon_says_connection_refused() -> None:
+    url = f"ws://127.0.0.1:{free_port()}"
+    code, out, err = await run_cli("tail", "--url", url)
+    assert code == 1
+    assert_one_line(err, "tail:", url, "connection refused")
+    assert out == ""
+
+
+@pytest.mark.parametrize("token", [None, "wrong"])
+async def test_tail_with_missing_or_wrong_token_says_401(token: str | None) -> None:
+    async with bus(token=TOKEN) as running:
+        args = ["tail", "--url", bus_url(running)] + (["--token", token] if token else [])
+        code, _, err = await run_cli(*args)
+    assert code == 2
+    assert_one_line(err, "HTTP 401", "token is wrong" if token else "token is required")
+
+
+async def test_tail_with_the_right_token_subscribes() -> None:
+    async with bus(token=TOKEN) as running, cli("tail", "--url", bus_url(running), "--token", TOKEN, "-n", "1") as proc:
+        await publish_until_printed(running, proc)
+        assert await proc.finish() == 0, proc.err
+
+
+async def test_tail_with_a_bad_pattern_names_it() -> None:
+    async with bus() as running:
+        code, _, err = await run_cli("tail", "flowgauge.v1..bybit", "--url", bus_url(running))
+    assert code == 2
+    assert_one_line(err, "refused the subscription", "flowgauge.v1..bybit")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/", "not a url", "ws://127.0.0.1:99999", "ws:///nohost"])
+async def test_tail_with_a_non_websocket_url_says_so(url: str) -> None:
+    url = url.format(port=free_port())
+    code, _, err = await run_cli("tail", "--url", url)
+    assert code == 2
+    assert_one_line(err, "tail:", repr(url))
+
+
+async def test_tail_at_a_plain_http_server_says_it_is_not_the_bus() -> None:
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(text="a web page, not a websocket endpoint\n")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        url = f"ws://127.0.0.1:{port}/"
+        code, _, err = await run_cli("tail", "--url", url)
+    finally:
+        await runner.cleanup()
+    assert code == 2
+    assert_one_line(err, url, "not the flowgauge bus", "HTTP 200")
+
+
+async def test_tail_pattern_matching_nothing_says_so_and_keeps_waiting() -> None:
+    pattern = "flowgauge.v1.nosuchvenue.>"
+    async with bus() as running, cli("tail", pattern, "--url", bus_url(running), "--quiet-after", "0.5") as proc:
+
+        def noted() -> bool:
+            running.publish(BTC, payload(1))  # traffic on other topics does not count as a match
+            return bool(proc.stderr)
+
+        await wait_for(noted, "tail's note that nothing matched")
+        assert_one_line(proc.err, "nothing published matching", repr(pattern), "still waiting")
+        assert proc.proc.returncode is None  # it keeps waiting after the note
+        running.publish(book_topic("nosuchvenue", "BTC/USDT:USDT"), payload(2))
+        await wait_for(lambda: proc.stdout, "the late match to be printed")
+        proc.proc.send_signal(signal.SIGINT)
+        assert await proc.finish() == 0
+    assert orjson.loads(proc.stdout[0])["payload"]["seq"] == 2
+
+
+async def test_tail_reports_the_daemon_going_away() -> None:
+    async with bus() as running, cli("tail", "--url", bus_url(running)) as proc:
+        await publish_until_printed(running, proc)
+        await running.close()
+        code = await proc.finish()
+    assert code == 1
+    assert_one_line(proc.err, "closed the connection", "1001")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_tail_exits_0_on_signal(signum: int) -> None:
+    async with bus() as running, cli("tail", "--url", bus_url(running)) as proc:
+        await publish_until_printed(running, proc)
+        proc.proc.send_signal(signum)
+        assert await proc.finish() == 0
+    assert proc.err == ""
+
+
+# --------------------------------------------------------------------------------------------- simulate
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "venue"),
+    [(["--venue", "bybit", "--port", "{port}"], "bybit"), (["--base-port", "{before}"], "binanceusdm")],
+)
+async def test_simulate_on_a_busy_port_names_the_port_and_venue(args: Sequence[str], venue: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        filled = [a.format(port=port, before=port - 1) for a in args]
+        code, _, err = await run_cli("simulate", *filled)
+    assert code == 2
+    assert_one_line(err, f"127.0.0.1:{port}", venue, "already in use")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_simulate_exits_0_on_signal(signum: int) -> None:
+    port = free_port()
+    async with cli("simulate", "--venue", "bybit", "--port", str(port)) as proc:
+        await wait_for(lambda: _accepts(port), "the simulator to listen")
+        proc.proc.send_signal(signum)
+        assert await proc.finish() == 0, proc.err
+    assert "Traceback" not in proc.err
