@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -34,6 +34,7 @@ from flowgauge.logs import BurstLimiter, event
 from flowgauge.publish.embedded import EmbeddedBus
 from flowgauge.recording import RecordingWriter
 from flowgauge.telemetry.collector import SignalCollector
+from flowgauge.telemetry.health import HealthBoard
 from flowgauge.telemetry.http import HttpServer
 from flowgauge.telemetry.instruments import RECONNECT_REASONS, BookInstruments, Telemetry, VenueInstruments
 from flowgauge.types import Instrument
@@ -41,14 +42,16 @@ from flowgauge.types import Instrument
 log = logging.getLogger(__name__)
 
 RECORDER_FLUSH_INTERVAL_S = 1.0
+NOT_STARTED = "NOT_STARTED"  # /status state of a book whose instrument metadata is not loaded yet
 MARKETS_RETRY_MAX_S = 30.0
 
 
 class _TelemetryHooks:
     """Adapts engine and session callbacks to Prometheus instruments (cached label children)."""
 
-    def __init__(self, telemetry: Telemetry) -> None:
+    def __init__(self, telemetry: Telemetry, health: HealthBoard) -> None:
         self.telemetry = telemetry
+        self.health = health
         self._venues: dict[str, VenueInstruments] = {}
         self._books: dict[tuple[str, str], BookInstruments] = {}
 
@@ -83,6 +86,11 @@ class _TelemetryHooks:
     def rest_request(self, venue: str, kind: str, outcome: str) -> None:
         self.telemetry.count_rest_request(venue, kind, outcome)
 
+    # every venue I/O path (markets, REST, websocket)
+    def venue_failure(self, venue: str, where: str, cause: str, message: str, symbols: Sequence[str]) -> None:
+        self.telemetry.count_venue_error(venue, cause)
+        self.health.record(venue, where, cause, message, symbols)
+
     # session
     def connected(self, venue: str, up: bool) -> None:
         self.venue(venue).connected.set(1 if up else 0)
@@ -102,7 +110,9 @@ class Daemon:
         self.record_dir = record_dir or settings.record.dir
         self.registry = CollectorRegistry()
         self.telemetry = Telemetry(self.registry)
-        self.hooks = _TelemetryHooks(self.telemetry)
+        self.health = HealthBoard({venue: list(v.symbols) for venue, v in settings.venues.items()})
+        self.hooks = _TelemetryHooks(self.telemetry, self.health)
+        self._markets_loaded: set[str] = set()
         self.stop = asyncio.Event()
         self.listening = asyncio.Event()
         self.stopping = False
@@ -128,19 +138,62 @@ class Daemon:
         states = {(venue, symbol): state for venue, symbol, state in self.engine.book_states()}
         return all(states.get(key) == "VALID" for key in self._expected_books)
 
+    def _books(self) -> dict[str, dict[str, dict[str, object]]]:
+        """Every configured book, from the start: the engine's view once markets loaded, NOT_STARTED before;
+        each with the last venue failure that affected it."""
+        known: dict[str, dict[str, dict[str, object]]] = self.engine.status()["venues"]
+        books: dict[str, dict[str, dict[str, object]]] = {}
+        for venue, venue_settings in self.settings.venues.items():
+            books[venue] = {}
+            for symbol in venue_settings.symbols:
+                book = known.get(venue, {}).get(symbol)
+                if book is None:
+                    waiting = "loading instrument metadata (markets)" if venue not in self._markets_loaded else ""
+                    book = {"state": NOT_STARTED, "reason": None, "detail": waiting}
+                last_error = self.health.book_error(venue, symbol)
+                book["last_error"] = last_error.as_dict() if last_error is not None else None
+                books[venue][symbol] = book
+        return books
+
     def status(self) -> dict[str, object]:
         status = self.engine.status()
+        books = self._books()
+        status["venues"] = books
         status["ready"] = self.ready()
-        states = {(venue, symbol): state for venue, symbol, state in self.engine.book_states()}
         status["ready_by_venue"] = {
-            venue: not self.stopping
-            and all(states.get((venue, symbol)) == "VALID" for symbol in venue_settings.symbols)
-            for venue, venue_settings in self.settings.venues.items()
+            venue: not self.stopping and all(book["state"] == "VALID" for book in venue_books.values())
+            for venue, venue_books in books.items()
         }
         status["configured"] = {
             venue: list(venue_settings.symbols) for venue, venue_settings in self.settings.venues.items()
         }
+        venue_status: dict[str, dict[str, object]] = {}
+        for venue in self.settings.venues:
+            last_error = self.health.venue_error(venue)
+            venue_status[venue] = {
+                "markets_loaded": venue in self._markets_loaded,
+                "last_error": last_error.as_dict() if last_error is not None else None,
+                "errors": self.health.counts(venue),
+            }
+        status["venue_status"] = venue_status
         return status
+
+    def not_ready(self) -> dict[str, object]:
+        """The /readyz body when not ready: a one-line reason and each book that is not VALID, with why."""
+        if self.stopping:
+            return {"reason": "shutting down"}
+        books = [
+            {"venue": venue, "symbol": symbol, **{k: book.get(k) for k in ("state", "reason", "detail", "last_error")}}
+            for venue, venue_books in self._books().items()
+            for symbol, book in venue_books.items()
+            if book["state"] != "VALID"
+        ]
+        total = sum(len(v.symbols) for v in self.settings.venues.values())
+        causes = sorted({b["last_error"]["cause"] for b in books if b["last_error"]})  # type: ignore[index]
+        summary = f"{len(books)} of {total} books not VALID"
+        if causes:
+            summary += f" (last venue errors: {', '.join(causes)})"
+        return {"reason": summary, "not_ready": books}
 
     async def run(self) -> None:
         settings = self.settings
@@ -156,7 +209,7 @@ class Daemon:
             budget = settings.shutdown_timeout_s
             self.http = HttpServer(
                 settings.http.host, settings.http.port, self.registry, self.ready, self.status,
-                shutdown_timeout=budget * 0.2,
+                shutdown_timeout=budget * 0.2, not_ready=self.not_ready,
             )
             await _listen(self.http.start(), "http", settings.http.host, settings.http.port)
             stack.push_async_callback(_bounded, self.http.close, budget * 0.25, "http")
@@ -243,6 +296,7 @@ class Daemon:
         instruments = await self._load_instruments(venue, venue_settings)
         for instrument in instruments:
             self.engine.add_instrument(instrument, adapter.sequence_rule, adapter.buffer_deltas)
+        self._markets_loaded.add(venue)
         session_settings = SessionSettings(
             ping_interval_s=venue_settings.ping_interval_s,
             stale_after_s=venue_settings.stale_after_s,
@@ -258,6 +312,7 @@ class Daemon:
             timeout_s=venue_settings.connect_timeout_s,
             hooks=self.hooks,
             on_response=self._http_recorder(venue),
+            failures=self.hooks,
         )
         self.rest[venue] = rest
         for poll in adapter.polls(instruments):
@@ -275,6 +330,7 @@ class Daemon:
                     hooks=self.hooks,
                     recorder=self._recorder(venue),
                     name=f"{venue.upper()}.ws.{index}",
+                    failures=self.hooks,
                 )
                 tasks.create_task(session.run(), name=f"session:{venue}:{index}")
 
@@ -307,10 +363,11 @@ class Daemon:
                 # An unknown symbol is a configuration error: fail loudly (select raises).
                 return select(venue, markets, list(venue_settings.symbols))
             except MarketsError as exc:
-                if "unknown symbol" in str(exc) or "not a perpetual" in str(exc):
-                    raise
-                event(log, logging.WARNING, "markets_load_failed", venue=venue, error=str(exc)[:300],
-                      retry_in_s=delay)
+                if exc.cause is None:
+                    raise  # a configuration error (unknown symbol, not a derivative): retrying cannot help
+                self.hooks.venue_failure(venue, "markets", exc.cause, str(exc), list(venue_settings.symbols))
+                event(log, logging.WARNING, "markets_load_failed", venue=venue, cause=exc.cause,
+                      error=str(exc)[:300], retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(MARKETS_RETRY_MAX_S, delay * 2)
 

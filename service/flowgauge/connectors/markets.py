@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import orjson
 
+from flowgauge.connectors.failures import HttpStatusError, cause_class, describe
 from flowgauge.types import ContractKind, Instrument
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,12 @@ _PAGING_PARAMS = frozenset({"limit"})
 
 
 class MarketsError(RuntimeError):
-    """Instrument metadata could not be loaded, or a configured symbol does not exist."""
+    """Instrument metadata could not be loaded (`cause` is its cause class, see `failures`), or a configured
+    symbol does not exist (`cause` None: a configuration error, retrying cannot help)."""
+
+    def __init__(self, message: str, *, cause: str | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 # Venues whose ccxt market needs a venue-specific mapping (module:function taking the market).
@@ -131,23 +137,32 @@ async def load_markets(
     if exchange_class is None:
         raise MarketsError(f"ccxt has no exchange {venue!r}")
     options = {"timeout": int(timeout_s * 1000), "options": _ccxt_options(venue)}
-    if on_response is None:
-        exchange = exchange_class(options)
-    else:
-        observer = on_response
+    observer = on_response
 
-        class _Observed(exchange_class):  # type: ignore[misc, valid-type]
-            async def fetch(self, url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
-                answer = await super().fetch(url, method, headers, body)
+    class _Observed(exchange_class):  # type: ignore[misc, valid-type]
+        async def fetch(self, url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+            answer = await super().fetch(url, method, headers, body)
+            if observer is not None:
                 observer(url, orjson.dumps(answer).decode())
-                return answer
+            return answer
 
-        exchange = _Observed(options)
+        def handle_errors(self, code: int, reason: str, url: str, method: str, *args: Any) -> Any:
+            # ccxt maps an error status to its own types (Bybit's 403 becomes RateLimitExceeded) and drops
+            # the status; a user behind a geo-block needs to see "HTTP 403", so it is kept here.
+            if code is not None and code >= 400:
+                raise HttpStatusError(code, reason or "", url.split("?")[0])
+            return super().handle_errors(code, reason, url, method, *args)
+
+    exchange = _Observed(options)
     point_ccxt_at(exchange, rest_url)
     try:
         markets = await exchange.load_markets()
     except Exception as exc:
-        raise MarketsError(f"{venue}: loading markets from {rest_url or 'production'} failed: {exc}") from exc
+        cause = cause_class(exc)
+        raise MarketsError(
+            f"{venue}: loading markets from {rest_url or 'production'} failed ({cause}): {describe(exc)}",
+            cause=cause,
+        ) from exc
     finally:
         await exchange.close()
     return list(markets.values())

@@ -20,6 +20,7 @@ from typing import Protocol
 import aiohttp
 
 from flowgauge.connectors.base import FetchSnapshot, PollRequest
+from flowgauge.connectors.failures import FailureReporter, cause_class, describe, http_cause
 from flowgauge.logs import event
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class RestScheduler:
         timeout_s: float = 10.0,
         hooks: RestHooks | None = None,
         on_response: Callable[[str, str], None] | None = None,
+        failures: FailureReporter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.venue = venue
@@ -118,6 +120,7 @@ class RestScheduler:
         self.timeout_s = timeout_s
         self.hooks = hooks
         self.on_response = on_response  # (url with query, body): lets the recorder keep REST answers
+        self.failures = failures
         self._clock = clock
         self._snapshots: dict[str, _Snapshot] = {}  # by symbol; insertion order = request order
         self._polls: list[_Poll] = []
@@ -199,6 +202,7 @@ class RestScheduler:
         self.requests += 1
         outcome = "ok"
         text: str | None = None
+        failure: tuple[str, str] | None = None  # (cause class, message)
         try:
             async with http.request(
                 method,
@@ -214,8 +218,12 @@ class RestScheduler:
                     outcome = "rate_limited"
                     event(log, logging.WARNING, "rest_rate_limited", venue=self.venue, status=response.status,
                           pause_s=pause)
+                    failure = (http_cause(response.status), f"HTTP {response.status} {response.reason or ''}")
                 elif response.status >= 400:
                     outcome = "error"
+                    failure = (http_cause(response.status), f"HTTP {response.status} {response.reason or ''}")
+                    event(log, logging.WARNING, "rest_failed", venue=self.venue, path=path, cause=failure[0],
+                          error=failure[1])
                 else:
                     # Decoded leniently: a mislabelled charset must become a parse error downstream,
                     # not an exception that ends the scheduler.
@@ -224,9 +232,15 @@ class RestScheduler:
                         self.on_response(str(response.url), text)
         except (aiohttp.ClientError, TimeoutError, OSError, LookupError) as exc:  # LookupError: unknown charset
             outcome = "error"
-            event(log, logging.WARNING, "rest_failed", venue=self.venue, path=path, error=repr(exc)[:200])
+            failure = (cause_class(exc), describe(exc, 200))
+            event(log, logging.WARNING, "rest_failed", venue=self.venue, path=path, cause=failure[0],
+                  error=failure[1])
         if self.hooks is not None:
             self.hooks.rest_request(self.venue, kind, outcome)
+        if failure is not None and self.failures is not None:
+            symbols = [job.fetch.symbol] if isinstance(job, _Snapshot) else []
+            cause, message = failure
+            self.failures.venue_failure(self.venue, f"rest:{kind}", cause, f"{path}: {message.strip()}", symbols)
         ts_recv = time.time_ns()
         if isinstance(job, _Snapshot):
             self._finish_snapshot(job, text, ts_recv)

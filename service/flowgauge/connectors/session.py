@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.frames import CloseCode
 
+from flowgauge.connectors.failures import FailureReporter, cause_class, describe
 from flowgauge.logs import event
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class Session:
         recorder: FrameRecorder | None = None,
         name: str = "ws",
         rng: random.Random | None = None,
+        failures: FailureReporter | None = None,
     ) -> None:
         self.url = url
         self.handler = handler
@@ -143,6 +145,7 @@ class Session:
         self.hooks = hooks
         self.recorder = recorder
         self.name = name
+        self.failures = failures
         self._rng = rng or random.Random()
         self.connects = 0
         self.connected = asyncio.Event()
@@ -169,8 +172,14 @@ class Session:
                 event(log, logging.INFO, "ws_scheduled_reconnect", venue=venue, conn=self.name)
             except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, HandlerFailed) as exc:
                 reason = classify(exc)
+                cause = cause_class(exc)
+                message = describe(exc, 200)
                 event(log, logging.WARNING, "ws_disconnected", venue=venue, conn=self.name, reason=reason,
-                      error=repr(exc)[:200])
+                      cause=cause, error=message)
+                if self.failures is not None:
+                    # The books this connection carries (Binance's trade connection carries none).
+                    books = getattr(self.handler, "book_symbols", ())
+                    self.failures.venue_failure(venue, "ws", cause, f"{self.url}: {message}", books)
             finally:
                 self.connected.clear()
                 if self.hooks is not None:

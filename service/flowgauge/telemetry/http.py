@@ -7,7 +7,8 @@ Must not use the global `prometheus_client.REGISTRY`, and must not log per reque
 
     /metrics   Prometheus text format (OpenMetrics when the scraper asks for it), from `registry`
     /healthz   200 "ok" while the process serves HTTP (liveness)
-    /readyz    200 {"ready": true} when `ready()` is true, else 503 {"ready": false, "reason": ...}
+    /readyz    200 {"ready": true} when `ready()` is true, else 503 {"ready": false, "reason": ...} plus what
+               `not_ready()` says (which books are not VALID and why)
     /status    200 JSON from `status()`
 """
 
@@ -48,6 +49,8 @@ class HttpServer:
         registry: the registry `/metrics` serves.
         ready: readiness predicate for `/readyz`; None means always ready.
         status: producer of the `/status` document; None serves `{}`.
+        not_ready: producer of the reasons merged into a 503 `/readyz` body (its `reason` replaces the
+            default one-liner); None: the body says only "not ready".
         shutdown_timeout: seconds in-flight requests get when the server closes.
     """
 
@@ -60,12 +63,14 @@ class HttpServer:
         status: Callable[[], Mapping[str, Any]] | None = None,
         *,
         shutdown_timeout: float = 5.0,
+        not_ready: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self._host = host
         self._port = port
         self._registry = registry
         self._ready = ready
         self._status = status
+        self._not_ready = not_ready
         self._shutdown_timeout = shutdown_timeout
         self._runner: web.AppRunner | None = None
         self._closed = False
@@ -157,7 +162,14 @@ class HttpServer:
                                   status=503)
         if ready:
             return _json_response({"ready": True})
-        return _json_response({"ready": False, "reason": "not ready"}, status=503)
+        body: dict[str, Any] = {"ready": False, "reason": "not ready"}
+        if self._not_ready is not None:
+            try:
+                body.update(self._not_ready())
+            except Exception as exc:
+                log.warning("readiness_reasons_failed: %r", exc)
+            body["ready"] = False
+        return _json_response(body, status=503)
 
     async def _status_handler(self, request: web.Request) -> web.Response:
         if self._status is None:

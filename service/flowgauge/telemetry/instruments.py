@@ -18,6 +18,7 @@ from importlib.metadata import version as _dist_version
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from flowgauge.connectors.failures import CAUSE_CLASSES, FIXED_CAUSES
 from flowgauge.types import InvalidReason
 
 __all__ = [
@@ -150,6 +151,13 @@ class Telemetry:
             "flowgauge_ws_connected", "1 while the venue websocket is connected, else 0 (boolean).",
             ["venue"], registry=r,
         )
+        self.venue_errors = Counter(
+            "flowgauge_venue_errors_total",
+            "Failed venue requests and connections (markets loading, REST, websocket) by cause class: dns, "
+            "connect, tls, http_<code> (http_4xx / http_5xx for rarer codes), timeout, closed, protocol, "
+            "other (failures).",
+            ["venue", "kind"], registry=r,
+        )
         self.ws_reconnects = Counter(
             "flowgauge_ws_reconnects_total",
             "Venue websocket reconnects by reason: closed, timeout, error, server_restart, scheduled "
@@ -244,6 +252,8 @@ class Telemetry:
             return cached
         connected = self.ws_connected.labels(venue)
         connected.set(0)
+        for kind in FIXED_CAUSES:  # the http_<code> series appear on first use
+            self.venue_errors.labels(venue, kind)
         instruments = VenueInstruments(
             messages=self.ws_messages.labels(venue),
             received_bytes=self.ws_received_bytes.labels(venue),
@@ -322,6 +332,10 @@ class Telemetry:
     def count_rest_request(self, venue: str, kind: str, outcome: str) -> None:
         """One REST request; `kind` is snapshot, open_interest or long_short."""
         self.rest_requests.labels(venue, kind, outcome).inc()
+
+    def count_venue_error(self, venue: str, kind: str) -> None:
+        """One failed venue request or connection; `kind` outside `CAUSE_CLASSES` counts as `other`."""
+        self.venue_errors.labels(venue, kind if kind in CAUSE_CLASSES else "other").inc()
 
     def count_recorder_dropped(self, n: int = 1) -> None:
         self.recorder_dropped_frames.inc(n)
