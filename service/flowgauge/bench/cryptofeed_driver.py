@@ -57,15 +57,18 @@ class _Conn:
 
 
 class _RecordedRest:
-    """Stands in for the feed's HTTP connection: answers the depth snapshot request with the recorded body."""
+    """Stands in for the feed's HTTP connection: answers a depth snapshot request with the recorded body of
+    the symbol the request names (`...depth?symbol=X&...`)."""
 
     def __init__(self) -> None:
-        self.body = ""
+        self.bodies: dict[str, str] = {}
         self.reads = 0
 
     async def read(self, address: str, **_: Any) -> str:
         self.reads += 1
-        return self.body
+        query = address.partition("?")[2]
+        params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+        return self.bodies[params.get("symbol", "")]
 
     async def close(self) -> None:
         return None
@@ -99,7 +102,7 @@ class CryptofeedDriver:
         # drop the book and let its own `_snapshot` read this body through `_RecordedRest`.
         if self._rest is None:
             raise ValueError("this venue takes no REST snapshots")
-        self._rest.body = item.body
+        self._rest.bodies[item.venue_id] = item.body
         self.feed._l2_book.pop(self._std[item.venue_id], None)
 
     async def _drive(self, items: Iterable[Item]) -> float:

@@ -45,11 +45,14 @@ __all__ = [
     "Run",
     "e2e_cryptofeed",
     "e2e_ours",
+    "e2e_ours_picows",
     "e2e_transport",
+    "e2e_transport_picows",
     "latency_at_rate",
     "loop_factory",
     "measure_cryptofeed",
     "measure_ours",
+    "picows_available",
     "profile_full_path",
     "rss",
     "scale_out",
@@ -120,9 +123,17 @@ class Pipeline:
         venue: ccxt id ("bybit", "binanceusdm").
         instruments: the instruments the frames are about.
         full: False = parse + book only; True = the full path to the bus and the null publisher.
+        after_publish: full path only: called after each payload reached both publishers (latency runs).
     """
 
-    def __init__(self, venue: str, instruments: Sequence[Instrument], *, full: bool) -> None:
+    def __init__(
+        self,
+        venue: str,
+        instruments: Sequence[Instrument],
+        *,
+        full: bool,
+        after_publish: Callable[[], None] | None = None,
+    ) -> None:
         adapter, self.parser = _make_parser(venue, instruments)
         rule = adapter.sequence_rule
         buffered = bool(adapter.buffer_deltas)
@@ -145,7 +156,12 @@ class Pipeline:
                 bus_publish(topic, payload)
                 null_publish(topic, payload)
 
-            self.engine = Engine(sink)
+            def timed_sink(topic: str, payload: bytes) -> None:
+                bus_publish(topic, payload)
+                null_publish(topic, payload)
+                after_publish()  # type: ignore[misc]  # the latency run's publish timestamp
+
+            self.engine = Engine(sink if after_publish is None else timed_sink)
             for instrument in instruments:
                 if buffered:
                     self.engine.add_instrument(instrument, rule, buffer_deltas=True)
@@ -416,6 +432,86 @@ def e2e_transport(url: str) -> Run:
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         frames, seconds = runner.run(_read_all(url, on_frame, is_async=False))
     return Run("e2e_transport_only", frames, 0, seconds)
+
+
+def picows_available() -> bool:
+    """picows (a Cython websocket client, the candidate venue transport) is importable."""
+    try:
+        import picows  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+async def _read_all_picows(url: str, on_frame: Callable[[str], Any]) -> tuple[int, float]:
+    """`_read_all` with picows as the client: every text frame goes to `on_frame` from its frame callback."""
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+    state = {"frames": 0, "started": 0.0, "ended": 0.0}
+
+    class Listener(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            kind = frame.msg_type
+            if kind == WSMsgType.TEXT:
+                if state["frames"] == 0:
+                    state["started"] = time.perf_counter()
+                on_frame(frame.get_payload_as_utf8_text())
+                state["frames"] += 1
+            elif kind == WSMsgType.CLOSE:
+                state["ended"] = time.perf_counter()
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+
+    transport, _ = await ws_connect(Listener, url, max_frame_size=1 << 22)
+    await transport.wait_disconnected()
+    ended = state["ended"] or time.perf_counter()
+    return int(state["frames"]), ended - state["started"]
+
+
+def e2e_ours_picows(url: str, recorded: RecordedFeed) -> Run:
+    """`e2e_ours` with picows reading the socket instead of `websockets` (same pipeline, same subscriber)."""
+    pipeline = Pipeline(recorded.venue, recorded.instruments, full=True)
+    handle = pipeline.handle
+    clock = time.time_ns
+    sub = pipeline.sub
+    assert sub is not None
+
+    def on_frame(message: str) -> None:
+        handle(message, clock())
+
+    async def main() -> tuple[int, float, int]:
+        async def consume() -> int:
+            taken = 0
+            async for _ in sub:
+                taken += 1
+            return taken
+
+        async with asyncio.TaskGroup() as group:
+            consumer = group.create_task(consume())
+            try:
+                frames, seconds = await _read_all_picows(url, on_frame)
+            finally:
+                sub.close()
+        return frames, seconds, consumer.result()
+
+    gc.collect()
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        frames, seconds, consumed = runner.run(main())
+    run = pipeline.figures("e2e_ours_picows_bybit", [], seconds)
+    run.messages = frames
+    run.extra["consumed"] = consumed
+    return run
+
+
+def e2e_transport_picows(url: str) -> Run:
+    """picows reading and dropping every frame: its own ceiling here, beside `e2e_transport`'s."""
+
+    def on_frame(message: str) -> None:
+        return None
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        frames, seconds = runner.run(_read_all_picows(url, on_frame))
+    return Run("e2e_transport_picows", frames, 0, seconds)
 
 
 # ------------------------------------------------------------------------------------ latency at a rate

@@ -19,10 +19,13 @@ import orjson
 
 from flowgauge.types import ContractKind, Instrument
 
-__all__ = ["SyntheticStream", "synthetic_instruments"]
+__all__ = ["RECORDED_CHANGES_PER_SIDE", "SyntheticStream", "synthetic_instruments"]
 
 _TICKS_PER_UNIT = 10  # tick size 0.1: prices are rendered from integer ticks, so each string is exact
 _TOP = 20  # changes land within this many levels of the touch, like real flow
+# With this bound a delta carries about as many levels as the Bybit recording's book frames (~14.4 vs 14.3;
+# repeated ticks within the top 20 merge, so the bound is above the target).
+RECORDED_CHANGES_PER_SIDE = 16
 
 
 def synthetic_instruments(n: int) -> list[Instrument]:
@@ -75,10 +78,18 @@ class SyntheticStream:
         levels: levels per side in each snapshot (and kept in the book, give or take one).
         seed: RNG seed.
         start_ms: exchange time of the first frame; each delta advances time by `step_us` microseconds.
+        changes_per_side: at most this many size changes per side in a delta (uniform from 1). The default 3
+            gives ~4.8 levels per frame; `RECORDED_CHANGES_PER_SIDE` gives the recordings' ~14.
     """
 
     def __init__(
-        self, n: int, levels: int = 200, seed: int = 7, start_ms: int = 1_786_000_000_000, step_us: int = 200
+        self,
+        n: int,
+        levels: int = 200,
+        seed: int = 7,
+        start_ms: int = 1_786_000_000_000,
+        step_us: int = 200,
+        changes_per_side: int = 3,
     ) -> None:
         if n < 1 or levels < 2:
             raise ValueError("need at least one instrument and two levels per side")
@@ -91,6 +102,7 @@ class SyntheticStream:
         ]
         self._now_us = start_ms * 1000
         self._step_us = step_us
+        self._changes = max(1, changes_per_side)
 
     def snapshots(self) -> list[str]:
         """One `snapshot` frame per instrument (the current state of the generator's books)."""
@@ -142,9 +154,9 @@ class SyntheticStream:
         rng = self._rng
         changed: dict[int, bool] = {}  # tick touched -> is a bid; a tick absent from sizes is sent as size 0
         sizes = book.sizes
-        # 1-3 size changes per side near the touch.
+        # 1..changes_per_side size changes per side near the touch.
         for side, is_bid in ((book.bids, True), (book.asks, False)):
-            for _ in range(rng.randint(1, 3)):
+            for _ in range(rng.randint(1, self._changes)):
                 tick = side[rng.randrange(min(_TOP, len(side)))]
                 sizes[tick] = rng.randint(1, 5000)
                 changed[tick] = is_bid
