@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
+from flowgauge import core
+from flowgauge.book.l2 import DEFAULT_MAX_LEVELS
 from flowgauge.book.sequencing import snapshots_only
 from flowgauge.book.sync import BookSync, SequenceRule, consecutive_ids
 from flowgauge.logs import BurstLimiter, event
@@ -69,13 +71,25 @@ class InstrumentState:
         "throttled",
     )
 
-    def __init__(self, instrument: Instrument, rule: SequenceRule, buffer_deltas: bool = False) -> None:
+    def __init__(
+        self,
+        instrument: Instrument,
+        rule: SequenceRule,
+        buffer_deltas: bool = False,
+        core_name: str = core.PYTHON,
+        book_max_levels: int = DEFAULT_MAX_LEVELS,
+    ) -> None:
         self.instrument = instrument
-        self.sync = BookSync(rule, buffer_deltas=buffer_deltas)
+        self.sync = BookSync(rule, buffer_deltas=buffer_deltas, book=core.new_book(core_name, book_max_levels))
         # Venues that push a full book every time (Hyperliquid): consecutive snapshots are ordinary
         # transitions, so OFI flows across them; elsewhere a snapshot mid-stream is a reset.
         self.snapshot_stream = rule is snapshots_only
-        self.metrics = InstrumentMetrics(instrument)
+        if core_name == core.COMPILED:
+            from flowgauge.metrics.compiled import CompiledInstrumentMetrics
+
+            self.metrics: InstrumentMetrics = CompiledInstrumentMetrics(instrument)
+        else:
+            self.metrics = InstrumentMetrics(instrument)
         self.book_topic = topics.book_topic(instrument.venue, instrument.symbol)
         self.status_topic = topics.status_topic(instrument.venue, instrument.symbol)
         self.publish_seq = 0
@@ -92,6 +106,8 @@ class Engine:
         min_interval_ms: per-instrument throttle for book-triggered payloads (0 = publish every one).
         clock: ns wall clock for `ts_publish` (injected so replays can be compared).
         hooks: telemetry callbacks, optional.
+        book_max_levels: levels kept per book side (beyond it the worst is dropped and counted).
+        core_name: "compiled" or "python"; None = `core.active_core()` (see flowgauge.core).
     """
 
     def __init__(
@@ -101,7 +117,13 @@ class Engine:
         min_interval_ms: float = 0.0,
         clock: Callable[[], int] = time.time_ns,
         hooks: EngineHooks | None = None,
+        book_max_levels: int = DEFAULT_MAX_LEVELS,
+        core_name: str | None = None,
     ) -> None:
+        self.core = core_name or core.active_core()
+        if self.core == core.COMPILED:
+            core.compiled_module()  # fail here, not on the first instrument
+        self.book_max_levels = book_max_levels
         self._sink = sink
         self._min_interval_ns = int(min_interval_ms * 1_000_000)
         self._clock = clock
@@ -128,7 +150,7 @@ class Engine:
         """Track `instrument` with its venue's continuity rule; `buffer_deltas` for REST-snapshot venues."""
         key = (instrument.venue, instrument.symbol)
         if key not in self._states:
-            self._states[key] = InstrumentState(instrument, rule, buffer_deltas)
+            self._states[key] = InstrumentState(instrument, rule, buffer_deltas, self.core, self.book_max_levels)
 
     def states(self) -> Iterator[InstrumentState]:
         return iter(self._states.values())
@@ -160,6 +182,7 @@ class Engine:
                 "detail": sync.detail,
                 "book_seq": sync.book.seq,
                 "levels": [len(sync.book.bids), len(sync.book.asks)],
+                "levels_dropped": sync.book.dropped_levels,
                 "resyncs": sync.resyncs,
                 "gaps": sync.gaps,
                 "stale_dropped": sync.stale_dropped,
@@ -167,7 +190,7 @@ class Engine:
                 "throttled": state.throttled,
                 "last_ts_exchange": state.latest["ts_exchange"] if state.latest else None,
             }
-        return {"venues": venues, "bad_frames": self.bad_frames}
+        return {"venues": venues, "bad_frames": self.bad_frames, "core": self.core}
 
     # ----------------------------------------------------------------- event intake
 

@@ -13,6 +13,10 @@ from collections.abc import Iterable
 
 from flowgauge.types import Level
 
+DEFAULT_MAX_LEVELS = 5000
+"""Levels kept per side unless configured (`book_max_levels`): above the deepest venue book we subscribe
+(Binance 1000 plus the levels its diffs add beyond the snapshot's edge), so only a runaway feed reaches it."""
+
 
 class BookSide:
     """One side of the book. `_prices` is ascending for both sides; bids read it from the end.
@@ -20,12 +24,19 @@ class BookSide:
     `_notional[i]` is `_prices[i] * size` kept aligned with `_prices`, so the depth within a price
     band is one C-level `sum` over a slice instead of a Python loop over every level (band depth is
     computed on every book message).
+
+    At most `max_levels` levels are kept: when a new level would exceed it, the worst level (possibly the new
+    one) is dropped and counted in `dropped`. The compiled core's `CBookSide` applies the same rule.
     """
 
-    __slots__ = ("_descending", "_notional", "_prices", "_sizes")
+    __slots__ = ("_descending", "_notional", "_prices", "_sizes", "dropped", "max_levels")
 
-    def __init__(self, descending: bool) -> None:
+    def __init__(self, descending: bool, max_levels: int = DEFAULT_MAX_LEVELS) -> None:
+        if max_levels < 1:
+            raise ValueError("max_levels must be >= 1")
         self._descending = descending
+        self.max_levels = max_levels
+        self.dropped = 0
         self._sizes: dict[float, float] = {}
         self._prices: list[float] = []
         self._notional: list[float] = []
@@ -49,6 +60,10 @@ class BookSide:
             else:
                 prices.insert(index, price)
                 self._notional.insert(index, price * size)
+                sizes[price] = size
+                if len(prices) > self.max_levels:
+                    self._drop_worst()
+                return
             sizes[price] = size
         elif price in sizes:
             del sizes[price]
@@ -56,14 +71,33 @@ class BookSide:
             del prices[index]
             del self._notional[index]
 
+    def _drop_worst(self) -> None:
+        """Over the bound: the deepest level goes (bids keep the highest prices, asks the lowest)."""
+        worst = self._prices.pop(0) if self._descending else self._prices.pop()
+        if self._descending:
+            del self._notional[0]
+        else:
+            self._notional.pop()
+        del self._sizes[worst]
+        self.dropped += 1
+
     def load(self, levels: Iterable[Level]) -> None:
         self.clear()
         sizes = self._sizes
         for price, size in levels:
             if size > 0.0:
                 sizes[price] = size
-        self._prices = sorted(sizes)
-        self._notional = [p * sizes[p] for p in self._prices]
+        prices = sorted(sizes)
+        excess = len(prices) - self.max_levels
+        if excess > 0:
+            # Keep the best max_levels; the rest are dropped and counted.
+            kept = prices[excess:] if self._descending else prices[: self.max_levels]
+            for price in set(prices).difference(kept):
+                del sizes[price]
+            prices = kept
+            self.dropped += excess
+        self._prices = prices
+        self._notional = [p * sizes[p] for p in prices]
 
     def best(self) -> Level | None:
         if not self._prices:
@@ -111,9 +145,9 @@ class L2Book:
 
     __slots__ = ("asks", "bids", "seq", "ts_exchange")
 
-    def __init__(self) -> None:
-        self.bids = BookSide(descending=True)
-        self.asks = BookSide(descending=False)
+    def __init__(self, max_levels: int = DEFAULT_MAX_LEVELS) -> None:
+        self.bids = BookSide(descending=True, max_levels=max_levels)
+        self.asks = BookSide(descending=False, max_levels=max_levels)
         self.seq: int | None = None
         self.ts_exchange = 0
 
@@ -137,6 +171,11 @@ class L2Book:
         self.bids.clear()
         self.asks.clear()
         self.seq = None
+
+    @property
+    def dropped_levels(self) -> int:
+        """Levels dropped on either side because the side was full (`max_levels`)."""
+        return self.bids.dropped + self.asks.dropped
 
     def is_crossed(self) -> bool:
         """Best bid >= best ask: impossible on one matching engine, so the book is wrong."""

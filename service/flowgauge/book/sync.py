@@ -73,13 +73,17 @@ class BookSync:
         "state",
     )
 
-    def __init__(self, rule: SequenceRule, buffer_deltas: bool = False, max_buffered: int = 10_000) -> None:
+    def __init__(
+        self, rule: SequenceRule, buffer_deltas: bool = False, max_buffered: int = 10_000, book: L2Book | None = None
+    ) -> None:
+        """`book`: the empty book to keep in sync (the compiled core passes its C-array book); a new `L2Book`
+        when None."""
         self.rule = rule
         self.buffer_deltas = buffer_deltas
         self._buffer: deque[BookDelta] = deque(maxlen=max_buffered)
         self.buffer_dropped = 0
         self._first = True  # the next delta is the first after a snapshot
-        self.book = L2Book()
+        self.book = book if book is not None else L2Book()
         self.state = BookState.SYNCING
         self.reason: InvalidReason | None = None
         self.detail = "waiting for the first snapshot"

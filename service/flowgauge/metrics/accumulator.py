@@ -128,11 +128,9 @@ class InstrumentMetrics:
     def on_book(self, book: L2Book, ts_exchange: int) -> None:
         """A book message was applied to a VALID book: compute this event's `e_n` and add it to the flows."""
         now = self._tick(ts_exchange)
-        top = top_of_book(book)
-        prev = self._prev_top
-        self._prev_top = top
+        e = self._ofi_step(book)
         self._first_book_seen = True
-        if prev is None:
+        if e is None:
             # First state after start or after a resync: store it as state n-1, no e_n (§1.4).
             self._last_e = None
             self._warm_start = now
@@ -144,7 +142,6 @@ class InstrumentMetrics:
                         flag_until[flag] = until
                 self._open_flags.clear()
             return
-        e = ofi_event(prev, top)
         self._last_e = e
         self.book_events += 1
         if e != 0.0:
@@ -153,6 +150,14 @@ class InstrumentMetrics:
             self._win_10s.add(ts_exchange, e)
             self._win_60s.add(ts_exchange, e)
             self._ew_10s.add(ts_exchange, e)
+
+    def _ofi_step(self, book: L2Book) -> float | None:
+        """Store the book's top as state n; returns `e_n`, or None when there is no state n-1 (the compiled
+        core overrides this with its C version)."""
+        top = top_of_book(book)
+        prev = self._prev_top
+        self._prev_top = top
+        return None if prev is None else ofi_event(prev, top)
 
     def on_book_invalid(self, ts_exchange: int, reason: InvalidReason) -> None:
         """The book left VALID: forget state n-1 and open a GAP / RESET period."""

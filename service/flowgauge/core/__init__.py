@@ -1,0 +1,96 @@
+"""Which hot core runs: the compiled extension (`_core`, C-array books and per-event fields) or the pure-Python
+reference (`book/` + `metrics/`), which stays the readable definition and the fallback.
+
+The default is the compiled core when it is importable and built from the sources beside it; `select()` (the CLI
+passes `FLOWGAUGE_CORE`) forces one. Both publish identical payloads (tests/conformance/test_core_equivalence.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from flowgauge.book.l2 import DEFAULT_MAX_LEVELS, L2Book
+from flowgauge.core.source_hash import source_hash
+
+__all__ = [
+    "COMPILED",
+    "CORES",
+    "PYTHON",
+    "CoreUnavailable",
+    "active_core",
+    "compiled_module",
+    "fallback_reason",
+    "new_book",
+    "select",
+]
+
+PYTHON = "python"
+COMPILED = "compiled"
+CORES = (PYTHON, COMPILED)
+
+
+class CoreUnavailable(Exception):
+    """The requested core cannot run (a user setting: reported in one line, exit 2)."""
+
+
+def _load_compiled() -> tuple[ModuleType | None, str | None]:
+    try:
+        from flowgauge.core import _core
+    except ImportError as exc:
+        return None, f"the compiled core is not built ({exc})"
+    here = Path(__file__).parent
+    if (here / "_core.pyx").exists():
+        # A source checkout (editable install): a build older than the sources would publish old logic.
+        expected = source_hash(here)
+        if expected != _core.SOURCE_HASH:
+            return None, "the compiled core is older than its sources (rebuild: pip install -e .)"
+    return _core, None
+
+
+_compiled, _unavailable = _load_compiled()
+_active = COMPILED if _compiled is not None else PYTHON
+
+
+def select(name: str | None) -> str:
+    """Force a core by name (None or "" = the default); returns the one that will run.
+
+    Raises:
+        CoreUnavailable: an unknown name, or "compiled" when the extension cannot be used.
+    """
+    global _active
+    if not name:
+        _active = COMPILED if _compiled is not None else PYTHON
+    elif name == PYTHON:
+        _active = PYTHON
+    elif name == COMPILED:
+        if _compiled is None:
+            raise CoreUnavailable(f"FLOWGAUGE_CORE=compiled but {_unavailable}")
+        _active = COMPILED
+    else:
+        raise CoreUnavailable(f"FLOWGAUGE_CORE must be one of {', '.join(CORES)}, got {name!r}")
+    return _active
+
+
+def active_core() -> str:
+    """The core new engines use: "compiled" or "python"."""
+    return _active
+
+
+def fallback_reason() -> str | None:
+    """Why the compiled core is not available (None when it is)."""
+    return _unavailable
+
+
+def compiled_module() -> ModuleType:
+    if _compiled is None:
+        raise CoreUnavailable(f"the compiled core is unavailable: {_unavailable}")
+    return _compiled
+
+
+def new_book(core: str, max_levels: int = DEFAULT_MAX_LEVELS) -> Any:
+    """An empty book of `core` holding at most `max_levels` levels per side (L2Book's interface)."""
+    if core == COMPILED:
+        return compiled_module().CBook(max_levels)
+    return L2Book(max_levels)

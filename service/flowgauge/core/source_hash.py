@@ -1,0 +1,23 @@
+"""The hash that ties a built extension to its sources (stdlib only: setup.py loads this file by path).
+
+sha256 over each `_core.*` source file's name and bytes, in name order. setup.py embeds it in the extension at
+build time (`_core.SOURCE_HASH`); comparing it with the hash of the sources in the checkout tells a stale build
+from a current one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+SOURCE_NAMES = ("_core.pxd", "_core.pyx")
+
+
+def source_hash(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for name in SOURCE_NAMES:
+        digest.update(name.encode())
+        digest.update(b"\0")
+        digest.update((directory / name).read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()

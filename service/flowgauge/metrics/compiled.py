@@ -1,0 +1,39 @@
+"""`InstrumentMetrics` with its per-event book math in the compiled core (flowgauge.core._core).
+
+Only the hot steps are replaced, each by a C function that mirrors the reference operation for operation:
+the top of book and CKS `e_n` (`_ofi_step`) and the book-state fields (`_book_fields`: best levels, mid,
+spread, wmid, depth imbalances, band depths). Everything else (flags, trade flow, OI, funding) is the
+reference's own code, so both cores publish the same payloads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowgauge.core import compiled_module
+from flowgauge.metrics.accumulator import InstrumentMetrics
+from flowgauge.types import Instrument, InvalidReason
+
+__all__ = ["CompiledInstrumentMetrics"]
+
+
+class CompiledInstrumentMetrics(InstrumentMetrics):
+    """Same inputs, same outputs as `InstrumentMetrics`; requires the book to be the core's `CBook`."""
+
+    __slots__ = ("_book_fields_c", "_ofi")
+
+    def __init__(self, instrument: Instrument) -> None:
+        super().__init__(instrument)
+        core = compiled_module()
+        self._ofi = core.OfiState()
+        self._book_fields_c = core.book_fields
+
+    def _ofi_step(self, book: Any) -> float | None:
+        return self._ofi.step(book)  # type: ignore[no-any-return]
+
+    def on_book_invalid(self, ts_exchange: int, reason: InvalidReason) -> None:
+        super().on_book_invalid(ts_exchange, reason)
+        self._ofi.forget()
+
+    def _book_fields(self, book: Any, out: dict[str, object], flags: set[str]) -> float | None:
+        return self._book_fields_c(book, out, flags)  # type: ignore[no-any-return]
