@@ -1,14 +1,17 @@
 # flowgauge daemon image: multi-stage, non-root, exec-form entrypoint so Python is PID 1 and gets SIGTERM.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY service ./service
+# setup.py copies config/*.yaml into the wheel (flowgauge/config_files): `-c offline-demo` works in the image.
+COPY config ./config
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 flowgauge
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+# Editable copies for operators (mount over /etc/flowgauge to change them); the same files are in the wheel.
 COPY config /etc/flowgauge
 USER flowgauge
 # Inside a container the servers must listen beyond loopback.

@@ -2,11 +2,16 @@
 
 Sits beside the pipeline, not in it: `cli` calls `load_settings` once at startup and `app` hands the
 resulting structs to each component. This module must not read `os.environ` itself (the caller passes the
-environment, so tests pass a dict), must not open sockets, and must not import anything from `service`
-above `types`. Apart from reading the one file it is pure.
+environment, so tests pass a dict), must not open sockets, and must not import anything from `flowgauge`
+above `types`. Apart from reading the config files it is pure.
 
-Precedence, lowest first: defaults built into the structs (identical to `config/default.yaml`), the YAML
-file, then the environment. `FLOWGAUGE_A__B__C=value` sets key `a.b.c`: a double underscore nests, names
+Precedence, lowest first: the built-in defaults (`config/default.yaml`, the only copy of them: a wheel ships
+it as `flowgauge/config_files/default.yaml`), the YAML file merged over them, then the environment. The
+merge: mappings merge key by key, lists and scalars replace, a section left empty keeps its defaults, and
+`venues` names the venues to track (a file that lists only okx tracks only okx; each venue it lists is
+merged over that venue's defaults). A file that sets only `http:` therefore runs the default venues.
+`-c NAME` with a bare name (no `.yaml`, not an existing file) names a built-in config: `default` or
+`offline-demo`. `FLOWGAUGE_A__B__C=value` sets key `a.b.c`: a double underscore nests, names
 are lower-cased, values are parsed as YAML scalars (`9000` is an int, `null` is None), list keys take a
 comma-separated list, and string keys take the text verbatim so that tokens survive unharmed.
 
@@ -17,6 +22,7 @@ into one `ConfigError`, each as `<dotted.key>: <why>`, so an operator fixes them
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import json
 import math
 import re
@@ -24,6 +30,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 from urllib.parse import urlsplit
@@ -32,7 +39,7 @@ import msgspec
 import yaml
 
 __all__ = [
-    "DEFAULT_CONFIG",
+    "BUILTIN_CONFIGS",
     "ENV_CONFIG_FILE",
     "ENV_PREFIX",
     "LOG_LEVELS",
@@ -45,7 +52,9 @@ __all__ = [
     "RecordSettings",
     "Settings",
     "VenueSettings",
+    "builtin_config",
     "check_config_main",
+    "default_book_depth",
     "load_settings",
     "parse_settings",
     "redacted",
@@ -60,6 +69,12 @@ ENV_CONFIG_FILE: Final = "FLOWGAUGE_CONFIG"
 # FLOWGAUGE_* names that are not settings keys and must not be rejected as unknown ones.
 _ENV_RESERVED: Final = frozenset({ENV_CONFIG_FILE})
 _ENV_RESERVED_PREFIXES: Final = ("FLOWGAUGE_TESTS_",)  # test-harness knobs (FLOWGAUGE_TESTS_TIMEOUT_FACTOR)
+
+BUILTIN_CONFIGS: Final = ("default", "offline-demo")
+"""Configs that ship with flowgauge (`config/<name>.yaml`); `-c <name>` names one."""
+
+# Where a built wheel carries config/*.yaml inside the package (setup.py's build_py copies them there).
+_PACKAGED_CONFIG_DIR: Final = "config_files"
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 REDACTED: Final = "***"
@@ -114,62 +129,11 @@ _VENUES: Final[dict[str, _VenueFacts]] = {
 SUPPORTED_VENUES: Final = tuple(_VENUES)
 """ccxt exchange ids that have a connector. Any other key under `venues` is a config error."""
 
-# The built-in defaults. config/default.yaml must load to exactly this (tests/unit/test_config.py checks),
-# so an installed wheel without the repository's config/ directory behaves like a checkout.
-DEFAULT_CONFIG: Final[dict[str, Any]] = {
-    "venues": {
-        "bybit": {
-            "symbols": ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"],
-            "ws_url": "wss://stream.bybit.com/v5/public/linear",
-            "rest_url": "https://api.bybit.com",
-            "book_depth": 200,
-            "subscribe_batch": 10,
-            "ping_interval_s": 20,
-            "stale_after_s": 30,
-            "connect_timeout_s": 10,
-            "backoff_initial_s": 0.5,
-            "backoff_max_s": 30,
-        },
-        "binanceusdm": {
-            "symbols": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
-            "ws_url": "wss://fstream.binance.com",
-            "rest_url": "https://fapi.binance.com",
-            "book_depth": 1000,
-        },
-        "okx": {
-            "symbols": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
-            "ws_url": "wss://ws.okx.com:8443/ws/v5/public",
-            "rest_url": "https://www.okx.com",
-            "book_depth": 400,
-        },
-        "deribit": {
-            "symbols": ["BTC/USD:BTC", "ETH/USD:ETH"],
-            "ws_url": "wss://www.deribit.com/ws/api/v2",
-            "rest_url": "https://www.deribit.com",
-            "book_depth": 1000,
-        },
-        "hyperliquid": {
-            "symbols": ["BTC/USDC:USDC", "ETH/USDC:USDC"],
-            "ws_url": "wss://api.hyperliquid.xyz/ws",
-            "rest_url": "https://api.hyperliquid.xyz",
-            "book_depth": 20,
-        },
-    },
-    "bus": {
-        "embedded": {
-            "enabled": True,
-            "host": "127.0.0.1",
-            "port": 8765,
-            "token": None,
-            "client_queue": 10000,
-        },
-    },
-    "http": {"host": "127.0.0.1", "port": 9464},
-    "publish": {"min_interval_ms": 0},
-    "record": {"dir": None, "rotate_mb": 64, "rotate_s": 3600},
-    "log_level": "INFO",
-    "shutdown_timeout_s": 5,
-}
+
+def default_book_depth(venue: str) -> int:
+    """The book depth a venue gets when its config does not set one (1000 for an unknown venue)."""
+    facts = _VENUES.get(venue)
+    return facts.default_depth if facts is not None else 1000
 
 
 # --------------------------------------------------------------------------------------------- schema
@@ -234,6 +198,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     record: RecordSettings = msgspec.field(default_factory=RecordSettings)
     log_level: str = "INFO"  # one of LOG_LEVELS; accepted in any case, stored upper-case
     shutdown_timeout_s: float = 5.0  # graceful-stop deadline; orchestrator grace periods must exceed it
+    book_max_levels: int = 5000  # levels kept per book side, both cores; beyond it the worst is dropped, counted
 
 
 class ConfigError(ValueError):
@@ -254,11 +219,13 @@ class ConfigError(ValueError):
 
 
 def load_settings(path: str | Path | None, environ: Mapping[str, str]) -> Settings:
-    """Load the YAML file, apply `FLOWGAUGE_*` overrides from `environ`, validate, and return `Settings`.
+    """Load the YAML file merged over the built-in defaults, apply `FLOWGAUGE_*` overrides from `environ`,
+    validate, and return `Settings`.
 
     Args:
-        path: The YAML file. When None, `environ["FLOWGAUGE_CONFIG"]` names it; when that is unset too, the
-            built-in defaults (`config/default.yaml`) are used.
+        path: The YAML file, or the bare name of a built-in config (`default`, `offline-demo`) when no
+            file of that name exists. When None, `environ["FLOWGAUGE_CONFIG"]` names it; when that is unset
+            too, the built-in defaults are used as they are.
         environ: The process environment (pass `os.environ`) or, in tests, a plain dict.
 
     Returns:
@@ -270,23 +237,29 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str]) -> Settin
     """
     if path is None and environ.get(ENV_CONFIG_FILE):
         path = environ[ENV_CONFIG_FILE]
+    defaults_file = _builtin_config_file("default")
+    defaults = _read_yaml(defaults_file)
     if path is None:
-        data, source = _builtin_defaults()
-    else:
-        source = str(path)
-        data = _read_yaml(Path(path))
-    return _settings_from(data, environ, source)
+        return _settings_from(defaults, environ, str(defaults_file))
+    file = _resolve_config(path)
+    return _settings_from(_over_defaults(_read_yaml(file), defaults), environ, str(file))
 
 
 def parse_settings(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
     """Validate an already-parsed configuration mapping (the YAML document as a dict).
 
-    The same checks as `load_settings`, without a file: meant for tests and embedding.
+    The same checks as `load_settings`, without a file and without the merge over the built-in defaults:
+    `data` must be complete (at least `venues`). Meant for tests and embedding.
 
     Raises:
         ConfigError: With every problem found.
     """
     return _settings_from(data, environ or {}, None)
+
+
+def builtin_config(name: str) -> Any:
+    """The parsed YAML of a built-in config (one of BUILTIN_CONFIGS), e.g. the defaults as a dict."""
+    return _read_yaml(_builtin_config_file(name))
 
 
 def _settings_from(data: Any, environ: Mapping[str, str], source: str | None) -> Settings:
@@ -298,14 +271,63 @@ def _settings_from(data: Any, environ: Mapping[str, str], source: str | None) ->
     return settings
 
 
-def _builtin_defaults() -> tuple[Any, str]:
-    """`config/default.yaml` of the checkout this module runs from, else the embedded copy of it."""
+def _resolve_config(path: str | Path) -> Path | Traversable:
+    """The file `-c` names: an existing file, else a built-in config's bare name, else the path as given
+    (whose reading then reports it missing)."""
+    candidate = Path(path)
+    if candidate.exists():
+        return candidate
+    name = str(path)
+    if candidate.name == name and not name.endswith((".yaml", ".yml")):  # a bare name, no directory part
+        if name not in BUILTIN_CONFIGS:
+            known = ", ".join(BUILTIN_CONFIGS)
+            raise ConfigError([f"{name}: no such file, and not a built-in config ({known})"], name)
+        return _builtin_config_file(name)
+    return candidate
+
+
+def _builtin_config_file(name: str) -> Path | Traversable:
+    """`config/<name>.yaml`: the checkout's when this module runs from one (an editable install, so an
+    edit there takes effect without a rebuild), else the copy the wheel ships inside the package."""
     root = Path(__file__).resolve().parents[2]
     # Requiring pyproject.toml beside config/ keeps an unrelated site-packages/config/ from being picked up.
-    candidate = root / "config" / "default.yaml"
-    if (root / "pyproject.toml").is_file() and candidate.is_file():
-        return _read_yaml(candidate), str(candidate)
-    return copy.deepcopy(DEFAULT_CONFIG), "<built-in defaults>"
+    if (root / "pyproject.toml").is_file() and (root / "config" / "default.yaml").is_file():
+        return root / "config" / f"{name}.yaml"
+    packaged = importlib.resources.files(__package__ or "flowgauge") / _PACKAGED_CONFIG_DIR / f"{name}.yaml"
+    if not packaged.is_file():
+        raise ConfigError([f"{packaged}: built-in config missing from this installation: reinstall flowgauge"])
+    return packaged
+
+
+def _over_defaults(data: Any, defaults: Any) -> Any:
+    """A config file's data merged over the built-in defaults (see the module docstring for the rules)."""
+    if data is None:  # an empty file
+        return copy.deepcopy(defaults)
+    if not isinstance(data, Mapping) or not isinstance(defaults, Mapping):
+        return data  # validation reports the shape
+    merged = _merge(defaults, {key: value for key, value in data.items() if key != "venues"})
+    venues = data.get("venues")
+    if isinstance(venues, Mapping):
+        # The file's venues are the ones tracked: a merge could never drop a default venue.
+        default_venues = defaults.get("venues") or {}
+        merged["venues"] = {name: _merge(default_venues.get(name), body) for name, body in venues.items()}
+    elif venues is not None:
+        merged["venues"] = venues  # not a mapping: validation reports it
+    return merged
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """`override` over `base`: mappings merge key by key, an empty section (None) over a mapping keeps the
+    mapping, anything else replaces (lists included)."""
+    if isinstance(base, Mapping):
+        if override is None:
+            return copy.deepcopy(dict(base))
+        if isinstance(override, Mapping):
+            out = copy.deepcopy(dict(base))
+            for key, value in override.items():
+                out[key] = _merge(base.get(key), value)
+            return out
+    return copy.deepcopy(override)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -334,7 +356,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_yaml(path: Path | Traversable) -> Any:
     try:
         text = path.read_bytes()
     except FileNotFoundError:
@@ -574,6 +596,8 @@ def _convert(value: Any, typ: Any, key: str, problems: _Problems) -> Any:
 _SYMBOL_RE: Final = re.compile(
     r"[A-Za-z0-9]+/[A-Za-z0-9]+:[A-Za-z0-9]+(-\d\d(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01]))?"
 )
+# A ccxt spot symbol: BASE/QUOTE with no settle currency.
+_SPOT_SYMBOL_RE: Final = re.compile(r"[A-Za-z0-9]+/[A-Za-z0-9]+")
 
 
 _VENUE_DURATIONS: Final = (
@@ -589,7 +613,10 @@ def _check_venue(v: dict[str, Any], key: str, problems: _Problems, facts: _Venue
         first_at: dict[str, int] = {}
         for i, symbol in enumerate(symbols):
             at = f"{_join(key, 'symbols')}[{i}]"
-            if not _SYMBOL_RE.fullmatch(symbol):
+            if _SPOT_SYMBOL_RE.fullmatch(symbol):
+                why = "spot markets are not supported (perpetuals and dated futures only, like BTC/USDT:USDT)"
+                problems.append((at, f"{json.dumps(symbol)}: {why}"))
+            elif not _SYMBOL_RE.fullmatch(symbol):
                 problems.append((at, f"{json.dumps(symbol)} is not a ccxt unified symbol like BTC/USDT:USDT"))
             elif symbol in first_at:
                 problems.append((at, f"{json.dumps(symbol)} duplicates symbols[{first_at[symbol]}]"))
@@ -641,6 +668,7 @@ def _check_settings(v: dict[str, Any], key: str, problems: _Problems) -> None:
             allowed = ", ".join(LOG_LEVELS)
             problems.append((_join(key, "log_level"), f"must be one of {allowed} (got {v['log_level']!r})"))
     _positive(v, "shutdown_timeout_s", key, problems)
+    _between(v, "book_max_levels", 1, None, key, problems)
 
 
 def _no_check(v: dict[str, Any], key: str, problems: _Problems) -> None:

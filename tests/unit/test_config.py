@@ -1,4 +1,5 @@
-"""Tests for service/config.py: files, environment overrides, and "every problem reported at once"."""
+"""Tests for flowgauge/config.py: files, the merge over the built-in defaults, environment overrides, and
+"every problem reported at once"."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import pytest
 import yaml
 
 from flowgauge.config import (
-    DEFAULT_CONFIG,
+    BUILTIN_CONFIGS,
     ConfigError,
+    builtin_config,
     check_config_main,
+    default_book_depth,
     load_settings,
     parse_settings,
     redacted,
@@ -20,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_YAML = REPO / "config" / "default.yaml"
 OFFLINE_YAML = REPO / "config" / "offline-demo.yaml"
 EXAMPLE_ENV = REPO / "config" / "example.env"
+DEFAULT_CONFIG = builtin_config("default")
 
 
 def _write(tmp_path: Path, text: str, name: str = "flowgauge.yaml") -> Path:
@@ -37,8 +41,11 @@ def _problems(data: object, environ: dict[str, str] | None = None) -> list[str]:
 # ------------------------------------------------------------------------------------------- files
 
 
-def test_default_yaml_equals_embedded_default() -> None:
-    assert yaml.safe_load(DEFAULT_YAML.read_text(encoding="utf-8")) == DEFAULT_CONFIG
+def test_built_in_configs_are_the_files_in_config() -> None:
+    """One source of truth: in a checkout the built-in configs are config/*.yaml themselves."""
+    assert BUILTIN_CONFIGS == ("default", "offline-demo")
+    assert builtin_config("default") == yaml.safe_load(DEFAULT_YAML.read_text(encoding="utf-8"))
+    assert builtin_config("offline-demo") == yaml.safe_load(OFFLINE_YAML.read_text(encoding="utf-8"))
 
 
 def test_default_settings_content() -> None:
@@ -133,13 +140,117 @@ def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
     assert "duplicate key 'bybit'" in problem
 
 
-def test_empty_file_needs_a_venue(tmp_path: Path) -> None:
-    path = _write(tmp_path, "")
+def test_empty_file_means_the_defaults(tmp_path: Path) -> None:
+    assert load_settings(_write(tmp_path, ""), {}) == load_settings(None, {})
+
+
+def test_explicitly_empty_venues_is_an_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, "venues: {}\n")
 
     with pytest.raises(ConfigError) as info:
         load_settings(path, {})
 
     assert info.value.problems == ["venues: at least one venue with at least one symbol is required"]
+
+
+# ------------------------------------------------------------------------------------------- merge over defaults
+
+
+def test_a_file_that_sets_only_http_runs_the_default_venues(tmp_path: Path) -> None:
+    path = _write(tmp_path, "http:\n  port: 1234\n")
+
+    settings = load_settings(path, {})
+
+    defaults = load_settings(None, {})
+    assert settings.http.port == 1234
+    assert settings.http.host == "127.0.0.1"  # the sibling key keeps its default
+    assert settings.venues == defaults.venues
+    assert (settings.bus, settings.publish, settings.record) == (defaults.bus, defaults.publish, defaults.record)
+
+
+def test_nested_mappings_merge_key_by_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, "bus:\n  embedded:\n    port: 0\n    token: t0k3n\nrecord:\n  rotate_s: 60\n")
+
+    settings = load_settings(path, {})
+
+    embedded = settings.bus.embedded
+    assert (embedded.port, embedded.token) == (0, "t0k3n")
+    assert (embedded.enabled, embedded.host, embedded.client_queue) == (True, "127.0.0.1", 10000)
+    assert (settings.record.rotate_s, settings.record.rotate_mb, settings.record.dir) == (60, 64, None)
+
+
+def test_listed_venues_are_the_ones_tracked_each_merged_over_its_defaults(tmp_path: Path) -> None:
+    text = (
+        "venues:\n"
+        "  okx:\n    stale_after_s: 5\n"  # no symbols: the default okx symbols
+        "  bybit:\n    symbols: [XRP/USDT:USDT]\n"  # a list replaces the default list
+    )
+    settings = load_settings(_write(tmp_path, text), {})
+
+    defaults = load_settings(None, {})
+    assert list(settings.venues) == ["okx", "bybit"]  # the file's venues, in its order; no others
+    assert settings.venues["okx"].symbols == defaults.venues["okx"].symbols
+    assert settings.venues["okx"].stale_after_s == 5
+    assert settings.venues["okx"].ws_url == defaults.venues["okx"].ws_url
+    assert settings.venues["bybit"].symbols == ("XRP/USDT:USDT",)
+    assert settings.venues["bybit"].book_depth == 200
+
+
+def test_a_partial_file_keeps_one_line_per_bad_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, "http:\n  prot: 1\nbus:\n  embedded:\n    port: x\nvenues:\n  okx:\n    book_depth: 5\n")
+
+    code = check_config_main(str(path), False, {})
+
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "venues.okx.book_depth: must be one of 400 (got 5)",
+        "bus.embedded.port: expected int, got str",
+        "http.prot: unknown key",
+    ]
+
+
+def test_a_section_of_the_wrong_shape_is_still_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, "http: 9000\nvenues: [bybit]\n"), {})
+
+    assert info.value.problems == [
+        "venues: expected a mapping of ccxt exchange id -> venue settings, got list",
+        "http: expected a mapping, got int",
+    ]
+
+
+def test_offline_demo_is_unchanged_by_the_merge() -> None:
+    """It spells out every section, so the merge adds nothing the venue and struct defaults did not."""
+    assert load_settings(OFFLINE_YAML, {}) == parse_settings(builtin_config("offline-demo"))
+
+
+# ------------------------------------------------------------------------------------------- built-in names
+
+
+def test_bare_names_select_the_built_in_configs() -> None:
+    assert load_settings("offline-demo", {}) == load_settings(OFFLINE_YAML, {})
+    assert load_settings("default", {}) == load_settings(None, {})
+    assert load_settings(None, {"FLOWGAUGE_CONFIG": "offline-demo"}) == load_settings(OFFLINE_YAML, {})
+
+
+def test_an_existing_file_wins_over_a_built_in_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(tmp_path, "http:\n  port: 4321\n", name="default")
+    monkeypatch.chdir(tmp_path)
+
+    assert load_settings("default", {}).http.port == 4321
+
+
+def test_unknown_bare_name_names_the_built_in_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    assert check_config_main("offline-dmeo", False, {}) == 2
+
+    assert capsys.readouterr().err.splitlines() == [
+        "offline-dmeo: no such file, and not a built-in config (default, offline-demo)"
+    ]
+
+
+def test_replay_default_depths_are_the_default_configs() -> None:
+    for venue, body in DEFAULT_CONFIG["venues"].items():
+        assert default_book_depth(venue) == body["book_depth"], venue
 
 
 # ------------------------------------------------------------------------------------------- environment
@@ -320,9 +431,20 @@ def test_bad_symbols() -> None:
     del symbols[4]
     problems = _problems({"venues": {"bybit": {"symbols": symbols}}})
     assert problems == [
-        'venues.bybit.symbols[1]: "BTC/USDT" is not a ccxt unified symbol like BTC/USDT:USDT',
+        'venues.bybit.symbols[1]: "BTC/USDT": spot markets are not supported'
+        " (perpetuals and dated futures only, like BTC/USDT:USDT)",
         'venues.bybit.symbols[3]: "BTC/USDT:USDT" duplicates symbols[0]',
         'venues.bybit.symbols[4]: "BTC/USD:BTC-251399" is not a ccxt unified symbol like BTC/USDT:USDT',
+    ]
+
+
+def test_spot_symbols_are_named_as_such() -> None:
+    problems = _problems({"venues": {"deribit": {"symbols": ["BTC/USD:BTC", "ETH/USDC", "ETH-USDC"]}}})
+
+    assert problems == [
+        'venues.deribit.symbols[1]: "ETH/USDC": spot markets are not supported'
+        " (perpetuals and dated futures only, like BTC/USDT:USDT)",
+        'venues.deribit.symbols[2]: "ETH-USDC" is not a ccxt unified symbol like BTC/USDT:USDT',
     ]
 
 

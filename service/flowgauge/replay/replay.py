@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from flowgauge.config import DEFAULT_CONFIG
+from flowgauge.config import default_book_depth
 from flowgauge.connectors import registry
 from flowgauge.connectors.base import PollRequest, VenueParser
 from flowgauge.connectors.markets import MarketsError, instrument_from_market, markets_from_recording
@@ -195,7 +195,7 @@ def replay_parser(adapter: Any, url: str, instruments: Sequence[Instrument]) -> 
     custom = getattr(adapter, "replay_parser", None)
     if custom is not None:
         return custom(url, instruments)  # type: ignore[no-any-return]
-    depth = DEFAULT_CONFIG["venues"].get(adapter.venue, {}).get("book_depth", 1000)
+    depth = default_book_depth(adapter.venue)
     connections = adapter.connections(instruments, url, depth)
     for conn_url, parser in connections:
         if conn_url == url:
