@@ -274,3 +274,28 @@ def test_collector_registration_rejects_a_duplicate(registry: CollectorRegistry,
     # describe() exposes the names, so a second collector (or a clashing metric) is refused at startup.
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         registry.register(SignalCollector(source))
+
+
+async def test_readyz_body_carries_the_reasons(registry: CollectorRegistry) -> None:
+    def reasons() -> Mapping[str, object]:
+        return {"reason": "1 of 2 books not VALID (last venue errors: dns)", "not_ready": [{"venue": "okx"}]}
+
+    def broken_reasons() -> Mapping[str, object]:
+        raise RuntimeError("boom")
+
+    async with (
+        HttpServer("127.0.0.1", 0, registry, lambda: False, None, not_ready=reasons) as server,
+        HttpServer("127.0.0.1", 0, registry, lambda: False, None, not_ready=broken_reasons) as broken,
+        aiohttp.ClientSession(timeout=TIMEOUT) as session,
+    ):
+        async with session.get(f"http://127.0.0.1:{server.bound_port}/readyz") as response:
+            assert response.status == 503
+            assert await response.json() == {
+                "ready": False,
+                "reason": "1 of 2 books not VALID (last venue errors: dns)",
+                "not_ready": [{"venue": "okx"}],
+            }
+        # Explaining must never break the probe: the plain 503 still answers.
+        async with session.get(f"http://127.0.0.1:{broken.bound_port}/readyz") as response:
+            assert response.status == 503
+            assert await response.json() == {"ready": False, "reason": "not ready"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import time
 
 import pytest
@@ -149,3 +150,39 @@ async def test_a_raising_callback_or_a_mislabelled_body_does_not_stop_the_schedu
     await run_until(scheduler, done)
     assert scheduler.errors == 1
     assert len(state.arrivals) == 2
+
+
+class FailureLog:
+    def __init__(self) -> None:
+        self.reports: list[tuple[str, str, str, str, list[str]]] = []
+        self.seen = asyncio.Event()
+
+    def venue_failure(self, venue: str, where: str, cause: str, message: str, symbols) -> None:
+        self.reports.append((venue, where, cause, message, list(symbols)))
+        self.seen.set()
+
+
+async def test_failures_are_reported_with_their_cause_class(venue) -> None:
+    state, url = venue
+    state.limit_next = 1
+    state.retry_after = "0"
+    failures = FailureLog()
+    # A 429 from the venue: an HTTP failure of that snapshot's book.
+    scheduler = RestScheduler("testvenue", url, weight_per_minute=600, failures=failures)
+    scheduler.request_snapshot(FetchSnapshot("S1", "/depth", {"symbol": "S1"}), lambda body, ts: None)
+    await run_until(scheduler, failures.seen)
+    assert failures.reports[0][:3] == ("testvenue", "rest:snapshot", "http_429")
+    assert failures.reports[0][4] == ["S1"]
+    assert "HTTP 429" in failures.reports[0][3]
+
+    # Nothing listening: a poll fails with `connect` and concerns no book.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    failures = FailureLog()
+    scheduler = RestScheduler("testvenue", f"http://127.0.0.1:{closed}", weight_per_minute=600, failures=failures)
+    poll = PollRequest("oi:S1", "S1", "open_interest", "/oi", {"symbol": "S1"}, weight=1, interval_s=60)
+    scheduler.add_poll(poll, lambda body, ts: None)
+    await run_until(scheduler, failures.seen)
+    assert failures.reports[0][:3] == ("testvenue", "rest:open_interest", "connect")
+    assert failures.reports[0][4] == []
