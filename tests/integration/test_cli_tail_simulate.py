@@ -1,4 +1,4 @@
-"""`flowgauge tail` and `flowgauge simulate` as real subprocesses: user mistakes give one line, signals exit 0.
+"""`flowgauge tail`, `simulate` and `bench` as real subprocesses: one line for a mistake, the README's exit codes.
 
 The bus is a real `EmbeddedBus` on a free loopback port inside the test's loop; the HTTP server that is not a
 bus is a real aiohttp server; the busy port is a real listening socket.
@@ -261,3 +261,17 @@ async def test_simulate_exits_0_on_signal(signum: int) -> None:
         proc.proc.send_signal(signum)
         assert await proc.finish() == 0, proc.err
     assert "Traceback" not in proc.err
+
+
+# ------------------------------------------------------------------------------------------------ bench
+
+
+async def test_bench_interrupted_exits_130_after_a_one_line_summary() -> None:
+    async with cli("bench", "--quick") as proc:
+        await wait_for(lambda: proc.stderr, "bench to report progress")
+        shown = len(proc.stderr)
+        proc.proc.send_signal(signal.SIGINT)
+        assert await proc.finish() == 130
+    after = proc.stderr[shown:]
+    assert "Traceback" not in "".join(after), "".join(after)
+    assert after[-1].startswith("bench: interrupted after "), after

@@ -5,11 +5,14 @@ Import-time checks run in a fresh interpreter, since this test process has impor
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import shutil
 import subprocess
 import sys
-from importlib.metadata import version
+import tomllib
+from importlib.metadata import packages_distributions, version
 from pathlib import Path
 
 import pytest
@@ -90,3 +93,46 @@ def test_cli_version_prints_it() -> None:
         [sys.executable, "-m", "flowgauge", "--version"], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == f"flowgauge {version('flowgauge')}"
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0].lower()
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    """Top-level modules `path` imports that are neither the standard library nor flowgauge."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n != "flowgauge"}
+
+
+def test_the_client_extra_lists_exactly_what_the_client_imports() -> None:
+    package = Path(flowgauge.__file__).parent
+    distributions = packages_distributions()
+    imported = {
+        dist.lower()
+        for path in (package / "__init__.py", package / "client.py")
+        for module in _third_party_imports(path)
+        for dist in distributions[module]
+    }
+    pyproject = tomllib.loads((SERVICE.parent / "pyproject.toml").read_text())
+    extra = {_requirement_name(r) for r in pyproject["project"]["optional-dependencies"]["client"]}
+    assert imported == extra
+    base = {_requirement_name(r) for r in pyproject["project"]["dependencies"]}
+    assert extra <= base  # the base install (the daemon) can subscribe too
+
+
+def test_the_client_loads_no_other_flowgauge_module_and_no_daemon_dependency() -> None:
+    daemon_only = ("ccxt", "aiohttp", "numpy", "msgspec", "prometheus_client", "yaml", "zstandard", "uvloop")
+    code = (
+        "import json, flowgauge; from flowgauge import EmbeddedSubscriber; "
+        "print(json.dumps([sorted(m for m in sys.modules if m.startswith('flowgauge')), "
+        f"[m for m in {daemon_only!r} if m in sys.modules]]))"
+    )
+    ours, daemon = json.loads(_fresh(code))
+    assert ours == ["flowgauge", "flowgauge.client"]
+    assert daemon == []
