@@ -148,8 +148,7 @@ class Daemon:
             for symbol in venue_settings.symbols:
                 book = known.get(venue, {}).get(symbol)
                 if book is None:
-                    waiting = "loading instrument metadata (markets)" if venue not in self._markets_loaded else ""
-                    book = {"state": NOT_STARTED, "reason": None, "detail": waiting}
+                    book = _not_started_book(venue in self._markets_loaded)
                 last_error = self.health.book_error(venue, symbol)
                 book["last_error"] = last_error.as_dict() if last_error is not None else None
                 books[venue][symbol] = book
@@ -370,6 +369,25 @@ class Daemon:
                       error=str(exc)[:300], retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(MARKETS_RETRY_MAX_S, delay * 2)
+
+
+def _not_started_book(markets_loaded: bool) -> dict[str, object]:
+    """/status entry of a configured book the engine does not track yet: the engine's keys, nothing counted."""
+    return {
+        "instrument": None,
+        "state": NOT_STARTED,
+        "reason": None,
+        "detail": "" if markets_loaded else "loading instrument metadata (markets)",
+        "book_seq": None,
+        "levels": [0, 0],
+        "levels_dropped": 0,
+        "resyncs": 0,
+        "gaps": 0,
+        "stale_dropped": 0,
+        "published": 0,
+        "throttled": 0,
+        "last_ts_exchange": None,
+    }
 
 
 class _ShutdownRequested(Exception):

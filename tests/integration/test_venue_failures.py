@@ -122,6 +122,7 @@ async def test_each_failing_venue_reports_its_cause_everywhere(tmp_path: Path, g
         for venue, books in status["venues"].items():
             for symbol, book in books.items():
                 assert book["state"] == "NOT_STARTED", (venue, symbol)
+                assert book["published"] == 0 and book["resyncs"] == 0  # the engine's keys, nothing counted
                 assert book["last_error"]["cause"] == expected[venue]
                 assert book["last_error"]["where"] == "markets"
                 assert book["last_error"]["time"].endswith("Z")
