@@ -13,11 +13,13 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import orjson
 import pytest
 from aiohttp import web
-from tests.procs import TIMEOUT_FACTOR, free_port, wait_for
+from tests.conftest import BYBIT_RECORDING
+from tests.procs import TIMEOUT_FACTOR, flowgauge, free_port, http_get, wait_for, write_config
 
 from flowgauge.publish.embedded import EmbeddedBus
 from flowgauge.publish.topics import book_topic
@@ -275,3 +277,27 @@ async def test_bench_interrupted_exits_130_after_a_one_line_summary() -> None:
     after = proc.stderr[shown:]
     assert "Traceback" not in "".join(after), "".join(after)
     assert after[-1].startswith("bench: interrupted after "), after
+
+
+# ------------------------------------------------------------------------------------------ run, record
+
+
+@pytest.mark.parametrize("command", ["run", "record"])
+async def test_daemon_exits_0_on_sigint(command: str, tmp_path: Path) -> None:
+    # SIGTERM is covered by the end-to-end tests; Ctrl-C must be a clean stop too.
+    sim_port, bus_port, http_port = free_port(), free_port(), free_port()
+    config = write_config(tmp_path / "cfg.yaml", sim_port, bus_port, http_port)
+    args = ["run", "-c", str(config)] if command == "run" else ["record", str(tmp_path / "rec"), "-c", str(config)]
+    sim_args = ["simulate", "--venue", "bybit", "--recording", str(BYBIT_RECORDING), "--port", str(sim_port)]
+    with flowgauge(sim_args, tmp_path / "sim.log"), flowgauge(args, tmp_path / "daemon.log") as daemon:
+        await wait_for(lambda: _healthy(http_port), "the daemon's /healthz")
+        daemon.send_signal(signal.SIGINT)
+        code = await asyncio.to_thread(daemon.wait, EXIT_TIMEOUT)
+    log = (tmp_path / "daemon.log").read_text()
+    assert code == 0, log[-3000:]
+    assert "Traceback" not in log
+
+
+async def _healthy(http_port: int) -> bool:
+    code, _ = await http_get(http_port, "/healthz")
+    return code == 200
