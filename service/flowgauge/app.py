@@ -121,7 +121,10 @@ class Daemon:
         self.recorders: dict[str, RecordingWriter] = {}
         self.rest: dict[str, RestScheduler] = {}
         self.engine = Engine(
-            self._publish, min_interval_ms=settings.publish.min_interval_ms, hooks=self.hooks
+            self._publish,
+            min_interval_ms=settings.publish.min_interval_ms,
+            hooks=self.hooks,
+            book_max_levels=settings.book_max_levels,
         )
         self.registry.register(SignalCollector(self.engine))
         self._expected_books: set[tuple[str, str]] = set()
@@ -231,6 +234,7 @@ class Daemon:
                 "daemon_listening",
                 http_port=self.http.bound_port,
                 bus_port=self.bus.bound_port if self.bus else None,
+                core=self.engine.core,
             )
             self.listening.set()
             try:

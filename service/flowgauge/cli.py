@@ -90,7 +90,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         "check-config": _check_config,
         "bench": _bench,
     }[args.command]
+    if args.command in _PIPELINE_COMMANDS:
+        status = _select_core(os.environ.get("FLOWGAUGE_CORE"))
+        if status:
+            sys.exit(status)
     sys.exit(handler(args))
+
+
+# Commands that run books and metrics, i.e. the hot core that FLOWGAUGE_CORE chooses.
+_PIPELINE_COMMANDS = frozenset({"run", "record", "replay", "bench"})
+
+
+def _select_core(requested: str | None) -> int:
+    """FLOWGAUGE_CORE=python|compiled forces a core; unset = compiled when built. 2 if it cannot run."""
+    from flowgauge import core
+
+    try:
+        chosen = core.select(requested)
+    except core.CoreUnavailable as exc:
+        print(f"flowgauge: {exc}", file=sys.stderr)
+        return 2
+    if chosen == core.PYTHON and not requested:
+        print(f"flowgauge: warning: running the pure-Python core: {core.fallback_reason()}", file=sys.stderr)
+    return 0
 
 
 def _version() -> str:

@@ -1,0 +1,117 @@
+"""The compiled core's C-array book against the reference `L2Book`: same levels, same bound, same answers."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from tests.conftest import linear_instrument
+
+from flowgauge import core
+from flowgauge.book.l2 import L2Book
+from flowgauge.core import _core
+from flowgauge.metrics.accumulator import InstrumentMetrics
+from flowgauge.metrics.compiled import CompiledInstrumentMetrics
+from flowgauge.types import InvalidReason
+
+
+@pytest.fixture(params=core.CORES)
+def make_book(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    return lambda max_levels=5000: core.new_book(request.param, max_levels)
+
+
+def test_levels_are_kept_best_first(make_book) -> None:  # type: ignore[no-untyped-def]
+    book = make_book()
+    book.load([(100.0, 1.0), (99.0, 2.0), (98.5, 0.0)], [(101.0, 3.0), (102.0, 1.0)], 7, 1)
+    book.apply([(99.5, 4.0), (99.0, 0.0)], [(100.5, 1.5), (102.0, 2.5)], 8, 2)
+    assert book.bids.levels() == [(100.0, 1.0), (99.5, 4.0)]
+    assert book.asks.levels() == [(100.5, 1.5), (101.0, 3.0), (102.0, 2.5)]
+    assert book.bids.best() == (100.0, 1.0) and book.asks.worst_price() == 102.0
+    assert book.asks.size_at(101.0) == 3.0 and book.asks.size_at(101.5) == 0.0
+    assert book.seq == 8 and book.ts_exchange == 2 and not book.is_crossed()
+    book.apply([(100.5, 1.0)], [], 9, 3)
+    assert book.is_crossed()
+    book.clear()
+    assert len(book.bids) == len(book.asks) == 0 and book.bids.best() is None and book.seq is None
+
+
+def test_the_bound_drops_the_worst_level_and_counts_it(make_book) -> None:  # type: ignore[no-untyped-def]
+    book = make_book(3)
+    book.load([(100.0, 1.0), (99.0, 1.0), (98.0, 1.0), (97.0, 1.0)], [(101.0, 1.0)], 1, 1)
+    assert [p for p, _ in book.bids.levels()] == [100.0, 99.0, 98.0]
+    assert book.dropped_levels == 1
+    book.apply([(96.0, 1.0)], [], 2, 2)  # worse than every kept level: dropped
+    book.apply([(99.5, 2.0)], [], 3, 3)  # better: the worst kept level (98) goes
+    assert [p for p, _ in book.bids.levels()] == [100.0, 99.5, 99.0]
+    assert book.dropped_levels == 3
+    book.apply([], [(102.0, 1.0), (103.0, 1.0), (100.5, 1.0)], 4, 4)
+    assert [p for p, _ in book.asks.levels()] == [100.5, 101.0, 102.0]
+    assert book.dropped_levels == 4
+
+
+def test_random_operations_give_identical_books_and_band_sums() -> None:
+    rng = random.Random(8)
+    reference, compiled = L2Book(max_levels=40), _core.CBook(40)
+    for step in range(4000):
+        if step % 500 == 0:
+            bids = [(round(rng.uniform(90, 100), 1), rng.choice((0.0, rng.uniform(0, 5)))) for _ in range(60)]
+            asks = [(round(rng.uniform(100.1, 110), 1), rng.uniform(0, 5)) for _ in range(60)]
+            reference.load(bids, asks, step, step)
+            compiled.load(bids, asks, step, step)
+        else:
+            side = rng.choice(("bids", "asks"))
+            price = round(rng.uniform(90, 100), 1) if side == "bids" else round(rng.uniform(100.1, 110), 1)
+            size = rng.choice((0.0, rng.uniform(0.001, 5)))
+            getattr(reference, side).set(price, size)
+            getattr(compiled, side).set(price, size)
+        assert compiled.bids.levels() == reference.bids.levels()
+        assert compiled.asks.levels() == reference.asks.levels()
+        limit = rng.uniform(90, 110)
+        assert compiled.bids.notional_within(limit) == float(reference.bids.notional_within(limit))
+        assert compiled.asks.notional_within(limit) == float(reference.asks.notional_within(limit))
+        assert compiled.bids.top_sizes(20) == reference.bids.top_sizes(20)
+    assert reference.dropped_levels > 0
+
+
+def test_book_fields_and_ofi_match_the_reference_on_random_books() -> None:
+    rng = random.Random(3)
+    instrument = linear_instrument()
+    ref_metrics, c_metrics = InstrumentMetrics(instrument), CompiledInstrumentMetrics(instrument)
+    reference, compiled = L2Book(), _core.CBook(5000)
+    for step in range(3000):
+        if step % 700 == 0:  # now and then one side empty, or both
+            bids = [] if step % 1400 == 0 else [(round(rng.uniform(99, 100), 2), rng.uniform(0, 3)) for _ in range(30)]
+            asks = [] if step == 2100 else [(round(rng.uniform(100.01, 101), 2), rng.uniform(0, 3)) for _ in range(30)]
+            reference.load(bids, asks, step, step)
+            compiled.load(bids, asks, step, step)
+        else:
+            side = rng.choice(("bids", "asks"))
+            price = round(rng.uniform(99, 100), 2) if side == "bids" else round(rng.uniform(100.01, 101), 2)
+            size = rng.choice((0.0, rng.uniform(0.001, 3)))
+            getattr(reference, side).set(price, size)
+            getattr(compiled, side).set(price, size)
+        ts = 1_000_000_000 + step * 1_000_000
+        ref_metrics.on_book(reference, ts)
+        c_metrics.on_book(compiled, ts)
+        if step % 900 == 450:
+            ref_metrics.on_book_invalid(ts, InvalidReason.GAP)
+            c_metrics.on_book_invalid(ts, InvalidReason.GAP)
+        assert c_metrics.fields(compiled, ts, "book") == ref_metrics.fields(reference, ts, "book")
+
+
+@pytest.mark.parametrize(
+    "levels",
+    [
+        (),
+        ((1.0, 2.0), (3.0, 0.0)),
+        ((0.0, 1.0),),
+        ((1.0, -1.0),),
+        ((float("nan"), 1.0),),
+        ((1.0, float("inf")),),
+        ((1e308, 1.0), (1e308, 1.0)),  # each finite, the sum overflows: the reference rejects it too
+    ],
+)
+def test_level_validation_gives_the_reference_verdicts(levels: tuple[tuple[float, float], ...]) -> None:
+    from flowgauge.connectors.levels import valid_levels
+
+    assert _core.valid_levels(levels) == valid_levels(levels)
