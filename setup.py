@@ -1,20 +1,22 @@
 """Build steps pyproject.toml cannot express; metadata, dependencies and the package list stay there.
 
-Kept small on purpose. Issue 8 adds a Cython extension: pass `ext_modules=[...]` to the `setup()` call at
-the bottom and leave the rest as it is.
+Two steps, kept small and apart: build_py ships config/*.yaml inside the package, and the optional compiled
+hot core (issue 8) is the one extension in `ext_modules`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 from setuptools.errors import FileError
 
 ROOT = Path(__file__).resolve().parent
 CONFIG_SOURCES = ROOT / "config"  # the one copy of default.yaml and offline-demo.yaml users and docs refer to
 CONFIG_IN_PACKAGE = ("flowgauge", "config_files")  # where a wheel carries them; flowgauge.config reads it
+CORE_SOURCES = Path("service", "flowgauge", "core")  # relative: setuptools wants source paths relative to here
 
 
 class BuildPyWithConfigs(build_py):
@@ -43,4 +45,28 @@ class BuildPyWithConfigs(build_py):
         return [(source, target_dir / source.name) for source in sources]
 
 
-setup(cmdclass={"build_py": BuildPyWithConfigs})
+def core_extensions() -> list[Extension]:
+    """The compiled hot core, when Cython is available; without it (or without a C compiler: `optional`) the
+    pure-Python reference core runs. The build embeds the sources' hash so a stale build is detected."""
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        return []
+    # By path: flowgauge's own imports need its dependencies, which a build environment does not have.
+    spec = importlib.util.spec_from_file_location("_flowgauge_source_hash", ROOT / CORE_SOURCES / "source_hash.py")
+    assert spec is not None and spec.loader is not None
+    hashing = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hashing)
+    extension = Extension(
+        "flowgauge.core._core",
+        [str(CORE_SOURCES / "_core.pyx")],
+        define_macros=[("FLOWGAUGE_CORE_SOURCE_HASH", f'"{hashing.source_hash(ROOT / CORE_SOURCES)}"')],
+        # No fused multiply-add and no fast-math: C must round each `a*b + c` as Python does, so both cores
+        # publish identical bits.
+        extra_compile_args=["-O2", "-ffp-contract=off", "-fno-fast-math"],
+        optional=True,
+    )
+    return cythonize([extension], language_level=3)
+
+
+setup(cmdclass={"build_py": BuildPyWithConfigs}, ext_modules=core_extensions())
