@@ -354,12 +354,13 @@ class BybitParser:
 
 
 class BybitAdapter:
-    """Bybit v5 public linear/inverse streams: everything streams, nothing needs polling."""
+    """Bybit v5 public linear/inverse streams: everything streams except the long/short account ratio (polled)."""
 
     venue: ClassVar[str] = VENUE
     default_ws_url: ClassVar[str] = DEFAULT_WS_URL
     default_rest_url: ClassVar[str] = DEFAULT_REST_URL
-    # Bybit allows 600 requests per 5 s per IP on market endpoints; we only load instrument metadata.
+    # Bybit allows 600 requests per 5 s per IP on market endpoints; we load instrument metadata and poll the
+    # long/short account ratio, far below that.
     rest_weight_per_minute: ClassVar[int] = 600
     sequence_rule: ClassVar[SequenceRule] = staticmethod(consecutive_ids)  # type: ignore[assignment]
     buffer_deltas: ClassVar[bool] = False
