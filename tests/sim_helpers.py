@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from tests.procs import TIMEOUT_FACTOR
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-STEP_S = 5.0  # upper bound for any single wait on a simulator
+STEP_S = 5.0 * TIMEOUT_FACTOR  # upper bound for any single wait on a simulator (FLOWGAUGE_TESTS_TIMEOUT_FACTOR)
 
 SimT = TypeVar("SimT")
 
