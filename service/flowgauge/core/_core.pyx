@@ -14,7 +14,7 @@ band depths read a prefix of the arrays.
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from libc.math cimport INFINITY, isfinite
+from libc.math cimport INFINITY, exp, fabs, isfinite, log
 from libc.string cimport memmove
 
 cdef extern from *:
@@ -419,3 +419,274 @@ def valid_levels(levels):
         return True
     total = prices + sizes
     return min_price > 0.0 and min_size >= 0.0 and total == total and total != INFINITY
+
+
+# ------------------------------------------------------------------------------------------------- windows
+# metrics.windows.SlidingSum / DecayedSum / ExactSum, step for step: the same partials, the same fsum, the
+# same eviction, so the same bits.
+
+cdef extern from "Python.h":
+    long long PyLong_AsLongLongAndOverflow(object, int*) except? -1
+
+cdef long long _TIME_LIMIT = 1LL << 62  # times beyond +-2^62 ns (year 2116) are clamped: no window reaches them
+
+
+cdef long long _ns(object t) except? -1:
+    """An int time in ns as a C integer. Absurd venue times (beyond 64 bits) are clamped far beyond any window,
+    where they give the reference's results (everything evicted, decays to 0) without overflowing."""
+    cdef int overflow = 0
+    cdef long long value = PyLong_AsLongLongAndOverflow(t, &overflow)
+    if overflow > 0 or value > _TIME_LIMIT:
+        return _TIME_LIMIT
+    if overflow < 0 or value < -_TIME_LIMIT:
+        return -_TIME_LIMIT
+    return value
+
+
+cdef int _exact_add(double** partials, Py_ssize_t* count, Py_ssize_t* cap, double x) except -1:
+    """ExactSum.add: grow-expansion with zero elimination over the partials, smallest magnitude first."""
+    cdef double* p = partials[0]
+    cdef Py_ssize_t n = count[0], kept = 0, j
+    cdef double y, hi, lo, t
+    for j in range(n):
+        y = p[j]
+        if fabs(x) < fabs(y):
+            t = x
+            x = y
+            y = t
+        hi = x + y
+        lo = y - (hi - x)
+        if lo != 0.0:
+            p[kept] = lo
+            kept += 1
+        x = hi
+    if kept == cap[0]:
+        p = <double*>PyMem_Realloc(p, 2 * cap[0] * sizeof(double))
+        if p == NULL:
+            raise MemoryError()
+        partials[0] = p
+        cap[0] *= 2
+    p[kept] = x
+    count[0] = kept + 1
+    return 0
+
+
+cdef double _fsum(const double* values, Py_ssize_t count, double* work) noexcept nogil:
+    """math.fsum over `values` (CPython's algorithm: partials, then the half-even correction). `work` has room
+    for `count` doubles. No special values reach it (window inputs are finite)."""
+    cdef Py_ssize_t i, j, n = 0, k
+    cdef double x, y, t, hi, yr, lo = 0.0
+    for k in range(count):
+        x = values[k]
+        i = 0
+        for j in range(n):
+            y = work[j]
+            if fabs(x) < fabs(y):
+                t = x
+                x = y
+                y = t
+            hi = x + y
+            yr = hi - x
+            lo = y - yr
+            if lo != 0.0:
+                work[i] = lo
+                i += 1
+            x = hi
+        n = i
+        if x != 0.0:
+            work[n] = x
+            n += 1
+    hi = 0.0
+    if n > 0:
+        n -= 1
+        hi = work[n]
+        while n > 0:
+            x = hi
+            n -= 1
+            y = work[n]
+            hi = x + y
+            yr = hi - x
+            lo = y - yr
+            if lo != 0.0:
+                break
+        if n > 0 and ((lo < 0.0 and work[n - 1] < 0.0) or (lo > 0.0 and work[n - 1] > 0.0)):
+            y = lo * 2.0
+            x = hi + y
+            yr = x - hi
+            if y == yr:
+                hi = x
+    return hi
+
+
+cdef class SlidingSum:
+    """metrics.windows.SlidingSum in C: exact boxcar sum of impulses over `(now - h, now]`."""
+
+    cdef readonly long long window_ns
+    cdef readonly Py_ssize_t max_items
+    cdef public Py_ssize_t late_dropped
+    cdef public Py_ssize_t overflow_dropped
+    cdef long long* times
+    cdef double* values
+    cdef Py_ssize_t head, tail, cap  # items are [head, tail)
+    cdef double* partials
+    cdef double* work
+    cdef Py_ssize_t n_partials, cap_partials
+    cdef long long now
+    cdef bint has_now
+
+    def __cinit__(self, window_ns, Py_ssize_t max_items=1_000_000):
+        if window_ns <= 0:
+            raise ValueError("window must be positive")
+        self.window_ns = window_ns
+        self.max_items = max_items
+        self.cap = 64
+        self.times = <long long*>PyMem_Malloc(self.cap * sizeof(long long))
+        self.values = <double*>PyMem_Malloc(self.cap * sizeof(double))
+        self.cap_partials = 16
+        self.partials = <double*>PyMem_Malloc(self.cap_partials * sizeof(double))
+        self.work = <double*>PyMem_Malloc(self.cap_partials * sizeof(double))
+        if self.times == NULL or self.values == NULL or self.partials == NULL or self.work == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        PyMem_Free(self.times)
+        PyMem_Free(self.values)
+        PyMem_Free(self.partials)
+        PyMem_Free(self.work)
+
+    def __len__(self):
+        return self.tail - self.head
+
+    cdef int _room(self) except -1:
+        """Make room for one more item at the tail (compact first, grow when more than half full)."""
+        cdef Py_ssize_t n = self.tail - self.head
+        cdef Py_ssize_t cap
+        if self.tail < self.cap:
+            return 0
+        if n * 2 <= self.cap and self.head > 0:
+            memmove(self.times, &self.times[self.head], n * sizeof(long long))
+            memmove(self.values, &self.values[self.head], n * sizeof(double))
+            self.head = 0
+            self.tail = n
+            return 0
+        cap = self.cap * 2
+        cdef long long* times = <long long*>PyMem_Realloc(self.times, cap * sizeof(long long))
+        if times == NULL:
+            raise MemoryError()
+        self.times = times
+        cdef double* values = <double*>PyMem_Realloc(self.values, cap * sizeof(double))
+        if values == NULL:
+            raise MemoryError()
+        self.values = values
+        self.cap = cap
+        return 0
+
+    cdef int _sum_add(self, double x) except -1:
+        cdef Py_ssize_t cap_before = self.cap_partials
+        _exact_add(&self.partials, &self.n_partials, &self.cap_partials, x)
+        if self.cap_partials != cap_before:
+            PyMem_Free(self.work)
+            self.work = <double*>PyMem_Malloc(self.cap_partials * sizeof(double))
+            if self.work == NULL:
+                raise MemoryError()
+        return 0
+
+    cdef int _evict(self, long long now) except -1:
+        cdef long long edge = now - self.window_ns
+        if self.tail > self.head and self.times[self.head] <= edge:
+            while self.tail > self.head and self.times[self.head] <= edge:
+                self._sum_add(-self.values[self.head])
+                self.head += 1
+            if self.tail == self.head:
+                self.n_partials = 0  # already exactly zero; clearing keeps the partials empty
+                self.head = self.tail = 0
+        return 0
+
+    def add(self, t_obj, double x):
+        cdef long long t = _ns(t_obj)
+        cdef long long now
+        cdef Py_ssize_t i
+        if not self.has_now or t > self.now:
+            self.now = t
+            self.has_now = True
+        now = self.now
+        if t <= now - self.window_ns:
+            self.late_dropped += 1
+            return
+        self._room()
+        if self.tail > self.head and self.times[self.tail - 1] > t:
+            # Late but inside the window: insert in time order (rare; lands near the right end).
+            i = self.tail
+            while i > self.head and self.times[i - 1] > t:
+                i -= 1
+            memmove(&self.times[i + 1], &self.times[i], (self.tail - i) * sizeof(long long))
+            memmove(&self.values[i + 1], &self.values[i], (self.tail - i) * sizeof(double))
+            self.times[i] = t
+            self.values[i] = x
+        else:
+            self.times[self.tail] = t
+            self.values[self.tail] = x
+        self.tail += 1
+        self._sum_add(x)
+        self._evict(now)
+        if self.tail - self.head > self.max_items:
+            self._sum_add(-self.values[self.head])
+            self.head += 1
+            self.overflow_dropped += 1
+
+    cdef double value_at(self, long long now) except? -1.0:
+        if not self.has_now or now > self.now:
+            self.now = now
+            self.has_now = True
+        self._evict(self.now)
+        if self.tail == self.head:
+            return 0.0
+        return _fsum(self.partials, self.n_partials, self.work)
+
+    def value(self, now):
+        """Sum of the items with `now - h < t_i <= now` (0.0 for an empty window)."""
+        return self.value_at(_ns(now))
+
+
+cdef class DecayedSum:
+    """metrics.windows.DecayedSum in C: `S <- a*S + x`, `a = exp(-ln2/H * dt)`; queries never mutate."""
+
+    cdef readonly double half_life_s
+    cdef double lambda_ns
+    cdef double s
+    cdef long long t
+    cdef bint has_t
+
+    def __cinit__(self, double half_life_s):
+        if not half_life_s > 0.0:
+            raise ValueError("half-life must be positive")
+        self.half_life_s = half_life_s
+        self.lambda_ns = log(2.0) / (half_life_s * 1e9)
+
+    @classmethod
+    def for_window(cls, double window_s):
+        return cls(window_s * log(2.0))
+
+    def add(self, t_obj, double x):
+        cdef long long t = _ns(t_obj)
+        if not self.has_t:
+            self.t = t
+            self.s = x
+            self.has_t = True
+        elif t >= self.t:
+            if t > self.t:
+                self.s *= exp(-self.lambda_ns * <double>(t - self.t))
+                self.t = t
+            self.s += x
+        else:
+            self.s += x * exp(-self.lambda_ns * <double>(self.t - t))
+
+    cdef double value_at(self, long long now) noexcept:
+        if not self.has_t:
+            return 0.0
+        if now <= self.t:
+            return self.s
+        return self.s * exp(-self.lambda_ns * <double>(now - self.t))
+
+    def value(self, now):
+        return self.value_at(_ns(now))

@@ -1,9 +1,10 @@
 """`InstrumentMetrics` with its per-event book math in the compiled core (flowgauge.core._core).
 
-Only the hot steps are replaced, each by a C function that mirrors the reference operation for operation:
-the top of book and CKS `e_n` (`_ofi_step`) and the book-state fields (`_book_fields`: best levels, mid,
-spread, wmid, depth imbalances, band depths). Everything else (flags, trade flow, OI, funding) is the
-reference's own code, so both cores publish the same payloads.
+Only the hot steps are replaced, each by C code that mirrors the reference operation for operation: the top
+of book and CKS `e_n` (`_ofi_step`), the book-state fields (`_book_fields`: best levels, mid, spread, wmid,
+depth imbalances, band depths), and the OFI windows (exact sliding sums `ofi_raw_1s/10s/60s` and the decayed
+sum `ofi_ew_10s`, same primitives in C). Everything else (flags, trade flow, OI, funding) is the reference's
+own code, so both cores publish the same payloads.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from flowgauge.core import compiled_module
-from flowgauge.metrics.accumulator import InstrumentMetrics
+from flowgauge.metrics.accumulator import _S, InstrumentMetrics
 from flowgauge.types import Instrument, InvalidReason
 
 __all__ = ["CompiledInstrumentMetrics"]
@@ -27,6 +28,10 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
         core = compiled_module()
         self._ofi = core.OfiState()
         self._book_fields_c = core.book_fields
+        self._win_1s = core.SlidingSum(1 * _S)
+        self._win_10s = core.SlidingSum(10 * _S)
+        self._win_60s = core.SlidingSum(60 * _S)
+        self._ew_10s = core.DecayedSum.for_window(10.0)
 
     def _ofi_step(self, book: Any) -> float | None:
         return self._ofi.step(book)  # type: ignore[no-any-return]

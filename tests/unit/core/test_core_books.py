@@ -115,3 +115,34 @@ def test_level_validation_gives_the_reference_verdicts(levels: tuple[tuple[float
     from flowgauge.connectors.levels import valid_levels
 
     assert _core.valid_levels(levels) == valid_levels(levels)
+
+
+def test_c_windows_give_the_reference_bits_on_random_streams() -> None:
+    from flowgauge.metrics import windows
+
+    rng = random.Random(1)
+    for _ in range(12):
+        window = rng.choice([10**9, 10**10, 6 * 10**10])
+        max_items = rng.choice([5, 1000])
+        ref, ours = windows.SlidingSum(window, max_items=max_items), _core.SlidingSum(window, max_items)
+        ref_ew, ours_ew = windows.DecayedSum.for_window(10.0), _core.DecayedSum.for_window(10.0)
+        t = 10**18
+        for _ in range(2000):
+            t += rng.choice([0, 1, 10**6, 10**8, 3 * 10**8, 2 * 10**9])
+            at = t - rng.choice([0] * 8 + [10**7, 10**9, 2 * 10**10])  # some late, some too late
+            x = rng.choice([rng.uniform(-100, 100), rng.choice([1e-9, 1e12, -3.0, 0.1, 0.2, 0.3])])
+            ref.add(at, x)
+            ours.add(at, x)
+            ref_ew.add(at, x)
+            ours_ew.add(at, x)
+            query = t + rng.choice([0, 0, 5 * 10**8, -(10**9)])
+            assert ours.value(query) == ref.value(query)
+            assert ours_ew.value(query) == ref_ew.value(query)
+            assert (len(ours), ours.late_dropped, ours.overflow_dropped) == (
+                len(ref),
+                ref.late_dropped,
+                ref.overflow_dropped,
+            )
+        # A time beyond 64 bits (a venue's garbage timestamp) empties the window and decays the sum to 0 in both.
+        assert ours.value(10**23) == ref.value(10**23) == 0.0
+        assert ours_ew.value(10**23) == ref_ew.value(10**23)
