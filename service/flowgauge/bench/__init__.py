@@ -2,8 +2,10 @@
 
 A tool, not part of the daemon: only the CLI imports it (this light module, to build its options), and it
 adds no work to the daemon's paths. `frames` and `synthetic` make the inputs, `paths` times the pipelines,
-`cryptofeed_driver` runs the baseline (optional dependency, `pip install "flowgauge[bench]"`), and `report`
-runs everything, repeats it and prints the table and the JSON summary.
+`cryptofeed_driver` runs the baseline (optional dependency, `pip install "flowgauge[bench]"`), `sample_shape`
+makes frames shaped like cryptofeed's sample data, `feeder` measures receive -> publish latency from a feeder
+process, `demo_mix` measures a real daemon on the five simulators, and `report` runs everything in
+interleaved rounds and prints the table and the JSON summary.
 """
 
 from __future__ import annotations
@@ -19,9 +21,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Kept here, away from the measuring modules, so building the CLI parser imports nothing heavy.
     """
     parser.add_argument("--json", action="store_true", help="end the output with one JSON object")
-    parser.add_argument("--quick", action="store_true", help="smaller inputs: a first look in about a minute")
     parser.add_argument(
-        "--repeats", type=int, default=None, metavar="N", help="repeats per measurement (default 3)"
+        "--quick",
+        action="store_true",
+        help="smaller inputs, still 9 rounds; skips the demo mix and the books-per-core search (reported null)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        metavar="N",
+        help="interleaved rounds per measurement (default 9)",
     )
     parser.add_argument(
         "--profile",

@@ -34,7 +34,7 @@ import orjson
 
 from flowgauge.bench.synthetic import RECORDED_CHANGES_PER_SIDE, SyntheticStream
 
-__all__ = ["Feeder", "LatencyRequest", "measure_latency", "percentile"]
+__all__ = ["Feeder", "LatencyRequest", "instruments_per_core", "measure_latency", "percentile"]
 
 _SPAWN = multiprocessing.get_context("spawn")
 _START_TIMEOUT_S = 120.0
@@ -200,7 +200,7 @@ def measure_latency(url: str, request: LatencyRequest) -> dict[str, Any]:
     recv_to_publish = [0] * count
     handle_ns = [0] * count
 
-    async def read(ws: Any) -> tuple[int, int, float, dict[str, Any]]:
+    async def read(ws: Any) -> tuple[int, int, tuple[float, float], dict[str, Any]]:
         await ws.send(
             orjson.dumps(
                 {
@@ -238,10 +238,9 @@ def measure_latency(url: str, request: LatencyRequest) -> dict[str, Any]:
             recv_to_publish[i] = published_at[0] - sent
             i += 1
         cpu = time.process_time() - cpu_started
-        seconds = time.perf_counter() - wall_started
-        return i, unpublished, cpu / seconds if seconds > 0 else 0.0, end
+        return i, unpublished, (cpu, time.perf_counter() - wall_started), end
 
-    async def main() -> tuple[tuple[int, int, float, dict[str, Any]], int]:
+    async def main() -> tuple[tuple[int, int, tuple[float, float], dict[str, Any]], int]:
         async def consume() -> int:
             taken = 0
             async for _ in sub:
@@ -258,7 +257,7 @@ def measure_latency(url: str, request: LatencyRequest) -> dict[str, Any]:
         return result, consumer.result()
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        (received, unpublished, cpu_share, end), consumed = runner.run(main())
+        (received, unpublished, (cpu_seconds, client_seconds), end), consumed = runner.run(main())
     r2p = sorted(recv_to_publish[:received])
     handled = sorted(handle_ns[:received])
     elapsed = float(end.get("elapsed_s", 0.0))
@@ -277,9 +276,91 @@ def measure_latency(url: str, request: LatencyRequest) -> dict[str, Any]:
         "p999_us": percentile(handled, 0.999) / 1000,
         "max_us": (handled[-1] / 1000) if handled else 0.0,
         "feeder_behind_p99_us": int(end.get("behind_p99_ns", 0)) / 1000,
-        "cpu_share": cpu_share,
+        # CPU this process spent on the run, as a share of its wall time; and the share the nominal
+        # rate needs (CPU per message x rate), which a starved process on a loaded machine cannot show as
+        # a share (it gets less CPU than it needs and falls behind instead).
+        "cpu_share": cpu_seconds / client_seconds if client_seconds > 0 else 0.0,
+        "cpu_needed": cpu_seconds / received * request.rate if received else 0.0,
         "unpublished": unpublished,
         "consumed": consumed,
         "dropped": pipeline.bus.dropped if pipeline.bus is not None else 0,
         "invalid_books": pipeline.invalid_books(),
+    }
+
+
+def instruments_per_core(
+    url: str,
+    *,
+    hz: float = 20.0,
+    levels: int = 200,
+    seconds: float = 3.0,
+    cpu_limit: float = 0.8,
+    p99_limit_us: float = 250.0,
+    start: int = 25,
+    ceiling: int = 6400,
+    refine_steps: int = 2,
+) -> dict[str, Any]:
+    """The most `levels`-level books, each updated `hz` times a second, this process keeps up with: daemon-side
+    CPU <= `cpu_limit` of a core and receive -> publish p99 < `p99_limit_us`. The CPU is the run's CPU per
+    message times the offered rate (`cpu_needed`), so a process starved by a loaded machine is not taken
+    for one with CPU to spare.
+
+    Doubles the book count from `start` while the CPU condition holds (up to `ceiling`), then bisects
+    `refine_steps` times between the last run passing both conditions and the next one. Returns the answer
+    (`instruments`, 0 when even `start` fails), the CPU-only bound (`instruments_cpu_only`: what the answer
+    would be if the latency condition held; on a loaded machine that one fails first) and every trial.
+    """
+    trials: list[dict[str, Any]] = []
+
+    def trial(books: int) -> tuple[bool, bool]:
+        result = measure_latency(url, LatencyRequest(hz * books, books, seconds, levels))
+        cpu_ok = result["cpu_needed"] <= cpu_limit
+        p99_ok = result["recv_to_publish_p99_us"] < p99_limit_us
+        trials.append(
+            {
+                "books": books,
+                "rate": hz * books,
+                "cpu_needed": round(result["cpu_needed"], 3),
+                "recv_to_publish_p99_us": result["recv_to_publish_p99_us"],
+                "achieved_rate": round(result["achieved_rate"], 1),
+                "invalid_books": result["invalid_books"],
+                "passed": cpu_ok and p99_ok,
+            }
+        )
+        return cpu_ok, p99_ok
+
+    best = cpu_best = 0
+    first_fail: int | None = None
+    books = start
+    while books <= ceiling:
+        cpu_ok, p99_ok = trial(books)
+        if not cpu_ok:
+            first_fail = books if first_fail is None else first_fail
+            break
+        cpu_best = books
+        if p99_ok and first_fail is None:
+            best = books
+        elif first_fail is None:
+            first_fail = books
+        books *= 2
+    if first_fail is not None and best > 0:
+        low, high = best, first_fail
+        for _ in range(refine_steps):
+            middle = (low + high) // 2
+            if middle in (low, high):
+                break
+            if all(trial(middle)):
+                low = middle
+            else:
+                high = middle
+        best = low
+    return {
+        "instruments": best,
+        "instruments_cpu_only": cpu_best,
+        "hz": hz,
+        "levels": levels,
+        "cpu_limit": cpu_limit,
+        "p99_limit_us": p99_limit_us,
+        "capped": first_fail is None,
+        "trials": trials,
     }
