@@ -22,7 +22,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from flowgauge.book.sync import BookSync
 from flowgauge.connectors.base import FetchSnapshot
-from flowgauge.connectors.binance import BinanceUsdmAdapter, BinanceUsdmParser, point_ccxt_at
+from flowgauge.connectors.binance import BinanceUsdmAdapter, BinanceUsdmParser
+from flowgauge.connectors.markets import point_ccxt_at
 from flowgauge.simulate.binanceusdm import BinanceUsdmSimulator
 from flowgauge.types import (
     SELL,

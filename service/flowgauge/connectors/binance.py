@@ -41,7 +41,6 @@ from flowgauge.book.sequencing import binance_futures
 from flowgauge.book.sync import SequenceRule
 from flowgauge.connectors.base import Action, FetchSnapshot, PollRequest
 from flowgauge.connectors.levels import to_base, valid_levels
-from flowgauge.connectors.markets import point_ccxt_at  # noqa: F401 - re-exported; the one ccxt URL rewriter
 from flowgauge.types import (
     BUY,
     SELL,

@@ -16,11 +16,11 @@ from flowgauge.connectors.binance import (
     BinanceUsdmAdapter,
     BinanceUsdmParser,
     base_url,
-    point_ccxt_at,
     poll_intervals,
     route_of_url,
     routed_url,
 )
+from flowgauge.connectors.markets import point_ccxt_at
 from flowgauge.types import (
     BUY,
     SELL,
