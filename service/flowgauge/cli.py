@@ -14,13 +14,20 @@ import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from flowgauge.simulate import DATA_DIR, SIMULATORS
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a bad argument is one line on stderr (exit 2) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowgauge", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="flowgauge", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
                         help="print the installed flowgauge version and exit")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -42,17 +49,17 @@ def _parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser("simulate", help="serve a recording over the venue's protocol on loopback")
     simulate.add_argument("--venue", default="all", choices=[*SIMULATORS, "all"],
                           help="which venue to serve (default: all five, on consecutive ports)")
-    simulate.add_argument("--base-port", type=int, default=None,
+    simulate.add_argument("--base-port", type=_port, default=None,
                           help="with --venue all: venues listen on BASE, BASE+1, ... in the order bybit, "
                                "binanceusdm, okx, deribit, hyperliquid (default: 9780...)")
     simulate.add_argument("--recording", default=None, help="default: the packaged sample for the venue")
     simulate.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
-    simulate.add_argument("--port", type=int, default=None, help="default: where config/offline-demo.yaml looks")
-    simulate.add_argument("--speed", type=float, default=1.0, help="0 = as fast as possible")
+    simulate.add_argument("--port", type=_port, default=None, help="default: where config/offline-demo.yaml looks")
+    simulate.add_argument("--speed", type=_non_negative_float, default=1.0, help="0 = as fast as possible")
     simulate.add_argument("--no-loop", action="store_true", help="stop streaming when the recording ends")
-    simulate.add_argument("--garbage-every", type=int, default=None, metavar="N",
+    simulate.add_argument("--garbage-every", type=_positive_int, default=None, metavar="N",
                           help="inject a malformed frame after every N data frames")
-    simulate.add_argument("--gap-every", type=int, default=None, metavar="N",
+    simulate.add_argument("--gap-every", type=_positive_int, default=None, metavar="N",
                           help="drop every N-th book delta per topic (a sequence gap)")
 
     tail = commands.add_parser("tail", help="print payloads from the embedded bus")
@@ -121,15 +128,36 @@ def _version() -> str:
     return __version__
 
 
+def _number(text: str, kind: type[int] | type[float]) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+
+
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value: int = _number(text, int)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
+def _positive_int(text: str) -> int:
+    value: int = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value: int = _number(text, int)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 0..65535, got {value}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value: float = _number(text, float)
     if not value >= 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
@@ -237,6 +265,9 @@ def _simulate(args: argparse.Namespace) -> int:
     if len(venues) > 1 and (args.port is not None or args.recording is not None):
         print("simulate: --port and --recording apply to a single --venue", file=sys.stderr)
         return 2
+    if args.base_port is not None and args.base_port + len(venues) - 1 > 65535:
+        print(f"simulate: --base-port {args.base_port} leaves no room for {len(venues)} ports", file=sys.stderr)
+        return 2
     runs: list[Coroutine[Any, Any, None]] = []
     for offset, venue in enumerate(venues):
         module_name, default_port, default_recording = SIMULATORS[venue]
@@ -272,20 +303,28 @@ def _simulate(args: argparse.Namespace) -> int:
     failed = False
     try:
         _until_signalled(serve_all())
-    except* OSError as group:
-        # listen() names host:port; say which venue wanted it (a busy port, an unknown host, no permission).
+    except* _SimulatorFailed as group:
         for exc in group.exceptions:
-            print(f"simulate: {exc.strerror or exc}", file=sys.stderr)
+            print(f"simulate: {exc}", file=sys.stderr)
         failed = True
     return 2 if failed else 0
 
 
+class _SimulatorFailed(Exception):
+    """A simulator could not start; the message is the one line for stderr, naming the venue."""
+
+
 async def _naming_venue(venue: str, run: Coroutine[Any, Any, None]) -> None:
-    """Await a simulator; an OSError (its socket could not be bound) comes back naming the venue."""
+    """Await a simulator; a socket it cannot bind or a recording it cannot read fails it naming the venue."""
+    from flowgauge.recording import RecordingError
+
     try:
         await run
-    except OSError as exc:
-        raise OSError(exc.errno, f"{venue}: {exc.strerror or exc}") from exc
+    except OSError as exc:  # listen() names host:port: a busy port, an unknown host, no permission
+        detail = exc.strerror or str(exc)
+        raise _SimulatorFailed(f"{venue}: {detail}" + (f": {exc.filename}" if exc.filename else "")) from exc
+    except RecordingError as exc:
+        raise _SimulatorFailed(f"{venue}: cannot serve the recording: {exc}") from exc
 
 
 def _tail(args: argparse.Namespace) -> int:
@@ -317,10 +356,10 @@ def _check_config(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     import time
 
-    from flowgauge.bench.report import execute
-
     started = time.monotonic()
     try:
+        from flowgauge.bench.report import execute  # inside: Ctrl-C while its heavy imports run is covered
+
         return execute(args)
     except KeyboardInterrupt:
         # A batch command stopped by the user: say what it did, exit 128 + SIGINT.

@@ -255,6 +255,26 @@ async def test_simulate_on_a_busy_port_names_the_port_and_venue(args: Sequence[s
     assert_one_line(err, f"127.0.0.1:{port}", venue, "already in use")
 
 
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--speed", "-1"], ["--speed", "must be >= 0"]),
+        (["--port", "99999"], ["--port", "0..65535"]),
+        (["--garbage-every", "0"], ["--garbage-every", "must be >= 1"]),
+        (["--base-port", "65534"], ["--base-port 65534", "no room for 5 ports"]),
+        (["--venue", "bybit", "--recording", "{not_json}"], ["bybit", "cannot serve the recording", "not valid JSON"]),
+        (["--venue", "bybit", "--recording", "{directory}"], ["bybit", "Is a directory"]),
+    ],
+)
+async def test_simulate_bad_arguments_give_one_line(args: Sequence[str], needles: list[str], tmp_path: Path) -> None:
+    not_json = tmp_path / "notes.txt"
+    not_json.write_text("these are notes, not a recording\n")
+    filled = [a.format(not_json=not_json, directory=tmp_path) for a in args]
+    code, _, err = await run_cli("simulate", *filled)
+    assert code == 2
+    assert_one_line(err, *needles)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_simulate_exits_0_on_signal(signum: int) -> None:
     port = free_port()
@@ -273,7 +293,7 @@ async def test_bench_interrupted_exits_130_after_a_one_line_summary() -> None:
         await wait_for(lambda: proc.stderr, "bench to report progress")
         shown = len(proc.stderr)
         proc.proc.send_signal(signal.SIGINT)
-        assert await proc.finish() == 130
+        assert await proc.finish() == 130, proc.err
     after = proc.stderr[shown:]
     assert "Traceback" not in "".join(after), "".join(after)
     assert after[-1].startswith("bench: interrupted after "), after
