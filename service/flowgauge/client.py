@@ -21,6 +21,8 @@ slow to keep up). It never ends silently; there is no automatic reconnect, so a 
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
@@ -168,8 +170,8 @@ class EmbeddedSubscriber:
             raise BusUnreachable(f"cannot connect to the bus at {self.url}: connection refused "
                                  f"(is the daemon running, and is this its bus address?)") from None
         except OSError as exc:
-            raise BusUnreachable(f"cannot connect to the bus at {self.url}: "
-                                 f"{exc.strerror or exc.__class__.__name__}") from None
+            tls = urlsplit(self.url).scheme == "wss"
+            raise BusUnreachable(f"cannot connect to the bus at {self.url}: {_describe(exc, tls)}") from None
 
     async def _subscribe(self, ws: ClientConnection) -> dict[str, Any]:
         """Send the subscribe request and return the bus's JSON reply."""
@@ -191,6 +193,17 @@ class EmbeddedSubscriber:
             raise NotABus(f"{self.url} is not the flowgauge bus: it answered the subscribe request with "
                           f"{str(raw)[:60]!r}")
         return reply
+
+
+def _describe(exc: OSError, tls: bool) -> str:
+    """The cause of a failed connect in a few words."""
+    if isinstance(exc, socket.gaierror):
+        return f"host not found ({exc.strerror})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})"
+    if tls and isinstance(exc, ConnectionResetError):
+        return "connection reset during the TLS handshake (the embedded bus itself serves plain ws://)"
+    return exc.strerror or type(exc).__name__
 
 
 def _close_reason(ws: ClientConnection) -> str:

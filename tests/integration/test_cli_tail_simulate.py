@@ -145,6 +145,21 @@ async def test_tail_without_a_daemon_says_connection_refused() -> None:
     assert out == ""
 
 
+async def test_tail_with_wss_at_the_plain_bus_says_tls_failed() -> None:
+    async with bus() as running:
+        url = f"wss://127.0.0.1:{running.bound_port}"
+        code, _, err = await run_cli("tail", "--url", url)
+    assert code == 1
+    assert_one_line(err, url, "TLS handshake")
+
+
+async def test_tail_at_an_unknown_host_says_host_not_found() -> None:
+    url = "ws://flowgauge-bus.invalid:8765"
+    code, _, err = await run_cli("tail", "--url", url)
+    assert code == 1
+    assert_one_line(err, url, "host not found")
+
+
 @pytest.mark.parametrize("token", [None, "wrong"])
 async def test_tail_with_missing_or_wrong_token_says_401(token: str | None) -> None:
     async with bus(token=TOKEN) as running:
