@@ -1,7 +1,9 @@
 """Command line entry point `flowgauge`: run, record, replay, simulate, tail, check-config, bench.
 
 The only place that calls `asyncio.run` and the only place that reads `os.environ`.
-Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments.
+Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments (one line on stderr, no traceback).
+Long-running commands (run, record, simulate, tail) exit 0 on SIGINT or SIGTERM; batch commands (replay, bench)
+exit 130 on SIGINT after a one-line summary.
 """
 
 from __future__ import annotations
@@ -344,6 +346,11 @@ def _tail(args: argparse.Namespace) -> int:
         print(f"tail: {exc}", file=sys.stderr)
         # Unreachable or lost: the daemon is down (runtime); otherwise the URL, token or pattern is wrong.
         return 1 if isinstance(exc, BusUnreachable | ConnectionLost) else 2
+    except BrokenPipeError:
+        # The reader went away (`flowgauge tail | head`): that ends tail as it ends any filter. Point stdout at
+        # /dev/null so the interpreter's final flush does not fail on the same closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

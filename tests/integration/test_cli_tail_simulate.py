@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -135,6 +136,27 @@ async def test_tail_prints_matching_payloads_and_stops_after_count() -> None:
     assert len(lines) == 3
     assert {line["topic"] for line in lines} == {BTC}
     assert proc.err == ""
+
+
+async def test_tail_into_a_pipe_that_closes_exits_quietly() -> None:
+    async with bus() as running:
+        url = bus_url(running)
+        # `head -n 1` exits after the first line; tail's next write meets a closed pipe.
+        script = f"{shlex.quote(sys.executable)} -m flowgauge tail --url {url} | head -n 1; exit ${{PIPESTATUS[0]}}"
+        shell = await asyncio.create_subprocess_exec(
+            "bash", "-c", script, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        finished = asyncio.ensure_future(shell.communicate())
+        seq = 0
+        async with asyncio.timeout(EXIT_TIMEOUT):
+            while not finished.done():
+                seq += 1
+                running.publish(BTC, payload(seq))
+                await asyncio.wait([finished], timeout=0.02)
+        out, err = finished.result()
+    assert shell.returncode == 0, err.decode()
+    assert err.decode() == ""
+    assert orjson.loads(out)["topic"] == BTC
 
 
 async def test_tail_without_a_daemon_says_connection_refused() -> None:
