@@ -216,10 +216,11 @@ def run(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict[str, 
     bybit_items = bybit.items(config.bybit_frames)
     mixed = load_bybit(book_only=False)
     mixed_items = mixed.items(config.mixed_frames)
-    binance: RecordedFeed | None = load_binance_usdm()
-    binance_items = binance.items(config.binance_frames)
+    binance_loaded = load_binance_usdm()
+    binance: RecordedFeed | None = binance_loaded
+    binance_items = binance_loaded.items(config.binance_frames)
     try:
-        paths.Pipeline("binanceusdm", binance.instruments, full=False)
+        paths.Pipeline("binanceusdm", binance_loaded.instruments, full=False)
     except (ImportError, KeyError, AttributeError, ValueError) as exc:
         gaps.append(f"binanceusdm pipeline unavailable ({exc!r}): no Binance figures")
         binance = None
