@@ -236,8 +236,11 @@ class Engine:
         if result.applied:
             if result.changed:
                 self._publish_status(state, snapshot.ts_exchange, snapshot.ts_recv)
-            state.metrics.on_book(state.sync.book, snapshot.ts_exchange)
-            self._publish(state, "book", snapshot.ts_exchange, snapshot.ts_recv)
+            # The book state is the snapshot plus any buffered deltas it caught up on: its time is the last
+            # message applied (the book's), and that is the time this payload and its windows carry.
+            ts_book = state.sync.book.ts_exchange
+            state.metrics.on_book(state.sync.book, ts_book)
+            self._publish(state, "book", ts_book, snapshot.ts_recv)
             return None
         return self._after_invalid(state, snapshot.ts_exchange, snapshot.ts_recv)
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import orjson
+import pytest
 from tests.conftest import linear_instrument
 
+from flowgauge import core
+from flowgauge.book.sequencing import binance_futures
 from flowgauge.engine import Engine
 from flowgauge.types import BadFrame, BookDelta, BookSnapshot, OpenInterest, Trade
 
@@ -155,3 +160,87 @@ def test_a_payload_json_cannot_carry_is_dropped_and_counted_not_raised() -> None
     engine.handle(OpenInterest("bybit", SYM, 1.0, 10**23, 10**23))
     assert len(out.messages) == before
     assert engine.bad_frames == 1
+
+
+# -- windows anchored on each payload's own exchange time (issue 8 item 4) ---------------------------------
+# Hand-built interleavings of book deltas and trades whose exchange times cross, through the real engine.
+# The compiled core joins WINDOW_CORES once its windows implement the same anchoring.
+WINDOW_CORES = [core.PYTHON]
+
+
+def make_with(core_name: str) -> tuple[Engine, Recorder]:
+    out = Recorder()
+    engine = Engine(out, clock=lambda: 42, core_name=core_name)
+    engine.add_instrument(linear_instrument())
+    return engine, out
+
+
+def trade_at(t: int, side: int, size: float) -> Trade:
+    return Trade("bybit", SYM, 100.0, size, side, f"t{t}", False, t, t)
+
+
+@pytest.mark.parametrize("core_name", WINDOW_CORES)
+def test_book_payload_counts_its_own_event_when_trades_run_ahead(core_name: str) -> None:
+    """The Bybit DOGEUSDT shape (book_seq 13178260: `ofi` 42 but `ofi_raw_1s` 0): the trade stream was more
+    than 1 s ahead of the book stream, and the 1 s window was evaluated at the trade's time."""
+    engine, out = make_with(core_name)
+    engine.handle(snapshot(10, 100 * S))
+    engine.handle(delta(11, 101 * S, bids=[(100.0, 7.0)]))  # +2
+    engine.handle(trade_at(103 * S + S // 10, 1, 5.0))  # trades 1.1 s ahead of the next book message
+    engine.handle(delta(12, 102 * S, bids=[(100.0, 49.0)]))  # +42
+    payload = out.books()[-1]
+    assert payload["ts_exchange"] == 102 * S
+    assert payload["ofi"] == 42.0
+    assert payload["ofi_raw_1s"] == 42.0  # (101 s, 102 s]: its own event in, the one at 101 s out
+    assert payload["ofi_raw_10s"] == 44.0
+    assert payload["ofi_ew_10s"] == pytest.approx(2.0 * math.exp(-0.1) + 42.0, abs=1e-12)  # not valued ahead
+    assert payload["tfi_10s"] is None  # the trade is newer than this book state
+    # the trade counts from the first payload at or after its time
+    engine.handle(delta(13, 103 * S + S // 5, asks=[(100.1, 2.0)]))  # +1
+    payload = out.books()[-1]
+    assert payload["tfi_10s"] == 1.0
+    assert payload["ofi_raw_1s"] == 0.0 + 1.0  # (102.2 s, 103.2 s]
+
+
+@pytest.mark.parametrize("core_name", WINDOW_CORES)
+def test_one_second_window_keeps_events_a_later_stream_would_push_out(core_name: str) -> None:
+    """The Binance BTCUSDT shape (book_seq 5123127144087: -0.026 published, 1.509 per the spec): a window
+    anchored at a later trade's time dropped book events still inside the payload's own 1 s window."""
+    engine, out = make_with(core_name)
+    engine.handle(snapshot(10, 100 * S))
+    engine.handle(delta(11, 101 * S, bids=[(100.0, 6.5)]))  # +1.5 at 101.0 s
+    engine.handle(delta(12, 101 * S + 600_000_000, bids=[(100.0, 6.509)]))  # +0.009 at 101.6 s
+    engine.handle(trade_at(102 * S + 300_000_000, -1, 1.0))  # trades 0.4 s ahead
+    engine.handle(delta(13, 101 * S + 900_000_000, asks=[(100.1, 3.0)]))  # 0 at 101.9 s: no change at the top
+    payload = out.books()[-1]
+    assert payload["ofi_raw_1s"] == math.fsum([1.5, 6.509 - 6.5])  # (100.9 s, 101.9 s] holds both
+    assert payload["tfi_10s"] is None
+
+
+@pytest.mark.parametrize("core_name", WINDOW_CORES)
+def test_payloads_of_every_trigger_use_their_own_time(core_name: str) -> None:
+    engine, out = make_with(core_name)
+    engine.handle(snapshot(10, 100 * S))
+    engine.handle(delta(11, 101 * S, bids=[(100.0, 8.0)]))  # +3
+    engine.handle(trade_at(101 * S, 1, 2.0))
+    engine.handle(delta(12, 103 * S, bids=[(100.0, 9.0)]))  # +1, the book stream now ahead
+    engine.handle(trade_at(102 * S + S // 2, -1, 1.0))
+    engine.handle(OpenInterest("bybit", SYM, 10.0, 101 * S + S // 2, 104 * S))  # a slow OI poll
+    oi_payload = out.messages[-1][1]
+    assert oi_payload["trigger"] == "open_interest" and oi_payload["ts_exchange"] == 101 * S + S // 2
+    assert oi_payload["ofi_raw_1s"] == 3.0  # (100.5 s, 101.5 s]: the 103 s event is held back
+    assert oi_payload["tfi_10s"] == 1.0  # only the 101 s buy; the 102.5 s sell is later
+
+
+def test_payload_after_a_rest_snapshot_catches_up_carries_the_last_diffs_time() -> None:
+    """A REST-snapshot venue buffers diffs until the snapshot arrives, then applies those that follow it:
+    the book state published is the last diff's, and so is its time."""
+    out = Recorder()
+    engine = Engine(out, clock=lambda: 42, core_name=core.PYTHON)
+    engine.add_instrument(linear_instrument(), binance_futures, buffer_deltas=True)
+    for seq, t in ((105, 5 * S), (108, 6 * S), (111, 7 * S)):
+        engine.handle(BookDelta("bybit", SYM, ((100.0, float(seq)),), (), seq, seq - 3, t, t, seq - 2))
+    engine.handle(BookSnapshot("bybit", SYM, ((100.0, 5.0),), ((100.1, 3.0),), 106, 4 * S, 9 * S))
+    payload = out.books()[-1]
+    assert payload["book_seq"] == 111 and payload["bid_sz"] == 111.0
+    assert payload["ts_exchange"] == 7 * S  # not the snapshot's 4 s

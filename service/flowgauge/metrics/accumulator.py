@@ -4,9 +4,12 @@ Pure, synchronous metric math: no I/O, no asyncio, no sockets, no prometheus_cli
 its sync state machine and the publishing; this class owns the flow state (previous top of book, windows,
 decayed sums, trade flow, OI history, funding) and turns it into the metric part of the published payload.
 
-Time is exchange time in integer nanoseconds. Venue streams are not mutually ordered (a trade may carry an
-earlier timestamp than the book message before it), so the accumulator's clock is the latest timestamp seen
-and windows are evaluated there: they never slide backwards.
+Time is exchange time in integer nanoseconds. Every window, decayed sum and window-derived flag of a payload is
+evaluated at that payload's own exchange time t, over (t - T, t] (metrics.md §0.2.3). Venue streams are not
+mutually ordered (a trade may carry a later timestamp than the book message after it), so an event from
+another stream with a time after t is held back: it counts from the first payload at or after its time. The
+window primitives (`metrics.windows`) answer any t within a late horizon of the newest time seen; how they
+bound memory beyond it, and treat exchange time that steps back within one stream, is documented there.
 
 Validity (metrics.md §0.2.4, §1.4): after `on_book_invalid` the next `on_book` is the first state after the
 (re)sync. It yields no `e_n` (the transition across the gap is not an event), and flow windows that overlap
@@ -72,7 +75,6 @@ class InstrumentMetrics:
         "_flag_until",
         "_funding",
         "_last_e",
-        "_now",
         "_oi",
         "_open_flags",
         "_prev_top",
@@ -94,7 +96,6 @@ class InstrumentMetrics:
 
     def __init__(self, instrument: Instrument) -> None:
         self.instrument = instrument
-        self._now: int | None = None  # latest exchange time seen on any input
         self._prev_top: TopOfBook | None = None  # state n-1; None at start and after invalidation
         self._last_e: float | None = None  # e_n of the latest book event
         self._first_book_seen = False
@@ -119,23 +120,16 @@ class InstrumentMetrics:
 
     # -- inputs ---------------------------------------------------------------------------------------------
 
-    def _tick(self, ts: int) -> int:
-        now = self._now
-        if now is None or ts > now:
-            self._now = now = ts
-        return now
-
     def on_book(self, book: L2Book, ts_exchange: int) -> None:
         """A book message was applied to a VALID book: compute this event's `e_n` and add it to the flows."""
-        now = self._tick(ts_exchange)
         e = self._ofi_step(book)
         self._first_book_seen = True
         if e is None:
             # First state after start or after a resync: store it as state n-1, no e_n (§1.4).
             self._last_e = None
-            self._warm_start = now
+            self._warm_start = ts_exchange
             if self._open_flags:
-                until = now + FLAG_HORIZON_NS
+                until = ts_exchange + FLAG_HORIZON_NS
                 flag_until = self._flag_until
                 for flag in self._open_flags:
                     if flag_until.get(flag, 0) < until:
@@ -161,14 +155,12 @@ class InstrumentMetrics:
 
     def on_book_invalid(self, ts_exchange: int, reason: InvalidReason) -> None:
         """The book left VALID: forget state n-1 and open a GAP / RESET period."""
-        self._tick(ts_exchange)
         self._prev_top = None
         self._last_e = None
         self._warm_start = None
         self._open_flags.add("GAP" if reason is InvalidReason.GAP else "RESET")
 
     def on_trade(self, trade: Trade) -> None:
-        self._tick(trade.ts_exchange)
         # Every print counts in the volume OI is checked against (§6.2); forced ones stay out of TFI (§5.1).
         self._oi.on_trade(trade.ts_exchange, trade.size)
         if not trade.forced:
@@ -176,17 +168,14 @@ class InstrumentMetrics:
             self._tfi_60s.add(trade.ts_exchange, trade.side, trade.size)
 
     def on_open_interest(self, oi: OpenInterest) -> None:
-        self._tick(oi.ts_exchange)
         self._oi.on_open_interest(oi.ts_exchange, oi.open_interest)
 
     def on_funding(self, funding: FundingRate) -> None:
         """Funding / mark / index update; None fields mean "unchanged"."""
-        self._tick(funding.ts_exchange)
         self._funding.update(funding)
 
     def on_liquidation(self, liq: Liquidation) -> None:
         """Keep the last liquidation and per-side totals (the liquidation metrics of §6.5 come later)."""
-        self._tick(liq.ts_exchange)
         self.last_liquidation = liq
         if liq.liquidated_side == "long":
             self.liq_count_long += 1
@@ -197,7 +186,6 @@ class InstrumentMetrics:
 
     def on_long_short(self, ratio: LongShortRatio) -> None:
         """Venue long/short statistic (5-minute data): ls_skew = (R - 1)/(R + 1) = long share - short share."""
-        self._tick(ratio.ts_exchange)
         key = LONG_SHORT_FIELDS.get(ratio.kind)
         if key is None or not ratio.ratio >= 0.0:  # unknown kind, negative or NaN ratio: not a skew
             return
@@ -208,11 +196,12 @@ class InstrumentMetrics:
     def fields(
         self, book: L2Book | None, ts_exchange: int, trigger: str, out: dict[str, object] | None = None
     ) -> dict[str, object]:
-        """The metric part of one payload, evaluated at `max(ts_exchange, latest time seen)`.
+        """The metric part of one payload, every window evaluated at the payload's own time `ts_exchange`.
 
         Args:
             book: the current book if it is VALID, else None (then every book-state metric is None).
-            ts_exchange: exchange time of the event that triggered the publication.
+            ts_exchange: exchange time of the payload: of the event that triggered it, or for a book payload
+                the time of the book state (the last message applied).
             trigger: what triggered it ("book", "trade", ...); `ofi` is only set for "book".
             out: a dict to fill (the engine passes the payload with its envelope already in it, so each
                 payload is built once); a new one when None.
@@ -221,7 +210,7 @@ class InstrumentMetrics:
             `out` with exactly the keys of `FIELD_NAMES` added; undefined values are None, `quality` is a
             sorted list of flag names.
         """
-        now = self._tick(ts_exchange)
+        now = ts_exchange
         flags: set[str] = set()
         if out is None:
             out = {}

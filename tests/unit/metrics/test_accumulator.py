@@ -70,9 +70,7 @@ def trade(ts: int, side: int, size: float, forced: bool = False, price: float = 
 
 
 def open_interest(ts: int, value: float) -> OpenInterest:
-    return OpenInterest(
-        venue="bybit", symbol=INSTRUMENT.symbol, open_interest=value, ts_exchange=ts, ts_recv=ts
-    )
+    return OpenInterest(venue="bybit", symbol=INSTRUMENT.symbol, open_interest=value, ts_exchange=ts, ts_recv=ts)
 
 
 def funding(ts: int, **kw: float | None) -> FundingRate:
@@ -295,17 +293,48 @@ def test_premium_from_book_mid() -> None:
     assert out["funding_rate_8h"] is None  # no rate known yet
 
 
-def test_windows_evaluated_at_latest_time_seen() -> None:
-    """A message with an older exchange time (another stream) does not slide windows backwards."""
+def test_windows_are_evaluated_at_the_payload_time_not_the_latest_time_seen() -> None:
+    """Issue 8 item 4: a message from a stream that runs ahead neither slides the windows of an older payload
+    nor enters them; it counts from the first payload at or after its own time."""
     m = InstrumentMetrics(INSTRUMENT)
     book = start_book(m, T0)
     book.apply([(100.0, 6.0)], [], seq=2, ts_exchange=T0 + S)
-    m.on_book(book, T0 + S)
-    assert m.fields(book, T0 + 2 * S + 1, "timer")["ofi_raw_1s"] == 0.0
-    m.on_trade(trade(T0 + S, BUY, 1.0))  # older than the clock
-    out = m.fields(book, T0 + S, "trade")
-    assert out["ofi_raw_1s"] == 0.0
-    assert out["ofi_raw_10s"] == 1.0
+    m.on_book(book, T0 + S)  # e = +1 at 1 s
+    m.on_trade(trade(T0 + 3 * S, BUY, 1.0))  # the trade stream is 2 s ahead
+    m.on_open_interest(open_interest(T0 + 3 * S, 1000.0))
+    out = m.fields(book, T0 + S, "book")  # the payload of the 1 s book state
+    assert out["ofi"] == 1.0
+    assert out["ofi_raw_1s"] == 1.0  # its own event is in its own 1 s window
+    assert out["ofi_ew_10s"] == 1.0  # not decayed toward a later time
+    assert out["tfi_10s"] is None  # the 3 s trade is newer than this book state
+    later = m.fields(book, T0 + 3 * S, "open_interest")
+    assert later["tfi_10s"] == 1.0  # the trade counts from a payload at its time
+    assert later["ofi_raw_1s"] == 0.0 and later["ofi_raw_10s"] == 1.0
+    assert later["ofi_ew_10s"] == pytest.approx(math.exp(-0.2), abs=1e-15)
+
+
+def test_exchange_time_stepping_back_within_one_stream() -> None:
+    """The documented rule: each event counts at its own time, each payload is evaluated at its own time, so
+    a book message whose time steps back does not see a same-stream event stamped after it (held back until
+    a payload reaches that time), while its own event counts."""
+    m = InstrumentMetrics(INSTRUMENT)
+    book = start_book(m, T0)
+    book.apply([(100.0, 7.0)], [], seq=2, ts_exchange=T0 + 2 * S)
+    m.on_book(book, T0 + 2 * S)  # +2 at 2 s
+    book.apply([(100.0, 10.0)], [], seq=3, ts_exchange=T0 + 2 * S - 300_000_000)
+    m.on_book(book, T0 + 2 * S - 300_000_000)  # +3 stamped 0.3 s earlier
+    out = m.fields(book, T0 + 2 * S - 300_000_000, "book")
+    assert (out["ofi"], out["ofi_raw_1s"]) == (3.0, 3.0)
+    assert m.fields(book, T0 + 2 * S, "timer")["ofi_raw_1s"] == 5.0
+
+
+def test_warmup_and_gap_flags_are_anchored_on_the_payload_time() -> None:
+    m = InstrumentMetrics(INSTRUMENT)
+    m.on_trade(trade(T0 + 30 * S, BUY, 1.0))  # a stream far ahead of the first book state
+    book = start_book(m, T0)
+    # warm-up counts from the first book state's own time, not from the newest time seen
+    assert "WARMUP" in m.fields(book, T0 + 59 * S, "timer")["quality"]  # type: ignore[operator]
+    assert "WARMUP" not in m.fields(book, T0 + 60 * S, "timer")["quality"]  # type: ignore[operator]
 
 
 def test_ofi_raw_matches_brute_force_and_ew_matches_definition() -> None:
@@ -393,9 +422,7 @@ def _feed_random_session(seed: int) -> list[dict[str, object]]:
             outputs.append(m.fields(book if valid else None, ts, "open_interest"))
         elif kind < 0.98:
             m.on_funding(
-                funding(
-                    ts, rate=0.0001, interval_hours=8.0, mark_price=100.05 + rng.random(), index_price=100.0
-                )
+                funding(ts, rate=0.0001, interval_hours=8.0, mark_price=100.05 + rng.random(), index_price=100.0)
             )
             outputs.append(m.fields(book if valid else None, ts, "funding"))
         else:

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from flowgauge.metrics.windows import DecayedSum, ExactSum, SlidingFlow, SlidingSum
+from flowgauge.metrics.windows import LATE_HORIZON_NS, DecayedSum, ExactSum, SlidingFlow, SlidingSum
 
 S = 1_000_000_000
 
@@ -60,6 +60,8 @@ def test_sliding_window_is_half_open() -> None:
     assert win.value(0) == 2.5  # right edge included
     assert win.value(10 * S - 1) == 2.5  # one ns before the boundary: still inside
     assert win.value(10 * S) == 0.0  # t_i = t - h: excluded
+    assert len(win) == 1  # kept while a query within the late horizon could still need it
+    assert win.value(10 * S + LATE_HORIZON_NS) == 0.0
     assert len(win) == 0
 
 
@@ -73,12 +75,15 @@ def test_sliding_window_boundary_between_two_items() -> None:
     assert win.value(100 + S // 2 + S) == 0.0
 
 
-def test_sliding_window_never_goes_backwards() -> None:
-    win = SlidingSum(10 * S)
-    win.add(0, 1.0)
-    assert win.value(20 * S) == 0.0
-    # an older query is answered at the latest time seen, not resurrected
-    assert win.value(5 * S) == 0.0
+def test_sliding_window_is_anchored_on_the_query_time_not_the_latest_time() -> None:
+    """Issue 8 item 4: a query at t counts the items in (t - h, t], even after later items or queries."""
+    win = SlidingSum(1 * S)
+    win.add(10 * S, 1.0)
+    win.add(11 * S, 2.0)  # another stream runs ahead
+    assert win.value(10 * S) == 1.0  # the later item is held back
+    assert win.value(11 * S) == 2.0  # the item at exactly 10 s is out of (10 s, 11 s]
+    assert win.value(10 * S + S // 2) == 1.0  # a query back in time, within the late horizon
+    assert win.late_queries == 0
 
 
 def test_sliding_window_late_items() -> None:
@@ -87,9 +92,101 @@ def test_sliding_window_late_items() -> None:
     win.add(3 * S, 2.0)  # late but inside (now=5s, window (-5s, 5s])
     assert win.value(5 * S) == 3.0
     assert win.value(13 * S) == 1.0  # the late item slid out first: it was inserted in time order
-    win.add(2 * S, 4.0)  # older than the window at the latest time: dropped and counted
+    win.add(2 * S, 4.0)  # late, but a query within the horizon could still need it: kept
+    assert win.value(11 * S) == 4.0 + 2.0 + 1.0  # (1 s, 11 s]
+    assert win.late_dropped == 0
+    # older than every window still answerable (latest 13 s - horizon - h): dropped and counted
+    win.add(13 * S - LATE_HORIZON_NS - 10 * S, 8.0)
     assert win.late_dropped == 1
-    assert win.value(13 * S) == 1.0
+
+
+def test_sliding_window_beyond_the_late_horizon_answers_at_the_horizon() -> None:
+    win = SlidingSum(1 * S)
+    win.add(0, 1.0)
+    win.add(10 * S, 2.0)
+    # 10 s - horizon is the oldest exact time; an older query is answered there and counted
+    assert win.value(0) == win.value(10 * S - LATE_HORIZON_NS) == 0.0
+    assert win.late_queries == 1
+    assert len(win) == 1  # the item at 0 is gone: memory stays bounded
+
+
+def _random_interleaving(seed: int) -> list[tuple[str, int, float, float]]:
+    """Adds and queries whose times wander back and forth within the late horizon."""
+    rng = random.Random(seed)
+    ops: list[tuple[str, int, float, float]] = []
+    clock = 0
+    for _ in range(3000):
+        clock += rng.randint(0, 40_000_000)
+        t = clock - rng.randint(0, LATE_HORIZON_NS // 2) if rng.random() < 0.3 else clock
+        x = rng.choice([0.1, -0.3, 1e-3, 12345.678, -7.77, 0.2, 1e16, -1e16])
+        ops.append(("add" if rng.random() < 0.6 else "query", t, x, abs(x)))
+    return ops
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sliding_windows_equal_fsum_of_arrived_items_at_the_query_time(seed: int) -> None:
+    """Whatever the arrival and query order, the value is the correctly rounded sum of the items that have
+    arrived with q - h < t_i <= q: bit-identical to math.fsum over them."""
+    h = 1 * S
+    win, flow = SlidingSum(h), SlidingFlow(h)
+    arrived: list[tuple[int, float, float]] = []
+    checked = 0
+    for op, t, x, m in _random_interleaving(seed):
+        if op == "add":
+            win.add(t, x)
+            flow.add(t, x, m)
+            arrived.append((t, x, m))
+            continue
+        inside = [(x_, m_) for t_, x_, m_ in arrived if t - h < t_ <= t]
+        assert win.value(t) == math.fsum(x_ for x_, _ in inside)
+        signed, mass, n = flow.evaluate(t)
+        assert (signed, mass, n) == (math.fsum(x_ for x_, _ in inside), math.fsum(m_ for _, m_ in inside), len(inside))
+        checked += 1
+    assert checked > 1000 and win.late_queries == win.late_dropped == 0
+    assert len(win) < len(arrived) // 2  # old items were dropped
+
+
+def test_decayed_sum_is_anchored_on_the_query_time() -> None:
+    ew = DecayedSum(1.0)
+    ew.add(1 * S, 4.0)
+    ew.add(3 * S, 1.0)  # later impulse (another stream ran ahead)
+    assert ew.value(2 * S) == pytest.approx(2.0, abs=1e-12)  # the 3 s impulse is held back
+    assert ew.value(3 * S) == pytest.approx(1.0 + 1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_decayed_sum_bits_depend_only_on_the_arrived_impulses_and_the_query_time(seed: int) -> None:
+    """An out-of-order feed gives the same bits as a fresh sum fed the same impulses in time order."""
+    ew = DecayedSum(0.5)
+    arrived: list[tuple[int, float]] = []
+    checked = 0
+    for op, t, x, _ in _random_interleaving(seed):
+        x = max(min(x, 1e3), -1e3)
+        if op == "add":
+            ew.add(t, x)
+            arrived.append((t, x))
+            continue
+        fresh = DecayedSum(0.5)
+        for ti, xi in sorted((p for p in arrived if p[0] <= t), key=lambda p: p[0]):
+            fresh.add(ti, xi)
+        assert ew.value(t) == fresh.value(t)
+        checked += 1
+        if checked > 300:
+            break
+    assert ew.late_queries == ew.late_folded == 0
+
+
+def test_decayed_sum_beyond_the_horizon() -> None:
+    ew = DecayedSum(1.0)
+    ew.add(0, 1.0)
+    ew.add(2 * S, 1.0)
+    ew.add(10 * S, 1.0)  # the impulses at 0 and 2 s are settled (older than 10 s - horizon)
+    assert len(ew) == 1
+    ew.add(1 * S, 2.0)  # older than the settled time (2 s): decayed to it and folded there, counted
+    assert ew.late_folded == 1
+    assert ew.value(10 * S) == pytest.approx(1.0 + 2.0**-10 + 2.0**-8 + 2.0 * 2.0**-9, abs=1e-12)
+    assert ew.value(0) == ew.value(10 * S - LATE_HORIZON_NS)  # answered at the horizon
+    assert ew.late_queries == 1
 
 
 def test_sliding_sum_is_bit_identical_to_fsum_of_window_contents() -> None:
@@ -196,11 +293,12 @@ def test_decayed_sum_query_does_not_change_state() -> None:
     assert a.value(2 * S) == b.value(2 * S)
 
 
-def test_decayed_sum_late_impulse_is_decayed_to_the_clock() -> None:
+def test_decayed_sum_late_impulse_counts_from_its_own_time() -> None:
     ew = DecayedSum(1.0)
     ew.add(2 * S, 1.0)
-    ew.add(1 * S, 4.0)  # one half-life older than the last impulse
+    ew.add(1 * S, 4.0)  # one half-life older than the last impulse, within the horizon
     assert ew.value(2 * S) == pytest.approx(1.0 + 2.0, abs=1e-12)
+    assert ew.value(1 * S) == 4.0  # at 1 s only the 1 s impulse has happened
 
 
 def test_decayed_sum_empty_is_zero() -> None:
