@@ -32,7 +32,7 @@ from flowgauge.engine import Engine
 from flowgauge.feeds import VenueFeed
 from flowgauge.logs import BurstLimiter, event
 from flowgauge.publish.embedded import EmbeddedBus
-from flowgauge.recording import RecordingWriter
+from flowgauge.recording import MARKETS_CONN, RecordingWriter
 from flowgauge.telemetry.collector import SignalCollector
 from flowgauge.telemetry.health import HealthBoard
 from flowgauge.telemetry.http import HttpServer
@@ -343,20 +343,22 @@ class Daemon:
 
         return on_body
 
-    def _http_recorder(self, venue: str) -> Callable[[str, str], None] | None:
+    def _http_recorder(self, venue: str, conn: str = "http.1") -> Callable[[str, str], None] | None:
         recorder = self._recorder(venue)
         if recorder is None:
             return None
         rec = recorder
 
         def on_response(url: str, body: str) -> None:
-            rec.http(f"{venue.upper()}.http.1", url, body)
+            rec.http(f"{venue.upper()}.{conn}", url, body)
 
         return on_response
 
     async def _load_instruments(self, venue: str, venue_settings: VenueSettings) -> list[Instrument]:
         """Instrument metadata through ccxt, retried with backoff: a venue REST outage must not kill us."""
-        on_response = self._http_recorder(venue)
+        # Recorded under their own connection name: replay tells metadata from poll answers by it (both can
+        # share a URL, e.g. Hyperliquid's POST /info).
+        on_response = self._http_recorder(venue, MARKETS_CONN)
         delay = 0.5
         while True:
             try:

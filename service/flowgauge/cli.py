@@ -43,10 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     record.add_argument("-c", "--config", help="YAML config file (default: built-in config/default.yaml)")
 
     replay = commands.add_parser("replay", help="run the pipeline over recorded sessions")
-    replay.add_argument("files", nargs="+", metavar="FILE")
-    replay.add_argument("--speed", type=float, default=0.0, help="0 = as fast as possible, 1 = recorded pace")
-    replay.add_argument("--out", help="write every published message as one JSON line to this file")
-    replay.add_argument("-c", "--config", help="only the venues and symbols this config lists")
+    from flowgauge.replay.command import add_arguments as add_replay_arguments
+
+    add_replay_arguments(replay)
 
     simulate = commands.add_parser("simulate", help="serve a recording over the venue's protocol on loopback")
     simulate.add_argument("--venue", default="all", choices=[*SIMULATORS, "all"],
@@ -220,41 +219,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from flowgauge import logs
-    from flowgauge.publish import codec
-    from flowgauge.recording import RecordingError
-    from flowgauge.replay.replay import ReplayError, replay
+    from flowgauge.replay.command import run
 
-    logs.configure(os.environ.get("FLOWGAUGE_LOG_LEVEL", "WARNING"))
-    symbols = None
-    if args.config:
-        from flowgauge.config import ConfigError, load_settings
-
-        try:
-            settings = load_settings(args.config, os.environ)
-        except ConfigError as exc:
-            print(exc, file=sys.stderr)
-            return 2
-        symbols = {venue: list(v.symbols) for venue, v in settings.venues.items()}
-    out = open(args.out, "wb") if args.out else None  # noqa: SIM115 - closed in finally
-    try:
-        def sink(topic: str, payload: bytes) -> None:
-            if out is not None:
-                out.write(codec.frame(topic, payload))
-                out.write(b"\n")
-
-        try:
-            _, stats = replay(args.files, sink, speed=args.speed, symbols=symbols)
-        except (ReplayError, RecordingError, OSError) as exc:
-            print(f"replay failed: {exc}", file=sys.stderr)
-            return 1
-    finally:
-        if out is not None:
-            out.close()
-    print(f"frames={stats.frames} ignored={stats.frames_ignored} published={stats.published}", file=sys.stderr)
-    for topic, count in sorted(stats.per_topic.items()):
-        print(f"  {topic}: {count}", file=sys.stderr)
-    return 0
+    return run(args)
 
 
 def _simulate(args: argparse.Namespace) -> int:

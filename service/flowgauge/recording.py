@@ -33,6 +33,7 @@ import zstandard
 
 __all__ = [
     "FORMAT_VERSION",
+    "MARKETS_CONN",
     "Connect",
     "Header",
     "Http",
@@ -46,6 +47,9 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 2
+# `conn` suffix of the instrument-metadata answers a recorder fetched before streaming (`BYBIT.http.markets`):
+# they describe the instruments; other `http` lines are answers the daemon acted on (polls, snapshots).
+MARKETS_CONN = "http.markets"
 MiB = 1 << 20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _READ_CHUNK = 1 << 20
@@ -117,6 +121,7 @@ class ReadStats:
 
     lines: int = 0
     records: int = 0
+    bytes_read: int = 0  # bytes of the file (compressed, if it is) consumed so far: progress through it
     skipped: collections.Counter[str] = field(default_factory=collections.Counter)  # unknown `t` -> count
 
 
@@ -137,7 +142,7 @@ def iter_records(path: str | os.PathLike[str], stats: ReadStats | None = None) -
             if compressed
             else fh
         )
-        for line in _iter_lines(stream, p, st):
+        for line in _iter_lines(stream, fh, p, st):
             st.lines += 1
             if not line.strip():
                 continue
@@ -147,7 +152,7 @@ def iter_records(path: str | os.PathLike[str], stats: ReadStats | None = None) -
                 yield record
 
 
-def _iter_lines(stream: BinaryIO, path: Path, st: ReadStats) -> Iterator[bytes]:
+def _iter_lines(stream: BinaryIO, raw: BinaryIO, path: Path, st: ReadStats) -> Iterator[bytes]:
     """Split a byte stream on newlines in bounded chunks (one line may be a megabyte-sized REST body)."""
     tail = b""
     while True:
@@ -155,6 +160,7 @@ def _iter_lines(stream: BinaryIO, path: Path, st: ReadStats) -> Iterator[bytes]:
             chunk = stream.read(_READ_CHUNK)
         except zstandard.ZstdError as exc:
             raise RecordingError(path, st.lines + 1, f"zstd decompression failed: {exc}") from exc
+        st.bytes_read = raw.tell()
         if not chunk:
             break
         parts = (tail + chunk).split(b"\n")

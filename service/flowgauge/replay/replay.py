@@ -22,18 +22,17 @@ from flowgauge.connectors import registry
 from flowgauge.connectors.base import PollRequest, VenueParser
 from flowgauge.connectors.markets import MarketsError, instrument_from_market, markets_from_recording
 from flowgauge.engine import Engine, Sink
-from flowgauge.recording import Connect, Header, Http, Recv, iter_records
+from flowgauge.recording import MARKETS_CONN, Connect, Header, Http, ReadStats, RecordingError, Recv, iter_records
 from flowgauge.types import Instrument, InvalidReason
 
 log = logging.getLogger(__name__)
 
-# Recording `exchange` names (cryptofeed's) -> ccxt exchange ids.
+# Recording `exchange` names -> ccxt exchange ids. Two spellings exist: cryptofeed's (the format's
+# origin; its Binance USD-M is BINANCE_FUTURES) and flowgauge's own recorder's, which writes the
+# venue id upper-cased (BINANCEUSDM). Both must replay.
 EXCHANGE_IDS = {
-    "BYBIT": "bybit",
+    **{venue.upper(): venue for venue in registry.venues()},
     "BINANCE_FUTURES": "binanceusdm",
-    "OKX": "okx",
-    "DERIBIT": "deribit",
-    "HYPERLIQUID": "hyperliquid",
 }
 
 
@@ -48,15 +47,33 @@ class ReplayStats:
     published: int = 0
     resyncs_needed: int = 0  # books left wrong by the recording (a gap it never resolved)
     per_topic: dict[str, int] = field(default_factory=dict)
+    files_total: int = 0
+    files_done: int = 0  # files read to the end, failed ones included
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (file, why) for files that could not be replayed
+    current_file: str = ""  # the file being read, for progress reports
+    read: ReadStats = field(default_factory=ReadStats)  # the current file's reader counts (bytes_read)
+
+
+@dataclass
+class _Connections:
+    """What the connections seen so far carried, across files: tells a reconnect from a first connect."""
+
+    books: set[tuple[str, str]] = field(default_factory=set)  # (venue, symbol) some connection carried
+    # Connect lines already replayed. A rotated file repeats the last connect line of every open connection
+    # (so it replays on its own); seeing the identical line again is that repeat, not a new connection.
+    lines: set[tuple[str, float, str]] = field(default_factory=set)
 
 
 class _FileReplay:
     """State of one recording being replayed into a shared engine."""
 
-    def __init__(self, path: Path, engine: Engine, symbols: dict[str, Sequence[str]] | None) -> None:
+    def __init__(
+        self, path: Path, engine: Engine, symbols: dict[str, Sequence[str]] | None, connections: _Connections
+    ) -> None:
         self.path = path
         self.engine = engine
         self.symbols = symbols
+        self.connections = connections
         self.venue: str | None = None
         self.adapter: Any = None
         self.http: list[tuple[str, str]] = []
@@ -66,6 +83,10 @@ class _FileReplay:
         self.by_symbol: dict[str, Instrument] = {}
         self.tracked: set[str] = set()  # symbols already seen (added to the engine if they are ours)
         self.early_snapshots: list[Http] = []  # REST snapshots recorded before any connection opened
+        # Other REST answers from before then: poll answers among them reached the engine live (polls start
+        # with the connections, and one can answer first), so they are handled once the instruments are known.
+        self.early_answers: list[Http] = []
+        self.marks_metadata = False  # the recording names its metadata answers (conn ends with MARKETS_CONN)
 
     def set_venue(self, venue: str) -> None:
         self.venue = venue
@@ -109,15 +130,24 @@ class _FileReplay:
     def on_connect(self, record: Connect, stats: ReplayStats) -> None:
         if self.instruments is None:
             self._load_instruments()
+            for early in self.early_answers:
+                self._deliver_poll(early, stats)
+            self.early_answers.clear()
         assert self.instruments is not None
         parser = replay_parser(self.adapter, record.addr, self.instruments)
-        if parser is not None:
-            # A new connection in the recording is a reconnect as far as its books go: as live, the books
-            # it will carry restart from its snapshots (the sync machine then bridges buffered deltas).
+        line = (record.conn, record.ts, record.addr)
+        repeated = line in self.connections.lines
+        self.connections.lines.add(line)
+        if parser is not None and not repeated:
+            # A new connection in the recording is a reconnect for the books an earlier connection carried:
+            # as live, they restart from its snapshots (the sync machine then bridges buffered deltas).
+            # Books only a REST poll has mentioned so far were never connected: nothing to reset, as live.
+            venue = self.venue or ""
             books = getattr(parser, "book_symbols", [i.symbol for i in parser.instruments.values()])
-            known = [s for s in books if self.engine.state(self.venue or "", s) is not None]
-            if known:
-                self.engine.invalidate(self.venue or "", known, InvalidReason.RESET, "reconnect in recording")
+            carried = [s for s in books if (venue, s) in self.connections.books]
+            self.connections.books.update((venue, s) for s in books)
+            if carried:
+                self.engine.invalidate(venue, carried, InvalidReason.RESET, "reconnect in recording")
         self.parsers[record.conn] = parser
         if parser is None or not self.early_snapshots:
             return
@@ -133,17 +163,26 @@ class _FileReplay:
             self.http.append((record.url, record.data))
             if _is_snapshot_path(urlsplit(record.url).path):
                 self.early_snapshots.append(record)
+            elif record.conn.endswith(MARKETS_CONN):
+                self.marks_metadata = True
+            elif self.marks_metadata:
+                # Only a recorder that names its metadata answers lets us tell the rest from them
+                # (cryptofeed's and older flowgauge recordings do not: their early answers stay metadata).
+                self.early_answers.append(record)
             return
-        ts_recv = int(record.ts * 1e9)
-        parts = urlsplit(record.url)
-        query = dict(parse_qsl(parts.query))
         for parser in {id(p): p for p in self.parsers.values() if p is not None}.values():
             if self._deliver_snapshot(record, parser, stats):
                 return
+        self._deliver_poll(record, stats)
+
+    def _deliver_poll(self, record: Http, stats: ReplayStats) -> bool:
+        parts = urlsplit(record.url)
+        query = dict(parse_qsl(parts.query))
         for poll in self.polls:
             if poll.path == parts.path and all(query.get(k) == v for k, v in poll.params.items()):
-                self._handle(self.adapter.parse_poll(poll, record.data, ts_recv), None, stats)
-                return
+                self._handle(self.adapter.parse_poll(poll, record.data, int(record.ts * 1e9)), None, stats)
+                return True
+        return False
 
     def _deliver_snapshot(self, record: Http, parser: VenueParser, stats: ReplayStats) -> bool:
         parts = urlsplit(record.url)
@@ -210,6 +249,9 @@ def replay(
     speed: float = 0.0,
     symbols: dict[str, Sequence[str]] | None = None,
     clock: Callable[[], int] = time.time_ns,
+    stats: ReplayStats | None = None,
+    on_file_error: Callable[[str, str], None] | None = None,
+    on_progress: Callable[[ReplayStats], None] | None = None,
 ) -> tuple[Engine, ReplayStats]:
     """Replay recordings in order into one engine publishing to `sink`.
 
@@ -218,8 +260,15 @@ def replay(
         sink: `sink(topic, payload_bytes)` for every published message.
         speed: 0 = as fast as possible, 1 = recorded pace, N = N times faster.
         symbols: venue -> unified symbols to keep; None keeps every derivative instrument.
+        stats: counts to update in place (the caller still has them if the replay is interrupted).
+        on_file_error: `on_file_error(path, why)` for a file that cannot be replayed, then the next file
+            goes on (recorded in `stats.failed`); without it the first such file raises ReplayError.
+        on_progress: called with the stats at every file start and every few thousand records.
     """
-    stats = ReplayStats()
+    if speed < 0:
+        raise ValueError("speed must be >= 0")
+    stats = stats if stats is not None else ReplayStats()
+    stats.files_total += len(paths)
 
     def counting_sink(topic: str, payload: bytes) -> None:
         stats.published += 1
@@ -227,27 +276,69 @@ def replay(
         sink(topic, payload)
 
     engine = Engine(counting_sink, clock=clock)
+    connections = _Connections()
     for path in paths:
-        state = _FileReplay(Path(path), engine, symbols)
-        first_ts: float | None = None
-        wall_start = time.monotonic()
-        for record in iter_records(path):
-            if isinstance(record, Header):
-                venue = EXCHANGE_IDS.get(record.exchange)
-                if venue is None:
-                    raise ReplayError(f"{path}: unknown exchange {record.exchange!r}")
-                state.set_venue(venue)
-            elif isinstance(record, Http):
-                state.on_http(record, stats)
-            elif isinstance(record, Connect):
-                state.on_connect(record, stats)
-            elif isinstance(record, Recv):
-                stats.frames += 1
-                if speed > 0:
-                    if first_ts is None:
-                        first_ts = record.ts
-                    due = (record.ts - first_ts) / speed - (time.monotonic() - wall_start)
-                    if due > 0:
-                        time.sleep(due)
-                state.on_recv(record, stats)
+        stats.current_file = str(path)
+        stats.read = ReadStats()
+        if on_progress is not None:
+            on_progress(stats)
+        try:
+            _replay_file(Path(path), _FileReplay(Path(path), engine, symbols, connections), speed, stats, on_progress)
+        except (ReplayError, RecordingError, OSError) as exc:
+            why = _describe(Path(path), exc)
+            stats.failed.append((str(path), why))
+            if on_file_error is None:
+                raise
+            on_file_error(str(path), why)
+        finally:
+            stats.files_done += 1
     return engine, stats
+
+
+_PROGRESS_EVERY = 4096  # records between progress callbacks: cheap enough to ignore, often enough to see
+
+
+def _replay_file(
+    path: Path,
+    state: _FileReplay,
+    speed: float,
+    stats: ReplayStats,
+    on_progress: Callable[[ReplayStats], None] | None,
+) -> None:
+    first_ts: float | None = None
+    wall_start = time.monotonic()
+    for record in iter_records(path, stats.read):
+        if on_progress is not None and stats.read.records % _PROGRESS_EVERY == 0:
+            on_progress(stats)
+        if isinstance(record, Header):
+            venue = EXCHANGE_IDS.get(record.exchange)
+            if venue is None:
+                known = ", ".join(EXCHANGE_IDS)
+                raise ReplayError(f"{path}: unknown exchange {record.exchange!r} (known: {known})")
+            state.set_venue(venue)
+        elif isinstance(record, Http):
+            state.on_http(record, stats)
+        elif isinstance(record, Connect):
+            state.on_connect(record, stats)
+        elif isinstance(record, Recv):
+            stats.frames += 1
+            if speed > 0:
+                if first_ts is None:
+                    first_ts = record.ts
+                due = (record.ts - first_ts) / speed - (time.monotonic() - wall_start)
+                if due > 0:
+                    time.sleep(due)
+            state.on_recv(record, stats)
+    if state.venue is None:
+        raise ReplayError(f"{path}: no header line naming the exchange (empty, or not a recording)")
+
+
+def _describe(path: Path, exc: BaseException) -> str:
+    """Why a file failed, in one line, without repeating its name."""
+    if isinstance(exc, RecordingError):
+        return f"line {exc.line_no}: {exc.why}"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    text = str(exc)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text

@@ -1,0 +1,101 @@
+"""`flowgauge replay`: arguments, output file, progress, summary and exit code around `replay.replay`.
+
+Exit codes: 0 every file replayed; 1 some file could not be (each named on stderr as it is met, and
+again at the end; the others are replayed all the same); 2 bad arguments or configuration (an `--out`
+that cannot be created); 130 interrupted by SIGINT, after a one-line summary of what was done.
+Imports only argparse at module level: the CLI builds its parser from here on every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import BinaryIO
+
+EXIT_FAILED_FILES = 1
+EXIT_BAD_ARGUMENTS = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="recordings (.jsonl.zst or .jsonl), in order")
+    parser.add_argument(
+        "--speed", type=_speed, default=0.0, help="0 = as fast as possible (default), 1 = recorded pace, N = N x"
+    )
+    parser.add_argument("--out", help="write every published message as one JSON line to this file")
+    parser.add_argument("-c", "--config", help="only the venues and symbols this config lists")
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = as fast as possible), got {text}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from flowgauge import logs
+
+    logs.configure(os.environ.get("FLOWGAUGE_LOG_LEVEL", "WARNING"))
+    symbols = None
+    if args.config:
+        from flowgauge.config import ConfigError, load_settings
+
+        try:
+            settings = load_settings(args.config, os.environ)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_BAD_ARGUMENTS
+        symbols = {venue: list(v.symbols) for venue, v in settings.venues.items()}
+    out = None
+    if args.out:
+        try:
+            out = open(args.out, "wb")  # noqa: SIM115 - closed in _replay_into's finally
+        except OSError as exc:
+            print(f"replay: cannot write --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_BAD_ARGUMENTS
+    return _replay_into(list(args.files), out, args.speed, symbols)
+
+
+def _replay_into(
+    files: list[str], out: BinaryIO | None, speed: float, symbols: dict[str, Sequence[str]] | None
+) -> int:
+    from flowgauge.publish import codec
+    from flowgauge.replay.progress import TerminalProgress, summary
+    from flowgauge.replay.replay import ReplayStats, replay
+
+    def sink(topic: str, payload: bytes) -> None:
+        if out is not None:
+            out.write(codec.frame(topic, payload) + b"\n")  # one write: an interrupt never splits a line
+
+    def on_file_error(path: str, why: str) -> None:
+        progress.write(f"replay: skipped {path}: {why}")
+
+    stats = ReplayStats()
+    started = time.monotonic()
+    progress = TerminalProgress(files, sys.stderr)
+    try:
+        replay(files, sink, speed=speed, symbols=symbols, stats=stats, on_file_error=on_file_error,
+               on_progress=progress)
+    except KeyboardInterrupt:
+        progress.close()
+        print(summary(stats, time.monotonic() - started, interrupted=True), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        progress.close()
+        if out is not None:
+            out.close()
+    for topic, count in sorted(stats.per_topic.items()):
+        print(f"  {topic}: {count}", file=sys.stderr)
+    print(summary(stats, time.monotonic() - started), file=sys.stderr)
+    if stats.failed:
+        names = ", ".join(path for path, _ in stats.failed)
+        print(f"replay: {len(stats.failed)} of {stats.files_total} files failed: {names}", file=sys.stderr)
+        return EXIT_FAILED_FILES
+    return 0

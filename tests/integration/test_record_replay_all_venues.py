@@ -1,0 +1,166 @@
+"""Record -> replay round trip for all five venues: replay publishes what the live daemon published.
+
+Timeline: the daemon starts first with `flowgauge record DIR` (its venues are not up yet, so it retries
+loading markets) -> a bus subscriber subscribes to every topic -> `flowgauge simulate --venue all` starts
+serving the packaged samples -> every book has published enough VALID book payloads live -> the simulators
+stop (no frame can arrive after that) -> the subscriber has everything the daemon published (its /status
+counts) -> SIGTERM flushes the recorder -> `flowgauge replay DIR/*` -> per book, the same book payloads.
+
+Subscribing before any venue is reachable is what makes "everything the daemon published" exact: nothing
+is published before the subscription is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from tests.integration.test_all_venues import SYMBOLS, VENUES, WS_PATHS, five_free_ports
+from tests.procs import flowgauge, free_port, http_get, wait_for
+
+from flowgauge.client import EmbeddedSubscriber
+from flowgauge.recording import Header, iter_records
+
+pytestmark = pytest.mark.integration
+
+BOOK_PAYLOADS_PER_BOOK = 5  # live VALID book payloads each book must reach (Deribit ETH has a few per loop)
+
+# Payload fields that legitimately differ between the live daemon and its replay:
+# - ts_recv: live it is the receive clock (time.time_ns()) taken before the frame is recorded; the recording
+#   keeps its own receive time (float seconds, taken a moment later), which is all replay has.
+# - ts_publish: the publishing clock, by definition different.
+EXCLUDED_FIELDS = ("ts_recv", "ts_publish")
+
+Key = tuple[str, str]
+
+
+def _config(path: Path, base: int, bus_port: int, http_port: int) -> Path:
+    venues = {}
+    for offset, venue in enumerate(VENUES):
+        port = base + offset
+        venues[venue] = {
+            "symbols": SYMBOLS[venue],
+            "ws_url": f"ws://127.0.0.1:{port}{WS_PATHS[venue]}",
+            "rest_url": f"http://127.0.0.1:{port}",
+            "stale_after_s": 30,
+            "backoff_initial_s": 0.1,
+            "backoff_max_s": 1.0,
+        }
+    config = {
+        "venues": venues,
+        "bus": {"embedded": {"host": "127.0.0.1", "port": bus_port, "client_queue": 1_000_000}},
+        "http": {"host": "127.0.0.1", "port": http_port},
+        "publish": {"min_interval_ms": 0},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _by_book(messages: list[tuple[str, dict[str, Any]]]) -> dict[Key, list[dict[str, Any]]]:
+    books: dict[Key, list[dict[str, Any]]] = {}
+    for _, payload in messages:
+        if payload.get("trigger") == "book":
+            books.setdefault((payload["venue"], payload["symbol"]), []).append(payload)
+    return books
+
+
+def _comparable(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in payload.items() if k not in EXCLUDED_FIELDS}
+
+
+async def test_every_venue_replays_what_it_published_live(tmp_path: Path) -> None:
+    base = five_free_ports()
+    bus_port, http_port = free_port(), free_port()
+    config = _config(tmp_path / "all.yaml", base, bus_port, http_port)
+    record_dir = tmp_path / "rec"
+    live: list[tuple[str, dict[str, Any]]] = []
+    wanted = {(venue, symbol) for venue, symbols in SYMBOLS.items() for symbol in symbols}
+
+    with flowgauge(["record", str(record_dir), "-c", str(config)], tmp_path / "daemon.log") as daemon:
+        subscriber = EmbeddedSubscriber(f"ws://127.0.0.1:{bus_port}", ["flowgauge.v1.>"])
+        await wait_for(subscriber.__aenter__, "the daemon's embedded bus")
+
+        async def collect() -> None:
+            async for topic, payload in subscriber:
+                live.append((topic, payload))
+
+        collector = asyncio.create_task(collect())
+        try:
+            sim_args = ["simulate", "--venue", "all", "--base-port", str(base), "--speed", "4"]
+            with flowgauge(sim_args, tmp_path / "sim.log") as simulators:
+
+                def every_book_has_enough() -> bool:
+                    books = _by_book(live)
+                    return all(
+                        sum(p["book_state"] == "VALID" for p in books.get(key, ())) >= BOOK_PAYLOADS_PER_BOOK
+                        for key in wanted
+                    )
+
+                try:
+                    await wait_for(every_book_has_enough, "enough live book payloads for all ten books", 120)
+                except AssertionError:
+                    counts = {key: len(v) for key, v in _by_book(live).items()}
+                    log = (tmp_path / "daemon.log").read_text()[-3000:]
+                    raise AssertionError(f"live book payloads: {counts}\n{log}") from None
+                # Stopped, not asserted: the simulators' own exit code is not what this test is about.
+                simulators.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(simulators.wait, 10)
+
+            async def subscriber_has_everything() -> bool:
+                code, body = await http_get(http_port, "/status")
+                if code != 200:
+                    return False
+                published = {
+                    (venue, symbol): book["published"]
+                    for venue, books in orjson.loads(body)["venues"].items()
+                    for symbol, book in books.items()
+                }
+                received: dict[Key, int] = {}
+                for topic, payload in live:
+                    if ".status." not in topic:
+                        key = (payload["venue"], payload["symbol"])
+                        received[key] = received.get(key, 0) + 1
+                return set(published) == wanted and published == received
+
+            await wait_for(subscriber_has_everything, "every payload the daemon published")
+        finally:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
+            await subscriber.__aexit__(None, None, None)
+        daemon.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(daemon.wait, 10) == 0
+
+    # Kept beside the replay output for whoever has to read a failure.
+    (tmp_path / "live.jsonl").write_bytes(b"".join(orjson.dumps({"topic": t, "payload": p}) + b"\n" for t, p in live))
+    files = sorted(record_dir.glob("*.jsonl.zst"))
+    headers = {next(iter(iter_records(f))).exchange for f in files}  # type: ignore[union-attr]
+    assert all(isinstance(next(iter(iter_records(f))), Header) for f in files)
+    assert headers == {venue.upper() for venue in VENUES}  # the daemon's own names, BINANCEUSDM included
+
+    out = tmp_path / "replay.jsonl"
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "flowgauge", "replay", *map(str, files), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    replayed = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    replay_books = _by_book([(m["topic"], m["payload"]) for m in replayed])
+    live_books = _by_book(live)
+    assert set(live_books) == wanted
+    for key in sorted(wanted):
+        live_payloads, replay_payloads = live_books[key], replay_books.get(key, [])
+        assert [p["book_seq"] for p in replay_payloads] == [p["book_seq"] for p in live_payloads], key
+        for live_payload, replay_payload in zip(live_payloads, replay_payloads, strict=True):
+            assert _comparable(replay_payload) == _comparable(live_payload), key
