@@ -1,5 +1,8 @@
 # flowgauge daemon image: multi-stage, non-root, exec-form entrypoint so Python is PID 1 and gets SIGTERM.
 FROM python:3.11-slim AS build
+# gcc builds the compiled hot core (flowgauge.core._core, Cython fetched as a build requirement); without it the
+# wheel would carry only the pure-Python core.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY service ./service
@@ -10,7 +13,8 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 flowgauge
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+    && python -c "from flowgauge import core; core.select('compiled')"
 # Editable copies for operators (mount over /etc/flowgauge to change them); the same files are in the wheel.
 COPY config /etc/flowgauge
 USER flowgauge

@@ -7,9 +7,11 @@ hot core (issue 8) is the one extension in `ext_modules`.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 from setuptools.errors import FileError
 
@@ -45,6 +47,27 @@ class BuildPyWithConfigs(build_py):
         return [(source, target_dir / source.name) for source in sources]
 
 
+class OptionalBuildExt(build_ext):
+    """`optional=True` only covers compile errors setuptools recognises; a compiler that is not installed at all
+    surfaces as other errors. Any failure to build the core leaves an install that runs the pure-Python core."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # whatever broke the build, the pure core still works
+            _core_not_built(exc)
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            _core_not_built(exc)
+
+
+def _core_not_built(exc: Exception) -> None:
+    print(f"WARNING: flowgauge's compiled core was not built ({exc}); the pure-Python core will run", file=sys.stderr)
+
+
 def core_extensions() -> list[Extension]:
     """The compiled hot core, when Cython is available; without it (or without a C compiler: `optional`) the
     pure-Python reference core runs. The build embeds the sources' hash so a stale build is detected."""
@@ -69,4 +92,4 @@ def core_extensions() -> list[Extension]:
     return cythonize([extension], language_level=3)
 
 
-setup(cmdclass={"build_py": BuildPyWithConfigs}, ext_modules=core_extensions())
+setup(cmdclass={"build_py": BuildPyWithConfigs, "build_ext": OptionalBuildExt}, ext_modules=core_extensions())
