@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs and run it: the README's test command, and what .ci/run calls.
+# Install everything the test suite needs, type-check, and run it: the README's test command, and what .ci/run calls.
 #   bash tools/test.sh [VENV_DIR]       (default .venv)
 # System packages: Debian's prometheus (the scrape test runs a real Prometheus server), installed with
 # apt-get when it is missing (as root, or through sudo).
@@ -14,4 +14,5 @@ if ! command -v prometheus >/dev/null 2>&1; then
 fi
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q -e ".[dev,bench]"
+"$venv/bin/python" -m mypy  # type-check service/flowgauge ([tool.mypy] in pyproject.toml) before the tests
 exec "$venv/bin/python" -m pytest -q

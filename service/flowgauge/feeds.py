@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from flowgauge.connectors.base import Action, FetchSnapshot, VenueParser
@@ -30,7 +30,7 @@ MAX_OUTBOX = 1000
 
 
 class SnapshotRequester(Protocol):
-    def request_snapshot(self, fetch: FetchSnapshot, callback: object) -> None: ...
+    def request_snapshot(self, fetch: FetchSnapshot, callback: Callable[[str, int], None]) -> None: ...
 
 
 class VenueFeed:

@@ -21,7 +21,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / "service" / "flowgauge"
 # Where this order differs from DESIGN.md's chain (types <- connectors <- book/core <- metrics <- engine <-
 # publish <- telemetry <- app <- cli), the code's dependency is the sound one:
 # - book sits below connectors: a venue's parser names its sequence rule (book.sequencing, typed by
-#   book.sync.SequenceRule), and the book knows nothing of venues.
+#   book.sync.SequenceRule), and the book knows nothing of venues. core stays above connectors (it may hand
+#   the parsers' level validation a compiled loop) and below metrics, which run on its books.
 # - publish.codec and publish.topics (pure payload encoding and topic naming) sit below engine, which builds
 #   each payload once; the publishers themselves (publish.base, publish.embedded) stay above it.
 # - logs (structured log lines) and recording (the frame file format) are leaves beside types.
@@ -29,8 +30,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / "service" / "flowgauge"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("flowgauge.types", "flowgauge.logs", "flowgauge.recording"),
     ("flowgauge.book",),
-    ("flowgauge.core",),
     ("flowgauge.connectors",),
+    ("flowgauge.core",),
     ("flowgauge.metrics",),
     ("flowgauge.publish.codec", "flowgauge.publish.topics"),
     ("flowgauge.engine",),

@@ -640,7 +640,8 @@ def _rss_child(
     pipeline.drain()
     del stream
     gc.collect()
-    levels_held = sum(len(s.sync.book.bids) + len(s.sync.book.asks) for s in pipeline.engine.states())  # type: ignore[union-attr]
+    assert pipeline.engine is not None  # built when the pipeline was
+    levels_held = sum(len(s.sync.book.bids) + len(s.sync.book.asks) for s in pipeline.engine.states())
     pipe.send(
         {
             "rss_mb": _rss_mb(),

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -542,6 +542,7 @@ class BinanceUsdmParser:
     def _on_force_order(self, data: Mapping[str, Any], instrument: Instrument, ts_recv: int) -> list[Event | str]:
         order = data["o"]
         order_side = order["S"]
+        liquidated: Literal["long", "short"]
         if order_side == "SELL":
             liquidated = "long"  # a forced sell closes a long
         elif order_side == "BUY":

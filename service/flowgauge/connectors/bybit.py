@@ -184,7 +184,8 @@ class BybitParser:
 
     def feed(self, raw: str | bytes, ts_recv: int) -> list[Event]:
         """Parse one received text frame into events. Never raises on bad input: returns BadFrame."""
-        if (_BOOK_TOPIC_STR if isinstance(raw, str) else _BOOK_TOPIC_BYTES) in raw[:40]:
+        head = raw[:40]
+        if (_BOOK_TOPIC_STR in head) if isinstance(head, str) else (_BOOK_TOPIC_BYTES in head):
             fast = self._fast_book(raw, ts_recv)
             if fast is not None:
                 return fast
@@ -264,6 +265,7 @@ class BybitParser:
         for fill in message["data"]:
             price = float(fill["p"])
             side_text = fill["S"]
+            side: int  # BUY or SELL
             if side_text == "Buy":
                 side = BUY
             elif side_text == "Sell":

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -309,6 +309,7 @@ class DeribitParser:
             if price <= 0.0 or amount < 0.0:
                 raise FrameError(f"bad trade price/amount {price!r}/{amount!r}")
             direction = fill["direction"]
+            side: int  # BUY or SELL
             if direction == "buy":
                 side = BUY
             elif direction == "sell":
@@ -328,8 +329,8 @@ class DeribitParser:
                 continue
             # The taker traded `direction`, the maker the opposite. A liquidated party was closing: a
             # forced buy closes a short, a forced sell closes a long.
-            taker_closed = "short" if side == BUY else "long"
-            maker_closed = "long" if side == BUY else "short"
+            taker_closed: Literal["long", "short"] = "short" if side == BUY else "long"
+            maker_closed: Literal["long", "short"] = "long" if side == BUY else "short"
             for marker, closed in (("T", taker_closed), ("M", maker_closed)):
                 if marker in liquidation:
                     events.append(Liquidation(VENUE, instrument.symbol, closed, price, size, ts_exchange, ts_recv))
@@ -490,7 +491,7 @@ def recorded_market_responses(responses: Iterable[tuple[str, str]]) -> list[tupl
     """
     responses = list(responses)
     merged: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    seen: set[str | None] = set()
     currencies: list[str] = []
     origin = DEFAULT_REST_URL
     for url, body in responses:

@@ -139,7 +139,7 @@ def cause_class(exc: BaseException) -> str:
 def describe(exc: BaseException, limit: int = 300) -> str:
     """One line naming the exception and its innermost cause, for logs and /status."""
     # The innermost link that says something (asyncio timeouts end in a bare CancelledError).
-    links = [link for link in _chain(exc) if str(link) and isinstance(link, Exception)] or [exc]
+    links: list[BaseException] = [link for link in _chain(exc) if str(link) and isinstance(link, Exception)] or [exc]
     text = f"{type(exc).__name__}: {exc}"
     innermost = links[-1]
     if innermost is not exc and str(innermost) not in text:

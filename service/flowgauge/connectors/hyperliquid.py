@@ -418,7 +418,7 @@ class HyperliquidParser:
             return self._on_control(channel, message, ts_recv)
         data = message.get("data")
         try:
-            return handler(data, ts_recv)
+            return handler(data, ts_recv)  # type: ignore[return-value]  # list[Event], read-only to the caller
         except (FrameError, KeyError, TypeError, ValueError, IndexError) as exc:
             symbol = self._symbol_in(data)
             # A broken book push leaves the book one push behind; say which book when we can tell.
@@ -462,6 +462,7 @@ class HyperliquidParser:
             if instrument is None:
                 continue
             side_text = fill["side"]
+            side: int  # BUY or SELL
             if side_text == "B":
                 side = BUY  # taker bought
             elif side_text == "A":
@@ -609,7 +610,7 @@ class HyperliquidAdapter:
                 raise FrameError("universe and ctxs do not pair up")
             events: list[Event] = []
             for asset, ctx in zip(universe, ctxs, strict=True):
-                instrument = self._polled.get(asset.get("name")) if isinstance(asset, dict) else None
+                instrument = self._polled.get(asset.get("name", "")) if isinstance(asset, dict) else None
                 if instrument is not None:
                     events += _ctx_events(instrument, ctx, ts_recv, ts_recv, self.oi_two_sided)
         except (orjson.JSONDecodeError, FrameError, KeyError, TypeError, ValueError, IndexError) as exc:

@@ -726,6 +726,7 @@ class OkxParser:
             if not (price > 0.0 and size >= 0.0):
                 raise FrameError(f"bad trade {fill!r}"[:100])
             side_text = fill["side"]  # the TAKER's side
+            side: int  # BUY or SELL
             if side_text == "buy":
                 side = BUY
             elif side_text == "sell":

@@ -37,7 +37,7 @@ class CoreUnavailable(Exception):
 
 def _load_compiled() -> tuple[ModuleType | None, str | None]:
     try:
-        from flowgauge.core import _core
+        from flowgauge.core import _core  # type: ignore[attr-defined]  # a Cython extension: no stub for mypy
     except ImportError as exc:
         return None, f"the compiled core is not built ({exc})"
     here = Path(__file__).parent

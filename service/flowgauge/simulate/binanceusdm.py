@@ -271,6 +271,7 @@ class _Label:
     def px(self, price: Any) -> Any:
         if self.factor is None or not isinstance(price, str):
             return price
+        assert self.quantum is not None  # set together with factor
         return str((Decimal(price) * self.factor).quantize(self.quantum))
 
 
@@ -722,14 +723,15 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
             if not state.has_book:
                 continue
             target_bids, target_asks = state.snapshot_levels
+            u = state.bridge_pu + state.label.id_offset + shift.ids
             data = {
                 "e": "depthUpdate", "E": ts_ms, "T": ts_ms, "s": state.name, "U": state.last_u + 1,
-                "u": state.bridge_pu + state.label.id_offset + shift.ids, "pu": state.last_u,
+                "u": u, "pu": state.last_u,
                 "b": _diff_side(state.bids, target_bids), "a": _diff_side(state.asks, target_asks),
             }  # fmt: skip
             _load_side(state.bids, target_bids)
             _load_side(state.asks, target_asks)
-            state.last_u = data["u"]
+            state.last_u = u
             state.played = 0
             self._deliver(state, "depth", data)  # never withheld: it carries the loop's reset
 

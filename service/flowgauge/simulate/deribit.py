@@ -69,7 +69,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -168,7 +168,7 @@ def _load(path: Path) -> _Served:
             _add_instruments(rows, currency_of, rec)
     ws = [r for r in recvs if urlsplit(addr_of.get(r.conn, "")).path.rstrip("/") == WS_PATH]
     ws.sort(key=lambda r: r.ts)  # stable: frames of one connection keep their order on equal times
-    notes: list[tuple[Recv, str, str, dict[str, Any]]] = []
+    notes: list[tuple[Recv, str, str, Any]] = []
     for rec in ws:
         try:
             msg = orjson.loads(rec.data)
@@ -177,7 +177,7 @@ def _load(path: Path) -> _Served:
         params = msg.get("params") if isinstance(msg, dict) and msg.get("method") == "subscription" else None
         channel = params.get("channel") if isinstance(params, dict) else None
         parts = channel.split(".") if isinstance(channel, str) else []
-        if len(parts) == 3 and parts[0] in _KINDS:
+        if len(parts) == 3 and parts[0] in _KINDS and isinstance(params, dict):
             notes.append((rec, parts[0], parts[1], params.get("data")))
     relabels = _relabels(rows, currency_of, notes)
     return _Served(list(rows.values()), currency_of, _make_tape(notes, relabels), relabels)
@@ -320,7 +320,7 @@ def _make_tape(notes: list[tuple[Recv, str, str, Any]], relabels: list[_Relabel]
     return tape
 
 
-def _is_number(v: object) -> bool:
+def _is_number(v: object) -> TypeGuard[int | float]:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
@@ -772,7 +772,9 @@ class DeribitSimulator(SimulatorServer[_Client]):
             return
         req_id = req.get("id")
         method = req["method"]
-        params = req.get("params") if isinstance(req.get("params"), dict) else {}
+        params = req.get("params")
+        if not isinstance(params, dict):
+            params = {}
         if method in ("public/subscribe", "public/unsubscribe"):
             self._on_subscription(client, market, method, params.get("channels"), req_id)
         elif method == "public/unsubscribe_all":

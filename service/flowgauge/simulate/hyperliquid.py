@@ -659,11 +659,11 @@ class HyperliquidSimulator(SimulatorServer[_Client]):
             return json_response(mids)
         if kind == "l2Book":
             assert isinstance(body, dict)
-            coin = body.get("coin")
+            asked = body.get("coin")
             if body.get("nSigFigs") is not None or body.get("mantissa") is not None:
                 self.bad_requests += 1
                 return _text("this simulator serves full-precision books only (nSigFigs null)", 422)
-            return json_response(market.state(coin).book if coin in market.coins else None)
+            return json_response(market.state(asked).book if asked in market.coins else None)
         self.bad_requests += 1
         return _text("Failed to deserialize the JSON body into the target type", 422)
 

@@ -495,7 +495,7 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
             book.ts = str(time.time_ns() // 1_000_000)  # a REST answer before the first frame looks live
             if self.is_derivative(inst):
                 bids, asks = book.top(20)
-                depth = sum(Decimal(lv[1]) for lv in bids + asks)
+                depth = sum((Decimal(lv[1]) for lv in bids + asks), Decimal(0))
                 self.flows[inst] = _Flow(oi=depth * 50)
 
     def is_derivative(self, inst: str) -> bool:
