@@ -12,7 +12,8 @@ Paths:
 * `e2e_ours` / `e2e_cryptofeed` / `e2e_transport`: a `FrameServer` child process pushes recorded Bybit frames
   over a loopback websocket as fast as the client reads; the client runs the full path (or cryptofeed's
   handler, or nothing: the transport's own ceiling).
-* `latency_at_rate`: synthetic frames paced at a fixed rate; per-message receive -> publish time.
+* `e2e_ours_picows` / `e2e_transport_picows`: the same with picows as the websocket client.
+* Latency at a rate lives in `bench.feeder` (a feeder process, receive -> publish with queueing included).
 * `rss_child` / `scale_out`: fresh child processes (memory of 500 books of 200 levels; two processes each
   running the full path on half of the instruments).
 """
@@ -48,7 +49,6 @@ __all__ = [
     "e2e_ours_picows",
     "e2e_transport",
     "e2e_transport_picows",
-    "latency_at_rate",
     "loop_factory",
     "measure_cryptofeed",
     "measure_ours",
@@ -512,97 +512,6 @@ def e2e_transport_picows(url: str) -> Run:
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         frames, seconds = runner.run(_read_all_picows(url, on_frame))
     return Run("e2e_transport_picows", frames, 0, seconds)
-
-
-# ------------------------------------------------------------------------------------ latency at a rate
-
-
-def _percentile(ordered: Sequence[int], q: float) -> int:
-    """Nearest-rank percentile of an ascending sequence."""
-    if not ordered:
-        return 0
-    rank = max(1, -(-int(q * len(ordered) * 1_000_000) // 1_000_000))  # ceil(q * n) without float drift
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def latency_at_rate(rate: float, instruments: int, seconds: float, levels: int = 200) -> dict[str, Any]:
-    """Synthetic book frames paced at `rate` msgs/s over `instruments` books, full path, in an event loop.
-
-    Latency of a message = from just before its parse (the moment a websocket client hands it over) to the
-    return of the engine call that published its payload to the bus and the null publisher, so it covers
-    parse, book, metrics, encode and publish. A subscriber task drains the bus concurrently. The pacing is
-    open-loop: when the process falls behind, messages wait, and `behind_p99_us` shows by how much.
-    """
-    stream = SyntheticStream(instruments, levels)
-    snapshots = stream.snapshots()
-    frames = stream.deltas(max(1, int(rate * seconds)))
-    pipeline = Pipeline("bybit", stream.instruments, full=True)
-    for snapshot in snapshots:
-        pipeline.handle(snapshot, time.time_ns())
-    pipeline.drain()
-    sub = pipeline.sub
-    assert sub is not None
-    handle = pipeline.handle
-    latencies = [0] * len(frames)
-    behind = [0] * len(frames)
-
-    async def produce() -> float:
-        period_ns = int(1e9 / rate)
-        perf = time.perf_counter_ns
-        wall = time.time_ns
-        start = perf() + 5_000_000
-        i = 0
-        n = len(frames)
-        while i < n:
-            now = perf()
-            due = start + i * period_ns
-            if due > now:
-                await asyncio.sleep((due - now) / 1e9)
-                continue
-            # Everything due by now, one message at a time, each timed on its own.
-            while i < n and start + i * period_ns <= now:
-                t0 = perf()
-                handle(frames[i], wall())
-                latencies[i] = perf() - t0
-                behind[i] = t0 - (start + i * period_ns)
-                i += 1
-                now = perf() if i % 8 == 0 else now
-        return (perf() - start) / 1e9
-
-    async def main() -> tuple[float, int]:
-        async def consume() -> int:
-            taken = 0
-            async for _ in sub:
-                taken += 1
-            return taken
-
-        async with asyncio.TaskGroup() as group:
-            consumer = group.create_task(consume())
-            try:
-                elapsed = await produce()
-            finally:
-                sub.close()
-        return elapsed, consumer.result()
-
-    gc.collect()
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        elapsed, consumed = runner.run(main())
-    ordered = sorted(latencies)
-    late = sorted(behind)
-    return {
-        "rate": rate,
-        "instruments": instruments,
-        "messages": len(frames),
-        "achieved_rate": len(frames) / elapsed if elapsed > 0 else 0.0,
-        "p50_us": _percentile(ordered, 0.50) / 1000,
-        "p99_us": _percentile(ordered, 0.99) / 1000,
-        "p999_us": _percentile(ordered, 0.999) / 1000,
-        "max_us": ordered[-1] / 1000 if ordered else 0.0,
-        "behind_p99_us": _percentile(late, 0.99) / 1000,
-        "consumed": consumed,
-        "dropped": pipeline.bus.dropped if pipeline.bus is not None else 0,
-        "invalid_books": pipeline.invalid_books(),
-    }
 
 
 # ------------------------------------------------------------------------------------ child processes
