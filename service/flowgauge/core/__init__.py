@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from flowgauge.book.l2 import DEFAULT_MAX_LEVELS, L2Book
+from flowgauge.connectors import levels
 from flowgauge.core.source_hash import source_hash
 
 __all__ = [
@@ -50,7 +51,18 @@ def _load_compiled() -> tuple[ModuleType | None, str | None]:
 
 
 _compiled, _unavailable = _load_compiled()
-_active = COMPILED if _compiled is not None else PYTHON
+_active = PYTHON
+
+
+def _activate(name: str) -> str:
+    """Make `name` the active core, including the parsers' level validation (C loop or the reference)."""
+    global _active
+    _active = name
+    levels.install_validator(_compiled.valid_levels if name == COMPILED and _compiled is not None else None)
+    return name
+
+
+_activate(COMPILED if _compiled is not None else PYTHON)
 
 
 def select(name: str | None) -> str:
@@ -59,18 +71,15 @@ def select(name: str | None) -> str:
     Raises:
         CoreUnavailable: an unknown name, or "compiled" when the extension cannot be used.
     """
-    global _active
     if not name:
-        _active = COMPILED if _compiled is not None else PYTHON
-    elif name == PYTHON:
-        _active = PYTHON
-    elif name == COMPILED:
+        return _activate(COMPILED if _compiled is not None else PYTHON)
+    if name == PYTHON:
+        return _activate(PYTHON)
+    if name == COMPILED:
         if _compiled is None:
             raise CoreUnavailable(f"FLOWGAUGE_CORE=compiled but {_unavailable}")
-        _active = COMPILED
-    else:
-        raise CoreUnavailable(f"FLOWGAUGE_CORE must be one of {', '.join(CORES)}, got {name!r}")
-    return _active
+        return _activate(COMPILED)
+    raise CoreUnavailable(f"FLOWGAUGE_CORE must be one of {', '.join(CORES)}, got {name!r}")
 
 
 def active_core() -> str:

@@ -518,26 +518,47 @@ cdef double _fsum(const double* values, Py_ssize_t count, double* work) noexcept
     return hi
 
 
+cdef inline Py_ssize_t _bisect_right(const long long* times, Py_ssize_t lo, Py_ssize_t hi, long long t) noexcept nogil:
+    cdef Py_ssize_t mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if t < times[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 cdef class SlidingSum:
-    """metrics.windows.SlidingSum in C: exact boxcar sum of impulses over `(now - h, now]`."""
+    """metrics.windows.SlidingSum (a one-channel `_Boxcar`) in C: the exact sum of the items with
+    `q - h < t_i <= q` at any query time `q` within the late horizon; same state, same steps, same bits.
+
+    Items are kept in time order in `times`/`values` from `head` (dropped items before it, compacted away by the
+    reference's rule); `[lo, hi)` are the items of the last query's window, whose exact sum the partials hold.
+    """
 
     cdef readonly long long window_ns
+    cdef readonly long long horizon_ns
     cdef readonly Py_ssize_t max_items
     cdef public Py_ssize_t late_dropped
+    cdef public Py_ssize_t late_queries
     cdef public Py_ssize_t overflow_dropped
     cdef long long* times
     cdef double* values
-    cdef Py_ssize_t head, tail, cap  # items are [head, tail)
+    cdef Py_ssize_t n, cap, head, lo, hi
+    cdef long long query, high
+    cdef bint has_query, has_high
     cdef double* partials
     cdef double* work
     cdef Py_ssize_t n_partials, cap_partials
-    cdef long long now
-    cdef bint has_now
 
-    def __cinit__(self, window_ns, Py_ssize_t max_items=1_000_000):
+    def __cinit__(self, window_ns, Py_ssize_t max_items=1_000_000, horizon_ns=5_000_000_000):
         if window_ns <= 0:
             raise ValueError("window must be positive")
+        if horizon_ns < 0:
+            raise ValueError("late horizon must be >= 0")
         self.window_ns = window_ns
+        self.horizon_ns = horizon_ns
         self.max_items = max_items
         self.cap = 64
         self.times = <long long*>PyMem_Malloc(self.cap * sizeof(long long))
@@ -555,31 +576,13 @@ cdef class SlidingSum:
         PyMem_Free(self.work)
 
     def __len__(self):
-        return self.tail - self.head
+        return self.n - self.head
 
-    cdef int _room(self) except -1:
-        """Make room for one more item at the tail (compact first, grow when more than half full)."""
-        cdef Py_ssize_t n = self.tail - self.head
-        cdef Py_ssize_t cap
-        if self.tail < self.cap:
-            return 0
-        if n * 2 <= self.cap and self.head > 0:
-            memmove(self.times, &self.times[self.head], n * sizeof(long long))
-            memmove(self.values, &self.values[self.head], n * sizeof(double))
-            self.head = 0
-            self.tail = n
-            return 0
-        cap = self.cap * 2
-        cdef long long* times = <long long*>PyMem_Realloc(self.times, cap * sizeof(long long))
-        if times == NULL:
-            raise MemoryError()
-        self.times = times
-        cdef double* values = <double*>PyMem_Realloc(self.values, cap * sizeof(double))
-        if values == NULL:
-            raise MemoryError()
-        self.values = values
-        self.cap = cap
-        return 0
+    cdef inline long long _advance(self, long long t) noexcept:
+        if not self.has_high or t > self.high:
+            self.high = t
+            self.has_high = True
+        return self.high
 
     cdef int _sum_add(self, double x) except -1:
         cdef Py_ssize_t cap_before = self.cap_partials
@@ -591,55 +594,113 @@ cdef class SlidingSum:
                 raise MemoryError()
         return 0
 
-    cdef int _evict(self, long long now) except -1:
-        cdef long long edge = now - self.window_ns
-        if self.tail > self.head and self.times[self.head] <= edge:
-            while self.tail > self.head and self.times[self.head] <= edge:
-                self._sum_add(-self.values[self.head])
-                self.head += 1
-            if self.tail == self.head:
-                self.n_partials = 0  # already exactly zero; clearing keeps the partials empty
-                self.head = self.tail = 0
+    cdef int _grow(self) except -1:
+        cdef Py_ssize_t cap = self.cap * 2
+        cdef long long* times = <long long*>PyMem_Realloc(self.times, cap * sizeof(long long))
+        if times == NULL:
+            raise MemoryError()
+        self.times = times
+        cdef double* values = <double*>PyMem_Realloc(self.values, cap * sizeof(double))
+        if values == NULL:
+            raise MemoryError()
+        self.values = values
+        self.cap = cap
         return 0
 
-    def add(self, t_obj, double x):
-        cdef long long t = _ns(t_obj)
-        cdef long long now
+    cdef int _add(self, long long t, double x) except -1:
+        cdef long long high = self._advance(t)
         cdef Py_ssize_t i
-        if not self.has_now or t > self.now:
-            self.now = t
-            self.has_now = True
-        now = self.now
-        if t <= now - self.window_ns:
+        if t <= high - self.horizon_ns - self.window_ns:
             self.late_dropped += 1
-            return
-        self._room()
-        if self.tail > self.head and self.times[self.tail - 1] > t:
-            # Late but inside the window: insert in time order (rare; lands near the right end).
-            i = self.tail
-            while i > self.head and self.times[i - 1] > t:
-                i -= 1
-            memmove(&self.times[i + 1], &self.times[i], (self.tail - i) * sizeof(long long))
-            memmove(&self.values[i + 1], &self.values[i], (self.tail - i) * sizeof(double))
-            self.times[i] = t
-            self.values[i] = x
-        else:
-            self.times[self.tail] = t
-            self.values[self.tail] = x
-        self.tail += 1
-        self._sum_add(x)
-        self._evict(now)
-        if self.tail - self.head > self.max_items:
-            self._sum_add(-self.values[self.head])
-            self.head += 1
+            return 0
+        if self.n == self.cap:
+            self._grow()
+        if self.n == 0 or self.times[self.n - 1] <= t:
+            i = self.n
+        else:  # late within the horizon: rare, lands near the right end
+            i = _bisect_right(self.times, self.head, self.n, t)
+            memmove(&self.times[i + 1], &self.times[i], (self.n - i) * sizeof(long long))
+            memmove(&self.values[i + 1], &self.values[i], (self.n - i) * sizeof(double))
+        self.times[i] = t
+        self.values[i] = x
+        self.n += 1
+        if self.has_query and t <= self.query:
+            if t <= self.query - self.window_ns:
+                self.lo += 1
+            else:
+                self._sum_add(x)
+            self.hi += 1
+        self._drop_before(high - self.horizon_ns - self.window_ns)
+        if self.n - self.head > self.max_items:
+            self._drop_first()
             self.overflow_dropped += 1
+        return 0
+
+    cdef int _move(self, long long q) except -1:
+        cdef long long high = self._advance(q)
+        cdef long long oldest = high - self.horizon_ns
+        cdef Py_ssize_t new_lo, new_hi, i, lo, hi
+        if q < oldest:
+            self.late_queries += 1
+            q = oldest
+        self._drop_before(oldest - self.window_ns)
+        self.query = q
+        self.has_query = True
+        lo = self.lo
+        hi = self.hi
+        new_lo = _bisect_right(self.times, self.head, self.n, q - self.window_ns)
+        new_hi = _bisect_right(self.times, new_lo, self.n, q)
+        if new_lo == new_hi:
+            self.n_partials = 0
+        elif new_lo >= hi or new_hi <= lo:  # no overlap with the last window: start over
+            self.n_partials = 0
+            for i in range(new_lo, new_hi):
+                self._sum_add(self.values[i])
+        else:  # each edge moves by the items that crossed it, in either direction
+            for i in range(lo, new_lo):
+                self._sum_add(-self.values[i])
+            for i in range(new_lo, lo):
+                self._sum_add(self.values[i])
+            for i in range(hi, new_hi):
+                self._sum_add(self.values[i])
+            for i in range(new_hi, hi):
+                self._sum_add(-self.values[i])
+        self.lo = new_lo
+        self.hi = new_hi
+        return 0
+
+    cdef int _drop_before(self, long long edge) except -1:
+        while self.head < self.n and self.times[self.head] <= edge:
+            self._drop_first()
+        return 0
+
+    cdef int _drop_first(self) except -1:
+        cdef Py_ssize_t head = self.head
+        cdef Py_ssize_t rest
+        if self.lo <= head < self.hi:  # it was inside the last window
+            self._sum_add(-self.values[head])
+        head += 1
+        self.head = head
+        if self.lo < head:
+            self.lo = head
+        if self.hi < head:
+            self.hi = head
+        if head >= 1024 and head * 2 >= self.n:  # compact: amortised O(1) per item
+            rest = self.n - head
+            memmove(self.times, &self.times[head], rest * sizeof(long long))
+            memmove(self.values, &self.values[head], rest * sizeof(double))
+            self.n = rest
+            self.lo -= head
+            self.hi -= head
+            self.head = 0
+        return 0
+
+    def add(self, t, double x):
+        self._add(_ns(t), x)
 
     cdef double value_at(self, long long now) except? -1.0:
-        if not self.has_now or now > self.now:
-            self.now = now
-            self.has_now = True
-        self._evict(self.now)
-        if self.tail == self.head:
+        self._move(now)
+        if self.lo == self.hi:
             return 0.0
         return _fsum(self.partials, self.n_partials, self.work)
 
@@ -649,44 +710,176 @@ cdef class SlidingSum:
 
 
 cdef class DecayedSum:
-    """metrics.windows.DecayedSum in C: `S <- a*S + x`, `a = exp(-ln2/H * dt)`; queries never mutate."""
+    """metrics.windows.DecayedSum in C: the impulses at or before the query time, each decayed to it, folded in
+    time order with the reference's prefixes, settling and late folding; same steps, same bits."""
 
     cdef readonly double half_life_s
+    cdef readonly long long horizon_ns
+    cdef public Py_ssize_t late_folded
+    cdef public Py_ssize_t late_queries
     cdef double lambda_ns
-    cdef double s
-    cdef long long t
-    cdef bint has_t
+    cdef double settled_s
+    cdef long long settled_t
+    cdef bint has_settled
+    cdef long long* times
+    cdef double* values
+    cdef double* prefix
+    cdef Py_ssize_t n, cap, head
+    cdef long long high
+    cdef bint has_high
 
-    def __cinit__(self, double half_life_s):
+    def __cinit__(self, double half_life_s, horizon_ns=5_000_000_000):
         if not half_life_s > 0.0:
             raise ValueError("half-life must be positive")
+        if horizon_ns < 0:
+            raise ValueError("late horizon must be >= 0")
         self.half_life_s = half_life_s
+        self.horizon_ns = horizon_ns
         self.lambda_ns = log(2.0) / (half_life_s * 1e9)
+        self.cap = 64
+        self.times = <long long*>PyMem_Malloc(self.cap * sizeof(long long))
+        self.values = <double*>PyMem_Malloc(self.cap * sizeof(double))
+        self.prefix = <double*>PyMem_Malloc(self.cap * sizeof(double))
+        if self.times == NULL or self.values == NULL or self.prefix == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        PyMem_Free(self.times)
+        PyMem_Free(self.values)
+        PyMem_Free(self.prefix)
 
     @classmethod
-    def for_window(cls, double window_s):
-        return cls(window_s * log(2.0))
+    def for_window(cls, double window_s, horizon_ns=5_000_000_000):
+        return cls(window_s * log(2.0), horizon_ns)
 
-    def add(self, t_obj, double x):
-        cdef long long t = _ns(t_obj)
-        if not self.has_t:
-            self.t = t
-            self.s = x
-            self.has_t = True
-        elif t >= self.t:
-            if t > self.t:
-                self.s *= exp(-self.lambda_ns * <double>(t - self.t))
-                self.t = t
-            self.s += x
+    def __len__(self):
+        return self.n - self.head
+
+    cdef inline long long _advance(self, long long t) noexcept:
+        if not self.has_high or t > self.high:
+            self.high = t
+            self.has_high = True
+        return self.high
+
+    cdef int _grow(self) except -1:
+        cdef Py_ssize_t cap = self.cap * 2
+        cdef long long* times = <long long*>PyMem_Realloc(self.times, cap * sizeof(long long))
+        if times == NULL:
+            raise MemoryError()
+        self.times = times
+        cdef double* values = <double*>PyMem_Realloc(self.values, cap * sizeof(double))
+        if values == NULL:
+            raise MemoryError()
+        self.values = values
+        cdef double* prefix = <double*>PyMem_Realloc(self.prefix, cap * sizeof(double))
+        if prefix == NULL:
+            raise MemoryError()
+        self.prefix = prefix
+        self.cap = cap
+        return 0
+
+    cdef int _add(self, long long t, double x) except -1:
+        cdef long long high = self._advance(t)
+        cdef Py_ssize_t i
+        if self.has_settled and t < self.settled_t:
+            self.late_folded += 1
+            self.settled_s += x * exp(-self.lambda_ns * <double>(self.settled_t - t))
+            self._refold(self.head)
         else:
-            self.s += x * exp(-self.lambda_ns * <double>(self.t - t))
+            if self.n == self.cap:
+                self._grow()
+            if self.n == 0 or self.times[self.n - 1] <= t:
+                i = self.n
+            else:  # late within the horizon: rare, lands near the right end
+                i = _bisect_right(self.times, self.head, self.n, t)
+                memmove(&self.times[i + 1], &self.times[i], (self.n - i) * sizeof(long long))
+                memmove(&self.values[i + 1], &self.values[i], (self.n - i) * sizeof(double))
+                memmove(&self.prefix[i + 1], &self.prefix[i], (self.n - i) * sizeof(double))
+            self.times[i] = t
+            self.values[i] = x
+            self.prefix[i] = 0.0
+            self.n += 1
+            self._refold(i)
+        self._settle(high - self.horizon_ns)
+        return 0
+
+    cdef void _refold(self, Py_ssize_t start) noexcept:
+        """Recompute the running sums from impulse `start` on."""
+        cdef double s
+        cdef long long last = 0, t
+        cdef bint has_last
+        cdef Py_ssize_t i
+        cdef double lam = self.lambda_ns
+        if start > self.head:
+            s = self.prefix[start - 1]
+            last = self.times[start - 1]
+            has_last = True
+        else:
+            s = self.settled_s
+            last = self.settled_t
+            has_last = self.has_settled
+        for i in range(start, self.n):
+            t = self.times[i]
+            if not has_last:
+                s = self.values[i]
+            else:
+                if t > last:
+                    s *= exp(-lam * <double>(t - last))
+                s += self.values[i]
+            last = t
+            has_last = True
+            self.prefix[i] = s
+
+    cdef void _settle(self, long long edge) noexcept:
+        cdef Py_ssize_t head = self.head
+        cdef Py_ssize_t n = self.n
+        cdef Py_ssize_t rest
+        if head < n and self.times[head] <= edge:
+            while head < n and self.times[head] <= edge:
+                head += 1
+            self.settled_s = self.prefix[head - 1]
+            self.settled_t = self.times[head - 1]
+            self.has_settled = True
+            self.head = head
+            if head >= 1024 and head * 2 >= n:  # compact: amortised O(1) per impulse
+                rest = n - head
+                memmove(self.times, &self.times[head], rest * sizeof(long long))
+                memmove(self.values, &self.values[head], rest * sizeof(double))
+                memmove(self.prefix, &self.prefix[head], rest * sizeof(double))
+                self.n = rest
+                self.head = 0
+
+    def add(self, t, double x):
+        self._add(_ns(t), x)
 
     cdef double value_at(self, long long now) noexcept:
-        if not self.has_t:
+        cdef long long high = self._advance(now)
+        cdef long long oldest = high - self.horizon_ns
+        cdef Py_ssize_t i, n
+        cdef double s
+        cdef long long last
+        if now < oldest:
+            self.late_queries += 1
+            now = oldest
+        self._settle(oldest)
+        n = self.n
+        # The usual case first: every impulse is at or before `now`.
+        if n > self.head and self.times[n - 1] <= now:
+            i = n - 1
+        else:
+            i = _bisect_right(self.times, self.head, n, now) - 1
+        if i >= self.head:
+            s = self.prefix[i]
+            last = self.times[i]
+        elif self.has_settled:
+            s = self.settled_s
+            last = self.settled_t
+        else:
             return 0.0
-        if now <= self.t:
-            return self.s
-        return self.s * exp(-self.lambda_ns * <double>(now - self.t))
+        if now <= last:
+            return s
+        return s * exp(-self.lambda_ns * <double>(now - last))
 
     def value(self, now):
+        """The impulses at or before `now`, decayed to `now` (0.0 before the first one)."""
         return self.value_at(_ns(now))

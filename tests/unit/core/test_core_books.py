@@ -112,9 +112,9 @@ def test_book_fields_and_ofi_match_the_reference_on_random_books() -> None:
     ],
 )
 def test_level_validation_gives_the_reference_verdicts(levels: tuple[tuple[float, float], ...]) -> None:
-    from flowgauge.connectors.levels import valid_levels
+    from flowgauge.connectors.levels import reference_valid_levels
 
-    assert _core.valid_levels(levels) == valid_levels(levels)
+    assert _core.valid_levels(levels) == reference_valid_levels(levels)
 
 
 def test_c_windows_give_the_reference_bits_on_random_streams() -> None:
@@ -123,26 +123,39 @@ def test_c_windows_give_the_reference_bits_on_random_streams() -> None:
     rng = random.Random(1)
     for _ in range(12):
         window = rng.choice([10**9, 10**10, 6 * 10**10])
-        max_items = rng.choice([5, 1000])
-        ref, ours = windows.SlidingSum(window, max_items=max_items), _core.SlidingSum(window, max_items)
-        ref_ew, ours_ew = windows.DecayedSum.for_window(10.0), _core.DecayedSum.for_window(10.0)
+        max_items = rng.choice([5, 1000, 1_000_000])
+        horizon = rng.choice([0, 10**9, 5 * 10**9])
+        ref = windows.SlidingSum(window, max_items=max_items, horizon_ns=horizon)
+        ours = _core.SlidingSum(window, max_items, horizon)
+        ref_ew = windows.DecayedSum.for_window(10.0, horizon)
+        ours_ew = _core.DecayedSum.for_window(10.0, horizon)
         t = 10**18
-        for _ in range(2000):
+        for _ in range(3000):
             t += rng.choice([0, 1, 10**6, 10**8, 3 * 10**8, 2 * 10**9])
-            at = t - rng.choice([0] * 8 + [10**7, 10**9, 2 * 10**10])  # some late, some too late
+            # mostly in order; some late within the horizon, some beyond it
+            at = t - rng.choice([0] * 8 + [10**7, 10**9, 3 * 10**9, 2 * 10**10])
             x = rng.choice([rng.uniform(-100, 100), rng.choice([1e-9, 1e12, -3.0, 0.1, 0.2, 0.3])])
             ref.add(at, x)
             ours.add(at, x)
             ref_ew.add(at, x)
             ours_ew.add(at, x)
-            query = t + rng.choice([0, 0, 5 * 10**8, -(10**9)])
-            assert ours.value(query) == ref.value(query)
-            assert ours_ew.value(query) == ref_ew.value(query)
-            assert (len(ours), ours.late_dropped, ours.overflow_dropped) == (
+            for _ in range(rng.choice([1, 1, 2])):  # queries at, before and after the newest time
+                query = t + rng.choice([0, 0, 5 * 10**8, -(10**9), -(4 * 10**9), -(10**10)])
+                assert ours.value(query) == ref.value(query)
+                assert ours_ew.value(query) == ref_ew.value(query)
+            assert (len(ours), ours.late_dropped, ours.late_queries, ours.overflow_dropped) == (
                 len(ref),
                 ref.late_dropped,
+                ref.late_queries,
                 ref.overflow_dropped,
             )
-        # A time beyond 64 bits (a venue's garbage timestamp) empties the window and decays the sum to 0 in both.
-        assert ours.value(10**23) == ref.value(10**23) == 0.0
+            assert (len(ours_ew), ours_ew.late_folded, ours_ew.late_queries) == (
+                len(ref_ew),
+                ref_ew.late_folded,
+                ref_ew.late_queries,
+            )
+        # A time beyond 64 bits (a venue's garbage timestamp) gives the reference's answers too.
+        assert ours.value(10**23) == ref.value(10**23)
         assert ours_ew.value(10**23) == ref_ew.value(10**23)
+        assert ours.value(t) == ref.value(t)
+        assert ours_ew.value(t) == ref_ew.value(t)

@@ -80,3 +80,21 @@ def test_status_says_which_core_runs() -> None:
             assert Engine(lambda topic, payload: None).status()["core"] == name
     finally:
         core.select(previous)
+
+
+def test_the_parsers_level_check_follows_the_core() -> None:
+    from flowgauge import core
+    from flowgauge.connectors import levels
+    from flowgauge.core import _core
+
+    previous = core.active_core()
+    bad = ((100.0, 1.0), (float("nan"), 1.0))
+    try:
+        core.select("python")
+        assert levels._validator is levels.reference_valid_levels
+        assert levels.valid_levels(bad) is False
+        core.select("compiled")
+        assert levels._validator is _core.valid_levels
+        assert levels.valid_levels(bad) is False and levels.valid_levels(((100.0, 1.0),)) is True
+    finally:
+        core.select(previous)
