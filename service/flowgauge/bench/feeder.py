@@ -33,6 +33,9 @@ from typing import Any
 import orjson
 
 from flowgauge.bench.synthetic import RECORDED_CHANGES_PER_SIDE, SyntheticStream
+from flowgauge.connectors.session import SessionSettings
+
+SESSION_DEFAULTS = SessionSettings()
 
 __all__ = ["Feeder", "LatencyRequest", "instruments_per_core", "measure_latency", "percentile"]
 
@@ -250,7 +253,14 @@ def measure_latency(url: str, request: LatencyRequest) -> dict[str, Any]:
         async with asyncio.TaskGroup() as group:
             consumer = group.create_task(consume())
             try:
-                async with connect(url, compression=None, max_size=1 << 24, max_queue=None) as ws:
+                # The daemon's own receive limits (Session): a backlog beyond its bounded queue pushes back
+                # on the feeder over TCP, which then shows as `feeder_behind_p99_us`.
+                async with connect(
+                    url,
+                    compression=None,
+                    max_size=SESSION_DEFAULTS.max_frame_bytes,
+                    max_queue=SESSION_DEFAULTS.max_queue_frames,
+                ) as ws:
                     result = await read(ws)
             finally:
                 sub.close()
