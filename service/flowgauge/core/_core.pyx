@@ -529,12 +529,48 @@ cdef inline Py_ssize_t _bisect_right(const long long* times, Py_ssize_t lo, Py_s
     return lo
 
 
-cdef class SlidingSum:
-    """metrics.windows.SlidingSum (a one-channel `_Boxcar`) in C: the exact sum of the items with
-    `q - h < t_i <= q` at any query time `q` within the late horizon; same state, same steps, same bits.
+cdef struct ExactAcc:
+    # metrics.windows.ExactSum: non-overlapping partials, smallest magnitude first
+    double* p
+    Py_ssize_t n
+    Py_ssize_t cap
 
-    Items are kept in time order in `times`/`values` from `head` (dropped items before it, compacted away by the
-    reference's rule); `[lo, hi)` are the items of the last query's window, whose exact sum the partials hold.
+
+cdef int _acc_init(ExactAcc* acc) except -1:
+    acc.cap = 16
+    acc.n = 0
+    acc.p = <double*>PyMem_Malloc(acc.cap * sizeof(double))
+    if acc.p == NULL:
+        raise MemoryError()
+    return 0
+
+
+cdef inline int _acc_add(ExactAcc* acc, double x) except -1:
+    return _exact_add(&acc.p, &acc.n, &acc.cap, x)
+
+
+cdef double _acc_value(ExactAcc* acc) except? -1.0:
+    """math.fsum of the partials."""
+    cdef double stack[64]
+    cdef double* work = stack
+    cdef double total
+    if acc.n > 64:
+        work = <double*>PyMem_Malloc(acc.n * sizeof(double))
+        if work == NULL:
+            raise MemoryError()
+    total = _fsum(acc.p, acc.n, work)
+    if work != stack:
+        PyMem_Free(work)
+    return total
+
+
+cdef class _Boxcar:
+    """metrics.windows._Boxcar in C: exact boxcar sums (1 or 2 channels) of the items with `q - h < t_i <= q`
+    at any query time `q` within the late horizon; same state, same steps, same bits.
+
+    Items are kept in time order in `times`/`values` (channel c of item i at `values[i*channels + c]`) from
+    `head` (dropped items before it, compacted away by the reference's rule); `[lo, hi)` are the items of the
+    last query's window, whose exact sums `sums[c]` hold.
     """
 
     cdef readonly long long window_ns
@@ -543,16 +579,21 @@ cdef class SlidingSum:
     cdef public Py_ssize_t late_dropped
     cdef public Py_ssize_t late_queries
     cdef public Py_ssize_t overflow_dropped
+    cdef int channels
     cdef long long* times
     cdef double* values
     cdef Py_ssize_t n, cap, head, lo, hi
     cdef long long query, high
     cdef bint has_query, has_high
-    cdef double* partials
-    cdef double* work
-    cdef Py_ssize_t n_partials, cap_partials
+    cdef ExactAcc sums[2]
 
-    def __cinit__(self, window_ns, Py_ssize_t max_items=1_000_000, horizon_ns=5_000_000_000):
+    def __dealloc__(self):
+        PyMem_Free(self.times)
+        PyMem_Free(self.values)
+        PyMem_Free(self.sums[0].p)
+        PyMem_Free(self.sums[1].p)
+
+    cdef int _setup(self, window_ns, Py_ssize_t max_items, horizon_ns, int channels) except -1:
         if window_ns <= 0:
             raise ValueError("window must be positive")
         if horizon_ns < 0:
@@ -560,20 +601,15 @@ cdef class SlidingSum:
         self.window_ns = window_ns
         self.horizon_ns = horizon_ns
         self.max_items = max_items
+        self.channels = channels
         self.cap = 64
         self.times = <long long*>PyMem_Malloc(self.cap * sizeof(long long))
-        self.values = <double*>PyMem_Malloc(self.cap * sizeof(double))
-        self.cap_partials = 16
-        self.partials = <double*>PyMem_Malloc(self.cap_partials * sizeof(double))
-        self.work = <double*>PyMem_Malloc(self.cap_partials * sizeof(double))
-        if self.times == NULL or self.values == NULL or self.partials == NULL or self.work == NULL:
+        self.values = <double*>PyMem_Malloc(self.cap * channels * sizeof(double))
+        if self.times == NULL or self.values == NULL:
             raise MemoryError()
-
-    def __dealloc__(self):
-        PyMem_Free(self.times)
-        PyMem_Free(self.values)
-        PyMem_Free(self.partials)
-        PyMem_Free(self.work)
+        _acc_init(&self.sums[0])
+        _acc_init(&self.sums[1])
+        return 0
 
     def __len__(self):
         return self.n - self.head
@@ -584,32 +620,23 @@ cdef class SlidingSum:
             self.has_high = True
         return self.high
 
-    cdef int _sum_add(self, double x) except -1:
-        cdef Py_ssize_t cap_before = self.cap_partials
-        _exact_add(&self.partials, &self.n_partials, &self.cap_partials, x)
-        if self.cap_partials != cap_before:
-            PyMem_Free(self.work)
-            self.work = <double*>PyMem_Malloc(self.cap_partials * sizeof(double))
-            if self.work == NULL:
-                raise MemoryError()
-        return 0
-
     cdef int _grow(self) except -1:
         cdef Py_ssize_t cap = self.cap * 2
         cdef long long* times = <long long*>PyMem_Realloc(self.times, cap * sizeof(long long))
         if times == NULL:
             raise MemoryError()
         self.times = times
-        cdef double* values = <double*>PyMem_Realloc(self.values, cap * sizeof(double))
+        cdef double* values = <double*>PyMem_Realloc(self.values, cap * self.channels * sizeof(double))
         if values == NULL:
             raise MemoryError()
         self.values = values
         self.cap = cap
         return 0
 
-    cdef int _add(self, long long t, double x) except -1:
+    cdef int _add_item(self, long long t, double x0, double x1) except -1:
         cdef long long high = self._advance(t)
         cdef Py_ssize_t i
+        cdef int c, channels = self.channels
         if t <= high - self.horizon_ns - self.window_ns:
             self.late_dropped += 1
             return 0
@@ -620,15 +647,20 @@ cdef class SlidingSum:
         else:  # late within the horizon: rare, lands near the right end
             i = _bisect_right(self.times, self.head, self.n, t)
             memmove(&self.times[i + 1], &self.times[i], (self.n - i) * sizeof(long long))
-            memmove(&self.values[i + 1], &self.values[i], (self.n - i) * sizeof(double))
+            memmove(&self.values[(i + 1) * channels], &self.values[i * channels],
+                    (self.n - i) * channels * sizeof(double))
         self.times[i] = t
-        self.values[i] = x
+        self.values[i * channels] = x0
+        if channels == 2:
+            self.values[i * channels + 1] = x1
         self.n += 1
         if self.has_query and t <= self.query:
             if t <= self.query - self.window_ns:
                 self.lo += 1
             else:
-                self._sum_add(x)
+                _acc_add(&self.sums[0], x0)
+                if channels == 2:
+                    _acc_add(&self.sums[1], x1)
             self.hi += 1
         self._drop_before(high - self.horizon_ns - self.window_ns)
         if self.n - self.head > self.max_items:
@@ -640,6 +672,9 @@ cdef class SlidingSum:
         cdef long long high = self._advance(q)
         cdef long long oldest = high - self.horizon_ns
         cdef Py_ssize_t new_lo, new_hi, i, lo, hi
+        cdef int c, channels = self.channels
+        cdef ExactAcc* total
+        cdef double* values = self.values
         if q < oldest:
             self.late_queries += 1
             q = oldest
@@ -651,20 +686,25 @@ cdef class SlidingSum:
         new_lo = _bisect_right(self.times, self.head, self.n, q - self.window_ns)
         new_hi = _bisect_right(self.times, new_lo, self.n, q)
         if new_lo == new_hi:
-            self.n_partials = 0
+            for c in range(channels):
+                self.sums[c].n = 0
         elif new_lo >= hi or new_hi <= lo:  # no overlap with the last window: start over
-            self.n_partials = 0
-            for i in range(new_lo, new_hi):
-                self._sum_add(self.values[i])
+            for c in range(channels):
+                total = &self.sums[c]
+                total.n = 0
+                for i in range(new_lo, new_hi):
+                    _acc_add(total, values[i * channels + c])
         else:  # each edge moves by the items that crossed it, in either direction
-            for i in range(lo, new_lo):
-                self._sum_add(-self.values[i])
-            for i in range(new_lo, lo):
-                self._sum_add(self.values[i])
-            for i in range(hi, new_hi):
-                self._sum_add(self.values[i])
-            for i in range(new_hi, hi):
-                self._sum_add(-self.values[i])
+            for c in range(channels):
+                total = &self.sums[c]
+                for i in range(lo, new_lo):
+                    _acc_add(total, -values[i * channels + c])
+                for i in range(new_lo, lo):
+                    _acc_add(total, values[i * channels + c])
+                for i in range(hi, new_hi):
+                    _acc_add(total, values[i * channels + c])
+                for i in range(new_hi, hi):
+                    _acc_add(total, -values[i * channels + c])
         self.lo = new_lo
         self.hi = new_hi
         return 0
@@ -677,8 +717,10 @@ cdef class SlidingSum:
     cdef int _drop_first(self) except -1:
         cdef Py_ssize_t head = self.head
         cdef Py_ssize_t rest
+        cdef int c, channels = self.channels
         if self.lo <= head < self.hi:  # it was inside the last window
-            self._sum_add(-self.values[head])
+            for c in range(channels):
+                _acc_add(&self.sums[c], -self.values[head * channels + c])
         head += 1
         self.head = head
         if self.lo < head:
@@ -688,25 +730,79 @@ cdef class SlidingSum:
         if head >= 1024 and head * 2 >= self.n:  # compact: amortised O(1) per item
             rest = self.n - head
             memmove(self.times, &self.times[head], rest * sizeof(long long))
-            memmove(self.values, &self.values[head], rest * sizeof(double))
+            memmove(self.values, &self.values[head * channels], rest * channels * sizeof(double))
             self.n = rest
             self.lo -= head
             self.hi -= head
             self.head = 0
         return 0
 
+
+cdef class SlidingSum(_Boxcar):
+    """metrics.windows.SlidingSum in C (one channel)."""
+
+    def __cinit__(self, window_ns, Py_ssize_t max_items=1_000_000, horizon_ns=5_000_000_000):
+        self._setup(window_ns, max_items, horizon_ns, 1)
+
     def add(self, t, double x):
-        self._add(_ns(t), x)
+        self._add_item(_ns(t), x, 0.0)
 
     cdef double value_at(self, long long now) except? -1.0:
         self._move(now)
         if self.lo == self.hi:
             return 0.0
-        return _fsum(self.partials, self.n_partials, self.work)
+        return _acc_value(&self.sums[0])
 
     def value(self, now):
         """Sum of the items with `now - h < t_i <= now` (0.0 for an empty window)."""
         return self.value_at(_ns(now))
+
+
+cdef class SlidingFlow(_Boxcar):
+    """metrics.windows.SlidingFlow in C: a signed flow and its unsigned mass over the same items."""
+
+    def __cinit__(self, window_ns, Py_ssize_t max_items=1_000_000, horizon_ns=5_000_000_000):
+        self._setup(window_ns, max_items, horizon_ns, 2)
+
+    def add(self, t, double signed, double mass):
+        self._add_item(_ns(t), signed, mass)
+
+    def evaluate(self, now):
+        """(signed sum, mass sum, item count) over `(now - h, now]`."""
+        self._move(_ns(now))
+        cdef Py_ssize_t n = self.hi - self.lo
+        if n == 0:
+            return 0.0, 0.0, 0
+        return _acc_value(&self.sums[0]), _acc_value(&self.sums[1]), n
+
+
+cdef class TradeFlowImbalance:
+    """metrics.trades.TradeFlowImbalance in C: `(B - S) / (B + S)` over `(now - h, now]`."""
+
+    cdef readonly SlidingFlow _flow
+
+    def __cinit__(self, window_ns):
+        self._flow = SlidingFlow(window_ns)
+
+    @property
+    def window_ns(self):
+        return self._flow.window_ns
+
+    def add(self, t, int side, double size):
+        self._flow._add_item(_ns(t), size if side > 0 else -size, size)
+
+    def value(self, now):
+        """The imbalance in [-1, 1]; None when the window holds no volume."""
+        cdef SlidingFlow flow = self._flow
+        cdef double signed, volume
+        flow._move(_ns(now))
+        if flow.hi == flow.lo:
+            return None  # the reference's (0.0, 0.0, 0): no volume
+        signed = _acc_value(&flow.sums[0])
+        volume = _acc_value(&flow.sums[1])
+        if volume <= 0.0:
+            return None
+        return signed / volume
 
 
 cdef class DecayedSum:

@@ -2,9 +2,9 @@
 
 Only the hot steps are replaced, each by C code that mirrors the reference operation for operation: the top
 of book and CKS `e_n` (`_ofi_step`), the book-state fields (`_book_fields`: best levels, mid, spread, wmid,
-depth imbalances, band depths), and the OFI windows (exact sliding sums `ofi_raw_1s/10s/60s` and the decayed
-sum `ofi_ew_10s`, same primitives in C). Everything else (flags, trade flow, OI, funding) is the reference's
-own code, so both cores publish the same payloads.
+depth imbalances, band depths), the OFI windows (exact sliding sums `ofi_raw_1s/10s/60s` and the decayed
+sum `ofi_ew_10s`) and the trade-flow windows (`tfi_10s/60s`), same primitives in C. Everything else (flags,
+OI, funding, the order of the fields) is the reference's own code, so both cores publish the same payloads.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
         self._win_10s = core.SlidingSum(10 * _S)
         self._win_60s = core.SlidingSum(60 * _S)
         self._ew_10s = core.DecayedSum.for_window(10.0)
+        self._tfi_10s = core.TradeFlowImbalance(10 * _S)
+        self._tfi_60s = core.TradeFlowImbalance(60 * _S)
 
     def _ofi_step(self, book: Any) -> float | None:
         return self._ofi.step(book)  # type: ignore[no-any-return]

@@ -159,3 +159,29 @@ def test_c_windows_give_the_reference_bits_on_random_streams() -> None:
         assert ours_ew.value(10**23) == ref_ew.value(10**23)
         assert ours.value(t) == ref.value(t)
         assert ours_ew.value(t) == ref_ew.value(t)
+
+
+def test_c_trade_flow_gives_the_reference_bits_on_random_trades() -> None:
+    from flowgauge.metrics import trades, windows
+
+    rng = random.Random(5)
+    ref_flow, ours_flow = windows.SlidingFlow(10**10, max_items=50), _core.SlidingFlow(10**10, 50)
+    ref_tfi, ours_tfi = trades.TradeFlowImbalance(10**10), _core.TradeFlowImbalance(10**10)
+    t = 10**18
+    for _ in range(4000):
+        t += rng.choice([0, 10**6, 10**8, 2 * 10**9])
+        at = t - rng.choice([0] * 6 + [10**8, 3 * 10**9, 2 * 10**10])
+        side, size = rng.choice((1, -1)), rng.choice([rng.uniform(0, 10), 0.1, 0.2, 1e-8])
+        ref_flow.add(at, side * size, size)
+        ours_flow.add(at, side * size, size)
+        ref_tfi.add(at, side, size)
+        ours_tfi.add(at, side, size)
+        query = t + rng.choice([0, 0, -(10**9), -(6 * 10**9), 10**9])
+        assert ours_flow.evaluate(query) == ref_flow.evaluate(query)
+        assert ours_tfi.value(query) == ref_tfi.value(query)
+    assert (len(ours_flow), ours_flow.late_dropped, ours_flow.overflow_dropped, ours_flow.late_queries) == (
+        len(ref_flow),
+        ref_flow.late_dropped,
+        ref_flow.overflow_dropped,
+        ref_flow.late_queries,
+    )
