@@ -23,6 +23,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from flowgauge.config import Settings, VenueSettings
+from flowgauge.conflation import BacklogConflation
 from flowgauge.connectors import registry
 from flowgauge.connectors.base import PollRequest, VenueAdapter
 from flowgauge.connectors.markets import MarketsError, load_markets, select
@@ -77,6 +78,9 @@ class _TelemetryHooks:
     def bad_frame(self, venue: str) -> None:
         self.venue(venue).bad_frames.inc()
 
+    def conflated(self, venue: str, shed: int) -> None:
+        self.venue(venue).payloads_conflated.inc(shed)
+
     def published(self, venue: str, ts_exchange: int, ts_recv: int, ts_publish: int) -> None:
         instruments = self.venue(venue)
         instruments.observe_exchange_to_recv((ts_recv - ts_exchange) / 1e9)
@@ -127,6 +131,14 @@ class Daemon:
             book_max_levels=settings.book_max_levels,
         )
         self.registry.register(SignalCollector(self.engine))
+        # Backlog conflation (publish.conflate: auto): the flush runs when the current loop turn is over.
+        self.conflation: BacklogConflation | None = None
+        if settings.publish.conflate == "auto":
+            self.conflation = BacklogConflation(
+                self.engine,
+                settings.publish.conflate_after_ms,
+                lambda callback: asyncio.get_running_loop().call_soon(callback),
+            )
         self._expected_books: set[tuple[str, str]] = set()
         self._recorder_drops_reported: dict[int, int] = {}
         self._recorder_errors = BurstLimiter(60.0)
@@ -325,7 +337,7 @@ class Daemon:
             connections = adapter.connections(instruments, venue_settings.ws_url, venue_settings.book_depth)
             for index, (url, parser) in enumerate(connections, start=1):
                 symbols = [instrument.symbol for instrument in parser.instruments.values()]
-                feed = VenueFeed(venue, symbols, parser, self.engine, rest)
+                feed = VenueFeed(venue, symbols, parser, self.engine, rest, self.conflation)
                 session = Session(
                     url,
                     feed,

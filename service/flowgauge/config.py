@@ -177,8 +177,15 @@ class HttpSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     port: int = 9464  # 0 = ephemeral (tests)
 
 
+CONFLATE_MODES: Final = ("auto", "off")
+
+
 class PublishSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     min_interval_ms: int = 0  # per-instrument throttle of book-triggered payloads; 0 = every event
+    # Backlog conflation: "auto" sheds book payloads when frames wait longer than conflate_after_ms, "off"
+    # never. `bool` only because YAML reads an unquoted `off` as false; validation stores "off" then.
+    conflate: str | bool = "auto"
+    conflate_after_ms: float = 50.0  # a frame handled this long after it arrived means the loop is behind
 
 
 class RecordSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -650,6 +657,12 @@ def _check_http(v: dict[str, Any], key: str, problems: _Problems) -> None:
 
 def _check_publish(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _between(v, "min_interval_ms", 0, None, key, problems)
+    mode = v.get("conflate")
+    if mode is False:
+        v["conflate"] = "off"  # YAML 1.1 reads an unquoted `off` as false
+    elif mode is not None and mode not in CONFLATE_MODES:
+        problems.append((_join(key, "conflate"), f"must be auto or off (got {mode!r})"))
+    _positive(v, "conflate_after_ms", key, problems)
 
 
 def _check_record(v: dict[str, Any], key: str, problems: _Problems) -> None:

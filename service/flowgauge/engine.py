@@ -22,6 +22,7 @@ from flowgauge.book.sequencing import snapshots_only
 from flowgauge.book.sync import BookSync, SequenceRule, consecutive_ids
 from flowgauge.logs import BurstLimiter, event
 from flowgauge.metrics.accumulator import InstrumentMetrics
+from flowgauge.metrics.windows import LATE_HORIZON_NS
 from flowgauge.publish import codec, topics
 from flowgauge.types import (
     BadFrame,
@@ -53,6 +54,7 @@ class EngineHooks(Protocol):
     def resync(self, venue: str, symbol: str, reason: str) -> None: ...
     def bad_frame(self, venue: str) -> None: ...
     def published(self, venue: str, ts_exchange: int, ts_recv: int, ts_publish: int) -> None: ...
+    def conflated(self, venue: str, shed: int) -> None: ...
 
 
 class InstrumentState:
@@ -64,6 +66,8 @@ class InstrumentState:
         "last_book_publish",
         "latest",
         "metrics",
+        "pending",
+        "pending_shed",
         "publish_seq",
         "snapshot_stream",
         "status_topic",
@@ -95,11 +99,23 @@ class InstrumentState:
         self.publish_seq = 0
         self.last_book_publish = 0
         self.throttled = 0
+        # Backlog conflation: the (ts_exchange, ts_recv) of the book payload deferred to the end of the loop
+        # turn, and how many earlier book payloads of this turn it replaced (shed, never published).
+        self.pending: tuple[int, int] | None = None
+        self.pending_shed = 0
         self.latest: dict[str, Any] | None = None
 
 
 class Engine:
     """Routes events to instrument states and publishes what they compute.
+
+    Backlog conflation (load-shedding): while `conflate` is True (the caller sets it for the events of a frame
+    that waited too long, see `flowgauge.conflation`), every book message is still applied and its flow
+    accumulated, but its payload is deferred: a later book payload of the same instrument replaces it (the
+    replaced one is shed and counted), and `flush_conflated()` at the end of the loop turn publishes what
+    is left, flagged CONFLATED when it replaced any. A deferred payload is published before anything else
+    touches its instrument (another payload, a trade its windows would count, an invalidation), so it always
+    equals what the unconflated path would have published for that book state, CONFLATED aside.
 
     Args:
         sink: `sink(topic, payload_bytes)`; called synchronously, must never block.
@@ -129,6 +145,9 @@ class Engine:
         self._clock = clock
         self._hooks = hooks
         self._states: dict[tuple[str, str], InstrumentState] = {}
+        self.conflate = False  # defer book payloads (see the class docstring)
+        self._deferred: list[InstrumentState] = []  # states with a pending payload, in deferral order
+        self.conflated = 0  # book payloads shed by conflation
         self._bad_frame_log = BurstLimiter()
         self.bad_frames = 0
         self._handlers: dict[type, Callable[[Any], str | None]] = {
@@ -216,6 +235,8 @@ class Engine:
             state = self._states.get((venue, symbol))
             if state is None:
                 continue
+            if state.pending is not None:
+                self._flush(state)
             result = state.sync.invalidate(reason, detail)
             if result.changed:
                 ts = state.sync.book.ts_exchange or now
@@ -228,6 +249,8 @@ class Engine:
         state = self._states.get((snapshot.venue, snapshot.symbol))
         if state is None:
             return None
+        if state.pending is not None and not (self.conflate and state.snapshot_stream):
+            self._flush(state)  # this snapshot resets the book (or nothing is being conflated)
         was_valid = state.sync.valid
         result = state.sync.on_snapshot(snapshot)
         if was_valid and not state.snapshot_stream:
@@ -242,18 +265,23 @@ class Engine:
             state.metrics.on_book(state.sync.book, ts_book)
             self._publish(state, "book", ts_book, snapshot.ts_recv)
             return None
+        self._shed_pending(state)
         return self._after_invalid(state, snapshot.ts_exchange, snapshot.ts_recv)
 
     def _on_delta(self, delta: BookDelta) -> str | None:
         state = self._states.get((delta.venue, delta.symbol))
         if state is None:
             return None
+        if state.pending is not None and not self.conflate:
+            self._flush(state)
         result = state.sync.on_delta(delta)
         if result.applied:
             state.metrics.on_book(state.sync.book, delta.ts_exchange)
             self._publish(state, "book", delta.ts_exchange, delta.ts_recv)
             return None
         if result.changed:
+            # The deferred state's book is gone (a gap or a crossed book clears it): shed, the status says why.
+            self._shed_pending(state)
             return self._after_invalid(state, delta.ts_exchange, delta.ts_recv)
         return None
 
@@ -283,12 +311,19 @@ class Engine:
     def _on_trade(self, trade: Trade) -> str | None:
         state = self._states.get((trade.venue, trade.symbol))
         if state is not None:
+            pending = state.pending
+            if pending is not None and not pending[0] < trade.ts_exchange <= pending[0] + LATE_HORIZON_NS:
+                # The deferred payload's windows would count this trade (or it moves their late horizon):
+                # publish it first. A trade stamped after it (held back from its windows) changes nothing.
+                self._flush(state)
             state.metrics.on_trade(trade)
         return None
 
     def _on_open_interest(self, oi: OpenInterest) -> str | None:
         state = self._states.get((oi.venue, oi.symbol))
         if state is not None:
+            if state.pending is not None:
+                self._flush(state)
             state.metrics.on_open_interest(oi)
             self._publish(state, "open_interest", oi.ts_exchange, oi.ts_recv)
         return None
@@ -296,6 +331,8 @@ class Engine:
     def _on_funding(self, funding: FundingRate) -> str | None:
         state = self._states.get((funding.venue, funding.symbol))
         if state is not None:
+            if state.pending is not None:
+                self._flush(state)
             state.metrics.on_funding(funding)
             self._publish(state, "funding", funding.ts_exchange, funding.ts_recv)
         return None
@@ -303,6 +340,8 @@ class Engine:
     def _on_liquidation(self, liquidation: Liquidation) -> str | None:
         state = self._states.get((liquidation.venue, liquidation.symbol))
         if state is not None:
+            if state.pending is not None:
+                self._flush(state)
             state.metrics.on_liquidation(liquidation)
             self._publish(state, "liquidation", liquidation.ts_exchange, liquidation.ts_recv)
         return None
@@ -310,6 +349,8 @@ class Engine:
     def _on_long_short(self, ratio: LongShortRatio) -> str | None:
         state = self._states.get((ratio.venue, ratio.symbol))
         if state is not None:
+            if state.pending is not None:
+                self._flush(state)
             state.metrics.on_long_short(ratio)
             self._publish(state, "long_short", ratio.ts_exchange, ratio.ts_recv)
         return None
@@ -334,6 +375,8 @@ class Engine:
         state = self._states.get((bad.venue, bad.symbol))
         if state is None:
             return None
+        if state.pending is not None:
+            self._flush(state)
         # The frame carried a book update we could not apply: the book may now be missing it.
         result = state.sync.invalidate(bad.invalid_reason or InvalidReason.BAD_FRAME, bad.reason)
         if not result.changed:
@@ -343,12 +386,56 @@ class Engine:
 
     # ----------------------------------------------------------------- publishing
 
+    def flush_conflated(self) -> None:
+        """End of a loop turn: publish every deferred book payload."""
+        deferred = self._deferred
+        if not deferred:
+            return
+        self._deferred = []
+        for state in deferred:
+            if state.pending is not None:
+                self._flush(state)
+
+    def _flush(self, state: InstrumentState) -> None:
+        pending = state.pending
+        if pending is None:
+            return
+        state.pending = None
+        shed = state.pending_shed
+        state.pending_shed = 0
+        self._emit(state, "book", pending[0], pending[1], shed > 0)
+
+    def _shed_pending(self, state: InstrumentState) -> None:
+        """The deferred payload can no longer be built (its book state is gone): count it as shed too (the ones
+        it replaced were counted when it replaced them)."""
+        if state.pending is not None:
+            state.pending = None
+            state.pending_shed = 0
+            self._count_shed(state, 1)
+
+    def _count_shed(self, state: InstrumentState, shed: int) -> None:
+        self.conflated += shed
+        if self._hooks is not None:
+            self._hooks.conflated(state.instrument.venue, shed)
+
     def _publish(self, state: InstrumentState, trigger: str, ts_exchange: int, ts_recv: int) -> None:
-        if trigger == "book" and self._min_interval_ns:
-            if ts_recv - state.last_book_publish < self._min_interval_ns:
-                state.throttled += 1
+        if trigger == "book":
+            if self._min_interval_ns:
+                if ts_recv - state.last_book_publish < self._min_interval_ns:
+                    state.throttled += 1
+                    return
+                state.last_book_publish = ts_recv
+            if self.conflate:
+                if state.pending is None:
+                    self._deferred.append(state)
+                else:
+                    state.pending_shed += 1
+                    self._count_shed(state, 1)
+                state.pending = (ts_exchange, ts_recv)
                 return
-            state.last_book_publish = ts_recv
+        self._emit(state, trigger, ts_exchange, ts_recv, False)
+
+    def _emit(self, state: InstrumentState, trigger: str, ts_exchange: int, ts_recv: int, conflated: bool) -> None:
         sync = state.sync
         book = sync.book if sync.valid else None
         state.publish_seq += 1
@@ -370,10 +457,12 @@ class Engine:
         # Rare extras on top of the metric flags; the common case (a VALID book) allocates nothing here.
         invalid_flag = sync.reason.value if book is None and sync.reason is not None else None
         sampled = trigger == "liquidation" and instrument.venue in SAMPLED_LIQUIDATION_VENUES
-        if invalid_flag is not None or sampled:
+        if invalid_flag is not None or sampled or conflated:
             extra = {invalid_flag} if invalid_flag is not None else set()
             if sampled:
                 extra.add("SAMPLED_INPUT")
+            if conflated:
+                extra.add("CONFLATED")
             quality = payload.get("quality")
             if isinstance(quality, list):
                 payload["quality"] = sorted({*quality, *extra})

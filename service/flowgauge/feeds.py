@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from flowgauge.conflation import BacklogConflation
 from flowgauge.connectors.base import Action, FetchSnapshot, VenueParser
 from flowgauge.engine import Engine
 from flowgauge.logs import event
@@ -43,8 +44,10 @@ class VenueFeed:
         parser: VenueParser,
         engine: Engine,
         snapshots: SnapshotRequester | None = None,
+        conflation: BacklogConflation | None = None,
     ) -> None:
         self.venue = venue
+        self.conflation = conflation  # None: publish every book payload however far behind the loop is
         self.symbols = list(symbols)
         # The books this connection carries (Binance's /market connection carries none): what a drop
         # invalidates and what the stuck-book check watches.
@@ -82,7 +85,16 @@ class VenueFeed:
                 frames.append(item)  # a reply the venue expects (heartbeat answers)
             else:
                 events.append(item)
-        for symbol in self.engine.handle_all(events):
+        conflation = self.conflation
+        if conflation is None:
+            resync = self.engine.handle_all(events)
+        else:
+            conflation.begin_frame(ts_recv)
+            try:
+                resync = self.engine.handle_all(events)
+            finally:
+                conflation.end_frame()
+        for symbol in resync:
             frames += self._resync(symbol, ts_recv)
         if self._outbox:
             frames = self._outbox + frames

@@ -244,3 +244,96 @@ def test_payload_after_a_rest_snapshot_catches_up_carries_the_last_diffs_time() 
     payload = out.books()[-1]
     assert payload["book_seq"] == 111 and payload["bid_sz"] == 111.0
     assert payload["ts_exchange"] == 7 * S  # not the snapshot's 4 s
+
+
+# -- backlog conflation (issue 8 item 6) --------------------------------------------------------------------
+
+
+class ShedCounter(Recorder):
+    """A sink that is also the engine's telemetry hooks, counting shed payloads per venue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shed: dict[str, int] = {}
+
+    def resync(self, venue: str, symbol: str, reason: str) -> None:
+        pass
+
+    def bad_frame(self, venue: str) -> None:
+        pass
+
+    def published(self, venue: str, ts_exchange: int, ts_recv: int, ts_publish: int) -> None:
+        pass
+
+    def conflated(self, venue: str, shed: int) -> None:
+        self.shed[venue] = self.shed.get(venue, 0) + shed
+
+
+def comparable(payload: dict) -> dict:
+    """A payload without what conflation legitimately changes: its publish counter, time, and the flag."""
+    out = {k: v for k, v in payload.items() if k not in ("seq", "ts_publish")}
+    out["quality"] = [f for f in payload["quality"] if f != "CONFLATED"]
+    return out
+
+
+def burst(n: int, start_seq: int, t0: int) -> list[object]:
+    """`n` book deltas and a trade stamped after them (held back from their windows), as one backlog."""
+    events: list[object] = [
+        delta(start_seq + i, t0 + i * 1_000_000, bids=[(100.0, 5.0 + i)], asks=[(100.1, 3.0 + (i % 2))])
+        for i in range(n)
+    ]
+    events.insert(n // 2, trade_at(t0 + n * 1_000_000, 1, 0.5))
+    return events
+
+
+@pytest.mark.parametrize("core_name", core.CORES)
+def test_conflated_turn_publishes_the_last_state_once_and_equal_to_the_unconflated_payload(core_name: str) -> None:
+    if core_name == core.COMPILED and core.fallback_reason() is not None:
+        pytest.fail(f"the compiled core must be built here: {core.fallback_reason()}")
+    plain_out, conflated_out = Recorder(), ShedCounter()
+    plain = Engine(plain_out, clock=lambda: 42, core_name=core_name)
+    conflating = Engine(conflated_out, clock=lambda: 42, core_name=core_name, hooks=conflated_out)
+    for engine in (plain, conflating):
+        engine.add_instrument(linear_instrument())
+        engine.handle(snapshot(10, 100 * S))
+    events = burst(8, 11, 101 * S)
+    plain.handle_all(events)
+    conflating.conflate = True
+    conflating.handle_all(events)
+    conflating.conflate = False
+    assert len(conflated_out.books()) == 1  # the snapshot's payload; the turn's payload waits for its end
+    conflating.flush_conflated()
+    last = conflated_out.books()[-1]
+    assert last["quality"].count("CONFLATED") == 1
+    assert last["book_state"] == "VALID" and last["book_seq"] == 18
+    assert comparable(last) == comparable(plain_out.books()[-1])
+    assert conflating.conflated == 7 and conflated_out.shed == {"bybit": 7}
+    assert len(plain_out.books()) == 1 + 8
+
+
+def test_a_deferred_payload_is_published_before_anything_that_would_change_it() -> None:
+    out = ShedCounter()
+    engine = Engine(out, clock=lambda: 42, core_name=core.PYTHON, hooks=out)
+    engine.add_instrument(linear_instrument())
+    engine.handle(snapshot(10, 100 * S))
+    engine.conflate = True
+    engine.handle(delta(11, 101 * S, bids=[(100.0, 6.0)]))
+    engine.handle(delta(12, 102 * S, bids=[(100.0, 7.0)]))
+    # a trade at or before the deferred state's time would enter its tfi window: the payload goes out first
+    engine.handle(trade_at(102 * S, -1, 1.0))
+    first = out.books()[-1]
+    assert first["book_seq"] == 12 and "CONFLATED" in first["quality"] and first["tfi_10s"] is None
+    # an OI observation publishes its own payload, after the deferred book payload
+    engine.handle(delta(13, 103 * S, bids=[(100.0, 8.0)]))
+    engine.handle(OpenInterest("bybit", SYM, 5.0, 103 * S, 103 * S))
+    book, oi = out.messages[-2][1], out.messages[-1][1]
+    assert (book["book_seq"], "CONFLATED" in book["quality"]) == (13, False)  # alone in its turn: not merged
+    assert oi["trigger"] == "open_interest" and oi["seq"] == book["seq"] + 1
+    # a gap while deferred: the deferred state is gone with the book; shed and counted, the status says why
+    engine.handle(delta(14, 104 * S, bids=[(100.0, 9.0)]))
+    before = len(out.books())
+    assert engine.handle(delta(20, 105 * S, bids=[(100.0, 1.0)])) == SYM
+    engine.flush_conflated()
+    assert len(out.books()) == before
+    assert out.statuses()[-1]["reason"] == "GAP"
+    assert out.shed == {"bybit": 1 + 1}

@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.frames import CloseCode
 
+from flowgauge.connectors.arrivals import ArrivalStampedConnection
 from flowgauge.connectors.failures import FailureReporter, cause_class, describe
 from flowgauge.logs import event
 
@@ -209,6 +210,7 @@ class Session:
             max_size=settings.max_frame_bytes,
             max_queue=settings.max_queue_frames,
             compression=None,
+            create_connection=ArrivalStampedConnection,  # honest receive times (see connectors.arrivals)
         ) as ws:
             self._opened_at = time.monotonic()
             try:
@@ -272,11 +274,14 @@ class Session:
         recorder = self.recorder
         venue = handler.venue
         recv = ws.recv
+        # The receive time is when the bytes arrived, not when recv() handed the message out: the difference
+        # is time spent queued behind other messages, which backlog conflation and the latency metrics need.
+        arrival_ns = getattr(ws, "arrival_ns", time.time_ns)
         # on_idle is driven by the keepalive task alone (every second), and staleness by the watchdog task,
         # not from this per-frame loop: a timer armed per message cost ~6% of the live path.
         while True:
             raw = await recv()
-            ts_recv = time.time_ns()
+            ts_recv = arrival_ns()
             self._frames_seen += 1
             if hooks is not None:
                 hooks.received(venue, len(raw))

@@ -52,6 +52,7 @@ class VenueInstruments:
     messages: Counter
     received_bytes: Counter
     bad_frames: Counter
+    payloads_conflated: Counter
     connected: Gauge
     exchange_to_recv: Histogram
     recv_to_publish: Histogram
@@ -145,6 +146,12 @@ class Telemetry:
         )
         self.bad_frames = Counter(
             "flowgauge_bad_frames_total", "Venue frames that could not be parsed or were rejected (frames).",
+            ["venue"], registry=r,
+        )
+        self.payloads_conflated = Counter(
+            "flowgauge_payloads_conflated_total",
+            "Book payloads shed by backlog conflation: replaced by a later state of the same book published in "
+            "the same loop turn (payloads).",
             ["venue"], registry=r,
         )
         self.ws_connected = Gauge(
@@ -258,6 +265,7 @@ class Telemetry:
             messages=self.ws_messages.labels(venue),
             received_bytes=self.ws_received_bytes.labels(venue),
             bad_frames=self.bad_frames.labels(venue),
+            payloads_conflated=self.payloads_conflated.labels(venue),
             connected=connected,
             exchange_to_recv=self.event_latency.labels(venue, "exchange_to_recv"),
             recv_to_publish=self.event_latency.labels(venue, "recv_to_publish"),
