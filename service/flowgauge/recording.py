@@ -52,7 +52,7 @@ FORMAT_VERSION = 2
 MARKETS_CONN = "http.markets"
 MiB = 1 << 20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_READ_CHUNK = 1 << 20
+_READ_CHUNK = 1 << 16  # decompressed bytes per read: bounded memory, and progress moves in small steps
 
 
 class Header(msgspec.Struct, frozen=True, tag_field="t", tag="header"):
@@ -138,7 +138,9 @@ def iter_records(path: str | os.PathLike[str], stats: ReadStats | None = None) -
         compressed = fh.read(4) == _ZSTD_MAGIC
         fh.seek(0)
         stream: BinaryIO = (
-            zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True)  # type: ignore[assignment]
+            zstandard.ZstdDecompressor().stream_reader(  # type: ignore[assignment]
+                fh, read_size=_READ_CHUNK // 4, read_across_frames=True
+            )
             if compressed
             else fh
         )

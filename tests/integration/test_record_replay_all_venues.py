@@ -31,6 +31,7 @@ from flowgauge.recording import Header, iter_records
 
 pytestmark = pytest.mark.integration
 
+ROTATE_S = 3.0
 BOOK_PAYLOADS_PER_BOOK = 5  # live VALID book payloads each book must reach (Deribit ETH has a few per loop)
 
 # Payload fields that legitimately differ between the live daemon and its replay:
@@ -59,6 +60,9 @@ def _config(path: Path, base: int, bus_port: int, http_port: int) -> Path:
         "bus": {"embedded": {"host": "127.0.0.1", "port": bus_port, "client_queue": 1_000_000}},
         "http": {"host": "127.0.0.1", "port": http_port},
         "publish": {"min_interval_ms": 0},
+        # Files rotate every few seconds: the round trip crosses rotations (each new file repeats the open
+        # connections' connect lines and the metadata, which replay must not take for reconnects).
+        "record": {"rotate_s": ROTATE_S},
     }
     path.write_text(yaml.safe_dump(config))
     return path

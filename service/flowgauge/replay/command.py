@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from flowgauge import logs
 
     logs.configure(os.environ.get("FLOWGAUGE_LOG_LEVEL", "WARNING"))
-    symbols = None
+    symbols: dict[str, Sequence[str]] | None = None
     if args.config:
         from flowgauge.config import ConfigError, load_settings
 
@@ -70,9 +70,13 @@ def _replay_into(
     from flowgauge.replay.progress import TerminalProgress, summary
     from flowgauge.replay.replay import ReplayStats, replay
 
+    paced = speed > 0  # a paced replay is watched as it goes (tail -f): each line is flushed when written
+
     def sink(topic: str, payload: bytes) -> None:
         if out is not None:
             out.write(codec.frame(topic, payload) + b"\n")  # one write: an interrupt never splits a line
+            if paced:
+                out.flush()
 
     def on_file_error(path: str, why: str) -> None:
         progress.write(f"replay: skipped {path}: {why}")

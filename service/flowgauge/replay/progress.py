@@ -6,6 +6,7 @@ replay, or one whose stderr goes to a file or a pipe, prints nothing but its sum
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import os
 from pathlib import Path
@@ -52,7 +53,8 @@ class TerminalProgress:
                 refresh=False,
             )
         start = self._starts[min(stats.files_done, len(self._starts) - 1)]
-        bar.set_postfix_str(f"frames={stats.frames} payloads={stats.published}", refresh=False)
+        at = f"at {_utc(stats.recorded_ts)} " if stats.recorded_ts else ""
+        bar.set_postfix_str(f"{at}frames={stats.frames} payloads={stats.published}", refresh=False)
         bar.update(max(0, start + stats.read.bytes_read - bar.n))
 
     def write(self, line: str) -> None:
@@ -64,14 +66,17 @@ class TerminalProgress:
 
 
 def summary(stats: ReplayStats, elapsed_s: float, *, interrupted: bool = False) -> str:
-    """One line: what the replay did (or had done when it was interrupted)."""
-    head = "replay interrupted" if interrupted else "replay"
-    files = f"{stats.files_done} of {stats.files_total} files" if interrupted else f"{stats.files_total} files"
+    """One line: what the replay did (or had done when it was interrupted, and where)."""
+    counts = f"frames={stats.frames} ignored={stats.frames_ignored} published={stats.published} in {elapsed_s:.1f} s"
     failed = f" ({len(stats.failed)} failed)" if stats.failed else ""
-    return (
-        f"{head}: {files}{failed}, frames={stats.frames} ignored={stats.frames_ignored} "
-        f"published={stats.published} in {elapsed_s:.1f} s"
-    )
+    if interrupted:
+        at = min(stats.files_done + 1, stats.files_total)
+        return f"replay interrupted in file {at} of {stats.files_total} ({stats.current_file}){failed}, {counts}"
+    return f"replay: {stats.files_total} files{failed}, {counts}"
+
+
+def _utc(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _is_terminal(stream: TextIO) -> bool:

@@ -51,6 +51,7 @@ class ReplayStats:
     files_done: int = 0  # files read to the end, failed ones included
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, why) for files that could not be replayed
     current_file: str = ""  # the file being read, for progress reports
+    recorded_ts: float = 0.0  # receive time (unix s) of the last frame replayed: where we are in the recording
     read: ReadStats = field(default_factory=ReadStats)  # the current file's reader counts (bytes_read)
 
 
@@ -322,11 +323,14 @@ def _replay_file(
             state.on_connect(record, stats)
         elif isinstance(record, Recv):
             stats.frames += 1
+            stats.recorded_ts = record.ts
             if speed > 0:
                 if first_ts is None:
                     first_ts = record.ts
                 due = (record.ts - first_ts) / speed - (time.monotonic() - wall_start)
                 if due > 0:
+                    if on_progress is not None:
+                        on_progress(stats)  # waiting anyway: a paced replay reports at its own pace
                     time.sleep(due)
             state.on_recv(record, stats)
     if state.venue is None:
