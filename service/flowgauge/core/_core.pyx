@@ -275,6 +275,10 @@ cdef int _band(CBook book, dict out, double mid, double band, object bid_key, ob
 
 def book_fields(CBook book, dict out, set flags):
     """Fill the book-state fields of one payload into `out` (InstrumentMetrics._book_fields); returns the mid."""
+    return _book_fields(book, out, flags)
+
+
+cdef object _book_fields(CBook book, dict out, set flags):
     cdef CBookSide bids = book.bids
     cdef CBookSide asks = book.asks
     cdef double bid_px = 0.0, bid_sz = 0.0, ask_px = 0.0, ask_sz = 0.0, mid = 0.0, total, imb
@@ -793,9 +797,12 @@ cdef class TradeFlowImbalance:
 
     def value(self, now):
         """The imbalance in [-1, 1]; None when the window holds no volume."""
+        return self.value_at(_ns(now))
+
+    cdef object value_at(self, long long now):
         cdef SlidingFlow flow = self._flow
         cdef double signed, volume
-        flow._move(_ns(now))
+        flow._move(now)
         if flow.hi == flow.lo:
             return None  # the reference's (0.0, 0.0, 0): no volume
         signed = _acc_value(&flow.sums[0])
@@ -979,3 +986,51 @@ cdef class DecayedSum:
     def value(self, now):
         """The impulses at or before `now`, decayed to `now` (0.0 before the first one)."""
         return self.value_at(_ns(now))
+
+
+_NO_BOOK_KEYS = (
+    "bid_px", "bid_sz", "ask_px", "ask_sz", "mid", "spread_bps", "wmid",
+    "depth_imb_1", "depth_imb_5", "depth_imb_10", "depth_imb_20",
+    "depth_bid_10bps", "depth_ask_10bps", "depth_bid_25bps", "depth_ask_25bps", "ofi",
+)
+
+
+def flow_fields(
+    object book,
+    object last_e,
+    object trigger,
+    bint first_book_seen,
+    SlidingSum win_1s,
+    SlidingSum win_10s,
+    SlidingSum win_60s,
+    DecayedSum ew_10s,
+    TradeFlowImbalance tfi_10s,
+    TradeFlowImbalance tfi_60s,
+    object now_ns,
+    dict out,
+    set flags,
+):
+    """InstrumentMetrics._flow_fields in one call: the book-state fields, `ofi`, the OFI windows and the
+    trade-flow windows at `now_ns`, written into `out` in the reference's order; returns the mid."""
+    cdef long long now = _ns(now_ns)
+    cdef object mid = None
+    cdef object key
+    if book is None:
+        for key in _NO_BOOK_KEYS:
+            out[key] = None
+    else:
+        mid = _book_fields(<CBook?>book, out, flags)
+        out["ofi"] = last_e if trigger == "book" else None
+    if first_book_seen:
+        out["ofi_raw_1s"] = win_1s.value_at(now)
+        out["ofi_raw_10s"] = win_10s.value_at(now)
+        out["ofi_raw_60s"] = win_60s.value_at(now)
+        out["ofi_ew_10s"] = ew_10s.value_at(now)
+    else:
+        out["ofi_raw_1s"] = None
+        out["ofi_raw_10s"] = None
+        out["ofi_raw_60s"] = None
+        out["ofi_ew_10s"] = None
+    out["tfi_10s"] = tfi_10s.value_at(now)
+    out["tfi_60s"] = tfi_60s.value_at(now)
+    return mid

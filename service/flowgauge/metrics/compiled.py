@@ -21,13 +21,14 @@ __all__ = ["CompiledInstrumentMetrics"]
 class CompiledInstrumentMetrics(InstrumentMetrics):
     """Same inputs, same outputs as `InstrumentMetrics`; requires the book to be the core's `CBook`."""
 
-    __slots__ = ("_book_fields_c", "_ofi")
+    __slots__ = ("_book_fields_c", "_flow_fields_c", "_ofi")
 
     def __init__(self, instrument: Instrument) -> None:
         super().__init__(instrument)
         core = compiled_module()
         self._ofi = core.OfiState()
         self._book_fields_c = core.book_fields
+        self._flow_fields_c = core.flow_fields
         self._win_1s = core.SlidingSum(1 * _S)
         self._win_10s = core.SlidingSum(10 * _S)
         self._win_60s = core.SlidingSum(60 * _S)
@@ -44,3 +45,20 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
 
     def _book_fields(self, book: Any, out: dict[str, object], flags: set[str]) -> float | None:
         return self._book_fields_c(book, out, flags)  # type: ignore[no-any-return]
+
+    def _flow_fields(self, book: Any, now: int, trigger: str, out: dict[str, object], flags: set[str]) -> float | None:
+        return self._flow_fields_c(  # type: ignore[no-any-return]
+            book,
+            self._last_e,
+            trigger,
+            self._first_book_seen,
+            self._win_1s,
+            self._win_10s,
+            self._win_60s,
+            self._ew_10s,
+            self._tfi_10s,
+            self._tfi_60s,
+            now,
+            out,
+            flags,
+        )
