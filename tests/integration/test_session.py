@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import os
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
@@ -642,3 +643,39 @@ async def test_connection_is_replaced_at_max_age_without_backoff() -> None:
         assert await second.expect(len(SUBSCRIBE)) == SUBSCRIBE
         assert loop.time() - opened < 0.3 + 2.0  # a 5 s backoff would have been far later
         assert hooks.reconnects == ["scheduled"]
+
+
+class SlowFirstFrameFeed(ScriptedFeed):
+    """Takes `busy_s` of CPU on the first frame (a handler that falls behind), and notes when it got to each."""
+
+    def __init__(self, busy_s: float) -> None:
+        super().__init__()
+        self.busy_s = busy_s
+        self.handled_at: list[int] = []
+
+    def on_frame(self, raw: str | bytes, ts_recv: int) -> list[str]:
+        if not self.handled_at:
+            end = time.monotonic() + self.busy_s
+            while time.monotonic() < end:  # busy, not asleep: the loop cannot run while a handler works
+                pass
+        self.handled_at.append(time.time_ns())
+        return super().on_frame(raw, ts_recv)
+
+
+async def test_ts_recv_is_when_the_bytes_arrived_not_when_the_loop_got_to_the_frame() -> None:
+    # Timeline: the venue sends f0..f9 in one burst -> the handler spends 80 ms on f0 -> f1..f9, already
+    # received, are handled late: their ts_recv says when they arrived, so the wait (>= 80 ms) is visible.
+    feed = SlowFirstFrameFeed(busy_s=0.08)
+    async with fake_venue() as venue:
+        session = _session(venue, feed)
+        async with running(session):
+            conn = await venue.next_conn()
+            assert await conn.expect(len(SUBSCRIBE)) == SUBSCRIBE
+            await asyncio.wait_for(session.connected.wait(), WAIT)
+            sent = [f'{{"topic":"t","seq":{i}}}' for i in range(10)]
+            for frame in sent:
+                await conn.ws.send(frame)
+            got = [await feed.next_frame() for _ in sent]
+    assert [text for text, _ in got] == sent
+    waited_ms = [(handled - ts) / 1e6 for (_, ts), handled in zip(got, feed.handled_at, strict=True)]
+    assert min(waited_ms[1:]) >= 70, waited_ms

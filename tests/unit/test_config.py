@@ -525,3 +525,29 @@ def test_urls_that_cannot_be_parsed_are_reported_not_raised() -> None:
     assert len(problems) == 2
     assert problems[0].startswith("venues.bybit.ws_url: not a valid URL")
     assert problems[1].startswith("venues.bybit.rest_url: not a valid URL")
+
+
+# ------------------------------------------------------------------------------------------- conflation
+
+
+def test_conflation_keys_default_and_accept_an_unquoted_off(tmp_path: Path) -> None:
+    assert load_settings(None, {}).publish.conflate == "auto"
+    assert load_settings(None, {}).publish.conflate_after_ms == 50.0
+    # YAML reads a bare `off` as false: it still means off
+    path = _write(tmp_path, "publish:\n  conflate: off\n  conflate_after_ms: 5\n")
+    publish = load_settings(path, {}).publish
+    assert (publish.conflate, publish.conflate_after_ms) == ("off", 5.0)
+    assert load_settings(None, {"FLOWGAUGE_PUBLISH__CONFLATE": "off"}).publish.conflate == "off"
+
+
+def test_bad_conflation_keys_are_each_reported() -> None:
+    problems = _problems(
+        DEFAULT_CONFIG,
+        {"FLOWGAUGE_PUBLISH__CONFLATE": "sometimes", "FLOWGAUGE_PUBLISH__CONFLATE_AFTER_MS": "0"},
+    )
+    assert sorted(problems) == [
+        "publish.conflate: must be auto or off (got 'sometimes') (set by FLOWGAUGE_PUBLISH__CONFLATE)",
+        "publish.conflate_after_ms: must be a finite number > 0 (got 0) (set by FLOWGAUGE_PUBLISH__CONFLATE_AFTER_MS)",
+    ]
+    (problem,) = _problems({**DEFAULT_CONFIG, "publish": {"conflate": True}})
+    assert problem == "publish.conflate: must be auto or off (got True)"

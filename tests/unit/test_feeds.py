@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from tests.conftest import linear_instrument
 
 from flowgauge.book.sequencing import binance_futures
@@ -74,3 +75,63 @@ def test_a_snapshot_answered_after_the_connection_died_is_ignored() -> None:
     requests.callbacks[0]("500", 1)  # the answer lands during the reconnect backoff
     assert not engine.state("bybit", SYM).sync.valid
     assert not engine.ready()
+
+
+# -- backlog conflation: frames whose receive time is older than the threshold (issue 8 item 6) -------------
+
+BYBIT_SNAPSHOT = (
+    '{"topic":"orderbook.200.BTCUSDT","type":"snapshot","ts":1786310818129,"data":{"s":"BTCUSDT",'
+    '"b":[["65114.20","6.054"],["65114.10","0.002"]],"a":[["65114.30","10.486"],["65114.40","0.5"]],'
+    '"u":15076952,"seq":753843911359},"cts":1786310818027}'
+)
+NOW = 1_786_310_900_000_000_000
+MS = 1_000_000
+
+
+def bybit_delta(u: int, bid_size: float) -> str:
+    ts = 1786310818129 + (u - 15076952)
+    return (
+        f'{{"topic":"orderbook.200.BTCUSDT","type":"delta","ts":{ts},"data":{{"s":"BTCUSDT",'
+        f'"b":[["65114.20","{bid_size}"]],"a":[],"u":{u},"seq":{753843911359 + u}}},"cts":{ts}}}'
+    )
+
+
+def conflating_feed(after_ms: float | None) -> tuple[Engine, list, list]:
+    """Engine, published payloads (live list), and the end-of-turn callbacks scheduled (not yet run)."""
+    from flowgauge.conflation import BacklogConflation
+    from flowgauge.connectors.bybit import BybitParser
+
+    payloads: list = []
+    engine = Engine(lambda topic, payload: payloads.append(orjson.loads(payload)), clock=lambda: 1)
+    engine.add_instrument(linear_instrument())
+    turn_ends: list = []
+    conflation = None if after_ms is None else BacklogConflation(engine, after_ms, turn_ends.append, lambda: NOW)
+    feed = VenueFeed("bybit", [SYM], BybitParser("linear", [linear_instrument()]), engine, None, conflation)
+    feed.on_frame(BYBIT_SNAPSHOT, NOW)  # handled as it arrived
+    for i in range(5):
+        feed.on_frame(bybit_delta(15076953 + i, 7.0 + i), NOW - 100 * MS)  # waited 100 ms in the queue
+    return engine, payloads, turn_ends
+
+
+def books(payloads: list) -> list:
+    return [p for p in payloads if p.get("trigger") == "book"]
+
+
+def test_frames_queued_beyond_the_threshold_publish_once_per_turn() -> None:
+    engine, payloads, turn_ends = conflating_feed(after_ms=50)
+    (fresh,) = books(payloads)  # the snapshot, handled as it arrived: published at once
+    assert "CONFLATED" not in fresh["quality"]
+    assert engine.conflate is False  # nothing outside a queued frame is deferred
+    assert len(turn_ends) == 1  # one flush scheduled for the turn, however many frames were behind
+    turn_ends[0]()
+    _, last = books(payloads)
+    assert last["book_seq"] == 15076957 and last["bid_sz"] == 11.0 and last["book_state"] == "VALID"
+    assert "CONFLATED" in last["quality"]
+    assert engine.conflated == 4
+
+
+def test_frames_within_the_threshold_or_with_conflation_off_publish_every_state() -> None:
+    for after_ms in (500.0, None):
+        engine, payloads, turn_ends = conflating_feed(after_ms)
+        assert len(books(payloads)) == 1 + 5 and turn_ends == []
+        assert engine.conflated == 0 and not any("CONFLATED" in p["quality"] for p in books(payloads))
