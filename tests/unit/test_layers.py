@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("flowgauge.engine",),
     ("flowgauge.publish", "flowgauge.client", "flowgauge"),
     ("flowgauge.telemetry",),
-    ("flowgauge.config", "flowgauge.feeds"),
+    ("flowgauge.config", "flowgauge.feeds", "flowgauge.conflation"),  # feeds and conflation drive the engine
     ("flowgauge.app", "flowgauge.replay", "flowgauge.simulate", "flowgauge.bench"),
     ("flowgauge.cli", "flowgauge.__main__"),
 )
