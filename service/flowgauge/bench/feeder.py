@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from flowgauge.bench.synthetic import RECORDED_CHANGES_PER_SIDE, SyntheticStream
+from flowgauge.connectors.arrivals import ArrivalStampedConnection
 from flowgauge.connectors.session import SessionSettings
 
 SESSION_DEFAULTS = SessionSettings()
@@ -220,6 +221,7 @@ def measure_latency(url: str, request: LatencyRequest) -> dict[str, Any]:
         pipeline.drain()
         gc.collect()
         handle = pipeline.handle
+        arrival_ns = ws.arrival_ns
         perf = time.perf_counter_ns
         unpublished = 0
         i = 0
@@ -233,7 +235,7 @@ def measure_latency(url: str, request: LatencyRequest) -> dict[str, Any]:
                 break
             t0 = perf()
             before = published_at[1]
-            handle(raw, wall())
+            handle(raw, arrival_ns())  # ts_recv as the daemon takes it: when the bytes arrived
             handle_ns[i] = perf() - t0
             if published_at[1] == before:
                 unpublished += 1
@@ -253,13 +255,14 @@ def measure_latency(url: str, request: LatencyRequest) -> dict[str, Any]:
         async with asyncio.TaskGroup() as group:
             consumer = group.create_task(consume())
             try:
-                # The daemon's own receive limits (Session): a backlog beyond its bounded queue pushes back
-                # on the feeder over TCP, which then shows as `feeder_behind_p99_us`.
+                # The daemon's own transport (Session's connection class and limits): a backlog beyond its
+                # bounded queue pushes back on the feeder over TCP, shown as `feeder_behind_p99_us`.
                 async with connect(
                     url,
                     compression=None,
                     max_size=SESSION_DEFAULTS.max_frame_bytes,
                     max_queue=SESSION_DEFAULTS.max_queue_frames,
+                    create_connection=ArrivalStampedConnection,  # the daemon's connection class
                 ) as ws:
                     result = await read(ws)
             finally:

@@ -341,11 +341,33 @@ class FrameServer:
                 process.join(5)
 
 
-async def _read_all(url: str, on_frame: Callable[[str], Any], is_async: bool) -> tuple[int, float]:
-    """Read every frame the server sends; returns (frames, seconds from first frame to the close)."""
+async def _read_all(
+    url: str, on_frame: Callable[..., Any], is_async: bool, daemon_transport: bool = False
+) -> tuple[int, float]:
+    """Read every frame the server sends; returns (frames, seconds from first frame to the close).
+
+    `daemon_transport`: connect with the daemon's own connection class (arrival-stamped, as `Session` does)
+    and call `on_frame(message, arrival_ns)`; otherwise a plain `websockets` client and `on_frame(message)`.
+    """
     from websockets.asyncio.client import connect
 
+    from flowgauge.connectors.arrivals import ArrivalStampedConnection
+
     frames = 0
+    if daemon_transport:
+        async with connect(
+            url, compression=None, max_size=1 << 22, create_connection=ArrivalStampedConnection
+        ) as stamped:
+            assert isinstance(stamped, ArrivalStampedConnection)
+            arrival_ns = stamped.arrival_ns
+            first = await stamped.recv()
+            started = time.perf_counter()
+            on_frame(first, arrival_ns())
+            frames = 1
+            async for message in stamped:
+                on_frame(message, arrival_ns())
+                frames += 1
+            return frames, time.perf_counter() - started
     async with connect(url, compression=None, max_size=1 << 22) as ws:
         first = await ws.recv()
         started = time.perf_counter()
@@ -366,15 +388,18 @@ async def _read_all(url: str, on_frame: Callable[[str], Any], is_async: bool) ->
 
 
 def e2e_ours(url: str, recorded: RecordedFeed) -> Run:
-    """Loopback websocket -> parse -> book -> metrics -> embedded bus, with a subscriber task draining it."""
+    """Loopback websocket -> parse -> book -> metrics -> embedded bus, with a subscriber task draining it.
+
+    The client is the daemon's: `websockets` with the arrival-stamped connection class `Session` uses, each
+    frame's `ts_recv` being when its bytes arrived.
+    """
     pipeline = Pipeline(recorded.venue, recorded.instruments, full=True)
     handle = pipeline.handle
-    clock = time.time_ns
     sub = pipeline.sub
     assert sub is not None
 
-    def on_frame(message: str) -> None:
-        handle(message, clock())
+    def on_frame(message: str, ts_recv: int) -> None:
+        handle(message, ts_recv)
 
     async def main() -> tuple[int, float, int]:
         async def consume() -> int:
@@ -386,7 +411,7 @@ def e2e_ours(url: str, recorded: RecordedFeed) -> Run:
         async with asyncio.TaskGroup() as group:
             consumer = group.create_task(consume())
             try:
-                frames, seconds = await _read_all(url, on_frame, is_async=False)
+                frames, seconds = await _read_all(url, on_frame, is_async=False, daemon_transport=True)
             finally:
                 sub.close()  # ends the consumer once it has taken what is buffered
         return frames, seconds, consumer.result()
