@@ -190,7 +190,7 @@ class Recorder:
     def send(self, conn: str, addr: str, data: str) -> None:
         self.log.append(("send", conn, data))
 
-    def recv(self, conn: str, data: str) -> None:
+    def recv(self, conn: str, data: str, ts: float | None = None) -> None:
         self.log.append(("recv", conn, data))
 
 

@@ -65,7 +65,7 @@ class SessionHooks(Protocol):
 class FrameRecorder(Protocol):
     def connect(self, conn: str, addr: str) -> None: ...
     def send(self, conn: str, addr: str, data: str) -> None: ...
-    def recv(self, conn: str, data: str) -> None: ...
+    def recv(self, conn: str, data: str, ts: float | None = None) -> None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,7 +286,9 @@ class Session:
             if hooks is not None:
                 hooks.received(venue, len(raw))
             if recorder is not None:
-                recorder.recv(conn, raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))
+                # Recorded with the receive time the pipeline gets, so a replay sees the same clock (to float
+                # precision): frames that arrived together keep one timestamp, as they had live.
+                recorder.recv(conn, raw if isinstance(raw, str) else raw.decode("utf-8", "replace"), ts_recv / 1e9)
             try:
                 to_send = handler.on_frame(raw, ts_recv)
             except Exception as exc:
