@@ -11,6 +11,7 @@ replay's payload for the same book state (publish counter, times and the CONFLAT
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
@@ -77,15 +78,27 @@ async def _run(tmp_path: Path, mode: str, enough: int) -> tuple[list[dict[str, A
 
         ws = await wait_for(subscribe, "embedded bus subscription")
 
-        async def seen_enough() -> bool:
-            payload = orjson.loads(await ws.recv())["payload"]
-            if payload.get("trigger") == "book":
-                books.append(payload)
+        async def read_all() -> None:
+            # Read as fast as the daemon publishes: a subscriber that falls behind is dropped by the bus.
+            async for message in ws:
+                payload = orjson.loads(message)["payload"]
+                if payload.get("trigger") == "book":
+                    books.append(payload)
+
+        reader = asyncio.create_task(read_all())
+
+        def seen_enough() -> bool:
+            assert not reader.done(), reader.exception() if not reader.cancelled() else "reader cancelled"
             if mode == "off":
                 return len(books) >= enough
             return sum("CONFLATED" in p["quality"] for p in books) >= enough
 
-        await wait_for(seen_enough, f"{enough} {'CONFLATED' if mode == 'auto' else 'book'} payloads", 60)
+        try:
+            await wait_for(seen_enough, f"{enough} {'CONFLATED' if mode == 'auto' else 'book'} payloads", 60)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
         (counter,) = await wait_for(lambda: _conflated_counter(http_port), f"{COUNTER} on /metrics")
         await ws.close()
         daemon.send_signal(signal.SIGTERM)
