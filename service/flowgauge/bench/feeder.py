@@ -25,6 +25,7 @@ import contextlib
 import gc
 import multiprocessing
 import multiprocessing.connection
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,6 +91,8 @@ def _frames_for(request: dict[str, Any], cache: dict[tuple[Any, ...], tuple[list
 
 def _feed(pipe: multiprocessing.connection.Connection) -> None:
     """Child process: serve paced, timestamped frames to each client that connects, one client at a time."""
+    # A terminal's Ctrl-C reaches the whole process group: the parent reports and tears this child down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cache: dict[tuple[Any, ...], tuple[list[str], list[str]]] = {}
 
     async def main() -> None:

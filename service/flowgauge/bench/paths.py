@@ -26,6 +26,7 @@ import gc
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -280,6 +281,8 @@ def measure_cryptofeed(name: str, recorded: RecordedFeed, items: Sequence[Item])
 
 def _serve_frames(pipe: multiprocessing.connection.Connection, count: int) -> None:
     """Child process: serve `count` recorded Bybit book frames to every client that connects, then close."""
+    # A terminal's Ctrl-C reaches the whole process group: the parent reports and tears this child down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     items = [item for item in load_bybit().items(count) if isinstance(item, str)]
 
     async def main() -> None:
