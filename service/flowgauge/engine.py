@@ -252,7 +252,12 @@ class Engine:
         if state.pending is not None and not (self.conflate and state.snapshot_stream):
             self._flush(state)  # this snapshot resets the book (or nothing is being conflated)
         was_valid = state.sync.valid
+        stale_before = state.sync.stale_snapshots
         result = state.sync.on_snapshot(snapshot)
+        if state.sync.stale_snapshots != stale_before:
+            # Older than the live book, so BookSync ignored it (counted): the book is VALID and untouched, and
+            # nothing is reset or resynced (a resync would fetch another snapshot behind the live stream).
+            return None
         if was_valid and not state.snapshot_stream:
             # A snapshot mid-stream is a venue reset: no flow across it.
             state.metrics.on_book_invalid(snapshot.ts_exchange, InvalidReason.RESET)

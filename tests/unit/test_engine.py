@@ -337,3 +337,20 @@ def test_a_deferred_payload_is_published_before_anything_that_would_change_it() 
     assert len(out.books()) == before
     assert out.statuses()[-1]["reason"] == "GAP"
     assert out.shed == {"bybit": 1 + 1}
+
+
+def test_a_rest_snapshot_older_than_the_live_book_changes_nothing() -> None:
+    """BookSync ignores a REST snapshot behind the live book; the engine must not treat that as a failure
+    (it used to reset the flow state, publish a status and ask for a resync, whose snapshot would again lag)."""
+    out = Recorder()
+    engine = Engine(out, clock=lambda: 42, core_name=core.PYTHON)
+    engine.add_instrument(linear_instrument(), binance_futures, buffer_deltas=True)
+    engine.handle(BookSnapshot("bybit", SYM, ((100.0, 5.0),), ((100.1, 3.0),), 100, 1 * S, 1 * S))
+    engine.handle(BookDelta("bybit", SYM, ((100.0, 6.0),), (), 105, 100, 2 * S, 2 * S, 99))
+    messages = len(out.messages)
+    assert engine.handle(BookSnapshot("bybit", SYM, ((100.0, 5.0),), ((100.1, 3.0),), 100, 1 * S, 3 * S)) is None
+    assert len(out.messages) == messages  # no status, no payload
+    assert engine.state("bybit", SYM).sync.stale_snapshots == 1
+    engine.handle(BookDelta("bybit", SYM, ((100.0, 8.0),), (), 106, 105, 4 * S, 4 * S, 106))
+    assert out.books()[-1]["ofi"] == 2.0  # the flow state n-1 survived: no RESET across the stale snapshot
+    assert "RESET" not in out.books()[-1]["quality"]
