@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 OKX_RECORDING = FIXTURES / "okx" / "okx-v5-2022-05.jsonl.zst"  # 299 frames, 94 payloads: quick to replay
 BINANCE_RECORDING = FIXTURES / "binanceusdm" / "binance-usdm-ethusdt-2024-08.jsonl.zst"
 SUMMARY = re.compile(
-    r"^replay: (\d+) files(?: \((\d+) failed\))?, frames=(\d+) ignored=(\d+) published=(\d+) in [\d.]+ s$"
+    r"^replay: (\d+) files?(?: \((\d+) failed\))?, frames=(\d+) ignored=(\d+) published=(\d+) in [\d.]+ s$"
 )
 INTERRUPTED = re.compile(
     r"^replay interrupted in file (\d+) of (\d+) \((.+)\), frames=(\d+) ignored=\d+ published=(\d+) in [\d.]+ s$"
@@ -137,6 +137,15 @@ def test_out_into_a_missing_directory_is_one_line(tmp_path: Path) -> None:
     assert stderr_lines(result) == [f"replay: cannot write --out {target}: No such file or directory"]
 
 
+def test_a_write_error_on_out_is_one_line_and_stops_the_replay() -> None:
+    result = run_replay(OKX_RECORDING, "--out", "/dev/full")  # every write fails: no space left on device
+    assert result.returncode == 1
+    lines = stderr_lines(result)
+    assert lines[0] == "replay: cannot write --out /dev/full: No space left on device"
+    assert lines[1].startswith(f"replay stopped in file 1 of 1 ({OKX_RECORDING}), frames="), lines
+    assert len(lines) == 2  # not blamed on the recording: no "skipped" line
+
+
 @pytest.mark.parametrize("speed", ["-1", "-0.5", "nan", "fast"])
 def test_speed_must_be_a_non_negative_number(speed: str) -> None:
     result = run_replay(OKX_RECORDING, f"--speed={speed}")
@@ -158,9 +167,11 @@ def test_a_finished_replay_ends_with_a_one_line_summary(tmp_path: Path) -> None:
 
 async def test_ctrl_c_stops_a_replay_with_a_summary_and_exit_130(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
-    # At recorded pace the Bybit fixture lasts 42 s: it is still running when Ctrl-C arrives.
+    # At recorded pace the Bybit fixture lasts 42 s: it is still running when Ctrl-C arrives, the OKX file
+    # after it not started.
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "flowgauge", "replay", str(BYBIT_RECORDING), "--speed", "1", "--out", str(out),
+        sys.executable, "-m", "flowgauge", "replay", str(BYBIT_RECORDING), str(OKX_RECORDING),
+        "--speed", "1", "--out", str(out),
         stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -180,7 +191,7 @@ async def test_ctrl_c_stops_a_replay_with_a_summary_and_exit_130(tmp_path: Path)
     interrupted = INTERRUPTED.match(lines[0])
     assert interrupted is not None, lines[0]
     at, total, path, frames, published = interrupted.groups()
-    assert (at, total, path) == ("1", "1", str(BYBIT_RECORDING))
+    assert (at, total, path) == ("1", "2", str(BYBIT_RECORDING))
     assert 0 < int(frames) < 1996
     assert int(published) == out.read_bytes().count(b"\n") >= 3  # every payload counted was written whole
 

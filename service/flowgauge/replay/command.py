@@ -40,6 +40,14 @@ def _speed(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # before the replay started (loading the config): nothing done yet
+        print("replay interrupted before it started", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
     from flowgauge import logs
 
     logs.configure(os.environ.get("FLOWGAUGE_LOG_LEVEL", "WARNING"))
@@ -63,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     return _replay_into(list(args.files), out, args.speed, symbols)
 
 
+class _OutputFailed(Exception):
+    """Writing `--out` failed (a full disk): the replay stops, and no recording is blamed for it."""
+
+
 def _replay_into(
     files: list[str], out: BinaryIO | None, speed: float, symbols: dict[str, Sequence[str]] | None
 ) -> int:
@@ -73,10 +85,14 @@ def _replay_into(
     paced = speed > 0  # a paced replay is watched as it goes (tail -f): each line is flushed when written
 
     def sink(topic: str, payload: bytes) -> None:
-        if out is not None:
+        if out is None:
+            return
+        try:
             out.write(codec.frame(topic, payload) + b"\n")  # one write: an interrupt never splits a line
             if paced:
                 out.flush()
+        except OSError as exc:
+            raise _OutputFailed(exc.strerror or str(exc)) from exc
 
     def on_file_error(path: str, why: str) -> None:
         progress.write(f"replay: skipped {path}: {why}")
@@ -84,22 +100,32 @@ def _replay_into(
     stats = ReplayStats()
     started = time.monotonic()
     progress = TerminalProgress(files, sys.stderr)
+    stopped: str | None = None
+    output_error: str | None = None
     try:
         replay(files, sink, speed=speed, symbols=symbols, stats=stats, on_file_error=on_file_error,
                on_progress=progress)
     except KeyboardInterrupt:
-        progress.close()
-        print(summary(stats, time.monotonic() - started, interrupted=True), file=sys.stderr)
-        return EXIT_INTERRUPTED
+        stopped = "interrupted"
+    except _OutputFailed as exc:
+        stopped, output_error = "stopped", str(exc)
     finally:
         progress.close()
-        if out is not None:
+    if out is not None:
+        try:
             out.close()
-    for topic, count in sorted(stats.per_topic.items()):
-        print(f"  {topic}: {count}", file=sys.stderr)
-    print(summary(stats, time.monotonic() - started), file=sys.stderr)
+        except OSError as exc:  # the last buffered lines could not be written
+            output_error = output_error or exc.strerror or str(exc)
+    if output_error is not None:
+        print(f"replay: cannot write --out {out.name if out else ''}: {output_error}", file=sys.stderr)
+    if stopped is None:
+        for topic, count in sorted(stats.per_topic.items()):
+            print(f"  {topic}: {count}", file=sys.stderr)
+    print(summary(stats, time.monotonic() - started, stopped=stopped), file=sys.stderr)
+    if stopped == "interrupted":
+        return EXIT_INTERRUPTED
     if stats.failed:
         names = ", ".join(path for path, _ in stats.failed)
         print(f"replay: {len(stats.failed)} of {stats.files_total} files failed: {names}", file=sys.stderr)
         return EXIT_FAILED_FILES
-    return 0
+    return EXIT_FAILED_FILES if output_error is not None else 0

@@ -65,14 +65,15 @@ class TerminalProgress:
         self._bar.close()
 
 
-def summary(stats: ReplayStats, elapsed_s: float, *, interrupted: bool = False) -> str:
-    """One line: what the replay did (or had done when it was interrupted, and where)."""
+def summary(stats: ReplayStats, elapsed_s: float, *, stopped: str | None = None) -> str:
+    """One line: what the replay did, or had done when it was `stopped` ("interrupted") and where."""
     counts = f"frames={stats.frames} ignored={stats.frames_ignored} published={stats.published} in {elapsed_s:.1f} s"
     failed = f" ({len(stats.failed)} failed)" if stats.failed else ""
-    if interrupted:
+    if stopped is not None:
         at = min(stats.files_done + 1, stats.files_total)
-        return f"replay interrupted in file {at} of {stats.files_total} ({stats.current_file}){failed}, {counts}"
-    return f"replay: {stats.files_total} files{failed}, {counts}"
+        return f"replay {stopped} in file {at} of {stats.files_total} ({stats.current_file}){failed}, {counts}"
+    files = "1 file" if stats.files_total == 1 else f"{stats.files_total} files"
+    return f"replay: {files}{failed}, {counts}"
 
 
 def _utc(ts: float) -> str:

@@ -4,6 +4,11 @@ Frames are tied to connections by `conn`, and each connection's `connect` URL pi
 (Bybit spot and linear share topic names, so the URL is the only way to tell them apart).
 Instrument metadata comes from the recording's own REST lines, parsed by ccxt. Exchange time
 drives every metric, so the same input yields the same output (`ts_publish` aside).
+
+Several files replay into one engine, in the order given (a recorder's rotated files continue each
+other). A new connection is a reconnect for the books an earlier one carried, as live; the connect
+lines a rotated file repeats are not. A file that cannot be replayed (unreadable, corrupt, unknown
+exchange, no metadata) is reported through `on_file_error` and the next file goes on.
 """
 
 from __future__ import annotations
@@ -291,8 +296,7 @@ def replay(
             if on_file_error is None:
                 raise
             on_file_error(str(path), why)
-        finally:
-            stats.files_done += 1
+        stats.files_done += 1  # not on an interrupt: the summary then names the file it stopped in
     return engine, stats
 
 
