@@ -345,6 +345,23 @@ cdef class OfiState:
     def __cinit__(self):
         self.has_prev = False
 
+    def event(self, CBook book, ts_exchange, SlidingSum win_1s, SlidingSum win_10s, SlidingSum win_60s,
+              DecayedSum ew_10s):
+        """InstrumentMetrics._book_event: `step`, then a non-zero `e_n` added to the OFI windows at its time."""
+        cdef object e = self.step(book)
+        cdef long long t
+        cdef double x
+        if e is None:
+            return None
+        x = e
+        if x != 0.0:
+            t = _ns(ts_exchange)
+            win_1s._add_item(t, x, 0.0)
+            win_10s._add_item(t, x, 0.0)
+            win_60s._add_item(t, x, 0.0)
+            ew_10s._add(t, x)
+        return e
+
     def forget(self):
         """The book left VALID: the next state has no predecessor."""
         self.has_prev = False

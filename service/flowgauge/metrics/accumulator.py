@@ -122,7 +122,7 @@ class InstrumentMetrics:
 
     def on_book(self, book: L2Book, ts_exchange: int) -> None:
         """A book message was applied to a VALID book: compute this event's `e_n` and add it to the flows."""
-        e = self._ofi_step(book)
+        e = self._book_event(book, ts_exchange)
         self._first_book_seen = True
         if e is None:
             # First state after start or after a resync: store it as state n-1, no e_n (§1.4).
@@ -138,20 +138,23 @@ class InstrumentMetrics:
             return
         self._last_e = e
         self.book_events += 1
+
+    def _book_event(self, book: L2Book, ts_exchange: int) -> float | None:
+        """Store the book's top as state n and add its `e_n` to the OFI windows; returns `e_n`, or None when
+        there is no state n-1 (the compiled core overrides this with one C call doing the same)."""
+        top = top_of_book(book)
+        prev = self._prev_top
+        self._prev_top = top
+        if prev is None:
+            return None
+        e = ofi_event(prev, top)
         if e != 0.0:
             # A zero adds nothing to a sum; skipping it keeps the deques short on depth-only updates.
             self._win_1s.add(ts_exchange, e)
             self._win_10s.add(ts_exchange, e)
             self._win_60s.add(ts_exchange, e)
             self._ew_10s.add(ts_exchange, e)
-
-    def _ofi_step(self, book: L2Book) -> float | None:
-        """Store the book's top as state n; returns `e_n`, or None when there is no state n-1 (the compiled
-        core overrides this with its C version)."""
-        top = top_of_book(book)
-        prev = self._prev_top
-        self._prev_top = top
-        return None if prev is None else ofi_event(prev, top)
+        return e
 
     def on_book_invalid(self, ts_exchange: int, reason: InvalidReason) -> None:
         """The book left VALID: forget state n-1 and open a GAP / RESET period."""

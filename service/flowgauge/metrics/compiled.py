@@ -1,7 +1,7 @@
 """`InstrumentMetrics` with its per-event book math in the compiled core (flowgauge.core._core).
 
 Only the hot steps are replaced, each by C code that mirrors the reference operation for operation: the top
-of book and CKS `e_n` (`_ofi_step`), the book-state fields (`_book_fields`: best levels, mid, spread, wmid,
+of book and CKS `e_n` (`_book_event`), the book-state fields (`_book_fields`: best levels, mid, spread, wmid,
 depth imbalances, band depths), the OFI windows (exact sliding sums `ofi_raw_1s/10s/60s` and the decayed
 sum `ofi_ew_10s`) and the trade-flow windows (`tfi_10s/60s`), same primitives in C. Everything else (flags,
 OI, funding, the order of the fields) is the reference's own code, so both cores publish the same payloads.
@@ -36,8 +36,10 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
         self._tfi_10s = core.TradeFlowImbalance(10 * _S)
         self._tfi_60s = core.TradeFlowImbalance(60 * _S)
 
-    def _ofi_step(self, book: Any) -> float | None:
-        return self._ofi.step(book)  # type: ignore[no-any-return]
+    def _book_event(self, book: Any, ts_exchange: int) -> float | None:
+        return self._ofi.event(  # type: ignore[no-any-return]
+            book, ts_exchange, self._win_1s, self._win_10s, self._win_60s, self._ew_10s
+        )
 
     def on_book_invalid(self, ts_exchange: int, reason: InvalidReason) -> None:
         super().on_book_invalid(ts_exchange, reason)
