@@ -7,7 +7,7 @@ to it, so `arrival_ns()` after a `recv()` is the message's honest receive time: 
 time it waited behind other messages. That is what backlog conflation (issue 8 item 6) is decided on, and what
 the receive -> publish latency then includes.
 
-It relies on two details of websockets' asyncio implementation (13 and later; checked on 15): the assembler
+It relies on two details of websockets' asyncio implementation (checked on 17.4): the assembler
 (`recv_messages`, created in `connection_made`) is fed through `put` from `data_received`, and its frame queue
 has a length. If either is missing the class falls back to the time `recv()` returned, never to a wrong value.
 """
