@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowgauge import core
 from flowgauge.bench.frames import Item, RecordedFeed, RestSnapshot, frame_count, level_count, load_bybit
 from flowgauge.bench.synthetic import SyntheticStream
 from flowgauge.book.sync import BookSync
@@ -169,7 +170,11 @@ class Pipeline:
                 else:
                     self.engine.add_instrument(instrument, rule)
         else:
-            self.books = {i.symbol: BookSync(rule, buffer_deltas=buffered) for i in instruments}
+            # The same book the engine would use: the active core's (C arrays when compiled).
+            hot_core = core.active_core()
+            self.books = {
+                i.symbol: BookSync(rule, buffer_deltas=buffered, book=core.new_book(hot_core)) for i in instruments
+            }
 
     def events(self, item: Item, ts_recv: int) -> list[Any]:
         if isinstance(item, RestSnapshot):
