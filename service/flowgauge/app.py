@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -355,14 +356,15 @@ class Daemon:
 
         return on_body
 
-    def _http_recorder(self, venue: str, conn: str = "http.1") -> Callable[[str, str], None] | None:
+    def _http_recorder(self, venue: str, conn: str = "http.1") -> _ResponseRecorder | None:
         recorder = self._recorder(venue)
         if recorder is None:
             return None
         rec = recorder
 
-        def on_response(url: str, body: str) -> None:
-            rec.http(f"{venue.upper()}.{conn}", url, body)
+        def on_response(url: str, body: str, ts_recv: int | None = None) -> None:
+            # The scheduler's own receive time when it has one (what the pipeline got), else now.
+            rec.http(f"{venue.upper()}.{conn}", url, body, None if ts_recv is None else ts_recv / 1e9)
 
         return on_response
 
@@ -406,6 +408,12 @@ def _not_started_book(markets_loaded: bool) -> dict[str, object]:
         "throttled": 0,
         "last_ts_exchange": None,
     }
+
+
+class _ResponseRecorder(Protocol):
+    """Records one REST answer; `ts_recv` (ns) when the caller has its own receive time (the scheduler)."""
+
+    def __call__(self, url: str, body: str, ts_recv: int | None = None) -> None: ...
 
 
 class _ShutdownRequested(Exception):

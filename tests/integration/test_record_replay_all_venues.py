@@ -38,17 +38,20 @@ pytestmark = pytest.mark.integration
 ROTATE_S = 3.0
 BOOK_PAYLOADS_PER_BOOK = 5  # live VALID book payloads each book must reach (Deribit ETH has a few per loop)
 
-# Payload fields that legitimately differ between the live daemon and its replay:
+# What legitimately differs between a payload the live daemon published and its replay:
 # - ts_publish: the publishing clock, by definition different.
-# - ts_recv: the recording keeps receive times as float unix seconds (the format's), ~240 ns apart at today's
-#   epoch; websocket frames are recorded with the receive time the pipeline used, so they come back within
-#   that rounding, but REST answers (Binance and OKX book snapshots) are stamped by the recorder a moment
-#   before the REST scheduler reads its own clock. Compared within RECV_TOLERANCE_NS instead of exactly.
+# - ts_recv: the recorder stores the receive time the pipeline used (websocket arrival, REST answer read), but
+#   as float unix seconds, the format's: about 240 ns resolution at today's epoch, so it comes back within
+#   FLOAT_SECONDS_NS of the live value, not to the nanosecond.
+# - ts_exchange of payloads stamped with the receive time because the venue sends no time with them
+#   (Hyperliquid's asset contexts, Binance's first funding answer): the same float rounding. Book payloads
+#   carry the venue's own book time, compared exactly.
 # Every other field, `seq` included (it counts the instrument's non-book payloads too), must be identical.
-EXCLUDED_FIELDS = ("ts_recv", "ts_publish")
-RECV_TOLERANCE_NS = 100_000_000  # generous for a loaded machine; a unit or clock mix-up is off by far more
+EXCLUDED_FIELDS = ("ts_publish", "ts_recv", "ts_exchange")
+FLOAT_SECONDS_NS = 1_000
 
 Key = tuple[str, str]
+Messages = list[tuple[str, dict[str, Any]]]  # (topic, payload) in publishing order
 
 
 def _config(path: Path, base: int, bus_port: int, http_port: int) -> Path:
@@ -78,16 +81,26 @@ def _config(path: Path, base: int, bus_port: int, http_port: int) -> Path:
     return path
 
 
-def _by_book(messages: list[tuple[str, dict[str, Any]]]) -> dict[Key, list[dict[str, Any]]]:
+def _by_book(messages: Messages, trigger: str | None = "book") -> dict[Key, list[dict[str, Any]]]:
+    """Payloads per (venue, symbol) in publishing order: book-triggered ones, or every trigger (None)."""
     books: dict[Key, list[dict[str, Any]]] = {}
-    for _, payload in messages:
-        if payload.get("trigger") == "book":
-            books.setdefault((payload["venue"], payload["symbol"]), []).append(payload)
+    for topic, payload in messages:
+        if ".status." in topic or (trigger is not None and payload.get("trigger") != trigger):
+            continue
+        books.setdefault((payload["venue"], payload["symbol"]), []).append(payload)
     return books
 
 
-def _comparable(payload: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in payload.items() if k not in EXCLUDED_FIELDS}
+def _assert_same(live: dict[str, Any], replayed: dict[str, Any], key: Key) -> None:
+    context = (key, live["trigger"], live["seq"])
+    assert {k: v for k, v in replayed.items() if k not in EXCLUDED_FIELDS} == {
+        k: v for k, v in live.items() if k not in EXCLUDED_FIELDS
+    }, context
+    assert abs(replayed["ts_recv"] - live["ts_recv"]) < FLOAT_SECONDS_NS, context
+    if live["trigger"] == "book":
+        assert replayed["ts_exchange"] == live["ts_exchange"], context
+    else:
+        assert abs(replayed["ts_exchange"] - live["ts_exchange"]) < FLOAT_SECONDS_NS, context
 
 
 async def test_every_venue_replays_what_it_published_live(tmp_path: Path) -> None:
@@ -95,7 +108,7 @@ async def test_every_venue_replays_what_it_published_live(tmp_path: Path) -> Non
     bus_port, http_port = free_port(), free_port()
     config = _config(tmp_path / "all.yaml", base, bus_port, http_port)
     record_dir = tmp_path / "rec"
-    live: list[tuple[str, dict[str, Any]]] = []
+    live: Messages = []
     wanted = {(venue, symbol) for venue, symbols in SYMBOLS.items() for symbol in symbols}
 
     with flowgauge(["record", str(record_dir), "-c", str(config)], tmp_path / "daemon.log") as daemon:
@@ -170,12 +183,18 @@ async def test_every_venue_replays_what_it_published_live(tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr
     replayed = [orjson.loads(line) for line in out.read_bytes().splitlines()]
-    replay_books = _by_book([(m["topic"], m["payload"]) for m in replayed])
-    live_books = _by_book(live)
+    messages = [(m["topic"], m["payload"]) for m in replayed]
+    replay_books, live_books = _by_book(messages), _by_book(live)
     assert set(live_books) == wanted
     for key in sorted(wanted):
         live_payloads, replay_payloads = live_books[key], replay_books.get(key, [])
         assert [p["book_seq"] for p in replay_payloads] == [p["book_seq"] for p in live_payloads], key
         for live_payload, replay_payload in zip(live_payloads, replay_payloads, strict=True):
-            assert _comparable(replay_payload) == _comparable(live_payload), key
-            assert abs(replay_payload["ts_recv"] - live_payload["ts_recv"]) < RECV_TOLERANCE_NS, key
+            _assert_same(live_payload, replay_payload, key)
+    # Beyond the contract: the open interest, funding, long/short and liquidation payloads of the configured
+    # books are the same too, in the same order.
+    every_live, every_replayed = _by_book(live, trigger=None), _by_book(messages, trigger=None)
+    for key in sorted(wanted):
+        assert [p["trigger"] for p in every_replayed[key]] == [p["trigger"] for p in every_live[key]], key
+        for live_payload, replay_payload in zip(every_live[key], every_replayed[key], strict=True):
+            _assert_same(live_payload, replay_payload, key)

@@ -110,7 +110,7 @@ class RestScheduler:
         *,
         timeout_s: float = 10.0,
         hooks: RestHooks | None = None,
-        on_response: Callable[[str, str], None] | None = None,
+        on_response: Callable[[str, str, int], None] | None = None,
         failures: FailureReporter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -119,7 +119,9 @@ class RestScheduler:
         self.bucket = TokenBucket(weight_per_minute / 60.0, max(1.0, weight_per_minute / 10.0), clock)
         self.timeout_s = timeout_s
         self.hooks = hooks
-        self.on_response = on_response  # (url with query, body): lets the recorder keep REST answers
+        # (url with query, body, ts_recv ns): lets the recorder keep REST answers with the receive time the
+        # pipeline gets, so a replay of them sees the same clock.
+        self.on_response = on_response
         self.failures = failures
         self._clock = clock
         self._snapshots: dict[str, _Snapshot] = {}  # by symbol; insertion order = request order
@@ -202,6 +204,7 @@ class RestScheduler:
         self.requests += 1
         outcome = "ok"
         text: str | None = None
+        ts_recv: int | None = None
         failure: tuple[str, str] | None = None  # (cause class, message)
         try:
             async with http.request(
@@ -228,8 +231,9 @@ class RestScheduler:
                     # Decoded leniently: a mislabelled charset must become a parse error downstream,
                     # not an exception that ends the scheduler.
                     text = (await response.read()).decode(response.get_encoding() or "utf-8", "replace")
+                    ts_recv = time.time_ns()
                     if self.on_response is not None:
-                        self.on_response(str(response.url), text)
+                        self.on_response(str(response.url), text, ts_recv)
         except (aiohttp.ClientError, TimeoutError, OSError, LookupError) as exc:  # LookupError: unknown charset
             outcome = "error"
             failure = (cause_class(exc), describe(exc, 200))
@@ -241,7 +245,8 @@ class RestScheduler:
             symbols = [job.fetch.symbol] if isinstance(job, _Snapshot) else []
             cause, message = failure
             self.failures.venue_failure(self.venue, f"rest:{kind}", cause, f"{path}: {message.strip()}", symbols)
-        ts_recv = time.time_ns()
+        if ts_recv is None:
+            ts_recv = time.time_ns()
         if isinstance(job, _Snapshot):
             self._finish_snapshot(job, text, ts_recv)
         else:
