@@ -1140,3 +1140,83 @@ def flow_fields(
     out["tfi_10s"] = tfi_10s.value_at(now)
     out["tfi_60s"] = tfi_60s.value_at(now)
     return mid
+
+
+DEF _OI_PARTIAL = 1
+DEF _OI_INCONSISTENT = 2
+DEF _OI_STALE = 4
+OI_PARTIAL = _OI_PARTIAL
+OI_INCONSISTENT = _OI_INCONSISTENT
+OI_STALE = _OI_STALE
+
+
+cdef class PayloadFields:
+    """InstrumentMetrics.fields in one call per payload, for one instrument's compiled metrics.
+
+    Holds the instrument's C windows. `fill` writes every metric field in the reference's order: the per-event
+    part (`flow_fields`), then the slow-moving state (OI, funding, long/short skew) from `state`, a tuple the
+    caller rebuilds only when those inputs change (see metrics.compiled), then the quality flags.
+    """
+
+    cdef SlidingSum win_1s
+    cdef SlidingSum win_10s
+    cdef SlidingSum win_60s
+    cdef DecayedSum ew_10s
+    cdef TradeFlowImbalance tfi_10s
+    cdef TradeFlowImbalance tfi_60s
+    cdef object warmup_ns
+
+    def __cinit__(self, SlidingSum win_1s, SlidingSum win_10s, SlidingSum win_60s, DecayedSum ew_10s,
+                  TradeFlowImbalance tfi_10s, TradeFlowImbalance tfi_60s, warmup_ns):
+        self.win_1s = win_1s
+        self.win_10s = win_10s
+        self.win_60s = win_60s
+        self.ew_10s = ew_10s
+        self.tfi_10s = tfi_10s
+        self.tfi_60s = tfi_60s
+        self.warmup_ns = warmup_ns
+
+    def fill(self, tuple state, object book, object last_e, object trigger, bint first_book_seen, object now_ns,
+             object warm_start, set open_flags, dict flag_until, dict out):
+        """`state` = (oi, oi_notional, oi_chg_pct, oi_open_ratio, oi flags (OI_* bits), funding_rate_8h,
+        mark_price, index_price, ls_skew_accounts, ls_skew_top_positions)."""
+        cdef set flags = set()
+        cdef object mid = flow_fields(book, last_e, trigger, first_book_seen, self.win_1s, self.win_10s,
+                                      self.win_60s, self.ew_10s, self.tfi_10s, self.tfi_60s, now_ns, out, flags)
+        cdef int oi_flags = state[4]
+        cdef object index = state[7]
+        cdef double mid_px, index_px
+        cdef object flag, until
+        cdef list quality
+        out["oi"] = state[0]
+        out["oi_notional"] = state[1]
+        out["oi_chg_pct_5m"] = state[2]
+        out["oi_open_ratio_5m"] = state[3]
+        if oi_flags & _OI_PARTIAL:
+            flags.add("PARTIAL_WINDOW")
+        if oi_flags & _OI_INCONSISTENT:
+            flags.add("OI_INCONSISTENT")
+        if oi_flags & _OI_STALE:
+            flags.add("STALE")
+        out["funding_rate_8h"] = state[5]
+        # metrics.funding.premium_bps
+        if mid is None or index is None or index <= 0.0:
+            out["premium_bps_live"] = None
+        else:
+            mid_px = mid
+            index_px = index
+            out["premium_bps_live"] = (mid_px - index_px) / index_px * 1e4
+        out["mark_price"] = state[6]
+        out["index_price"] = index
+        out["ls_skew_accounts"] = state[8]
+        out["ls_skew_top_positions"] = state[9]
+        if warm_start is None or now_ns - warm_start < self.warmup_ns:
+            flags.add("WARMUP")
+        if open_flags:
+            flags.update(open_flags)
+        for flag, until in flag_until.items():
+            if now_ns < until:
+                flags.add(flag)
+        quality = sorted(flags)
+        out["quality"] = quality
+        return out

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from flowgauge.core import compiled_module
-from flowgauge.metrics.accumulator import _S, InstrumentMetrics
-from flowgauge.types import Instrument, InvalidReason
+from flowgauge.metrics.accumulator import _S, WARMUP_NS, InstrumentMetrics
+from flowgauge.types import FundingRate, Instrument, InvalidReason, LongShortRatio, OpenInterest, Trade
 
 __all__ = ["CompiledInstrumentMetrics"]
 
@@ -21,7 +21,7 @@ __all__ = ["CompiledInstrumentMetrics"]
 class CompiledInstrumentMetrics(InstrumentMetrics):
     """Same inputs, same outputs as `InstrumentMetrics`; requires the book to be the core's `CBook`."""
 
-    __slots__ = ("_book_fields_c", "_flow_fields_c", "_ofi")
+    __slots__ = ("_book_fields_c", "_flow_fields_c", "_ofi", "_payload_fields", "_state", "_state_stale")
 
     def __init__(self, instrument: Instrument) -> None:
         super().__init__(instrument)
@@ -35,6 +35,75 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
         self._ew_10s = core.DecayedSum.for_window(10.0)
         self._tfi_10s = core.TradeFlowImbalance(10 * _S)
         self._tfi_60s = core.TradeFlowImbalance(60 * _S)
+        self._payload_fields = core.PayloadFields(
+            self._win_1s, self._win_10s, self._win_60s, self._ew_10s, self._tfi_10s, self._tfi_60s, WARMUP_NS
+        )
+        # OI, funding and long/short skew change only with their own inputs: their payload values are rebuilt
+        # then (on_trade, on_open_interest, on_funding, on_long_short), not for every book payload.
+        self._state: tuple[Any, ...] = ()
+        self._state_stale = True
+
+    def on_trade(self, trade: Trade) -> None:
+        super().on_trade(trade)
+        self._state_stale = True
+
+    def on_open_interest(self, oi: OpenInterest) -> None:
+        super().on_open_interest(oi)
+        self._state_stale = True
+
+    def on_funding(self, funding: FundingRate) -> None:
+        super().on_funding(funding)
+        self._state_stale = True
+
+    def on_long_short(self, ratio: LongShortRatio) -> None:
+        super().on_long_short(ratio)
+        self._state_stale = True
+
+    def _state_values(self) -> tuple[Any, ...]:
+        """The slow-moving part of `fields`, computed as the reference does (see PayloadFields.fill)."""
+        core = compiled_module()
+        oi = self._oi
+        funding = self._funding
+        mark = funding.mark_price
+        flags = 0
+        if oi.partial and (oi.chg_pct is not None or oi.open_ratio is not None):
+            flags |= core.OI_PARTIAL
+        if oi.inconsistent:
+            flags |= core.OI_INCONSISTENT
+        if oi.stale:
+            flags |= core.OI_STALE
+        return (
+            oi.oi,
+            oi.oi * mark if oi.oi is not None and mark is not None else None,
+            oi.chg_pct,
+            oi.open_ratio,
+            flags,
+            funding.rate_8h(),
+            mark,
+            funding.index_price,
+            self.ls_skew.get("ls_skew_accounts"),
+            self.ls_skew.get("ls_skew_top_positions"),
+        )
+
+    def fields(
+        self, book: Any, ts_exchange: int, trigger: str, out: dict[str, object] | None = None
+    ) -> dict[str, object]:
+        """`InstrumentMetrics.fields`, every field in one C call (same values, same order)."""
+        if self._state_stale:
+            self._state = self._state_values()
+            self._state_stale = False
+        return self._payload_fields.fill(  # type: ignore[no-any-return]
+            self._state,
+            book,
+            self._last_e,
+            trigger,
+            self._first_book_seen,
+            ts_exchange,
+            self._warm_start,
+            self._open_flags,
+            self._flag_until,
+            {} if out is None else out,
+        )
 
     def _book_event(self, book: Any, ts_exchange: int) -> float | None:
         return self._ofi.event(  # type: ignore[no-any-return]

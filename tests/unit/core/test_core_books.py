@@ -185,3 +185,65 @@ def test_c_trade_flow_gives_the_reference_bits_on_random_trades() -> None:
         ref_flow.overflow_dropped,
         ref_flow.late_queries,
     )
+
+
+def test_whole_payload_fields_match_the_reference_with_every_kind_of_input() -> None:
+    from flowgauge.types import FundingRate, LongShortRatio, OpenInterest, Trade
+
+    rng = random.Random(11)
+    instrument = linear_instrument()
+    ref_metrics, c_metrics = InstrumentMetrics(instrument), CompiledInstrumentMetrics(instrument)
+    reference, compiled = L2Book(), _core.CBook(5000)
+    bids = [(round(rng.uniform(99, 100), 2), rng.uniform(0.1, 3)) for _ in range(30)]
+    asks = [(round(rng.uniform(100.01, 101), 2), rng.uniform(0.1, 3)) for _ in range(30)]
+    reference.load(bids, asks, 0, 0)
+    compiled.load(bids, asks, 0, 0)
+    ts = 10**18
+    seen: set[str] = set()
+    for step in range(3000):
+        ts += rng.choice([10**6, 10**8, 10**9, 7 * 10**9])
+        at = ts - rng.choice([0, 0, 0, 10**9])  # other streams run a little behind or ahead
+        kind = rng.choice(["book"] * 5 + ["trade", "oi", "funding", "ls", "invalid"])
+        trigger = "book"
+        if kind == "book":
+            side = rng.choice(("bids", "asks"))
+            price = round(rng.uniform(99, 100), 2) if side == "bids" else round(rng.uniform(100.01, 101), 2)
+            size = rng.choice((0.0, rng.uniform(0.001, 3)))
+            getattr(reference, side).set(price, size)
+            getattr(compiled, side).set(price, size)
+            ref_metrics.on_book(reference, ts)
+            c_metrics.on_book(compiled, ts)
+        elif kind == "trade":
+            trade = Trade("bybit", instrument.symbol, 100.0, rng.uniform(0, 2), rng.choice((1, -1)), str(step),
+                          rng.random() < 0.1, at, at)  # fmt: skip
+            ref_metrics.on_trade(trade)
+            c_metrics.on_trade(trade)
+        elif kind == "oi":
+            oi = OpenInterest("bybit", instrument.symbol, rng.choice([1000.0, rng.uniform(900, 1100)]), at, at)
+            ref_metrics.on_open_interest(oi)
+            c_metrics.on_open_interest(oi)
+            trigger = "open_interest"
+        elif kind == "funding":
+            funding = FundingRate("bybit", instrument.symbol, rng.choice([None, 1e-4]), rng.choice([None, 8.0]),
+                                  None, rng.choice([None, 100.2]), rng.choice([None, 100.1, 0.0]), at, at)  # fmt: skip
+            ref_metrics.on_funding(funding)
+            c_metrics.on_funding(funding)
+            trigger = "funding"
+        elif kind == "ls":
+            ratio = LongShortRatio("bybit", instrument.symbol, rng.choice(["accounts", "top_positions"]),
+                                   rng.uniform(0, 3), at, at)  # fmt: skip
+            ref_metrics.on_long_short(ratio)
+            c_metrics.on_long_short(ratio)
+            trigger = "long_short"
+        else:
+            reason = rng.choice([InvalidReason.GAP, InvalidReason.RESET])
+            ref_metrics.on_book_invalid(ts, reason)
+            c_metrics.on_book_invalid(ts, reason)
+        valid = rng.random() > 0.05
+        when = ts if trigger == "book" else at
+        ours = c_metrics.fields(compiled if valid else None, when, trigger, {"envelope": 1})
+        theirs = ref_metrics.fields(reference if valid else None, when, trigger, {"envelope": 1})
+        assert list(ours.items()) == list(theirs.items())
+        seen.update(key for key, value in ours.items() if value is not None)
+    # every field took a value at some point: nothing was compared only as None
+    assert seen >= {"oi_chg_pct_5m", "oi_open_ratio_5m", "premium_bps_live", "tfi_60s", "ls_skew_accounts", "ofi"}
