@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from flowgauge import core
 from flowgauge.book.l2 import DEFAULT_MAX_LEVELS
 from flowgauge.book.sequencing import snapshots_only
-from flowgauge.book.sync import BookSync, SequenceRule, consecutive_ids
+from flowgauge.book.sync import SequenceRule, consecutive_ids
 from flowgauge.logs import BurstLimiter, event
 from flowgauge.metrics.accumulator import InstrumentMetrics
 from flowgauge.metrics.windows import LATE_HORIZON_NS
@@ -84,7 +84,7 @@ class InstrumentState:
         book_max_levels: int = DEFAULT_MAX_LEVELS,
     ) -> None:
         self.instrument = instrument
-        self.sync = BookSync(rule, buffer_deltas=buffer_deltas, book=core.new_book(core_name, book_max_levels))
+        self.sync = core.new_sync(core_name, rule, buffer_deltas, book_max_levels)
         # Venues that push a full book every time (Hyperliquid): consecutive snapshots are ordinary
         # transitions, so OFI flows across them; elsewhere a snapshot mid-stream is a reset.
         self.snapshot_stream = rule is snapshots_only

@@ -173,7 +173,7 @@ class Pipeline:
             # The same book the engine would use: the active core's (C arrays when compiled).
             hot_core = core.active_core()
             self.books = {
-                i.symbol: BookSync(rule, buffer_deltas=buffered, book=core.new_book(hot_core)) for i in instruments
+                i.symbol: core.new_sync(hot_core, rule, buffered) for i in instruments
             }
 
     def events(self, item: Item, ts_recv: int) -> list[Any]:

@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from flowgauge.book.l2 import DEFAULT_MAX_LEVELS, L2Book
+from flowgauge.book.sync import BookSync, SequenceRule
 from flowgauge.connectors import levels
 from flowgauge.core.source_hash import source_hash
 
@@ -24,6 +25,7 @@ __all__ = [
     "compiled_module",
     "fallback_reason",
     "new_book",
+    "new_sync",
     "select",
 ]
 
@@ -96,6 +98,18 @@ def compiled_module() -> ModuleType:
     if _compiled is None:
         raise CoreUnavailable(f"the compiled core is unavailable: {_unavailable}")
     return _compiled
+
+
+def new_sync(
+    core: str, rule: SequenceRule, buffer_deltas: bool = False, max_levels: int = DEFAULT_MAX_LEVELS
+) -> BookSync:
+    """A `BookSync` for one instrument over `core`'s book (the compiled one applies a next delta in one call)."""
+    if core == COMPILED:
+        from flowgauge.core.sync import CompiledBookSync
+
+        module = compiled_module()
+        return CompiledBookSync(module, rule, buffer_deltas, module.CBook(max_levels))
+    return BookSync(rule, buffer_deltas=buffer_deltas, book=L2Book(max_levels))
 
 
 def new_book(core: str, max_levels: int = DEFAULT_MAX_LEVELS) -> Any:

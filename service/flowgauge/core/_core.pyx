@@ -28,6 +28,10 @@ cdef extern from *:
 SOURCE_HASH = FLOWGAUGE_CORE_SOURCE_HASH.decode("ascii")
 """sha256 of the .pyx/.pxd sources this extension was built from (setup.py passes it at build time)."""
 
+RULE_NONE = 0
+RULE_CONSECUTIVE = 1
+RULE_CHAINED = 2
+
 DEF _EMPTY_SIDE = 1
 DEF _PARTIAL = 2
 
@@ -234,6 +238,32 @@ cdef class CBook:
 
     def is_crossed(self):
         return self.bids.n > 0 and self.asks.n > 0 and self.bids.px[0] >= self.asks.px[0]
+
+    def apply_next(self, delta, int rule):
+        """Apply `delta` when it is, by the venue's rule, the next one after the current book; the common case
+        of BookSync.on_delta in one call (core.sync.CompiledBookSync). `rule`: RULE_CONSECUTIVE (`seq` must be
+        the book's + 1, Bybit) or RULE_CHAINED (`prev_seq` must equal the book's, after the first delta).
+
+        Returns 0 when it is not (nothing done: the caller's reference path decides stale or gap), 1 when it
+        was applied, 2 when it was applied and crossed the book."""
+        cdef object seq = self.seq
+        if seq is None:
+            return 0
+        if rule == RULE_CONSECUTIVE:
+            if delta.seq != seq + 1:
+                return 0
+        elif rule == RULE_CHAINED:
+            if delta.prev_seq != seq:
+                return 0
+        else:
+            return 0
+        self.bids.apply_levels(delta.bids)
+        self.asks.apply_levels(delta.asks)
+        self.seq = delta.seq
+        self.ts_exchange = delta.ts_exchange
+        if self.bids.n > 0 and self.asks.n > 0 and self.bids.px[0] >= self.asks.px[0]:
+            return 2
+        return 1
 
     @property
     def dropped_levels(self):

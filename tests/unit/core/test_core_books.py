@@ -247,3 +247,47 @@ def test_whole_payload_fields_match_the_reference_with_every_kind_of_input() -> 
         seen.update(key for key, value in ours.items() if value is not None)
     # every field took a value at some point: nothing was compared only as None
     assert seen >= {"oi_chg_pct_5m", "oi_open_ratio_5m", "premium_bps_live", "tfi_60s", "ls_skew_accounts", "ofi"}
+
+
+@pytest.mark.parametrize("rule_name", ["consecutive_ids", "chained_ids", "binance_futures", "okx_books"])
+def test_the_compiled_sync_decides_every_delta_as_the_reference(rule_name: str) -> None:
+    from flowgauge.book import sequencing
+    from flowgauge.book.sync import BookSync
+    from flowgauge.types import BookDelta, BookSnapshot
+
+    rule = getattr(sequencing, rule_name)
+    rng = random.Random(rule_name)
+    reference = BookSync(rule, buffer_deltas=True, book=L2Book())
+    compiled = core.new_sync(core.COMPILED, rule, True)
+    seq = 100
+    for step in range(3000):
+        if step % 400 == 0:
+            bids = tuple((100.0 - i * 0.5, 1.0) for i in range(10))
+            asks = tuple((100.5 + i * 0.5, 1.0) for i in range(10))
+            event = BookSnapshot("x", "S", bids, asks, seq, step, step)
+            outcomes = [s.on_snapshot(event) for s in (reference, compiled)]
+        else:
+            jump = rng.choice([1] * 20 + [0, -1, 2, 5])  # next, stale, duplicate, gaps
+            prev, seq = seq, seq + jump
+            side = rng.choice(("bids", "asks"))
+            price = rng.uniform(95, 100.8) if side == "bids" else rng.uniform(99.7, 105)  # crossing now and then
+            levels = ((round(price, 1), rng.choice((0.0, 1.0, 2.0))),)
+            event = BookDelta("x", "S", levels if side == "bids" else (), levels if side == "asks" else (),
+                              seq, prev if rng.random() > 0.03 else prev - 3, step, step, prev + 1)  # fmt: skip
+            outcomes = [s.on_delta(event) for s in (reference, compiled)]
+        ref_result, c_result = (
+            (r.applied, r.reset, r.changed, r.needs_resync) for r in outcomes
+        )  # the reused result objects, read at once
+        assert c_result == ref_result
+        assert (compiled.state, compiled.reason, compiled.detail, compiled.gaps, compiled.stale_dropped) == (
+            reference.state,
+            reference.reason,
+            reference.detail,
+            reference.gaps,
+            reference.stale_dropped,
+        )
+        assert compiled.book.seq == reference.book.seq
+        assert compiled.book.bids.levels() == reference.book.bids.levels()
+        assert compiled.book.asks.levels() == reference.book.asks.levels()
+    # gaps and crossings both happened (resyncs count both), so every branch was compared
+    assert 0 < reference.gaps < reference.resyncs
