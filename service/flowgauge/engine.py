@@ -21,13 +21,14 @@ from flowgauge.book.l2 import DEFAULT_MAX_LEVELS
 from flowgauge.book.sequencing import snapshots_only
 from flowgauge.book.sync import SequenceRule, consecutive_ids
 from flowgauge.logs import BurstLimiter, event
-from flowgauge.metrics.accumulator import InstrumentMetrics
+from flowgauge.metrics.accumulator import FIELD_NAMES, InstrumentMetrics
 from flowgauge.metrics.windows import LATE_HORIZON_NS
 from flowgauge.publish import codec, topics
 from flowgauge.types import (
     BadFrame,
     BookDelta,
     BookSnapshot,
+    BookState,
     FundingRate,
     Instrument,
     InvalidReason,
@@ -46,6 +47,13 @@ SCHEMA = "flowgauge.v1"
 SAMPLED_LIQUIDATION_VENUES = frozenset({"binanceusdm"})
 
 Sink = Callable[[str, bytes], None]
+
+_ENVELOPE_KEYS = (
+    "schema", "venue", "symbol", "instrument", "trigger", "seq", "book_seq", "book_state", "ts_exchange", "ts_recv",
+    "ts_publish",
+)  # fmt: skip
+_PAYLOAD_TEMPLATE: dict[str, Any] = dict.fromkeys((*_ENVELOPE_KEYS, *FIELD_NAMES))
+_STATE_TEXT = {state: state.value for state in BookState}  # an enum's .value is a slow descriptor lookup
 
 
 class EngineHooks(Protocol):
@@ -442,22 +450,25 @@ class Engine:
 
     def _emit(self, state: InstrumentState, trigger: str, ts_exchange: int, ts_recv: int, conflated: bool) -> None:
         sync = state.sync
-        book = sync.book if sync.valid else None
+        book_state = sync.state
+        book = sync.book if book_state is BookState.VALID else None
         state.publish_seq += 1
         instrument = state.instrument
-        payload: dict[str, Any] = {
-            "schema": SCHEMA,
-            "venue": instrument.venue,
-            "symbol": instrument.symbol,
-            "instrument": instrument.venue_id,
-            "trigger": trigger,
-            "seq": state.publish_seq,
-            "book_seq": sync.book.seq if book is not None else None,
-            "book_state": sync.state.value,
-            "ts_exchange": ts_exchange,
-            "ts_recv": ts_recv,
-            "ts_publish": 0,
-        }
+        # A copy of a dict that already holds every key in publication order: filling it never resizes it (a
+        # literal of the envelope grew three times while the metrics added their fields), and the key order,
+        # part of the published bytes, stays the template's.
+        payload: dict[str, Any] = _PAYLOAD_TEMPLATE.copy()
+        payload["schema"] = SCHEMA
+        payload["venue"] = instrument.venue
+        payload["symbol"] = instrument.symbol
+        payload["instrument"] = instrument.venue_id
+        payload["trigger"] = trigger
+        payload["seq"] = state.publish_seq
+        payload["book_seq"] = sync.book.seq if book is not None else None
+        payload["book_state"] = _STATE_TEXT[book_state]
+        payload["ts_exchange"] = ts_exchange
+        payload["ts_recv"] = ts_recv
+        payload["ts_publish"] = 0
         state.metrics.fields(book, ts_exchange, trigger, payload)
         # Rare extras on top of the metric flags; the common case (a VALID book) allocates nothing here.
         invalid_flag = sync.reason.value if book is None and sync.reason is not None else None
