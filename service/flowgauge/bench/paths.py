@@ -602,9 +602,15 @@ def rss(instruments: int = 500, levels: int = 200, deltas: int = 5000) -> dict[s
     return _in_child(_rss_child, instruments, levels, deltas)
 
 
+def _with_core(core_name: str, target: Callable[..., None], *args: Any) -> None:
+    """A spawned child's entry: run the parent's hot core (a fresh interpreter would take the default)."""
+    core.select(core_name)
+    target(*args)
+
+
 def _in_child(target: Callable[..., None], *args: Any) -> dict[str, Any]:
     parent, child = _SPAWN.Pipe()
-    process = _SPAWN.Process(target=target, args=(child, *args), daemon=True)
+    process = _SPAWN.Process(target=_with_core, args=(core.active_core(), target, child, *args), daemon=True)
     process.start()
     child.close()
     try:
@@ -662,8 +668,8 @@ def scale_out(processes: int, instruments: int, count: int, repeats: int) -> lis
     for shard in range(processes):
         parent, child = _SPAWN.Pipe()
         process = _SPAWN.Process(
-            target=_shard_child,
-            args=(child, shard, processes, instruments, count, repeats, barrier),
+            target=_with_core,
+            args=(core.active_core(), _shard_child, child, shard, processes, instruments, count, repeats, barrier),
             name=f"bench-shard-{shard}",
             daemon=True,
         )
