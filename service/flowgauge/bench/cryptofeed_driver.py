@@ -1,6 +1,6 @@
 """Drives cryptofeed's own Bybit and Binance USD-M message handlers, as a library, on our recorded frames.
 
-Sits under `service.bench`, beside the measured flowgauge paths, as the baseline they are compared with.
+Sits under `flowgauge.bench`, beside the measured flowgauge paths, as the baseline they are compared with.
 cryptofeed (PyPI, the optional `bench` extra) is imported lazily here and nowhere else in `service`; nothing
 outside the benchmark may import this module. Must not open a network connection: the feed's instrument
 table is filled from the recorded REST answers, and the one REST call its Binance handler makes (the depth

@@ -1,6 +1,6 @@
 """The live mix: a real daemon fed by the five venue simulators, CPU per published payload.
 
-Sits under `service.bench`; the daemon never imports it. Two subprocesses are started exactly as a user
+Sits under `flowgauge.bench`; the daemon never imports it. Two subprocesses are started exactly as a user
 would: `flowgauge simulate --venue all` (the packaged recordings of all five venues, served over each venue's
 own protocol on loopback, at `speed` times the recorded pace, looping) and `flowgauge run -c <config>` with
 the offline demo's venues and symbols on free ports. Nothing in the daemon knows it is measured.
@@ -67,16 +67,13 @@ def _five_free_ports() -> int:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process `pid` (Linux /proc; psutil elsewhere)."""
+    """User + system CPU seconds of process `pid`, from Linux's /proc (the platform the figures are quoted on)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
             fields = fh.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15 of stat)
-    except OSError:
-        import psutil
-
-        times = psutil.Process(pid).cpu_times()
-        return float(times.user + times.system)
+    except OSError as exc:
+        raise RuntimeError(f"demo_mix reads the daemon's CPU time from /proc (Linux only): {exc}") from exc
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15 of stat)
 
 
 def _get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:

@@ -1,7 +1,7 @@
 """Latency as a venue would see it: a feeder in its own process sends book frames at a fixed rate over a
 loopback websocket, each stamped with its send time; the pipeline in the bench process times each publish.
 
-Sits under `service.bench` beside `bench.paths` (which owns the pipeline wiring it reuses). The daemon never
+Sits under `flowgauge.bench` beside `bench.paths` (which owns the pipeline wiring it reuses). The daemon never
 imports it. It must not time anything but the path a live frame takes: socket read -> parse -> book ->
 metrics -> encode -> publish, plus whatever time a frame spends queued behind the frames before it (in the
 feeder's socket buffer, the kernel, the client's receive buffer or the event loop), which is the point.
@@ -97,8 +97,14 @@ def _feed(pipe: multiprocessing.connection.Connection) -> None:
 
     async def main() -> None:
         from websockets.asyncio.server import ServerConnection, serve
+        from websockets.exceptions import ConnectionClosed
 
         async def session(ws: ServerConnection) -> None:
+            # The measuring side may go away mid-run (Ctrl-C, a failed round): that ends this session quietly.
+            with contextlib.suppress(ConnectionClosed):
+                await _serve_session(ws)
+
+        async def _serve_session(ws: ServerConnection) -> None:
             request = orjson.loads(await ws.recv())
             snapshots, deltas = _frames_for(request, cache)
             for text in snapshots:

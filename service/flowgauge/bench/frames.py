@@ -1,6 +1,6 @@
 """Recorded venue frames for the benchmark, looped with shifted sequence ids so any count can be replayed.
 
-Sits under `service.bench` and feeds the measured paths (`bench.paths`) and the cryptofeed driver the SAME
+Sits under `flowgauge.bench` and feeds the measured paths (`bench.paths`) and the cryptofeed driver the SAME
 frame texts. Reads recordings through `replay.recording`; must not parse venue payloads into events (that is
 the connectors' job, and part of what is measured) and must not import the engine.
 

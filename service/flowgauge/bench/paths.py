@@ -1,6 +1,6 @@
 """The measured paths of `flowgauge bench`: flowgauge's pipeline (and cryptofeed's) timed on the same frames.
 
-Sits under `service.bench`, on top of everything it measures (connectors, book, engine, publish); the daemon
+Sits under `flowgauge.bench`, on top of everything it measures (connectors, book, engine, publish); the daemon
 never imports it. Each function builds its objects first, then times only the work under test, and returns
 plain figures; `bench.report` repeats, interleaves and compares them. It must not change what it measures:
 the pipeline is used exactly as the daemon wires it (venue adapter -> parser -> `Engine` -> publishers).
@@ -292,12 +292,15 @@ def _serve_frames(pipe: multiprocessing.connection.Connection, count: int) -> No
 
     async def main() -> None:
         from websockets.asyncio.server import ServerConnection, serve
+        from websockets.exceptions import ConnectionClosed
 
         async def push(ws: ServerConnection) -> None:
             send = ws.send
-            for frame in items:
-                await send(frame)
-            await ws.close()
+            # A client that goes away mid-run (Ctrl-C, a failed round) ends this push quietly.
+            with contextlib.suppress(ConnectionClosed):
+                for frame in items:
+                    await send(frame)
+                await ws.close()
 
         async with serve(push, "127.0.0.1", 0, compression=None, max_size=1 << 20) as server:
             pipe.send(next(iter(server.sockets)).getsockname()[1])

@@ -1,6 +1,6 @@
 """`flowgauge bench`: runs every measured path, interleaved in rounds in one process, and reports medians.
 
-Sits at the top of `service.bench` (the CLI and `benchmarks/run_bench.py` call `main`). Prints progress to
+Sits at the top of `flowgauge.bench` (the CLI and `benchmarks/run_bench.py` call `main`). Prints progress to
 stderr, a table to stdout and, with `--json`, ends stdout with ONE JSON object (schema `flowgauge.bench.v1`)
 holding the ratios against cryptofeed, the latency and memory figures, and the raw numbers behind them.
 Must not change the paths it measures; all timing lives in `bench.paths`, `bench.feeder`, `bench.demo_mix`.

@@ -8,7 +8,7 @@ their message mix, and the levels per message (from 1 to ~41, about 15 on averag
 busy ones 12-41, roughly half of all levels deletions). Every frame is generated here from a seeded RNG;
 nothing is copied. Bybit frames use the same four instruments and the same level counts in the v5 format.
 
-Sits under `service.bench` beside `frames` and `synthetic`; writes frame texts only (no parsing, no engine).
+Sits under `flowgauge.bench` beside `frames` and `synthetic`; writes frame texts only (no parsing, no engine).
 A generator keeps its own integer-tick books, so streams never cross and ids chain: every book stays VALID.
 """
 

@@ -1,6 +1,6 @@
 """A synthetic, deterministic Bybit-format book stream for N instruments (`orderbook.200.<id>` frames).
 
-Sits under `service.bench`: the recorded samples hold two instruments, so the many-instrument figures
+Sits under `flowgauge.bench`: the recorded samples hold two instruments, so the many-instrument figures
 (latency at 5k msgs/s over 100 instruments, memory with 500 books, the two-process scale-out) run on this.
 Must not import the engine or the parsers: it only writes frame texts, which the measured paths parse.
 

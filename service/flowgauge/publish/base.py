@@ -4,8 +4,8 @@ Sits at the top of the engine -> publishers edge. The engine holds a list of `Pu
 `publish(topic, payload_bytes)` synchronously on every event, so a publisher must never block the loop and
 never raise because it is overloaded: it buffers within a bound, drops by its documented policy and counts
 the drop.
-Must not import `service.telemetry` (a higher layer): what a publisher reports goes through the small
-`PublishTelemetry` protocol below, which `service.telemetry.instruments.Telemetry` satisfies structurally.
+Must not import `flowgauge.telemetry` (a higher layer): what a publisher reports goes through the small
+`PublishTelemetry` protocol below, which `flowgauge.telemetry.instruments.Telemetry` satisfies structurally.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Publisher(Protocol):
 
 
 class PublishTelemetry(Protocol):
-    """What any publisher reports; implemented by `service.telemetry.instruments.Telemetry`.
+    """What any publisher reports; implemented by `flowgauge.telemetry.instruments.Telemetry`.
 
     `backend` is a small fixed vocabulary (`embedded`, `nats`, `redis`, `null`).
     """

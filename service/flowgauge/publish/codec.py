@@ -1,6 +1,6 @@
 """Payload encoding and the fan-out wire frame: the one place payload bytes are produced.
 
-Sits in `service.publish` between the engine (which builds one payload mapping per event) and the publishers
+Sits in `flowgauge.publish` between the engine (which builds one payload mapping per event) and the publishers
 (which move opaque bytes). The engine calls `encode` once per event and every publisher ships the same bytes;
 the embedded websocket fan-out wraps them with `frame` without decoding them again. Pure functions: must not
 import asyncio, sockets or prometheus_client.

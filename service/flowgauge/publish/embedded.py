@@ -18,8 +18,8 @@ A request may carry an `id` (string or integer), echoed in the reply. A client w
 `slow_client_overflows` times in a row is disconnected with close code 1013 (try again later). With a token
 configured, the upgrade request must carry `Authorization: Bearer <token>` or `?token=<token>`, else 401.
 
-Must not import `service.telemetry` (a higher layer): counters are reported through `FanoutTelemetry`, which
-`service.telemetry.instruments.Telemetry` satisfies. Not thread-safe: call everything from the loop thread.
+Must not import `flowgauge.telemetry` (a higher layer): counters are reported through `FanoutTelemetry`, which
+`flowgauge.telemetry.instruments.Telemetry` satisfies. Not thread-safe: call everything from the loop thread.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ _MAX_ROUTES = 65_536
 
 
 class FanoutTelemetry(PublishTelemetry, Protocol):
-    """Counters the embedded bus reports; implemented by `service.telemetry.instruments.Telemetry`."""
+    """Counters the embedded bus reports; implemented by `flowgauge.telemetry.instruments.Telemetry`."""
 
     def set_fanout_clients(self, n: int) -> None:
         """Number of connected websocket clients (`flowgauge_fanout_clients`)."""
@@ -262,7 +262,7 @@ class EmbeddedBus:
             leaving a purely in-process bus.
         token: if set, websocket clients must present it as a bearer token (header or `?token=` query).
         client_queue: bound of each websocket client's buffer, in messages.
-        telemetry: where counters go (a `service.telemetry.instruments.Telemetry`); None counts only locally.
+        telemetry: where counters go (a `flowgauge.telemetry.instruments.Telemetry`); None counts only locally.
         slow_client_overflows: consecutive buffer overflows after which a websocket client is disconnected.
         close_timeout: seconds allowed for a websocket closing handshake before the TCP connection is aborted.
     """

@@ -1,6 +1,6 @@
 """Topic naming and NATS-style topic patterns: the only module that builds topic strings.
 
-Sits at the bottom of `service.publish`: the engine asks it for the topic of an instrument, every publisher
+Sits at the bottom of `flowgauge.publish`: the engine asks it for the topic of an instrument, every publisher
 (embedded bus, NATS, Redis) and the subscriber client use the same strings, and subscribers match them with
 `TopicPattern`. Pure string code: must not import asyncio, sockets or prometheus_client, and no other module
 may format a `flowgauge.v1...` string by hand.

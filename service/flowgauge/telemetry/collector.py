@@ -1,6 +1,6 @@
 """Scrape-time Prometheus collector for the signal gauges (imbalances, OI, funding, spread, book state).
 
-Sits in `service.telemetry`: at each scrape it reads the latest payload per instrument from a
+Sits in `flowgauge.telemetry`: at each scrape it reads the latest payload per instrument from a
 `SignalSource` (the engine's latest-value store) and yields fresh gauge families, so the hot path does no
 `.set()` work and instruments that disappear from the source disappear from `/metrics`. Must not keep series
 of its own, must not invent a value (a `None` in the payload means "undefined", so that series is simply

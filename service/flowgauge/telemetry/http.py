@@ -1,6 +1,6 @@
 """The daemon's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/status` (aiohttp, same event loop).
 
-Sits at the top of `service.telemetry`; the composition root starts it first and closes it last, so the final
+Sits at the top of `flowgauge.telemetry`; the composition root starts it first and closes it last, so the final
 counters can still be scraped during shutdown. `/metrics` renders the injected registry on the loop thread,
 because the scrape-time signal collector reads engine state that is only safe to touch from that thread.
 Must not use the global `prometheus_client.REGISTRY`, and must not log per request (scrapes are periodic).

@@ -1,6 +1,6 @@
 """Operational Prometheus instruments (counters, gauges, histograms) built against an injected registry.
 
-Sits in `service.telemetry`, above the pipeline: the composition root builds one `Telemetry` per process on
+Sits in `flowgauge.telemetry`, above the pipeline: the composition root builds one `Telemetry` per process on
 its own `CollectorRegistry` and hands it (or the cached per-venue / per-book children it returns) to the
 sessions, the book engine, the publishers and the recorder. Signal gauges are not here: they are read at
 scrape time by `telemetry.collector`. Must not use the global `prometheus_client.REGISTRY`, and must not put
@@ -122,7 +122,7 @@ class Telemetry:
         backends: publisher backends whose counters are created eagerly (others are created on first use).
 
     Besides the metric objects (attributes named after the metric), it implements the publisher-facing
-    protocols `service.publish.base.PublishTelemetry` and `service.publish.embedded.FanoutTelemetry`.
+    protocols `flowgauge.publish.base.PublishTelemetry` and `flowgauge.publish.embedded.FanoutTelemetry`.
     """
 
     def __init__(
