@@ -13,7 +13,10 @@ Sides are stored best first (bids descending, asks ascending): the best level is
 band depths read a prefix of the arrays.
 """
 
+from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.math cimport INFINITY, exp, fabs, isfinite, log
 from libc.string cimport memmove
 
@@ -130,6 +133,27 @@ cdef class CBookSide:
     cdef int apply_levels(self, object levels) except -1:
         cdef object level
         cdef double price, size
+        cdef Py_ssize_t i, n
+        cdef PyObject* item
+        cdef PyObject* p
+        cdef PyObject* q
+        if type(levels) is tuple:
+            # The parsers' typed decode gives a tuple of (float, float) tuples: read them without generic
+            # indexing; anything else takes the generic loop below.
+            n = PyTuple_GET_SIZE(levels)
+            for i in range(n):
+                item = PyTuple_GET_ITEM(levels, i)
+                if type(<object>item) is tuple and PyTuple_GET_SIZE(<object>item) == 2:
+                    p = PyTuple_GET_ITEM(<object>item, 0)
+                    q = PyTuple_GET_ITEM(<object>item, 1)
+                    if type(<object>p) is float and type(<object>q) is float:
+                        self.set_level(PyFloat_AS_DOUBLE(<object>p), PyFloat_AS_DOUBLE(<object>q))
+                        continue
+                level = <object>item
+                price = level[0]
+                size = level[1]
+                self.set_level(price, size)
+            return 0
         for level in levels:
             price = level[0]
             size = level[1]
