@@ -3,7 +3,8 @@
 The only place that calls `asyncio.run` and the only place that reads `os.environ`.
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments (one line on stderr, no traceback).
 Long-running commands (run, record, simulate, tail) exit 0 on SIGINT or SIGTERM; batch commands (replay, bench)
-exit 130 on SIGINT after a one-line summary.
+exit 130 on SIGINT after a one-line summary (replay: 143 on SIGTERM, likewise). A dependency of the daemon
+missing (a client-only install) is one line naming it, exit 1.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -35,12 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the daemon")
-    run.add_argument("-c", "--config", help="YAML config file (default: built-in config/default.yaml)")
+    run.add_argument("-c", "--config", help="YAML config file, or a built-in one by name: default, offline-demo "
+                                            "(default: $FLOWGAUGE_CONFIG, else the built-in default)")
     run.add_argument("--record", metavar="DIR", help="record raw frames to DIR (jsonl.zst, rotated)")
 
     record = commands.add_parser("record", help="run the daemon and record raw frames (same as run --record DIR)")
     record.add_argument("record", metavar="DIR", help="directory for the recordings (jsonl.zst, rotated)")
-    record.add_argument("-c", "--config", help="YAML config file (default: built-in config/default.yaml)")
+    record.add_argument("-c", "--config", help="YAML config file, or a built-in one by name: default, "
+                                               "offline-demo (default: $FLOWGAUGE_CONFIG, else the built-in default)")
 
     replay = commands.add_parser("replay", help="run the pipeline over recorded sessions")
     from flowgauge.replay.command import add_arguments as add_replay_arguments
@@ -98,11 +102,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         "check-config": _check_config,
         "bench": _bench,
     }[args.command]
-    if args.command in _PIPELINE_COMMANDS:
-        status = _select_core(os.environ.get("FLOWGAUGE_CORE"))
-        if status:
-            sys.exit(status)
-    sys.exit(handler(args))
+    try:
+        status = _select_core(os.environ.get("FLOWGAUGE_CORE")) if args.command in _PIPELINE_COMMANDS else 0
+        if not status:
+            status = handler(args)
+    except ModuleNotFoundError as exc:
+        status = _missing_dependency(args.command, exc)
+    sys.exit(status)
+
+
+def _missing_dependency(command: str, exc: ModuleNotFoundError) -> int:
+    """A dependency the command needs is not installed: one line (which, and how to get it), exit 1.
+
+    That is a client-only install (the package without its dependencies, plus what subscribing needs)
+    asked for more than `tail`. One of flowgauge's own modules missing is a broken install: re-raised.
+    """
+    missing = (exc.name or "").partition(".")[0]
+    if not missing or missing == "flowgauge":
+        raise exc
+    print(f"flowgauge {command}: module {missing!r} is not installed (a client-only install has just what "
+          f"subscribing needs); `pip install flowgauge` installs the full package with the daemon's dependencies",
+          file=sys.stderr)
+    return 1
 
 
 # Commands that run books and metrics, i.e. the hot core that FLOWGAUGE_CORE chooses.
@@ -237,17 +258,29 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.base_port is not None and args.base_port + len(venues) - 1 > 65535:
         print(f"simulate: --base-port {args.base_port} leaves no room for {len(venues)} ports", file=sys.stderr)
         return 2
-    runs: list[Coroutine[Any, Any, None]] = []
+    plans: list[tuple[str, int, Path]] = []  # (venue, port, recording)
     for offset, venue in enumerate(venues):
-        module_name, default_port, default_recording = SIMULATORS[venue]
+        _, default_port, default_recording = SIMULATORS[venue]
         if args.base_port is not None:
             default_port = args.base_port + (offset if len(venues) > 1 else 0)
         recording = Path(args.recording) if args.recording else DATA_DIR / default_recording
         if not recording.exists():
             print(f"simulate: recording not found for {venue}: {recording}", file=sys.stderr)
             return 2
-        module = importlib.import_module(module_name)
-        port = default_port if args.port is None else args.port
+        if args.recording:
+            wrong = _recording_problem(venue, recording)
+            if wrong:
+                print(f"simulate: {wrong}", file=sys.stderr)
+                return 2
+        plans.append((venue, default_port if args.port is None else args.port, recording))
+    modules = [importlib.import_module(SIMULATORS[venue].module) for venue, _, _ in plans]
+    _install_uvloop()
+    # Bound, not listening: nothing connects before the event loop (and its signal handlers) runs.
+    sockets = _bind_all(args.host, [(venue, port) for venue, port, _ in plans])
+    if sockets is None:
+        return 2
+    runs: list[Coroutine[Any, Any, None]] = []
+    for (venue, port, recording), module, sock in zip(plans, modules, sockets, strict=True):
         runs.append(
             _naming_venue(
                 venue,
@@ -259,6 +292,7 @@ def _simulate(args: argparse.Namespace) -> int:
                     loop=not args.no_loop,
                     garbage_every=args.garbage_every,
                     gap_every=args.gap_every,
+                    sock=sock,
                 ),
             )
         )
@@ -268,7 +302,6 @@ def _simulate(args: argparse.Namespace) -> int:
             for run in runs:
                 tasks.create_task(run)
 
-    _install_uvloop()
     failed = False
     try:
         _until_signalled(serve_all())
@@ -276,7 +309,57 @@ def _simulate(args: argparse.Namespace) -> int:
         for exc in group.exceptions:
             print(f"simulate: {exc}", file=sys.stderr)
         failed = True
+    finally:
+        for sock in sockets:  # a simulator closes its own; these are the ones never started
+            sock.close()
     return 2 if failed else 0
+
+
+def _bind_all(host: str, ports: Sequence[tuple[str, int]]) -> list[socket.socket] | None:
+    """Bind every venue's port before any simulator starts; None (each failure named on stderr) if any fails.
+
+    All or nothing: a user with several busy ports learns of every one at once, the same way on every run.
+    """
+    from flowgauge.simulate.base import bind_port
+
+    bound: list[socket.socket] = []
+    failures: list[str] = []
+    for venue, port in ports:
+        try:
+            bound.append(bind_port(host, port))
+        except OSError as exc:  # bind_port() names host:port and the cause
+            failures.append(_os_error_line(venue, exc))
+    if not failures:
+        return bound
+    for sock in bound:
+        sock.close()
+    for line in failures:
+        print(f"simulate: {line}", file=sys.stderr)
+    return None
+
+
+def _recording_problem(venue: str, recording: Path) -> str | None:
+    """Why `recording` cannot be served as `venue` (another venue's, unreadable), or None.
+
+    A recording without a header is served as before: the simulator finds in it what it can.
+    """
+    from flowgauge.recording import EXCHANGE_VENUES, RecordingError, read_header
+
+    try:
+        header = read_header(recording)
+    except OSError as exc:
+        return _os_error_line(venue, exc)
+    except RecordingError as exc:
+        return f"{venue}: cannot serve the recording: {exc}"
+    if header is None or EXCHANGE_VENUES.get(header.exchange) == venue:
+        return None
+    recorded = EXCHANGE_VENUES.get(header.exchange, "an unknown venue")
+    return f"--recording {recording} is a recording of {header.exchange} ({recorded}), not of {venue}"
+
+
+def _os_error_line(venue: str, exc: OSError) -> str:
+    detail = exc.strerror or str(exc)
+    return f"{venue}: {detail}" + (f": {exc.filename}" if exc.filename else "")
 
 
 class _SimulatorFailed(Exception):
@@ -289,9 +372,8 @@ async def _naming_venue(venue: str, run: Coroutine[Any, Any, None]) -> None:
 
     try:
         await run
-    except OSError as exc:  # listen() names host:port: a busy port, an unknown host, no permission
-        detail = exc.strerror or str(exc)
-        raise _SimulatorFailed(f"{venue}: {detail}" + (f": {exc.filename}" if exc.filename else "")) from exc
+    except OSError as exc:  # reading the recording: missing, a directory, no permission
+        raise _SimulatorFailed(_os_error_line(venue, exc)) from exc
     except RecordingError as exc:
         raise _SimulatorFailed(f"{venue}: cannot serve the recording: {exc}") from exc
 

@@ -32,6 +32,7 @@ import msgspec
 import zstandard
 
 __all__ = [
+    "EXCHANGE_VENUES",
     "FORMAT_VERSION",
     "MARKETS_CONN",
     "Connect",
@@ -44,12 +45,24 @@ __all__ = [
     "Recv",
     "Send",
     "iter_records",
+    "read_header",
 ]
 
 FORMAT_VERSION = 2
 # `conn` suffix of the instrument-metadata answers a recorder fetched before streaming (`BYBIT.http.markets`):
 # they describe the instruments; other `http` lines are answers the daemon acted on (polls, snapshots).
 MARKETS_CONN = "http.markets"
+# Header `exchange` names -> the venue (ccxt id) they record. Two spellings exist: cryptofeed's (the format's
+# origin; its Binance USD-M is BINANCE_FUTURES) and flowgauge's own recorder's, the venue id upper-cased
+# (BINANCEUSDM). Replay and the simulators both read recordings by this table.
+EXCHANGE_VENUES: dict[str, str] = {
+    "BYBIT": "bybit",
+    "BINANCEUSDM": "binanceusdm",
+    "BINANCE_FUTURES": "binanceusdm",
+    "OKX": "okx",
+    "DERIBIT": "deribit",
+    "HYPERLIQUID": "hyperliquid",
+}
 MiB = 1 << 20
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _READ_CHUNK = 1 << 16  # decompressed bytes per read: bounded memory, and progress moves in small steps
@@ -152,6 +165,18 @@ def iter_records(path: str | os.PathLike[str], stats: ReadStats | None = None) -
             if record is not None:
                 st.records += 1
                 yield record
+
+
+def read_header(path: str | os.PathLike[str]) -> Header | None:
+    """The file's header record, or None when its first record is not one (reads only that far).
+
+    Raises:
+        OSError: the file cannot be opened or read.
+        RecordingError: its first line is not a valid record.
+    """
+    for record in iter_records(path):
+        return record if isinstance(record, Header) else None
+    return None
 
 
 def _iter_lines(stream: BinaryIO, raw: BinaryIO, path: Path, st: ReadStats) -> Iterator[bytes]:

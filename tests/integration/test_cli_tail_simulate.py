@@ -12,14 +12,15 @@ import shlex
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import orjson
 import pytest
+import zstandard
 from aiohttp import web
-from tests.conftest import BYBIT_RECORDING
+from tests.conftest import BYBIT_RECORDING, FIXTURES
 from tests.procs import TIMEOUT_FACTOR, flowgauge, free_port, http_get, wait_for, write_config
 
 from flowgauge.publish.embedded import EmbeddedBus
@@ -30,6 +31,8 @@ pytestmark = pytest.mark.integration
 EXIT_TIMEOUT = 20.0 * TIMEOUT_FACTOR
 BTC = book_topic("bybit", "BTC/USDT:USDT")
 TOKEN = "s3cret-token"
+OKX_RECORDING = FIXTURES / "okx" / "okx-v5-2022-05.jsonl.zst"
+BINANCE_RECORDING = FIXTURES / "binanceusdm" / "binance-usdm-ethusdt-2024-08.jsonl.zst"
 
 
 class Cli:
@@ -320,6 +323,103 @@ async def test_simulate_exits_0_on_signal(signum: int) -> None:
         proc.proc.send_signal(signum)
         assert await proc.finish() == 0, proc.err
     assert "Traceback" not in proc.err
+
+
+VENUE_ORDER = ["bybit", "binanceusdm", "okx", "deribit", "hyperliquid"]  # --base-port order (cli --help)
+
+
+@contextmanager
+def busy_ports(count: int) -> Iterator[tuple[int, list[socket.socket]]]:
+    """`count` consecutive loopback ports, all listening: (first port, their sockets)."""
+    for _ in range(50):
+        base = free_port()
+        if base + count > 65535:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+        except OSError:  # one of the run was taken: try another
+            for sock in held:
+                sock.close()
+            continue
+        try:
+            yield base, held
+        finally:
+            for sock in held:
+                sock.close()
+        return
+    raise AssertionError(f"no {count} consecutive free loopback ports")
+
+
+async def test_simulate_all_names_every_busy_port_every_time() -> None:
+    # Before: the simulators started together and the first failure cancelled the rest, so one run named
+    # bybit, the next three venues, the next two. Every port is now bound before any simulator starts.
+    with busy_ports(5) as (base, _):
+        for _ in range(2):
+            code, _, err = await run_cli("simulate", "--base-port", str(base))
+            assert code == 2, err
+            assert "Traceback" not in err, err
+            lines = err.strip().splitlines()
+            assert lines == [
+                f"simulate: {venue}: cannot listen on 127.0.0.1:{base + i}: Address already in use"
+                for i, venue in enumerate(VENUE_ORDER)
+            ], err
+
+
+async def test_simulate_all_with_some_ports_busy_names_exactly_those() -> None:
+    with busy_ports(5) as (base, held):
+        free = [base, base + 2, base + 4]  # bybit, okx, hyperliquid's ports free; binanceusdm, deribit busy
+        for port in free:
+            held[port - base].close()
+        code, _, err = await run_cli("simulate", "--base-port", str(base))
+        assert code == 2, err
+        lines = err.strip().splitlines()
+        assert [line.split(":")[1].strip() for line in lines] == ["binanceusdm", "deribit"], err
+        assert all(line.endswith("Address already in use") for line in lines), err
+
+
+def _recording_named(source: Path, target: Path, exchange: str | None) -> Path:
+    """`source` with its header's exchange renamed, or its header removed (None)."""
+    lines = zstandard.ZstdDecompressor().stream_reader(source.open("rb")).read().splitlines(keepends=True)
+    header = orjson.loads(lines[0])
+    assert header["t"] == "header"
+    head = b"" if exchange is None else orjson.dumps({**header, "exchange": exchange}) + b"\n"
+    target.write_bytes(zstandard.ZstdCompressor().compress(head + b"".join(lines[1:])))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("venue", "exchange"), [("okx", "BYBIT"), ("bybit", "OKX"), ("binanceusdm", "BINANCE"), ("deribit", "KRAKEN")]
+)
+async def test_simulate_refuses_a_recording_of_another_venue(venue: str, exchange: str, tmp_path: Path) -> None:
+    recording = _recording_named(BYBIT_RECORDING, tmp_path / "rec.jsonl.zst", exchange)
+    code, _, err = await run_cli("simulate", "--venue", venue, "--recording", str(recording), "--port", "0")
+    assert code == 2
+    assert_one_line(err, str(recording), exchange, f"not of {venue}")
+
+
+@pytest.mark.parametrize(
+    ("venue", "source", "exchange"),
+    [
+        ("binanceusdm", BINANCE_RECORDING, "BINANCE_FUTURES"),  # cryptofeed's name, as recorded
+        ("binanceusdm", BINANCE_RECORDING, "BINANCEUSDM"),  # flowgauge's recorder's name
+        ("okx", OKX_RECORDING, None),  # no header: served as before, nothing to check
+    ],
+)
+async def test_simulate_accepts_every_name_replay_accepts_for_the_venue(
+    venue: str, source: Path, exchange: str | None, tmp_path: Path
+) -> None:
+    recording = _recording_named(source, tmp_path / "rec.jsonl.zst", exchange)
+    port = free_port()
+    async with cli("simulate", "--venue", venue, "--recording", str(recording), "--port", str(port)) as proc:
+        await wait_for(lambda: _accepts(port) or proc.proc.returncode is not None, "the simulator to listen")
+        assert proc.proc.returncode is None, proc.err
+        proc.proc.send_signal(signal.SIGTERM)
+        assert await proc.finish() == 0, proc.err
 
 
 # ------------------------------------------------------------------------------------------------ bench

@@ -27,18 +27,24 @@ from flowgauge.connectors import registry
 from flowgauge.connectors.base import PollRequest, VenueParser
 from flowgauge.connectors.markets import MarketsError, instrument_from_market, markets_from_recording
 from flowgauge.engine import Engine, Sink
-from flowgauge.recording import MARKETS_CONN, Connect, Header, Http, ReadStats, RecordingError, Recv, iter_records
+from flowgauge.recording import (
+    EXCHANGE_VENUES,
+    MARKETS_CONN,
+    Connect,
+    Header,
+    Http,
+    ReadStats,
+    RecordingError,
+    Recv,
+    iter_records,
+)
 from flowgauge.types import Instrument, InvalidReason
 
 log = logging.getLogger(__name__)
 
-# Recording `exchange` names -> ccxt exchange ids. Two spellings exist: cryptofeed's (the format's
-# origin; its Binance USD-M is BINANCE_FUTURES) and flowgauge's own recorder's, which writes the
-# venue id upper-cased (BINANCEUSDM). Both must replay.
-EXCHANGE_IDS = {
-    **{venue.upper(): venue for venue in registry.venues()},
-    "BINANCE_FUTURES": "binanceusdm",
-}
+# Recording `exchange` names -> ccxt exchange ids: the format's table (both spellings of a venue replay),
+# which `flowgauge simulate --recording` checks against as well.
+EXCHANGE_IDS = EXCHANGE_VENUES
 
 
 class ReplayError(RuntimeError):
@@ -50,6 +56,7 @@ class ReplayStats:
     frames: int = 0
     frames_ignored: int = 0  # frames on connections we do not parse (spot, unknown)
     published: int = 0
+    published_from_file: int = 0  # of `published`, those from the current file (a file failing midway)
     resyncs_needed: int = 0  # books left wrong by the recording (a gap it never resolved)
     per_topic: dict[str, int] = field(default_factory=dict)
     files_total: int = 0
@@ -278,6 +285,7 @@ def replay(
 
     def counting_sink(topic: str, payload: bytes) -> None:
         stats.published += 1
+        stats.published_from_file += 1
         stats.per_topic[topic] = stats.per_topic.get(topic, 0) + 1
         sink(topic, payload)
 
@@ -286,6 +294,7 @@ def replay(
     for path in paths:
         stats.current_file = str(path)
         stats.read = ReadStats()
+        stats.published_from_file = 0
         if on_progress is not None:
             on_progress(stats)
         try:

@@ -1,7 +1,7 @@
-"""Server plumbing shared by the venue simulators (`simulator.py` for Bybit, `sim_binance.py`, `sim_okx.py`,
-`sim_deribit.py`, `sim_hyperliquid.py`).
+"""Server plumbing shared by the venue simulators (`bybit.py`, `binanceusdm.py`, `okx.py`, `deribit.py`,
+`hyperliquid.py` beside it).
 
-Sits in `service/replay` under those modules: it owns what every simulator does the same way and nothing a
+Sits under those modules: it owns what every simulator does the same way and nothing a
 venue defines. That is the aiohttp runner's lifecycle on one loopback socket, the per-client bounded outbound
 queue and its writer task, disconnecting slow clients, the garbage-frame cycle, subscription bookkeeping, the
 paced replay loop over a recorded tape, and serving until cancelled. Protocol (routes, request handling,
@@ -39,6 +39,7 @@ __all__ = [
     "SimMarket",
     "SimulatorServer",
     "Subscriptions",
+    "bind_port",
     "is_int",
     "json_response",
     "listen",
@@ -46,6 +47,7 @@ __all__ = [
     "play_tape",
     "serve_until_cancelled",
     "simulator_runner",
+    "start_listening",
 ]
 
 CLOSE_TIMEOUT_S = 1.0  # websocket close handshake and HTTP shutdown grace
@@ -73,6 +75,13 @@ def listen(host: str, port: int) -> socket.socket:
     Raises:
         OSError: whose message names `host:port` and the cause (a busy port, an unknown host, no permission).
     """
+    return start_listening(bind_port(host, port), host, port)
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host:port` but not listening yet: it holds the port (a busy one fails here,
+    with the message `listen` gives) while connections are still refused. `start_listening` opens it.
+    """
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
@@ -81,6 +90,18 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def start_listening(sock: socket.socket, host: str, port: int) -> socket.socket:
+    """`sock` (from `bind_port`) listening and non-blocking; closed if that fails (the message names host:port)."""
+    try:
         sock.listen(128)
         sock.setblocking(False)
     except OSError as exc:
@@ -344,6 +365,7 @@ class SimulatorServer(Generic[C]):
         self._no_clients.set()
         self._runner: web.AppRunner | None = None
         self._sock: socket.socket | None = None
+        self._given_sock: socket.socket | None = None  # bound by the caller (see `use_socket`)
         self._tasks: set[asyncio.Task[None]] = set()
         self._failed: asyncio.Future[None] | None = None
 
@@ -381,10 +403,25 @@ class SimulatorServer(Generic[C]):
     def clients(self) -> int:
         return len(self._clients)
 
+    def use_socket(self, sock: socket.socket) -> None:
+        """Serve on `sock` (from `bind_port`) instead of binding `host:port` at start; the server closes it.
+
+        Lets a caller starting several simulators bind every port before any starts, so it can report every
+        busy port at once instead of whichever simulator failed first.
+        """
+        if self._runner is not None:
+            raise RuntimeError("simulator already started")
+        self._given_sock = sock
+
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("simulator already started")
-        await self._prepare()
+        try:
+            await self._prepare()
+        except BaseException:
+            if self._given_sock is not None:
+                self._given_sock.close()
+            raise
         self._failed = asyncio.get_running_loop().create_future()
         runner = web.AppRunner(
             self._make_app(), access_log=None, handle_signals=False, shutdown_timeout=CLOSE_TIMEOUT_S
@@ -392,7 +429,8 @@ class SimulatorServer(Generic[C]):
         await runner.setup()
         self._runner = runner
         try:
-            self._sock = listen(self.host, self.port)
+            given = self._given_sock
+            self._sock = listen(self.host, self.port) if given is None else start_listening(given, self.host, self.port)
             await web.SockSite(runner, self._sock).start()
         except BaseException:
             await self.close()
@@ -719,7 +757,8 @@ def simulator_runner(
 
     The function made has the signature every venue module exports (the CLI calls it by keyword):
     `run_simulator(recording_path, host="127.0.0.1", port=default_port, speed=1.0, loop=True,
-    garbage_every=None, gap_every=None, *, on_ready=None, **options)`; `options` go to the constructor.
+    garbage_every=None, gap_every=None, *, on_ready=None, sock=None, **options)`; `options` go to the
+    constructor, and `sock` (bound by `bind_port`, then owned by the simulator) replaces binding `port`.
     """
 
     async def run_simulator(
@@ -732,9 +771,17 @@ def simulator_runner(
         gap_every: int | None = None,
         *,
         on_ready: Callable[[S], None] | None = None,
+        sock: socket.socket | None = None,
         **options: Any,
     ) -> None:
-        sim = sim_cls(recording_path, host, port, speed, loop, garbage_every, gap_every, **options)
+        try:
+            sim = sim_cls(recording_path, host, port, speed, loop, garbage_every, gap_every, **options)
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+        if sock is not None:
+            sim.use_socket(sock)
         await serve_until_cancelled(sim, on_ready)
 
     run_simulator.__doc__ = f"Serve until cancelled (the CLI's `{command}`). `on_ready` gets the started simulator."
