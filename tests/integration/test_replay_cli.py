@@ -196,6 +196,64 @@ async def test_ctrl_c_stops_a_replay_with_a_summary_and_exit_130(tmp_path: Path)
     assert int(published) == out.read_bytes().count(b"\n") >= 3  # every payload counted was written whole
 
 
+async def test_sigterm_stops_a_replay_like_ctrl_c_with_exit_143(tmp_path: Path) -> None:
+    # Before: SIGTERM killed the replay on the spot (exit 143 from the kernel): no summary, and --out lost
+    # whatever was still buffered or ended mid-line.
+    out = tmp_path / "out.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flowgauge", "replay", str(BYBIT_RECORDING), str(OKX_RECORDING),
+        "--speed", "1", "--out", str(out),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_for(lambda: out.exists() and out.read_bytes().count(b"\n") >= 3, "payloads written")
+        assert proc.returncode is None
+        proc.send_signal(signal.SIGTERM)
+        _, raw_stderr = await asyncio.wait_for(proc.communicate(), 20 * TIMEOUT_FACTOR)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    stderr = raw_stderr.decode()
+    assert proc.returncode == 143
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if not line.startswith("flowgauge: warning:")]
+    assert len(lines) == 1, stderr
+    terminated = re.match(
+        r"^replay terminated in file 1 of 2 \((.+)\), frames=(\d+) ignored=\d+ published=(\d+) in [\d.]+ s$", lines[0]
+    )
+    assert terminated is not None, lines[0]
+    path, frames, published = terminated.groups()
+    assert path == str(BYBIT_RECORDING)
+    assert 0 < int(frames) < 1996
+    written = out.read_bytes()
+    assert written.endswith(b"\n")
+    assert int(published) == written.count(b"\n") >= 3  # every payload counted is in --out, whole
+    for line in written.splitlines():
+        orjson.loads(line)
+
+
+def test_a_file_cut_short_says_how_many_payloads_it_published(tmp_path: Path) -> None:
+    whole = OKX_RECORDING.read_bytes()
+    truncated = tmp_path / "truncated.jsonl.zst"
+    truncated.write_bytes(whole[: len(whole) // 2])  # a recorder killed mid-write
+    out = tmp_path / "out.jsonl"
+    result = run_replay(truncated, "--out", out)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = stderr_lines(result)
+    published = out.read_bytes().count(b"\n")
+    assert published > 0  # the file's first half was replayed and published before it ended
+    # Not "skipped": its payloads were published (and written). The line says how far it got and why it stopped.
+    assert lines[0].startswith(f"replay: {truncated} stopped after {published} payloads: line "), lines
+    assert "truncated" in lines[0]
+    assert not any("skipped" in line for line in lines), lines
+    summary = SUMMARY.match(lines[-2])
+    assert summary is not None, lines
+    assert summary.group(1, 2, 5) == ("1", "1", str(published))
+    assert lines[-1] == f"replay: 1 of 1 files failed: {truncated}"
+
+
 async def test_progress_shows_on_a_terminal_for_a_long_replay() -> None:
     main, secondary = pty.openpty()
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 200, 0, 0))  # a terminal has a size

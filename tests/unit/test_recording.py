@@ -274,3 +274,14 @@ def test_flush_from_a_thread_loses_nothing(tmp_path: Path) -> None:
     writer.close()
     got = [r.data for p in writer.files for r in iter_records(p) if isinstance(r, Recv)]
     assert got == [str(i) for i in range(3000)] and writer.dropped == 0
+
+
+def test_every_venue_is_known_by_its_upper_case_name_in_headers() -> None:
+    # flowgauge's recorder writes the venue id upper-cased: every venue it records must replay and simulate.
+    from flowgauge.connectors import registry
+    from flowgauge.recording import EXCHANGE_VENUES
+
+    assert {venue: EXCHANGE_VENUES.get(venue.upper()) for venue in registry.venues()} == {
+        venue: venue for venue in registry.venues()
+    }
+    assert EXCHANGE_VENUES["BINANCE_FUTURES"] == "binanceusdm"  # cryptofeed's name

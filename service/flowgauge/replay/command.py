@@ -2,7 +2,8 @@
 
 Exit codes: 0 every file replayed; 1 some file could not be (each named on stderr as it is met, and
 again at the end; the others are replayed all the same); 2 bad arguments or configuration (an `--out`
-that cannot be created); 130 interrupted by SIGINT, after a one-line summary of what was done.
+that cannot be created); 130 interrupted by SIGINT and 143 stopped by SIGTERM, each after a one-line
+summary of what was done (and with every payload published so far written whole to `--out`).
 Imports only argparse at module level: the CLI builds its parser from here on every command.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +20,7 @@ from typing import BinaryIO
 EXIT_FAILED_FILES = 1
 EXIT_BAD_ARGUMENTS = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM: a supervisor's (or `kill`'s) stop, handled the same way
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,12 +42,28 @@ def _speed(text: str) -> float:
     return value
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived: raised wherever the replay is, as Python raises KeyboardInterrupt for SIGINT, so
+    both stop it the same way (output flushed, summary printed). A BaseException for the same reason."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def run(args: argparse.Namespace) -> int:
+    # Without a handler SIGTERM kills the process on the spot: no summary, and --out loses its buffered tail.
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return _run(args)
     except KeyboardInterrupt:  # before the replay started (loading the config): nothing done yet
         print("replay interrupted before it started", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _Terminated:
+        print("replay terminated before it started", file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -95,7 +114,11 @@ def _replay_into(
             raise _OutputFailed(exc.strerror or str(exc)) from exc
 
     def on_file_error(path: str, why: str) -> None:
-        progress.write(f"replay: skipped {path}: {why}")
+        done = stats.published_from_file
+        if done:  # what it published stays published (and in --out): the file was cut short, not skipped
+            progress.write(f"replay: {path} stopped after {done} payload{'s' if done != 1 else ''}: {why}")
+        else:
+            progress.write(f"replay: skipped {path}: {why}")
 
     stats = ReplayStats()
     started = time.monotonic()
@@ -107,9 +130,13 @@ def _replay_into(
                on_progress=progress)
     except KeyboardInterrupt:
         stopped = "interrupted"
+    except _Terminated:
+        stopped = "terminated"
     except _OutputFailed as exc:
         stopped, output_error = "stopped", str(exc)
     finally:
+        # Done or stopped: a second SIGTERM must not cut the summary short (run() restores the handler).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         progress.close()
     if out is not None:
         try:
@@ -124,6 +151,8 @@ def _replay_into(
     print(summary(stats, time.monotonic() - started, stopped=stopped), file=sys.stderr)
     if stopped == "interrupted":
         return EXIT_INTERRUPTED
+    if stopped == "terminated":
+        return EXIT_TERMINATED
     if stats.failed:
         names = ", ".join(path for path, _ in stats.failed)
         print(f"replay: {len(stats.failed)} of {stats.files_total} files failed: {names}", file=sys.stderr)
