@@ -39,7 +39,8 @@ class CompiledBookSync(BookSync):
         if self.state is BookState.VALID and not self._first:
             done = self.book.apply_next(delta, self._rule_code)  # type: ignore[attr-defined]  # a CBook
             if done:
-                result = self._fresh_result()
+                result = self._result  # _fresh_result() inline: this is the hot path
+                result.applied = result.reset = result.changed = result.needs_resync = False
                 if done == 1:
                     result.applied = True
                 else:

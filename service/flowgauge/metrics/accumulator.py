@@ -125,19 +125,22 @@ class InstrumentMetrics:
         e = self._book_event(book, ts_exchange)
         self._first_book_seen = True
         if e is None:
-            # First state after start or after a resync: store it as state n-1, no e_n (§1.4).
-            self._last_e = None
-            self._warm_start = ts_exchange
-            if self._open_flags:
-                until = ts_exchange + FLAG_HORIZON_NS
-                flag_until = self._flag_until
-                for flag in self._open_flags:
-                    if flag_until.get(flag, 0) < until:
-                        flag_until[flag] = until
-                self._open_flags.clear()
+            self._first_state(ts_exchange)
             return
         self._last_e = e
         self.book_events += 1
+
+    def _first_state(self, ts_exchange: int) -> None:
+        """First state after start or after a resync: stored as state n-1, no e_n (§1.4)."""
+        self._last_e = None
+        self._warm_start = ts_exchange
+        if self._open_flags:
+            until = ts_exchange + FLAG_HORIZON_NS
+            flag_until = self._flag_until
+            for flag in self._open_flags:
+                if flag_until.get(flag, 0) < until:
+                    flag_until[flag] = until
+            self._open_flags.clear()
 
     def _book_event(self, book: L2Book, ts_exchange: int) -> float | None:
         """Store the book's top as state n and add its `e_n` to the OFI windows; returns `e_n`, or None when

@@ -105,6 +105,16 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
             {} if out is None else out,
         )
 
+    def on_book(self, book: Any, ts_exchange: int) -> None:
+        """`InstrumentMetrics.on_book` with `_book_event`'s C call inline (one Python call less per event)."""
+        e = self._ofi.event(book, ts_exchange, self._win_1s, self._win_10s, self._win_60s, self._ew_10s)
+        self._first_book_seen = True
+        if e is None:
+            self._first_state(ts_exchange)
+            return
+        self._last_e = e
+        self.book_events += 1
+
     def _book_event(self, book: Any, ts_exchange: int) -> float | None:
         return self._ofi.event(  # type: ignore[no-any-return]
             book, ts_exchange, self._win_1s, self._win_10s, self._win_60s, self._ew_10s
