@@ -33,7 +33,9 @@ from flowgauge.connectors.session import Session, SessionSettings
 from flowgauge.engine import Engine
 from flowgauge.feeds import VenueFeed
 from flowgauge.logs import BurstLimiter, event
+from flowgauge.publish.base import Publisher
 from flowgauge.publish.embedded import EmbeddedBus
+from flowgauge.publish.nats import NatsPublisher
 from flowgauge.recording import MARKETS_CONN, RecordingWriter
 from flowgauge.telemetry.collector import SignalCollector
 from flowgauge.telemetry.health import HealthBoard
@@ -114,7 +116,8 @@ class Daemon:
         self.settings = settings
         self.record_dir = record_dir or settings.record.dir
         self.registry = CollectorRegistry()
-        self.telemetry = Telemetry(self.registry)
+        # Only the configured backends get publisher series: /metrics must not show a backend that is not running.
+        self.telemetry = Telemetry(self.registry, backends=configured_backends(settings))
         self.health = HealthBoard({venue: list(v.symbols) for venue, v in settings.venues.items()})
         self.hooks = _TelemetryHooks(self.telemetry, self.health)
         self._markets_loaded: set[str] = set()
@@ -122,6 +125,8 @@ class Daemon:
         self.listening = asyncio.Event()
         self.stopping = False
         self.bus: EmbeddedBus | None = None
+        self.nats: NatsPublisher | None = None
+        self.publishers: list[Publisher] = []  # every running backend; each gets every payload
         self.http: HttpServer | None = None
         self.recorders: dict[str, RecordingWriter] = {}
         self.rest: dict[str, RestScheduler] = {}
@@ -145,8 +150,8 @@ class Daemon:
         self._recorder_errors = BurstLimiter(60.0)
 
     def _publish(self, topic: str, payload: bytes) -> None:
-        if self.bus is not None:
-            self.bus.publish(topic, payload)
+        for publisher in self.publishers:
+            publisher.publish(topic, payload)
 
     def ready(self) -> bool:
         if self.stopping or not self._expected_books:
@@ -240,6 +245,24 @@ class Daemon:
                 )
                 await _listen(self.bus.start(), "bus.embedded", embedded.host, embedded.port)
                 stack.push_async_callback(_bounded, self.bus.close, budget * 0.35, "bus")
+                self.publishers.append(self.bus)
+            nats_settings = settings.bus.nats
+            if nats_settings.enabled:
+                # Connects in the background: a NATS outage at startup delays nothing (payloads wait, bounded).
+                self.nats = NatsPublisher(
+                    nats_settings.url,
+                    telemetry=self.telemetry,
+                    queue_size=nats_settings.queue_size,
+                    pending_bytes=nats_settings.pending_bytes,
+                    reconnect_wait_s=nats_settings.reconnect_wait_s,
+                    connect_timeout_s=nats_settings.connect_timeout_s,
+                    jetstream=nats_settings.jetstream,
+                    stream=nats_settings.stream,
+                    duplicate_window_s=nats_settings.duplicate_window_s,
+                )
+                await self.nats.start()
+                stack.push_async_callback(_bounded, self.nats.close, budget * 0.15, "bus.nats")
+                self.publishers.append(self.nats)
             stack.callback(self._close_recorders)
             event(
                 log,
@@ -389,6 +412,13 @@ class Daemon:
                       error=str(exc)[:300], retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(MARKETS_RETRY_MAX_S, delay * 2)
+
+
+def configured_backends(settings: Settings) -> tuple[str, ...]:
+    """The publisher backends `settings` turns on, in the order the daemon starts them."""
+    bus = settings.bus
+    enabled = (("embedded", bus.embedded.enabled), ("nats", bus.nats.enabled), ("redis", bus.redis.enabled))
+    return tuple(name for name, on in enabled if on)
 
 
 def _not_started_book(markets_loaded: bool) -> dict[str, object]:

@@ -48,8 +48,10 @@ __all__ = [
     "ConfigError",
     "EmbeddedBusSettings",
     "HttpSettings",
+    "NatsBusSettings",
     "PublishSettings",
     "RecordSettings",
+    "RedisBusSettings",
     "Settings",
     "VenueSettings",
     "builtin_config",
@@ -164,10 +166,41 @@ class EmbeddedBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
     client_queue: int = 10000  # per-client queue bound (payloads) before the slow-client policy applies
 
 
+class NatsBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Publishing to NATS (publish.nats): core publish on the topic names, optionally a JetStream state stream."""
+
+    enabled: bool = False
+    url: str = "nats://127.0.0.1:4222"  # nats:// or tls://, credentials in the URL; comma-separated for a cluster
+    queue_size: int = 10000  # outbox bound (payloads); beyond it the oldest is dropped and counted
+    pending_bytes: int = 8388608  # nats-py's own buffer bound while reconnecting (its pending_size), bytes
+    reconnect_wait_s: float = 1.0  # pause between reconnect attempts to one server
+    connect_timeout_s: float = 2.0  # deadline of one connection attempt
+    jetstream: bool = False  # also keep the JetStream state stream (current value of every subject)
+    stream: str = "FLOWGAUGE_STATE"  # name of the state stream
+    duplicate_window_s: float = 120.0  # the stream's Nats-Msg-Id de-duplication window
+
+
+class RedisBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Publishing to Redis (publish.redis): PUBLISH on the topic names, last values, optional streams."""
+
+    enabled: bool = False
+    url: str = "redis://127.0.0.1:6379/0"  # redis:// or rediss://, credentials in the URL
+    queue_size: int = 10000  # outbox bound (payloads); beyond it the oldest is dropped and counted
+    connect_timeout_s: float = 2.0  # deadline of one connection attempt (and of one command batch)
+    reconnect_max_s: float = 5.0  # cap of the retry delay while Redis is unreachable
+    last_key_prefix: str = "flowgauge:last:"  # the last value of topic T is the string key <prefix>T
+    last_ttl_s: float = 30.0  # TTL of a last-value key, refreshed while the daemon runs
+    streams: bool = False  # also XADD every payload to the stream key <stream_key_prefix>T
+    stream_key_prefix: str = "flowgauge:stream:"
+    stream_maxlen: int = 10000  # approximate MAXLEN (~) of each stream
+
+
 class BusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """Pub/sub backends. Only the embedded fan-out exists so far; NATS and Redis will sit beside it."""
+    """Pub/sub backends; several may run at once."""
 
     embedded: EmbeddedBusSettings = msgspec.field(default_factory=EmbeddedBusSettings)
+    nats: NatsBusSettings = msgspec.field(default_factory=NatsBusSettings)
+    redis: RedisBusSettings = msgspec.field(default_factory=RedisBusSettings)
 
 
 class HttpSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -650,6 +683,37 @@ def _check_embedded(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _between(v, "client_queue", 1, None, key, problems)
 
 
+# JetStream stream names may not contain these (nor whitespace).
+_BAD_STREAM_NAME: Final = re.compile(r"[.*>/\\\s]")
+
+
+def _check_nats(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    if "url" in v:
+        servers = [part.strip() for part in v["url"].split(",")]
+        if not all(servers):
+            problems.append((_join(key, "url"), f"must be one or more comma-separated URLs (got {v['url']!r})"))
+        for server in (s for s in servers if s):
+            _url({"url": server}, "url", ("nats", "tls"), key, problems)
+    _between(v, "queue_size", 1, None, key, problems)
+    _between(v, "pending_bytes", 1, None, key, problems)
+    for name in ("reconnect_wait_s", "connect_timeout_s", "duplicate_window_s"):
+        _positive(v, name, key, problems)
+    stream = v.get("stream")
+    if stream is not None and (not stream or _BAD_STREAM_NAME.search(stream)):
+        why = f"must be a non-empty name without . * > / \\ or spaces (got {stream!r})"
+        problems.append((_join(key, "stream"), why))
+
+
+def _check_redis(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _url(v, "url", ("redis", "rediss"), key, problems)
+    _between(v, "queue_size", 1, None, key, problems)
+    for name in ("connect_timeout_s", "reconnect_max_s", "last_ttl_s"):
+        _positive(v, name, key, problems)
+    _non_empty(v, "last_key_prefix", key, problems)
+    _non_empty(v, "stream_key_prefix", key, problems)
+    _between(v, "stream_maxlen", 1, None, key, problems)
+
+
 def _check_http(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _non_empty(v, "host", key, problems)
     _between(v, "port", 0, 65535, key, problems)
@@ -691,6 +755,8 @@ def _no_check(v: dict[str, Any], key: str, problems: _Problems) -> None:
 _CHECKS: Final[dict[type, _Check]] = {
     EmbeddedBusSettings: _check_embedded,
     HttpSettings: _check_http,
+    NatsBusSettings: _check_nats,
+    RedisBusSettings: _check_redis,
     PublishSettings: _check_publish,
     RecordSettings: _check_record,
     Settings: _check_settings,
@@ -787,7 +853,21 @@ def redacted(settings: Settings) -> dict[str, Any]:
     embedded = data["bus"]["embedded"]
     if embedded["token"] is not None:
         embedded["token"] = REDACTED
+    for backend in ("nats", "redis"):
+        section = data["bus"][backend]
+        section["url"] = ",".join(_redact_url(part) for part in section["url"].split(","))
     return data
+
+
+def _redact_url(url: str) -> str:
+    """`url` with the password (or a lone token) of its userinfo replaced by "***"."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    hidden = f"{user}:{REDACTED}" if colon else REDACTED
+    return parts._replace(netloc=f"{hidden}@{host}").geturl()
 
 
 def check_config_main(path: str | None, print_config: bool, environ: Mapping[str, str]) -> int:

@@ -211,7 +211,8 @@ async def test_slow_client_drops_are_counted_while_fast_client_gets_everything(
 
         dropped = _sample(registry, "flowgauge_fanout_dropped_messages_total")
         assert dropped >= 100
-        assert _sample(registry, "flowgauge_publish_dropped_total", {"backend": "embedded"}) == dropped
+        dropped_labels = {"backend": "embedded", "reason": "subscriber_full"}
+        assert _sample(registry, "flowgauge_publish_dropped_total", dropped_labels) == dropped
         published_total = _sample(registry, "flowgauge_published_messages_total", {"backend": "embedded"})
         assert published_total == published
         # Not yet past the slow-client threshold: still connected.

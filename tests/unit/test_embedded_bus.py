@@ -122,7 +122,8 @@ async def test_full_buffer_drops_oldest_and_counts(bus: EmbeddedBus, registry: C
     # Assert: the newest 3 survive, the 5 oldest were dropped and counted everywhere.
     assert sub.dropped == 5
     assert bus.dropped == 5
-    assert registry.get_sample_value("flowgauge_publish_dropped_total", {"backend": "embedded"}) == 5
+    dropped_labels = {"backend": "embedded", "reason": "subscriber_full"}
+    assert registry.get_sample_value("flowgauge_publish_dropped_total", dropped_labels) == 5
     assert _drain_nowait(sub) == [(BTC, _payload(seq)) for seq in (5, 6, 7)]
 
 

@@ -50,8 +50,14 @@ class PublishTelemetry(Protocol):
         """`n` messages were accepted by the backend (`flowgauge_published_messages_total`)."""
         ...
 
-    def count_publish_dropped(self, backend: str, n: int = 1) -> None:
-        """`n` messages were dropped by the backend's overflow policy (`flowgauge_publish_dropped_total`)."""
+    def count_publish_dropped(self, backend: str, n: int = 1, *, reason: str = "queue_full") -> None:
+        """`n` messages were dropped (`flowgauge_publish_dropped_total{backend,reason}`).
+
+        `reason` is a small fixed vocabulary: `queue_full` (the publisher's outbox evicted its oldest message),
+        `buffer_full` (the client library refused a message while reconnecting), `send_failed` (the broker
+        call failed), `closed` (the connection was closed for good), `subscriber_full` (the embedded bus
+        evicted the oldest message of a subscriber's buffer).
+        """
         ...
 
 

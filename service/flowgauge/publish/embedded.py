@@ -478,7 +478,7 @@ class EmbeddedBus:
     def _on_drop(self) -> None:
         self.dropped += 1
         if self._telemetry is not None:
-            self._telemetry.count_publish_dropped(BACKEND)
+            self._telemetry.count_publish_dropped(BACKEND, reason="subscriber_full")
 
     def _on_client_drop(self) -> None:
         self._on_drop()

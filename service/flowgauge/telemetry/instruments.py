@@ -23,7 +23,9 @@ from flowgauge.types import InvalidReason
 
 __all__ = [
     "BACKENDS",
+    "BACKEND_DROP_REASONS",
     "DISCONNECT_REASONS",
+    "DROP_REASONS",
     "LATENCY_BUCKETS",
     "LATENCY_STAGES",
     "RECONNECT_REASONS",
@@ -42,6 +44,15 @@ RECONNECT_REASONS: tuple[str, ...] = ("closed", "timeout", "error", "server_rest
 # The book state machine's reasons (types.InvalidReason, lower-cased; CHECKSUM and OVERFLOW among them).
 RESYNC_REASONS: tuple[str, ...] = tuple(r.value.lower() for r in InvalidReason)
 BACKENDS: tuple[str, ...] = ("embedded", "nats", "redis", "null")
+# Why a publisher dropped a message (publish.base.PublishTelemetry), and which reasons each backend can report:
+# those series exist from the start, at 0, for every configured backend.
+DROP_REASONS: tuple[str, ...] = ("queue_full", "buffer_full", "send_failed", "closed", "subscriber_full")
+BACKEND_DROP_REASONS: Mapping[str, tuple[str, ...]] = {
+    "embedded": ("subscriber_full",),
+    "nats": ("queue_full", "buffer_full", "send_failed", "closed"),
+    "redis": ("queue_full", "send_failed"),
+    "null": (),
+}
 DISCONNECT_REASONS: tuple[str, ...] = ("slow", "client", "shutdown")
 
 
@@ -119,7 +130,9 @@ class Telemetry:
     Args:
         registry: the registry `/metrics` serves; never the global one.
         version: value of the `version` label of `flowgauge_build_info`; defaults to the installed version.
-        backends: publisher backends whose counters are created eagerly (others are created on first use).
+        backends: the configured publisher backends: their counters exist from the start (at 0); a backend
+            not named here gets series only if it ever counts something (the daemon names exactly the
+            backends its configuration enables, so /metrics never shows a backend that is not running).
 
     Besides the metric objects (attributes named after the metric), it implements the publisher-facing
     protocols `flowgauge.publish.base.PublishTelemetry` and `flowgauge.publish.embedded.FanoutTelemetry`.
@@ -198,9 +211,11 @@ class Telemetry:
         )
         self.publish_dropped = Counter(
             "flowgauge_publish_dropped_total",
-            "Messages a publisher backend dropped by its overflow policy; for 'embedded' this includes the "
-            "websocket client drops (messages).",
-            ["backend"], registry=r,
+            "Messages a publisher backend dropped, by reason: queue_full (outbox full, oldest dropped), "
+            "buffer_full (client library buffer full while reconnecting), send_failed, closed, "
+            "subscriber_full (embedded: a subscriber's buffer full, oldest dropped; includes the websocket "
+            "client drops) (messages).",
+            ["backend", "reason"], registry=r,
         )
         self.fanout_clients = Gauge(
             "flowgauge_fanout_clients", "Websocket clients connected to the embedded fan-out (clients).",
@@ -245,7 +260,7 @@ class Telemetry:
         self._venues: dict[str, VenueInstruments] = {}
         self._books: dict[tuple[str, str], BookInstruments] = {}
         self._published: dict[str, Counter] = {}
-        self._dropped: dict[str, Counter] = {}
+        self._dropped: dict[tuple[str, str], Counter] = {}
         for backend in backends:
             self._backend_children(backend)
         self._disconnects = {reason: self.fanout_disconnects.labels(reason) for reason in DISCONNECT_REASONS}
@@ -293,25 +308,39 @@ class Telemetry:
 
     # ------------------------------------------------------------------------ publisher-facing protocols
 
-    def _backend_children(self, backend: str) -> tuple[Counter, Counter]:
+    def _backend_children(self, backend: str) -> Counter:
         published = self._published.get(backend)
         if published is None:
             published = self._published[backend] = self.published_messages.labels(backend)
-            self._dropped[backend] = self.publish_dropped.labels(backend)
-        return published, self._dropped[backend]
+            for reason in BACKEND_DROP_REASONS.get(backend, ()):
+                self._dropped_child(backend, reason)
+        return published
+
+    def _dropped_child(self, backend: str, reason: str) -> Counter:
+        child = self._dropped.get((backend, reason))
+        if child is None:
+            child = self._dropped[(backend, reason)] = self.publish_dropped.labels(backend, reason)
+        return child
 
     def count_published(self, backend: str, n: int = 1) -> None:
         """`n` messages accepted by `backend`."""
         child = self._published.get(backend)
         if child is None:
-            child = self._backend_children(backend)[0]
+            child = self._backend_children(backend)
         child.inc(n)
 
-    def count_publish_dropped(self, backend: str, n: int = 1) -> None:
-        """`n` messages dropped by `backend`'s overflow policy."""
-        child = self._dropped.get(backend)
+    def count_publish_dropped(self, backend: str, n: int = 1, *, reason: str = "queue_full") -> None:
+        """`n` messages dropped by `backend`, for `reason` (one of `DROP_REASONS`).
+
+        Raises:
+            ValueError: if `reason` is not in `DROP_REASONS` (a programming error).
+        """
+        child = self._dropped.get((backend, reason))
         if child is None:
-            child = self._backend_children(backend)[1]
+            if reason not in DROP_REASONS:
+                raise ValueError(f"unknown drop reason {reason!r}; expected one of {DROP_REASONS}")
+            self._backend_children(backend)
+            child = self._dropped_child(backend, reason)
         child.inc(n)
 
     def set_fanout_clients(self, n: int) -> None:

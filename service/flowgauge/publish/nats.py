@@ -1,0 +1,322 @@
+"""The NATS publisher: core publish of every payload on its topic as the NATS subject, optionally into a JetStream
+*state* stream that keeps the current value of every metric and status subject.
+
+Sits at the end of the engine -> publishers edge, beside the embedded bus. `publish(topic, payload)` only appends
+to a bounded `Outbox` (drop-oldest, counted as `queue_full`) and returns; one sender task moves messages to
+nats-py. Nothing here can block or crash the engine:
+
+* connecting happens in the background: `start()` returns at once, and messages wait in the outbox (within its
+  bound) until the first connection is up, however long that takes;
+* nats-py reconnects by itself forever (`max_reconnect_attempts=-1`); while it is disconnected the sender stops
+  draining, so the outbox keeps the newest `queue_size` messages and drops the oldest. What nats-py already
+  holds is bounded by `pending_bytes` (its `pending_size`); a publish it refuses for that bound is counted as
+  `buffer_full`.
+
+JetStream state mode (`jetstream=True`): at connect (and after every reconnect) the publisher makes sure a
+stream named `stream` exists over the metric and status subjects (`flowgauge.v1.*.*`, `flowgauge.v1.status.*.*`;
+the first also covers the aggregates `flowgauge.v1.agg.<base>`) with `max_msgs_per_subject=1`, so a late joiner
+reads the current value of every subject at once. Trade subjects (`flowgauge.v1.trades.<venue>.<slug>`, five
+tokens) are never captured by it. Messages still go out by core publish (the server stores what the stream
+captures; no per-message acknowledgement is awaited, which is what keeps the publish rate at core speed), with a
+`Nats-Msg-Id` header built from what every replica sees identically, so two replicas store each update once
+within the stream's duplicate window:
+
+    <venue>:<instrument>:book:<book_seq>                  book-triggered payloads (venue sequence id)
+    <venue>:<instrument>:<trigger>:<ts_exchange>          open_interest, funding, long_short payloads
+
+Not de-duplicated (no id): status payloads, liquidation-triggered payloads (the payload carries no venue
+liquidation id and several liquidations can share a timestamp), book payloads of a book that is not VALID
+(`book_seq` is null), and aggregates.
+
+Must not import `flowgauge.telemetry` (a higher layer): counters go through `PublishTelemetry`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.api
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+
+from flowgauge.logs import BurstLimiter, event
+from flowgauge.publish.base import PublishTelemetry
+from flowgauge.publish.outbox import Outbox
+
+__all__ = ["STATE_STREAM_SUBJECTS", "NatsPublisher", "message_id"]
+
+log = logging.getLogger(__name__)
+
+BACKEND = "nats"
+
+STATE_STREAM_SUBJECTS: tuple[str, ...] = ("flowgauge.v1.*.*", "flowgauge.v1.status.*.*")
+"""What the JetStream state stream captures: per-instrument metric payloads and aggregates (4 tokens) and
+status payloads (5 tokens under `status`). Trades (`flowgauge.v1.trades.<venue>.<slug>`) match neither."""
+
+# Messages moved to nats-py per wake-up of the sender before it yields to the loop again, so a long backlog
+# after a reconnect cannot hold the loop for long.
+_BATCH = 512
+_STREAM_RETRY_S = 5.0
+_TS_TRIGGERS = frozenset({"open_interest", "funding", "long_short"})
+
+
+class _IdFields(msgspec.Struct):
+    """The payload fields a message id is built from; every other field is skipped by the decoder."""
+
+    venue: str | None = None
+    instrument: str | None = None
+    trigger: str | None = None
+    book_seq: int | None = None
+    ts_exchange: int | None = None
+
+
+_id_decoder = msgspec.json.Decoder(_IdFields)
+
+
+def message_id(payload: bytes) -> str | None:
+    """The `Nats-Msg-Id` of a metric payload, or None if it must not be de-duplicated (see the module doc)."""
+    try:
+        fields = _id_decoder.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    if fields.venue is None or fields.instrument is None:
+        return None
+    prefix = f"{fields.venue}:{fields.instrument}:{fields.trigger}:"
+    if fields.trigger == "book":
+        return None if fields.book_seq is None else prefix + str(fields.book_seq)
+    if fields.trigger in _TS_TRIGGERS and fields.ts_exchange is not None:
+        return prefix + str(fields.ts_exchange)
+    return None
+
+
+class NatsPublisher:
+    """Publishes to NATS (core, optionally into a JetStream state stream); implements `Publisher`.
+
+    Args:
+        url: `nats://host:port` (or `tls://`), credentials in the URL if the server needs them; several
+            servers may be given comma-separated.
+        telemetry: where counters go; None counts only locally (`published`, `dropped`).
+        queue_size: bound of the outbox, in messages (drop-oldest beyond it).
+        pending_bytes: bound of nats-py's own buffer (`pending_size`), in bytes.
+        reconnect_wait_s: pause between reconnect attempts to one server.
+        connect_timeout_s: deadline of one connection attempt.
+        jetstream: keep the JetStream state stream (see the module doc) and send message ids.
+        stream: name of the state stream.
+        duplicate_window_s: the stream's de-duplication window for message ids.
+        name: client name the server shows in its connection list.
+    """
+
+    backend = BACKEND
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        telemetry: PublishTelemetry | None = None,
+        queue_size: int = 10_000,
+        pending_bytes: int = 8 * 1024 * 1024,
+        reconnect_wait_s: float = 1.0,
+        connect_timeout_s: float = 2.0,
+        jetstream: bool = False,
+        stream: str = "FLOWGAUGE_STATE",
+        duplicate_window_s: float = 120.0,
+        name: str = "flowgauge",
+    ) -> None:
+        if pending_bytes < 1:
+            raise ValueError(f"pending_bytes must be >= 1, got {pending_bytes}")
+        self._servers = [part.strip() for part in url.split(",") if part.strip()]
+        self._telemetry = telemetry
+        self._pending_bytes = pending_bytes
+        self._reconnect_wait_s = reconnect_wait_s
+        self._connect_timeout_s = connect_timeout_s
+        self._jetstream = jetstream
+        self._stream = stream
+        self._duplicate_window_s = duplicate_window_s
+        self._name = name
+        self.outbox = Outbox(queue_size, self._on_queue_drop)
+        self._nc: NatsClient | None = None
+        self._connected = asyncio.Event()
+        self._stream_due = jetstream  # (re)check the state stream before the next batch
+        self._stream_next_try = 0.0
+        self._sender: asyncio.Task[None] | None = None
+        self._errors = BurstLimiter(30.0)
+        self._closed = False
+        self.published = 0
+        """Messages handed to nats-py."""
+        self.dropped = 0
+        """Messages dropped, every reason together."""
+        self.reconnects = 0
+        """Reconnections after the first connection."""
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # ------------------------------------------------------------------------------------ Publisher
+
+    async def start(self) -> None:
+        """Start the sender task, which connects in the background. Idempotent."""
+        if self._closed:
+            raise RuntimeError("the NATS publisher is closed")
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._run(), name="publish:nats")
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Queue one message (never blocks; drops the oldest queued message when the outbox is full)."""
+        self.outbox.put(topic, payload)
+
+    async def close(self) -> None:
+        """Send what is queued while connected, then drain the connection and stop. Idempotent.
+
+        Bounded by the caller (app.py runs it within its share of the shutdown budget); what cannot be sent
+        by then is abandoned.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.outbox.close()
+        sender = self._sender
+        if sender is not None:
+            if not self._connected.is_set():
+                sender.cancel()  # nothing queued can be sent now
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        nc = self._nc
+        if nc is not None and not nc.is_closed:
+            try:
+                await nc.drain() if nc.is_connected else await nc.close()
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                event(log, logging.WARNING, "nats_close_failed", error=repr(exc)[:200])
+                await nc.close()
+
+    # ------------------------------------------------------------------------------------ sender
+
+    async def _run(self) -> None:
+        try:
+            nc = await self._connect()
+        except asyncio.CancelledError:
+            raise
+        outbox = self.outbox
+        while True:
+            await outbox.wait()
+            if not outbox and outbox.closed:
+                return
+            if not self._connected.is_set():
+                if outbox.closed:
+                    return
+                await self._connected.wait()
+            if self._stream_due and time.monotonic() >= self._stream_next_try:
+                await self._ensure_stream(nc)
+            for topic, payload in outbox.take(_BATCH):
+                headers: dict[str, str] | None = None
+                if self._jetstream:
+                    msg_id = message_id(payload)
+                    if msg_id is not None:
+                        headers = {"Nats-Msg-Id": msg_id}
+                try:
+                    await nc.publish(topic, payload, headers=headers)
+                except nats.errors.OutboundBufferLimitError:
+                    self._count_drop(1, "buffer_full")
+                except nats.errors.ConnectionClosedError:
+                    self._count_drop(1, "closed")
+                except (nats.errors.Error, OSError) as exc:
+                    self._count_drop(1, "send_failed")
+                    self._log_error("nats_publish_failed", exc)
+                else:
+                    self.published += 1
+                    if self._telemetry is not None:
+                        self._telemetry.count_published(BACKEND)
+            await asyncio.sleep(0)  # let the engine run between batches of a long backlog
+
+    async def _connect(self) -> NatsClient:
+        """Connect, retrying forever (nats-py does the retrying); returns once the first connection is up."""
+        nc = await nats.connect(
+            servers=self._servers,
+            name=self._name,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=self._reconnect_wait_s,  # type: ignore[arg-type]  # seconds, float is fine
+            connect_timeout=self._connect_timeout_s,  # type: ignore[arg-type]
+            pending_size=self._pending_bytes,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            closed_cb=self._on_closed,
+        )
+        self._nc = nc
+        self._connected.set()
+        event(log, logging.INFO, "nats_connected", server=_server_name(nc))
+        return nc
+
+    async def _ensure_stream(self, nc: NatsClient) -> None:
+        """Create the state stream, or bring an existing one to our configuration; retried later on failure."""
+        js = nc.jetstream()
+        config = nats.js.api.StreamConfig(
+            name=self._stream,
+            subjects=list(STATE_STREAM_SUBJECTS),
+            max_msgs_per_subject=1,
+            duplicate_window=self._duplicate_window_s,
+            storage=nats.js.api.StorageType.FILE,
+            discard=nats.js.api.DiscardPolicy.OLD,
+        )
+        try:
+            try:
+                await js.stream_info(self._stream)
+            except nats.js.errors.NotFoundError:
+                await js.add_stream(config)
+            else:
+                await js.update_stream(config)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self._stream_next_try = time.monotonic() + _STREAM_RETRY_S
+            self._log_error("nats_state_stream_failed", exc, stream=self._stream)
+            return
+        self._stream_due = False
+        event(log, logging.INFO, "nats_state_stream_ready", stream=self._stream)
+
+    # ------------------------------------------------------------------------------------ callbacks
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._log_error("nats_error", exc)
+
+    async def _on_disconnected(self) -> None:
+        if self._connected.is_set():
+            self._connected.clear()
+            event(log, logging.WARNING, "nats_disconnected")
+
+    async def _on_reconnected(self) -> None:
+        self.reconnects += 1
+        self._stream_due = self._jetstream  # a restarted server may have lost a memory-backed stream
+        self._stream_next_try = 0.0
+        self._connected.set()
+        nc = self._nc
+        event(log, logging.INFO, "nats_reconnected", server=_server_name(nc) if nc is not None else None)
+
+    async def _on_closed(self) -> None:
+        self._connected.clear()
+
+    # ------------------------------------------------------------------------------------ counting
+
+    def _on_queue_drop(self, n: int) -> None:
+        self._count_drop(n, "queue_full")
+
+    def _count_drop(self, n: int, reason: str) -> None:
+        self.dropped += n
+        if self._telemetry is not None:
+            self._telemetry.count_publish_dropped(BACKEND, n, reason=reason)
+
+    def _log_error(self, name: str, exc: BaseException, **fields: Any) -> None:
+        suppressed = self._errors.allow(name)
+        if suppressed is not None:
+            event(log, logging.WARNING, name, error=repr(exc)[:200], suppressed=suppressed, **fields)
+
+
+def _server_name(nc: NatsClient) -> str | None:
+    url = nc.connected_url
+    return f"{url.hostname}:{url.port}" if url is not None else None

@@ -1,0 +1,112 @@
+"""Broker backends without a broker: config keys, the outbox policy, message ids, and which /metrics series exist."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from flowgauge.app import Daemon, configured_backends
+from flowgauge.config import ConfigError, load_settings, redacted
+from flowgauge.publish.codec import encode
+from flowgauge.publish.nats import message_id
+from flowgauge.publish.outbox import Outbox
+from flowgauge.telemetry.instruments import Telemetry
+
+
+def _backends_in_metrics(registry: CollectorRegistry) -> set[str]:
+    text = generate_latest(registry).decode()
+    return {
+        line.split('backend="', 1)[1].split('"', 1)[0]
+        for line in text.splitlines()
+        if line.startswith("flowgauge_publ") and 'backend="' in line
+    }
+
+
+def test_brokers_are_off_by_default_and_absent_from_metrics() -> None:
+    settings = load_settings(None, {})
+    assert not settings.bus.nats.enabled and not settings.bus.redis.enabled
+    assert configured_backends(settings) == ("embedded",)
+    daemon = Daemon(settings)
+    # No nats or redis series for backends that are not running (the old /metrics showed all four).
+    assert _backends_in_metrics(daemon.registry) == {"embedded"}
+
+
+def test_enabled_brokers_get_their_series_from_the_start() -> None:
+    env = {"FLOWGAUGE_BUS__NATS__ENABLED": "true", "FLOWGAUGE_BUS__REDIS__ENABLED": "true"}
+    daemon = Daemon(load_settings(None, env))
+    assert _backends_in_metrics(daemon.registry) == {"embedded", "nats", "redis"}
+    value = daemon.registry.get_sample_value
+    assert value("flowgauge_publish_dropped_total", {"backend": "nats", "reason": "queue_full"}) == 0
+    assert value("flowgauge_publish_dropped_total", {"backend": "redis", "reason": "send_failed"}) == 0
+
+
+def test_drop_reason_outside_the_vocabulary_is_a_programming_error() -> None:
+    telemetry = Telemetry(CollectorRegistry(), backends=("nats",))
+    with pytest.raises(ValueError, match="unknown drop reason"):
+        telemetry.count_publish_dropped("nats", reason="because")
+
+
+def test_broker_config_keys_are_validated_together() -> None:
+    env = {
+        "FLOWGAUGE_BUS__NATS__URL": "http://x",
+        "FLOWGAUGE_BUS__NATS__QUEUE_SIZE": "0",
+        "FLOWGAUGE_BUS__NATS__STREAM": "a.b",
+        "FLOWGAUGE_BUS__REDIS__URL": "nats://x",
+        "FLOWGAUGE_BUS__REDIS__LAST_TTL_S": "0",
+        "FLOWGAUGE_BUS__REDIS__STREAM_MAXLEN": "0",
+    }
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env)
+    keys = [problem.split(":", 1)[0] for problem in info.value.problems]
+    assert keys == [
+        "bus.nats.url", "bus.nats.queue_size", "bus.nats.stream",
+        "bus.redis.url", "bus.redis.last_ttl_s", "bus.redis.stream_maxlen",
+    ]
+
+
+def test_broker_urls_from_the_environment_and_their_passwords_redacted() -> None:
+    env = {
+        "FLOWGAUGE_BUS__NATS__ENABLED": "true",
+        "FLOWGAUGE_BUS__NATS__URL": "nats://app:s3cret@10.0.0.1:4222,nats://10.0.0.2:4222",
+        "FLOWGAUGE_BUS__NATS__JETSTREAM": "true",
+        "FLOWGAUGE_BUS__REDIS__URL": "redis://:pw0rd@cache:6379/2",
+    }
+    settings = load_settings(None, env)
+    assert settings.bus.nats.jetstream is True
+    assert settings.bus.redis.url == "redis://:pw0rd@cache:6379/2"
+    data = redacted(settings)
+    assert data["bus"]["nats"]["url"] == "nats://app:***@10.0.0.1:4222,nats://10.0.0.2:4222"
+    assert data["bus"]["redis"]["url"] == "redis://:***@cache:6379/2"
+    assert "s3cret" not in repr(data) and "pw0rd" not in repr(data)
+
+
+def test_outbox_drops_the_oldest_and_counts() -> None:
+    drops: list[int] = []
+    outbox = Outbox(3, drops.append)
+    for i in range(5):
+        outbox.put("t", bytes([i]))
+    assert outbox.dropped == 2 and drops == [1, 1]
+    assert [payload for _, payload in outbox.take(10)] == [b"\x02", b"\x03", b"\x04"]
+    outbox.close()
+    outbox.put("t", b"late")
+    assert len(outbox) == 0
+
+
+def _payload(**fields: object) -> bytes:
+    base = {"schema": "flowgauge.v1", "venue": "bybit", "symbol": "BTC/USDT:USDT", "instrument": "BTCUSDT",
+            "seq": 7, "book_seq": None, "ts_exchange": 1_700_000_000_123_000_000, "bid_px": 1.0}
+    return encode({**base, **fields})
+
+
+def test_message_ids_come_from_what_replicas_see_identically() -> None:
+    # The replica-local `seq` and receive times never enter the id.
+    book = message_id(_payload(trigger="book", book_seq=991, seq=1, ts_recv=5))
+    assert book == message_id(_payload(trigger="book", book_seq=991, seq=9000, ts_recv=6)) == "bybit:BTCUSDT:book:991"
+    assert message_id(_payload(trigger="open_interest")) == "bybit:BTCUSDT:open_interest:1700000000123000000"
+    assert message_id(_payload(trigger="funding")) == "bybit:BTCUSDT:funding:1700000000123000000"
+    # Not de-duplicated: a book that is not VALID (no book_seq), liquidations, status payloads, garbage.
+    assert message_id(_payload(trigger="book", book_seq=None)) is None
+    assert message_id(_payload(trigger="liquidation")) is None
+    assert message_id(encode({"schema": "flowgauge.v1", "venue": "bybit", "instrument": "BTCUSDT",
+                              "state": "VALID", "ts_exchange": 1})) is None
+    assert message_id(b"not json") is None
