@@ -1,0 +1,156 @@
+"""JetStream state mode against a real `nats-server -js` (temp store dir) the test starts on a free port.
+
+The publisher keeps a state stream over the metric and status subjects with one message per subject: a late
+joiner reads the current value of every subject at once; two replicas' copies of one book update (same venue
+sequence id, different replica-local seq) are stored once; trade subjects never enter the stream.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.js.api
+import nats.js.errors
+import orjson
+import pytest
+from tests.brokers import nats_server
+from tests.procs import wait_for
+
+from flowgauge.publish import topics
+from flowgauge.publish.codec import encode
+from flowgauge.publish.nats import STATE_STREAM_SUBJECTS, NatsPublisher
+
+pytestmark = pytest.mark.integration
+
+BTC = topics.book_topic("bybit", "BTC/USDT:USDT")
+ETH = topics.book_topic("bybit", "ETH/USDT:USDT")
+BTC_STATUS = topics.status_topic("bybit", "BTC/USDT:USDT")
+TRADES = "flowgauge.v1.trades.bybit.BTC-USDT-USDT"  # the future trades family: must stay out of the state stream
+STREAM = "FG_TEST_STATE"
+
+
+def _book(instrument: str, symbol: str, book_seq: int, seq: int, bid: float) -> bytes:
+    return encode({
+        "schema": "flowgauge.v1", "venue": "bybit", "symbol": symbol, "instrument": instrument, "trigger": "book",
+        "seq": seq, "book_seq": book_seq, "book_state": "VALID", "ts_exchange": 1_700_000_000_000_000_000 + book_seq,
+        "ts_recv": 0, "ts_publish": 0, "bid_px": bid,
+    })
+
+
+def _status(state: str) -> bytes:
+    return encode({"schema": "flowgauge.v1", "venue": "bybit", "symbol": "BTC/USDT:USDT", "instrument": "BTCUSDT",
+                   "state": state, "reason": None, "ts_exchange": 1, "ts_recv": 1, "ts_publish": 1})
+
+
+async def _publisher(port: int) -> NatsPublisher:
+    publisher = NatsPublisher(f"nats://127.0.0.1:{port}", jetstream=True, stream=STREAM, reconnect_wait_s=0.1)
+    await publisher.start()
+    return publisher
+
+
+async def test_state_stream_gives_a_late_joiner_every_current_value_once(tmp_path: Path) -> None:
+    with nats_server(tmp_path, jetstream=True) as server:
+        nc = await nats.connect(f"nats://127.0.0.1:{server.port}", allow_reconnect=False, connect_timeout=2)
+        js = nc.jetstream()
+        replica_a = await _publisher(server.port)
+        replica_b = await _publisher(server.port)
+        try:
+            # Both replicas see the same venue updates; their replica-local seq differs.
+            for book_seq in (100, 101, 102):
+                replica_a.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", book_seq, seq=book_seq - 99, bid=book_seq))
+            replica_a.publish(ETH, _book("ETHUSDT", "ETH/USDT:USDT", 7, seq=1, bid=3000.0))
+            replica_a.publish(BTC_STATUS, _status("RESYNCING"))
+            replica_a.publish(BTC_STATUS, _status("VALID"))
+            replica_a.publish(TRADES, b'{"trade":1}')
+
+            async def stored() -> bool:
+                try:
+                    info = await js.stream_info(STREAM)
+                except nats.js.errors.NotFoundError:
+                    return False
+                return info.state.messages == 3 and info.state.last_seq >= 6
+
+            await wait_for(stored, "replica A's updates in the state stream")
+            info = await js.stream_info(STREAM)
+            assert info.config.max_msgs_per_subject == 1
+            assert sorted(info.config.subjects or []) == sorted(STATE_STREAM_SUBJECTS)
+            last_seq = info.state.last_seq
+
+            # Replica B publishes the same venue update 102 (its own seq 5000): de-duplicated, not stored again.
+            replica_b.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", 102, seq=5000, bid=-1.0))
+            # ... then a new update 103 first (stored) and A's copy of it (dropped).
+            replica_b.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", 103, seq=5001, bid=103.0))
+            await wait_for(lambda: replica_b.published == 2, "replica B handing both messages to nats-py")
+            await _flush(replica_b)  # B's copy of 103 reaches the server before A's
+            replica_a.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", 103, seq=5, bid=-2.0))
+            await wait_for(lambda: replica_a.published == 8, "replica A handing its last message to nats-py")
+
+            async def settled() -> bool:
+                # A's copy of 103 is acknowledged by the server as a duplicate, so a flush is the barrier.
+                await _flush(replica_a)
+                return (await js.stream_info(STREAM)).state.last_seq == last_seq + 1
+
+            await wait_for(settled, "exactly one new stored message (update 103)")
+
+            # A late joiner: one subscription, the current value of every subject at once.
+            current: dict[str, dict[str, Any]] = {}
+            sub = await js.subscribe(
+                "flowgauge.v1.>", ordered_consumer=True,
+                deliver_policy=nats.js.api.DeliverPolicy.LAST_PER_SUBJECT,
+            )
+            try:
+                while len(current) < 3:
+                    msg = await sub.next_msg(timeout=5)
+                    current[msg.subject] = orjson.loads(msg.data)
+            finally:
+                await sub.unsubscribe()
+            assert set(current) == {BTC, ETH, BTC_STATUS}
+            assert current[BTC]["book_seq"] == 103 and current[BTC]["bid_px"] == 103.0
+            assert current[ETH]["bid_px"] == 3000.0
+            assert current[BTC_STATUS]["state"] == "VALID"
+            with pytest.raises(nats.js.errors.NotFoundError):
+                await js.get_last_msg(STREAM, TRADES)
+            btc = await js.get_last_msg(STREAM, BTC)
+            assert btc.headers is not None and btc.headers["Nats-Msg-Id"] == "bybit:BTCUSDT:book:103"
+        finally:
+            await replica_a.close()
+            await replica_b.close()
+            await nc.close()
+
+
+async def _flush(publisher: NatsPublisher) -> None:
+    nc = publisher._nc
+    assert nc is not None
+    await nc.flush(timeout=2)
+
+
+async def test_state_stream_is_recreated_after_a_restart_and_publishing_resumes(tmp_path: Path) -> None:
+    """The stream is (re)checked after every reconnect; an existing stream is brought to our configuration."""
+    with nats_server(tmp_path, jetstream=True) as server:
+        publisher = await _publisher(server.port)
+        try:
+            publisher.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", 1, seq=1, bid=1.0))
+            await wait_for(lambda: publisher.published == 1, "first message")
+            server.stop()
+            await wait_for(lambda: not publisher.connected, "disconnect noticed")
+            server.start()  # same store dir: the stream survives on disk
+            await wait_for(lambda: publisher.connected, "reconnected")
+            publisher.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", 2, seq=2, bid=2.0))
+            nc = await nats.connect(f"nats://127.0.0.1:{server.port}", allow_reconnect=False, connect_timeout=2)
+            try:
+                js = nc.jetstream()
+
+                async def latest_is_2() -> bool:
+                    try:
+                        msg = await js.get_last_msg(STREAM, BTC)
+                    except (TimeoutError, nats.js.errors.NotFoundError, nats.errors.TimeoutError):
+                        return False
+                    return bool(orjson.loads(msg.data)["book_seq"] == 2)
+
+                await wait_for(latest_is_2, "the update published after the restart as the current value")
+            finally:
+                await nc.close()
+        finally:
+            await publisher.close()
