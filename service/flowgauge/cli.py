@@ -102,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "check-config": _check_config,
         "bench": _bench,
     }[args.command]
+    if args.command in _BATCH_COMMANDS:
+        # Their Ctrl-C contract (summary, exit 130) holds even when started from a script's background job,
+        # which starts with SIGINT ignored and would otherwise make them uninterruptible.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         status = _select_core(os.environ.get("FLOWGAUGE_CORE")) if args.command in _PIPELINE_COMMANDS else 0
         if not status:
@@ -125,6 +129,9 @@ def _missing_dependency(command: str, exc: ModuleNotFoundError) -> int:
           file=sys.stderr)
     return 1
 
+
+# Commands that stop on their own and report what they did when interrupted.
+_BATCH_COMMANDS = frozenset({"replay", "bench"})
 
 # Commands that run books and metrics, i.e. the hot core that FLOWGAUGE_CORE chooses.
 _PIPELINE_COMMANDS = frozenset({"run", "record", "replay", "bench"})

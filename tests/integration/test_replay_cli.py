@@ -165,7 +165,13 @@ def test_a_finished_replay_ends_with_a_one_line_summary(tmp_path: Path) -> None:
     assert "\r" not in result.stderr  # stderr is a pipe here: no progress bar
 
 
-async def test_ctrl_c_stops_a_replay_with_a_summary_and_exit_130(tmp_path: Path) -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# A script's background job starts with SIGINT ignored (CI runners do this): the contract holds there too.
+@pytest.mark.parametrize("started_ignoring_sigint", [False, True], ids=["foreground", "background-job"])
+async def test_ctrl_c_stops_a_replay_with_a_summary_and_exit_130(tmp_path: Path, started_ignoring_sigint: bool) -> None:
     out = tmp_path / "out.jsonl"
     # At recorded pace the Bybit fixture lasts 42 s: it is still running when Ctrl-C arrives, the OKX file
     # after it not started.
@@ -173,6 +179,7 @@ async def test_ctrl_c_stops_a_replay_with_a_summary_and_exit_130(tmp_path: Path)
         sys.executable, "-m", "flowgauge", "replay", str(BYBIT_RECORDING), str(OKX_RECORDING),
         "--speed", "1", "--out", str(out),
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_ignore_sigint if started_ignoring_sigint else None,
     )
     try:
         await wait_for(lambda: out.exists() and out.read_bytes().count(b"\n") >= 3, "payloads written")
