@@ -36,6 +36,7 @@ from flowgauge.logs import BurstLimiter, event
 from flowgauge.publish.base import Publisher
 from flowgauge.publish.embedded import EmbeddedBus
 from flowgauge.publish.nats import NatsPublisher
+from flowgauge.publish.redis import RedisPublisher
 from flowgauge.recording import MARKETS_CONN, RecordingWriter
 from flowgauge.telemetry.collector import SignalCollector
 from flowgauge.telemetry.health import HealthBoard
@@ -126,6 +127,7 @@ class Daemon:
         self.stopping = False
         self.bus: EmbeddedBus | None = None
         self.nats: NatsPublisher | None = None
+        self.redis: RedisPublisher | None = None
         self.publishers: list[Publisher] = []  # every running backend; each gets every payload
         self.http: HttpServer | None = None
         self.recorders: dict[str, RecordingWriter] = {}
@@ -263,6 +265,24 @@ class Daemon:
                 await self.nats.start()
                 stack.push_async_callback(_bounded, self.nats.close, budget * 0.15, "bus.nats")
                 self.publishers.append(self.nats)
+            redis_settings = settings.bus.redis
+            if redis_settings.enabled:
+                # Like NATS: connects on first use, retries by itself, never holds the daemon back.
+                self.redis = RedisPublisher(
+                    redis_settings.url,
+                    telemetry=self.telemetry,
+                    queue_size=redis_settings.queue_size,
+                    connect_timeout_s=redis_settings.connect_timeout_s,
+                    reconnect_max_s=redis_settings.reconnect_max_s,
+                    last_key_prefix=redis_settings.last_key_prefix,
+                    last_ttl_s=redis_settings.last_ttl_s,
+                    streams=redis_settings.streams,
+                    stream_key_prefix=redis_settings.stream_key_prefix,
+                    stream_maxlen=redis_settings.stream_maxlen,
+                )
+                await self.redis.start()
+                stack.push_async_callback(_bounded, self.redis.close, budget * 0.15, "bus.redis")
+                self.publishers.append(self.redis)
             stack.callback(self._close_recorders)
             event(
                 log,
