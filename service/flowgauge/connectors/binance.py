@@ -39,8 +39,9 @@ import orjson
 
 from flowgauge.book.sequencing import binance_futures
 from flowgauge.book.sync import SequenceRule
+from flowgauge.connectors import levels as shared_levels
 from flowgauge.connectors.base import Action, FetchSnapshot, PollRequest
-from flowgauge.connectors.levels import to_base, valid_levels
+from flowgauge.connectors.levels import to_base
 from flowgauge.types import (
     BUY,
     SELL,
@@ -428,7 +429,7 @@ class BinanceUsdmParser:
                 return []  # not one of ours
         bids = data.b
         asks = data.a
-        if not (valid_levels(bids) and valid_levels(asks)):
+        if not shared_levels.valid_sides(bids, asks):
             return None
         ts_exchange = (data.T or data.E) * 1_000_000
         return [

@@ -23,8 +23,9 @@ import msgspec
 import orjson
 
 from flowgauge.book.sync import SequenceRule, consecutive_ids
+from flowgauge.connectors import levels as shared_levels
 from flowgauge.connectors.base import Action, PollRequest
-from flowgauge.connectors.levels import to_base, valid_levels
+from flowgauge.connectors.levels import already_base, to_base
 from flowgauge.types import (
     BUY,
     SELL,
@@ -125,6 +126,7 @@ class BybitParser:
         self.book_depth = book_depth
         self.instruments: dict[str, Instrument] = {i.venue_id: i for i in instruments}
         self._by_symbol = {i.symbol: i for i in self.instruments.values()}
+        self._convert_sizes = {i.venue_id for i in self.instruments.values() if not already_base(i)}
         self._tickers: dict[str, dict[str, Any]] = {}
         self._handlers = {
             "orderbook": self._on_orderbook,
@@ -221,15 +223,17 @@ class BybitParser:
         except msgspec.DecodeError:
             return None
         data = frame.data
-        instrument = self.instruments.get(frame.topic.rpartition(".")[2])
+        venue_id = frame.topic.rpartition(".")[2]
+        instrument = self.instruments.get(venue_id)
         if instrument is None:
             return []
         bids = data.b
         asks = data.a
-        if not (valid_levels(bids) and valid_levels(asks)):
+        if not shared_levels.valid_sides(bids, asks):
             return None
-        bids = to_base(bids, instrument)
-        asks = to_base(asks, instrument)
+        if venue_id in self._convert_sizes:
+            bids = to_base(bids, instrument)
+            asks = to_base(asks, instrument)
         seq = data.u
         ts_exchange = (frame.cts or frame.ts) * _MS
         kind = frame.type

@@ -30,17 +30,37 @@ def reference_valid_levels(levels: DecodedLevels) -> bool:
     return min(prices) > 0.0 and min(sizes) >= 0.0 and total == total and total != _INF
 
 
+def reference_valid_sides(bids: DecodedLevels, asks: DecodedLevels) -> bool:
+    """Both sides of a book message pass `reference_valid_levels`."""
+    return reference_valid_levels(bids) and reference_valid_levels(asks)
+
+
 _validator: Callable[[DecodedLevels], bool] = reference_valid_levels
 
+valid_sides: Callable[[DecodedLevels, DecodedLevels], bool] = reference_valid_sides
+"""`valid_levels` of both sides in one call, for the typed fast paths. Rebound by `install_validator`: call it as
+`levels.valid_sides(...)` (through the module), so the binding in use is the current one and no Python frame
+stands between the parser and the compiled loop."""
 
-def install_validator(validator: Callable[[DecodedLevels], bool] | None) -> None:
-    """Use `validator` (same verdicts as `reference_valid_levels`) in `valid_levels`; None restores the reference."""
-    global _validator
+
+def install_validator(
+    validator: Callable[[DecodedLevels], bool] | None,
+    sides: Callable[[DecodedLevels, DecodedLevels], bool] | None = None,
+) -> None:
+    """Use `validator` (same verdicts as `reference_valid_levels`) in `valid_levels`, and `sides` (same verdicts as
+    `reference_valid_sides`) as `valid_sides`; None restores the reference."""
+    global _validator, valid_sides
     _validator = validator if validator is not None else reference_valid_levels
+    valid_sides = sides if validator is not None and sides is not None else reference_valid_sides
+
+
+def already_base(instrument: Instrument) -> bool:
+    """The venue's quantities are base units already (`to_base` would return its input)."""
+    return instrument.kind is ContractKind.LINEAR and instrument.contract_size == 1.0
 
 
 def to_base(levels: DecodedLevels, instrument: Instrument) -> tuple[Level, ...]:
     """Venue quantities to base units; a linear contract of size 1 is already base (no copy)."""
-    if instrument.kind is ContractKind.LINEAR and instrument.contract_size == 1.0:
+    if already_base(instrument):
         return levels
     return tuple((p, instrument.base_size(q, p)) for p, q in levels)

@@ -60,7 +60,10 @@ def _activate(name: str) -> str:
     """Make `name` the active core, including the parsers' level validation (C loop or the reference)."""
     global _active
     _active = name
-    levels.install_validator(_compiled.valid_levels if name == COMPILED and _compiled is not None else None)
+    if name == COMPILED and _compiled is not None:
+        levels.install_validator(_compiled.valid_levels, _compiled.valid_sides)
+    else:
+        levels.install_validator(None)
     return name
 
 

@@ -555,13 +555,55 @@ cdef class OfiState:
         return bid_term + ask_term
 
 
+def valid_sides(bids, asks):
+    """connectors.levels.reference_valid_sides: `valid_levels(bids) and valid_levels(asks)` in one call."""
+    return _valid_levels(bids) and _valid_levels(asks)
+
+
 def valid_levels(levels):
     """connectors.levels.valid_levels in one C loop, with the reference's exact verdicts: the minimum price
     must be > 0, the minimum size >= 0, and the sum of every price and size finite (so a NaN anywhere, an
     infinity, or a sum that overflows all fail)."""
+    return _valid_levels(levels)
+
+
+cdef bint _valid_levels(object levels) except -1:
     cdef object level
     cdef double price, size, min_price = 0.0, min_size = 0.0, prices = 0.0, sizes = 0.0, total
     cdef bint first = True
+    cdef Py_ssize_t i
+    cdef PyObject* item
+    cdef PyObject* p
+    cdef PyObject* q
+    for i in range(PyTuple_GET_SIZE(levels) if type(levels) is tuple else 0):
+        # The typed decode's shape (a tuple of (float, float) tuples) read without generic indexing; anything
+        # else, from its first odd item on, takes the generic loop below.
+        item = PyTuple_GET_ITEM(levels, i)
+        if type(<object>item) is not tuple or PyTuple_GET_SIZE(<object>item) != 2:
+            break
+        p = PyTuple_GET_ITEM(<object>item, 0)
+        q = PyTuple_GET_ITEM(<object>item, 1)
+        if type(<object>p) is not float or type(<object>q) is not float:
+            break
+        price = PyFloat_AS_DOUBLE(<object>p)
+        size = PyFloat_AS_DOUBLE(<object>q)
+        if first:
+            min_price = price
+            min_size = size
+            prices = price
+            sizes = size
+            first = False
+            continue
+        if price < min_price:
+            min_price = price
+        if size < min_size:
+            min_size = size
+        prices += price
+        sizes += size
+    else:
+        if type(levels) is tuple:
+            return _verdict(first, min_price, min_size, prices, sizes)
+    first = True  # not all of the typed shape: start again with the generic loop (same arithmetic)
     for level in levels:
         price = level[0]
         size = level[1]
@@ -579,9 +621,13 @@ def valid_levels(levels):
             min_size = size
         prices += price
         sizes += size
-    if first:
+    return _verdict(first, min_price, min_size, prices, sizes)
+
+
+cdef inline bint _verdict(bint empty, double min_price, double min_size, double prices, double sizes) noexcept:
+    if empty:
         return True
-    total = prices + sizes
+    cdef double total = prices + sizes
     return min_price > 0.0 and min_size >= 0.0 and total == total and total != INFINITY
 
 

@@ -109,12 +109,21 @@ def test_book_fields_and_ofi_match_the_reference_on_random_books() -> None:
         ((float("nan"), 1.0),),
         ((1.0, float("inf")),),
         ((1e308, 1.0), (1e308, 1.0)),  # each finite, the sum overflows: the reference rejects it too
+        # Not the typed decode's shape (tuples of two floats) from some item on: the generic loop decides.
+        ((2.0, 1.0), (1, 2)),
+        ((2.0, 1.0), [float("nan"), 1.0]),
+        ((2.0, 1.0), (0, 1.0)),
+        [(2.0, 1.0), (-1.0, 1.0)],
+        [[2.0, 1.0]],
     ],
 )
 def test_level_validation_gives_the_reference_verdicts(levels: tuple[tuple[float, float], ...]) -> None:
-    from flowgauge.connectors.levels import reference_valid_levels
+    from flowgauge.connectors.levels import reference_valid_levels, reference_valid_sides
 
     assert _core.valid_levels(levels) == reference_valid_levels(levels)
+    good = ((3.0, 1.0), (2.0, 0.0))
+    assert _core.valid_sides(levels, good) == reference_valid_sides(levels, good)
+    assert _core.valid_sides(good, levels) == reference_valid_sides(good, levels)
 
 
 def test_c_windows_give_the_reference_bits_on_random_streams() -> None:
