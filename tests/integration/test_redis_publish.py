@@ -210,3 +210,25 @@ async def test_daemon_publishes_to_redis_and_nats_at_once(tmp_path: Path) -> Non
                 await wait_for(every_backend_published, "payloads counted for embedded, nats and redis")
                 daemon.send_signal(signal.SIGTERM)
                 assert await asyncio.to_thread(daemon.wait, 10) == 0
+
+
+async def test_daemon_starts_and_stops_while_both_brokers_are_down(tmp_path: Path) -> None:
+    """Unreachable brokers delay neither startup nor SIGTERM; their series exist from the start."""
+    closed_port, bus_port, http_port = free_port(), free_port(), free_port()
+    config = write_config(tmp_path / "cfg.yaml", closed_port, bus_port, http_port)
+    data = yaml.safe_load(config.read_text())
+    data["bus"]["redis"] = {"enabled": True, "url": f"redis://127.0.0.1:{closed_port}/0", "reconnect_max_s": 0.2}
+    data["bus"]["nats"] = {"enabled": True, "url": f"nats://127.0.0.1:{closed_port}", "reconnect_wait_s": 0.2}
+    config.write_text(yaml.safe_dump(data))
+    with flowgauge(["run", "-c", str(config)], tmp_path / "daemon.log") as daemon:
+        async def metrics() -> str | None:
+            code, text = await http_get(http_port, "/metrics")
+            return text if code == 200 else None
+
+        text = await wait_for(metrics, "/metrics while both brokers are down")
+        for backend in ("nats", "redis"):
+            assert f'flowgauge_publish_dropped_total{{backend="{backend}",reason="queue_full"}} 0.0' in text
+        started = asyncio.get_running_loop().time()
+        daemon.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(daemon.wait, 10) == 0, (tmp_path / "daemon.log").read_text()[-3000:]
+        assert asyncio.get_running_loop().time() - started < 5

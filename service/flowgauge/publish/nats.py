@@ -193,7 +193,7 @@ class NatsPublisher:
             try:
                 await nc.drain() if nc.is_connected else await nc.close()
             except (nats.errors.Error, OSError, TimeoutError) as exc:
-                event(log, logging.WARNING, "nats_close_failed", error=repr(exc)[:200])
+                event(log, logging.WARNING, "nats_close_failed", error=_describe(exc))
                 await nc.close()
 
     # ------------------------------------------------------------------------------------ sender
@@ -314,9 +314,15 @@ class NatsPublisher:
     def _log_error(self, name: str, exc: BaseException, **fields: Any) -> None:
         suppressed = self._errors.allow(name)
         if suppressed is not None:
-            event(log, logging.WARNING, name, error=repr(exc)[:200], suppressed=suppressed, **fields)
+            event(log, logging.WARNING, name, error=_describe(exc), suppressed=suppressed, **fields)
 
 
 def _server_name(nc: NatsClient) -> str | None:
     url = nc.connected_url
     return f"{url.hostname}:{url.port}" if url is not None else None
+
+
+def _describe(exc: BaseException) -> str:
+    """`Type: message`, short: what an operator needs in one log field."""
+    text = str(exc)
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:200]

@@ -238,7 +238,7 @@ class RedisPublisher:
     def _went_down(self, exc: BaseException) -> None:
         if self._up:
             self._up = False
-            event(log, logging.WARNING, "redis_disconnected", error=repr(exc)[:200])
+            event(log, logging.WARNING, "redis_disconnected", error=_describe(exc))
         else:
             self._log_error("redis_unreachable", exc)
 
@@ -255,4 +255,10 @@ class RedisPublisher:
     def _log_error(self, name: str, exc: BaseException, **fields: Any) -> None:
         suppressed = self._errors.allow(name)
         if suppressed is not None:
-            event(log, logging.WARNING, name, error=repr(exc)[:200], suppressed=suppressed, **fields)
+            event(log, logging.WARNING, name, error=_describe(exc), suppressed=suppressed, **fields)
+
+
+def _describe(exc: BaseException) -> str:
+    """`Type: message`, short: what an operator needs in one log field."""
+    text = str(exc)
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:200]
