@@ -323,7 +323,6 @@ class Engine:
             return self._delta_not_applied(state, delta, result)
         ts_exchange = delta.ts_exchange
         book = sync.book
-        state.metrics.on_book(book, ts_exchange)
         state.publish_seq += 1
         payload: dict[str, Any] = state.envelope.copy()
         payload["trigger"] = "book"
@@ -333,7 +332,8 @@ class Engine:
         payload["ts_exchange"] = ts_exchange
         payload["ts_recv"] = delta.ts_recv
         payload["ts_publish"] = 0
-        state.metrics.fields(book, ts_exchange, "book", payload)
+        # on_book, then fields (what _on_delta and _emit call), in one call
+        state.metrics.book_payload(book, ts_exchange, payload)  # type: ignore[attr-defined]  # compiled metrics
         ts_publish = self._clock()
         payload["ts_publish"] = ts_publish
         try:

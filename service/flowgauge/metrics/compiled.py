@@ -115,6 +115,32 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
         self._last_e = e
         self.book_events += 1
 
+    def book_payload(self, book: Any, ts_exchange: int, out: dict[str, object]) -> None:
+        """`on_book(book, ts_exchange)` then `fields(book, ts_exchange, "book", out)` in one Python call: the
+        engine's hot path for an applied delta (same steps, same order)."""
+        e = self._ofi.event(book, ts_exchange, self._win_1s, self._win_10s, self._win_60s, self._ew_10s)
+        self._first_book_seen = True
+        if e is None:
+            self._first_state(ts_exchange)
+        else:
+            self._last_e = e
+            self.book_events += 1
+        if self._state_stale:
+            self._state = self._state_values()
+            self._state_stale = False
+        self._payload_fields.fill(
+            self._state,
+            book,
+            self._last_e,
+            "book",
+            True,
+            ts_exchange,
+            self._warm_start,
+            self._open_flags,
+            self._flag_until,
+            out,
+        )
+
     def _book_event(self, book: Any, ts_exchange: int) -> float | None:
         return self._ofi.event(  # type: ignore[no-any-return]
             book, ts_exchange, self._win_1s, self._win_10s, self._win_60s, self._ew_10s
