@@ -7,6 +7,8 @@ sequence id, different replica-local seq) are stored once; trade subjects never 
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,10 @@ import nats.js.api
 import nats.js.errors
 import orjson
 import pytest
+import yaml
 from tests.brokers import nats_server
-from tests.procs import wait_for
+from tests.conftest import BYBIT_RECORDING
+from tests.procs import flowgauge, free_port, wait_for, write_config
 
 from flowgauge.publish import topics
 from flowgauge.publish.codec import encode
@@ -154,3 +158,64 @@ async def test_state_stream_is_recreated_after_a_restart_and_publishing_resumes(
                 await nc.close()
         finally:
             await publisher.close()
+
+
+async def test_daemon_with_jetstream_configured_keeps_current_values(tmp_path: Path) -> None:
+    """`bus.nats.jetstream: true` in the config: a late joiner reads every book's and status's current value."""
+    sim_port, bus_port, http_port = free_port(), free_port(), free_port()
+    with nats_server(tmp_path, jetstream=True) as server:
+        config = write_config(tmp_path / "cfg.yaml", sim_port, bus_port, http_port)
+        data = yaml.safe_load(config.read_text())
+        data["bus"]["nats"] = {"enabled": True, "url": f"nats://127.0.0.1:{server.port}", "jetstream": True,
+                               "stream": STREAM}
+        config.write_text(yaml.safe_dump(data))
+        sim_args = ["simulate", "--venue", "bybit", "--recording", str(BYBIT_RECORDING), "--port", str(sim_port),
+                    "--speed", "4"]
+        with (
+            flowgauge(sim_args, tmp_path / "sim.log"),
+            flowgauge(["run", "-c", str(config)], tmp_path / "daemon.log") as daemon,
+        ):
+            nc = await nats.connect(f"nats://127.0.0.1:{server.port}", allow_reconnect=False, connect_timeout=2)
+            try:
+                js = nc.jetstream()
+                wanted = {BTC, ETH, BTC_STATUS, topics.status_topic("bybit", "ETH/USDT:USDT")}
+
+                async def late_joiner() -> dict[str, dict[str, Any]] | None:
+                    try:
+                        current = {subject: await js.get_last_msg(STREAM, subject) for subject in wanted}
+                    except (TimeoutError, nats.js.errors.NotFoundError, nats.errors.TimeoutError):
+                        return None
+                    return {subject: orjson.loads(msg.data) for subject, msg in current.items()}
+
+                current = await wait_for(late_joiner, "current values of both books and their status")
+                assert current[BTC]["symbol"] == "BTC/USDT:USDT"
+                assert current[BTC_STATUS]["state"] in {"SYNCING", "VALID"}
+                info = await js.stream_info(STREAM, subjects_filter=">")
+                assert info.config.max_msgs_per_subject == 1
+                subjects = info.state.subjects or {}
+                assert wanted <= set(subjects) and set(subjects.values()) == {1}  # one per subject ...
+                assert info.state.messages == len(subjects) < info.state.last_seq  # ... of many stored updates
+            finally:
+                await nc.close()
+            daemon.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(daemon.wait, 10) == 0
+
+
+async def test_jetstream_mode_on_a_server_without_jetstream_still_publishes_core(tmp_path: Path) -> None:
+    with nats_server(tmp_path) as server:  # no -js
+        nc = await nats.connect(f"nats://127.0.0.1:{server.port}", allow_reconnect=False, connect_timeout=2)
+        received: list[bytes] = []
+
+        async def on_msg(msg: Any) -> None:
+            received.append(msg.data)
+
+        await nc.subscribe(BTC, cb=on_msg)
+        await nc.flush()
+        publisher = await _publisher(server.port)
+        try:
+            publisher.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", 1, seq=1, bid=1.0))
+            await wait_for(lambda: len(received) == 1, "the payload by core publish")
+            assert orjson.loads(received[0])["book_seq"] == 1
+        finally:
+            await publisher.close()
+            await nc.close()
