@@ -56,7 +56,13 @@ async def _listen(port: int, pattern: str) -> AsyncIterator[_Listener]:
                 listener.messages.append((message["channel"].decode(), orjson.loads(message["data"])))
 
     await pubsub.psubscribe(pattern)
-    await wait_for(lambda: pubsub.subscribed, "the pattern subscription")
+
+    async def confirmed() -> bool:
+        # The server's psubscribe reply: from here on every PUBLISH matching the pattern reaches us.
+        message = await pubsub.get_message(timeout=0.5)
+        return message is not None and message["type"] == "psubscribe"
+
+    await wait_for(confirmed, "the pattern subscription confirmed by Redis")
     task = asyncio.create_task(reader())
     try:
         yield listener
