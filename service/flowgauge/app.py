@@ -198,6 +198,8 @@ class Daemon:
                 "errors": self.health.counts(venue),
             }
         status["venue_status"] = venue_status
+        # The broker publishers' health: a backend that is down shows here before its drop counter moves.
+        status["publishers"] = {p.backend: p.status() for p in (self.nats, self.redis) if p is not None}
         return status
 
     def not_ready(self) -> dict[str, object]:

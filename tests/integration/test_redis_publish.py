@@ -214,6 +214,12 @@ async def test_daemon_publishes_to_redis_and_nats_at_once(tmp_path: Path) -> Non
                     )
 
                 await wait_for(every_backend_published, "payloads counted for embedded, nats and redis")
+                code, body = await http_get(http_port, "/status")
+                assert code == 200
+                publishers = orjson.loads(body)["publishers"]
+                assert set(publishers) == {"nats", "redis"}
+                assert publishers["nats"]["connected"] and publishers["redis"]["connected"]
+                assert publishers["nats"]["published"] > 0 and publishers["redis"]["published"] > 0
                 daemon.send_signal(signal.SIGTERM)
                 assert await asyncio.to_thread(daemon.wait, 10) == 0
 

@@ -159,6 +159,17 @@ class NatsPublisher:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def status(self) -> dict[str, object]:
+        """What /status shows for this backend."""
+        return {
+            "connected": self.connected,
+            "published": self.published,
+            "dropped": self.dropped,
+            "queued": len(self.outbox),
+            "reconnects": self.reconnects,
+            "jetstream": self._jetstream,
+        }
+
     # ------------------------------------------------------------------------------------ Publisher
 
     async def start(self) -> None:

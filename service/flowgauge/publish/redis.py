@@ -114,6 +114,15 @@ class RedisPublisher:
         """True while the last round trip to Redis succeeded."""
         return self._up
 
+    def status(self) -> dict[str, object]:
+        """What /status shows for this backend."""
+        return {
+            "connected": self.connected,
+            "published": self.published,
+            "dropped": self.dropped,
+            "queued": len(self.outbox),
+        }
+
     # ------------------------------------------------------------------------------------ Publisher
 
     async def start(self) -> None:
