@@ -210,10 +210,7 @@ class NatsPublisher:
     # ------------------------------------------------------------------------------------ sender
 
     async def _run(self) -> None:
-        try:
-            nc = await self._connect()
-        except asyncio.CancelledError:
-            raise
+        nc = await self._connect()
         outbox = self.outbox
         while True:
             await outbox.wait()
@@ -268,7 +265,9 @@ class NatsPublisher:
 
     async def _ensure_stream(self, nc: NatsClient) -> None:
         """Create the state stream, or bring an existing one to our configuration; retried later on failure."""
-        js = nc.jetstream()
+        # Bounded: this runs in the sender before a batch, so a JetStream API that does not answer must not
+        # hold publishing for long (the outbox keeps filling meanwhile, within its bound).
+        js = nc.jetstream(timeout=self._connect_timeout_s)
         config = nats.js.api.StreamConfig(
             name=self._stream,
             subjects=list(STATE_STREAM_SUBJECTS),
