@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -9,7 +12,7 @@ from flowgauge.app import Daemon, configured_backends
 from flowgauge.config import ConfigError, load_settings, redacted
 from flowgauge.publish.codec import encode
 from flowgauge.publish.nats import message_id
-from flowgauge.publish.outbox import Outbox
+from flowgauge.publish.outbox import Outbox, describe_error, report_crash
 from flowgauge.telemetry.instruments import Telemetry
 
 
@@ -110,3 +113,16 @@ def test_message_ids_come_from_what_replicas_see_identically() -> None:
     assert message_id(encode({"schema": "flowgauge.v1", "venue": "bybit", "instrument": "BTCUSDT",
                               "state": "VALID", "ts_exchange": 1})) is None
     assert message_id(b"not json") is None
+
+
+async def test_a_crashed_publisher_task_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    async def broken() -> None:
+        raise RuntimeError("bug")
+
+    task = asyncio.get_running_loop().create_task(broken(), name="publish:test")
+    task.add_done_callback(report_crash)
+    with caplog.at_level(logging.ERROR, logger="flowgauge.publish.outbox"):
+        await asyncio.wait([task])  # its callbacks run in the order added: report_crash before wait's own
+    assert any("publisher_task_crashed: task=publish:test" in r.getMessage() for r in caplog.records)
+    assert describe_error(RuntimeError("bug")) == "RuntimeError: bug"
+    assert describe_error(TimeoutError()) == "TimeoutError"

@@ -48,7 +48,7 @@ from nats.aio.client import Client as NatsClient
 
 from flowgauge.logs import BurstLimiter, event
 from flowgauge.publish.base import PublishTelemetry
-from flowgauge.publish.outbox import Outbox
+from flowgauge.publish.outbox import Outbox, describe_error, report_crash
 
 __all__ = ["STATE_STREAM_SUBJECTS", "NatsPublisher", "message_id"]
 
@@ -178,6 +178,7 @@ class NatsPublisher:
             raise RuntimeError("the NATS publisher is closed")
         if self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(self._run(), name="publish:nats")
+            self._sender.add_done_callback(report_crash)
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Queue one message (never blocks; drops the oldest queued message when the outbox is full)."""
@@ -197,14 +198,14 @@ class NatsPublisher:
         if sender is not None:
             if not self._connected.is_set():
                 sender.cancel()  # nothing queued can be sent now
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # a crash was logged when it happened
                 await sender
         nc = self._nc
         if nc is not None and not nc.is_closed:
             try:
                 await nc.drain() if nc.is_connected else await nc.close()
             except (nats.errors.Error, OSError, TimeoutError) as exc:
-                event(log, logging.WARNING, "nats_close_failed", error=_describe(exc))
+                event(log, logging.WARNING, "nats_close_failed", error=describe_error(exc))
                 await nc.close()
 
     # ------------------------------------------------------------------------------------ sender
@@ -324,15 +325,9 @@ class NatsPublisher:
     def _log_error(self, name: str, exc: BaseException, **fields: Any) -> None:
         suppressed = self._errors.allow(name)
         if suppressed is not None:
-            event(log, logging.WARNING, name, error=_describe(exc), suppressed=suppressed, **fields)
+            event(log, logging.WARNING, name, error=describe_error(exc), suppressed=suppressed, **fields)
 
 
 def _server_name(nc: NatsClient) -> str | None:
     url = nc.connected_url
     return f"{url.hostname}:{url.port}" if url is not None else None
-
-
-def _describe(exc: BaseException) -> str:
-    """`Type: message`, short: what an operator needs in one log field."""
-    text = str(exc)
-    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:200]

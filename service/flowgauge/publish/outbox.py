@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 from collections.abc import Callable
 
-__all__ = ["Outbox", "OutboxMessage"]
+__all__ = ["Outbox", "OutboxMessage", "describe_error", "report_crash"]
+
+log = logging.getLogger(__name__)
 
 OutboxMessage = tuple[str, bytes]
 """(topic, encoded payload)."""
@@ -90,3 +93,16 @@ class Outbox:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+def report_crash(task: asyncio.Task[None]) -> None:
+    """Done-callback of a publisher's task: log one that died of a bug (publishing to that backend stopped,
+    its outbox now only drops, which the drop counter shows)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("publisher_task_crashed: task=%s", task.get_name(), exc_info=exc)
+
+
+def describe_error(exc: BaseException) -> str:
+    """`Type: message`, short: what an operator needs in one log field."""
+    text = str(exc)
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:200]

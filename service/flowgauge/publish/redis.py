@@ -36,7 +36,7 @@ from redis.backoff import NoBackoff
 
 from flowgauge.logs import BurstLimiter, event
 from flowgauge.publish.base import PublishTelemetry
-from flowgauge.publish.outbox import Outbox
+from flowgauge.publish.outbox import Outbox, describe_error, report_crash
 
 __all__ = ["RedisPublisher"]
 
@@ -143,6 +143,8 @@ class RedisPublisher:
             loop.create_task(self._run(), name="publish:redis"),
             loop.create_task(self._refresh(), name="publish:redis:ttl"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(report_crash)
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Queue one message (never blocks; drops the oldest queued message when the outbox is full)."""
@@ -161,10 +163,10 @@ class RedisPublisher:
         if sender is not None:
             if not self._up:
                 sender.cancel()  # Redis is not answering: what is queued cannot be written now
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # a crash was logged when it happened
                 await sender
         for task in others:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._client is not None:
             await self._client.aclose()
@@ -247,7 +249,7 @@ class RedisPublisher:
     def _went_down(self, exc: BaseException) -> None:
         if self._up:
             self._up = False
-            event(log, logging.WARNING, "redis_disconnected", error=_describe(exc))
+            event(log, logging.WARNING, "redis_disconnected", error=describe_error(exc))
         else:
             self._log_error("redis_unreachable", exc)
 
@@ -264,10 +266,4 @@ class RedisPublisher:
     def _log_error(self, name: str, exc: BaseException, **fields: Any) -> None:
         suppressed = self._errors.allow(name)
         if suppressed is not None:
-            event(log, logging.WARNING, name, error=_describe(exc), suppressed=suppressed, **fields)
-
-
-def _describe(exc: BaseException) -> str:
-    """`Type: message`, short: what an operator needs in one log field."""
-    text = str(exc)
-    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:200]
+            event(log, logging.WARNING, name, error=describe_error(exc), suppressed=suppressed, **fields)
