@@ -46,12 +46,25 @@ stands between the parser and the compiled loop."""
 def install_validator(
     validator: Callable[[DecodedLevels], bool] | None,
     sides: Callable[[DecodedLevels, DecodedLevels], bool] | None = None,
+    strings: Callable[[object], list[tuple[str, str, float, float]] | None] | None = None,
 ) -> None:
     """Use `validator` (same verdicts as `reference_valid_levels`) in `valid_levels`, and `sides` (same verdicts as
-    `reference_valid_sides`) as `valid_sides`; None restores the reference."""
-    global _validator, valid_sides
+    `reference_valid_sides`) as `valid_sides`, and `strings` as `string_levels`; None restores the reference."""
+    global _validator, valid_sides, string_levels
     _validator = validator if validator is not None else reference_valid_levels
     valid_sides = sides if validator is not None and sides is not None else reference_valid_sides
+    string_levels = strings if validator is not None and strings is not None else no_fast_string_levels
+
+
+def no_fast_string_levels(raw: object) -> None:
+    """The reference core has no fast path for string levels: the parser's own loop always runs."""
+    return None
+
+
+string_levels: Callable[[object], list[tuple[str, str, float, float]] | None] = no_fast_string_levels
+"""OKX's `[[px, sz, ...], ...]` checked and converted in one C call when the compiled core is active (None: use
+the parser's reference loop, which also reports what is wrong). Rebound by `install_validator`; call it through
+the module."""
 
 
 def already_base(instrument: Instrument) -> bool:

@@ -55,6 +55,7 @@ import orjson
 
 from flowgauge.book.sequencing import okx_books
 from flowgauge.book.sync import SequenceRule
+from flowgauge.connectors import levels as shared_levels
 from flowgauge.connectors.base import Action, FetchSnapshot, PollRequest
 from flowgauge.types import (
     BUY,
@@ -226,6 +227,9 @@ def _opt_float(value: Any) -> float | None:
 
 def _raw_levels(raw: Any) -> list[tuple[str, str, float, float]]:
     """Validate `[[px, sz, "0", numOrders], ...]` -> (px string, sz string, px, sz in contracts)."""
+    fast = shared_levels.string_levels(raw)  # the compiled core's C loop (same result), None otherwise
+    if fast is not None:
+        return fast
     if not isinstance(raw, list):
         raise FrameError("levels are not a list")
     out = []

@@ -61,7 +61,7 @@ def _activate(name: str) -> str:
     global _active
     _active = name
     if name == COMPILED and _compiled is not None:
-        levels.install_validator(_compiled.valid_levels, _compiled.valid_sides)
+        levels.install_validator(_compiled.valid_levels, _compiled.valid_sides, _compiled.string_levels)
     else:
         levels.install_validator(None)
     return name

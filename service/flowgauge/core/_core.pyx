@@ -13,7 +13,7 @@ Sides are stored best first (bids descending, asks ascending): the best level is
 band depths read a prefix of the arrays.
 """
 
-from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromString
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
@@ -553,6 +553,36 @@ cdef class OfiState:
         else:
             ask_term = prev_ask_sz
         return bid_term + ask_term
+
+
+def string_levels(raw):
+    """connectors.okx._raw_levels for a clean `[[px, sz, ...], ...]` (a list of lists whose first two items are
+    str): the same list of (px string, sz string, float(px), float(sz)) with the same checks (0 < px < inf,
+    0 <= sz < inf); None as soon as anything is not so (the caller's reference loop then says what is wrong).
+    `PyFloat_FromString` is what `float(str)` runs, so the values are the same objects' values."""
+    cdef list out = []
+    cdef object item, px_s, sz_s, price_obj, size_obj
+    cdef double price, size
+    if type(raw) is not list:
+        return None
+    for item in <list>raw:
+        if type(item) is not list or len(<list>item) < 2:
+            return None
+        px_s = (<list>item)[0]
+        sz_s = (<list>item)[1]
+        if type(px_s) is not str or type(sz_s) is not str:
+            return None
+        try:
+            price_obj = PyFloat_FromString(px_s)
+            size_obj = PyFloat_FromString(sz_s)
+        except ValueError:
+            return None
+        price = PyFloat_AS_DOUBLE(price_obj)
+        size = PyFloat_AS_DOUBLE(size_obj)
+        if not (0.0 < price < INFINITY) or not (0.0 <= size < INFINITY):
+            return None
+        out.append((px_s, sz_s, price_obj, size_obj))
+    return out
 
 
 def valid_sides(bids, asks):

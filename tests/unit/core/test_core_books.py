@@ -300,3 +300,43 @@ def test_the_compiled_sync_decides_every_delta_as_the_reference(rule_name: str) 
         assert compiled.book.asks.levels() == reference.book.asks.levels()
     # gaps and crossings both happened (resyncs count both), so every branch was compared
     assert 0 < reference.gaps < reference.resyncs
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [],
+        [["100.5", "2", "0", "3"], ["100.25", "0", "0", "0"], ["1e2", "1_000", "0", "1"]],
+        [[" 7.5 ", "0.000", "0", "1"]],
+        [["0", "1", "0", "1"]],
+        [["-1", "1", "0", "1"]],
+        [["1", "-0.5", "0", "1"]],
+        [["nan", "1", "0", "1"]],
+        [["1", "inf", "0", "1"]],
+        [["1e400", "1", "0", "1"]],
+        [["abc", "1", "0", "1"]],
+        [["1", "2"], ["3"]],
+        [[1.0, "2", "0", "1"]],
+        [("1", "2", "0", "1")],
+        {"1": "2"},
+        "levels",
+    ],
+)
+def test_string_levels_give_the_okx_reference_result(raw: object) -> None:
+    """The C loop returns exactly what okx._raw_levels returns for a clean list, and None wherever the reference
+    refuses the input (which it then reports itself)."""
+    from flowgauge.connectors import okx
+
+    previous = core.active_core()
+    core.select("python")  # okx._raw_levels runs its own loop: the reference
+    try:
+        try:
+            expected: object = okx._raw_levels(raw)
+        except ValueError:  # FrameError is one; float() of a non-number raises it too (the parser catches both)
+            expected = None
+    finally:
+        core.select(previous)
+    ours = _core.string_levels(raw)
+    assert ours == expected
+    if ours is not None:
+        assert [tuple(map(type, level)) for level in ours] == [(str, str, float, float)] * len(ours)
