@@ -49,6 +49,7 @@ import orjson
 
 from flowgauge.book.sequencing import snapshots_only
 from flowgauge.book.sync import SequenceRule
+from flowgauge.connectors import levels as shared_levels
 from flowgauge.connectors.base import Action, PollRequest
 from flowgauge.types import (
     BUY,
@@ -240,6 +241,11 @@ def coin_of(instrument: Instrument) -> str:
 
 
 def _book_side(raw: Any, instrument: Instrument, depth: int) -> tuple[Level, ...]:
+    if instrument.kind is ContractKind.LINEAR and depth >= 0:
+        # The compiled core's C loop (same result: size * contract_size is base_size for a linear contract), or None.
+        fast = shared_levels.dict_levels(raw, depth, instrument.contract_size)
+        if fast is not None:
+            return fast  # type: ignore[no-any-return]
     if not isinstance(raw, list):
         raise FrameError("book side is not a list")
     out = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from flowgauge.types import ContractKind, Instrument, Level
 
@@ -16,7 +17,8 @@ def valid_levels(levels: DecodedLevels) -> bool:
 
     The parsers' typed fast paths call this for every book frame; a False sends the frame down the generic
     path, which reports what is wrong. It runs `_validator`: the reference below, or the compiled core's
-    identical C loop once `flowgauge.core` installs it (connectors do not import the core: it sits above them).
+    identical C loop once `flowgauge.core` installs it with `install_compiled` (connectors do not import the core:
+    it sits above them).
     """
     return _validator(levels)
 
@@ -43,28 +45,35 @@ valid_sides: Callable[[DecodedLevels, DecodedLevels], bool] = reference_valid_si
 stands between the parser and the compiled loop."""
 
 
-def install_validator(
-    validator: Callable[[DecodedLevels], bool] | None,
-    sides: Callable[[DecodedLevels, DecodedLevels], bool] | None = None,
-    strings: Callable[[object], list[tuple[str, str, float, float]] | None] | None = None,
-) -> None:
-    """Use `validator` (same verdicts as `reference_valid_levels`) in `valid_levels`, and `sides` (same verdicts as
-    `reference_valid_sides`) as `valid_sides`, and `strings` as `string_levels`; None restores the reference."""
-    global _validator, valid_sides, string_levels
-    _validator = validator if validator is not None else reference_valid_levels
-    valid_sides = sides if validator is not None and sides is not None else reference_valid_sides
-    string_levels = strings if validator is not None and strings is not None else no_fast_string_levels
-
-
-def no_fast_string_levels(raw: object) -> None:
-    """The reference core has no fast path for string levels: the parser's own loop always runs."""
+def _no_fast_path(*args: object) -> None:
+    """The reference core has no C loop here: the parser's own (reference) loop always runs."""
     return None
 
 
-string_levels: Callable[[object], list[tuple[str, str, float, float]] | None] = no_fast_string_levels
-"""OKX's `[[px, sz, ...], ...]` checked and converted in one C call when the compiled core is active (None: use
-the parser's reference loop, which also reports what is wrong). Rebound by `install_validator`; call it through
-the module."""
+FastLevels = Callable[..., Any]
+
+string_levels: FastLevels = _no_fast_path
+"""OKX's `[[px, sz, ...], ...]` -> the same list as okx._raw_levels, or None (then the parser's reference loop
+runs and reports what is wrong)."""
+action_levels: FastLevels = _no_fast_path
+"""Deribit's `[[action, price, amount], ...]`, `usd` -> the same tuple as DeribitParser._levels, or None."""
+dict_levels: FastLevels = _no_fast_path
+"""Hyperliquid's `[{"px", "sz", ...}, ...]`, depth, linear multiplier -> the same tuple as hyperliquid._book_side,
+or None."""
+# Each is rebound by `install_compiled`: parsers call them through this module (`levels.string_levels(...)`), so
+# the binding in use is the current one and no Python frame stands between the parser and the C loop.
+
+
+def install_compiled(core: Any | None) -> None:
+    """Use the compiled core's loops (the same verdicts and values as the references) for `valid_levels`,
+    `valid_sides` and the parsers' fast level paths; None restores the references."""
+    global _validator, valid_sides, string_levels, action_levels, dict_levels
+    if core is None:
+        _validator, valid_sides = reference_valid_levels, reference_valid_sides
+        string_levels = action_levels = dict_levels = _no_fast_path
+        return
+    _validator, valid_sides = core.valid_levels, core.valid_sides
+    string_levels, action_levels, dict_levels = core.string_levels, core.action_levels, core.dict_levels
 
 
 def already_base(instrument: Instrument) -> bool:

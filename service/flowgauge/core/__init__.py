@@ -60,10 +60,7 @@ def _activate(name: str) -> str:
     """Make `name` the active core, including the parsers' level validation (C loop or the reference)."""
     global _active
     _active = name
-    if name == COMPILED and _compiled is not None:
-        levels.install_validator(_compiled.valid_levels, _compiled.valid_sides, _compiled.string_levels)
-    else:
-        levels.install_validator(None)
+    levels.install_compiled(_compiled if name == COMPILED else None)
     return name
 
 

@@ -585,6 +585,95 @@ def string_levels(raw):
     return out
 
 
+cdef object _DELETE = "delete"
+cdef object _NEW = "new"
+cdef object _CHANGE = "change"
+cdef object _PX = "px"
+cdef object _SZ = "sz"
+
+
+cdef inline object _json_number(object value):
+    """deribit._number for a float or a plain int (a bool is neither): the float, or None if not finite / not a
+    number / too large (the reference loop then reports it)."""
+    cdef double x
+    if type(value) is float:
+        x = PyFloat_AS_DOUBLE(value)
+        return value if isfinite(x) else None
+    if type(value) is int:
+        try:
+            x = value  # float(int), as the reference's float(value)
+        except OverflowError:
+            return None
+        return x if isfinite(x) else None
+    return None
+
+
+def action_levels(rows, bint usd):
+    """DeribitParser._levels for clean rows (`[action, price, amount]`, JSON numbers): the same tuple of (price,
+    base size) with the same checks (finite, price > 0, amount >= 0, action delete/new/change; a USD amount is
+    divided by its level's price), or None as soon as anything is not so (the reference then says what)."""
+    cdef list out = []
+    cdef object row, action, price_obj, amount_obj
+    cdef double price, amount
+    if type(rows) is not list:
+        return None
+    for row in <list>rows:
+        if type(row) is not list or len(<list>row) != 3:
+            return None
+        action = (<list>row)[0]
+        price_obj = _json_number((<list>row)[1])
+        amount_obj = _json_number((<list>row)[2])
+        if price_obj is None or amount_obj is None:
+            return None
+        price = PyFloat_AS_DOUBLE(price_obj)
+        amount = PyFloat_AS_DOUBLE(amount_obj)
+        if price <= 0.0 or amount < 0.0:
+            return None
+        if action == _DELETE:
+            out.append((price_obj, 0.0))
+        elif action == _NEW or action == _CHANGE:
+            out.append((price_obj, amount / price if usd else amount_obj))
+        else:
+            return None
+    return tuple(out)
+
+
+def dict_levels(raw, Py_ssize_t depth, double multiplier):
+    """hyperliquid._book_side for a clean side of a linear instrument (`[{"px": str, "sz": str, ...}, ...]`, the
+    first `depth` used): the same tuple of (price, size * multiplier) with the same checks (0 < px < inf,
+    0 <= sz < inf), or None as soon as anything is not so (the reference then says what)."""
+    cdef list out = []
+    cdef object level, px_s, sz_s, price_obj, size_obj
+    cdef double price, size
+    cdef Py_ssize_t i, n
+    if type(raw) is not list:
+        return None
+    if depth < 0:
+        return None  # raw[:depth] would drop from the end: the reference's slice decides
+    n = len(<list>raw)
+    if depth < n:
+        n = depth
+    for i in range(n):
+        level = (<list>raw)[i]
+        if type(level) is not dict:
+            return None
+        px_s = (<dict>level).get(_PX)
+        sz_s = (<dict>level).get(_SZ)
+        if type(px_s) is not str or type(sz_s) is not str:
+            return None
+        try:
+            price_obj = PyFloat_FromString(px_s)
+            size_obj = PyFloat_FromString(sz_s)
+        except ValueError:
+            return None
+        price = PyFloat_AS_DOUBLE(price_obj)
+        size = PyFloat_AS_DOUBLE(size_obj)
+        if not (0.0 < price < INFINITY) or not (0.0 <= size < INFINITY):
+            return None
+        out.append((price_obj, size * multiplier))
+    return tuple(out)
+
+
 def valid_sides(bids, asks):
     """connectors.levels.reference_valid_sides: `valid_levels(bids) and valid_levels(asks)` in one call."""
     return _valid_levels(bids) and _valid_levels(asks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from tests.conftest import linear_instrument
@@ -340,3 +341,77 @@ def test_string_levels_give_the_okx_reference_result(raw: object) -> None:
     assert ours == expected
     if ours is not None:
         assert [tuple(map(type, level)) for level in ours] == [(str, str, float, float)] * len(ours)
+
+
+def _reference_and_compiled(call: Any) -> tuple[object, object]:
+    """`call()` under the pure core (the parser's own loop) and under the compiled core (its C loop), each as the
+    value returned or "refused" when the parser raised (it then reports the frame as bad)."""
+    results = []
+    previous = core.active_core()
+    try:
+        for name in (core.PYTHON, core.COMPILED):
+            core.select(name)
+            try:
+                results.append(call())
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError):  # FrameError is a ValueError
+                results.append("refused")
+    finally:
+        core.select(previous)
+    return results[0], results[1]
+
+
+@pytest.mark.parametrize("usd", [False, True])
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [],
+        [["new", 65000.5, 10.0], ["change", 65001, 2], ["delete", 64000.0, 0.0]],
+        [["new", 1.5, 0]],
+        [["new", 0.0, 1.0]],
+        [["change", 1.0, -1.0]],
+        [["new", float("nan"), 1.0]],
+        [["new", 1.0, True]],
+        [["new", "1.0", 1.0]],
+        [["new", 10**400, 1.0]],
+        [["move", 1.0, 1.0]],
+        [["new", 1.0]],
+        [("new", 1.0, 1.0)],
+        {"new": 1},
+    ],
+)
+def test_deribit_levels_are_the_same_under_both_cores(rows: object, usd: bool) -> None:
+    from flowgauge.connectors.deribit import DeribitParser
+
+    instrument = linear_instrument()
+    parser = object.__new__(DeribitParser)
+    parser._usd = {instrument.venue_id: usd}
+    reference, compiled = _reference_and_compiled(lambda: parser._levels(rows, instrument))
+    assert compiled == reference
+    fast = _core.action_levels(rows, usd)
+    assert fast is None or fast == reference
+
+
+@pytest.mark.parametrize("depth", [0, 2, 20])
+@pytest.mark.parametrize(
+    "side",
+    [
+        [],
+        [{"px": "65000.5", "sz": "1.25", "n": 3}, {"px": "64999", "sz": "0.0", "n": 1}, {"px": "64998", "sz": "2"}],
+        [{"px": "0", "sz": "1"}],
+        [{"px": "1", "sz": "-1"}],
+        [{"px": "inf", "sz": "1"}],
+        [{"px": "x", "sz": "1"}],
+        [{"px": 1.0, "sz": "1"}],
+        [{"sz": "1"}],
+        [["1", "1"]],
+        "side",
+    ],
+)
+def test_hyperliquid_levels_are_the_same_under_both_cores(side: object, depth: int) -> None:
+    from flowgauge.connectors.hyperliquid import _book_side
+
+    instrument = linear_instrument()
+    reference, compiled = _reference_and_compiled(lambda: _book_side(side, instrument, depth))
+    assert compiled == reference
+    fast = _core.dict_levels(side, depth, instrument.contract_size)
+    assert fast is None or fast == reference

@@ -93,12 +93,13 @@ def test_the_parsers_level_check_follows_the_core() -> None:
         core.select("python")
         assert levels._validator is levels.reference_valid_levels
         assert levels.valid_sides is levels.reference_valid_sides
-        assert levels.string_levels is levels.no_fast_string_levels
+        assert levels.string_levels is levels.action_levels is levels.dict_levels is levels._no_fast_path
         assert levels.valid_levels(bad) is False
         core.select("compiled")
         assert levels._validator is _core.valid_levels
         assert levels.valid_sides is _core.valid_sides
         assert levels.string_levels is _core.string_levels
+        assert levels.action_levels is _core.action_levels and levels.dict_levels is _core.dict_levels
         assert levels.valid_levels(bad) is False and levels.valid_levels(((100.0, 1.0),)) is True
         assert levels.valid_sides(((100.0, 1.0),), bad) is False
         assert levels.valid_sides(((100.0, 1.0),), ((101.0, 1.0),)) is True
