@@ -99,7 +99,10 @@ def _number(value: Any, what: str) -> float:
     # JSON numbers only: a bool is an int to Python but never a price, and NaN/inf never a size.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FrameError(f"{what} is not a number: {value!r}")
-    out = float(value)
+    try:
+        out = float(value)
+    except OverflowError:  # an integer beyond any double: orjson parses big JSON integers exactly
+        raise FrameError(f"{what} is out of range") from None
     if not math.isfinite(out):
         raise FrameError(f"{what} is not finite")
     return out

@@ -456,3 +456,11 @@ def test_is_option() -> None:
     assert deribit.is_option("BTC-24SEP21-8000-P") and deribit.is_option("XRP_USDC-30JUN23-0d625-C")
     assert not deribit.is_option("BTC-PERPETUAL") and not deribit.is_option("BTC-24SEP21")
     assert not deribit.is_option("BTC-FS-27AUG21_PERP")
+
+
+def test_an_integer_beyond_any_double_is_a_frame_error_not_an_overflow() -> None:
+    # orjson refuses such JSON today; the parser's number check must not depend on that to stay crash-free.
+    from flowgauge.connectors.deribit import FrameError, _number
+
+    with pytest.raises(FrameError, match="out of range"):
+        _number(10**400, "price")
