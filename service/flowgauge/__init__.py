@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flowgauge.client import (
+        BusMessage,
         BusUnreachable,
         ConnectionLost,
         EmbeddedSubscriber,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCHEMA_DIR",
+    "BusMessage",
     "BusUnreachable",
     "ConnectionLost",
     "EmbeddedSubscriber",
@@ -57,6 +59,7 @@ _SCHEMA_VERSION = 1
 _LAZY = {
     name: "flowgauge.client"
     for name in (
+        "BusMessage",
         "BusUnreachable",
         "ConnectionLost",
         "EmbeddedSubscriber",

@@ -6,6 +6,11 @@
         async for topic, payload in sub:
             ...
 
+Right after subscribing, the bus first sends the current value (latest payload) of every matching topic, then
+the live stream. `async for topic, payload in sub` yields both alike; to tell them apart iterate
+`sub.messages()`, which yields `BusMessage`s whose `snapshot` is True for a current value replayed on
+subscribe and False for a live message.
+
 Payloads are decoded JSON objects as documented in the README's topic reference (JSON Schemas:
 `flowgauge.schema_path("payload")`, `flowgauge.schema_path("status")`).
 
@@ -25,6 +30,7 @@ import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +40,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 __all__ = [
+    "BusMessage",
     "BusUnreachable",
     "ConnectionLost",
     "EmbeddedSubscriber",
@@ -72,6 +79,16 @@ class SubscribeRejected(SubscriberError):
 
 class ConnectionLost(SubscriberError, ConnectionError):
     """The connection closed without this client asking (daemon stopped, slow consumer disconnected, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BusMessage:
+    """One message from the bus, as `EmbeddedSubscriber.messages()` yields it."""
+
+    topic: str
+    payload: dict[str, Any]
+    snapshot: bool
+    """True for a topic's current value replayed on subscribe, False for a message published live."""
 
 
 def check_url(url: str) -> None:
@@ -133,6 +150,11 @@ class EmbeddedSubscriber:
             await self._ws.close()
 
     async def __aiter__(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        async for message in self.messages():
+            yield message.topic, message.payload
+
+    async def messages(self) -> AsyncIterator[BusMessage]:
+        """Iterate `BusMessage`s: current values first (`snapshot` True), then live ones; ends as `async for`."""
         if self._ws is None:
             raise RuntimeError("use `async with EmbeddedSubscriber(...)` before iterating")
         ws = self._ws
@@ -140,7 +162,7 @@ class EmbeddedSubscriber:
             async for raw in ws:
                 message = orjson.loads(raw)
                 if "topic" in message:
-                    yield message["topic"], message["payload"]
+                    yield BusMessage(message["topic"], message["payload"], message.get("snapshot") is True)
         except ConnectionClosed:
             pass  # how it closed is told below, from the close frames
         if not self._closing:
@@ -218,6 +240,8 @@ async def tail(url: str, pattern: str, *, token: str | None = None, count: int =
                quiet_after_s: float = 5.0) -> None:
     """Print every matching payload as one JSON line (the `flowgauge tail` command).
 
+    Current values replayed on subscribe come first and carry `"snapshot": true` in their line.
+
     If nothing matches within `quiet_after_s` seconds (0 = never note it), say so once on stderr and keep
     waiting: a pattern with a typo otherwise looks exactly like a quiet market.
     """
@@ -231,8 +255,11 @@ async def tail(url: str, pattern: str, *, token: str | None = None, count: int =
     async with EmbeddedSubscriber(url, [pattern], token=token) as subscriber:
         timer = asyncio.get_running_loop().call_later(quiet_after_s, note_quiet) if quiet_after_s > 0 else None
         try:
-            async for topic, payload in subscriber:
-                sys.stdout.write(orjson.dumps({"topic": topic, "payload": payload}).decode() + "\n")
+            async for message in subscriber.messages():
+                line: dict[str, object] = {"topic": message.topic, "payload": message.payload}
+                if message.snapshot:
+                    line["snapshot"] = True
+                sys.stdout.write(orjson.dumps(line).decode() + "\n")
                 sys.stdout.flush()
                 seen += 1
                 if count and seen >= count:

@@ -141,6 +141,26 @@ async def test_tail_prints_matching_payloads_and_stops_after_count() -> None:
     assert proc.err == ""
 
 
+async def test_tail_prints_current_values_marked_snapshot_then_live_payloads() -> None:
+    eth = book_topic("bybit", "ETH/USDT:USDT")
+    async with bus() as running:
+        running.publish(BTC, payload(1))
+        running.publish(eth, payload(2))
+        running.publish(book_topic("okx", "BTC/USDT:USDT"), payload(3))  # outside the pattern
+        async with cli("tail", "flowgauge.v1.bybit.>", "--url", bus_url(running), "-n", "3") as proc:
+            # Nothing new is published until both current values are printed: they come on subscribe.
+            await wait_for(lambda: len(proc.stdout) >= 2, "tail to print the current values")
+            running.publish(BTC, payload(4))
+            assert await proc.finish() == 0, proc.err
+    lines = [orjson.loads(line) for line in "".join(proc.stdout).splitlines()]
+    snapshot = sorted(lines[:2], key=lambda line: line["topic"])
+    assert snapshot == [
+        {"topic": BTC, "payload": {"schema": "flowgauge.v1", "seq": 1}, "snapshot": True},
+        {"topic": eth, "payload": {"schema": "flowgauge.v1", "seq": 2}, "snapshot": True},
+    ]
+    assert lines[2] == {"topic": BTC, "payload": {"schema": "flowgauge.v1", "seq": 4}}
+
+
 async def test_tail_into_a_pipe_that_closes_exits_quietly() -> None:
     async with bus() as running:
         url = bus_url(running)

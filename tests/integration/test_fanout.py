@@ -350,3 +350,115 @@ async def test_close_is_bounded_with_a_client_that_never_reads(registry: Collect
         assert _sample(registry, "flowgauge_fanout_disconnects_total", {"reason": "shutdown"}) == 2
         assert _sample(registry, "flowgauge_fanout_clients") == 0
         assert not bus._tasks
+
+
+# ------------------------------------------------------------------------------------------ current values
+
+
+async def _raw_frames(ws: ClientConnection, n: int) -> list[dict[str, object]]:
+    out = []
+    async with asyncio.timeout(TIMEOUT):
+        for _ in range(n):
+            out.append(orjson.loads(await ws.recv()))
+    return out
+
+
+async def test_late_subscriber_gets_current_values_marked_snapshot_then_live_in_order(bus: EmbeddedBus) -> None:
+    # Arrange: BTC published twice (only its latest counts), ETH, a status, and a topic the pattern excludes.
+    bus.publish(BTC, encode({"seq": 1}))
+    bus.publish(ETH, encode({"seq": 2}))
+    bus.publish(BTC_STATUS, encode({"state": "VALID"}))
+    bus.publish(BINANCE_BTC, encode({"seq": 3}))
+    bus.publish(BTC, encode({"seq": 4}))
+
+    async with connect(_uri(bus)) as ws:
+        # Act: subscribe with nothing new published; the current values must arrive on their own.
+        await _subscribe(ws, "flowgauge.v1.bybit.>", "flowgauge.v1.status.>")
+        snapshot = await _raw_frames(ws, 3)
+        bus.publish(BINANCE_BTC, encode({"seq": 5}))
+        bus.publish(ETH, encode({"seq": 6}))
+        bus.publish(BTC_STATUS, encode({"state": "INVALID"}))
+        live = await _raw_frames(ws, 2)
+
+    # Assert: one snapshot frame per matching topic with its latest payload, binance filtered out.
+    assert sorted((f["topic"], orjson.dumps(f["payload"])) for f in snapshot) == sorted([
+        (BTC, b'{"seq":4}'), (ETH, b'{"seq":2}'), (BTC_STATUS, b'{"state":"VALID"}'),
+    ])
+    assert all(f["snapshot"] is True for f in snapshot)
+    assert live == [
+        {"topic": ETH, "payload": {"seq": 6}},
+        {"topic": BTC_STATUS, "payload": {"state": "INVALID"}},
+    ]
+
+
+async def test_snapshot_follows_the_pattern_and_is_not_repeated_for_topics_already_streamed(
+    bus: EmbeddedBus,
+) -> None:
+    bus.publish(BTC, encode({"seq": 1}))
+    bus.publish(ETH, encode({"seq": 2}))
+    bus.publish(BTC_STATUS, encode({"state": "VALID"}))
+    async with connect(_uri(bus)) as ws:
+        await _subscribe(ws, BTC)
+        assert await _raw_frames(ws, 1) == [{"topic": BTC, "payload": {"seq": 1}, "snapshot": True}]
+        # A wider pattern brings the current values of the topics it adds, not BTC's again.
+        await _subscribe(ws, "flowgauge.v1.*.*")
+        assert await _raw_frames(ws, 1) == [{"topic": ETH, "payload": {"seq": 2}, "snapshot": True}]
+        bus.publish(BTC, encode({"seq": 3}))
+        assert await _raw_frames(ws, 1) == [{"topic": BTC, "payload": {"seq": 3}}]
+
+
+async def test_subscribing_mid_stream_loses_and_reorders_nothing(bus: EmbeddedBus) -> None:
+    # A publisher runs on the loop the whole time: the snapshot and the live stream must join without a gap.
+    stop = asyncio.Event()
+
+    async def publish_forever() -> None:
+        seq = 0
+        while not stop.is_set():
+            bus.publish(BTC, encode({"seq": seq}))
+            seq += 1
+            await asyncio.sleep(0)
+
+    publisher = asyncio.ensure_future(publish_forever())
+    try:
+        async with connect(_uri(bus)) as ws:
+            await _subscribe(ws, BTC)
+            frames = await _raw_frames(ws, 200)
+    finally:
+        stop.set()
+        await publisher
+
+    assert frames[0]["snapshot"] is True
+    assert all("snapshot" not in f for f in frames[1:])
+    seqs = [int(f["payload"]["seq"]) for f in frames]  # type: ignore[index, call-overload]
+    assert seqs == list(range(seqs[0], seqs[0] + 200))
+
+
+async def test_embedded_subscriber_messages_tell_snapshots_from_live(bus: EmbeddedBus) -> None:
+    from flowgauge.client import BusMessage, EmbeddedSubscriber
+
+    bus.publish(BTC_STATUS, encode({"state": "VALID"}))
+    async with EmbeddedSubscriber(_uri(bus), ["flowgauge.v1.status.>"]) as sub:
+        messages = sub.messages()
+        async with asyncio.timeout(TIMEOUT):
+            first = await anext(messages)
+            bus.publish(BTC_STATUS, encode({"state": "INVALID"}))
+            second = await anext(messages)
+        await messages.aclose()
+    assert first == BusMessage(BTC_STATUS, {"state": "VALID"}, snapshot=True)
+    assert second == BusMessage(BTC_STATUS, {"state": "INVALID"}, snapshot=False)
+
+
+async def test_embedded_subscriber_plain_iteration_still_yields_pairs_including_snapshots(bus: EmbeddedBus) -> None:
+    from flowgauge.client import EmbeddedSubscriber
+
+    bus.publish(BTC, encode({"seq": 1}))
+    async with EmbeddedSubscriber(_uri(bus), [BTC]) as sub:
+        received = []
+        async with asyncio.timeout(TIMEOUT):
+            async for topic, payload in sub:
+                received.append((topic, payload))
+                if len(received) == 1:
+                    bus.publish(BTC, encode({"seq": 2}))
+                else:
+                    break
+    assert received == [(BTC, {"seq": 1}), (BTC, {"seq": 2})]

@@ -229,3 +229,29 @@ async def test_closed_bus_ends_subscriptions_and_ignores_publish() -> None:
         bus.subscribe("flowgauge.v1.>")
     with pytest.raises(RuntimeError, match="not running"):
         _ = bus.bound_port
+
+
+async def test_latest_value_cache_keeps_one_payload_per_topic_and_counts_evictions(
+    bus: EmbeddedBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowgauge.publish import embedded
+
+    monkeypatch.setattr(embedded, "_MAX_LATEST", 2)
+    bus.publish(BTC, _payload(1))
+    bus.publish(ETH, _payload(2))
+    bus.publish(BTC, _payload(3))  # a known topic replaces its value, evicting nothing
+    assert (bus.latest(BTC), bus.latest(ETH), bus.latest_evicted) == (_payload(3), _payload(2), 0)
+
+    bus.publish(BTC_STATUS, _payload(4))  # a third topic evicts the one first published longest ago
+    assert (bus.latest(BTC), bus.latest(ETH), bus.latest(BTC_STATUS)) == (None, _payload(2), _payload(4))
+    assert bus.latest_evicted == 1
+
+
+def test_snapshot_frame_is_a_frame_marked_snapshot() -> None:
+    import orjson
+
+    from flowgauge.publish.codec import decode_frame, snapshot_frame
+
+    data = snapshot_frame(BTC, _payload(7))
+    assert orjson.loads(data) == {"topic": BTC, "payload": {"seq": 7}, "snapshot": True}
+    assert decode_frame(data) == (BTC, {"seq": 7})

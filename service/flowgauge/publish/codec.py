@@ -8,6 +8,10 @@ import asyncio, sockets or prometheus_client.
 Wire frame of the embedded fan-out, one websocket text message per published payload:
 
     {"topic":"flowgauge.v1.bybit.BTC-USDT-USDT","payload":{...the encoded payload...}}
+
+and, for a topic's current value replayed to a client that just subscribed (`snapshot_frame`):
+
+    {"topic":"flowgauge.v1.bybit.BTC-USDT-USDT","payload":{...},"snapshot":true}
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from typing import Any
 
 import orjson
 
-__all__ = ["decode_frame", "encode", "frame"]
+__all__ = ["decode_frame", "encode", "frame", "snapshot_frame"]
 
 _FRAME_HEAD = b'{"topic":'
 _FRAME_MID = b',"payload":'
 _FRAME_TAIL = b"}"
+_SNAPSHOT_TAIL = b',"snapshot":true}'
 
 
 def encode(payload: Mapping[str, Any]) -> bytes:
@@ -44,6 +49,11 @@ def frame(topic: str, payload_bytes: bytes) -> bytes:
     `encode` (one JSON object). The topic is JSON-escaped, so any string is safe.
     """
     return b"".join((_FRAME_HEAD, orjson.dumps(topic), _FRAME_MID, payload_bytes, _FRAME_TAIL))
+
+
+def snapshot_frame(topic: str, payload_bytes: bytes) -> bytes:
+    """Like `frame`, marked `"snapshot":true`: a topic's latest payload replayed on subscribe, not a new one."""
+    return b"".join((_FRAME_HEAD, orjson.dumps(topic), _FRAME_MID, payload_bytes, _SNAPSHOT_TAIL))
 
 
 def decode_frame(data: bytes | bytearray | memoryview | str) -> tuple[str, dict[str, Any]]:

@@ -12,7 +12,14 @@ Websocket protocol (one JSON object per text message):
     client -> server   {"op": "subscribe", "patterns": ["flowgauge.v1.bybit.>"]}      (or "unsubscribe")
     server -> client   {"op": "subscribed", "patterns": [<every pattern now active>]}
                        {"op": "error", "error": "<why the request was refused>"}
-    server -> client   {"topic": "...", "payload": {...}}     one frame per matching message (codec.frame)
+    server -> client   {"topic": "...", "payload": {...}, "snapshot": true}   current values, then
+                       {"topic": "...", "payload": {...}}     one frame per matching message (codec.frame)
+
+Current values: the bus keeps the latest payload of every topic published (book, metric and status topics).
+A websocket subscribe request first queues, for every topic its new patterns match and its earlier patterns
+did not, that topic's latest payload marked `"snapshot": true` (codec.snapshot_frame), then live frames
+follow. The snapshot is queued in the same synchronous step that adds the patterns, on the loop thread, so no
+live message can fall between the two or overtake it. In-process subscriptions get no snapshot.
 
 A request may carry an `id` (string or integer), echoed in the reply. A client whose buffer overflowed
 `slow_client_overflows` times in a row is disconnected with close code 1013 (try again later). With a token
@@ -41,7 +48,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from flowgauge.publish.base import PublishTelemetry
-from flowgauge.publish.codec import frame
+from flowgauge.publish.codec import frame, snapshot_frame
 from flowgauge.publish.topics import TopicPattern
 
 __all__ = ["EmbeddedBus", "FanoutTelemetry", "Message", "Subscription"]
@@ -65,6 +72,9 @@ _MAX_ERROR_ECHO = 80
 # The topic -> subscriptions cache is keyed by published topics, which come from configured instruments; the
 # bound only protects against a caller publishing unbounded distinct topics.
 _MAX_ROUTES = 65_536
+# The latest-value cache holds one payload per topic, so it is as bounded as the topics are; the same guard
+# applies, evicting the topic first published longest ago (counted in `latest_evicted`).
+_MAX_LATEST = 65_536
 
 
 class FanoutTelemetry(PublishTelemetry, Protocol):
@@ -294,6 +304,7 @@ class EmbeddedBus:
         # Ordered set of live subscriptions (dict keeps insertion order, so delivery order is stable).
         self._subs: dict[Subscription[Any], None] = {}
         self._routes: dict[str, tuple[Subscription[Any], ...]] = {}
+        self._latest: dict[str, bytes] = {}  # topic -> latest payload, replayed to websocket subscribers
         self._server: Server | None = None
         self._clients: set[_Client] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -304,6 +315,8 @@ class EmbeddedBus:
         """Messages accepted by `publish`."""
         self.dropped = 0
         """Messages dropped by any subscription of this bus (in-process and websocket)."""
+        self.latest_evicted = 0
+        """Topics evicted from the latest-value cache because it held `_MAX_LATEST` topics."""
 
     # ----------------------------------------------------------------------------------- in-process API
 
@@ -340,6 +353,11 @@ class EmbeddedBus:
         self.published += 1
         if self._telemetry is not None:
             self._telemetry.count_published(BACKEND)
+        latest = self._latest
+        if len(latest) >= _MAX_LATEST and topic not in latest:
+            del latest[next(iter(latest))]
+            self.latest_evicted += 1
+        latest[topic] = payload
         subs = self._routes.get(topic)
         if subs is None:
             subs = self._route(topic)
@@ -352,6 +370,10 @@ class EmbeddedBus:
                 sub._push(framed)
             else:
                 sub._push((topic, payload))
+
+    def latest(self, topic: str) -> bytes | None:
+        """The latest payload published for `topic`, or None if none was."""
+        return self._latest.get(topic)
 
     @property
     def subscription_count(self) -> int:
@@ -577,8 +599,7 @@ class EmbeddedBus:
                 reply["id"] = request_id
         await client.ws.send(orjson.dumps(reply), text=True)
 
-    @staticmethod
-    def _apply_control(sub: Subscription[bytes], request: object) -> dict[str, object]:
+    def _apply_control(self, sub: Subscription[bytes], request: object) -> dict[str, object]:
         if not isinstance(request, dict):
             return {"op": "error", "error": "expected a JSON object"}
         op = request.get("op")
@@ -602,7 +623,17 @@ class EmbeddedBus:
             return {"op": "error", "error": str(exc)[: 2 * _MAX_PATTERN_CHARS]}
         if len(set(sub.patterns) | {p.pattern for p in compiled}) > _MAX_PATTERNS_PER_CLIENT:
             return {"op": "error", "error": f"at most {_MAX_PATTERNS_PER_CLIENT} patterns per client"}
+        new = [p for p in compiled if p.pattern not in sub.patterns]
+        # Topics the earlier patterns already match are being streamed live: no snapshot for those.
+        snapshot = [
+            (topic, payload)
+            for topic, payload in self._latest.items()
+            if any(p.matches(topic) for p in new) and not sub._matches(topic)
+        ]
         sub.add_patterns(compiled)
+        # Queued before returning to the loop, so every live frame published from now on comes after them.
+        for topic, payload in snapshot:
+            sub._push(snapshot_frame(topic, payload))
         return {"op": "subscribed", "patterns": list(sub.patterns)}
 
     def _kick_slow(self, client: _Client) -> None:
