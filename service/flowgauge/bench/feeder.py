@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import multiprocessing
 import multiprocessing.connection
 import signal
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from flowgauge.bench.child import ChildServer
 from flowgauge.bench.synthetic import RECORDED_CHANGES_PER_SIDE, SyntheticStream
 from flowgauge.connectors.arrivals import ArrivalStampedConnection
 from flowgauge.connectors.session import SessionSettings
@@ -41,8 +41,6 @@ SESSION_DEFAULTS = SessionSettings()
 
 __all__ = ["Feeder", "LatencyRequest", "instruments_per_core", "measure_latency", "percentile"]
 
-_SPAWN = multiprocessing.get_context("spawn")
-_START_TIMEOUT_S = 120.0
 _READY = "ready"
 
 
@@ -150,37 +148,11 @@ def _feed(pipe: multiprocessing.connection.Connection) -> None:
         runner.run(main())
 
 
-class Feeder:
+class Feeder(ChildServer):
     """The feeder child process; a context manager whose `url` is valid inside it."""
 
     def __init__(self) -> None:
-        self.url = ""
-        self._pipe: multiprocessing.connection.Connection | None = None
-        self._process: Any = None
-
-    def __enter__(self) -> Feeder:
-        parent, child = _SPAWN.Pipe()
-        process = _SPAWN.Process(target=_feed, args=(child,), name="bench-feeder", daemon=True)
-        process.start()
-        child.close()
-        self._pipe, self._process = parent, process
-        if not parent.poll(_START_TIMEOUT_S):
-            self.__exit__(None, None, None)
-            raise RuntimeError("bench feeder did not start")
-        self.url = f"ws://127.0.0.1:{parent.recv()}/"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pipe, process = self._pipe, self._process
-        if pipe is not None:
-            with contextlib.suppress(OSError):
-                pipe.send("stop")
-            pipe.close()
-        if process is not None:
-            process.join(10)
-            if process.is_alive():
-                process.terminate()  # our own child, by its handle
-                process.join(5)
+        super().__init__(_feed, (), "bench-feeder")
 
 
 # ---------------------------------------------------------------------------------------------- client

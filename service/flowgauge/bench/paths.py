@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowgauge import core
+from flowgauge.bench.child import SPAWN, ChildServer
 from flowgauge.bench.frames import Item, RecordedFeed, RestSnapshot, frame_count, level_count, load_bybit
 from flowgauge.bench.synthetic import SyntheticStream
 from flowgauge.book.sync import BookSync
@@ -62,7 +63,6 @@ __all__ = [
 
 _DRAIN_EVERY = 64  # synchronous runs drain the subscriber this often, like a consumer task woken by the loop
 _SUB_QUEUE = 10_000  # the bus's default bound; a drop in a measured run is reported, never hidden
-_SPAWN = multiprocessing.get_context("spawn")  # children start clean: no inherited loop, threads or frames
 _CHILD_TIMEOUT_S = 120.0
 
 
@@ -312,7 +312,7 @@ def _serve_frames(pipe: multiprocessing.connection.Connection, count: int) -> No
         runner.run(main())
 
 
-class FrameServer:
+class FrameServer(ChildServer):
     """A child process pushing `count` recorded Bybit frames to each websocket client on 127.0.0.1.
 
     It runs in its own process so the client side is measured alone (the machine has two cores). Use as a
@@ -320,36 +320,8 @@ class FrameServer:
     """
 
     def __init__(self, count: int) -> None:
+        super().__init__(_serve_frames, (count,), "bench-frame-server")
         self.count = count
-        self.url = ""
-        self._pipe: multiprocessing.connection.Connection | None = None
-        self._process: Any = None
-
-    def __enter__(self) -> FrameServer:
-        parent, child = _SPAWN.Pipe()
-        process = _SPAWN.Process(
-            target=_serve_frames, args=(child, self.count), name="bench-frame-server", daemon=True
-        )
-        process.start()
-        child.close()
-        self._pipe, self._process = parent, process
-        if not parent.poll(_CHILD_TIMEOUT_S):
-            self.__exit__(None, None, None)
-            raise RuntimeError("frame server did not start")
-        self.url = f"ws://127.0.0.1:{parent.recv()}/"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pipe, process = self._pipe, self._process
-        if pipe is not None:
-            with contextlib.suppress(OSError):
-                pipe.send("stop")
-            pipe.close()
-        if process is not None:
-            process.join(10)
-            if process.is_alive():
-                process.terminate()  # our own child, by its handle
-                process.join(5)
 
 
 async def _read_all(
@@ -612,8 +584,8 @@ def _with_core(core_name: str, target: Callable[..., None], *args: Any) -> None:
 
 
 def _in_child(target: Callable[..., None], *args: Any) -> dict[str, Any]:
-    parent, child = _SPAWN.Pipe()
-    process = _SPAWN.Process(target=_with_core, args=(core.active_core(), target, child, *args), daemon=True)
+    parent, child = SPAWN.Pipe()
+    process = SPAWN.Process(target=_with_core, args=(core.active_core(), target, child, *args), daemon=True)
     process.start()
     child.close()
     try:
@@ -665,12 +637,12 @@ def scale_out(processes: int, instruments: int, count: int, repeats: int) -> lis
 
     Returns one dict per repeat: aggregate msgs/s (all messages / first start to last end) and per process.
     """
-    barrier = _SPAWN.Barrier(processes)
+    barrier = SPAWN.Barrier(processes)
     pipes = []
     children = []
     for shard in range(processes):
-        parent, child = _SPAWN.Pipe()
-        process = _SPAWN.Process(
+        parent, child = SPAWN.Pipe()
+        process = SPAWN.Process(
             target=_with_core,
             args=(core.active_core(), _shard_child, child, shard, processes, instruments, count, repeats, barrier),
             name=f"bench-shard-{shard}",

@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
 
 import msgspec
 import nats
@@ -46,9 +45,9 @@ import nats.js.api
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 
-from flowgauge.logs import BurstLimiter, event
+from flowgauge.logs import event
 from flowgauge.publish.base import PublishTelemetry
-from flowgauge.publish.outbox import Outbox, describe_error, report_crash
+from flowgauge.publish.outbox import BrokerAccount, Outbox, describe_error, report_crash
 
 __all__ = ["STATE_STREAM_SUBJECTS", "NatsPublisher", "message_id"]
 
@@ -133,6 +132,7 @@ class NatsPublisher:
             raise ValueError(f"pending_bytes must be >= 1, got {pending_bytes}")
         self._servers = [part.strip() for part in url.split(",") if part.strip()]
         self._telemetry = telemetry
+        self._account = BrokerAccount(BACKEND, telemetry)
         self._pending_bytes = pending_bytes
         self._reconnect_wait_s = reconnect_wait_s
         self._connect_timeout_s = connect_timeout_s
@@ -140,20 +140,22 @@ class NatsPublisher:
         self._stream = stream
         self._duplicate_window_s = duplicate_window_s
         self._name = name
-        self.outbox = Outbox(queue_size, self._on_queue_drop)
+        self.outbox = Outbox(queue_size, self._account.count_queue_full)
         self._nc: NatsClient | None = None
         self._connected = asyncio.Event()
         self._stream_due = jetstream  # (re)check the state stream before the next batch
         self._stream_next_try = 0.0
         self._sender: asyncio.Task[None] | None = None
-        self._errors = BurstLimiter(30.0)
         self._closed = False
         self.published = 0
         """Messages handed to nats-py."""
-        self.dropped = 0
-        """Messages dropped, every reason together."""
         self.reconnects = 0
         """Reconnections after the first connection."""
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped, every reason together."""
+        return self._account.dropped
 
     @property
     def connected(self) -> bool:
@@ -232,12 +234,12 @@ class NatsPublisher:
                 try:
                     await nc.publish(topic, payload, headers=headers)
                 except nats.errors.OutboundBufferLimitError:
-                    self._count_drop(1, "buffer_full")
+                    self._account.count_drop(1, "buffer_full")
                 except nats.errors.ConnectionClosedError:
-                    self._count_drop(1, "closed")
+                    self._account.count_drop(1, "closed")
                 except (nats.errors.Error, OSError) as exc:
-                    self._count_drop(1, "send_failed")
-                    self._log_error("nats_publish_failed", exc)
+                    self._account.count_drop(1, "send_failed")
+                    self._account.log_error("nats_publish_failed", exc)
                 else:
                     self.published += 1
                     if self._telemetry is not None:
@@ -286,7 +288,7 @@ class NatsPublisher:
                 await js.update_stream(config)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             self._stream_next_try = time.monotonic() + _STREAM_RETRY_S
-            self._log_error("nats_state_stream_failed", exc, stream=self._stream)
+            self._account.log_error("nats_state_stream_failed", exc, stream=self._stream)
             return
         self._stream_due = False
         event(log, logging.INFO, "nats_state_stream_ready", stream=self._stream)
@@ -294,7 +296,7 @@ class NatsPublisher:
     # ------------------------------------------------------------------------------------ callbacks
 
     async def _on_error(self, exc: Exception) -> None:
-        self._log_error("nats_error", exc)
+        self._account.log_error("nats_error", exc)
 
     async def _on_disconnected(self) -> None:
         if self._connected.is_set():
@@ -311,21 +313,6 @@ class NatsPublisher:
 
     async def _on_closed(self) -> None:
         self._connected.clear()
-
-    # ------------------------------------------------------------------------------------ counting
-
-    def _on_queue_drop(self, n: int) -> None:
-        self._count_drop(n, "queue_full")
-
-    def _count_drop(self, n: int, reason: str) -> None:
-        self.dropped += n
-        if self._telemetry is not None:
-            self._telemetry.count_publish_dropped(BACKEND, n, reason=reason)
-
-    def _log_error(self, name: str, exc: BaseException, **fields: Any) -> None:
-        suppressed = self._errors.allow(name)
-        if suppressed is not None:
-            event(log, logging.WARNING, name, error=describe_error(exc), suppressed=suppressed, **fields)
 
 
 def _server_name(nc: NatsClient) -> str | None:

@@ -17,8 +17,12 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["Outbox", "OutboxMessage", "describe_error", "report_crash"]
+from flowgauge.logs import BurstLimiter, event
+from flowgauge.publish.base import PublishTelemetry
+
+__all__ = ["BrokerAccount", "Outbox", "OutboxMessage", "describe_error", "report_crash"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,32 @@ class Outbox:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+class BrokerAccount:
+    """What a broker publisher counts and how it logs failures: drops by reason (locally and in telemetry) and
+    error log lines limited to one per name per burst, so a broker that stays down cannot flood the log."""
+
+    def __init__(self, backend: str, telemetry: PublishTelemetry | None) -> None:
+        self._backend = backend
+        self._telemetry = telemetry
+        self._errors = BurstLimiter(30.0)
+        self.dropped = 0
+        """Messages dropped, every reason together."""
+
+    def count_queue_full(self, n: int) -> None:
+        """The outbox's drop callback."""
+        self.count_drop(n, "queue_full")
+
+    def count_drop(self, n: int, reason: str) -> None:
+        self.dropped += n
+        if self._telemetry is not None:
+            self._telemetry.count_publish_dropped(self._backend, n, reason=reason)
+
+    def log_error(self, name: str, exc: BaseException, **fields: Any) -> None:
+        suppressed = self._errors.allow(name)
+        if suppressed is not None:
+            event(log, logging.WARNING, name, error=describe_error(exc), suppressed=suppressed, **fields)
 
 
 def report_crash(task: asyncio.Task[None]) -> None:

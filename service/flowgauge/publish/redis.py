@@ -27,16 +27,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 import redis.asyncio
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from flowgauge.logs import BurstLimiter, event
+from flowgauge.logs import event
 from flowgauge.publish.base import PublishTelemetry
-from flowgauge.publish.outbox import Outbox, describe_error, report_crash
+from flowgauge.publish.outbox import BrokerAccount, Outbox, describe_error, report_crash
 
 __all__ = ["RedisPublisher"]
 
@@ -89,6 +88,7 @@ class RedisPublisher:
             raise ValueError(f"last_ttl_s must be > 0, got {last_ttl_s}")
         self._url = url
         self._telemetry = telemetry
+        self._account = BrokerAccount(BACKEND, telemetry)
         self._timeout_s = connect_timeout_s
         self._reconnect_max_s = reconnect_max_s
         self._last_prefix = last_key_prefix
@@ -97,17 +97,19 @@ class RedisPublisher:
         self._streams = streams
         self._stream_prefix = stream_key_prefix
         self._stream_maxlen = stream_maxlen
-        self.outbox = Outbox(queue_size, self._on_queue_drop)
+        self.outbox = Outbox(queue_size, self._account.count_queue_full)
         self._client: redis.asyncio.Redis | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._topics: set[str] = set()  # topics whose last-value key this process keeps alive
         self._up = False
-        self._errors = BurstLimiter(30.0)
         self._closed = False
         self.published = 0
         """Messages written to Redis (their pipeline succeeded)."""
-        self.dropped = 0
+
+    @property
+    def dropped(self) -> int:
         """Messages dropped, every reason together."""
+        return self._account.dropped
 
     @property
     def connected(self) -> bool:
@@ -187,7 +189,7 @@ class RedisPublisher:
                 async with asyncio.timeout(self._timeout_s):
                     await self._write(client, batch)
             except _FAILURES as exc:
-                self._count_drop(len(batch), "send_failed")
+                self._account.count_drop(len(batch), "send_failed")
                 self._went_down(exc)
                 if outbox.closed:
                     return
@@ -251,19 +253,4 @@ class RedisPublisher:
             self._up = False
             event(log, logging.WARNING, "redis_disconnected", error=describe_error(exc))
         else:
-            self._log_error("redis_unreachable", exc)
-
-    # ------------------------------------------------------------------------------------ counting
-
-    def _on_queue_drop(self, n: int) -> None:
-        self._count_drop(n, "queue_full")
-
-    def _count_drop(self, n: int, reason: str) -> None:
-        self.dropped += n
-        if self._telemetry is not None:
-            self._telemetry.count_publish_dropped(BACKEND, n, reason=reason)
-
-    def _log_error(self, name: str, exc: BaseException, **fields: Any) -> None:
-        suppressed = self._errors.allow(name)
-        if suppressed is not None:
-            event(log, logging.WARNING, name, error=describe_error(exc), suppressed=suppressed, **fields)
+            self._account.log_error("redis_unreachable", exc)
