@@ -173,3 +173,22 @@ async def test_publisher_started_while_nats_is_down_connects_later(tmp_path: Pat
                 await nc.close()
         finally:
             await publisher.close()
+
+
+async def test_a_late_disconnected_callback_does_not_stall_a_live_connection(tmp_path: Path) -> None:
+    """nats-py may deliver the disconnected callback of a failed first attempt after the connection is up
+    (seen on a loaded machine): the publisher must keep sending."""
+    with nats_server(tmp_path) as server:
+        publisher = NatsPublisher(f"nats://127.0.0.1:{server.port}", queue_size=100, reconnect_wait_s=0.1,
+                                  connect_timeout_s=0.5)
+        await publisher.start()
+        nc, seen = await _subscribe(server.port, "flowgauge.v1.>")
+        try:
+            await wait_for(lambda: publisher.connected, "the connection")
+            await publisher._on_disconnected()  # the stale callback, delivered now
+            assert publisher.connected
+            publisher.publish("flowgauge.v1.okx.BTC-USDT-USDT", b'{"n":3}')
+            await wait_for(lambda: any(p["n"] == 3 for _, p in seen.payloads), "a payload after the stale callback")
+        finally:
+            await nc.close()
+            await publisher.close()

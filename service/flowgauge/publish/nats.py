@@ -299,6 +299,11 @@ class NatsPublisher:
         self._account.log_error("nats_error", exc)
 
     async def _on_disconnected(self) -> None:
+        # nats-py runs its callbacks as tasks: the one for a failed first attempt (server not up yet) can run
+        # after the connection came up, and must not mark a live connection down (the sender would wait forever).
+        nc = self._nc
+        if nc is not None and nc.is_connected:
+            return
         if self._connected.is_set():
             self._connected.clear()
             event(log, logging.WARNING, "nats_disconnected")
