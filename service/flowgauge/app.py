@@ -23,7 +23,7 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
-from flowgauge.config import Settings, VenueSettings
+from flowgauge.config import Settings, VenueSettings, shard_venues
 from flowgauge.conflation import BacklogConflation
 from flowgauge.connectors import registry
 from flowgauge.connectors.base import PollRequest, VenueAdapter
@@ -115,11 +115,14 @@ class Daemon:
 
     def __init__(self, settings: Settings, *, record_dir: str | None = None) -> None:
         self.settings = settings
+        # This process's shard of the configured instruments: everything below (books, /status, /readyz, venue
+        # connections) sees only these; a venue with none of its symbols here is not connected at all.
+        self.venues = shard_venues(settings)
         self.record_dir = record_dir or settings.record.dir
         self.registry = CollectorRegistry()
         # Only the configured backends get publisher series: /metrics must not show a backend that is not running.
         self.telemetry = Telemetry(self.registry, backends=configured_backends(settings))
-        self.health = HealthBoard({venue: list(v.symbols) for venue, v in settings.venues.items()})
+        self.health = HealthBoard({venue: list(v.symbols) for venue, v in self.venues.items()})
         self.hooks = _TelemetryHooks(self.telemetry, self.health)
         self._markets_loaded: set[str] = set()
         self.stop = asyncio.Event()
@@ -156,8 +159,10 @@ class Daemon:
             publisher.publish(topic, payload)
 
     def ready(self) -> bool:
-        if self.stopping or not self._expected_books:
+        if self.stopping or not self.listening.is_set():
             return False
+        # A shard with no instrument (more shards than it takes) is ready as soon as it listens: it has nothing
+        # to wait for, and an orchestrator must not hold a rollout on it.
         states = {(venue, symbol): state for venue, symbol, state in self.engine.book_states()}
         return all(states.get(key) == "VALID" for key in self._expected_books)
 
@@ -166,7 +171,7 @@ class Daemon:
         each with the last venue failure that affected it."""
         known: dict[str, dict[str, dict[str, object]]] = self.engine.status()["venues"]
         books: dict[str, dict[str, dict[str, object]]] = {}
-        for venue, venue_settings in self.settings.venues.items():
+        for venue, venue_settings in self.venues.items():
             books[venue] = {}
             for symbol in venue_settings.symbols:
                 book = known.get(venue, {}).get(symbol)
@@ -187,10 +192,16 @@ class Daemon:
             for venue, venue_books in books.items()
         }
         status["configured"] = {
-            venue: list(venue_settings.symbols) for venue, venue_settings in self.settings.venues.items()
+            venue: list(venue_settings.symbols) for venue, venue_settings in self.venues.items()
+        }
+        shard = self.settings.shard
+        status["shard"] = {
+            "index": shard.index,
+            "count": shard.count,
+            "instruments": sum(len(v.symbols) for v in self.venues.values()),
         }
         venue_status: dict[str, dict[str, object]] = {}
-        for venue in self.settings.venues:
+        for venue in self.venues:
             last_error = self.health.venue_error(venue)
             venue_status[venue] = {
                 "markets_loaded": venue in self._markets_loaded,
@@ -212,7 +223,7 @@ class Daemon:
             for symbol, book in venue_books.items()
             if book["state"] != "VALID"
         ]
-        total = sum(len(v.symbols) for v in self.settings.venues.values())
+        total = sum(len(v.symbols) for v in self.venues.values())
         causes = sorted({b["last_error"]["cause"] for b in books if b["last_error"]})  # type: ignore[index]
         summary = f"{len(books)} of {total} books not VALID"
         if causes:
@@ -221,7 +232,7 @@ class Daemon:
 
     async def run(self) -> None:
         settings = self.settings
-        for venue, venue_settings in settings.venues.items():
+        for venue, venue_settings in self.venues.items():
             self.hooks.venue(venue)
             for symbol in venue_settings.symbols:
                 self._expected_books.add((venue, symbol))
@@ -293,18 +304,50 @@ class Daemon:
                 http_port=self.http.bound_port,
                 bus_port=self.bus.bound_port if self.bus else None,
                 core=self.engine.core,
+                shard=f"{settings.shard.index}/{settings.shard.count}",
+                instruments=len(self._expected_books),
             )
+            if not self._expected_books:
+                # Chosen over refusing to start: a StatefulSet scaled past the instrument count keeps its extra
+                # pods running (and ready) instead of crash-looping; this line says why they publish nothing.
+                event(log, logging.WARNING, "shard_empty", shard_index=settings.shard.index,
+                      shard_count=settings.shard.count, detail="no configured instrument falls in this shard: "
+                      "nothing to do (no venue connected, nothing published)")
             self.listening.set()
             try:
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._stop_when_signalled(), name="shutdown-watcher")
-                    for venue, venue_settings in settings.venues.items():
+                    for venue, venue_settings in self.venues.items():
                         tasks.create_task(self._run_venue(venue, venue_settings), name=f"venue:{venue}")
                     if self.record_dir:
                         tasks.create_task(self._flush_recorders(), name="recorder-flush")
+                    if settings.publish.heartbeat_s > 0:
+                        tasks.create_task(self._heartbeat(settings.publish.heartbeat_s), name="status-heartbeat")
             except* _ShutdownRequested:
                 event(log, logging.INFO, "shutdown_requested")
             self.stopping = True
+
+    async def _heartbeat(self, period_s: float) -> None:
+        """Every `period_s`, the status of every started book again (`"heartbeat": true`), through the same
+        publishers as every payload, so the embedded bus's current values, the JetStream state stream and the
+        Redis last-value keys are refreshed too. Cancelled with the task group on stop; a failure of one round
+        is logged and the next round runs (a heartbeat must never stop the daemon)."""
+        loop = asyncio.get_running_loop()
+        errors = BurstLimiter(60.0)
+        next_at = loop.time() + period_s
+        while True:
+            # On a fixed schedule: a slow round does not push every later beat back.
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at += period_s
+            if next_at <= loop.time():  # fell a whole period behind (a stalled loop): skip, do not burst
+                next_at = loop.time() + period_s
+            try:
+                self.engine.publish_heartbeats()
+            except Exception as exc:  # one failed round must not end the heartbeat, nor the daemon
+                suppressed = errors.allow("heartbeat")
+                if suppressed is not None:
+                    event(log, logging.ERROR, "heartbeat_failed", error=f"{type(exc).__name__}: {exc}"[:300],
+                          suppressed_since_last=suppressed)
 
     async def _stop_when_signalled(self) -> None:
         await self.stop.wait()

@@ -29,6 +29,7 @@ import re
 import sys
 import types
 import typing
+import zlib
 from collections.abc import Callable, Mapping
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -53,6 +54,7 @@ __all__ = [
     "RecordSettings",
     "RedisBusSettings",
     "Settings",
+    "ShardSettings",
     "VenueSettings",
     "builtin_config",
     "check_config_main",
@@ -60,6 +62,8 @@ __all__ = [
     "load_settings",
     "parse_settings",
     "redacted",
+    "shard_of",
+    "shard_venues",
 ]
 
 ENV_PREFIX: Final = "FLOWGAUGE_"
@@ -219,6 +223,14 @@ class PublishSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     # never. `bool` only because YAML reads an unquoted `off` as false; validation stores "off" then.
     conflate: str | bool = "auto"
     conflate_after_ms: float = 50.0  # a frame handled this long after it arrived means the loop is behind
+    heartbeat_s: float = 5.0  # period of the per-book status heartbeat; 0 = off
+
+
+class ShardSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """This process's share of the configured instruments: those with `shard_of(venue, symbol, count) == index`."""
+
+    index: int = 0  # 0 <= index < count; e.g. a StatefulSet pod's ordinal
+    count: int = 1  # processes sharing the configured instruments; 1 = this one runs them all
 
 
 class RecordSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -235,6 +247,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     bus: BusSettings = msgspec.field(default_factory=BusSettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     publish: PublishSettings = msgspec.field(default_factory=PublishSettings)
+    shard: ShardSettings = msgspec.field(default_factory=ShardSettings)
     record: RecordSettings = msgspec.field(default_factory=RecordSettings)
     log_level: str = "INFO"  # one of LOG_LEVELS; accepted in any case, stored upper-case
     shutdown_timeout_s: float = 5.0  # graceful-stop deadline; orchestrator grace periods must exceed it
@@ -727,6 +740,21 @@ def _check_publish(v: dict[str, Any], key: str, problems: _Problems) -> None:
     elif mode is not None and mode not in CONFLATE_MODES:
         problems.append((_join(key, "conflate"), f"must be auto or off (got {mode!r})"))
     _positive(v, "conflate_after_ms", key, problems)
+    beat = v.get("heartbeat_s")
+    if beat is not None and not (math.isfinite(beat) and beat >= 0):
+        why = f"must be a finite number > 0, or 0 to turn the status heartbeat off (got {beat:g})"
+        problems.append((_join(key, "heartbeat_s"), why))
+
+
+def _check_shard(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    count = v.get("count")
+    if count is not None and count < 1:
+        problems.append((_join(key, "count"), f"must be >= 1 (got {count})"))
+        count = None  # the index cannot be checked against it
+    index = v.get("index")
+    if index is not None and (index < 0 or (count is not None and index >= count)):
+        rule = f"must be between 0 and {count - 1} (shard.count is {count})" if count is not None else "must be >= 0"
+        problems.append((_join(key, "index"), f"{rule} (got {index})"))
 
 
 def _check_record(v: dict[str, Any], key: str, problems: _Problems) -> None:
@@ -758,6 +786,7 @@ _CHECKS: Final[dict[type, _Check]] = {
     NatsBusSettings: _check_nats,
     RedisBusSettings: _check_redis,
     PublishSettings: _check_publish,
+    ShardSettings: _check_shard,
     RecordSettings: _check_record,
     Settings: _check_settings,
 }
@@ -843,6 +872,31 @@ def _format(key: str, why: str, origins: Mapping[str, str]) -> str:
     return f"{key}: {why}{suffix}"
 
 
+# --------------------------------------------------------------------------------------------- sharding
+
+
+def shard_of(venue: str, symbol: str, count: int) -> int:
+    """The shard (0 .. count-1) that runs `symbol` on `venue`: CRC-32 of the UTF-8 text `venue:symbol`, modulo
+    `count`. Stable across processes, machines and Python versions (Python's own `hash()` of a string is
+    salted per process, so two processes would disagree); it depends on nothing else, so every process of a
+    deployment computes the same split from the same list, whatever order the venues and symbols come in."""
+    return zlib.crc32(f"{venue}:{symbol}".encode()) % count
+
+
+def shard_venues(settings: Settings) -> dict[str, VenueSettings]:
+    """The venues this process runs, each with only its shard's symbols (in their configured order); a venue
+    with no symbol in this shard is left out (it is not connected at all). With `shard.count` 1, every venue."""
+    shard = settings.shard
+    if shard.count == 1:
+        return dict(settings.venues)
+    out: dict[str, VenueSettings] = {}
+    for venue, venue_settings in settings.venues.items():
+        symbols = tuple(s for s in venue_settings.symbols if shard_of(venue, s, shard.count) == shard.index)
+        if symbols:
+            out[venue] = msgspec.structs.replace(venue_settings, symbols=symbols)
+    return out
+
+
 # --------------------------------------------------------------------------------------------- CLI support
 
 
@@ -884,9 +938,20 @@ def check_config_main(path: str | None, print_config: bool, environ: Mapping[str
         return 2
     n_venues = len(settings.venues)
     n_symbols = sum(len(v.symbols) for v in settings.venues.values())
-    print(f"config OK: {_count(n_venues, 'venue')}, {_count(n_symbols, 'symbol')}")
+    shard = settings.shard
+    mine = shard_venues(settings)
+    n_mine = sum(len(v.symbols) for v in mine.values())
+    runs = f"; shard {shard.index} of {shard.count} runs {n_mine} of them" if shard.count > 1 else ""
+    if shard.count > 1 and not n_mine:
+        runs += " (nothing to do: it will run idle)"
+    print(f"config OK: {_count(n_venues, 'venue')}, {_count(n_symbols, 'symbol')}{runs}")
     if print_config:
         print(yaml.safe_dump(redacted(settings), sort_keys=False), end="")
+        # As YAML comments, so that the printed document still loads as a config file.
+        print(f"# shard {shard.index} of {shard.count} (crc32 of venue:symbol mod count) runs "
+              f"{_count(n_mine, 'instrument')}{':' if mine else ''}")
+        for venue, venue_settings in mine.items():
+            print(f"#   {venue}: {', '.join(venue_settings.symbols)}")
     return 0
 
 

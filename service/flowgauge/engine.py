@@ -540,9 +540,25 @@ class Engine:
         if self._hooks is not None:
             self._hooks.published(instrument.venue, ts_exchange, ts_recv, ts_publish)
 
-    def _publish_status(self, state: InstrumentState, ts_exchange: int, ts_recv: int) -> None:
+    def publish_heartbeats(self) -> int:
+        """Publish the current status of every tracked book again, marked `"heartbeat": true` (the daemon's
+        periodic heartbeat; replay never calls it). Its `ts_recv` and `ts_publish` are now, its `ts_exchange`
+        the book's last exchange time (now before the book had any). Returns how many were published."""
+        now = self._clock()
+        published = 0
+        for state in self._states.values():
+            ts_exchange = state.sync.book.ts_exchange or now
+            if self._publish_status(state, ts_exchange, now, heartbeat=True):
+                published += 1
+        return published
+
+    def _publish_status(self, state: InstrumentState, ts_exchange: int, ts_recv: int, heartbeat: bool = False) -> bool:
+        """Publish the book's status; `heartbeat` False for a sync-state change. `ts_last_update` is the `ts_recv`
+        of the instrument's last metrics payload (what the book topic's current value carries), null before one:
+        deterministic in replay, and on the daemon's clock like the heartbeat's own `ts_publish`."""
         sync = state.sync
         instrument = state.instrument
+        latest = state.latest
         payload = {
             "schema": SCHEMA,
             "venue": instrument.venue,
@@ -552,6 +568,8 @@ class Engine:
             "reason": sync.reason.value if sync.reason else None,
             "detail": sync.detail,
             "resyncs": sync.resyncs,
+            "heartbeat": heartbeat,
+            "ts_last_update": latest["ts_recv"] if latest is not None else None,
             "ts_exchange": ts_exchange,
             "ts_recv": ts_recv,
             "ts_publish": self._clock(),
@@ -560,8 +578,9 @@ class Engine:
             encoded = codec.encode(payload)
         except (TypeError, ValueError) as exc:
             self._encode_failed(instrument.venue, exc)
-            return
+            return False
         self._sink(state.status_topic, encoded)
+        return True
 
     def _encode_failed(self, venue: str, exc: Exception) -> None:
         self.bad_frames += 1
