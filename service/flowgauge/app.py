@@ -262,7 +262,7 @@ class Daemon:
                 stack.push_async_callback(_bounded, self.bus.close, budget * 0.35, "bus")
                 self.publishers.append(self.bus)
             nats_settings = settings.bus.nats
-            if nats_settings.enabled:
+            if nats_settings.url is not None:  # on exactly when its URL is set
                 # Connects in the background: a NATS outage at startup delays nothing (payloads wait, bounded).
                 self.nats = NatsPublisher(
                     nats_settings.url,
@@ -275,11 +275,15 @@ class Daemon:
                     stream=nats_settings.stream,
                     duplicate_window_s=nats_settings.duplicate_window_s,
                 )
+                    history=nats_settings.history,
+                    history_stream=nats_settings.history_stream,
+                    history_max_age_s=nats_settings.history_max_age_s,
+                    history_max_bytes=nats_settings.history_max_bytes,
                 await self.nats.start()
                 stack.push_async_callback(_bounded, self.nats.close, budget * 0.15, "bus.nats")
                 self.publishers.append(self.nats)
             redis_settings = settings.bus.redis
-            if redis_settings.enabled:
+            if redis_settings.url is not None:  # on exactly when its URL is set
                 # Like NATS: connects on first use, retries by itself, never holds the daemon back.
                 self.redis = RedisPublisher(
                     redis_settings.url,

@@ -72,6 +72,14 @@ ENV_PREFIX: Final = "FLOWGAUGE_"
 ENV_CONFIG_FILE: Final = "FLOWGAUGE_CONFIG"
 """Names the YAML file when no path is given explicitly. Not a settings key."""
 
+# Keys that existed once: naming one (in the file or the environment) is a problem that says what replaced it.
+_RETIRED_KEYS: Final = {
+    "bus.nats.enabled": "no longer a key: NATS publishing is on exactly when bus.nats.url is set (remove it; "
+                        "url null or unset = off)",
+    "bus.redis.enabled": "no longer a key: Redis publishing is on exactly when bus.redis.url is set (remove it; "
+                         "url null or unset = off)",
+}
+
 # FLOWGAUGE_* names that are not settings keys and must not be rejected as unknown ones.
 _ENV_RESERVED: Final = frozenset({ENV_CONFIG_FILE})
 _ENV_RESERVED_PREFIXES: Final = ("FLOWGAUGE_TESTS_",)  # test-harness knobs (FLOWGAUGE_TESTS_TIMEOUT_FACTOR)
@@ -171,24 +179,34 @@ class EmbeddedBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
 
 
 class NatsBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """Publishing to NATS (publish.nats): core publish on the topic names, optionally a JetStream state stream."""
+    """Publishing to NATS (bus.nats): core publish on the topic names, optionally JetStream state and history
+    streams. On exactly when `url` is set."""
 
-    enabled: bool = False
-    url: str = "nats://127.0.0.1:4222"  # nats:// or tls://, credentials in the URL; comma-separated for a cluster
+    url: str | None = None  # nats:// or tls://, credentials in the URL; comma-separated for a cluster; None = off
     queue_size: int = 10000  # outbox bound (payloads); beyond it the oldest is dropped and counted
     pending_bytes: int = 8388608  # nats-py's own buffer bound while reconnecting (its pending_size), bytes
     reconnect_wait_s: float = 1.0  # pause between reconnect attempts to one server
     connect_timeout_s: float = 2.0  # deadline of one connection attempt
     jetstream: bool = False  # also keep the JetStream state stream (current value of every subject)
     stream: str = "FLOWGAUGE_STATE"  # name of the state stream
-    duplicate_window_s: float = 120.0  # the stream's Nats-Msg-Id de-duplication window
+    duplicate_window_s: float = 120.0  # the streams' Nats-Msg-Id de-duplication window
+    history: bool = False  # also keep the JetStream history stream (recent updates, for replay); needs jetstream
+    history_stream: str = "FLOWGAUGE_HISTORY"  # its name
+    history_max_age_s: float = 3600.0  # updates older than this are discarded from it
+    history_max_bytes: int = 1073741824  # beyond this size its oldest updates are discarded
+    replica: bool = False  # another daemon publishes the same instruments to the same JetStream (active-active)
+
+    @property
+    def enabled(self) -> bool:
+        """NATS publishing is on: a URL is set."""
+        return self.url is not None
 
 
 class RedisBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """Publishing to Redis (publish.redis): PUBLISH on the topic names, last values, optional streams."""
+    """Publishing to Redis (bus.redis): PUBLISH on the topic names, last values, optional streams. On exactly when
+    `url` is set."""
 
-    enabled: bool = False
-    url: str = "redis://127.0.0.1:6379/0"  # redis:// or rediss://, credentials in the URL
+    url: str | None = None  # redis:// or rediss://, credentials in the URL; None = off
     queue_size: int = 10000  # outbox bound (payloads); beyond it the oldest is dropped and counted
     connect_timeout_s: float = 2.0  # deadline of one connection attempt (and of one command batch)
     reconnect_max_s: float = 5.0  # cap of the retry delay while Redis is unreachable
@@ -197,6 +215,11 @@ class RedisBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown
     streams: bool = False  # also XADD every payload to the stream key <stream_key_prefix>T
     stream_key_prefix: str = "flowgauge:stream:"
     stream_maxlen: int = 10000  # approximate MAXLEN (~) of each stream
+
+    @property
+    def enabled(self) -> bool:
+        """Redis publishing is on: a URL is set."""
+        return self.url is not None
 
 
 class BusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -448,7 +471,7 @@ def _apply_env(
         key = ".".join(segments) or name
         target = _env_target(segments)
         if isinstance(target, str):
-            problems.append((key, f"{target} (set by {name})"))
+            problems.append((key, f"{_RETIRED_KEYS.get(key, target)} (set by {name})"))
             continue
         try:
             value = _env_value(environ[name], target)
@@ -550,7 +573,8 @@ def _build(
     failed = False
     for name in raw:
         if name not in fields:
-            problems.append((_join(key, str(name)), "unknown key"))
+            sub = _join(key, str(name))
+            problems.append((sub, _RETIRED_KEYS.get(sub, "unknown key")))
             failed = True
 
     values: dict[str, Any] = {}
@@ -701,7 +725,7 @@ _BAD_STREAM_NAME: Final = re.compile(r"[.*>/\\\s]")
 
 
 def _check_nats(v: dict[str, Any], key: str, problems: _Problems) -> None:
-    if "url" in v:
+    if v.get("url") is not None:
         servers = [part.strip() for part in v["url"].split(",")]
         if not all(servers):
             problems.append((_join(key, "url"), f"must be one or more comma-separated URLs (got {v['url']!r})"))
@@ -709,16 +733,26 @@ def _check_nats(v: dict[str, Any], key: str, problems: _Problems) -> None:
             _url({"url": server}, "url", ("nats", "tls"), key, problems)
     _between(v, "queue_size", 1, None, key, problems)
     _between(v, "pending_bytes", 1, None, key, problems)
-    for name in ("reconnect_wait_s", "connect_timeout_s", "duplicate_window_s"):
+    for name in ("reconnect_wait_s", "connect_timeout_s", "duplicate_window_s", "history_max_age_s"):
         _positive(v, name, key, problems)
-    stream = v.get("stream")
-    if stream is not None and (not stream or _BAD_STREAM_NAME.search(stream)):
-        why = f"must be a non-empty name without . * > / \\ or spaces (got {stream!r})"
-        problems.append((_join(key, "stream"), why))
+    _between(v, "history_max_bytes", 1, None, key, problems)
+    for name in ("stream", "history_stream"):
+        stream = v.get(name)
+        if stream is not None and (not stream or _BAD_STREAM_NAME.search(stream)):
+            why = f"must be a non-empty name without . * > / \\ or spaces (got {stream!r})"
+            problems.append((_join(key, name), why))
+    if v.get("history") and v.get("stream") is not None and v.get("stream") == v.get("history_stream"):
+        problems.append((_join(key, "history_stream"), f"must differ from stream (both are {v['stream']!r})"))
+    # Both need the JetStream streams; without them they would silently do nothing.
+    for name, what in (("history", "the history stream is a JetStream stream"),
+                       ("replica", "replicas publish each update once only through JetStream de-duplication")):
+        if v.get(name) and v.get("jetstream") is False:
+            problems.append((_join(key, name), f"needs bus.nats.jetstream: true ({what})"))
 
 
 def _check_redis(v: dict[str, Any], key: str, problems: _Problems) -> None:
-    _url(v, "url", ("redis", "rediss"), key, problems)
+    if v.get("url") is not None:
+        _url(v, "url", ("redis", "rediss"), key, problems)
     _between(v, "queue_size", 1, None, key, problems)
     for name in ("connect_timeout_s", "reconnect_max_s", "last_ttl_s"):
         _positive(v, name, key, problems)
@@ -777,6 +811,29 @@ def _check_settings(v: dict[str, Any], key: str, problems: _Problems) -> None:
 
 
 def _no_check(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _check_replica(v, problems)
+
+
+def _check_replica(v: dict[str, Any], problems: _Problems) -> None:
+    """With `bus.nats.replica`, refuse what makes two replicas publish different subsets of the book updates.
+
+    JetStream de-duplication stores one copy of an update both replicas publish; it cannot restore an update
+    one replica skipped. Conflation skips according to each process's own load, and the throttle according to
+    its own wall clock, so with either on the stored updates would depend on which replica happened to send.
+    """
+    bus, publish = v.get("bus"), v.get("publish")
+    if not isinstance(bus, BusSettings) or not isinstance(publish, PublishSettings) or not bus.nats.replica:
+        return
+    if publish.conflate != "off":
+        why = (f"must be off when bus.nats.replica is true (got {publish.conflate}): each replica conflates by its "
+               "own load, so replicas would publish different subsets of book updates, which de-duplication "
+               "cannot fix")
+        problems.append(("publish.conflate", why))
+    if publish.min_interval_ms > 0:
+        why = (f"must be 0 when bus.nats.replica is true (got {publish.min_interval_ms}): each replica throttles by "
+               "its own clock, so replicas would publish different subsets of book updates, which de-duplication "
+               "cannot fix")
+        problems.append(("publish.min_interval_ms", why))
     return None
 
 
@@ -909,7 +966,8 @@ def redacted(settings: Settings) -> dict[str, Any]:
         embedded["token"] = REDACTED
     for backend in ("nats", "redis"):
         section = data["bus"][backend]
-        section["url"] = ",".join(_redact_url(part) for part in section["url"].split(","))
+        if section["url"] is not None:
+            section["url"] = ",".join(_redact_url(part) for part in section["url"].split(","))
     return data
 
 

@@ -1,8 +1,11 @@
-"""JetStream state mode against a real `nats-server -js` (temp store dir) the test starts on a free port.
+"""JetStream state and history modes against a real `nats-server -js` (temp store dir) the test starts on a free port.
 
 The publisher keeps a state stream over the metric and status subjects with one message per subject: a late
 joiner reads the current value of every subject at once; two replicas' copies of one book update (same venue
-sequence id, different replica-local seq) are stored once; trade subjects never enter the stream.
+sequence id, different replica-local seq) are stored once; trade subjects never enter the stream. With history on,
+a history stream (bounded by age and bytes) keeps the recent updates in order for replay, and the state stream,
+which then sources it, still keeps one message per subject. Two replica daemons against one simulator store each
+book update once.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ ETH = topics.book_topic("bybit", "ETH/USDT:USDT")
 BTC_STATUS = topics.status_topic("bybit", "BTC/USDT:USDT")
 TRADES = "flowgauge.v1.trades.bybit.BTC-USDT-USDT"  # the future trades family: must stay out of the state stream
 STREAM = "FG_TEST_STATE"
+HISTORY = "FG_TEST_HISTORY"
 
 
 def _book(instrument: str, symbol: str, book_seq: int, seq: int, bid: float) -> bytes:
@@ -48,8 +52,9 @@ def _status(state: str) -> bytes:
                    "state": state, "reason": None, "ts_exchange": 1, "ts_recv": 1, "ts_publish": 1})
 
 
-async def _publisher(port: int) -> NatsPublisher:
-    publisher = NatsPublisher(f"nats://127.0.0.1:{port}", jetstream=True, stream=STREAM, reconnect_wait_s=0.1)
+async def _publisher(port: int, **history: Any) -> NatsPublisher:
+    publisher = NatsPublisher(f"nats://127.0.0.1:{port}", jetstream=True, stream=STREAM, reconnect_wait_s=0.1,
+                              **history)
     await publisher.start()
     return publisher
 
@@ -166,7 +171,7 @@ async def test_daemon_with_jetstream_configured_keeps_current_values(tmp_path: P
     with nats_server(tmp_path, jetstream=True) as server:
         config = write_config(tmp_path / "cfg.yaml", sim_port, bus_port, http_port)
         data = yaml.safe_load(config.read_text())
-        data["bus"]["nats"] = {"enabled": True, "url": f"nats://127.0.0.1:{server.port}", "jetstream": True,
+        data["bus"]["nats"] = {"url": f"nats://127.0.0.1:{server.port}", "jetstream": True,
                                "stream": STREAM}
         config.write_text(yaml.safe_dump(data))
         sim_args = ["simulate", "--venue", "bybit", "--recording", str(BYBIT_RECORDING), "--port", str(sim_port),
@@ -219,3 +224,109 @@ async def test_jetstream_mode_on_a_server_without_jetstream_still_publishes_core
         finally:
             await publisher.close()
             await nc.close()
+
+
+async def test_history_stream_keeps_recent_updates_bounded_and_in_order(tmp_path: Path) -> None:
+    """History on, over a state stream that existed without it (the upgrade path): the history stream holds the
+    newest updates within its byte bound, a consumer replays them in order, the state stream (now sourcing the
+    history stream) still holds one message per subject, and a replica's duplicate is stored in neither."""
+    max_bytes, max_age_s, n = 16_384, 600.0, 200
+    with nats_server(tmp_path, jetstream=True) as server:
+        nc = await nats.connect(f"nats://127.0.0.1:{server.port}", allow_reconnect=False, connect_timeout=2)
+        js = nc.jetstream()
+        before = await _publisher(server.port)  # history off: the state stream captures the subjects itself
+        try:
+            before.publish(ETH, _book("ETHUSDT", "ETH/USDT:USDT", 7, seq=1, bid=3000.0))
+            await wait_for(lambda: before.published == 1, "the first publisher's message")
+
+            async def state_has_eth() -> bool:
+                try:
+                    return bool((await js.stream_info(STREAM)).state.messages == 1)
+                except nats.js.errors.NotFoundError:
+                    return False
+
+            await wait_for(state_has_eth, "the state stream, created without history")
+        finally:
+            await before.close()
+        history = {"history": True, "history_stream": HISTORY, "history_max_age_s": max_age_s,
+                   "history_max_bytes": max_bytes}
+        replica_a = await _publisher(server.port, **history)
+        replica_b = await _publisher(server.port, **history)
+        try:
+            replica_a.publish(BTC_STATUS, _status("VALID"))
+
+            async def state_has_status() -> bool:
+                try:
+                    return bool(orjson.loads((await js.get_last_msg(STREAM, BTC_STATUS)).data)["state"] == "VALID")
+                except nats.js.errors.NotFoundError:
+                    return False
+
+            # The server starts copying into the state stream once it finds the new history stream (it retries
+            # its source every few seconds); until then only the history stream's bounds keep what it will copy.
+            await wait_for(state_has_status, "the state stream sourcing the history stream")
+            for book_seq in range(1, n + 1):
+                replica_a.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", book_seq, seq=book_seq, bid=float(book_seq)))
+
+            async def history_has_all() -> bool:
+                try:
+                    info = await js.stream_info(HISTORY)
+                except nats.js.errors.NotFoundError:
+                    return False
+                return info.state.last_seq == n + 1
+
+            await wait_for(history_has_all, "every update stored in the history stream")
+            info = await js.stream_info(HISTORY)
+            assert sorted(info.config.subjects or []) == sorted(STATE_STREAM_SUBJECTS)
+            assert info.config.max_bytes == max_bytes and info.config.max_age == max_age_s
+            assert info.config.discard == nats.js.api.DiscardPolicy.OLD
+            assert info.config.duplicate_window == 120.0
+            # Bounded by bytes: the oldest updates were discarded, the newest kept.
+            assert info.state.bytes <= max_bytes and 10 < info.state.messages < n
+            kept, first_seq = info.state.messages, info.state.first_seq
+
+            # A replay consumer over the history stream: the kept updates, in order, ending with the newest.
+            sub = await js.subscribe(BTC, stream=HISTORY, ordered_consumer=True,
+                                     deliver_policy=nats.js.api.DeliverPolicy.ALL)
+            try:
+                replayed = [orjson.loads((await sub.next_msg(timeout=5)).data)["book_seq"] for _ in range(kept)]
+            finally:
+                await sub.unsubscribe()
+            assert replayed == list(range(n - kept + 1, n + 1))
+            assert first_seq == n + 1 - kept + 1  # the status (stream seq 1) went first: discarded with the oldest
+
+            # The state stream sources the history stream (no subjects of its own) and keeps one per subject.
+            async def state_caught_up() -> bool:
+                try:
+                    msg = await js.get_last_msg(STREAM, BTC)
+                except nats.js.errors.NotFoundError:
+                    return False
+                return bool(orjson.loads(msg.data)["book_seq"] == n)
+
+            await wait_for(state_caught_up, "the newest update copied into the state stream")
+            state = await js.stream_info(STREAM, subjects_filter=">")
+            assert not state.config.subjects and [src.name for src in state.config.sources or []] == [HISTORY]
+            assert state.config.max_msgs_per_subject == 1
+            assert state.state.subjects == {BTC: 1, ETH: 1, BTC_STATUS: 1}
+            assert orjson.loads((await js.get_last_msg(STREAM, ETH)).data)["bid_px"] == 3000.0  # kept from before
+            assert orjson.loads((await js.get_last_msg(STREAM, BTC_STATUS)).data)["state"] == "VALID"
+
+            # Replica B sends its copy of update n (its own seq): de-duplicated by the history stream.
+            replica_b.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", n, seq=9999, bid=-1.0))
+            replica_b.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", n + 1, seq=10000, bid=float(n + 1)))
+            await wait_for(lambda: replica_b.published == 2, "replica B handing both messages to nats-py")
+            await wait_for(history_has_all_plus_one := _last_seq_is(js, HISTORY, n + 2), "update n+1 stored once")
+            await _flush(replica_b)
+            assert await history_has_all_plus_one()
+            last = await js.get_last_msg(HISTORY, BTC)
+            assert orjson.loads(last.data)["book_seq"] == n + 1
+        finally:
+            await replica_a.close()
+            await replica_b.close()
+            await nc.close()
+
+
+def _last_seq_is(js: Any, stream: str, seq: int) -> Any:
+    async def check() -> bool:
+        return bool((await js.stream_info(stream)).state.last_seq == seq)
+
+    return check

@@ -65,7 +65,7 @@ async def test_daemon_publishes_to_nats_and_survives_a_server_restart(tmp_path: 
     with nats_server(tmp_path) as server:
         config = write_config(tmp_path / "cfg.yaml", sim_port, bus_port, http_port)
         data = yaml.safe_load(config.read_text())
-        data["bus"]["nats"] = {"enabled": True, "url": f"nats://127.0.0.1:{server.port}", "reconnect_wait_s": 0.2}
+        data["bus"]["nats"] = {"url": f"nats://127.0.0.1:{server.port}", "reconnect_wait_s": 0.2}
         config.write_text(yaml.safe_dump(data))
         sim_args = ["simulate", "--venue", "bybit", "--recording", str(BYBIT_RECORDING), "--port", str(sim_port),
                     "--speed", "4"]

@@ -187,8 +187,8 @@ async def test_daemon_publishes_to_redis_and_nats_at_once(tmp_path: Path) -> Non
     with redis_server(tmp_path) as rserver, nats_server(tmp_path) as nserver:
         config = write_config(tmp_path / "cfg.yaml", sim_port, bus_port, http_port)
         data = yaml.safe_load(config.read_text())
-        data["bus"]["redis"] = {"enabled": True, "url": f"redis://127.0.0.1:{rserver.port}/0"}
-        data["bus"]["nats"] = {"enabled": True, "url": f"nats://127.0.0.1:{nserver.port}"}
+        data["bus"]["redis"] = {"url": f"redis://127.0.0.1:{rserver.port}/0"}
+        data["bus"]["nats"] = {"url": f"nats://127.0.0.1:{nserver.port}"}
         config.write_text(yaml.safe_dump(data))
         sim_args = ["simulate", "--venue", "bybit", "--recording", str(BYBIT_RECORDING), "--port", str(sim_port),
                     "--speed", "4"]
@@ -229,8 +229,8 @@ async def test_daemon_starts_and_stops_while_both_brokers_are_down(tmp_path: Pat
     closed_port, bus_port, http_port = free_port(), free_port(), free_port()
     config = write_config(tmp_path / "cfg.yaml", closed_port, bus_port, http_port)
     data = yaml.safe_load(config.read_text())
-    data["bus"]["redis"] = {"enabled": True, "url": f"redis://127.0.0.1:{closed_port}/0", "reconnect_max_s": 0.2}
-    data["bus"]["nats"] = {"enabled": True, "url": f"nats://127.0.0.1:{closed_port}", "reconnect_wait_s": 0.2}
+    data["bus"]["redis"] = {"url": f"redis://127.0.0.1:{closed_port}/0", "reconnect_max_s": 0.2}
+    data["bus"]["nats"] = {"url": f"nats://127.0.0.1:{closed_port}", "reconnect_wait_s": 0.2}
     config.write_text(yaml.safe_dump(data))
     with flowgauge(["run", "-c", str(config)], tmp_path / "daemon.log") as daemon:
         async def metrics() -> str | None:

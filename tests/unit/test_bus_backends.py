@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from flowgauge.app import Daemon, configured_backends
-from flowgauge.config import ConfigError, load_settings, redacted
+from flowgauge.config import ConfigError, check_config_main, load_settings, parse_settings, redacted
 from flowgauge.publish.codec import encode
 from flowgauge.publish.nats import message_id
 from flowgauge.publish.outbox import Outbox, describe_error, report_crash
@@ -27,6 +28,7 @@ def _backends_in_metrics(registry: CollectorRegistry) -> set[str]:
 
 def test_brokers_are_off_by_default_and_absent_from_metrics() -> None:
     settings = load_settings(None, {})
+    assert settings.bus.nats.url is None and settings.bus.redis.url is None
     assert not settings.bus.nats.enabled and not settings.bus.redis.enabled
     assert configured_backends(settings) == ("embedded",)
     daemon = Daemon(settings)
@@ -35,8 +37,11 @@ def test_brokers_are_off_by_default_and_absent_from_metrics() -> None:
 
 
 def test_enabled_brokers_get_their_series_from_the_start() -> None:
-    env = {"FLOWGAUGE_BUS__NATS__ENABLED": "true", "FLOWGAUGE_BUS__REDIS__ENABLED": "true"}
-    daemon = Daemon(load_settings(None, env))
+    # A backend is on exactly when its URL is set.
+    env = {"FLOWGAUGE_BUS__NATS__URL": "nats://127.0.0.1:4222", "FLOWGAUGE_BUS__REDIS__URL": "redis://127.0.0.1/0"}
+    settings = load_settings(None, env)
+    assert configured_backends(settings) == ("embedded", "nats", "redis")
+    daemon = Daemon(settings)
     assert _backends_in_metrics(daemon.registry) == {"embedded", "nats", "redis"}
     value = daemon.registry.get_sample_value
     assert value("flowgauge_publish_dropped_total", {"backend": "nats", "reason": "queue_full"}) == 0
@@ -69,7 +74,6 @@ def test_broker_config_keys_are_validated_together() -> None:
 
 def test_broker_urls_from_the_environment_and_their_passwords_redacted() -> None:
     env = {
-        "FLOWGAUGE_BUS__NATS__ENABLED": "true",
         "FLOWGAUGE_BUS__NATS__URL": "nats://app:s3cret@10.0.0.1:4222,nats://10.0.0.2:4222",
         "FLOWGAUGE_BUS__NATS__JETSTREAM": "true",
         "FLOWGAUGE_BUS__REDIS__URL": "redis://:pw0rd@cache:6379/2",
@@ -81,6 +85,85 @@ def test_broker_urls_from_the_environment_and_their_passwords_redacted() -> None
     assert data["bus"]["nats"]["url"] == "nats://app:***@10.0.0.1:4222,nats://10.0.0.2:4222"
     assert data["bus"]["redis"]["url"] == "redis://:***@cache:6379/2"
     assert "s3cret" not in repr(data) and "pw0rd" not in repr(data)
+
+
+def test_an_empty_url_from_the_environment_turns_a_backend_off() -> None:
+    data = {"bus": {"nats": {"url": "nats://a:4222"}, "redis": {"url": "redis://b/0"}}}
+    on = parse_settings({**data, "venues": {"bybit": {"symbols": ["BTC/USDT:USDT"]}}})
+    assert configured_backends(on) == ("embedded", "nats", "redis")
+    off = parse_settings({**data, "venues": {"bybit": {"symbols": ["BTC/USDT:USDT"]}}},
+                         {"FLOWGAUGE_BUS__NATS__URL": "", "FLOWGAUGE_BUS__REDIS__URL": "null"})
+    assert configured_backends(off) == ("embedded",)
+    assert redacted(off)["bus"]["nats"]["url"] is None
+
+
+def test_the_retired_enabled_keys_name_the_new_rule() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, {"FLOWGAUGE_BUS__NATS__ENABLED": "true"})
+    assert info.value.problems == [
+        "bus.nats.enabled: no longer a key: NATS publishing is on exactly when bus.nats.url is set (remove it; "
+        "url null or unset = off) (set by FLOWGAUGE_BUS__NATS__ENABLED)"
+    ]
+    with pytest.raises(ConfigError) as info:
+        parse_settings({"venues": {"bybit": {"symbols": ["BTC/USDT:USDT"]}},
+                        "bus": {"redis": {"enabled": True, "url": "redis://b/0"}}})
+    assert info.value.problems == [
+        "bus.redis.enabled: no longer a key: Redis publishing is on exactly when bus.redis.url is set (remove it; "
+        "url null or unset = off)"
+    ]
+
+
+def test_history_and_replica_keys_are_validated() -> None:
+    env = {
+        "FLOWGAUGE_BUS__NATS__URL": "nats://127.0.0.1:4222",
+        "FLOWGAUGE_BUS__NATS__HISTORY": "true",
+        "FLOWGAUGE_BUS__NATS__REPLICA": "true",
+        "FLOWGAUGE_BUS__NATS__HISTORY_STREAM": "bad name",
+        "FLOWGAUGE_BUS__NATS__HISTORY_MAX_AGE_S": "0",
+        "FLOWGAUGE_BUS__NATS__HISTORY_MAX_BYTES": "0",
+        "FLOWGAUGE_PUBLISH__CONFLATE": "off",
+    }
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env)
+    assert [problem.split(":", 1)[0] for problem in info.value.problems] == [
+        "bus.nats.history_max_age_s", "bus.nats.history_max_bytes", "bus.nats.history_stream",
+        "bus.nats.history", "bus.nats.replica",
+    ]
+    assert "bus.nats.history: needs bus.nats.jetstream: true" in info.value.problems[3]
+    settings = load_settings(None, {**env, "FLOWGAUGE_BUS__NATS__HISTORY_STREAM": "HIST",
+                                    "FLOWGAUGE_BUS__NATS__HISTORY_MAX_AGE_S": "60",
+                                    "FLOWGAUGE_BUS__NATS__HISTORY_MAX_BYTES": "1048576",
+                                    "FLOWGAUGE_BUS__NATS__JETSTREAM": "true"})
+    nats_settings = settings.bus.nats
+    assert (nats_settings.history, nats_settings.history_stream, nats_settings.history_max_age_s,
+            nats_settings.history_max_bytes, nats_settings.replica) == (True, "HIST", 60.0, 1048576, True)
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, {**env, "FLOWGAUGE_BUS__NATS__JETSTREAM": "true", "FLOWGAUGE_BUS__NATS__HISTORY_STREAM":
+                             "FLOWGAUGE_STATE", "FLOWGAUGE_BUS__NATS__HISTORY_MAX_AGE_S": "60",
+                             "FLOWGAUGE_BUS__NATS__HISTORY_MAX_BYTES": "1048576"})
+    assert [problem.split(":", 1)[0] for problem in info.value.problems] == ["bus.nats.history_stream"]
+
+
+def test_replicas_refuse_conflation_and_throttling(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Both would make two replicas publish different subsets of the book updates: one line each, exit 2."""
+    config = tmp_path / "replica.yaml"
+    config.write_text(
+        "bus:\n  nats:\n    url: nats://127.0.0.1:4222\n    jetstream: true\n    replica: true\n"
+        "publish:\n  conflate: auto\n  min_interval_ms: 100\n"
+    )
+    assert check_config_main(str(config), False, {}) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(":", 1)[0] for line in err] == ["publish.conflate", "publish.min_interval_ms"]
+    assert err[0].startswith("publish.conflate: must be off when bus.nats.replica is true (got auto): ")
+    assert err[1].startswith("publish.min_interval_ms: must be 0 when bus.nats.replica is true (got 100): ")
+    assert all("which de-duplication cannot fix" in line for line in err)
+    # The default conflate (auto) is refused too; off and no throttle pass, from the file or the environment.
+    assert check_config_main(str(config), False, {"FLOWGAUGE_PUBLISH__MIN_INTERVAL_MS": "0"}) == 2
+    assert capsys.readouterr().err.startswith("publish.conflate: ")
+    env = {"FLOWGAUGE_PUBLISH__MIN_INTERVAL_MS": "0", "FLOWGAUGE_PUBLISH__CONFLATE": "off"}
+    assert check_config_main(str(config), False, env) == 0
+    # Without replica the same publish settings are fine.
+    assert check_config_main(str(config), False, {"FLOWGAUGE_BUS__NATS__REPLICA": "false"}) == 0
 
 
 def test_outbox_drops_the_oldest_and_counts() -> None:

@@ -1,5 +1,6 @@
 """The NATS publisher: core publish of every payload on its topic as the NATS subject, optionally into a JetStream
-*state* stream that keeps the current value of every metric and status subject.
+*state* stream that keeps the current value of every metric and status subject, and a *history* stream that keeps
+the recent updates for replay.
 
 Sits at the end of the engine -> publishers edge, beside the embedded bus. `publish(topic, payload)` only appends
 to a bounded `Outbox` (drop-oldest, counted as `queue_full`) and returns; one sender task moves messages to
@@ -27,6 +28,20 @@ within the stream's duplicate window:
 Not de-duplicated (no id): status payloads, liquidation-triggered payloads (the payload carries no venue
 liquidation id and several liquidations can share a timestamp), book payloads of a book that is not VALID
 (`book_seq` is null), and aggregates.
+
+History mode (`history=True`, with `jetstream`): a second stream, `history_stream`, keeps every update of the
+same subjects, bounded by `history_max_age_s` and `history_max_bytes` (oldest discarded), for replaying recent
+updates. NATS refuses two streams whose subjects overlap in one account (error 10065: a message stored in one and
+not the other could not be repaired), and no single stream can keep one message per subject and a history too.
+So with history on, the history stream is the one that captures the subjects (and de-duplicates by
+`Nats-Msg-Id`), and the state stream has no subjects of its own: it *sources* the history stream (the server
+copies each stored message into it, where `max_msgs_per_subject=1` keeps the newest). One publish, one stored
+copy per update in each stream, no second subject family; the state stream lags the history stream by the
+server's copy (typically milliseconds). The state stream is reconfigured first, so that it has released the
+subjects when the history stream claims them. Turning history off again needs the history stream deleted by the
+operator (the daemon never deletes a stream): until then the state stream keeps sourcing it, and the failed
+reconfiguration is logged with that advice. Trades are in neither stream (they are the bulk of the volume, and
+the state stream's one source could not filter two subject families on nats-server 2.9).
 
 Must not import `flowgauge.telemetry` (a higher layer): counters go through `PublishTelemetry`.
 """
@@ -63,6 +78,7 @@ status payloads (5 tokens under `status`). Trades (`flowgauge.v1.trades.<venue>.
 # after a reconnect cannot hold the loop for long.
 _BATCH = 512
 _STREAM_RETRY_S = 5.0
+_SUBJECTS_OVERLAP = 10065  # JetStream API error code: the subjects overlap with another stream's
 _TS_TRIGGERS = frozenset({"open_interest", "funding", "long_short"})
 
 
@@ -108,7 +124,11 @@ class NatsPublisher:
         connect_timeout_s: deadline of one connection attempt.
         jetstream: keep the JetStream state stream (see the module doc) and send message ids.
         stream: name of the state stream.
-        duplicate_window_s: the stream's de-duplication window for message ids.
+        duplicate_window_s: the streams' de-duplication window for message ids.
+        history: also keep the history stream (with `jetstream` only; see the module doc).
+        history_stream: name of the history stream.
+        history_max_age_s: age beyond which the history stream discards an update.
+        history_max_bytes: size beyond which the history stream discards its oldest updates.
         name: client name the server shows in its connection list.
     """
 
@@ -126,10 +146,18 @@ class NatsPublisher:
         jetstream: bool = False,
         stream: str = "FLOWGAUGE_STATE",
         duplicate_window_s: float = 120.0,
+        history: bool = False,
+        history_stream: str = "FLOWGAUGE_HISTORY",
+        history_max_age_s: float = 3600.0,
+        history_max_bytes: int = 1 << 30,
         name: str = "flowgauge",
     ) -> None:
         if pending_bytes < 1:
             raise ValueError(f"pending_bytes must be >= 1, got {pending_bytes}")
+        if history and not jetstream:
+            raise ValueError("history needs jetstream")
+        if history and history_stream == stream:
+            raise ValueError(f"the history stream needs a name of its own, not {stream!r}")
         self._servers = [part.strip() for part in url.split(",") if part.strip()]
         self._telemetry = telemetry
         self._account = BrokerAccount(BACKEND, telemetry)
@@ -139,11 +167,15 @@ class NatsPublisher:
         self._jetstream = jetstream
         self._stream = stream
         self._duplicate_window_s = duplicate_window_s
+        self._history = history
+        self._history_stream = history_stream
+        self._history_max_age_s = history_max_age_s
+        self._history_max_bytes = history_max_bytes
         self._name = name
         self.outbox = Outbox(queue_size, self._account.count_queue_full)
         self._nc: NatsClient | None = None
         self._connected = asyncio.Event()
-        self._stream_due = jetstream  # (re)check the state stream before the next batch
+        self._stream_due = jetstream  # (re)check the streams before the next batch
         self._stream_next_try = 0.0
         self._sender: asyncio.Task[None] | None = None
         self._closed = False
@@ -170,6 +202,7 @@ class NatsPublisher:
             "queued": len(self.outbox),
             "reconnects": self.reconnects,
             "jetstream": self._jetstream,
+            "history": self._history,
         }
 
     # ------------------------------------------------------------------------------------ Publisher
@@ -224,7 +257,7 @@ class NatsPublisher:
                     return
                 await self._connected.wait()
             if self._stream_due and time.monotonic() >= self._stream_next_try:
-                await self._ensure_stream(nc)
+                await self._ensure_streams(nc)
             for topic, payload in outbox.take(_BATCH):
                 headers: dict[str, str] | None = None
                 if self._jetstream:
@@ -266,32 +299,54 @@ class NatsPublisher:
         event(log, logging.INFO, "nats_connected", server=_server_name(nc))
         return nc
 
-    async def _ensure_stream(self, nc: NatsClient) -> None:
-        """Create the state stream, or bring an existing one to our configuration; retried later on failure."""
+    async def _ensure_streams(self, nc: NatsClient) -> None:
+        """Create the state (and history) stream, or bring existing ones to our configuration; retried later
+        on failure."""
         # Bounded: this runs in the sender before a batch, so a JetStream API that does not answer must not
         # hold publishing for long (the outbox keeps filling meanwhile, within its bound).
         js = nc.jetstream(timeout=self._connect_timeout_s)
-        config = nats.js.api.StreamConfig(
+        state = nats.js.api.StreamConfig(
             name=self._stream,
-            subjects=list(STATE_STREAM_SUBJECTS),
             max_msgs_per_subject=1,
             duplicate_window=self._duplicate_window_s,
             storage=nats.js.api.StorageType.FILE,
             discard=nats.js.api.DiscardPolicy.OLD,
         )
-        try:
+        if self._history:
+            # The history stream captures the subjects; the state stream copies from it (see the module doc).
+            # The state stream goes first: it must have released the subjects before the history stream takes them.
+            state.subjects = []
+            state.sources = [nats.js.api.StreamSource(name=self._history_stream)]
+            history = nats.js.api.StreamConfig(
+                name=self._history_stream,
+                subjects=list(STATE_STREAM_SUBJECTS),
+                max_age=self._history_max_age_s,
+                max_bytes=self._history_max_bytes,
+                duplicate_window=self._duplicate_window_s,
+                storage=nats.js.api.StorageType.FILE,
+                discard=nats.js.api.DiscardPolicy.OLD,
+            )
+            configs: tuple[nats.js.api.StreamConfig, ...] = (state, history)
+        else:
+            state.subjects = list(STATE_STREAM_SUBJECTS)
+            configs = (state,)
+        for config in configs:
             try:
-                await js.stream_info(self._stream)
-            except nats.js.errors.NotFoundError:
-                await js.add_stream(config)
-            else:
-                await js.update_stream(config)
-        except (nats.errors.Error, OSError, TimeoutError) as exc:
-            self._stream_next_try = time.monotonic() + _STREAM_RETRY_S
-            self._account.log_error("nats_state_stream_failed", exc, stream=self._stream)
-            return
+                await _put_stream(js, config)
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                self._stream_next_try = time.monotonic() + _STREAM_RETRY_S
+                fields: dict[str, object] = {"stream": config.name}
+                if isinstance(exc, nats.js.errors.APIError) and exc.err_code == _SUBJECTS_OVERLAP:
+                    fields["advice"] = (
+                        "another stream captures these subjects: with history off, delete the history stream "
+                        f"(nats stream rm {self._history_stream}) or turn history back on"
+                        if not self._history else "another stream captures these subjects: delete or change it"
+                    )
+                self._account.log_error("nats_stream_failed", exc, **fields)
+                return
         self._stream_due = False
-        event(log, logging.INFO, "nats_state_stream_ready", stream=self._stream)
+        event(log, logging.INFO, "nats_streams_ready", stream=self._stream,
+              history_stream=self._history_stream if self._history else None)
 
     # ------------------------------------------------------------------------------------ callbacks
 
@@ -323,3 +378,14 @@ class NatsPublisher:
 def _server_name(nc: NatsClient) -> str | None:
     url = nc.connected_url
     return f"{url.hostname}:{url.port}" if url is not None else None
+
+
+async def _put_stream(js: nats.js.JetStreamContext, config: nats.js.api.StreamConfig) -> None:
+    """Create the stream `config` names, or update the existing one to `config`."""
+    assert config.name is not None
+    try:
+        await js.stream_info(config.name)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(config)
+    else:
+        await js.update_stream(config)
