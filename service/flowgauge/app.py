@@ -140,6 +140,7 @@ class Daemon:
             min_interval_ms=settings.publish.min_interval_ms,
             hooks=self.hooks,
             book_max_levels=settings.book_max_levels,
+            publish_trades=settings.publish.trades,
         )
         self.registry.register(SignalCollector(self.engine))
         # Backlog conflation (publish.conflate: auto): the flush runs when the current loop turn is over.

@@ -247,6 +247,9 @@ class PublishSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     conflate: str | bool = "auto"
     conflate_after_ms: float = 50.0  # a frame handled this long after it arrived means the loop is behind
     heartbeat_s: float = 5.0  # period of the per-book status heartbeat; 0 = off
+    # Also publish every normalized trade and liquidation on flowgauge.v1.trades.<venue>.<slug> (off: the
+    # metrics only). Trades can outnumber book messages; they share the publishers' bounded queues.
+    trades: bool = False
 
 
 class ShardSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

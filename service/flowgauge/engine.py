@@ -7,6 +7,9 @@ payload to `sink(topic, payload_bytes)`, which must not block (publishers queue 
 
 It never computes a metric from a book known wrong: a gap, a crossed book or a bad frame makes
 the book INVALID, publishes a status, and returns the symbol so the caller can resync it.
+
+With `publish_trades`, every normalized trade and every liquidation is also published as a trade record on
+`flowgauge.v1.trades.<venue>.<slug>` (schema/trade.v1.json): the inputs, for strategies that want them.
 """
 
 from __future__ import annotations
@@ -52,7 +55,15 @@ _ENVELOPE_KEYS = (
     "schema", "venue", "symbol", "instrument", "trigger", "seq", "book_seq", "book_state", "ts_exchange", "ts_recv",
     "ts_publish",
 )  # fmt: skip
-_PAYLOAD_TEMPLATE: dict[str, Any] = dict.fromkeys((*_ENVELOPE_KEYS, *FIELD_NAMES))
+# Which liquidation a `"trigger": "liquidation"` payload reports (null for every other trigger). Engine-side, not
+# metrics: both cores fill the same template, so both publish these keys, in this place.
+LIQUIDATION_KEYS = ("liq_side", "liq_price", "liq_size", "liq_notional")
+_PAYLOAD_TEMPLATE: dict[str, Any] = dict.fromkeys((*_ENVELOPE_KEYS, *FIELD_NAMES, *LIQUIDATION_KEYS))
+# Trade records carry the taker side as text (friendlier than +1/-1 in any language).
+_SIDE_TEXT = {1: "buy", -1: "sell"}
+# The order that closed a liquidated position: a long is closed by a sell, a short by a buy.
+_CLOSING_SIDE = {"long": "sell", "short": "buy"}
+_INF = float("inf")
 _STATE_TEXT = {state: state.value for state in BookState}  # an enum's .value is a slow descriptor lookup
 _VALID_TEXT = BookState.VALID.value
 _encode = codec.encode
@@ -84,6 +95,7 @@ class InstrumentState:
         "status_topic",
         "sync",
         "throttled",
+        "trades_topic",
     )
 
     def __init__(
@@ -112,6 +124,7 @@ class InstrumentState:
             schema=SCHEMA, venue=instrument.venue, symbol=instrument.symbol, instrument=instrument.venue_id
         )
         self.status_topic = topics.status_topic(instrument.venue, instrument.symbol)
+        self.trades_topic = topics.trades_topic(instrument.venue, instrument.symbol)
         self.publish_seq = 0
         self.last_book_publish = 0
         self.throttled = 0
@@ -140,6 +153,8 @@ class Engine:
         hooks: telemetry callbacks, optional.
         book_max_levels: levels kept per book side (beyond it the worst is dropped and counted).
         core_name: "compiled" or "python"; None = `core.active_core()` (see flowgauge.core).
+        publish_trades: also publish every trade and liquidation as a trade record on the instrument's
+            trades topic (config `publish.trades`); off, nothing goes to trades topics.
     """
 
     def __init__(
@@ -151,8 +166,10 @@ class Engine:
         hooks: EngineHooks | None = None,
         book_max_levels: int = DEFAULT_MAX_LEVELS,
         core_name: str | None = None,
+        publish_trades: bool = False,
     ) -> None:
         self.core = core_name or core.active_core()
+        self.publish_trades = publish_trades
         if self.core == core.COMPILED:
             core.compiled_module()  # fail here, not on the first instrument
         self.book_max_levels = book_max_levels
@@ -379,6 +396,11 @@ class Engine:
                 # publish it first. A trade stamped after it (held back from its windows) changes nothing.
                 self._flush(state)
             state.metrics.on_trade(trade)
+            if self.publish_trades and self._sane(trade.venue, "trade", trade.price, trade.size):
+                self._publish_trade_record(
+                    state, "trade", _SIDE_TEXT.get(trade.side), trade.price, trade.size, trade.trade_id,
+                    trade.forced, None, trade.ts_exchange, trade.ts_recv,
+                )
         return None
 
     def _on_open_interest(self, oi: OpenInterest) -> str | None:
@@ -401,11 +423,18 @@ class Engine:
 
     def _on_liquidation(self, liquidation: Liquidation) -> str | None:
         state = self._states.get((liquidation.venue, liquidation.symbol))
-        if state is not None:
+        if state is not None and self._sane(liquidation.venue, "liquidation", liquidation.price, liquidation.size):
             if state.pending is not None:
                 self._flush(state)
             state.metrics.on_liquidation(liquidation)
-            self._publish(state, "liquidation", liquidation.ts_exchange, liquidation.ts_recv)
+            # Never throttled or conflated (that is book payloads only): straight to _emit, which says which one.
+            self._emit(state, "liquidation", liquidation.ts_exchange, liquidation.ts_recv, False, liquidation)
+            if self.publish_trades:
+                side = liquidation.liquidated_side
+                self._publish_trade_record(
+                    state, "liquidation", _CLOSING_SIDE.get(side), liquidation.price, liquidation.size, None, True,
+                    side, liquidation.ts_exchange, liquidation.ts_recv,
+                )
         return None
 
     def _on_long_short(self, ratio: LongShortRatio) -> str | None:
@@ -497,7 +526,15 @@ class Engine:
                 return
         self._emit(state, trigger, ts_exchange, ts_recv, False)
 
-    def _emit(self, state: InstrumentState, trigger: str, ts_exchange: int, ts_recv: int, conflated: bool) -> None:
+    def _emit(
+        self,
+        state: InstrumentState,
+        trigger: str,
+        ts_exchange: int,
+        ts_recv: int,
+        conflated: bool,
+        liquidation: Liquidation | None = None,
+    ) -> None:
         sync = state.sync
         book_state = sync.state
         book = sync.book if book_state is BookState.VALID else None
@@ -515,6 +552,11 @@ class Engine:
         payload["ts_recv"] = ts_recv
         payload["ts_publish"] = 0
         state.metrics.fields(book, ts_exchange, trigger, payload)
+        if liquidation is not None:
+            payload["liq_side"] = liquidation.liquidated_side
+            payload["liq_price"] = liquidation.price
+            payload["liq_size"] = liquidation.size
+            payload["liq_notional"] = liquidation.price * liquidation.size
         # Rare extras on top of the metric flags; the common case (a VALID book) allocates nothing here.
         invalid_flag = sync.reason.value if book is None and sync.reason is not None else None
         sampled = trigger == "liquidation" and instrument.venue in SAMPLED_LIQUIDATION_VENUES
@@ -581,6 +623,58 @@ class Engine:
             return False
         self._sink(state.status_topic, encoded)
         return True
+
+    def _publish_trade_record(
+        self,
+        state: InstrumentState,
+        kind: str,
+        side: str | None,
+        price: float,
+        size: float,
+        trade_id: str | None,
+        forced: bool,
+        liq_side: str | None,
+        ts_exchange: int,
+        ts_recv: int,
+    ) -> None:
+        """One trade or liquidation on the instrument's trades topic (schema/trade.v1.json). No `seq` and no
+        book fields: it is the venue's event as normalized, not a metrics payload."""
+        instrument = state.instrument
+        payload = {
+            "schema": SCHEMA,
+            "kind": kind,
+            "venue": instrument.venue,
+            "symbol": instrument.symbol,
+            "instrument": instrument.venue_id,
+            "trade_id": trade_id,
+            "side": side,
+            "price": price,
+            "size": size,
+            "notional": price * size,
+            "forced": forced,
+            "liq_side": liq_side,
+            "ts_exchange": ts_exchange,
+            "ts_recv": ts_recv,
+            "ts_publish": self._clock(),
+        }
+        try:
+            encoded = codec.encode(payload)
+        except (TypeError, ValueError) as exc:
+            self._encode_failed(instrument.venue, exc)
+            return
+        self._sink(state.trades_topic, encoded)
+
+    def _sane(self, venue: str, what: str, price: float, size: float) -> bool:
+        """A trade or liquidation with a price and size a subscriber can use (positive, finite): the parsers of
+        some venues pass the venue's numbers through unchecked. Anything else is counted as a bad frame."""
+        if 0.0 < price < _INF and 0.0 < size < _INF:
+            return True
+        self.bad_frames += 1
+        if self._hooks is not None:
+            self._hooks.bad_frame(venue)
+        if self._bad_frame_log.allow(f"{what}:{venue}") is not None:
+            event(log, logging.WARNING, "bad_trade_values", venue=venue, kind=what, price=price, size=size)
+        return False
 
     def _encode_failed(self, venue: str, exc: Exception) -> None:
         self.bad_frames += 1

@@ -63,7 +63,7 @@ def test_every_exported_name_resolves() -> None:
 
 
 def test_schema_path_names_the_shipped_json_schemas() -> None:
-    for name in ("payload", "status"):
+    for name in ("payload", "status", "trade"):
         path = flowgauge.schema_path(name)
         assert path.parent == flowgauge.SCHEMA_DIR
         schema = json.loads(path.read_text())

@@ -15,7 +15,9 @@ Websocket protocol (one JSON object per text message):
     server -> client   {"topic": "...", "payload": {...}, "snapshot": true}   current values, then
                        {"topic": "...", "payload": {...}}     one frame per matching message (codec.frame)
 
-Current values: the bus keeps the latest payload of every topic published (book, metric and status topics).
+Current values: the bus keeps the latest payload of every topic published (book, metric and status topics),
+except trades topics (`flowgauge.v1.trades.…`): a trade is an event, and the last one replayed as a current
+value would mislead.
 A websocket subscribe request first queues, for every topic its new patterns match and its earlier patterns
 did not, that topic's latest payload marked `"snapshot": true` (codec.snapshot_frame), then live frames
 follow. The snapshot is queued in the same synchronous step that adds the patterns, on the loop thread, so no
@@ -49,7 +51,7 @@ from websockets.http11 import Request, Response
 
 from flowgauge.publish.base import PublishTelemetry
 from flowgauge.publish.codec import frame, snapshot_frame
-from flowgauge.publish.topics import TopicPattern
+from flowgauge.publish.topics import TRADES_ROOT, TopicPattern
 
 __all__ = ["EmbeddedBus", "FanoutTelemetry", "Message", "Subscription"]
 
@@ -353,11 +355,12 @@ class EmbeddedBus:
         self.published += 1
         if self._telemetry is not None:
             self._telemetry.count_published(BACKEND)
-        latest = self._latest
-        if len(latest) >= _MAX_LATEST and topic not in latest:
-            del latest[next(iter(latest))]
-            self.latest_evicted += 1
-        latest[topic] = payload
+        if not topic.startswith(TRADES_ROOT):  # trades are events, not state: never a current value
+            latest = self._latest
+            if len(latest) >= _MAX_LATEST and topic not in latest:
+                del latest[next(iter(latest))]
+                self.latest_evicted += 1
+            latest[topic] = payload
         subs = self._routes.get(topic)
         if subs is None:
             subs = self._route(topic)

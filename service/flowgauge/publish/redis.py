@@ -8,6 +8,8 @@ Redis, each batch one pipeline (no transaction):
     PUBLISH <topic> <payload>                                   every message, channel = topic
     XADD <stream_key_prefix><topic> MAXLEN ~ <n> * payload <p>  every message, when streams are on
     SET <last_key_prefix><topic> <payload> PX <ttl>             once per topic per batch, its newest payload
+                                                                (not for trades topics: a trade is an event,
+                                                                and a last trade read as current would mislead)
 
 Late joiners read the current value of a topic with `GET <last_key_prefix><topic>` (or SCAN the prefix). Redis
 7.0 has no per-field hash expiry, so each topic has its own string key; a refresher task re-applies the TTL of
@@ -36,6 +38,7 @@ from redis.backoff import NoBackoff
 from flowgauge.logs import event
 from flowgauge.publish.base import PublishTelemetry
 from flowgauge.publish.outbox import BrokerAccount, Outbox, describe_error, report_crash
+from flowgauge.publish.topics import TRADES_ROOT
 
 __all__ = ["RedisPublisher"]
 
@@ -208,7 +211,8 @@ class RedisPublisher:
             if self._streams:
                 pipe.xadd(self._stream_prefix + topic, {"payload": payload}, maxlen=self._stream_maxlen,
                           approximate=True)
-            newest[topic] = payload
+            if not topic.startswith(TRADES_ROOT):  # trades are events: no last-value key (a stale "current" trade)
+                newest[topic] = payload
         for topic, payload in newest.items():
             pipe.set(self._last_prefix + topic, payload, px=self._ttl_ms)
         await pipe.execute()

@@ -9,6 +9,7 @@ Grammar (DESIGN.md "Topics and payloads"):
 
     flowgauge.v1.<venue>.<slug>            per-instrument metric payloads
     flowgauge.v1.status.<venue>.<slug>     per-instrument book status changes
+    flowgauge.v1.trades.<venue>.<slug>     per-instrument trades and liquidations (publish.trades)
     flowgauge.v1.agg.<base>                cross-venue aggregates
 
 A topic is a sequence of non-empty tokens separated by `.`. A pattern is a topic in which a token may be `*`
@@ -22,12 +23,16 @@ import re
 
 __all__ = [
     "PREFIX",
+    "RESERVED_VENUES",
+    "TRADES_ROOT",
     "TopicPattern",
     "agg_topic",
     "book_topic",
+    "is_trades_topic",
     "matches",
     "slug",
     "status_topic",
+    "trades_topic",
     "venue_pattern",
 ]
 
@@ -35,8 +40,9 @@ PREFIX = "flowgauge.v1"
 """Root of every topic; the version token changes only with an incompatible payload schema."""
 
 # Third tokens with a meaning of their own: a venue with one of these ids would make its book topics
-# indistinguishable from the status / aggregate families under wildcard patterns.
-_RESERVED_VENUES = frozenset({"status", "agg"})
+# indistinguishable from the status / aggregate / trade / bar families under wildcard patterns, and the SDK
+# tells a topic's family by this token.
+RESERVED_VENUES = frozenset({"status", "agg", "trades", "bars"})
 
 # Characters that cannot appear inside a token: the separator, the wildcards, and whitespace (NATS forbids
 # whitespace in subjects, and Redis patterns would treat `*` specially).
@@ -73,7 +79,7 @@ def slug(symbol: str) -> str:
 
 def _check_venue(venue: str) -> str:
     _check_token(venue, "venue")
-    if venue in _RESERVED_VENUES:
+    if venue in RESERVED_VENUES:
         raise ValueError(f"venue id {venue!r} is reserved in the topic grammar")
     return venue
 
@@ -96,6 +102,28 @@ def status_topic(venue: str, symbol: str) -> str:
         ValueError: on a venue or symbol that cannot form a token, or a reserved venue id.
     """
     return f"{PREFIX}.status.{_check_venue(venue)}.{slug(symbol)}"
+
+
+TRADES_ROOT = f"{PREFIX}.trades."
+"""Start of every trades topic: publishers that keep current values (the embedded bus's latest-value cache, the
+Redis last-value keys) skip topics starting with it, since a last trade is an event, not a state."""
+
+
+@functools.lru_cache(maxsize=_TOPIC_CACHE_SIZE)
+def trades_topic(venue: str, symbol: str) -> str:
+    """Topic of one instrument's trades and liquidations: `flowgauge.v1.trades.<venue>.<slug>`.
+
+    Five tokens, so book patterns such as `flowgauge.v1.*.*` never match it (NATS `*` is one token).
+
+    Raises:
+        ValueError: on a venue or symbol that cannot form a token, or a reserved venue id.
+    """
+    return f"{TRADES_ROOT}{_check_venue(venue)}.{slug(symbol)}"
+
+
+def is_trades_topic(topic: str) -> bool:
+    """True for a `flowgauge.v1.trades.<venue>.<slug>` topic (events, never a current value)."""
+    return topic.startswith(TRADES_ROOT)
 
 
 @functools.lru_cache(maxsize=_TOPIC_CACHE_SIZE)

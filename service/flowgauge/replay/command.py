@@ -21,6 +21,7 @@ EXIT_FAILED_FILES = 1
 EXIT_BAD_ARGUMENTS = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM: a supervisor's (or `kill`'s) stop, handled the same way
+_ENV_TRADES = "FLOWGAUGE_PUBLISH__TRADES"  # publish.trades, honoured without -c too
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,15 +72,22 @@ def _run(args: argparse.Namespace) -> int:
 
     logs.configure(os.environ.get("FLOWGAUGE_LOG_LEVEL", "WARNING"))
     symbols: dict[str, Sequence[str]] | None = None
-    if args.config:
+    publish_trades = False
+    if args.config or os.environ.get(_ENV_TRADES):
         from flowgauge.config import ConfigError, load_settings
 
         try:
-            settings = load_settings(args.config, os.environ)
+            if args.config:
+                settings = load_settings(args.config, os.environ)
+                symbols = {venue: list(v.symbols) for venue, v in settings.venues.items()}
+            else:
+                # No config: every instrument of the files, but FLOWGAUGE_PUBLISH__TRADES still says whether trade
+                # records are written (checked like the daemon checks it; nothing else of the environment applies).
+                settings = load_settings(None, {_ENV_TRADES: os.environ[_ENV_TRADES]})
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
-        symbols = {venue: list(v.symbols) for venue, v in settings.venues.items()}
+        publish_trades = settings.publish.trades
     out = None
     if args.out:
         try:
@@ -87,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"replay: cannot write --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
-    return _replay_into(list(args.files), out, args.speed, symbols)
+    return _replay_into(list(args.files), out, args.speed, symbols, publish_trades)
 
 
 class _OutputFailed(Exception):
@@ -95,7 +103,11 @@ class _OutputFailed(Exception):
 
 
 def _replay_into(
-    files: list[str], out: BinaryIO | None, speed: float, symbols: dict[str, Sequence[str]] | None
+    files: list[str],
+    out: BinaryIO | None,
+    speed: float,
+    symbols: dict[str, Sequence[str]] | None,
+    publish_trades: bool = False,
 ) -> int:
     from flowgauge.publish import codec
     from flowgauge.replay.progress import TerminalProgress, summary
@@ -127,7 +139,7 @@ def _replay_into(
     output_error: str | None = None
     try:
         replay(files, sink, speed=speed, symbols=symbols, stats=stats, on_file_error=on_file_error,
-               on_progress=progress)
+               on_progress=progress, publish_trades=publish_trades)
     except KeyboardInterrupt:
         stopped = "interrupted"
     except _Terminated:

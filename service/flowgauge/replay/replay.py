@@ -265,6 +265,7 @@ def replay(
     stats: ReplayStats | None = None,
     on_file_error: Callable[[str, str], None] | None = None,
     on_progress: Callable[[ReplayStats], None] | None = None,
+    publish_trades: bool = False,
 ) -> tuple[Engine, ReplayStats]:
     """Replay recordings in order into one engine publishing to `sink`.
 
@@ -277,6 +278,7 @@ def replay(
         on_file_error: `on_file_error(path, why)` for a file that cannot be replayed, then the next file
             goes on (recorded in `stats.failed`); without it the first such file raises ReplayError.
         on_progress: called with the stats at every file start and every few thousand records.
+        publish_trades: also publish trade records (config `publish.trades`); off keeps the output unchanged.
     """
     if speed < 0:
         raise ValueError("speed must be >= 0")
@@ -289,7 +291,7 @@ def replay(
         stats.per_topic[topic] = stats.per_topic.get(topic, 0) + 1
         sink(topic, payload)
 
-    engine = Engine(counting_sink, clock=clock)
+    engine = Engine(counting_sink, clock=clock, publish_trades=publish_trades)
     connections = _Connections()
     for path in paths:
         stats.current_file = str(path)
