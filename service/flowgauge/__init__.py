@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         SubscriberError,
         Unauthorized,
     )
+    from flowgauge.sdk import Interrupted, Message, Subscription, subscribe
 
 __all__ = [
     "SCHEMA_DIR",
@@ -40,13 +41,17 @@ __all__ = [
     "BusUnreachable",
     "ConnectionLost",
     "EmbeddedSubscriber",
+    "Interrupted",
     "InvalidBusURL",
+    "Message",
     "NotABus",
     "SubscribeRejected",
     "SubscriberError",
+    "Subscription",
     "Unauthorized",
     "__version__",
     "schema_path",
+    "subscribe",
 ]
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
@@ -70,6 +75,7 @@ _LAZY = {
         "Unauthorized",
     )
 }
+_LAZY.update({name: "flowgauge.sdk" for name in ("Interrupted", "Message", "Subscription", "subscribe")})
 
 # What `__version__` is when the distribution's metadata is absent (a source tree on sys.path, not installed).
 _UNKNOWN_VERSION = "0+unknown"

@@ -1,0 +1,157 @@
+"""NATS (nats:// and tls://) as an SDK transport: core subscriptions, current values from JetStream.
+
+Current values come from the daemon's JetStream state stream (`bus.nats.stream`, one message per subject)
+when it exists: the subjects it holds that match the patterns are listed (stream info with a subjects
+filter) and the last message of each is read. Without the stream (core NATS only) a subscription starts
+with no current values and the first live message of each topic is its first value.
+
+The live subscriptions are made before the current values are read, so nothing published in between is
+lost; a live message that was queued meanwhile and is older than the value already yielded is dropped.
+This client does not let nats-py reconnect by itself: the subscription reconnects, the same way on every
+transport, and tells its caller about the interruption.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from flowgauge.client import BusUnreachable, ConnectionLost, InvalidBusURL, NotABus, Unauthorized
+from flowgauge.publish.topics import TopicPattern
+from flowgauge.sdk.message import Message
+from flowgauge.sdk.patterns import disjoint_cover
+from flowgauge.sdk.transport import LiveBuffer, drop_superseded
+
+__all__ = ["DEFAULT_STREAM", "NatsTransport"]
+
+DEFAULT_STREAM = "FLOWGAUGE_STATE"
+_PARALLEL_GETS = 32  # in-flight "last message of subject" requests while reading current values
+
+
+class NatsTransport:
+    def __init__(self, url: str, patterns: Sequence[str], *, token: str | None, open_timeout_s: float,
+                 queue_size: int, stream: str = DEFAULT_STREAM) -> None:
+        self.url = url
+        self._servers = [server.strip() for server in url.split(",") if server.strip()]
+        self._filters = [TopicPattern(p) for p in patterns]
+        self._cover = disjoint_cover(patterns)
+        self._token = token
+        self._open_timeout_s = open_timeout_s
+        self._stream = stream
+        self._buffer = LiveBuffer(queue_size)
+        self._current: list[Message] = []
+        self._nc: Any = None
+        self._closing = False
+
+    @property
+    def dropped(self) -> int:
+        return self._buffer.dropped
+
+    async def open(self) -> None:
+        import nats
+        from nats.errors import Error as NatsError
+
+        for server in self._servers:
+            if not server.startswith(("nats://", "tls://")):
+                raise InvalidBusURL(f"not a NATS URL: {server!r} (looks like nats://127.0.0.1:4222)")
+        try:
+            self._nc = await nats.connect(
+                servers=self._servers, token=self._token, allow_reconnect=False,
+                connect_timeout=max(1, round(self._open_timeout_s)), max_reconnect_attempts=0,
+                disconnected_cb=self._on_disconnected, closed_cb=self._on_disconnected,
+                error_cb=self._on_error, name="flowgauge-sdk", pending_size=0,
+            )
+        except NatsError as exc:
+            raise _connect_error(self.url, exc) from None
+        except (OSError, TimeoutError) as exc:
+            raise BusUnreachable(f"cannot connect to NATS at {self.url}: {_describe(exc)}") from None
+        try:
+            for pattern in self._cover:
+                await self._nc.subscribe(pattern, cb=self._on_message)
+            await self._nc.flush(timeout=self._open_timeout_s)  # the server has the subscriptions from here on
+            self._current = await self._current_values()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def messages(self) -> AsyncIterator[Message]:
+        newest: dict[str, int] = {}
+        for message in self._current:
+            ts = message.ts_publish
+            if ts is not None:
+                newest[message.topic] = ts
+            yield message
+        self._current = []
+        while (live := await self._buffer.get()) is not None:
+            if newest and drop_superseded(live, newest):
+                continue
+            yield live
+        if not self._closing:
+            raise ConnectionLost(f"NATS at {self.url}: {self._buffer.ended}")
+
+    async def close(self) -> None:
+        self._closing = True
+        self._buffer.end("closed by the client")
+        if self._nc is not None and not self._nc.is_closed:
+            with contextlib.suppress(Exception):  # a broken connection: nothing left to do with it
+                await self._nc.close()
+
+    async def _on_message(self, msg: Any) -> None:
+        if any(f.matches(msg.subject) for f in self._filters):
+            self._buffer.put(Message(msg.subject, data=msg.data))
+
+    async def _on_disconnected(self) -> None:
+        self._buffer.end("the connection closed")
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._buffer.end(f"the connection failed ({type(exc).__name__}: {exc})")
+
+    async def _current_values(self) -> list[Message]:
+        from nats.js.errors import NotFoundError, ServiceUnavailableError
+
+        js = self._nc.jetstream(timeout=self._open_timeout_s)
+        subjects: set[str] = set()
+        try:
+            for pattern in self._cover:
+                info = await js.stream_info(self._stream, subjects_filter=pattern)
+                subjects.update((info.state.subjects or {}).keys())
+        except (NotFoundError, ServiceUnavailableError):
+            return []  # no state stream (core NATS, or JetStream off): live messages only
+        except Exception as exc:
+            if type(exc).__name__ in ("NoRespondersError", "TimeoutError"):
+                return []
+            raise
+        wanted = sorted(s for s in subjects if any(f.matches(s) for f in self._filters))
+        gate = asyncio.Semaphore(_PARALLEL_GETS)
+
+        async def last_of(subject: str) -> Message | None:
+            async with gate:
+                try:
+                    raw = await js.get_last_msg(self._stream, subject)
+                except NotFoundError:
+                    return None  # removed between the listing and the read
+            return Message(subject, data=raw.data, snapshot=True) if raw.data else None
+
+        found = await asyncio.gather(*(last_of(subject) for subject in wanted))
+        return [message for message in found if message is not None]
+
+
+def _connect_error(url: str, exc: Exception) -> Exception:
+    text = str(exc) or type(exc).__name__
+    name = type(exc).__name__
+    if "Authorization" in text or "authorization" in text or name == "AuthorizationError":
+        return Unauthorized(f"NATS at {url} refused the connection: authorization failed "
+                            f"(credentials in the URL, or token=)")
+    if name in ("NoServersError", "TimeoutError"):
+        return BusUnreachable(f"cannot connect to NATS at {url}: no server answered")
+    return NotABus(f"{url} did not answer as a NATS server ({name}: {text[:120]})")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is nats-server running, and is this its client port?)"
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return "no answer in time"
+    return getattr(exc, "strerror", None) or type(exc).__name__

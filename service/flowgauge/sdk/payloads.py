@@ -1,0 +1,114 @@
+"""Typed payloads: msgspec Structs mirroring the JSON Schemas in `flowgauge/schema/`.
+
+A test checks every Struct against its schema (same fields, same types, same nullability), so the two
+cannot drift apart. Unknown fields are ignored when decoding: v1 grows only by adding fields, and an older
+SDK must keep working against a newer daemon. Fields added after v1's first release carry defaults, so a
+newer SDK reads an older daemon's payloads too.
+
+    from flowgauge.sdk.payloads import decode
+    payload = decode(msg.topic, msg.data)      # MetricsPayload | StatusPayload
+    if isinstance(payload, MetricsPayload) and payload.mid is not None: ...
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+__all__ = ["MetricsPayload", "StatusPayload", "decode"]
+
+BookState = Literal["SYNCING", "VALID", "INVALID"]
+Trigger = Literal["book", "open_interest", "funding", "liquidation", "long_short"]
+
+
+class MetricsPayload(msgspec.Struct, frozen=True, kw_only=True):
+    """A metrics payload (`flowgauge.v1.<venue>.<slug>`); README "Metric glossary" says what each field is."""
+
+    schema: Literal["flowgauge.v1"]
+    venue: str
+    symbol: str
+    instrument: str
+    trigger: Trigger
+    seq: int
+    book_seq: int | None
+    book_state: BookState
+    ts_exchange: int
+    ts_recv: int
+    ts_publish: int
+    quality: list[str]
+    bid_px: float | None = None
+    bid_sz: float | None = None
+    ask_px: float | None = None
+    ask_sz: float | None = None
+    mid: float | None = None
+    spread_bps: float | None = None
+    wmid: float | None = None
+    depth_imb_1: float | None = None
+    depth_imb_5: float | None = None
+    depth_imb_10: float | None = None
+    depth_imb_20: float | None = None
+    depth_bid_10bps: float | None = None
+    depth_ask_10bps: float | None = None
+    depth_bid_25bps: float | None = None
+    depth_ask_25bps: float | None = None
+    ofi: float | None = None
+    ofi_raw_1s: float | None = None
+    ofi_raw_10s: float | None = None
+    ofi_raw_60s: float | None = None
+    ofi_ew_10s: float | None = None
+    tfi_10s: float | None = None
+    tfi_60s: float | None = None
+    oi: float | None = None
+    oi_notional: float | None = None
+    oi_chg_pct_5m: float | None = None
+    oi_open_ratio_5m: float | None = None
+    funding_rate_8h: float | None = None
+    premium_bps_live: float | None = None
+    mark_price: float | None = None
+    index_price: float | None = None
+    ls_skew_accounts: float | None = None
+    ls_skew_top_positions: float | None = None
+
+
+class StatusPayload(msgspec.Struct, frozen=True, kw_only=True):
+    """A book status (`flowgauge.v1.status.<venue>.<slug>`): a sync-state change or a periodic heartbeat."""
+
+    schema: Literal["flowgauge.v1"]
+    venue: str
+    symbol: str
+    instrument: str
+    state: BookState
+    reason: str | None
+    detail: str
+    resyncs: int
+    ts_exchange: int
+    ts_recv: int
+    ts_publish: int
+    heartbeat: bool = False
+    ts_last_update: int | None = None
+
+
+_DECODERS: dict[str, msgspec.json.Decoder[object]] = {
+    "metrics": msgspec.json.Decoder(MetricsPayload),
+    "status": msgspec.json.Decoder(StatusPayload),
+}
+
+
+def _family(topic: str) -> str:
+    tokens = topic.split(".")
+    if len(tokens) == 5 and tokens[2] in _DECODERS:
+        return tokens[2]
+    if len(tokens) == 4:
+        return "metrics"
+    raise ValueError(f"no typed payload for topic {topic!r}")
+
+
+def decode(topic: str, data: bytes) -> object:
+    """The payload published on `topic` as its Struct.
+
+    Raises:
+        ValueError: a topic family without a typed payload.
+        msgspec.ValidationError: a payload that does not match (a required field missing, a wrong type).
+    """
+    return _DECODERS[_family(topic)].decode(data)

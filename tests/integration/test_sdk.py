@@ -1,0 +1,276 @@
+"""The SDK (`flowgauge.subscribe`) over its three transports, against a real daemon, NATS and Redis.
+
+One module-wide stack (the Bybit simulator, `nats-server -js`, `redis-server`, one daemon publishing to the
+embedded bus, NATS with its JetStream state stream and Redis) serves the round-trip and late-joiner tests of
+every transport; the restart and staleness tests start their own daemon and brokers, since they stop them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from tests.brokers import BrokerProcess, nats_server, redis_server, wait_for_port
+from tests.conftest import BYBIT_RECORDING
+from tests.procs import TIMEOUT_FACTOR, flowgauge, free_port, http_get, wait_for, write_config
+
+import flowgauge as fg
+from flowgauge.sdk.payloads import MetricsPayload, StatusPayload
+
+pytestmark = pytest.mark.integration
+
+BTC = "flowgauge.v1.bybit.BTC-USDT-USDT"
+ETH = "flowgauge.v1.bybit.ETH-USDT-USDT"
+BOOKS = {BTC, ETH}
+STATUS_BTC = "flowgauge.v1.status.bybit.BTC-USDT-USDT"
+TRANSPORTS = ("ws", "nats", "redis")
+
+
+@dataclass
+class Stack:
+    urls: dict[str, str]
+    http_port: int
+    daemon: Any
+
+
+def _config(tmp: Path, sim_port: int, *, nats_port: int | None = None, redis_port: int | None = None,
+            jetstream: bool = True, **publish: Any) -> tuple[Path, int, int]:
+    bus_port, http_port = free_port(), free_port()
+    path = write_config(tmp / f"cfg-{bus_port}.yaml", sim_port, bus_port, http_port)
+    data = yaml.safe_load(path.read_text())
+    if nats_port is not None:
+        data["bus"]["nats"] = {"url": f"nats://127.0.0.1:{nats_port}", "jetstream": jetstream,
+                               "reconnect_wait_s": 0.2}
+    if redis_port is not None:
+        data["bus"]["redis"] = {"url": f"redis://127.0.0.1:{redis_port}/0", "reconnect_max_s": 0.2}
+    data["publish"] = {"heartbeat_s": 0.5, **publish}
+    path.write_text(yaml.safe_dump(data))
+    return path, bus_port, http_port
+
+
+def _sim_args(port: int) -> list[str]:
+    return ["simulate", "--venue", "bybit", "--recording", str(BYBIT_RECORDING), "--port", str(port), "--speed", "4"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("sdk")
+    sim_port = free_port()
+    with nats_server(tmp, jetstream=True) as nats, redis_server(tmp) as redis:
+        config, bus_port, http_port = _config(tmp, sim_port, nats_port=nats.port, redis_port=redis.port)
+        with flowgauge(_sim_args(sim_port), tmp / "sim.log"), \
+                flowgauge(["run", "-c", str(config)], tmp / "daemon.log") as daemon:
+            wait_for_port(bus_port, daemon, tmp / "daemon.log")
+            yield Stack({"ws": f"ws://127.0.0.1:{bus_port}", "nats": f"nats://127.0.0.1:{nats.port}",
+                         "redis": f"redis://127.0.0.1:{redis.port}/0"}, http_port, daemon)
+
+
+class Reader:
+    """Iterates a subscription in a task and keeps what it yields, so tests can wait on conditions."""
+
+    def __init__(self, sub: fg.Subscription) -> None:
+        self.sub = sub
+        self.items: list[fg.Message | fg.Interrupted] = []
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for item in self.sub:
+            self.items.append(item)
+
+    def messages(self, *, snapshot: bool | None = None) -> list[fg.Message]:
+        return [m for m in self.items if isinstance(m, fg.Message) and (snapshot is None or m.snapshot == snapshot)]
+
+    def live_valid_topics(self, after: int = 0) -> set[str]:
+        return {m.topic for m in self.items[after:]
+                if isinstance(m, fg.Message) and not m.snapshot and m.payload.get("book_state") == "VALID"}
+
+    async def stop(self) -> None:
+        await self.sub.close()
+        await asyncio.wait_for(self.task, 10 * TIMEOUT_FACTOR)
+
+
+async def _wait_live_books(stack: Stack, transport: str) -> None:
+    async with fg.subscribe(stack.urls[transport], "flowgauge.v1.bybit.>") as sub:
+        reader = Reader(sub)
+        try:
+            await wait_for(lambda: reader.live_valid_topics() >= BOOKS, f"live VALID books over {transport}", 60)
+        finally:
+            await reader.stop()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_round_trip_through_each_transport(stack: Stack, transport: str) -> None:
+    async with fg.subscribe(stack.urls[transport], "flowgauge.v1.bybit.>") as sub:
+        reader = Reader(sub)
+        try:
+            await wait_for(lambda: reader.live_valid_topics() >= BOOKS, f"live VALID books over {transport}", 60)
+            live = [m for m in reader.messages(snapshot=False) if m.topic in BOOKS]
+            for message in live[-20:]:
+                assert orjson.loads(message.data) == message.payload
+                assert message.payload["venue"] == "bybit" and message.payload["schema"] == "flowgauge.v1"
+                assert message.age_s is not None and -0.5 < message.age_s < 10 * TIMEOUT_FACTOR
+                typed = message.typed()
+                assert isinstance(typed, MetricsPayload) and typed.seq == message.payload["seq"]
+        finally:
+            await reader.stop()
+        # Status topics are not under flowgauge.v1.bybit.>: they were listened to for heartbeats, not yielded.
+        assert all(m.topic in BOOKS for m in reader.messages()), {m.topic for m in reader.messages()}
+        assert set(sub.latest()) == BOOKS
+        assert not sub.stale_topics()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_late_joiner_gets_current_values_first(stack: Stack, transport: str) -> None:
+    await _wait_live_books(stack, transport)  # the daemon has published state before this subscriber joins
+    patterns = ("flowgauge.v1.*.ETH-USDT-USDT", "flowgauge.v1.*.BTC-USDT-USDT", "flowgauge.v1.status.bybit.*")
+    async with fg.subscribe(stack.urls[transport], *patterns) as sub:
+        reader = Reader(sub)
+        try:
+            await wait_for(lambda: reader.messages(snapshot=False), f"a live message over {transport}", 30)
+            first_live = next(i for i, m in enumerate(reader.items) if isinstance(m, fg.Message) and not m.snapshot)
+            snapshots = reader.items[:first_live]
+            topics = {m.topic for m in snapshots if isinstance(m, fg.Message)}
+            assert BOOKS | {STATUS_BTC} <= topics, topics
+            for message in snapshots:
+                assert isinstance(message, fg.Message) and message.snapshot
+                assert message.age_s is not None and message.age_s >= -0.5
+            status = next(m for m in snapshots if isinstance(m, fg.Message) and m.topic == STATUS_BTC)
+            assert isinstance(status.typed(), StatusPayload)
+            # The overlapping patterns delivered each message once.
+            assert len(topics) == len(snapshots)
+        finally:
+            await reader.stop()
+
+
+async def test_unmatched_topics_are_filtered_with_nats_semantics(stack: Stack) -> None:
+    """Redis globs let `*` cross dots; the SDK must still deliver only what the NATS pattern matches."""
+    async with fg.subscribe(stack.urls["redis"], "flowgauge.v1.*.ETH-USDT-USDT") as sub:
+        reader = Reader(sub)
+        try:
+            await wait_for(lambda: len(reader.messages(snapshot=False)) >= 20, "live ETH messages over redis", 60)
+        finally:
+            await reader.stop()
+    assert {m.topic for m in reader.messages()} == {ETH}
+
+
+async def _counter(http_port: int, name: str, backend: str) -> float:
+    code, text = await http_get(http_port, "/metrics")
+    assert code == 200
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'backend="{backend}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _live_after(reader: Reader, marker_index: int, *, snapshot_first: bool = True) -> bool:
+    """Live VALID books arrived after the `Interrupted` at `marker_index` (and, first, current values)."""
+    rest = reader.items[marker_index + 1:]
+    snap = any(isinstance(m, fg.Message) and m.snapshot for m in rest)
+    return (snap or not snapshot_first) and reader.live_valid_topics(after=marker_index + 1) >= BOOKS
+
+
+@pytest.mark.parametrize("transport", ["nats", "redis"])
+async def test_broker_restart_mid_stream(tmp_path: Path, transport: str) -> None:
+    """Broker killed and restarted: the daemon keeps running and counts drops; publishing and the SDK resume."""
+    sim_port = free_port()
+    broker_cm = nats_server(tmp_path, jetstream=True) if transport == "nats" else redis_server(tmp_path)
+    with broker_cm as broker:
+        assert isinstance(broker, BrokerProcess)
+        ports = {"nats_port": broker.port} if transport == "nats" else {"redis_port": broker.port}
+        config, _, http_port = _config(tmp_path, sim_port, **ports)
+        data = yaml.safe_load(config.read_text())
+        data["bus"][transport]["queue_size"] = 20  # a short outage overflows it: drops must be counted
+        config.write_text(yaml.safe_dump(data))
+        url = f"{transport}://127.0.0.1:{broker.port}" + ("/0" if transport == "redis" else "")
+        with flowgauge(_sim_args(sim_port), tmp_path / "sim.log"), \
+                flowgauge(["run", "-c", str(config)], tmp_path / "daemon.log") as daemon:
+            await wait_for(lambda: _can_subscribe(url), f"{transport} reachable", 30)
+            sub = fg.subscribe(url, "flowgauge.v1.bybit.>", backoff_initial_s=0.1, backoff_max_s=0.5,
+                               open_timeout_s=2)
+            async with sub:
+                reader = Reader(sub)
+                try:
+                    await wait_for(lambda: reader.live_valid_topics() >= BOOKS, "live books before the outage", 60)
+                    dropped_before = await _counter(http_port, "flowgauge_publish_dropped_total", transport)
+                    broker.stop()
+                    await wait_for(lambda: any(isinstance(m, fg.Interrupted) for m in reader.items),
+                                   "the SDK to report the interruption", 30)
+                    marker = next(i for i, m in enumerate(reader.items) if isinstance(m, fg.Interrupted))
+
+                    async def drops_counted() -> bool:
+                        return await _counter(http_port, "flowgauge_publish_dropped_total", transport) \
+                            > dropped_before
+
+                    await wait_for(drops_counted, f"the daemon's {transport} drop counter to rise", 30)
+                    assert daemon.poll() is None
+                    broker.start()
+                    await wait_for(lambda: _live_after(reader, marker),
+                                   "current values then live books after the broker came back", 60)
+                    assert sub.interruptions >= 1
+                    assert daemon.poll() is None
+                finally:
+                    await reader.stop()
+            daemon.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(daemon.wait, 10 * TIMEOUT_FACTOR) == 0
+
+
+async def _can_subscribe(url: str) -> bool:
+    try:
+        async with fg.subscribe(url, "flowgauge.v1.bybit.>", open_timeout_s=1):
+            return True
+    except fg.SubscriberError:
+        return False
+
+
+async def test_daemon_restart_on_the_embedded_bus(tmp_path: Path) -> None:
+    sim_port = free_port()
+    config, bus_port, _ = _config(tmp_path, sim_port)
+    url = f"ws://127.0.0.1:{bus_port}"
+    with flowgauge(_sim_args(sim_port), tmp_path / "sim.log"):
+        with flowgauge(["run", "-c", str(config)], tmp_path / "daemon1.log") as first:
+            wait_for_port(bus_port, first, tmp_path / "daemon1.log")
+            sub = fg.subscribe(url, "flowgauge.v1.bybit.>", backoff_initial_s=0.1, backoff_max_s=0.5)
+            await sub.__aenter__()
+            reader = Reader(sub)
+            await wait_for(lambda: reader.live_valid_topics() >= BOOKS, "live books from the first daemon", 60)
+            first.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(first.wait, 10 * TIMEOUT_FACTOR)
+        try:
+            await wait_for(lambda: any(isinstance(m, fg.Interrupted) for m in reader.items),
+                           "the SDK to report the daemon going away", 30)
+            marker = next(i for i, m in enumerate(reader.items) if isinstance(m, fg.Interrupted))
+            with flowgauge(["run", "-c", str(config)], tmp_path / "daemon2.log"):
+                # A restarted daemon has no state yet when the SDK reconnects: no current values to replay.
+                await wait_for(lambda: _live_after(reader, marker, snapshot_first=False),
+                               "the SDK resumed on the restarted daemon", 60)
+        finally:
+            await reader.stop()
+
+
+async def test_current_values_go_stale_when_heartbeats_stop(tmp_path: Path) -> None:
+    """NATS stays up, the daemon stops: its books' values turn stale after `stale_after_s`, not before."""
+    sim_port = free_port()
+    with nats_server(tmp_path, jetstream=True) as nats:
+        config, _, _ = _config(tmp_path, sim_port, nats_port=nats.port, heartbeat_s=0.2)
+        url = f"nats://127.0.0.1:{nats.port}"
+        with flowgauge(_sim_args(sim_port), tmp_path / "sim.log"), \
+                flowgauge(["run", "-c", str(config)], tmp_path / "daemon.log") as daemon:
+            async with fg.subscribe(url, "flowgauge.v1.bybit.>", stale_after_s=1.5) as sub:
+                reader = Reader(sub)
+                try:
+                    await wait_for(lambda: reader.live_valid_topics() >= BOOKS, "live books", 60)
+                    assert not sub.stale_topics()
+                    daemon.send_signal(signal.SIGTERM)
+                    await asyncio.to_thread(daemon.wait, 10 * TIMEOUT_FACTOR)
+                    await wait_for(lambda: sub.stale_topics() == BOOKS, "both books stale", 15)
+                    assert not any(isinstance(m, fg.Interrupted) for m in reader.items)  # NATS stayed up
+                finally:
+                    await reader.stop()
