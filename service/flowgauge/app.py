@@ -275,11 +275,11 @@ class Daemon:
                     jetstream=nats_settings.jetstream,
                     stream=nats_settings.stream,
                     duplicate_window_s=nats_settings.duplicate_window_s,
-                )
                     history=nats_settings.history,
                     history_stream=nats_settings.history_stream,
                     history_max_age_s=nats_settings.history_max_age_s,
                     history_max_bytes=nats_settings.history_max_bytes,
+                )
                 await self.nats.start()
                 stack.push_async_callback(_bounded, self.nats.close, budget * 0.15, "bus.nats")
                 self.publishers.append(self.nats)

@@ -738,6 +738,13 @@ def _check_nats(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _between(v, "pending_bytes", 1, None, key, problems)
     for name in ("reconnect_wait_s", "connect_timeout_s", "duplicate_window_s", "history_max_age_s"):
         _positive(v, name, key, problems)
+    # nats-server refuses these stream configurations; said here rather than as a stream error at run time.
+    window, max_age = v.get("duplicate_window_s"), v.get("history_max_age_s")
+    if window is not None and math.isfinite(window) and 0 < window < 0.1:
+        problems.append((_join(key, "duplicate_window_s"), f"must be >= 0.1 (NATS's minimum) (got {window:g})"))
+    elif v.get("history") and window is not None and max_age is not None and 0 < max_age < window:
+        why = f"must be >= duplicate_window_s ({window:g}) (NATS's rule) (got {max_age:g})"
+        problems.append((_join(key, "history_max_age_s"), why))
     _between(v, "history_max_bytes", 1, None, key, problems)
     for name in ("stream", "history_stream"):
         stream = v.get(name)
@@ -811,9 +818,6 @@ def _check_settings(v: dict[str, Any], key: str, problems: _Problems) -> None:
             problems.append((_join(key, "log_level"), f"must be one of {allowed} (got {v['log_level']!r})"))
     _positive(v, "shutdown_timeout_s", key, problems)
     _between(v, "book_max_levels", 1, None, key, problems)
-
-
-def _no_check(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _check_replica(v, problems)
 
 
@@ -837,6 +841,9 @@ def _check_replica(v: dict[str, Any], problems: _Problems) -> None:
                "its own clock, so replicas would publish different subsets of book updates, which de-duplication "
                "cannot fix")
         problems.append(("publish.min_interval_ms", why))
+
+
+def _no_check(v: dict[str, Any], key: str, problems: _Problems) -> None:
     return None
 
 

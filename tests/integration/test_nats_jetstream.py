@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -330,3 +331,95 @@ def _last_seq_is(js: Any, stream: str, seq: int) -> Any:
         return bool((await js.stream_info(stream)).state.last_seq == seq)
 
     return check
+
+
+async def test_two_replica_daemons_store_each_update_once(tmp_path: Path) -> None:
+    """Two daemons with `bus.nats.replica` run the same instruments against one simulator (a shared market: both
+    see the same frames with the same venue sequence ids) and publish to one JetStream with the history stream.
+    A core subscriber sees both copies of the book updates; the history stream stores each update once (by
+    subject and venue sequence id), and exactly one message per distinct message id plus one per message without
+    an id (status, not-VALID books); the state stream, which copies the history stream, counts the same."""
+    sim_port = free_port()
+    with nats_server(tmp_path, jetstream=True) as server:
+        url = f"nats://127.0.0.1:{server.port}"
+        configs = []
+        for name in ("a", "b"):
+            config = write_config(tmp_path / f"{name}.yaml", sim_port, free_port(), free_port())
+            data = yaml.safe_load(config.read_text())
+            data["bus"]["nats"] = {"url": url, "jetstream": True, "stream": STREAM, "history": True,
+                                   "history_stream": HISTORY, "replica": True}
+            data["publish"] = {"conflate": "off", "min_interval_ms": 0}  # what check-config demands of replicas
+            config.write_text(yaml.safe_dump(data))
+            configs.append(config)
+
+        nc = await nats.connect(url, allow_reconnect=False, connect_timeout=2)
+        seen: list[tuple[str, str | None, int | None]] = []  # (subject, Nats-Msg-Id, book_seq of a book payload)
+
+        async def on_msg(msg: Any) -> None:
+            payload = orjson.loads(msg.data)
+            book_seq = payload.get("book_seq") if payload.get("trigger") == "book" else None
+            seen.append((msg.subject, (msg.headers or {}).get("Nats-Msg-Id"), book_seq))
+
+        await nc.subscribe("flowgauge.v1.>", cb=on_msg)
+        await nc.flush()
+        js = nc.jetstream()
+        sim_args = ["simulate", "--venue", "bybit", "--recording", str(BYBIT_RECORDING), "--port", str(sim_port),
+                    "--speed", "4"]
+        try:
+            with (
+                flowgauge(sim_args, tmp_path / "sim.log"),
+                flowgauge(["run", "-c", str(configs[0])], tmp_path / "a.log") as daemon_a,
+                flowgauge(["run", "-c", str(configs[1])], tmp_path / "b.log") as daemon_b,
+            ):
+                def published_by_both() -> int:
+                    counts = Counter((subject, book_seq) for subject, _, book_seq in seen if book_seq is not None)
+                    return sum(1 for n in counts.values() if n == 2)
+
+                await wait_for(lambda: published_by_both() >= 200, "200 book updates published by both replicas", 60)
+                for daemon in (daemon_a, daemon_b):
+                    daemon.send_signal(signal.SIGTERM)
+                for daemon in (daemon_a, daemon_b):
+                    assert await asyncio.to_thread(daemon.wait, 10) == 0
+
+            captured = [entry for entry in seen if not entry[0].startswith("flowgauge.v1.trades.")]
+            ids = [msg_id for _, msg_id, _ in captured if msg_id is not None]
+            expected = len(set(ids)) + sum(1 for _, msg_id, _ in captured if msg_id is None)
+            updates = {(subject, book_seq) for subject, _, book_seq in captured if book_seq is not None}
+
+            async def history_settled() -> bool:
+                await nc.flush()
+                try:
+                    info = await js.stream_info(HISTORY)
+                except nats.js.errors.NotFoundError:
+                    return False
+                return info.state.first_seq == 1 and info.state.last_seq == info.state.messages == expected
+
+            await wait_for(history_settled, "one stored message per distinct update in the history stream")
+            # Every stored message: each book update (subject, venue sequence id) and each message id once.
+            stored_updates: Counter[tuple[str, int]] = Counter()
+            stored_ids: Counter[str] = Counter()
+            sub = await js.subscribe(">", stream=HISTORY, ordered_consumer=True,
+                                     deliver_policy=nats.js.api.DeliverPolicy.ALL)
+            try:
+                for _ in range(expected):
+                    msg = await sub.next_msg(timeout=5)
+                    payload = orjson.loads(msg.data)
+                    if payload.get("trigger") == "book" and payload.get("book_seq") is not None:
+                        stored_updates[(msg.subject, payload["book_seq"])] += 1
+                    if (msg_id := (msg.headers or {}).get("Nats-Msg-Id")) is not None:
+                        stored_ids[msg_id] += 1
+            finally:
+                await sub.unsubscribe()
+            assert set(stored_updates) == updates and set(stored_updates.values()) == {1}
+            assert set(stored_ids) == set(ids) and set(stored_ids.values()) == {1}
+
+            # The state stream copied each stored message once (its sequence counts them) and keeps one per subject.
+            async def state_settled() -> bool:
+                return bool((await js.stream_info(STREAM)).state.last_seq == expected)
+
+            await wait_for(state_settled, "the state stream's copy of every stored update")
+            state = await js.stream_info(STREAM, subjects_filter=">")
+            assert set((state.state.subjects or {}).values()) == {1}
+            assert state.state.messages == len({subject for subject, _, _ in captured})
+        finally:
+            await nc.close()

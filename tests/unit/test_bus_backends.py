@@ -131,17 +131,27 @@ def test_history_and_replica_keys_are_validated() -> None:
     ]
     assert "bus.nats.history: needs bus.nats.jetstream: true" in info.value.problems[3]
     settings = load_settings(None, {**env, "FLOWGAUGE_BUS__NATS__HISTORY_STREAM": "HIST",
-                                    "FLOWGAUGE_BUS__NATS__HISTORY_MAX_AGE_S": "60",
+                                    "FLOWGAUGE_BUS__NATS__HISTORY_MAX_AGE_S": "600",
                                     "FLOWGAUGE_BUS__NATS__HISTORY_MAX_BYTES": "1048576",
                                     "FLOWGAUGE_BUS__NATS__JETSTREAM": "true"})
     nats_settings = settings.bus.nats
     assert (nats_settings.history, nats_settings.history_stream, nats_settings.history_max_age_s,
-            nats_settings.history_max_bytes, nats_settings.replica) == (True, "HIST", 60.0, 1048576, True)
+            nats_settings.history_max_bytes, nats_settings.replica) == (True, "HIST", 600.0, 1048576, True)
     with pytest.raises(ConfigError) as info:
         load_settings(None, {**env, "FLOWGAUGE_BUS__NATS__JETSTREAM": "true", "FLOWGAUGE_BUS__NATS__HISTORY_STREAM":
-                             "FLOWGAUGE_STATE", "FLOWGAUGE_BUS__NATS__HISTORY_MAX_AGE_S": "60",
+                             "FLOWGAUGE_STATE", "FLOWGAUGE_BUS__NATS__HISTORY_MAX_AGE_S": "600",
                              "FLOWGAUGE_BUS__NATS__HISTORY_MAX_BYTES": "1048576"})
     assert [problem.split(":", 1)[0] for problem in info.value.problems] == ["bus.nats.history_stream"]
+    # What nats-server would refuse: a duplicate window under 100 ms, a history younger than the window.
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, {"FLOWGAUGE_BUS__NATS__DUPLICATE_WINDOW_S": "0.05"})
+    assert info.value.problems == ["bus.nats.duplicate_window_s: must be >= 0.1 (NATS's minimum) (got 0.05) "
+                                   "(set by FLOWGAUGE_BUS__NATS__DUPLICATE_WINDOW_S)"]
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, {"FLOWGAUGE_BUS__NATS__JETSTREAM": "true", "FLOWGAUGE_BUS__NATS__HISTORY": "true",
+                             "FLOWGAUGE_BUS__NATS__HISTORY_MAX_AGE_S": "60"})
+    assert info.value.problems == ["bus.nats.history_max_age_s: must be >= duplicate_window_s (120) (NATS's rule) "
+                                   "(got 60) (set by FLOWGAUGE_BUS__NATS__HISTORY_MAX_AGE_S)"]
 
 
 def test_replicas_refuse_conflation_and_throttling(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
