@@ -44,6 +44,7 @@ class NatsTransport:
         self._current: list[Message] = []
         self._nc: Any = None
         self._closing = False
+        self._last_error = ""
 
     @property
     def dropped(self) -> int:
@@ -57,14 +58,17 @@ class NatsTransport:
             if not server.startswith(("nats://", "tls://")):
                 raise InvalidBusURL(f"not a NATS URL: {server!r} (looks like nats://127.0.0.1:4222)")
         try:
-            self._nc = await nats.connect(
-                servers=self._servers, token=self._token, allow_reconnect=False,
-                connect_timeout=max(1, round(self._open_timeout_s)), max_reconnect_attempts=0,
-                disconnected_cb=self._on_disconnected, closed_cb=self._on_disconnected,
-                error_cb=self._on_error, name="flowgauge-sdk", pending_size=0,
-            )
+            # One attempt per server: nats-py's own reconnect loop is off (max_reconnect_attempts=0 would
+            # mean "forever"); the subscription reconnects instead. The outer deadline is a guard.
+            async with asyncio.timeout(self._open_timeout_s * (len(self._servers) + 1)):
+                self._nc = await nats.connect(
+                    servers=self._servers, token=self._token, allow_reconnect=False,
+                    connect_timeout=max(1, round(self._open_timeout_s)), max_reconnect_attempts=1,
+                    reconnect_time_wait=0, disconnected_cb=self._on_disconnected, closed_cb=self._on_disconnected,
+                    error_cb=self._on_error, name="flowgauge-sdk", pending_size=0,
+                )
         except NatsError as exc:
-            raise _connect_error(self.url, exc) from None
+            raise _connect_error(self.url, exc, self._last_error) from None
         except (OSError, TimeoutError) as exc:
             raise BusUnreachable(f"cannot connect to NATS at {self.url}: {_describe(exc)}") from None
         try:
@@ -103,10 +107,13 @@ class NatsTransport:
             self._buffer.put(Message(msg.subject, data=msg.data))
 
     async def _on_disconnected(self) -> None:
-        self._buffer.end("the connection closed")
+        why = f" ({self._last_error})" if self._last_error else ""
+        self._buffer.end(f"the connection closed{why}")
 
     async def _on_error(self, exc: Exception) -> None:
-        self._buffer.end(f"the connection failed ({type(exc).__name__}: {exc})")
+        # Not every error ends the connection (a slow-consumer notice does not): the disconnected callback
+        # decides; this one only remembers what to say about it.
+        self._last_error = f"{type(exc).__name__}: {exc}"[:200]
 
     async def _current_values(self) -> list[Message]:
         from nats.js.errors import NotFoundError, ServiceUnavailableError
@@ -138,20 +145,23 @@ class NatsTransport:
         return [message for message in found if message is not None]
 
 
-def _connect_error(url: str, exc: Exception) -> Exception:
+def _connect_error(url: str, exc: Exception, last_error: str) -> Exception:
     text = str(exc) or type(exc).__name__
     name = type(exc).__name__
-    if "Authorization" in text or "authorization" in text or name == "AuthorizationError":
+    if "authorization" in f"{text} {last_error}".lower() or name == "AuthorizationError":
         return Unauthorized(f"NATS at {url} refused the connection: authorization failed "
                             f"(credentials in the URL, or token=)")
     if name in ("NoServersError", "TimeoutError"):
-        return BusUnreachable(f"cannot connect to NATS at {url}: no server answered")
+        why = f" ({last_error})" if last_error else ""
+        if "ConnectionRefused" in last_error:
+            why = " (connection refused: is nats-server running, and is this its client port?)"
+        return BusUnreachable(f"cannot connect to NATS at {url}: no server answered{why}")
     return NotABus(f"{url} did not answer as a NATS server ({name}: {text[:120]})")
 
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is nats-server running, and is this its client port?)"
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return "no answer in time"
+    if isinstance(exc, TimeoutError):
+        return "no NATS greeting in time (is this a NATS server's client port?)"
     return getattr(exc, "strerror", None) or type(exc).__name__

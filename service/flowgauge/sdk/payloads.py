@@ -6,7 +6,7 @@ SDK must keep working against a newer daemon. Fields added after v1's first rele
 newer SDK reads an older daemon's payloads too.
 
     from flowgauge.sdk.payloads import decode
-    payload = decode(msg.topic, msg.data)      # MetricsPayload | StatusPayload
+    payload = decode(msg.topic, msg.data)      # MetricsPayload | StatusPayload | TradePayload
     if isinstance(payload, MetricsPayload) and payload.mid is not None: ...
 """
 
@@ -16,7 +16,9 @@ from typing import Literal
 
 import msgspec
 
-__all__ = ["MetricsPayload", "StatusPayload", "decode"]
+from flowgauge.publish.topics import RESERVED_VENUES
+
+__all__ = ["MetricsPayload", "StatusPayload", "TradePayload", "decode"]
 
 BookState = Literal["SYNCING", "VALID", "INVALID"]
 Trigger = Literal["book", "open_interest", "funding", "liquidation", "long_short"]
@@ -69,6 +71,10 @@ class MetricsPayload(msgspec.Struct, frozen=True, kw_only=True):
     index_price: float | None = None
     ls_skew_accounts: float | None = None
     ls_skew_top_positions: float | None = None
+    liq_side: Literal["long", "short"] | None = None
+    liq_price: float | None = None
+    liq_size: float | None = None
+    liq_notional: float | None = None
 
 
 class StatusPayload(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,17 +95,38 @@ class StatusPayload(msgspec.Struct, frozen=True, kw_only=True):
     ts_last_update: int | None = None
 
 
+class TradePayload(msgspec.Struct, frozen=True, kw_only=True):
+    """A trade or liquidation (`flowgauge.v1.trades.<venue>.<slug>`, published with `publish.trades`)."""
+
+    schema: Literal["flowgauge.v1"]
+    kind: Literal["trade", "liquidation"]
+    venue: str
+    symbol: str
+    instrument: str
+    trade_id: str | None
+    side: Literal["buy", "sell"]
+    price: float
+    size: float
+    notional: float
+    forced: bool
+    liq_side: Literal["long", "short"] | None
+    ts_exchange: int
+    ts_recv: int
+    ts_publish: int
+
+
 _DECODERS: dict[str, msgspec.json.Decoder[object]] = {
     "metrics": msgspec.json.Decoder(MetricsPayload),
     "status": msgspec.json.Decoder(StatusPayload),
+    "trades": msgspec.json.Decoder(TradePayload),
 }
 
 
 def _family(topic: str) -> str:
     tokens = topic.split(".")
-    if len(tokens) == 5 and tokens[2] in _DECODERS:
+    if len(tokens) == 5 and tokens[2] in _DECODERS and tokens[2] != "metrics":
         return tokens[2]
-    if len(tokens) == 4:
+    if len(tokens) == 4 and tokens[2] not in RESERVED_VENUES:
         return "metrics"
     raise ValueError(f"no typed payload for topic {topic!r}")
 

@@ -51,7 +51,7 @@ class RedisTransport:
 
     async def open(self) -> None:
         import redis.asyncio as aioredis
-        from redis.exceptions import AuthenticationError, RedisError, ResponseError
+        from redis.exceptions import AuthenticationError, InvalidResponse, RedisError, ResponseError
 
         if not self.url.startswith(("redis://", "rediss://")):
             raise InvalidBusURL(f"not a Redis URL: {self.url!r} (looks like redis://127.0.0.1:6379/0)")
@@ -83,6 +83,9 @@ class RedisTransport:
             await self.close()
             raise BusUnreachable(f"cannot connect to Redis at {self.url}: no answer within "
                                  f"{self._open_timeout_s:g} s") from None
+        except InvalidResponse:
+            await self.close()
+            raise NotABus(f"{self.url} did not answer as a Redis server (is this the Redis port?)") from None
         except (RedisError, OSError) as exc:
             await self.close()
             raise BusUnreachable(f"cannot connect to Redis at {self.url}: {_first_line(exc)}") from None

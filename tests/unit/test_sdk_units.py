@@ -1,0 +1,174 @@
+"""The SDK's pure parts: pattern planning per transport, typed payloads against the JSON Schemas, messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import typing
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+
+import flowgauge
+from flowgauge.publish.topics import RESERVED_VENUES, TopicPattern, book_topic
+from flowgauge.sdk.message import Message
+from flowgauge.sdk.patterns import RedisGlobs, disjoint_cover, heartbeat_patterns, instrument_key
+from flowgauge.sdk.payloads import MetricsPayload, StatusPayload, TradePayload, decode
+
+TOPICS = [
+    "flowgauge.v1.bybit.BTC-USDT-USDT", "flowgauge.v1.bybit.ETH-USDT-USDT", "flowgauge.v1.okx.BTC-USDT-USDT",
+    "flowgauge.v1.status.bybit.BTC-USDT-USDT", "flowgauge.v1.status.okx.ETH-USDT-USDT",
+    "flowgauge.v1.trades.bybit.BTC-USDT-USDT", "flowgauge.v1.agg.BTC", "flowgauge.v2.bybit.BTC-USDT-USDT",
+    "other.subject",
+]
+PATTERN_SETS = [
+    ["flowgauge.v1.bybit.>", "flowgauge.v1.*.BTC-USDT-USDT"],
+    ["flowgauge.v1.bybit.*", "flowgauge.v1.bybit.BTC-USDT-USDT"],
+    ["flowgauge.v1.>", "flowgauge.v1.status.*.*", "flowgauge.>"],
+    ["flowgauge.v1.*.*", "flowgauge.v1.status.*.*", "flowgauge.v1.trades.bybit.*"],
+    ["flowgauge.v1.status.bybit.*", "flowgauge.v1.bybit.*"],
+    ["flowgauge.v1.agg.BTC", "flowgauge.*.bybit.*"],
+    [">"],
+]
+
+
+@pytest.mark.parametrize("patterns", PATTERN_SETS)
+def test_disjoint_cover_covers_everything_once(patterns: list[str]) -> None:
+    cover = [TopicPattern(p) for p in disjoint_cover(patterns)]
+    for topic in TOPICS:
+        wanted = any(TopicPattern(p).matches(topic) for p in patterns)
+        hits = sum(c.matches(topic) for c in cover)
+        assert hits <= 1, (topic, cover)  # disjoint: one broker copy at most
+        if wanted:
+            assert hits == 1, (topic, cover)
+
+
+def test_disjoint_cover_keeps_disjoint_patterns_apart() -> None:
+    assert disjoint_cover(["flowgauge.v1.bybit.*", "flowgauge.v1.okx.*"]) == ["flowgauge.v1.bybit.*",
+                                                                              "flowgauge.v1.okx.*"]
+    assert disjoint_cover(["flowgauge.v1.bybit.*", "flowgauge.v1.*.ETH-USDT-USDT"]) == ["flowgauge.v1.*.*"]
+
+
+@pytest.mark.parametrize("patterns", PATTERN_SETS)
+def test_redis_globs_deliver_one_copy_of_everything_wanted(patterns: list[str]) -> None:
+    globs = RedisGlobs(patterns)
+    for topic in TOPICS:
+        if any(TopicPattern(p).matches(topic) for p in patterns):
+            assert globs.owner(topic) in globs.globs, topic
+
+
+def test_redis_glob_escapes_glob_characters_in_literal_tokens() -> None:
+    globs = RedisGlobs(["flowgauge.v1.bybit.A[B]?C"])
+    assert globs.globs == ["flowgauge.v1.bybit.A\\[B\\]\\?C"]
+    assert globs.owner("flowgauge.v1.bybit.A[B]?C") is not None
+    assert globs.owner("flowgauge.v1.bybit.AXC") is None
+
+
+def test_heartbeat_patterns_name_the_status_topics_of_book_patterns() -> None:
+    assert heartbeat_patterns(["flowgauge.v1.bybit.>"]) == ["flowgauge.v1.status.bybit.>"]
+    assert heartbeat_patterns(["flowgauge.v1.*.BTC-USDT-USDT"]) == ["flowgauge.v1.status.*.BTC-USDT-USDT"]
+    assert heartbeat_patterns(["flowgauge.v1.>", "flowgauge.v1.status.*.*", "flowgauge.v1.agg.BTC"]) == []
+
+
+def test_instrument_key_of_each_family() -> None:
+    assert instrument_key("flowgauge.v1.bybit.BTC-USDT-USDT") == ("bybit", "BTC-USDT-USDT")
+    assert instrument_key("flowgauge.v1.status.bybit.BTC-USDT-USDT") == ("bybit", "BTC-USDT-USDT")
+    assert instrument_key("flowgauge.v1.trades.bybit.BTC-USDT-USDT") == ("bybit", "BTC-USDT-USDT")
+    assert instrument_key("flowgauge.v1.agg.BTC") is None
+
+
+@pytest.mark.parametrize("venue", sorted(RESERVED_VENUES))
+def test_reserved_families_can_never_be_venue_ids(venue: str) -> None:
+    assert {"status", "agg", "trades", "bars"} <= RESERVED_VENUES
+    with pytest.raises(ValueError, match="reserved"):
+        book_topic(venue, "BTC/USDT:USDT")
+
+
+# ------------------------------------------------------------------------------------------- typed payloads
+
+
+def _schema_types(spec: dict[str, Any]) -> tuple[set[str], bool]:
+    """(JSON types, nullable) a schema property allows."""
+    if "const" in spec:
+        return {type(spec["const"]).__name__}, False
+    if "enum" in spec:
+        values = spec["enum"]
+        return {type(v).__name__ for v in values if v is not None}, None in values
+    types = spec["type"] if isinstance(spec["type"], list) else [spec["type"]]
+    return {t for t in types if t != "null"}, "null" in types
+
+
+_PY_FOR_JSON = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "array": "list"}
+
+
+def _struct_types(annotation: Any) -> tuple[set[str], bool]:
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, type(int | None)) \
+        else (annotation,)
+    names: set[str] = set()
+    nullable = False
+    for arg in args:
+        if arg is type(None):
+            nullable = True
+        elif typing.get_origin(arg) is typing.Literal:
+            names |= {type(v).__name__ for v in typing.get_args(arg)}
+        elif typing.get_origin(arg) is list:
+            names.add("list")
+        else:
+            names.add(arg.__name__)
+    return names, nullable
+
+
+@pytest.mark.parametrize(("name", "struct"), [("payload", MetricsPayload), ("status", StatusPayload),
+                                              ("trade", TradePayload)])
+def test_typed_payloads_match_the_json_schema(name: str, struct: type[msgspec.Struct]) -> None:
+    schema = json.loads(flowgauge.schema_path(name).read_text())
+    hints = typing.get_type_hints(struct, include_extras=False)
+    assert set(hints) == set(schema["properties"]), set(hints) ^ set(schema["properties"])
+    for field, spec in schema["properties"].items():
+        json_types, json_null = _schema_types(spec)
+        py_types, py_null = _struct_types(hints[field])
+        assert {_PY_FOR_JSON.get(t, t) for t in json_types} == py_types, field
+        assert json_null == py_null, field
+
+
+def test_decode_picks_the_struct_by_topic_and_ignores_unknown_fields() -> None:
+    status = {"schema": "flowgauge.v1", "venue": "bybit", "symbol": "BTC/USDT:USDT", "instrument": "BTCUSDT",
+              "state": "VALID", "reason": None, "detail": "", "resyncs": 0, "heartbeat": True,
+              "ts_last_update": 5, "ts_exchange": 1, "ts_recv": 2, "ts_publish": 3, "added_in_v1_9": {"x": 1}}
+    typed = decode("flowgauge.v1.status.bybit.BTC-USDT-USDT", orjson.dumps(status))
+    assert isinstance(typed, StatusPayload) and typed.heartbeat and typed.ts_last_update == 5
+    with pytest.raises(ValueError, match="no typed payload"):
+        decode("flowgauge.v1.agg.BTC", b"{}")
+    with pytest.raises(msgspec.ValidationError):
+        decode("flowgauge.v1.bybit.BTC-USDT-USDT", orjson.dumps({"schema": "flowgauge.v1"}))
+
+
+def test_message_converts_lazily_between_bytes_and_dict() -> None:
+    from_bytes = Message("t", data=b'{"a":1,"ts_publish":1}')
+    assert from_bytes.payload == {"a": 1, "ts_publish": 1} and from_bytes.age_s is not None
+    from_dict = Message("t", payload={"a": 1}, snapshot=True)
+    assert orjson.loads(from_dict.data) == {"a": 1} and from_dict.age_s is None and from_dict.snapshot
+    with pytest.raises(ValueError, match="needs"):
+        Message("t")
+
+
+# ------------------------------------------------------------------------------------------- arguments
+
+
+def test_subscribe_refuses_bad_arguments_with_one_line() -> None:
+    with pytest.raises(flowgauge.InvalidBusURL, match="unknown bus URL scheme"):
+        flowgauge.subscribe("http://127.0.0.1:9464", "flowgauge.v1.>")
+    with pytest.raises(ValueError, match="at least one pattern"):
+        flowgauge.subscribe("nats://127.0.0.1:4222")
+    with pytest.raises(ValueError, match="only allowed as the last token"):
+        flowgauge.subscribe("redis://127.0.0.1:6379", "flowgauge.>.x")
+
+
+def test_import_flowgauge_subscribe_is_lazy() -> None:
+    code = ("import sys, flowgauge; assert 'flowgauge.sdk' not in sys.modules; flowgauge.subscribe; "
+            "assert 'flowgauge.sdk' in sys.modules; "
+            "assert 'nats' not in sys.modules and 'redis' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
