@@ -11,6 +11,7 @@ book update once.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 from collections import Counter
 from pathlib import Path
@@ -164,6 +165,53 @@ async def test_state_stream_is_recreated_after_a_restart_and_publishing_resumes(
                 await nc.close()
         finally:
             await publisher.close()
+
+
+async def test_both_streams_are_recreated_after_a_server_lost_them(tmp_path: Path) -> None:
+    """History on: a server restarted without its store (as a memory-backed stream would be lost) gets both
+    streams back from the publisher's check after the reconnect, and the next update lands in both."""
+    with nats_server(tmp_path, jetstream=True) as server:
+        publisher = await _publisher(server.port, history=True, history_stream=HISTORY)
+        try:
+            publisher.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", 1, seq=1, bid=1.0))
+            await wait_for(lambda: publisher.published == 1, "first message")
+            server.stop()
+            await wait_for(lambda: not publisher.connected, "disconnect noticed")
+            _wipe_store(server.args)  # the streams are gone with it
+            server.start()
+            await wait_for(lambda: publisher.connected, "reconnected")
+            publisher.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", 2, seq=2, bid=2.0))
+            nc = await nats.connect(f"nats://127.0.0.1:{server.port}", allow_reconnect=False, connect_timeout=2)
+            try:
+                js = nc.jetstream()
+
+                async def latest_in(stream: str) -> int | None:
+                    try:
+                        msg = await js.get_last_msg(stream, BTC)
+                    except (TimeoutError, nats.js.errors.NotFoundError, nats.errors.TimeoutError):
+                        return None
+                    return int(orjson.loads(msg.data)["book_seq"])
+
+                async def in_both() -> bool:
+                    return await latest_in(HISTORY) == 2 and await latest_in(STREAM) == 2
+
+                await wait_for(in_both, "the update published after the restart in the history and state streams")
+                history = await js.stream_info(HISTORY)
+                assert history.state.messages == 1  # the new store: only what came after the restart
+                assert sorted(history.config.subjects or []) == sorted(STATE_STREAM_SUBJECTS)
+                state = await js.stream_info(STREAM)
+                assert [source.name for source in state.config.sources or []] == [HISTORY]
+            finally:
+                await nc.close()
+        finally:
+            await publisher.close()
+
+
+def _wipe_store(args: list[str]) -> None:
+    """Empty the JetStream store directory a nats-server was started with (`-sd DIR`)."""
+    store = Path(args[args.index("-sd") + 1])
+    shutil.rmtree(store)
+    store.mkdir()
 
 
 async def test_daemon_with_jetstream_configured_keeps_current_values(tmp_path: Path) -> None:
