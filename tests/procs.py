@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def flowgauge(args: Sequence[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Start `python -m flowgauge ARGS`; on exit terminate it if still running."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def flowgauge(
+    args: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `python -m flowgauge ARGS` (with `env` added to this environment); on exit terminate it if still
+    running."""
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log:
         command = [sys.executable, "-m", "flowgauge", *args]
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environ)
         try:
             yield proc
         finally:
