@@ -11,6 +11,7 @@ book update once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import signal
 from collections import Counter
@@ -205,6 +206,44 @@ async def test_both_streams_are_recreated_after_a_server_lost_them(tmp_path: Pat
                 await nc.close()
         finally:
             await publisher.close()
+
+
+async def test_turning_history_off_again_says_to_delete_the_history_stream(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The state stream cannot take the subjects back while the history stream holds them (NATS forbids the
+    overlap), and the daemon never deletes a stream: the failure is logged with the advice, and the old
+    arrangement (history captures, state sources) keeps storing updates meanwhile."""
+    with nats_server(tmp_path, jetstream=True) as server:
+        with_history = await _publisher(server.port, history=True, history_stream=HISTORY)
+        with_history.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", 1, seq=1, bid=1.0))
+        await wait_for(lambda: with_history.published == 1, "first message")
+        await with_history.close()
+        with caplog.at_level(logging.WARNING, logger="flowgauge.publish.outbox"):
+            without = await _publisher(server.port)
+            try:
+                without.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", 2, seq=2, bid=2.0))
+                await wait_for(lambda: without.published == 1, "the message after history was turned off")
+                failed = [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "nats_stream_failed"]
+                assert failed and failed[0]["stream"] == STREAM and "10065" in str(failed[0]["error"])
+                assert f"nats stream rm {HISTORY}" in str(failed[0]["advice"])
+                nc = await nats.connect(f"nats://127.0.0.1:{server.port}", allow_reconnect=False, connect_timeout=2)
+                try:
+                    js = nc.jetstream()
+
+                    async def stored_in_both() -> bool:
+                        try:
+                            history = await js.get_last_msg(HISTORY, BTC)
+                            state = await js.get_last_msg(STREAM, BTC)
+                        except nats.js.errors.NotFoundError:
+                            return False
+                        return bool(orjson.loads(history.data)["book_seq"] == orjson.loads(state.data)["book_seq"] == 2)
+
+                    await wait_for(stored_in_both, "update 2 still stored by the old arrangement")
+                finally:
+                    await nc.close()
+            finally:
+                await without.close()
 
 
 def _wipe_store(args: list[str]) -> None:

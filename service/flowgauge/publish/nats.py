@@ -337,10 +337,10 @@ class NatsPublisher:
                 self._stream_next_try = time.monotonic() + _STREAM_RETRY_S
                 fields: dict[str, object] = {"stream": config.name}
                 if isinstance(exc, nats.js.errors.APIError) and exc.err_code == _SUBJECTS_OVERLAP:
+                    holder = await _stream_capturing(js, STATE_STREAM_SUBJECTS[0]) or "another stream"
                     fields["advice"] = (
-                        "another stream captures these subjects: with history off, delete the history stream "
-                        f"(nats stream rm {self._history_stream}) or turn history back on"
-                        if not self._history else "another stream captures these subjects: delete or change it"
+                        f"{holder} captures these subjects: delete it (nats stream rm {holder}) or turn history "
+                        "back on" if not self._history else f"{holder} captures these subjects: delete or change it"
                     )
                 self._account.log_error("nats_stream_failed", exc, **fields)
                 return
@@ -389,3 +389,11 @@ async def _put_stream(js: nats.js.JetStreamContext, config: nats.js.api.StreamCo
         await js.add_stream(config)
     else:
         await js.update_stream(config)
+
+
+async def _stream_capturing(js: nats.js.JetStreamContext, subject: str) -> str | None:
+    """The name of the stream whose subjects overlap `subject`, if the server says (for an error's advice)."""
+    try:
+        return await js.find_stream_name_by_subject(subject)
+    except (nats.errors.Error, OSError, TimeoutError):
+        return None
