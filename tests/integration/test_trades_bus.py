@@ -15,6 +15,7 @@ And the Redis publisher against a real redis-server: trades are PUBLISHed, but g
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from importlib import resources
@@ -99,6 +100,24 @@ async def test_trades_and_liquidations_reach_subscribers_of_the_trades_topics(tm
     ):
         trades_ws = await subscriber(bus_port, "flowgauge.v1.trades.>")
         books_ws = await subscriber(bus_port, "flowgauge.v1.*.*")
+        # The book pattern, read all along (a subscriber that stopped reading would be dropped as slow): book,
+        # OI, funding and liquidation payloads, never a trade.
+        book_topics: set[str] = set()
+        liquidation_payloads: list[dict[str, Any]] = []
+
+        async def read_book_pattern() -> None:
+            async for raw in books_ws:
+                message = orjson.loads(raw)
+                assert not topics.is_trades_topic(message["topic"]) and len(message["topic"].split(".")) == 4
+                book_topics.add(message["topic"])
+                payload = message["payload"]
+                if payload["trigger"] == "liquidation":
+                    check_liquidation_payload(payload)
+                    liquidation_payloads.append(payload)
+                else:
+                    assert [payload[key] for key in LIQUIDATION_KEYS] == [None] * 4
+
+        book_reader = asyncio.create_task(read_book_pattern())
         ids: dict[tuple[str, str], set[str]] = {}
         liquidation_records: list[dict[str, Any]] = []
 
@@ -127,20 +146,10 @@ async def test_trades_and_liquidations_reach_subscribers_of_the_trades_topics(tm
             seen = f"trades from {sorted(ids)}, {len(liquidation_records)} liquidations"
             raise AssertionError(f"{exc}; {seen}\n{log}") from None
 
-        # The book pattern, subscribed all along: book, OI, funding and liquidation payloads, never a trade.
-        book_topics: set[str] = set()
-        liquidation_payloads: list[dict[str, Any]] = []
-
-        async def liquidation_payload_seen() -> bool:
-            message = orjson.loads(await books_ws.recv())
-            assert not topics.is_trades_topic(message["topic"]) and len(message["topic"].split(".")) == 4
-            book_topics.add(message["topic"])
-            payload = message["payload"]
-            if payload["trigger"] == "liquidation":
-                check_liquidation_payload(payload)
-                liquidation_payloads.append(payload)
-            else:
-                assert [payload[key] for key in LIQUIDATION_KEYS] == [None] * 4
+        def liquidation_payload_seen() -> bool:
+            if book_reader.done():
+                book_reader.result()  # its assertion (or the connection's end) is the failure
+                raise AssertionError("the book-pattern subscriber stopped")
             return bool(liquidation_payloads)
 
         await wait_for(liquidation_payload_seen, "a liquidation payload on the book pattern", timeout_s=60)
@@ -159,8 +168,10 @@ async def test_trades_and_liquidations_reach_subscribers_of_the_trades_topics(tm
 
         await wait_for(live_after_snapshots, "the late joiner's snapshots, then a live message", timeout_s=30)
         assert snapshots and not [t for t in snapshots if topics.is_trades_topic(t)]
+        assert not book_reader.done()  # still reading, no assertion failed
         for ws in (trades_ws, books_ws, late):
             await ws.close()
+        await book_reader  # ends with the connection; re-raises any assertion of the last messages
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(10 * TIMEOUT_FACTOR) == 0
 
