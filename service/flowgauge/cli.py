@@ -67,13 +67,17 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--gap-every", type=_positive_int, default=None, metavar="N",
                           help="drop every N-th book delta per topic (a sequence gap)")
 
-    tail = commands.add_parser("tail", help="print payloads from the embedded bus")
+    tail = commands.add_parser("tail", help="show what the bus publishes: a live table, or JSON lines")
     tail.add_argument("pattern", nargs="?", default="flowgauge.v1.>",
                       help="NATS-style topic pattern: * one token, > the rest (default: flowgauge.v1.>)")
     tail.add_argument("--url", default="ws://127.0.0.1:8765",
-                      help="the daemon's bus, a ws:// or wss:// URL (default: ws://127.0.0.1:8765)")
+                      help="the bus: ws:// or wss:// (the daemon's embedded bus, default ws://127.0.0.1:8765), "
+                           "nats:// or tls:// (NATS), redis:// or rediss:// (Redis)")
     tail.add_argument("--token", default=os.environ.get("FLOWGAUGE_BUS__EMBEDDED__TOKEN"),
-                      help="bearer token of a bus that requires one (default: $FLOWGAUGE_BUS__EMBEDDED__TOKEN)")
+                      help="the embedded bus's bearer token, a NATS token or a Redis password "
+                           "(default: $FLOWGAUGE_BUS__EMBEDDED__TOKEN)")
+    tail.add_argument("--json", action="store_true", dest="json_lines",
+                      help="print payloads as JSON lines even on a terminal (always so when stdout is not one)")
     tail.add_argument("-n", "--count", type=_non_negative_int, default=0,
                       help="exit after N messages (0 = never)")
     tail.add_argument("--quiet-after", type=_non_negative_float, default=5.0, metavar="S",
@@ -386,22 +390,28 @@ async def _naming_venue(venue: str, run: Coroutine[Any, Any, None]) -> None:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from flowgauge.client import (
-        BusUnreachable,
-        ConnectionLost,
-        SubscriberError,
-        check_url,
-        tail,
-    )
+    from urllib.parse import urlsplit
+
+    from flowgauge.client import BusUnreachable, ConnectionLost, SubscriberError, check_url
+    from flowgauge.sdk import Subscription
+    from flowgauge.tail import tail_json, tail_table
 
     try:
-        check_url(args.url)  # before the event loop starts: a typo costs nothing
-        _until_signalled(tail(args.url, args.pattern, token=args.token, count=args.count,
-                              quiet_after_s=args.quiet_after))
+        # Before the event loop starts: a typo in the URL or the pattern costs nothing.
+        Subscription(args.url, [args.pattern])
+        if urlsplit(args.url).scheme in ("ws", "wss"):
+            check_url(args.url)
+        table = not args.json_lines and sys.stdout.isatty()
+        run = tail_table if table else tail_json
+        _until_signalled(run(args.url, args.pattern, token=args.token, count=args.count,
+                             quiet_after_s=args.quiet_after))
     except SubscriberError as exc:
         print(f"tail: {exc}", file=sys.stderr)
-        # Unreachable or lost: the daemon is down (runtime); otherwise the URL, token or pattern is wrong.
+        # Unreachable or lost: the daemon or broker is down (runtime); otherwise the URL, token or pattern is wrong.
         return 1 if isinstance(exc, BusUnreachable | ConnectionLost) else 2
+    except ValueError as exc:
+        print(f"tail: invalid pattern: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # The reader went away (`flowgauge tail | head`): that ends tail as it ends any filter. Point stdout at
         # /dev/null so the interpreter's final flush does not fail on the same closed pipe.

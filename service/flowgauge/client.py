@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -49,7 +48,6 @@ __all__ = [
     "SubscribeRejected",
     "SubscriberError",
     "Unauthorized",
-    "tail",
 ]
 
 
@@ -234,36 +232,3 @@ def _close_reason(ws: ClientConnection) -> str:
     if code is None or code == 1006:  # 1006: no close frame arrived, the TCP connection just ended
         return "the connection dropped without a close frame"
     return f"code {code}" + (f" ({ws.close_reason})" if ws.close_reason else "")
-
-
-async def tail(url: str, pattern: str, *, token: str | None = None, count: int = 0,
-               quiet_after_s: float = 5.0) -> None:
-    """Print every matching payload as one JSON line (the `flowgauge tail` command).
-
-    Current values replayed on subscribe come first and carry `"snapshot": true` in their line.
-
-    If nothing matches within `quiet_after_s` seconds (0 = never note it), say so once on stderr and keep
-    waiting: a pattern with a typo otherwise looks exactly like a quiet market.
-    """
-    seen = 0
-
-    def note_quiet() -> None:
-        if seen == 0:
-            print(f"tail: nothing published matching {pattern!r} in {quiet_after_s:g} s; still waiting "
-                  f"(topics look like flowgauge.v1.<venue>.<BASE-QUOTE-SETTLE>)", file=sys.stderr, flush=True)
-
-    async with EmbeddedSubscriber(url, [pattern], token=token) as subscriber:
-        timer = asyncio.get_running_loop().call_later(quiet_after_s, note_quiet) if quiet_after_s > 0 else None
-        try:
-            async for message in subscriber.messages():
-                line: dict[str, object] = {"topic": message.topic, "payload": message.payload}
-                if message.snapshot:
-                    line["snapshot"] = True
-                sys.stdout.write(orjson.dumps(line).decode() + "\n")
-                sys.stdout.flush()
-                seen += 1
-                if count and seen >= count:
-                    return
-        finally:
-            if timer is not None:
-                timer.cancel()

@@ -8,7 +8,11 @@ every transport; the restart and staleness tests start their own daemon and brok
 from __future__ import annotations
 
 import asyncio
+import os
+import pty
+import select
 import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,3 +278,100 @@ async def test_current_values_go_stale_when_heartbeats_stop(tmp_path: Path) -> N
                     assert not any(isinstance(m, fg.Interrupted) for m in reader.items)  # NATS stayed up
                 finally:
                     await reader.stop()
+
+
+# --------------------------------------------------------------------------------------------- tail
+
+
+async def _run_tail(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flowgauge", "tail", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60 * TIMEOUT_FACTOR)
+    return proc.returncode if proc.returncode is not None else -1, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_tail_prints_json_lines_over_each_transport(stack: Stack, transport: str) -> None:
+    await _wait_live_books(stack, transport)
+    code, out, err = await _run_tail("flowgauge.v1.bybit.*", "--url", stack.urls[transport], "-n", "5")
+    assert code == 0, err
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    assert len(lines) == 5
+    assert {line["topic"] for line in lines} <= BOOKS
+    assert lines[0].get("snapshot") is True  # current values first, on every transport
+
+
+async def test_tail_draws_a_live_table_on_a_terminal(stack: Stack) -> None:
+    """On a terminal (a real pty), one row per instrument, refreshed in place; Ctrl-C exits 0."""
+    await _wait_live_books(stack, "nats")
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "LINES": "30", "TERM": "xterm-256color"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flowgauge", "tail", "flowgauge.v1.bybit.>", "--url", stack.urls["nats"],
+        stdin=slave, stdout=slave, stderr=asyncio.subprocess.PIPE, env=env)
+    os.close(slave)
+    screen = bytearray()
+
+    def read_available() -> str:
+        while select.select([master], [], [], 0)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen.extend(chunk)
+        return screen.decode(errors="replace")
+
+    try:
+        def drawn() -> bool:
+            text = read_available()
+            return all(s in text for s in ("depth_imb_5", "oi_chg_pct_5m", "BTC/USDT:USDT", "ETH/USDT:USDT",
+                                           "VALID"))
+
+        await wait_for(drawn, "the table with both instruments on the terminal", 30)
+        assert "\x1b[" in screen.decode(errors="replace")  # cursor control: redrawn in place, not scrolled
+        assert not screen.decode(errors="replace").lstrip().startswith("{")  # not the JSON lines
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 10 * TIMEOUT_FACTOR) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(master)
+    assert proc.stderr is not None and await proc.stderr.read() == b""
+
+
+# --------------------------------------------------------------------------------------------- examples
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+async def _run_example(script: str, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLES / script), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60 * TIMEOUT_FACTOR)
+    assert proc.returncode == 0, err.decode()
+    assert not err, err.decode()
+    return out.decode()
+
+
+async def test_example_embedded_strategy(stack: Stack) -> None:
+    await _wait_live_books(stack, "ws")
+    out = await _run_example("embedded_ofi_signal.py", stack.urls["ws"], "--max-messages", "5")
+    lines = out.splitlines()
+    assert len(lines) == 5 and all(line.startswith("bybit") and " -> " in line for line in lines), out
+
+
+async def test_example_nats_strategy(stack: Stack) -> None:
+    await _wait_live_books(stack, "nats")
+    out = await _run_example("nats_depth_board.py", stack.urls["nats"], "--max-boards", "2")
+    assert "BTC/USDT:USDT" in out and "ETH/USDT:USDT" in out and "depth_imb_5=" in out and "stale" not in out
+
+
+async def test_example_redis_strategy(stack: Stack) -> None:
+    await _wait_live_books(stack, "redis")
+    out = await _run_example("redis_typed_spread_alert.py", stack.urls["redis"], "--max-messages", "30")
+    assert "spread bybit BTC/USDT:USDT" in out or "spread bybit ETH/USDT:USDT" in out, out

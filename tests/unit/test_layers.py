@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("flowgauge.publish", "flowgauge.client", "flowgauge.sdk", "flowgauge"),
     ("flowgauge.telemetry",),
     ("flowgauge.config", "flowgauge.feeds", "flowgauge.conflation"),  # feeds and conflation drive the engine
-    ("flowgauge.app", "flowgauge.replay", "flowgauge.simulate", "flowgauge.bench"),
+    ("flowgauge.app", "flowgauge.replay", "flowgauge.simulate", "flowgauge.bench", "flowgauge.tail"),
     ("flowgauge.cli", "flowgauge.__main__"),
 )
 
