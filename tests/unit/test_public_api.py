@@ -111,11 +111,13 @@ def _third_party_imports(path: Path) -> set[str]:
 
 
 def test_the_client_extra_lists_exactly_what_the_client_imports() -> None:
+    """The client: the subscriber, the SDK over its three transports with typed payloads, and `tail`."""
     package = Path(flowgauge.__file__).parent
     distributions = packages_distributions()
     imported = {
         dist.lower()
-        for path in (package / "__init__.py", package / "client.py")
+        for path in (package / "__init__.py", package / "client.py", package / "tail.py",
+                     package / "publish" / "topics.py", *sorted((package / "sdk").glob("*.py")))
         for module in _third_party_imports(path)
         for dist in distributions[module]
     }
@@ -135,4 +137,20 @@ def test_the_client_loads_no_other_flowgauge_module_and_no_daemon_dependency() -
     )
     ours, daemon = json.loads(_fresh(code))
     assert ours == ["flowgauge", "flowgauge.client"]
+    assert daemon == []
+
+
+def test_the_sdk_loads_no_daemon_module_and_no_daemon_dependency() -> None:
+    daemon_only = ("ccxt", "aiohttp", "numpy", "msgspec", "prometheus_client", "yaml", "zstandard", "uvloop",
+                   "nats", "redis", "rich")
+    code = (
+        "import json, flowgauge; from flowgauge import subscribe; "
+        "print(json.dumps([sorted(m for m in sys.modules if m.startswith('flowgauge')), "
+        f"[m for m in {daemon_only!r} if m in sys.modules]]))"
+    )
+    ours, daemon = json.loads(_fresh(code))
+    # The transports, msgspec (typed payloads) and rich (tail's table) load only when used.
+    assert set(ours) <= {"flowgauge", "flowgauge.client", "flowgauge.publish", "flowgauge.publish.topics",
+                         "flowgauge.sdk", "flowgauge.sdk.message", "flowgauge.sdk.patterns",
+                         "flowgauge.sdk.subscription", "flowgauge.sdk.transport"}, ours
     assert daemon == []
