@@ -15,11 +15,12 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
-from tests.conftest import linear_instrument
+from tests.conftest import BYBIT_RECORDING, linear_instrument
 
 from flowgauge import core
 from flowgauge.config import ConfigError, load_settings
 from flowgauge.engine import Engine
+from flowgauge.replay.replay import replay
 from flowgauge.types import BookDelta, BookSnapshot, InvalidReason, OpenInterest
 
 SYM = "BTC/USDT:USDT"
@@ -120,6 +121,22 @@ def test_schema_requires_the_heartbeat_fields() -> None:
             jsonschema.validate(without, STATUS_SCHEMA)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**beat, "heartbeat": "yes"}, STATUS_SCHEMA)
+
+
+def test_replay_publishes_no_heartbeat() -> None:
+    """Replay runs the engine without the daemon's heartbeat task: its statuses are state changes only, and their
+    ts_last_update comes from the recording (the same in every replay)."""
+    runs = []
+    for _ in range(2):
+        out: list[tuple[str, dict[str, Any]]] = []
+        replay([BYBIT_RECORDING], lambda topic, payload, out=out: out.append((topic, orjson.loads(payload))))
+        runs.append([p for topic, p in out if ".status." in topic])
+    statuses = runs[0]
+    assert statuses and all(s["heartbeat"] is False for s in statuses)
+    for status in statuses:
+        jsonschema.validate(status, STATUS_SCHEMA)
+    strip = [[{k: v for k, v in s.items() if k != "ts_publish"} for s in run] for run in runs]
+    assert strip[0] == strip[1]
 
 
 # ------------------------------------------------------------------------------------- publish.heartbeat_s
