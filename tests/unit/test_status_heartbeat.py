@@ -3,7 +3,7 @@
 A heartbeat is the book's current status published again with `"heartbeat": true`; a status published because the
 sync state changed says `"heartbeat": false`. Both carry `ts_last_update`, the `ts_recv` of the instrument's last
 metrics payload (null before one). The daemon's timing and its trip through the publishers are tested against a
-real daemon in tests/integration/test_status_heartbeat.py.
+real daemon in tests/integration/test_heartbeat_daemon.py.
 """
 
 from __future__ import annotations
