@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +25,9 @@ import yaml
 from tests.conftest import BYBIT_RECORDING
 from tests.procs import flowgauge, free_port, wait_for, write_config
 
+from flowgauge.app import Daemon
 from flowgauge.client import BusMessage, EmbeddedSubscriber
+from flowgauge.config import load_settings, shard_of
 
 pytestmark = pytest.mark.integration
 
@@ -154,3 +157,41 @@ async def test_no_heartbeat_when_turned_off(tmp_path: Path) -> None:
 
         daemon.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(daemon.wait, 10) == 0, (tmp_path / "daemon.log").read_text()[-3000:]
+
+
+async def test_a_failing_heartbeat_round_is_logged_and_the_next_one_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The heartbeat task never takes the daemon down: a round that raises is logged (heartbeat_failed) and the
+    schedule goes on; a stop request still ends the daemon cleanly. In process, on an empty shard (no venue
+    contacted), with the engine's heartbeat made to fail on its first round."""
+    symbol = "BTC/USDT:USDT"
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump({
+        "venues": {"bybit": {"symbols": [symbol]}},
+        "bus": {"embedded": {"host": "127.0.0.1", "port": 0}},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "publish": {"heartbeat_s": 0.05},
+        "shard": {"index": 1 - shard_of("bybit", symbol, 2), "count": 2},
+    }))
+    daemon = Daemon(load_settings(config, {}))
+    rounds = 0
+
+    def flaky_heartbeats() -> int:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise RuntimeError("first round fails")
+        return 0
+
+    daemon.engine.publish_heartbeats = flaky_heartbeats  # type: ignore[method-assign]
+    caplog.set_level(logging.ERROR, logger="flowgauge.app")
+    running = asyncio.create_task(daemon.run())
+    try:
+        await wait_for(lambda: rounds >= 3 or running.done(), "three heartbeat rounds", 10)
+        assert not running.done(), running
+        assert any("heartbeat_failed" in record.getMessage() for record in caplog.records), caplog.text
+    finally:
+        daemon.stop.set()
+        async with asyncio.timeout(10):
+            await running  # returns: a stop request, not an error, ended it
