@@ -19,10 +19,13 @@ import flowgauge
 async def main(url: str, max_boards: int) -> None:
     boards = 0
     async with flowgauge.subscribe(url, "flowgauge.v1.bybit.>") as sub:
-        reader = asyncio.create_task(_consume(sub))  # keeps latest() current
+        counter = [0]  # live payloads since the last board
+        reader = asyncio.create_task(_consume(sub, counter))  # keeps latest() current
         try:
             while not max_boards or boards < max_boards:
                 await asyncio.sleep(1.0)  # the board's refresh period
+                print(f"{time.strftime('%H:%M:%S')} board: {counter[0]} live payloads in the last second")
+                counter[0] = 0
                 stale = sub.stale_topics()
                 for topic, payload in sorted(sub.latest().items()):
                     mark = " (stale)" if topic in stale else ""
@@ -33,10 +36,13 @@ async def main(url: str, max_boards: int) -> None:
             reader.cancel()
 
 
-async def _consume(sub: flowgauge.Subscription) -> None:
+async def _consume(sub: flowgauge.Subscription, counter: list[int]) -> None:
     async for msg in sub:
         if isinstance(msg, flowgauge.Interrupted):
             print(f"interrupted: {msg.reason}; reconnecting")
+            counter[0] = 0  # the next board counts only what arrived after the loss
+        elif not msg.snapshot:
+            counter[0] += 1
 
 
 def _fmt(value: float | None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pty
+import re
 import select
 import signal
 import sys
@@ -406,3 +407,43 @@ async def test_a_subscriber_that_never_reads_does_not_delay_another(stack: Stack
         if transport != "ws":  # the embedded bus bounds the stalled client on the daemon's side instead
             assert stalled.dropped > 0  # its own bounded queue overflowed, oldest first, counted
         await stalled_iter.aclose()
+
+
+@pytest.mark.parametrize(("transport", "script", "fresh"), [
+    ("nats", "nats_depth_board.py", re.compile(r"board: [1-9]\d* live payloads")),
+    ("redis", "redis_typed_spread_alert.py", re.compile(r"^spread bybit ", re.M)),
+])
+async def test_example_strategy_rides_out_a_broker_restart(tmp_path: Path, transport: str, script: str,
+                                                           fresh: re.Pattern[str]) -> None:
+    """The issue's "done when": an example strategy keeps receiving live payloads across a broker restart."""
+    sim_port = free_port()
+    broker_cm = nats_server(tmp_path, jetstream=True) if transport == "nats" else redis_server(tmp_path)
+    with broker_cm as broker:
+        assert isinstance(broker, BrokerProcess)
+        ports = {"nats_port": broker.port} if transport == "nats" else {"redis_port": broker.port}
+        config, _, _ = _config(tmp_path, sim_port, **ports)
+        url = f"{transport}://127.0.0.1:{broker.port}" + ("/0" if transport == "redis" else "")
+        with flowgauge(_sim_args(sim_port), tmp_path / "sim.log"), \
+                flowgauge(["run", "-c", str(config)], tmp_path / "daemon.log"):
+            await wait_for(lambda: _can_subscribe(url), f"{transport} reachable", 30)
+            out_path = tmp_path / "example.out"
+            with out_path.open("wb") as out:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, str(EXAMPLES / script), url, stdout=out, stderr=asyncio.subprocess.PIPE,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            try:
+                await wait_for(lambda: fresh.search(out_path.read_text()), "live payloads in the example", 60)
+                broker.stop()
+                await wait_for(lambda: "interrupted:" in out_path.read_text(), "the example told of the loss", 30)
+                broker.start()
+
+                def fresh_after_restart() -> bool:
+                    text = out_path.read_text()
+                    return fresh.search(text, text.index("interrupted:")) is not None
+
+                await wait_for(fresh_after_restart, "live payloads in the example after the restart", 60)
+                assert proc.returncode is None  # the strategy kept running throughout
+            finally:
+                if proc.returncode is None:
+                    proc.terminate()
+                await proc.wait()
