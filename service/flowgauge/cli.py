@@ -1,9 +1,9 @@
-"""Command line entry point `flowgauge`: run, record, replay, simulate, tail, check-config, bench.
+"""Command line entry point `flowgauge`: run, record, replay, simulate, tail, check-config, bench, bench-bus.
 
 The only place that calls `asyncio.run` and the only place that reads `os.environ`.
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments (one line on stderr, no traceback).
-Long-running commands (run, record, simulate, tail) exit 0 on SIGINT or SIGTERM; batch commands (replay, bench)
-exit 130 on SIGINT after a one-line summary (replay: 143 on SIGTERM, likewise). A dependency of the daemon
+Long-running commands (run, record, simulate, tail) exit 0 on SIGINT or SIGTERM; batch commands (replay, bench,
+bench-bus) exit 130 on SIGINT after a one-line summary (replay: 143 on SIGTERM, likewise). A dependency of the daemon
 missing (a client-only install) is one line naming it, exit 1.
 """
 
@@ -92,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     from flowgauge.bench import add_arguments
 
     add_arguments(bench)
+
+    # A command of its own rather than `bench --bus`: other inputs (brokers, not cryptofeed), other options
+    # (--rounds, no --profile) and another JSON schema; only --json and --quick would be shared.
+    bench_bus = commands.add_parser("bench-bus", help="measure publish rate and latency to an SDK subscriber "
+                                                      "per bus backend (starts its own nats-server, redis-server)")
+    from flowgauge.bench import add_bus_arguments
+
+    add_bus_arguments(bench_bus)
     return parser
 
 
@@ -105,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "tail": _tail,
         "check-config": _check_config,
         "bench": _bench,
+        "bench-bus": _bench_bus,
     }[args.command]
     if args.command in _BATCH_COMMANDS:
         # Their Ctrl-C contract (summary, exit 130) holds even when started from a script's background job,
@@ -135,7 +144,7 @@ def _missing_dependency(command: str, exc: ModuleNotFoundError) -> int:
 
 
 # Commands that stop on their own and report what they did when interrupted.
-_BATCH_COMMANDS = frozenset({"replay", "bench"})
+_BATCH_COMMANDS = frozenset({"replay", "bench", "bench-bus"})
 
 # Commands that run books and metrics, i.e. the hot core that FLOWGAUGE_CORE chooses.
 _PIPELINE_COMMANDS = frozenset({"run", "record", "replay", "bench"})
@@ -437,5 +446,21 @@ def _bench(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         # A batch command stopped by the user: say what it did, exit 128 + SIGINT.
         print(f"bench: interrupted after {time.monotonic() - started:.1f} s; no results "
+              f"(the summary is printed only when every measurement completes)", file=sys.stderr)
+        return 130
+
+
+def _bench_bus(args: argparse.Namespace) -> int:
+    import time
+
+    started = time.monotonic()
+    try:
+        from flowgauge.bench.brokers import DEFAULT_SBIN
+        from flowgauge.bench.bus import execute
+
+        # Debian installs nats-server in /usr/sbin, outside a user's PATH; the variable lets a test hide it.
+        return execute(args, sbin=os.environ.get("FLOWGAUGE_BENCH_SBIN", DEFAULT_SBIN))
+    except KeyboardInterrupt:
+        print(f"bench-bus: interrupted after {time.monotonic() - started:.1f} s; no results "
               f"(the summary is printed only when every measurement completes)", file=sys.stderr)
         return 130
