@@ -9,6 +9,7 @@ system directories given (Debian puts nats-server in /usr/sbin, outside a user's
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_SBIN", "BrokerMissing", "Brokers", "find_binaries", "running_brokers"]
+__all__ = ["DEFAULT_SBIN", "BrokerMissing", "Brokers", "cpu_seconds", "find_binaries", "running_brokers"]
 
 DEFAULT_SBIN = "/usr/sbin:/sbin"
 _START_TIMEOUT_S = 15.0
@@ -59,6 +60,7 @@ class Brokers:
     nats_jetstream_url: str
     redis_url: str
     versions: dict[str, str]
+    pids: dict[str, int]  # "nats", "nats_jetstream", "redis" -> the server's process id (for its CPU time)
 
 
 def _free_port() -> int:
@@ -92,8 +94,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _start(args_for: Sequence[str], port_flag_index: int, log: Path,
-           procs: list[subprocess.Popen[bytes]]) -> int:
-    """Start a server on a free port (a second port if another process took the first meanwhile)."""
+           procs: list[subprocess.Popen[bytes]]) -> tuple[int, int]:
+    """Start a server on a free port (a second port if another process took the first meanwhile); returns
+    (port, pid)."""
     for attempt in range(2):
         port = _free_port()
         args = list(args_for)
@@ -103,7 +106,7 @@ def _start(args_for: Sequence[str], port_flag_index: int, log: Path,
         procs.append(proc)
         try:
             _wait_for_port(Path(args[0]).name, port, proc, log)
-            return port
+            return port, proc.pid
         except RuntimeError:
             _stop(proc)
             if attempt == 1:
@@ -127,14 +130,14 @@ def running_brokers(binaries: dict[str, str]) -> Iterator[Brokers]:
         work = Path(tmp)
         try:
             nats, redis = binaries["nats-server"], binaries["redis-server"]
-            core = _start([nats, "-a", "127.0.0.1", "-p", "0"], 4, work / "nats-core.log", procs)
+            core, core_pid = _start([nats, "-a", "127.0.0.1", "-p", "0"], 4, work / "nats-core.log", procs)
             store = work / "jetstream"
             store.mkdir()
-            jetstream = _start([nats, "-a", "127.0.0.1", "-p", "0", "-js", "-sd", str(store)], 4,
-                               work / "nats-js.log", procs)
+            jetstream, jetstream_pid = _start([nats, "-a", "127.0.0.1", "-p", "0", "-js", "-sd", str(store)], 4,
+                                              work / "nats-js.log", procs)
             redis_dir = work / "redis"
             redis_dir.mkdir()
-            redis_port = _start(
+            redis_port, redis_pid = _start(
                 [redis, "--port", "0", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                  "--dir", str(redis_dir), "--protected-mode", "yes"],
                 2, work / "redis.log", procs,
@@ -144,8 +147,19 @@ def running_brokers(binaries: dict[str, str]) -> Iterator[Brokers]:
                 nats_jetstream_url=f"nats://127.0.0.1:{jetstream}",
                 redis_url=f"redis://127.0.0.1:{redis_port}/0",
                 versions={"nats-server": _version(nats), "redis-server": _version(redis)},
+                pids={"nats": core_pid, "nats_jetstream": jetstream_pid, "redis": redis_pid},
             )
         finally:
             for proc in procs:
                 _stop(proc)
 
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) process `pid` has used, from /proc (None where there is no /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None

@@ -51,7 +51,14 @@ from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TextIO
 
-from flowgauge.bench.brokers import DEFAULT_SBIN, BrokerMissing, Brokers, find_binaries, running_brokers
+from flowgauge.bench.brokers import (
+    DEFAULT_SBIN,
+    BrokerMissing,
+    Brokers,
+    cpu_seconds,
+    find_binaries,
+    running_brokers,
+)
 from flowgauge.bench.bus_payloads import PayloadSet, load_payloads
 from flowgauge.bench.bus_subscriber import loop_factory, subscriber_main
 from flowgauge.bench.child import SPAWN
@@ -155,6 +162,7 @@ class _Backend:
     publisher: Any
     url: str
     dropped: Callable[[], int]  # the publisher's drop count, every reason together
+    broker_pid: int | None = None  # the broker's process (None: the embedded bus is in this process)
     child: _Child | None = None
 
 
@@ -212,6 +220,8 @@ async def _rate(backend: _Backend, feed: _Feed, count: int, window: int) -> dict
     counters, dropped = child.counters, backend.dropped
     await child.begin(latency=False)
     base_drops = dropped()
+    cpu_started = time.process_time()
+    broker_started = cpu_seconds(backend.broker_pid) if backend.broker_pid is not None else None
     started = time.monotonic_ns()
     for offered, (topic, payload) in enumerate(messages):
         if offered % _YIELD_EVERY == 0:
@@ -222,8 +232,17 @@ async def _rate(backend: _Backend, feed: _Feed, count: int, window: int) -> dict
         publish(topic, payload)
     offered_ns = time.monotonic_ns() - started
     await _settle(backend, count, base_drops)
+    cpu_s = time.process_time() - cpu_started
+    broker_ended = cpu_seconds(backend.broker_pid) if backend.broker_pid is not None else None
     seen = await child.end()
     figures = _accounting(backend, count, base_drops, seen)
+    # CPU per message on each side says which one limits the rate (a side near 1e6 / rate us is saturated).
+    figures["publisher_cpu_us_per_msg"] = cpu_s / count * 1e6
+    figures["subscriber_cpu_us_per_msg"] = seen["cpu_s"] / seen["delivered"] * 1e6 if seen["delivered"] else None
+    figures["broker_cpu_us_per_msg"] = (
+        (broker_ended - broker_started) / count * 1e6
+        if broker_started is not None and broker_ended is not None else None
+    )
     delivered_ns = seen["last_ns"] - started if seen["delivered"] else 0
     figures["offered_msgs_per_s"] = count / (offered_ns / 1e9) if offered_ns > 0 else None
     figures["delivered_msgs_per_s"] = seen["delivered"] / (delivered_ns / 1e9) if delivered_ns > 0 else None
@@ -286,7 +305,7 @@ async def _open_backends(brokers: Brokers) -> list[_Backend]:
     backends = [_Backend("embedded", bus, f"ws://127.0.0.1:{bus.bound_port}", lambda: bus.dropped)]
     for name, publisher, url in publishers:
         await publisher.start()
-        backends.append(_Backend(name, publisher, url, _drop_count(publisher)))
+        backends.append(_Backend(name, publisher, url, _drop_count(publisher), brokers.pids.get(name)))
     return backends
 
 
@@ -384,6 +403,9 @@ def _summary(config: BusBenchConfig, payloads: PayloadSet, brokers: Brokers,
             "rate": {
                 "offered_msgs_per_s": _spread([r["offered_msgs_per_s"] for r in rate]),
                 "delivered_msgs_per_s": _spread([r["delivered_msgs_per_s"] for r in rate]),
+                "publisher_cpu_us_per_msg": _spread([r["publisher_cpu_us_per_msg"] for r in rate]),
+                "subscriber_cpu_us_per_msg": _spread([r["subscriber_cpu_us_per_msg"] for r in rate]),
+                "broker_cpu_us_per_msg": _spread([r["broker_cpu_us_per_msg"] for r in rate]),
                 **_totals(rate),
                 "rounds": rate,
             },
@@ -483,16 +505,24 @@ def table(summary: dict[str, Any]) -> str:
         f"for {summary['latency_method']['seconds']:g} s per round; one SDK subscriber per backend in its own "
         f"process",
         "",
-        f"{'backend':<32}{'offered msgs/s':>26}{'delivered msgs/s':>26}{'dropped':>9}"
-        f"{'p50 us':>20}{'p99 us':>22}{'max us':>24}",
+        f"{'rate':<32}{'offered msgs/s':>26}{'delivered msgs/s':>26}{'dropped':>9}"
+        f"{'publisher CPU us/msg':>24}{'broker CPU us/msg':>24}{'subscriber CPU us/msg':>24}",
     ]
     for backend in summary["backends"].values():
-        rate, latency = backend["rate"], backend["latency"]
-        dropped = (rate["publisher_dropped"] + rate["sdk_dropped"] + latency["publisher_dropped"]
-                   + latency["sdk_dropped"])
+        rate = backend["rate"]
+        dropped = rate["publisher_dropped"] + rate["sdk_dropped"]
         lines.append(
             f"{backend['label']:<32}{_cell(rate['offered_msgs_per_s']):>26}{_cell(rate['delivered_msgs_per_s']):>26}"
-            f"{dropped:>9}{_cell(latency['p50_us']):>20}{_cell(latency['p99_us']):>22}{_cell(latency['max_us']):>24}"
+            f"{dropped:>9}{_cell(rate['publisher_cpu_us_per_msg'], 1):>24}"
+            f"{_cell(rate['broker_cpu_us_per_msg'], 1):>24}{_cell(rate['subscriber_cpu_us_per_msg'], 1):>24}"
+        )
+    lines += ["", f"{'latency publish -> SDK':<32}{'p50 us':>26}{'p99 us':>26}{'dropped':>9}{'max us':>24}"]
+    for backend in summary["backends"].values():
+        latency = backend["latency"]
+        dropped = latency["publisher_dropped"] + latency["sdk_dropped"]
+        lines.append(
+            f"{backend['label']:<32}{_cell(latency['p50_us']):>26}{_cell(latency['p99_us']):>26}{dropped:>9}"
+            f"{_cell(latency['max_us']):>24}"
         )
     for gap in summary["gaps"]:
         lines.append(f"gap: {gap}")

@@ -19,6 +19,7 @@ phase so the parent can follow progress without a round trip.
 Latency is `time.time_ns()` taken the moment the SDK yields the message, minus the payload's `ts_publish`
 (stamped by the parent when it handed the payload to the publisher); both clocks are this machine's.
 Current values replayed on subscribe (`snapshot`) are not counted: they are not published during a phase.
+The result also carries the CPU time this process used during the phase (`cpu_s`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class _Subscriber:
         self.first_ns = 0
         self.last_ns = 0
         self.samples = array("q")
+        self.cpu_started = time.process_time()
         self.dropped_before = self._sub.dropped if self._sub is not None else 0
         self._counters[0] = 0
         self._counters[1] = 0
@@ -144,6 +146,7 @@ class _Subscriber:
                 "first_ns": self.first_ns,
                 "last_ns": self.last_ns,
                 "latency_ns": self.samples.tobytes(),
+                "cpu_s": time.process_time() - self.cpu_started,
             }))
         else:
             self._stopped.set()
