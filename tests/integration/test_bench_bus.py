@@ -21,7 +21,7 @@ from typing import Any
 
 from tests.procs import TIMEOUT_FACTOR
 
-BACKENDS = {"embedded", "nats", "nats_jetstream", "redis"}
+BACKENDS = {"embedded", "nats", "nats_jetstream", "redis", "loopback"}  # loopback: the floor, no broker
 RUN_TIMEOUT_S = 180.0 * TIMEOUT_FACTOR
 
 
@@ -143,7 +143,7 @@ def test_interrupt_exits_130_in_one_line_and_stops_brokers_and_subscribers(tmp_p
     try:
         _wait_until(lambda: "subscribers ready" in stderr_path.read_text(), "the subscribers to be ready", 120)
         started = _children(proc.pid)
-        assert len(started) >= 7, started  # three brokers, four subscribers (and spawn's resource tracker)
+        assert len(started) >= 8, started  # three brokers, five subscribers (and spawn's resource tracker)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60 * TIMEOUT_FACTOR)
     finally:

@@ -5,7 +5,9 @@ fan-out), NATS core (`NatsPublisher`), NATS with the JetStream state stream (`Na
 and Redis (`RedisPublisher`): the daemon's own publisher classes, in one process and one event loop (uvloop
 when installed), each with its default bounds, publishing to brokers the bench starts (`bench.brokers`).
 Each backend has one subscriber, `flowgauge.subscribe(url, "flowgauge.v1.>")` in a child process of its own
-(`bench.bus_subscriber`), which counts what the SDK yields.
+(`bench.bus_subscriber`), which counts what the SDK yields. A fifth path, the floor, writes the same payloads
+to a plain loopback TCP connection read by a child process (no broker, no library): what one hop between two
+processes costs here, under every backend's figures.
 
 Payloads: the packaged Bybit sample replayed through the engine (`bench.bus_payloads`), today's payloads
 (~1.2 KB of JSON), each message a distinct update.
@@ -73,6 +75,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "nats": ("NATS core", "nats"),
     "nats_jetstream": ("NATS + JetStream state stream", "nats"),
     "redis": ("Redis", "redis"),
+    "loopback": ("floor: loopback TCP, no broker", "tcp"),
 }
 
 _YIELD_EVERY = 64  # publish() calls between yields to the loop while offering as fast as possible
@@ -164,6 +167,39 @@ class _Backend:
     dropped: Callable[[], int]  # the publisher's drop count, every reason together
     broker_pid: int | None = None  # the broker's process (None: the embedded bus is in this process)
     child: _Child | None = None
+
+
+class _LoopbackFloor:
+    """The reference path, not a backend: each payload written as one line to a plain loopback TCP connection
+    (asyncio streams, no broker, no client library) that the subscriber process reads. It measures what one
+    process-to-process hop costs on this machine, the floor under every backend's figures."""
+
+    dropped = 0
+
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self.connected = asyncio.Event()
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self.connected.set()
+        await reader.read()  # until the subscriber closes
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        assert self._writer is not None
+        self._writer.write(payload + b"\n")  # one write (one send) per message; the window bounds the buffer
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._server is not None:
+            self._server.close()
 
 
 # ---------------------------------------------------------------------------------------------- phases
@@ -306,6 +342,9 @@ async def _open_backends(brokers: Brokers) -> list[_Backend]:
     for name, publisher, url in publishers:
         await publisher.start()
         backends.append(_Backend(name, publisher, url, _drop_count(publisher), brokers.pids.get(name)))
+    floor = _LoopbackFloor()
+    await floor.start()
+    backends.append(_Backend("loopback", floor, f"tcp://127.0.0.1:{floor.port}", lambda: 0))
     return backends
 
 
@@ -323,6 +362,9 @@ async def _measure(config: BusBenchConfig, payloads: PayloadSet, brokers: Broker
         for backend in backends:
             assert backend.child is not None
             await backend.child.reply()  # ("ready",)
+            if isinstance(backend.publisher, _LoopbackFloor):  # its connection is accepted by this loop
+                async with asyncio.timeout(_CHILD_TIMEOUT_S):
+                    await backend.publisher.connected.wait()
         feed = _Feed(payloads)
         say(f"subscribers ready; warm-up ({config.warmup_messages} messages per backend) ...")
         for backend in backends:  # connections, JetStream stream creation, caches: before anything is timed

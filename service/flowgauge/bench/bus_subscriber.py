@@ -18,7 +18,9 @@ phase so the parent can follow progress without a round trip.
 
 Latency is `time.time_ns()` taken the moment the SDK yields the message, minus the payload's `ts_publish`
 (stamped by the parent when it handed the payload to the publisher); both clocks are this machine's.
-Current values replayed on subscribe (`snapshot`) are not counted: they are not published during a phase.
+With a `tcp://host:port` URL (the loopback floor) the child reads payload lines off a plain TCP connection
+instead of subscribing through the SDK. Current values replayed on subscribe (`snapshot`) are not counted:
+they are not published during a phase.
 The result also carries the CPU time this process used during the phase (`cpu_s`).
 """
 
@@ -85,7 +87,8 @@ class _Subscriber:
 
         self._stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
-        sub = sdk.subscribe(self._url, PATTERN, queue_size=self._queue_size, stale_after_s=3600.0)
+        sub: Any = (_RawLines(self._url) if self._url.startswith("tcp://")
+                    else sdk.subscribe(self._url, PATTERN, queue_size=self._queue_size, stale_after_s=3600.0))
         try:
             await sub.__aenter__()
         except (SubscriberError, OSError) as exc:
@@ -150,3 +153,32 @@ class _Subscriber:
             }))
         else:
             self._stopped.set()
+
+
+class _RawLines:
+    """The floor's "subscription": payload lines read off a plain loopback TCP connection, no broker and no
+    client library, yielded as SDK `Message`s (whose `ts_publish` decodes the payload, as for NATS and Redis)."""
+
+    dropped = 0
+
+    def __init__(self, url: str) -> None:
+        host, _, port = url.removeprefix("tcp://").rpartition(":")
+        self._address = (host, int(port))
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader: asyncio.StreamReader | None = None
+
+    async def __aenter__(self) -> _RawLines:
+        self._reader, self._writer = await asyncio.open_connection(*self._address)
+        return self
+
+    async def __aiter__(self) -> Any:
+        from flowgauge.sdk import Message
+
+        assert self._reader is not None
+        readline = self._reader.readline
+        while line := await readline():
+            yield Message("loopback", data=line)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
