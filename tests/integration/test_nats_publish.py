@@ -192,3 +192,21 @@ async def test_a_late_disconnected_callback_does_not_stall_a_live_connection(tmp
         finally:
             await nc.close()
             await publisher.close()
+
+
+async def test_sender_trusts_the_client_state_over_a_lost_wakeup(tmp_path: Path) -> None:
+    """Seen under load: connected, then a stale "disconnected" while the client was between states, and no
+    "reconnected" after it. The sender must notice the client is up by itself rather than wait forever."""
+    with nats_server(tmp_path) as server:
+        publisher = NatsPublisher(f"nats://127.0.0.1:{server.port}", queue_size=100, reconnect_wait_s=0.1,
+                                  connect_timeout_s=0.5)
+        await publisher.start()
+        nc, seen = await _subscribe(server.port, "flowgauge.v1.>")
+        try:
+            await wait_for(lambda: publisher.connected, "the connection")
+            publisher._connected.clear()  # the wakeup lost to the callbacks' order
+            publisher.publish("flowgauge.v1.okx.BTC-USDT-USDT", b'{"n":4}')
+            await wait_for(lambda: any(p["n"] == 4 for _, p in seen.payloads), "a payload despite the lost wakeup")
+        finally:
+            await nc.close()
+            await publisher.close()

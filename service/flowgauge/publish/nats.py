@@ -77,6 +77,10 @@ status payloads (5 tokens under `status`). Trades (`flowgauge.v1.trades.<venue>.
 # Messages moved to nats-py per wake-up of the sender before it yields to the loop again, so a long backlog
 # after a reconnect cannot hold the loop for long.
 _BATCH = 512
+# How often a sender waiting for the connection checks the client's own state: nats-py runs its callbacks as
+# tasks, in an order that under load can leave a "disconnected" after the connection is back up (seen: connected,
+# then a stale disconnected, then no reconnected); the client's state is the truth, the callbacks only wake it.
+_STATE_POLL_S = 0.25
 _STREAM_RETRY_S = 5.0
 _SUBJECTS_OVERLAP = 10065  # JetStream API error code: the subjects overlap with another stream's
 _TS_TRIGGERS = frozenset({"open_interest", "funding", "long_short"})
@@ -191,7 +195,8 @@ class NatsPublisher:
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        nc = self._nc
+        return nc is not None and nc.is_connected
 
     def status(self) -> dict[str, object]:
         """What /status shows for this backend."""
@@ -231,7 +236,7 @@ class NatsPublisher:
         self.outbox.close()
         sender = self._sender
         if sender is not None:
-            if not self._connected.is_set():
+            if not self.connected:
                 sender.cancel()  # nothing queued can be sent now
             with contextlib.suppress(asyncio.CancelledError, Exception):  # a crash was logged when it happened
                 await sender
@@ -252,10 +257,14 @@ class NatsPublisher:
             await outbox.wait()
             if not outbox and outbox.closed:
                 return
-            if not self._connected.is_set():
+            while not self._connected.is_set():
                 if outbox.closed:
                     return
-                await self._connected.wait()
+                if nc.is_connected:
+                    self._connected.set()  # a stale callback cleared it: the client says it is up
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._connected.wait(), _STATE_POLL_S)
             if self._stream_due and time.monotonic() >= self._stream_next_try:
                 await self._ensure_streams(nc)
             for topic, payload in outbox.take(_BATCH):
