@@ -7,8 +7,9 @@ makes frames shaped like cryptofeed's sample data, `feeder` measures receive -> 
 process, `demo_mix` measures a real daemon on the five simulators, and `report` runs everything in
 interleaved rounds and prints the table and the JSON summary.
 
-`flowgauge bench-bus` (`bus`, with `bus_payloads`, `bus_subscriber`, `brokers`) measures the bus backends
-instead: publish rate and end-to-end latency to an SDK subscriber, against brokers it starts itself.
+`flowgauge bench-bus` (`bus`, with `bus_payloads`, `bus_phases`, `bus_subscriber`, `bus_report`, `brokers`)
+measures the bus backends instead: publish rate and end-to-end latency to an SDK subscriber, against brokers it
+starts itself.
 """
 
 from __future__ import annotations
