@@ -61,15 +61,26 @@ async def test_redis_password_required(tmp_path: Path) -> None:
 
 
 async def test_a_nats_url_that_is_not_nats(tmp_path: Path) -> None:
-    """A Redis port given as a NATS URL: one line saying it is not a NATS server, not a hang."""
+    """A Redis port given as a NATS URL: NotABus in one line, not a hang, and no connection left open."""
+    import redis.asyncio as aioredis
+
     port = free_port()
     server = BrokerProcess([_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                             "--appendonly", "no", "--dir", str(tmp_path)], port, tmp_path / "redis")
     server.start()
     try:
-        with pytest.raises(fg.SubscriberError) as caught:
-            async with fg.subscribe(f"nats://127.0.0.1:{port}", "flowgauge.v1.>", open_timeout_s=2):
-                pass
-        assert "\n" not in str(caught.value)
+        for _ in range(3):  # as a reconnecting subscription would retry it
+            with pytest.raises(fg.NotABus) as caught:
+                async with fg.subscribe(f"nats://127.0.0.1:{port}", "flowgauge.v1.>", open_timeout_s=1):
+                    pass
+            assert "\n" not in str(caught.value) and "NATS" in str(caught.value)
+        # Redis counts its client connections: only the one asking must be left (nats-py keeps the socket
+        # of a failed handshake open unless the SDK closes the client).
+        client = aioredis.from_url(f"redis://127.0.0.1:{port}/0")
+        try:
+            connections = await client.client_list()
+        finally:
+            await client.aclose()
+        assert len(connections) == 1, connections
     finally:
         server.stop()

@@ -51,26 +51,44 @@ class NatsTransport:
         return self._buffer.dropped
 
     async def open(self) -> None:
-        import nats
+        from nats.aio.client import Client
         from nats.errors import Error as NatsError
+        from nats.errors import NoServersError
 
         for server in self._servers:
             if not server.startswith(("nats://", "tls://")):
                 raise InvalidBusURL(f"not a NATS URL: {server!r} (looks like nats://127.0.0.1:4222)")
+        # The client is made here rather than by nats.connect() so that a failed connect can be closed: nats-py
+        # leaves the socket of a failed handshake open when it does not reconnect by itself.
+        self._nc = Client()
+        guard = asyncio.timeout(self._open_timeout_s * (len(self._servers) + 1))
         try:
-            # One attempt per server: nats-py's own reconnect loop is off (max_reconnect_attempts=0 would
-            # mean "forever"); the subscription reconnects instead. The outer deadline is a guard.
-            async with asyncio.timeout(self._open_timeout_s * (len(self._servers) + 1)):
-                self._nc = await nats.connect(
+            # nats-py's own reconnect loop is off (max_reconnect_attempts=0 would mean "forever"; 1 still lets
+            # it try each server twice); the subscription reconnects instead. The outer deadline is a guard.
+            async with guard:
+                await self._nc.connect(
                     servers=self._servers, token=self._token, allow_reconnect=False,
                     connect_timeout=max(1, round(self._open_timeout_s)), max_reconnect_attempts=1,
                     reconnect_time_wait=0, disconnected_cb=self._on_disconnected, closed_cb=self._on_disconnected,
                     error_cb=self._on_error, name="flowgauge-sdk", pending_size=0,
                 )
-        except NatsError as exc:
-            raise _connect_error(self.url, exc, self._last_error) from None
-        except (OSError, TimeoutError) as exc:
-            raise BusUnreachable(f"cannot connect to NATS at {self.url}: {_describe(exc)}") from None
+        except BaseException as exc:
+            await self._close_failed()
+            if isinstance(exc, NoServersError) or guard.expired():
+                # No server took the TCP connection (nats-py tries every server before NoServersError), or
+                # nothing at all happened before the deadline.
+                raise _unreachable(self.url, self._last_error, self._open_timeout_s) from None
+            if isinstance(exc, NatsError):
+                raise _connect_error(self.url, exc, self._last_error) from None
+            if isinstance(exc, TimeoutError):
+                # A TCP connection was made (nats-py retries refused ones itself and ends with
+                # NoServersError) but no NATS greeting followed: something else listens there.
+                raise NotABus(f"{self.url} accepted the connection but sent no NATS greeting within "
+                              f"{max(1, round(self._open_timeout_s))} s: is this a NATS server's client "
+                              f"port?") from None
+            if isinstance(exc, OSError):
+                raise BusUnreachable(f"cannot connect to NATS at {self.url}: {_describe(exc)}") from None
+            raise
         try:
             for pattern in self._cover:
                 await self._nc.subscribe(pattern, cb=self._on_message)
@@ -101,6 +119,16 @@ class NatsTransport:
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(Exception):  # a broken connection: nothing left to do with it
                 await self._nc.close()
+
+    async def _close_failed(self) -> None:
+        """Close the client of a failed connect (its socket, its tasks), within a bound."""
+        self._closing = True
+        self._buffer.end("the connection failed")
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._open_timeout_s):
+                    await nc.close()
 
     async def _on_message(self, msg: Any) -> None:
         if any(f.matches(msg.subject) for f in self._filters):
@@ -152,11 +180,17 @@ def _connect_error(url: str, exc: Exception, last_error: str) -> Exception:
         return Unauthorized(f"NATS at {url} refused the connection: authorization failed "
                             f"(credentials in the URL, or token=)")
     if name in ("NoServersError", "TimeoutError"):
-        why = f" ({last_error})" if last_error else ""
-        if "ConnectionRefused" in last_error:
-            why = " (connection refused: is nats-server running, and is this its client port?)"
-        return BusUnreachable(f"cannot connect to NATS at {url}: no server answered{why}")
+        return _unreachable(url, last_error, None)
     return NotABus(f"{url} did not answer as a NATS server ({name}: {text[:120]})")
+
+
+def _unreachable(url: str, last_error: str, timeout_s: float | None) -> BusUnreachable:
+    why = f" ({last_error})" if last_error else ""
+    if "ConnectionRefused" in last_error:
+        why = " (connection refused: is nats-server running, and is this its client port?)"
+    elif not last_error and timeout_s is not None:
+        why = f" within {timeout_s:g} s"
+    return BusUnreachable(f"cannot connect to NATS at {url}: no server answered{why}")
 
 
 def _describe(exc: BaseException) -> str:
