@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from pathlib import Path
 
 import pytest
-from tests.brokers import BrokerProcess, _binary
-from tests.procs import free_port
+from tests.brokers import BrokerProcess, _binary, nats_server
+from tests.procs import TIMEOUT_FACTOR, free_port, wait_for
 
 import flowgauge as fg
 
@@ -84,3 +87,112 @@ async def test_a_nats_url_that_is_not_nats(tmp_path: Path) -> None:
         assert len(connections) == 1, connections
     finally:
         server.stop()
+
+
+class _Gate:
+    """A loopback TCP relay in front of a broker that can hold new connections and cut the current ones.
+
+    It opens the window a race needs (a reconnect attempt in flight while the caller closes) without timing.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.passing = asyncio.Event()
+        self.passing.set()
+        self.held = 0  # connections that arrived while closed
+        self.clients: set[asyncio.StreamWriter] = set()  # client connections still open
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def cut(self) -> None:
+        for writer in list(self.clients):
+            writer.transport.abort()
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.clients.add(writer)
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            if not self.passing.is_set():
+                self.held += 1
+                await self.passing.wait()
+            up_reader, upstream = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
+        except OSError:
+            pass
+        finally:
+            self.clients.discard(writer)
+            for end in (writer, upstream):
+                if end is not None:
+                    end.transport.abort()
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        while chunk := await source.read(65536):
+            sink.write(chunk)
+            await sink.drain()
+    sink.transport.abort()  # one side ended: end the other, as a broken connection would
+
+
+async def test_close_during_a_reconnect_attempt_ends_iteration(tmp_path: Path) -> None:
+    """close() while a reconnect attempt is connecting: iteration ends and that new connection is closed."""
+    with nats_server(tmp_path) as nats:
+        gate = _Gate(nats.port)
+        await gate.start()
+        try:
+            sub = fg.subscribe(f"nats://127.0.0.1:{gate.port}", "flowgauge.v1.>", open_timeout_s=5,
+                               backoff_initial_s=0.05, backoff_max_s=0.05)
+            await sub.__aenter__()
+            items: list[fg.Message | fg.Interrupted] = []
+
+            async def read() -> None:
+                async for item in sub:
+                    items.append(item)
+
+            reader = asyncio.create_task(read())
+            gate.passing.clear()
+            gate.cut()
+            await wait_for(lambda: items and isinstance(items[0], fg.Interrupted), "the Interrupted marker", 10)
+            await wait_for(lambda: gate.held >= 1, "a reconnect attempt held by the gate", 10)
+            await sub.close()
+            gate.passing.set()  # the attempt in flight now completes, after close()
+            try:
+                await asyncio.wait_for(reader, 5 * TIMEOUT_FACTOR)
+            finally:
+                reader.cancel()
+            await wait_for(lambda: not gate.clients, "the reconnected client's connection closed", 10)
+        finally:
+            await gate.stop()
+
+
+async def test_close_during_reconnect_backoff_ends_iteration_at_once(tmp_path: Path) -> None:
+    """close() while the subscription waits out a long reconnect backoff: iteration ends without that wait."""
+    with nats_server(tmp_path) as nats:
+        sub = fg.subscribe(f"nats://127.0.0.1:{nats.port}", "flowgauge.v1.>", open_timeout_s=2,
+                           backoff_initial_s=30, backoff_max_s=30)
+        await sub.__aenter__()
+        items: list[fg.Message | fg.Interrupted] = []
+
+        async def read() -> None:
+            async for item in sub:
+                items.append(item)
+
+        reader = asyncio.create_task(read())
+        nats.stop()
+        await wait_for(lambda: items, "the Interrupted marker", 10)
+        started = time.monotonic()
+        await sub.close()
+        try:
+            await asyncio.wait_for(reader, 5 * TIMEOUT_FACTOR)
+        finally:
+            reader.cancel()
+        assert time.monotonic() - started < 5 * TIMEOUT_FACTOR

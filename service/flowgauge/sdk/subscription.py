@@ -21,6 +21,7 @@ daemon stopped, not because the market is quiet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator
@@ -109,6 +110,7 @@ class Subscription:
         self._redis_prefix = redis_last_key_prefix
         self._transport: Transport | None = None
         self._closing = False
+        self._closed = asyncio.Event()  # set by close(): ends a reconnect backoff at once
         self._latest: dict[str, Message] = {}
         self._heard: dict[object, float] = {}  # instrument (or topic) -> wall time it was last heard of
         self._dropped_before = 0
@@ -119,6 +121,7 @@ class Subscription:
 
     async def __aenter__(self) -> Subscription:
         self._closing = False
+        self._closed.clear()
         self._transport = await self._open()
         return self
 
@@ -129,6 +132,7 @@ class Subscription:
     async def close(self) -> None:
         """Close the connection; a running `async for` then ends. Idempotent."""
         self._closing = True
+        self._closed.set()
         if self._transport is not None:
             await self._transport.close()
 
@@ -224,15 +228,24 @@ class Subscription:
         """Reconnect with jittered exponential backoff until it works, the caller closes, or it cannot heal."""
         delay, cap = self._backoff
         while not self._closing:
-            await asyncio.sleep(random.uniform(delay / 2, delay))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), random.uniform(delay / 2, delay))
             if self._closing:
                 return None
             try:
-                return await self._open()
+                transport = await self._open()
             except (Unauthorized, InvalidBusURL):
+                if self._closing:
+                    return None
                 raise  # a changed password or URL does not heal by waiting
             except Exception:
                 delay = min(delay * 2, cap)
+                continue
+            if self._closing:
+                # close() came while this connection was being made: nobody will close it after this.
+                await transport.close()
+                return None
+            return transport
         return None
 
     def __repr__(self) -> str:
