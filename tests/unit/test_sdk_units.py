@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import subprocess
 import sys
 import typing
@@ -65,6 +67,68 @@ def test_redis_glob_escapes_glob_characters_in_literal_tokens() -> None:
     assert globs.globs == ["flowgauge.v1.bybit.A\\[B\\]\\?C"]
     assert globs.owner("flowgauge.v1.bybit.A[B]?C") is not None
     assert globs.owner("flowgauge.v1.bybit.AXC") is None
+
+
+# Property check of the pattern planning: random pattern sets over a small token alphabet (literal tokens with
+# Redis glob characters in them too), every topic of up to five tokens from that alphabet. Topics one token
+# longer than the longest pattern are enough to witness any overlap or any miss of `>`.
+_PROP_LITERALS = ("a", "[b]?", "c\\")
+_PROP_TOPICS = [".".join(t) for n in range(1, 6) for t in itertools.product(_PROP_LITERALS, repeat=n)]
+
+
+def _redis_glob_match(glob: str, text: str) -> bool:
+    """Redis's own glob rules (`*` any run, `?` one character, `\\x` a literal x), written independently of
+    the SDK's regex translation; an unescaped `[` never appears in a glob the SDK makes."""
+    def match(g: int, t: int) -> bool:
+        while g < len(glob):
+            ch = glob[g]
+            if ch == "*":
+                return any(match(g + 1, k) for k in range(t, len(text) + 1))
+            assert ch != "[", f"unescaped [ in {glob!r}"
+            if ch == "?":
+                if t >= len(text):
+                    return False
+            else:
+                if ch == "\\" and g + 1 < len(glob):
+                    g += 1
+                    ch = glob[g]
+                if t >= len(text) or text[t] != ch:
+                    return False
+            g += 1
+            t += 1
+        return t == len(text)
+
+    return match(0, 0)
+
+
+def _random_pattern(rng: random.Random) -> str:
+    tokens = [rng.choice((*_PROP_LITERALS, "*", "*")) for _ in range(rng.randint(1, 4))]
+    if rng.random() < 0.4:
+        tokens[-1] = ">"
+    return ".".join(tokens)
+
+
+def test_pattern_planning_property_over_random_pattern_sets() -> None:
+    rng = random.Random(20261204)
+    for _ in range(150):
+        patterns = [_random_pattern(rng) for _ in range(rng.randint(1, 4))]
+        wanted = [TopicPattern(p) for p in patterns]
+        cover = [TopicPattern(p) for p in disjoint_cover(patterns)]
+        redis = RedisGlobs(patterns)
+        for topic in _PROP_TOPICS:
+            hits = [c.pattern for c in cover if c.matches(topic)]
+            assert len(hits) <= 1, (patterns, hits, topic)  # pairwise disjoint: one broker copy at most
+            if not any(w.matches(topic) for w in wanted):
+                continue
+            assert len(hits) == 1, (patterns, topic)  # covered
+            owner = redis.owner(topic)
+            # Redis delivers the channel under the glob whose copy is kept, and that glob is a superset.
+            assert owner is not None and _redis_glob_match(owner, topic), (patterns, redis.globs, topic, owner)
+        for pattern in cover:  # each cover pattern's glob matches (at least) every topic the pattern matches
+            glob = RedisGlobs([pattern.pattern]).globs[0]
+            for topic in _PROP_TOPICS:
+                if pattern.matches(topic):
+                    assert _redis_glob_match(glob, topic), (pattern, glob, topic)
 
 
 def test_heartbeat_patterns_name_the_status_topics_of_book_patterns() -> None:
