@@ -407,7 +407,13 @@ def _tail(args: argparse.Namespace) -> int:
 
     try:
         # Before the event loop starts: a typo in the URL or the pattern costs nothing.
-        Subscription(args.url, [args.pattern])
+        try:
+            Subscription(args.url, [args.pattern])
+        except SubscriberError:
+            raise  # InvalidBusURL is a ValueError too: reported below as what it is
+        except ValueError as exc:
+            print(f"tail: invalid pattern: {exc}", file=sys.stderr)
+            return 2
         if urlsplit(args.url).scheme in ("ws", "wss"):
             check_url(args.url)
         table = not args.json_lines and sys.stdout.isatty()
@@ -418,9 +424,6 @@ def _tail(args: argparse.Namespace) -> int:
         print(f"tail: {exc}", file=sys.stderr)
         # Unreachable or lost: the daemon or broker is down (runtime); otherwise the URL, token or pattern is wrong.
         return 1 if isinstance(exc, BusUnreachable | ConnectionLost) else 2
-    except ValueError as exc:
-        print(f"tail: invalid pattern: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         # The reader went away (`flowgauge tail | head`): that ends tail as it ends any filter. Point stdout at
         # /dev/null so the interpreter's final flush does not fail on the same closed pipe.

@@ -61,9 +61,9 @@ class InstrumentTable:
 
     def update(self, message: Message) -> None:
         key = instrument_key(message.topic)
-        if key is None:
+        payload = _payload(message)
+        if key is None or payload is None:
             return
-        payload = message.payload
         family = message.topic.split(".")[2]
         if family == "trades":
             return  # inputs, not state
@@ -93,6 +93,15 @@ class InstrumentTable:
             cells.append(age)
             out.append(cells)
         return out
+
+
+def _payload(message: Message) -> dict[str, Any] | None:
+    """The payload as a JSON object, or None for data that is not one (another publisher on these topics)."""
+    try:
+        payload = message.payload
+    except orjson.JSONDecodeError:
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -136,10 +145,18 @@ async def tail_json(url: str, pattern: str, *, token: str | None = None, count: 
     """Print every matching payload as one JSON line; raises `ConnectionLost` when the connection drops."""
     async with subscribe(url, pattern, token=token, reconnect=False) as sub:
         quiet = _QuietNote(pattern, quiet_after_s, sys.stderr)
+        skipped = 0
         try:
             async for message in sub:
                 assert isinstance(message, Message)  # reconnect=False: losses raise, no markers
-                line: dict[str, object] = {"topic": message.topic, "payload": message.payload}
+                payload = _payload(message)
+                if payload is None:
+                    if not skipped:
+                        print(f"tail: skipped a message on {message.topic} that is not a JSON object (not a "
+                              f"flowgauge payload; further ones are skipped silently)", file=sys.stderr, flush=True)
+                    skipped += 1
+                    continue
+                line: dict[str, object] = {"topic": message.topic, "payload": payload}
                 if message.snapshot:
                     line["snapshot"] = True
                 sys.stdout.write(orjson.dumps(line).decode() + "\n")

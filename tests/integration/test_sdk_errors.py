@@ -196,3 +196,43 @@ async def test_close_during_reconnect_backoff_ends_iteration_at_once(tmp_path: P
         finally:
             reader.cancel()
         assert time.monotonic() - started < 5 * TIMEOUT_FACTOR
+
+
+async def test_data_that_is_not_a_payload_stops_neither_the_sdk_nor_tail(tmp_path: Path) -> None:
+    """Another publisher's bytes on a flowgauge topic (here a last-value key that is not JSON): the SDK yields
+    the message and keeps going; tail skips it with one line on stderr instead of 'invalid pattern', exit 2."""
+    import sys
+
+    import redis.asyncio as aioredis
+
+    port = free_port()
+    server = BrokerProcess([_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                            "--appendonly", "no", "--dir", str(tmp_path)], port, tmp_path / "redis")
+    server.start()
+    url = f"redis://127.0.0.1:{port}/0"
+    client = aioredis.from_url(url)
+    try:
+        await client.set("flowgauge:last:flowgauge.v1.bybit.A", b"not json")
+        await client.set("flowgauge:last:flowgauge.v1.bybit.B", b"[1, 2]")
+        await client.set("flowgauge:last:flowgauge.v1.bybit.C", b'{"venue": "bybit", "ts_publish": 1}')
+        async with fg.subscribe(url, "flowgauge.v1.bybit.*", open_timeout_s=2) as sub:
+            iterator = sub.__aiter__()
+            current = [await asyncio.wait_for(anext(iterator), 5 * TIMEOUT_FACTOR) for _ in range(3)]
+            assert [m.topic for m in current if isinstance(m, fg.Message) and m.snapshot] == [
+                "flowgauge.v1.bybit.A", "flowgauge.v1.bybit.B", "flowgauge.v1.bybit.C"]
+            await client.publish("flowgauge.v1.bybit.A", b'{"venue": "bybit", "ts_publish": 2}')
+            live = await asyncio.wait_for(anext(iterator), 5 * TIMEOUT_FACTOR)
+            assert isinstance(live, fg.Message) and live.payload["ts_publish"] == 2
+            await iterator.aclose()  # type: ignore[attr-defined]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "flowgauge", "tail", "flowgauge.v1.bybit.*", "--url", url, "--json", "-n", "1",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 30 * TIMEOUT_FACTOR)
+        assert proc.returncode == 0, err.decode()
+        assert out.decode().splitlines() == [
+            '{"topic":"flowgauge.v1.bybit.C","payload":{"venue":"bybit","ts_publish":1},"snapshot":true}']
+        assert err.decode().count("\n") == 1 and "flowgauge.v1.bybit.A" in err.decode() \
+            and "not a JSON object" in err.decode()
+    finally:
+        await client.aclose()
+        server.stop()

@@ -34,3 +34,11 @@ def test_status_sets_the_book_state_and_trades_are_ignored() -> None:
     table.update(Message("flowgauge.v1.trades.bybit.SOL-USDT-USDT", payload={"price": 1.0}))
     rows = table.rows(NOW_NS / 1e9, is_stale=lambda topic: topic.endswith("BTC-USDT-USDT"))
     assert len(rows) == 1 and rows[0][2] == "INVALID" and rows[0][-1].endswith("stale")
+
+
+def test_data_that_is_not_a_json_object_adds_no_row() -> None:
+    table = InstrumentTable()
+    table.update(Message("flowgauge.v1.bybit.BTC-USDT-USDT", data=b"not json"))
+    table.update(Message("flowgauge.v1.bybit.ETH-USDT-USDT", data=b"[1, 2]"))
+    table.update(Message("flowgauge.v1.status.bybit.ETH-USDT-USDT", data=b"7"))
+    assert table.rows(NOW_NS / 1e9) == []

@@ -40,7 +40,11 @@ class Message:
 
     @property
     def payload(self) -> dict[str, Any]:
-        """The payload as a dict (decoded on first use). Unknown fields are kept: v1 grows only by adding."""
+        """The payload as a dict (decoded on first use). Unknown fields are kept: v1 grows only by adding.
+
+        Raises `orjson.JSONDecodeError` (a ValueError) when the data is not JSON: the SDK passes on whatever
+        was published on a matching topic, including what another publisher put there.
+        """
         if self._payload is None:
             assert self._data is not None
             self._payload = orjson.loads(self._data)
@@ -56,9 +60,16 @@ class Message:
 
     @property
     def ts_publish(self) -> int | None:
-        """When the daemon published it: integer nanoseconds since the epoch (None if the payload lacks it)."""
-        value = self.payload.get("ts_publish")
-        return value if isinstance(value, int) else None
+        """When the daemon published it: integer nanoseconds since the epoch (None if the payload lacks it).
+
+        None too for data that is not a JSON object, so that such a message never stops a subscription.
+        """
+        try:
+            payload = self.payload
+        except orjson.JSONDecodeError:
+            return None
+        value = payload.get("ts_publish") if isinstance(payload, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     @property
     def age_s(self) -> float | None:

@@ -13,8 +13,6 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-import orjson
-
 from flowgauge.sdk.message import Message
 
 __all__ = ["LiveBuffer", "Transport", "drop_superseded"]
@@ -77,13 +75,6 @@ class LiveBuffer:
         return self._items.popleft()
 
 
-def _ts_publish(message: Message) -> int | None:
-    try:
-        return message.ts_publish
-    except orjson.JSONDecodeError:
-        return None
-
-
 def drop_superseded(live: Message, newest: dict[str, int]) -> bool:
     """True if a live message that arrived while current values were fetched is older than the value sent.
 
@@ -95,7 +86,7 @@ def drop_superseded(live: Message, newest: dict[str, int]) -> bool:
     ts_value = newest.get(live.topic)
     if ts_value is None:
         return False
-    ts_live = _ts_publish(live)
+    ts_live = live.ts_publish
     if ts_live is not None and ts_live <= ts_value:
         return True
     del newest[live.topic]
