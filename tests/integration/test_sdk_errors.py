@@ -236,3 +236,26 @@ async def test_data_that_is_not_a_payload_stops_neither_the_sdk_nor_tail(tmp_pat
     finally:
         await client.aclose()
         server.stop()
+
+
+async def test_nothing_is_yielded_after_close(tmp_path: Path) -> None:
+    """Messages still queued in the SDK when the caller closes are not yielded: the async for ends."""
+    import nats
+
+    with nats_server(tmp_path) as server:
+        url = f"nats://127.0.0.1:{server.port}"
+        publisher = await nats.connect(url)
+        try:
+            async with fg.subscribe(url, "flowgauge.v1.>", queue_size=10) as sub:
+                iterator = sub.__aiter__()
+                for i in range(100):
+                    await publisher.publish("flowgauge.v1.bybit.BTC-USDT-USDT", b'{"i": %d}' % i)
+                await publisher.flush()
+                await wait_for(lambda: sub.dropped == 90, "the SDK's queue full (10 queued, 90 dropped)", 10)
+                first = await anext(iterator)  # the subscription is iterated, with 9 more queued
+                assert isinstance(first, fg.Message) and first.payload == {"i": 90}
+                await sub.close()
+                after = [item async for item in iterator]
+                assert after == []
+        finally:
+            await publisher.close()

@@ -169,6 +169,8 @@ class Subscription:
             transport = self._transport
             try:
                 async for message in transport.messages():
+                    if self._closing:
+                        return  # what was still queued when the caller closed is not theirs any more
                     self._note(message)
                     if any(p.matches(message.topic) for p in self._wanted):
                         if not message.topic.startswith(_NOT_STATE):
