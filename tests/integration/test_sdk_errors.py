@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.brokers import BrokerProcess, _binary, nats_server
+from tests.brokers import BrokerProcess, _binary, nats_server, redis_server
 from tests.procs import TIMEOUT_FACTOR, free_port, wait_for
 
 import flowgauge as fg
@@ -99,6 +99,8 @@ class _Gate:
         self.upstream_port = upstream_port
         self.passing = asyncio.Event()
         self.passing.set()
+        self.flowing = asyncio.Event()  # cleared: bytes stop moving both ways, connections stay open (a dead path)
+        self.flowing.set()
         self.held = 0  # connections that arrived while closed
         self.clients: set[asyncio.StreamWriter] = set()  # client connections still open
         self.port = 0
@@ -125,7 +127,7 @@ class _Gate:
                 self.held += 1
                 await self.passing.wait()
             up_reader, upstream = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-            await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
+            await asyncio.gather(self._pipe(reader, upstream), self._pipe(up_reader, writer))
         except OSError:
             pass
         finally:
@@ -134,13 +136,13 @@ class _Gate:
                 if end is not None:
                     end.transport.abort()
 
-
-async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while chunk := await source.read(65536):
-            sink.write(chunk)
-            await sink.drain()
-    sink.transport.abort()  # one side ended: end the other, as a broken connection would
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := await source.read(65536):
+                await self.flowing.wait()
+                sink.write(chunk)
+                await sink.drain()
+        sink.transport.abort()  # one side ended: end the other, as a broken connection would
 
 
 async def test_close_during_a_reconnect_attempt_ends_iteration(tmp_path: Path) -> None:
@@ -259,3 +261,31 @@ async def test_nothing_is_yielded_after_close(tmp_path: Path) -> None:
                 assert after == []
         finally:
             await publisher.close()
+
+
+async def test_a_redis_connection_gone_silent_is_reported_lost(tmp_path: Path) -> None:
+    """The path to Redis stops carrying bytes without a reset: the SDK says the connection is lost (it read
+    nothing forever before: Redis sends no keepalive), within a bound set by open_timeout_s."""
+    with redis_server(tmp_path) as redis:
+        gate = _Gate(redis.port)
+        await gate.start()
+        try:
+            async with fg.subscribe(f"redis://127.0.0.1:{gate.port}/0", "flowgauge.v1.>", open_timeout_s=1,
+                                    backoff_initial_s=30, backoff_max_s=30) as sub:
+                items: list[fg.Message | fg.Interrupted] = []
+
+                async def read() -> None:
+                    async for item in sub:
+                        items.append(item)
+
+                reader = asyncio.create_task(read())
+                try:
+                    gate.flowing.clear()
+                    started = time.monotonic()
+                    await wait_for(lambda: items, "the Interrupted marker of a silent connection", 10)
+                    assert isinstance(items[0], fg.Interrupted) and "no answer from Redis" in items[0].reason
+                    assert time.monotonic() - started < 4 * TIMEOUT_FACTOR  # silence 1 s, PING, 1 s, checks
+                finally:
+                    reader.cancel()
+        finally:
+            await gate.stop()

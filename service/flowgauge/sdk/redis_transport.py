@@ -121,13 +121,33 @@ class RedisTransport:
                     await closable.aclose()
 
     async def _read(self) -> None:
-        """Move pubsub messages into the bounded buffer until the connection fails."""
+        """Move pubsub messages into the bounded buffer until the connection fails or stops answering.
+
+        A connection whose peer vanished without a reset (a network path gone, a frozen host) reads nothing
+        forever and raises nothing, and Redis sends no keepalive: after `open_timeout_s` of silence the reader
+        sends a PING on the subscribed connection, and calls it lost when nothing (pong or message) arrives
+        within `open_timeout_s` more.
+        """
         from redis.exceptions import RedisError
 
+        loop = asyncio.get_running_loop()
+        quiet_s = self._open_timeout_s
+        heard = loop.time()
+        pinged: float | None = None
         try:
             while True:
-                item = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                if item is None or item.get("type") != "pmessage":
+                item = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=quiet_s / 2)
+                now = loop.time()
+                if item is None:  # silence (or a subscribe confirmation)
+                    if pinged is not None and now - pinged >= quiet_s:
+                        self._buffer.end(f"no answer from Redis for {now - heard:.0f} s (not even to a PING)")
+                        return
+                    if pinged is None and now - heard >= quiet_s:
+                        await self._pubsub.ping()
+                        pinged = now
+                    continue
+                heard, pinged = now, None
+                if item.get("type") != "pmessage":
                     continue
                 channel = _text(item["channel"])
                 if self._globs.owner(channel) != _text(item["pattern"]):
