@@ -18,7 +18,9 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
 # Editable copies for operators (mount over /etc/flowgauge to change them); the same files are in the wheel.
 COPY config /etc/flowgauge
 USER flowgauge
-# Inside a container the servers must listen beyond loopback.
+# Inside a container the servers must listen beyond loopback, so the image fails closed: without
+# FLOWGAUGE_BUS__EMBEDDED__TOKEN and FLOWGAUGE_HTTP__TOKEN (or *_ALLOW_UNAUTHENTICATED=true) `run` exits 2 with one
+# line naming both fixes. /healthz and /readyz need no token, so the health check below works either way.
 ENV FLOWGAUGE_CONFIG=/etc/flowgauge/default.yaml \
     FLOWGAUGE_HTTP__HOST=0.0.0.0 \
     FLOWGAUGE_BUS__EMBEDDED__HOST=0.0.0.0 \

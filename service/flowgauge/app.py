@@ -23,7 +23,7 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
-from flowgauge.config import Settings, VenueSettings, shard_venues
+from flowgauge.config import Settings, VenueSettings, open_listeners, shard_venues
 from flowgauge.conflation import BacklogConflation
 from flowgauge.connectors import registry
 from flowgauge.connectors.base import PollRequest, VenueAdapter
@@ -243,9 +243,14 @@ class Daemon:
             # Teardown shares one budget (shutdown_timeout_s): each component gets a bounded slice, and
             # whatever overruns it is abandoned rather than holding the process past its grace period.
             budget = settings.shutdown_timeout_s
+            for section, host, _ in open_listeners(settings.bus, settings.http):
+                # Config validation refused this unless <section>.allow_unauthenticated is true.
+                log.warning("listener_unauthenticated: %s listens on %s (not loopback) without a token because "
+                            "%s.allow_unauthenticated is true", section, host, section)
             self.http = HttpServer(
                 settings.http.host, settings.http.port, self.registry, self.ready, self.status,
                 shutdown_timeout=budget * 0.2, not_ready=self.not_ready,
+                token=settings.http.token, telemetry=self.telemetry,
             )
             await _listen(self.http.start(), "http", settings.http.host, settings.http.port)
             stack.push_async_callback(_bounded, self.http.close, budget * 0.25, "http")
@@ -258,6 +263,8 @@ class Daemon:
                     client_queue=embedded.client_queue,
                     telemetry=self.telemetry,
                     close_timeout=budget * 0.15,
+                    client_queue_bytes=embedded.client_queue_bytes,
+                    client_max_lag_s=embedded.client_max_lag_s,
                 )
                 await _listen(self.bus.start(), "bus.embedded", embedded.host, embedded.port)
                 stack.push_async_callback(_bounded, self.bus.close, budget * 0.35, "bus")

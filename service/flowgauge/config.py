@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import importlib.resources
+import ipaddress
 import json
 import math
 import re
@@ -175,7 +176,10 @@ class EmbeddedBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
     host: str = "127.0.0.1"  # listen address
     port: int = 8765  # listen port; 0 = ephemeral (tests)
     token: str | None = None  # bearer token clients must present; a secret, redacted when printed
+    allow_unauthenticated: bool = False  # needed to listen beyond loopback without a token
     client_queue: int = 10000  # per-client queue bound (payloads) before the slow-client policy applies
+    client_queue_bytes: int = 8388608  # a client whose queue holds more bytes than this is disconnected (slow)
+    client_max_lag_s: float = 10.0  # a client whose oldest queued payload is older than this is disconnected
 
 
 class NatsBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -235,6 +239,8 @@ class HttpSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
 
     host: str = "127.0.0.1"
     port: int = 9464  # 0 = ephemeral (tests)
+    token: str | None = None  # bearer token for /metrics and /status (/healthz, /readyz stay open); redacted
+    allow_unauthenticated: bool = False  # needed to listen beyond loopback without a token
 
 
 CONFLATE_MODES: Final = ("auto", "off")
@@ -288,7 +294,10 @@ class ConfigError(ValueError):
         self.problems = list(problems)
         self.source = source
         where = f" in {source}" if source else ""
-        count = f"{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
+        if len(self.problems) == 1:  # one line: what a container log or a terminal shows best
+            super().__init__(f"invalid configuration{where}: {self.problems[0]}")
+            return
+        count = f"{len(self.problems)} problems"
         super().__init__(f"invalid configuration{where} ({count}):\n" + "\n".join(
             f"  {p}" for p in self.problems
         ))
@@ -721,6 +730,8 @@ def _check_embedded(v: dict[str, Any], key: str, problems: _Problems) -> None:
     if v.get("token") == "":
         problems.append((_join(key, "token"), "must be null or a non-empty string"))
     _between(v, "client_queue", 1, None, key, problems)
+    _between(v, "client_queue_bytes", 1024, None, key, problems)
+    _positive(v, "client_max_lag_s", key, problems)
 
 
 # JetStream stream names may not contain these (nor whitespace).
@@ -774,6 +785,46 @@ def _check_redis(v: dict[str, Any], key: str, problems: _Problems) -> None:
 def _check_http(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _non_empty(v, "host", key, problems)
     _between(v, "port", 0, 65535, key, problems)
+    if v.get("token") == "":
+        problems.append((_join(key, "token"), "must be null or a non-empty string"))
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback IP addresses; any other name or address may be reachable from outside."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def open_listeners(bus: BusSettings, http: HttpSettings) -> list[tuple[str, str, bool]]:
+    """Listeners beyond loopback without a token: (section, host, allowed by `allow_unauthenticated`)."""
+    out = []
+    embedded = bus.embedded
+    if embedded.enabled and embedded.token is None and not is_loopback(embedded.host):
+        out.append(("bus.embedded", embedded.host, embedded.allow_unauthenticated))
+    if http.token is None and not is_loopback(http.host):
+        out.append(("http", http.host, http.allow_unauthenticated))
+    return out
+
+
+def _check_exposure(v: dict[str, Any], problems: _Problems) -> None:
+    """Refuse a listener beyond loopback without a token, unless the config allows it explicitly: one line,
+    naming both fixes, whichever listeners are open (the container image sets both hosts to 0.0.0.0)."""
+    bus, http = v.get("bus"), v.get("http")
+    if not isinstance(bus, BusSettings) or not isinstance(http, HttpSettings):
+        return
+    refused = [(section, host) for section, host, allowed in open_listeners(bus, http) if not allowed]
+    if not refused:
+        return
+    hosts = " / ".join(dict.fromkeys(host for _, host in refused))
+    tokens = " and ".join(f"FLOWGAUGE_{section.upper().replace('.', '__')}__TOKEN" for section, _ in refused)
+    allows = " and ".join(f"{section}.allow_unauthenticated: true" for section, _ in refused)
+    key = ", ".join(f"{section}.host" for section, _ in refused)
+    problems.append((key, f"{hosts} is not a loopback address and no token is set: set {tokens}, or set "
+                          f"{allows} to run open on purpose"))
 
 
 def _check_publish(v: dict[str, Any], key: str, problems: _Problems) -> None:
@@ -819,6 +870,7 @@ def _check_settings(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _positive(v, "shutdown_timeout_s", key, problems)
     _between(v, "book_max_levels", 1, None, key, problems)
     _check_replica(v, problems)
+    _check_exposure(v, problems)
 
 
 def _check_replica(v: dict[str, Any], problems: _Problems) -> None:
@@ -971,9 +1023,9 @@ def redacted(settings: Settings) -> dict[str, Any]:
     """Settings as plain JSON-able data with secrets replaced by "***", for printing and /status."""
     # A JSON round trip turns tuples into lists, so the result also dumps as plain YAML.
     data: dict[str, Any] = json.loads(msgspec.json.encode(settings))
-    embedded = data["bus"]["embedded"]
-    if embedded["token"] is not None:
-        embedded["token"] = REDACTED
+    for section in (data["bus"]["embedded"], data["http"]):
+        if section["token"] is not None:
+            section["token"] = REDACTED
     for backend in ("nats", "redis"):
         section = data["bus"][backend]
         if section["url"] is not None:

@@ -23,9 +23,23 @@ did not, that topic's latest payload marked `"snapshot": true` (codec.snapshot_f
 follow. The snapshot is queued in the same synchronous step that adds the patterns, on the loop thread, so no
 live message can fall between the two or overtake it. In-process subscriptions get no snapshot.
 
-A request may carry an `id` (string or integer), echoed in the reply. A client whose buffer overflowed
-`slow_client_overflows` times in a row is disconnected with close code 1013 (try again later). With a token
-configured, the upgrade request must carry `Authorization: Bearer <token>` or `?token=<token>`, else 401.
+A request may carry an `id` (string of at most 128 characters, or integer), echoed in the reply.
+
+Limits, each counted when hit (`count_fanout_control_rejected` / `count_fanout_disconnect`):
+- control messages: text frames of at most 64 KiB (a larger one closes the connection, 1009); binary frames,
+  more than `control_burst` requests at once or `control_rate` per second sustained (a token bucket per client),
+  more than 64 patterns per client, patterns longer than 256 characters or holding anything but printable
+  ASCII, and oversized ids are refused with an error reply. Every limit is checked before a pattern is
+  compiled or matched, so a refused request costs the loop almost nothing.
+- slow readers: a client whose buffer overflowed `slow_client_overflows` times in a row (`slow`), whose buffer
+  holds more than `client_queue_bytes` bytes (`slow_bytes`) or whose oldest buffered message is older than
+  `client_max_lag_s` (`slow_lag`) is disconnected with close code 1013 (try again later) and its buffer freed.
+- slow senders: a connection that has not completed its opening handshake `handshake_timeout` seconds after it
+  was accepted, or that has held an incomplete frame for `frame_timeout` seconds, is aborted (`deadline`).
+- keepalive: a client that does not answer pings within `ping_timeout` is closed by websockets (`keepalive`).
+With a token configured, the upgrade request must carry exactly one `Authorization: Bearer <token>` header, or no
+such header and `?token=<token>`, else 401 (counted, logged at most once per 10 s with the count held back).
+Connection and disconnection lines are logged at most once per 10 s too, each with how many were held back.
 
 Must not import `flowgauge.telemetry` (a higher layer): counters are reported through `FanoutTelemetry`, which
 `flowgauge.telemetry.instruments.Telemetry` satisfies. Not thread-safe: call everything from the loop thread.
@@ -35,8 +49,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hmac
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from http import HTTPStatus
 from types import TracebackType
@@ -48,7 +64,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
+from flowgauge.logs import BurstLimiter
 from flowgauge.publish.base import PublishTelemetry
 from flowgauge.publish.codec import frame, snapshot_frame
 from flowgauge.publish.topics import TRADES_ROOT, TopicPattern
@@ -70,6 +88,9 @@ _MAX_CONTROL_BYTES = 64 * 1024
 _MAX_PATTERNS_PER_CLIENT = 64
 _MAX_PATTERN_CHARS = 256
 _MAX_ERROR_ECHO = 80
+_MAX_REQUEST_ID_CHARS = 128
+_KEEPALIVE_REASON = "keepalive ping timeout"  # what websockets sends (1011) when a pong does not come in time
+_LOG_INTERVAL_S = 10.0  # per-connection log lines: at most one per kind per interval, with the held-back count
 
 # The topic -> subscriptions cache is keyed by published topics, which come from configured instruments; the
 # bound only protects against a caller publishing unbounded distinct topics.
@@ -91,7 +112,13 @@ class FanoutTelemetry(PublishTelemetry, Protocol):
         ...
 
     def count_fanout_disconnect(self, reason: str) -> None:
-        """A client left: `slow`, `client` or `shutdown` (`flowgauge_fanout_disconnects_total`)."""
+        """A connection ended: `client`, `shutdown`, `slow`, `slow_bytes`, `slow_lag`, `keepalive` or
+        `deadline` (`flowgauge_fanout_disconnects_total`)."""
+        ...
+
+    def count_fanout_control_rejected(self, reason: str) -> None:
+        """A control message refused: `rate_limited`, `limit`, `invalid` or `binary`
+        (`flowgauge_fanout_control_rejected_total`)."""
         ...
 
     def count_fanout_auth_rejected(self) -> None:
@@ -112,15 +139,19 @@ class Subscription(Generic[_T]):
         "_bus",
         "_closed",
         "_framed",
+        "_max_age",
+        "_max_bytes",
         "_on_drop",
         "_on_slow",
         "_patterns",
         "_queue",
         "_slow_after",
         "_streak",
+        "_times",
         "_waiter",
         "dropped",
         "maxsize",
+        "queued_bytes",
     )
 
     def __init__(
@@ -131,8 +162,10 @@ class Subscription(Generic[_T]):
         *,
         framed: bool,
         on_drop: Callable[[], None],
-        on_slow: Callable[[], None] | None = None,
+        on_slow: Callable[[str], None] | None = None,
         slow_after: int | None = None,
+        max_bytes: int | None = None,
+        max_age: float | None = None,
     ) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
@@ -145,6 +178,15 @@ class Subscription(Generic[_T]):
         self._on_slow = on_slow
         self._slow_after = slow_after
         self._streak = 0  # overflows since the consumer last took a message
+        # Byte and age bounds apply to websocket clients (framed: items are bytes). `_times` holds each buffered
+        # item's enqueue time (monotonic), parallel to `_queue`, so the oldest one's age is `now - _times[0]`.
+        self._max_bytes = max_bytes
+        self._max_age = max_age
+        self._times: collections.deque[float] | None = (
+            collections.deque() if framed and (max_bytes is not None or max_age is not None) else None
+        )
+        self.queued_bytes = 0
+        """Bytes buffered (websocket clients only; 0 for in-process subscriptions)."""
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self.dropped = 0
@@ -193,7 +235,22 @@ class Subscription(Generic[_T]):
         if not self._queue:
             return None
         self._streak = 0
-        return self._queue.popleft()
+        return self._pop()
+
+    def clear(self) -> None:
+        """Drop everything buffered (a disconnected client's backlog: its memory is released now)."""
+        self._queue.clear()
+        if self._times is not None:
+            self._times.clear()
+        self.queued_bytes = 0
+
+    def _pop(self) -> _T:
+        item = self._queue.popleft()
+        if self._framed:
+            self.queued_bytes -= len(item)  # type: ignore[arg-type]  # framed items are bytes
+            if self._times is not None:
+                self._times.popleft()
+        return item
 
     def __aiter__(self) -> Self:
         return self
@@ -212,7 +269,7 @@ class Subscription(Generic[_T]):
                     self._waiter = None
         # The consumer is keeping up again: the slow-consumer streak counts only uninterrupted overflows.
         self._streak = 0
-        return queue.popleft()
+        return self._pop()
 
     async def __aenter__(self) -> Self:
         return self
@@ -233,15 +290,28 @@ class Subscription(Generic[_T]):
     def _push(self, item: _T) -> None:
         queue = self._queue
         if len(queue) >= self.maxsize:
-            queue.popleft()
+            self._pop()
             self.dropped += 1
             self._streak += 1
             self._on_drop()
             if self._streak == self._slow_after and self._on_slow is not None:
-                self._on_slow()
+                self._on_slow("slow")
                 if self._closed:
                     return
         queue.append(item)
+        if self._framed:
+            self.queued_bytes += len(item)  # type: ignore[arg-type]  # framed items are bytes
+            times = self._times
+            if times is not None:
+                now = time.monotonic()
+                times.append(now)
+                if self._on_slow is not None:
+                    if self._max_bytes is not None and self.queued_bytes > self._max_bytes:
+                        self._on_slow("slow_bytes")
+                    elif self._max_age is not None and now - times[0] > self._max_age:
+                        self._on_slow("slow_lag")
+                    if self._closed:
+                        return
         self._wake()
 
     def _wake(self) -> None:
@@ -253,16 +323,49 @@ class Subscription(Generic[_T]):
 
 
 class _Client:
-    """One websocket client: its connection, its subscription, and the relay task that feeds it."""
+    """One websocket client: its connection, its subscription, the relay task that feeds it, and the token
+    bucket that rate-limits its control messages."""
 
-    __slots__ = ("name", "reason", "relay", "sub", "ws")
+    __slots__ = ("bucket_at", "name", "reason", "relay", "sub", "tokens", "ws")
 
-    def __init__(self, ws: ServerConnection) -> None:
+    def __init__(self, ws: ServerConnection, burst: float) -> None:
         self.ws = ws
         self.name = f"{ws.remote_address[0]}:{ws.remote_address[1]}" if ws.remote_address else str(ws.id)
         self.sub: Subscription[bytes] | None = None
         self.relay: asyncio.Task[None] | None = None
         self.reason: str | None = None  # why it was disconnected, decided once
+        self.tokens = burst
+        self.bucket_at = time.monotonic()
+
+
+class _GuardedConnection(ServerConnection):
+    """A websocket server connection that records when it was accepted and since when it has held an incomplete
+    frame (or an incomplete opening request), so the bus's sweeper can abort slow senders."""
+
+    def __init__(self, *args: Any, bus: EmbeddedBus, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bus = bus
+        self.made_at = self.loop.time()
+        self.partial_since: float | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.made_at = self.loop.time()
+        self.bus._conns.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.bus._conns.discard(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # The sans-I/O parser keeps the bytes of an incomplete request line, header block or frame in its
+        # reader's buffer until the rest arrives; an empty buffer means nothing is half-received.
+        if self.protocol.reader.buffer:
+            if self.partial_since is None:
+                self.partial_since = self.loop.time()
+        else:
+            self.partial_since = None
 
 
 class EmbeddedBus:
@@ -277,6 +380,12 @@ class EmbeddedBus:
         telemetry: where counters go (a `flowgauge.telemetry.instruments.Telemetry`); None counts only locally.
         slow_client_overflows: consecutive buffer overflows after which a websocket client is disconnected.
         close_timeout: seconds allowed for a websocket closing handshake before the TCP connection is aborted.
+        client_queue_bytes: a websocket client whose buffer holds more bytes than this is disconnected.
+        client_max_lag_s: a websocket client whose oldest buffered message is older than this is disconnected.
+        handshake_timeout: seconds from accept to a completed opening handshake, else the socket is aborted.
+        frame_timeout: seconds a connection may hold an incomplete frame, else it is aborted.
+        ping_interval / ping_timeout: websocket keepalive; a client that misses a pong is closed.
+        control_rate / control_burst: token bucket per client for control messages (per second / at once).
     """
 
     backend = BACKEND
@@ -291,11 +400,34 @@ class EmbeddedBus:
         *,
         slow_client_overflows: int = 1000,
         close_timeout: float = 5.0,
+        client_queue_bytes: int = 8 * 1024 * 1024,
+        client_max_lag_s: float = 10.0,
+        handshake_timeout: float = 5.0,
+        frame_timeout: float = 5.0,
+        ping_interval: float = 20.0,
+        ping_timeout: float = 20.0,
+        control_rate: float = 10.0,
+        control_burst: int = 20,
     ) -> None:
         if client_queue < 1:
             raise ValueError(f"client_queue must be >= 1, got {client_queue}")
         if slow_client_overflows < 1:
             raise ValueError(f"slow_client_overflows must be >= 1, got {slow_client_overflows}")
+        if client_queue_bytes < 1 or client_max_lag_s <= 0:
+            raise ValueError("client_queue_bytes must be >= 1 and client_max_lag_s > 0")
+        if min(handshake_timeout, frame_timeout, ping_interval, ping_timeout, control_rate) <= 0 or control_burst < 1:
+            raise ValueError("timeouts, ping settings and control_rate must be > 0, control_burst >= 1")
+        self._queue_bytes = client_queue_bytes
+        self._max_lag = client_max_lag_s
+        self._handshake_timeout = handshake_timeout
+        self._frame_timeout = frame_timeout
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._control_rate = control_rate
+        self._control_burst = float(control_burst)
+        self._conns: set[_GuardedConnection] = set()  # every accepted websocket connection, handshaking or open
+        self._by_conn: dict[ServerConnection, _Client] = {}
+        self._logs = BurstLimiter(_LOG_INTERVAL_S)
         self._host = host
         self._port = port
         self._token = token or None
@@ -383,6 +515,11 @@ class EmbeddedBus:
         """Live subscriptions, in-process and websocket."""
         return len(self._subs)
 
+    def client_backlog(self) -> tuple[int, int]:
+        """(messages, bytes) buffered for websocket clients still held by the bus, summed over clients."""
+        subs = [c.sub for c in self._clients if c.sub is not None]
+        return sum(len(s) for s in subs), sum(s.queued_bytes for s in subs)
+
     # ----------------------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
@@ -406,7 +543,13 @@ class EmbeddedBus:
                 compression=None,
                 max_size=_MAX_CONTROL_BYTES,
                 close_timeout=self._close_timeout,
+                ping_interval=self._ping_interval,
+                ping_timeout=self._ping_timeout,
+                # The sweeper enforces (and counts) handshake_timeout; websockets' own timeout is a backstop.
+                open_timeout=self._handshake_timeout * 2,
+                create_connection=functools.partial(_GuardedConnection, bus=self),  # type: ignore[arg-type]
             )
+            self._spawn(self._sweep(), "fanout-sweep")
         self._started = True
         if self._telemetry is not None:
             self._telemetry.set_fanout_clients(0)
@@ -520,9 +663,12 @@ class EmbeddedBus:
         if self._token is None:
             return None
         supplied: str | None = None
-        header = request.headers.get("Authorization")
-        if header is not None:
-            scheme, _, credentials = header.partition(" ")
+        # get_all, not get: get raises on a repeated header, which websockets answers with a 500 and a traceback.
+        headers = request.headers.get_all("Authorization")
+        if len(headers) > 1:
+            return self._unauthorized(connection, "several Authorization headers")
+        if headers:
+            scheme, _, credentials = headers[0].partition(" ")
             if scheme.lower() == "bearer":
                 supplied = credentials.strip()
         else:
@@ -533,23 +679,32 @@ class EmbeddedBus:
         # compare_digest: do not leak the token's prefix through response timing.
         if supplied is not None and hmac.compare_digest(supplied.encode(), self._token.encode()):
             return None
+        return self._unauthorized(connection, "missing token" if supplied is None else "wrong token")
+
+    def _unauthorized(self, connection: ServerConnection, why: str) -> Response:
         if self._telemetry is not None:
             self._telemetry.count_fanout_auth_rejected()
+        held_back = self._logs.allow("auth")
+        if held_back is not None:
+            log.warning("fanout_auth_rejected: client=%s why=%s (%d more rejections not logged)",
+                        _peer(connection), why, held_back)
         response = connection.respond(HTTPStatus.UNAUTHORIZED, "unauthorized\n")
         response.headers["WWW-Authenticate"] = 'Bearer realm="flowgauge"'
         return response
 
     async def _serve_client(self, ws: ServerConnection) -> None:
         """Connection handler: owns the client's subscription and relay, answers control messages."""
-        client = _Client(ws)
+        client = _Client(ws, self._control_burst)
         sub: Subscription[bytes] = Subscription(
             self,
             (),
             self._client_queue,
             framed=True,
             on_drop=self._on_client_drop,
-            on_slow=lambda: self._kick_slow(client),
+            on_slow=lambda reason: self._kick_slow(client, reason),
             slow_after=self._slow_after,
+            max_bytes=self._queue_bytes,
+            max_age=self._max_lag,
         )
         client.sub = sub
         if self._closing:
@@ -557,9 +712,10 @@ class EmbeddedBus:
             return
         self._attach(sub)
         self._clients.add(client)
+        self._by_conn[ws] = client
         self._report_clients()
         client.relay = self._spawn(self._relay(client), f"fanout-relay:{client.name}")
-        log.info("fanout_client_connected: client=%s", client.name)
+        self._log_connection("fanout_client_connected: client=%s clients=%d", client.name, len(self._clients))
         try:
             async for message in ws:
                 await self._on_control(client, message)
@@ -567,14 +723,25 @@ class EmbeddedBus:
             pass  # abnormal closure by the peer or an abort by us: either way this client is gone
         finally:
             sub.close()
+            sub.clear()
             self._clients.discard(client)
+            self._by_conn.pop(ws, None)
+            sent = ws.protocol.close_sent
+            if sent is not None and sent.code == CloseCode.INTERNAL_ERROR and sent.reason == _KEEPALIVE_REASON:
+                self._mark_disconnect(client, "keepalive")
             self._mark_disconnect(client, "client")
             self._report_clients()
             client.relay.cancel()
             # asyncio.wait neither raises the relay's CancelledError here nor swallows our own cancellation.
             await asyncio.wait([client.relay])
-            log.info("fanout_client_disconnected: client=%s reason=%s dropped=%d",
-                     client.name, client.reason, sub.dropped)
+            self._log_connection("fanout_client_disconnected: client=%s reason=%s dropped=%d clients=%d",
+                                 client.name, client.reason, sub.dropped, len(self._clients))
+
+    def _log_connection(self, message: str, *args: object) -> None:
+        """Connection lines, at most one per `_LOG_INTERVAL_S` (the counters and the gauge carry the totals)."""
+        held_back = self._logs.allow("connection")
+        if held_back is not None:
+            log.info(message + " (%d connection events not logged)", *args, held_back)
 
     async def _relay(self, client: _Client) -> None:
         """Move frames from the client's buffer to its socket; `send` waits while the socket is congested."""
@@ -589,70 +756,135 @@ class EmbeddedBus:
         """Apply one subscribe/unsubscribe request and answer it; bad requests get an error reply."""
         assert client.sub is not None
         reply: dict[str, object]
-        try:
-            request = orjson.loads(message)
-        except orjson.JSONDecodeError:
-            request = None
-            reply = {"op": "error", "error": "invalid JSON"}
+        request: object = None
+        if not self._take_token(client):
+            # Checked before parsing: a flood costs one bucket update and one small reply per message.
+            reply, reason = {"op": "error", "error": f"rate limited: at most {self._control_rate:g} control "
+                                                      f"messages per second"}, "rate_limited"
+        elif isinstance(message, bytes):
+            reply, reason = {"op": "error", "error": "control messages must be text frames"}, "binary"
         else:
-            reply = self._apply_control(client.sub, request)
-        if isinstance(request, dict):
-            request_id = request.get("id")
-            if isinstance(request_id, str | int) and not isinstance(request_id, bool):
+            try:
+                request = orjson.loads(message)
+            except orjson.JSONDecodeError:
+                reply, reason = {"op": "error", "error": "invalid JSON"}, "invalid"
+            else:
+                reply, reason = self._apply_control(client.sub, request)
+        if isinstance(request, dict) and "id" in request:
+            request_id = request["id"]
+            if isinstance(request_id, str) and len(request_id) > _MAX_REQUEST_ID_CHARS:
+                reply = {"op": "error", "error": f"'id' is longer than {_MAX_REQUEST_ID_CHARS} characters"}
+                reason = "limit"
+            elif isinstance(request_id, str | int) and not isinstance(request_id, bool):
                 reply["id"] = request_id
+        if reason and self._telemetry is not None:
+            self._telemetry.count_fanout_control_rejected(reason)
         await client.ws.send(orjson.dumps(reply), text=True)
 
-    def _apply_control(self, sub: Subscription[bytes], request: object) -> dict[str, object]:
+    def _take_token(self, client: _Client) -> bool:
+        now = time.monotonic()
+        client.tokens = min(self._control_burst, client.tokens + (now - client.bucket_at) * self._control_rate)
+        client.bucket_at = now
+        if client.tokens < 1.0:
+            return False
+        client.tokens -= 1.0
+        return True
+
+    def _apply_control(self, sub: Subscription[bytes], request: object) -> tuple[dict[str, object], str]:
+        """The reply and, for a refused request, the counted reason (`limit` or `invalid`; "" when applied).
+
+        Every bound (count, length, characters) is checked before any pattern is compiled or matched: compiling
+        and matching are what a request can make expensive.
+        """
         if not isinstance(request, dict):
-            return {"op": "error", "error": "expected a JSON object"}
+            return {"op": "error", "error": "expected a JSON object"}, "invalid"
         op = request.get("op")
         if op not in ("subscribe", "unsubscribe"):
-            return {"op": "error", "error": f"unknown op {str(op)[:_MAX_ERROR_ECHO]!r}"}
+            return {"op": "error", "error": f"unknown op {str(op)[:_MAX_ERROR_ECHO]!r}"}, "invalid"
         patterns = request.get("patterns")
         if (
             not isinstance(patterns, list)
             or not patterns
             or not all(isinstance(p, str) for p in patterns)
         ):
-            return {"op": "error", "error": "'patterns' must be a non-empty list of strings"}
+            return {"op": "error", "error": "'patterns' must be a non-empty list of strings"}, "invalid"
+        if len(patterns) > _MAX_PATTERNS_PER_CLIENT:
+            return {"op": "error", "error": f"at most {_MAX_PATTERNS_PER_CLIENT} patterns per client"}, "limit"
+        if any(len(p) > _MAX_PATTERN_CHARS for p in patterns):
+            return {"op": "error", "error": f"a pattern is longer than {_MAX_PATTERN_CHARS} characters"}, "limit"
+        if not all(p.isascii() and p.isprintable() for p in patterns):
+            return {"op": "error", "error": "patterns must be printable ASCII"}, "invalid"
         if op == "unsubscribe":
             sub.remove_patterns(patterns)
-            return {"op": "subscribed", "patterns": list(sub.patterns)}
-        if any(len(p) > _MAX_PATTERN_CHARS for p in patterns):
-            return {"op": "error", "error": f"a pattern is longer than {_MAX_PATTERN_CHARS} characters"}
+            return {"op": "subscribed", "patterns": list(sub.patterns)}, ""
+        if len(set(sub.patterns).union(patterns)) > _MAX_PATTERNS_PER_CLIENT:
+            return {"op": "error", "error": f"at most {_MAX_PATTERNS_PER_CLIENT} patterns per client"}, "limit"
         try:
             compiled = [TopicPattern(p) for p in patterns]
         except ValueError as exc:
-            return {"op": "error", "error": str(exc)[: 2 * _MAX_PATTERN_CHARS]}
-        if len(set(sub.patterns) | {p.pattern for p in compiled}) > _MAX_PATTERNS_PER_CLIENT:
-            return {"op": "error", "error": f"at most {_MAX_PATTERNS_PER_CLIENT} patterns per client"}
+            return {"op": "error", "error": str(exc)[: 2 * _MAX_PATTERN_CHARS]}, "invalid"
         new = [p for p in compiled if p.pattern not in sub.patterns]
         # Topics the earlier patterns already match are being streamed live: no snapshot for those.
         snapshot = [
             (topic, payload)
             for topic, payload in self._latest.items()
             if any(p.matches(topic) for p in new) and not sub._matches(topic)
-        ]
+        ] if new else []
         sub.add_patterns(compiled)
         # Queued before returning to the loop, so every live frame published from now on comes after them.
         for topic, payload in snapshot:
             sub._push(snapshot_frame(topic, payload))
-        return {"op": "subscribed", "patterns": list(sub.patterns)}
+        return {"op": "subscribed", "patterns": list(sub.patterns)}, ""
 
-    def _kick_slow(self, client: _Client) -> None:
-        """Called from `publish` when a client's buffer overflowed too many times in a row."""
+    def _kick_slow(self, client: _Client, reason: str) -> None:
+        """Called from `publish` when a client's buffer overflowed too many times in a row (`slow`), holds too
+        many bytes (`slow_bytes`) or its oldest message is too old (`slow_lag`)."""
         if client.reason is not None or self._closing:
             return
-        self._mark_disconnect(client, "slow")
+        self._mark_disconnect(client, reason)
         assert client.sub is not None
-        log.warning("fanout_slow_client: client=%s dropped=%d, disconnecting",
-                    client.name, client.sub.dropped)
-        # Stop buffering for it now; what is already buffered is still offered until the close completes.
+        held_back = self._logs.allow("slow")
+        if held_back is not None:
+            log.warning("fanout_slow_client: client=%s reason=%s dropped=%d queued=%d bytes=%d, disconnecting "
+                        "(%d more not logged)", client.name, reason, client.sub.dropped, len(client.sub),
+                        client.sub.queued_bytes, held_back)
+        # Stop buffering for it now and free its backlog: a client this far behind would only get stale data.
         client.sub.close()
+        client.sub.clear()
         self._spawn(
             self._close_client(client, CloseCode.TRY_AGAIN_LATER, "slow consumer"),
             f"fanout-kick:{client.name}",
         )
+
+    async def _sweep(self) -> None:
+        """Abort slow senders: a handshake not done within `handshake_timeout` of the accept, or an incomplete
+        frame held for `frame_timeout` (websockets itself waits for the rest of a frame indefinitely)."""
+        loop = asyncio.get_running_loop()
+        period = max(0.05, min(self._handshake_timeout, self._frame_timeout) / 4)
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for conn in list(self._conns):
+                if conn.protocol.state is State.CONNECTING:
+                    late = now - conn.made_at > self._handshake_timeout
+                else:
+                    late = conn.partial_since is not None and now - conn.partial_since > self._frame_timeout
+                if late:
+                    self._abort_slow_sender(conn)
+
+    def _abort_slow_sender(self, conn: _GuardedConnection) -> None:
+        self._conns.discard(conn)
+        client = self._by_conn.get(conn)
+        if client is not None:
+            self._mark_disconnect(client, "deadline")
+        elif self._telemetry is not None:
+            self._telemetry.count_fanout_disconnect("deadline")
+        stage = "handshake" if conn.protocol.state is State.CONNECTING else "frame"
+        held_back = self._logs.allow("deadline")
+        if held_back is not None:
+            log.warning("fanout_slow_sender: client=%s stage=%s, aborted (%d more not logged)",
+                        _peer(conn), stage, held_back)
+        conn.transport.abort()
 
     async def _close_client(self, client: _Client, code: CloseCode, reason: str) -> None:
         """Closing handshake bounded by `close_timeout`; a peer that does not read is aborted."""
@@ -685,3 +917,8 @@ class EmbeddedBus:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("fanout_task_failed: task=%s", task.get_name(), exc_info=task.exception())
+
+
+def _peer(connection: ServerConnection) -> str:
+    address = connection.remote_address
+    return f"{address[0]}:{address[1]}" if address else str(connection.id)

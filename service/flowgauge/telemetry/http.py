@@ -2,8 +2,15 @@
 
 Sits at the top of `flowgauge.telemetry`; the composition root starts it first and closes it last, so the final
 counters can still be scraped during shutdown. `/metrics` renders the injected registry on the loop thread,
-because the scrape-time signal collector reads engine state that is only safe to touch from that thread.
-Must not use the global `prometheus_client.REGISTRY`, and must not log per request (scrapes are periodic).
+because the scrape-time signal collector reads engine state that is only safe to touch from that thread; the
+rendering (and its gzip form) is cached for `metrics_cache_s`, so any number of scrapers costs the loop at most
+one rendering per interval. Must not use the global `prometheus_client.REGISTRY`, and must not log per request
+(scrapes are periodic); refused requests are logged at most once per 10 s, with the count held back.
+
+With a `token`, `/metrics` and `/status` require exactly one `Authorization: Bearer <token>` header, else 401
+(counted: `count_http_rejected("auth")`); `/healthz` and `/readyz` stay open for probes. A connection whose
+request headers are not complete `header_timeout` seconds after their first byte (or after the accept, for the
+first request) is aborted (counted: `count_http_rejected("deadline")`): aiohttp itself waits indefinitely.
 
     /metrics   Prometheus text format (OpenMetrics when the scraper asks for it), from `registry`
     /healthz   200 "ok" while the process serves HTTP (liveness)
@@ -14,21 +21,94 @@ Must not use the global `prometheus_client.REGISTRY`, and must not log per reque
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import hmac
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from flowgauge.logs import BurstLimiter
+
 __all__ = ["HttpServer"]
 
 log = logging.getLogger(__name__)
 
 _JSON = "application/json"
+_PROTECTED = frozenset({"/metrics", "/status"})  # with a token; /healthz and /readyz stay open for probes
+_LOG_INTERVAL_S = 10.0
+
+
+class HttpTelemetry(Protocol):
+    def count_http_rejected(self, reason: str) -> None:
+        """A request refused (`auth`) or a connection aborted (`deadline`)."""
+        ...
+
+
+class _Guard(asyncio.Protocol):
+    """Wraps aiohttp's per-connection protocol to see when request headers are incomplete, and since when.
+
+    A header block ends with an empty line; bytes received after the last one mean a request is being sent.
+    """
+
+    def __init__(self, inner: asyncio.Protocol, guards: set[_Guard]) -> None:
+        self.inner = inner
+        self._guards = guards
+        self.transport: asyncio.Transport | None = None
+        self.pending_since: float | None = time.monotonic()  # a fresh connection owes its first request
+        self._tail = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._guards.add(self)
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._guards.discard(self)
+        self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        window = self._tail + data
+        end = window.rfind(b"\r\n\r\n")
+        if end == -1:
+            if self.pending_since is None:
+                self.pending_since = time.monotonic()
+        else:
+            self.pending_since = time.monotonic() if end + 4 < len(window) else None
+        self._tail = window[-3:]
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class _GuardedSite(web.TCPSite):
+    """A TCP site whose connections are wrapped in `_Guard`."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, guards: set[_Guard]) -> None:
+        super().__init__(runner, host, port)
+        self._guards = guards
+
+    async def start(self) -> None:
+        self._runner._reg_site(self)
+        server = self._runner.server
+        assert server is not None
+        guards = self._guards
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Guard(server(), guards), self._host, self._port)
 
 
 def _json_response(body: object, status: int = 200) -> web.Response:
@@ -52,6 +132,10 @@ class HttpServer:
         not_ready: producer of the reasons merged into a 503 `/readyz` body (its `reason` replaces the
             default one-liner); None: the body says only "not ready".
         shutdown_timeout: seconds in-flight requests get when the server closes.
+        token: bearer token required by /metrics and /status; None leaves them open.
+        telemetry: where refusals are counted (`Telemetry`); None counts nothing.
+        metrics_cache_s: how long one /metrics rendering is served; 0 renders every scrape.
+        header_timeout: seconds allowed for a request's headers to arrive.
     """
 
     def __init__(
@@ -64,6 +148,10 @@ class HttpServer:
         *,
         shutdown_timeout: float = 5.0,
         not_ready: Callable[[], Mapping[str, Any]] | None = None,
+        token: str | None = None,
+        telemetry: HttpTelemetry | None = None,
+        metrics_cache_s: float = 1.0,
+        header_timeout: float = 5.0,
     ) -> None:
         self._host = host
         self._port = port
@@ -74,9 +162,19 @@ class HttpServer:
         self._shutdown_timeout = shutdown_timeout
         self._runner: web.AppRunner | None = None
         self._closed = False
+        self._token = token or None
+        self._telemetry = telemetry
+        self._metrics_cache_s = metrics_cache_s
+        self._metrics_cache: dict[tuple[str, bool], tuple[float, bytes]] = {}
+        self.metrics_renders = 0
+        """How many times /metrics rendered the registry (the rest were served from the cache)."""
+        self._header_timeout = header_timeout
+        self._guards: set[_Guard] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._logs = BurstLimiter(_LOG_INTERVAL_S)
 
     def _make_app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._auth] if self._token is not None else [])
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -99,12 +197,13 @@ class HttpServer:
         await runner.setup()
         started = False
         try:
-            await web.TCPSite(runner, self._host, self._port).start()
+            await _GuardedSite(runner, self._host, self._port, self._guards).start()
             started = True
         finally:
             if not started:
                 await runner.cleanup()
         self._runner = runner
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="http-sweep")
 
     @property
     def bound_port(self) -> int:
@@ -122,6 +221,10 @@ class HttpServer:
         """Stop listening, let in-flight requests finish within `shutdown_timeout`, release. Idempotent."""
         self._closed = True
         runner, self._runner = self._runner, None
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.wait([sweeper])
         if runner is not None:
             await runner.cleanup()
 
@@ -139,14 +242,67 @@ class HttpServer:
 
     # ------------------------------------------------------------------------------------------ handlers
 
+    async def _sweep(self) -> None:
+        """Abort connections whose request headers are overdue (header bytes trickled, or none sent)."""
+        period = max(0.05, self._header_timeout / 4)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for guard in list(self._guards):
+                since = guard.pending_since
+                if since is not None and now - since > self._header_timeout and guard.transport is not None:
+                    self._guards.discard(guard)
+                    self._reject("deadline", guard.transport.get_extra_info("peername"))
+                    guard.transport.abort()
+
+    def _reject(self, reason: str, peer: object) -> None:
+        if self._telemetry is not None:
+            self._telemetry.count_http_rejected(reason)
+        held_back = self._logs.allow(reason)
+        if held_back is not None:
+            log.warning("http_rejected: reason=%s client=%s (%d more not logged)", reason, peer, held_back)
+
+    @web.middleware
+    async def _auth(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path not in _PROTECTED:
+            return await handler(request)
+        assert self._token is not None
+        values = request.headers.getall("Authorization", [])
+        scheme, _, supplied = values[0].partition(" ") if len(values) == 1 else ("", "", "")
+        # compare_digest: the response time must not tell how much of a guess was right.
+        if scheme.lower() == "bearer" and hmac.compare_digest(supplied.strip().encode(), self._token.encode()):
+            return await handler(request)
+        self._reject("auth", request.remote)
+        return web.Response(status=401, text="unauthorized\n",
+                            headers={"WWW-Authenticate": 'Bearer realm="flowgauge"'})
+
     async def _metrics(self, request: web.Request) -> web.Response:
         accept = ",".join(request.headers.getall("Accept", []))
         encoder, content_type = choose_encoder(accept)
-        body = encoder(self._registry)
+        gzipped = "gzip" in request.headers.get("Accept-Encoding", "").lower()
+        now = time.monotonic()
+        cached = self._metrics_cache.get((content_type, gzipped))
+        if cached is not None and now - cached[0] < self._metrics_cache_s:
+            body = cached[1]
+        else:
+            plain = self._metrics_cache.get((content_type, False))
+            if plain is not None and now - plain[0] < self._metrics_cache_s:
+                body, rendered_at = plain[1], plain[0]
+            else:
+                body, rendered_at = encoder(self._registry), now
+                self.metrics_renders += 1
+                self._metrics_cache[(content_type, False)] = (now, body)
+            if gzipped:
+                # Compressed once per rendering too: per-scrape compression was most of a scrape's CPU.
+                body = gzip.compress(body, compresslevel=6)
+                self._metrics_cache[(content_type, True)] = (rendered_at, body)
         # The header is set verbatim: aiohttp's content_type= argument rejects the charset/version parameters.
-        response = web.Response(body=body, headers={"Content-Type": content_type})
-        response.enable_compression()
-        return response
+        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")

@@ -53,7 +53,11 @@ BACKEND_DROP_REASONS: Mapping[str, tuple[str, ...]] = {
     "redis": ("queue_full", "send_failed"),
     "null": (),
 }
-DISCONNECT_REASONS: tuple[str, ...] = ("slow", "client", "shutdown")
+DISCONNECT_REASONS: tuple[str, ...] = (
+    "slow", "slow_bytes", "slow_lag", "keepalive", "deadline", "client", "shutdown",
+)
+CONTROL_REJECT_REASONS: tuple[str, ...] = ("rate_limited", "limit", "invalid", "binary")
+HTTP_REJECT_REASONS: tuple[str, ...] = ("auth", "deadline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +232,22 @@ class Telemetry:
         )
         self.fanout_disconnects = Counter(
             "flowgauge_fanout_disconnects_total",
-            "Websocket client disconnects by reason: slow, client, shutdown (disconnects).",
+            "Websocket connections ended by reason: client (the peer left), shutdown, slow (buffer overflowed too "
+            "often in a row), slow_bytes (buffer over bus.embedded.client_queue_bytes), slow_lag (oldest buffered "
+            "message older than bus.embedded.client_max_lag_s), keepalive (no pong in time), deadline (handshake "
+            "or a frame not completed in time) (disconnects).",
+            ["reason"], registry=r,
+        )
+        self.fanout_control_rejected = Counter(
+            "flowgauge_fanout_control_rejected_total",
+            "Websocket control messages refused by reason: rate_limited, limit (pattern count or length, id "
+            "length), invalid, binary (messages).",
+            ["reason"], registry=r,
+        )
+        self.http_rejected = Counter(
+            "flowgauge_http_rejected_total",
+            "HTTP requests or connections refused by reason: auth (401: missing, wrong or repeated token), "
+            "deadline (request headers not complete in time) (requests).",
             ["reason"], registry=r,
         )
         self.fanout_auth_rejected = Counter(
@@ -264,6 +283,8 @@ class Telemetry:
         for backend in backends:
             self._backend_children(backend)
         self._disconnects = {reason: self.fanout_disconnects.labels(reason) for reason in DISCONNECT_REASONS}
+        self._control_rejected = {r_: self.fanout_control_rejected.labels(r_) for r_ in CONTROL_REJECT_REASONS}
+        self._http_rejected = {r_: self.http_rejected.labels(r_) for r_ in HTTP_REJECT_REASONS}
 
     # ------------------------------------------------------------------------------- label-set registration
 
@@ -365,6 +386,14 @@ class Telemetry:
 
     def count_fanout_auth_rejected(self) -> None:
         self.fanout_auth_rejected.inc()
+
+    def count_fanout_control_rejected(self, reason: str) -> None:
+        """A websocket control message refused; `reason` is one of `CONTROL_REJECT_REASONS`."""
+        self._control_rejected[reason].inc()
+
+    def count_http_rejected(self, reason: str) -> None:
+        """An HTTP request (or connection) refused; `reason` is one of `HTTP_REJECT_REASONS`."""
+        self._http_rejected[reason].inc()
 
     def count_rest_request(self, venue: str, kind: str, outcome: str) -> None:
         """One REST request; `kind` is snapshot, open_interest or long_short."""
