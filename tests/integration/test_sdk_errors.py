@@ -263,14 +263,17 @@ async def test_nothing_is_yielded_after_close(tmp_path: Path) -> None:
             await publisher.close()
 
 
-async def test_a_redis_connection_gone_silent_is_reported_lost(tmp_path: Path) -> None:
-    """The path to Redis stops carrying bytes without a reset: the SDK says the connection is lost (it read
-    nothing forever before: Redis sends no keepalive), within a bound set by open_timeout_s."""
-    with redis_server(tmp_path) as redis:
-        gate = _Gate(redis.port)
+@pytest.mark.parametrize("scheme", ["nats", "redis"])
+async def test_a_connection_gone_silent_is_reported_lost(tmp_path: Path, scheme: str) -> None:
+    """The path to the broker stops carrying bytes without a reset: the SDK says the connection is lost within
+    a bound set by open_timeout_s (Redis sends no keepalive, so it read nothing forever; nats-py's own pings
+    come every 2 minutes, so it took 4-6 minutes)."""
+    broker = nats_server(tmp_path) if scheme == "nats" else redis_server(tmp_path)
+    with broker as server:
+        gate = _Gate(server.port)
         await gate.start()
         try:
-            async with fg.subscribe(f"redis://127.0.0.1:{gate.port}/0", "flowgauge.v1.>", open_timeout_s=1,
+            async with fg.subscribe(f"{scheme}://127.0.0.1:{gate.port}", "flowgauge.v1.>", open_timeout_s=1,
                                     backoff_initial_s=30, backoff_max_s=30) as sub:
                 items: list[fg.Message | fg.Interrupted] = []
 
@@ -283,8 +286,8 @@ async def test_a_redis_connection_gone_silent_is_reported_lost(tmp_path: Path) -
                     gate.flowing.clear()
                     started = time.monotonic()
                     await wait_for(lambda: items, "the Interrupted marker of a silent connection", 10)
-                    assert isinstance(items[0], fg.Interrupted) and "no answer from Redis" in items[0].reason
-                    assert time.monotonic() - started < 4 * TIMEOUT_FACTOR  # silence 1 s, PING, 1 s, checks
+                    assert isinstance(items[0], fg.Interrupted), items
+                    assert time.monotonic() - started < 5 * TIMEOUT_FACTOR, items[0]  # 2-3 times open_timeout_s
                 finally:
                     reader.cancel()
         finally:

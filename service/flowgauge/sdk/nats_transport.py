@@ -71,6 +71,9 @@ class NatsTransport:
                     connect_timeout=max(1, round(self._open_timeout_s)), max_reconnect_attempts=1,
                     reconnect_time_wait=0, disconnected_cb=self._on_disconnected, closed_cb=self._on_disconnected,
                     error_cb=self._on_error, name="flowgauge-sdk", pending_size=0,
+                    # A path that stops carrying bytes without a reset is noticed by unanswered pings; nats-py's
+                    # default (every 2 minutes, 2 outstanding) left a dead subscription unnoticed for 4-6 minutes.
+                    ping_interval=self._open_timeout_s, max_outstanding_pings=2,
                 )
         except BaseException as exc:
             await self._close_failed()
