@@ -39,6 +39,7 @@ __all__ = [
     "SimMarket",
     "SimulatorServer",
     "Subscriptions",
+    "TapeClock",
     "bind_port",
     "is_int",
     "json_response",
@@ -333,6 +334,7 @@ class SimulatorServer(Generic[C]):
         client_queue: int,
         reply_headroom: int,
         slow_client_timeout: float,
+        clock_skew_s: float = 0.0,
     ) -> None:
         if speed < 0:
             raise ValueError("speed must be >= 0")
@@ -351,6 +353,8 @@ class SimulatorServer(Generic[C]):
         self.client_queue = client_queue
         self.reply_headroom = reply_headroom
         self.slow_client_timeout = slow_client_timeout
+        # The venue's exchange clock: recorded times mapped onto wall time, shifted by `clock_skew_s`.
+        self.clock = TapeClock(speed, round(clock_skew_s * 1000))
         # counters
         self.frames_sent = 0  # data frames written to clients (snapshots included, garbage not)
         self.gaps_injected = 0
@@ -621,6 +625,75 @@ class _Timed(Protocol):
 
 F = TypeVar("F", bound=_Timed)
 
+# A recorded frame's exchange times trail its recorded receive time by its recorded latency, which includes the
+# recorder's own backlog (a burst after subscribing arrives seconds late). The served clock keeps at most this much
+# of that extra lag, so every frame leaves stamped within it of the moment it is sent.
+MAX_EXTRA_LAG_MS = 200
+
+
+class TapeClock:
+    """Where the recorded exchange times of the loop being played land on the served (venue) clock.
+
+    At speed N > 0 a recorded exchange time t is served as `origin + (t - anchor) / N` (+ the skew): the loop's
+    origin is the wall clock when the loop starts, and the anchor is the first frame's recorded receive time less
+    the recording's smallest latency, so a frame recorded with that latency is stamped the moment it is sent.
+    Gaps shrink by N exactly as the pacing does, so exchange time follows wall time at every speed and a window
+    holds N times the recorded activity. Two floors keep it honest: a stamp is never more than
+    `MAX_EXTRA_LAG_MS` before the frame's scheduled send time (old news in a recording, such as trades re-sent on
+    subscribe, would otherwise put the clock back), and never before the largest stamp of the previous loop (so
+    every stream stays monotonic across loops). At speed 0 there is no wall schedule: the recorded spacing is
+    kept and each loop starts at least the recording's exchange-time span after the previous one.
+
+    `skew_ms` shifts the whole served clock (`flowgauge simulate --clock-skew S`): a venue whose clock is wrong.
+    """
+
+    __slots__ = ("_floor", "_inv", "_loop_floor", "anchor_ms", "loop", "max_ms", "origin_ms", "skew_ms")
+
+    def __init__(self, speed: float, skew_ms: int = 0) -> None:
+        self._inv = 1.0 / speed if speed > 0 else 1.0
+        self.skew_ms = skew_ms
+        self.loop = 0
+        self.origin_ms = 0  # served time of `anchor_ms` in this loop
+        self.anchor_ms = 0
+        self.max_ms: int | None = None  # largest stamp served so far
+        self._loop_floor = -(1 << 62)  # largest stamp of the previous loop
+        self._floor = self._loop_floor
+
+    def ms(self, recorded_ms: int) -> int:
+        """The served stamp of recorded exchange time `recorded_ms` (ms), within the frame being played."""
+        stamp = max(self.origin_ms + round((recorded_ms - self.anchor_ms) * self._inv), self._floor)
+        if self.max_ms is None or stamp > self.max_ms:
+            self.max_ms = stamp
+        return stamp
+
+    def at(self, recorded_ms: int) -> int:
+        """Like `ms` without floors or bookkeeping: for times that are not events, e.g. a state's age."""
+        return self.origin_ms + round((recorded_ms - self.anchor_ms) * self._inv)
+
+    def now_ms(self) -> int:
+        """The venue's clock now, for stamps made up live (REST answers, synthetic pushes)."""
+        return now_ms() + self.skew_ms
+
+    # -- driven by `play_tape` ------------------------------------------------------------------------
+
+    def start_loop(self, loop: int, origin_ms: int, anchor_ms: int) -> None:
+        self.loop = loop
+        self.origin_ms = origin_ms + self.skew_ms
+        self.anchor_ms = anchor_ms
+        if self.max_ms is not None:
+            self._loop_floor = self.max_ms
+        self._floor = self._loop_floor
+
+    def before_frame(self, send_ms: int | None) -> None:
+        """The next frame is sent at wall time `send_ms` (None at speed 0)."""
+        if send_ms is None:
+            self._floor = self._loop_floor
+        else:
+            self._floor = max(self._loop_floor, send_ms + self.skew_ms - MAX_EXTRA_LAG_MS)
+
+    def paused(self, idle_ms: int) -> None:
+        self.origin_ms += idle_ms
+
 
 async def play_tape(
     sim: SimulatorServer[Any],
@@ -630,30 +703,35 @@ async def play_tape(
     latency_ms: int,
     ts_span_ms: int,
     wait_for_room: Callable[[F], Awaitable[None]],
-    play: Callable[[F, int, int], None],
+    play: Callable[[F, int, TapeClock], None],
     looped: Callable[[], None],
-    on_loop: Callable[[int, int], None] | None = None,
+    on_loop: Callable[[int, TapeClock], None] | None = None,
+    clock: TapeClock | None = None,
 ) -> None:
     """Play `frames` in order, paced by the recorded gaps / `sim.speed`, looping while `sim.loop`.
 
     Waits while `active` is clear (nobody subscribed) and resumes where it was, not with a burst. At speed 0
-    each frame waits for room (`wait_for_room`) instead of a timer. `play(frame, loop, ts_shift)` plays one
-    frame; `ts_shift` (ms) maps recorded exchange times to now: one constant per loop, chosen so the frame with
-    the smallest recorded latency (`latency_ms`) is stamped "now" at speed 1, never moving backwards (at least
-    `ts_span_ms` more each loop) and pushed on by the time spent paused. `on_loop(loop, ts_shift)` runs as
-    each loop starts, `looped()` as each ends.
+    each frame waits for room (`wait_for_room`) instead of a timer. `play(frame, loop, clock)` plays one
+    frame, stamping its exchange times with `clock.ms` (see `TapeClock`: the smallest recorded latency is
+    `latency_ms`, the exchange-time span `ts_span_ms`); `clock` defaults to `sim.clock`. `on_loop(loop, clock)`
+    runs as each loop starts, `looped()` as each ends.
     """
     if not frames:
         return
+    clock = clock if clock is not None else sim.clock
     first_ts = frames[0].ts
-    ts_shift: int | None = None
+    first_ms = round(first_ts * 1000)
+    anchor = first_ms - latency_ms
+    speed = sim.speed
     loop = 0
     while True:
         await active.wait()
-        live = now_ms() - round(first_ts * 1000) + latency_ms
-        ts_shift = live if ts_shift is None else max(live, ts_shift + ts_span_ms)
+        wall = now_ms()
+        # At speed 0 there is no schedule: the recorded spacing, each loop after the last one's span.
+        origin = wall if speed > 0 or loop == 0 else max(wall, clock.origin_ms - clock.skew_ms + ts_span_ms)
+        clock.start_loop(loop, origin, anchor)
         if on_loop is not None:
-            on_loop(loop, ts_shift)
+            on_loop(loop, clock)
         base = time.monotonic()
         for n, frame in enumerate(frames):
             if not active.is_set():
@@ -661,18 +739,22 @@ async def play_tape(
                 await active.wait()
                 idle = time.monotonic() - paused
                 base += idle  # resume where we were, not with a burst
-                ts_shift += round(idle * 1000)
-            if sim.speed > 0:
-                delay = base + (frame.ts - first_ts) / sim.speed - time.monotonic()
+                clock.paused(round(idle * 1000))
+                wall += round(idle * 1000)
+            if speed > 0:
+                offset = (frame.ts - first_ts) / speed
+                delay = base + offset - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 elif n % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
+                clock.before_frame(wall + round(offset * 1000))
             else:
                 if n % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 await wait_for_room(frame)
-            play(frame, loop, ts_shift)
+                clock.before_frame(None)
+            play(frame, loop, clock)
         loop += 1
         looped()
         if not sim.loop:
@@ -703,6 +785,7 @@ class SimMarket(Generic[S, K, C, F]):
         self.tape = tape
         self.subs: Subscriptions[K, C] = Subscriptions()  # `active` while anyone subscribes here
         self.loops_completed = 0
+        self.clock = TapeClock(sim.speed, sim.clock.skew_ms)  # this tape's own (a server may play several)
 
     def unsubscribe(self, client: C, key: K) -> None:
         self.subs.remove(client, key)
@@ -721,6 +804,7 @@ class SimMarket(Generic[S, K, C, F]):
             wait_for_room=self._wait_for_room,
             play=self._play_at,
             looped=self._looped,
+            clock=self.clock,
         )
 
     def _looped(self) -> None:
@@ -734,7 +818,7 @@ class SimMarket(Generic[S, K, C, F]):
     def _keys_of(self, frame: F) -> Sequence[K]:
         raise NotImplementedError
 
-    def _play_at(self, frame: F, loop: int, ts_shift: int) -> None:
+    def _play_at(self, frame: F, loop: int, clock: TapeClock) -> None:
         raise NotImplementedError
 
 

@@ -40,9 +40,11 @@ so REST depth answers are the true book after the last diff played, with `lastUp
   5-minute series. fundingInfo lists `funding_intervals` (default: none, i.e. every symbol 8 h).
 kline and other recorded streams are not served.
 
-Loops. When the recording ends the tape restarts with exchange times shifted forward and ids shifted by more than
-the recording's span. The book does not jump: the first diff of the new loop turns the book at the end of the last
-loop back into the recorded snapshot (`pu` = last `u`), so a client that follows `pu` stays valid across loops.
+Loops. When the recording ends the tape restarts with ids shifted by more than the recording's span; exchange times
+(`E`, `T`, a liquidation's `o.T`; a mark price's `T`, the next funding time, moves with its `E`) follow the wall
+clock through `base.TapeClock` at every speed and across loops (shifted by `clock_skew_s`). The book does not
+jump: the first diff of the new loop turns the book at the end of the last loop back into the recorded snapshot
+(`pu` = last `u`), so a client that follows `pu` stays valid across loops.
 
 Faults. `gap_every=N` withholds every N-th depth diff of each symbol from all clients (the simulator's book still
 applies it, so a resync snapshot is correct). `garbage_every=N` sends each client a malformed frame after every N
@@ -81,9 +83,9 @@ from flowgauge.simulate.base import (
     SimClient,
     SimulatorServer,
     Subscriptions,
+    TapeClock,
     is_int,
     json_response,
-    now_ms,
     play_tape,
     simulator_runner,
 )
@@ -388,16 +390,20 @@ def _diff_side(current: Mapping[float, tuple[str, str]], target: Sequence[Sequen
 @dataclass(slots=True, frozen=True)
 class _Shift:
     loop: int
-    ts_ms: int
+    clock: TapeClock  # maps exchange times
     ids: int
     trades: int
 
 
 def _rewrite(data: dict[str, Any], kind: str, label: _Label, shift: _Shift) -> None:
     """Relabel one decoded payload for a served symbol and shift its times and ids for the loop, in place."""
-    for key in ("E", "T"):  # event and trade times (markPrice: the next funding time, moved alike)
+    recorded_e = data.get("E")
+    for key in ("E", "T"):  # event and trade times
         if is_int(data.get(key)) and data[key]:
-            data[key] += shift.ts_ms
+            if key == "T" and kind == "markPrice" and is_int(recorded_e) and recorded_e:
+                data[key] += data["E"] - recorded_e  # the next funding time: a schedule, moved with E, not scaled
+            else:
+                data[key] = shift.clock.ms(data[key])
     ids = label.id_offset + shift.ids
     trades = label.trade_offset + shift.trades
     if kind == "depth":
@@ -417,7 +423,7 @@ def _rewrite(data: dict[str, Any], kind: str, label: _Label, shift: _Shift) -> N
     elif kind == "forceOrder":
         order = data.get("o", {})
         if is_int(order.get("T")):
-            order["T"] += shift.ts_ms
+            order["T"] = shift.clock.ms(order["T"])
         order["p"], order["ap"] = label.px(order.get("p")), label.px(order.get("ap"))
         order["s"] = label.name
         return
@@ -473,7 +479,7 @@ class _Client(SimClient["BinanceUsdmSimulator", str]):
 
     def bad_payload(self) -> dict[str, Any]:
         stream = self.last_key or next(iter(sorted(self.keys)), "btcusdt@depth@100ms")
-        now = now_ms()
+        now = self.sim.clock.now_ms()
         if _kind_of_stream(stream) == "depth":
             data: dict[str, Any] = {
                 "e": "depthUpdate", "E": now, "T": str(now), "s": 12345, "U": "NaN", "u": [1.5],
@@ -533,6 +539,7 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
         client_queue: int = 4096,
         reply_headroom: int = 256,
         slow_client_timeout: float = 10.0,
+        clock_skew_s: float = 0.0,
     ) -> None:
         if liquidation_every is not None and liquidation_every < 1:
             raise ValueError("liquidation_every must be >= 1 or None")
@@ -543,6 +550,7 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
         super().__init__(
             recording_path, host, port, speed, loop, garbage_every, gap_every,
             client_queue=client_queue, reply_headroom=reply_headroom, slow_client_timeout=slow_client_timeout,
+            clock_skew_s=clock_skew_s,
         )  # fmt: skip
         self.serve = tuple(serve)
         self.liquidation_every = liquidation_every
@@ -564,7 +572,7 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
         self._by_source: dict[str, list[_Symbol]] = collections.defaultdict(list)
         self._tape: _Tape | None = None
         self._subs: Subscriptions[str, _Client] = Subscriptions()
-        self._shift = _Shift(0, 0, 0, 0)
+        self._shift = _Shift(0, self.clock, 0, 0)
         self._next_mark = 0.0  # recorded time (s) of the next synthetic mark price
         self._tape_ms = 0  # exchange time of the last frame played
         self._weight_minute = 0
@@ -630,13 +638,13 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
             on_loop=self._start_loop,
         )
 
-    def _start_loop(self, loop: int, ts_shift: int) -> None:
+    def _start_loop(self, loop: int, clock: TapeClock) -> None:
         tape = self._tape
         assert tape is not None
         first_ts = tape.frames[0].ts
-        self._shift = shift = _Shift(loop, ts_shift, loop * tape.id_span, loop * tape.trade_span)
+        self._shift = shift = _Shift(loop, clock, loop * tape.id_span, loop * tape.trade_span)
         if loop:
-            self._restart_books(shift, round(first_ts * 1000) + ts_shift)
+            self._restart_books(shift, clock.ms(round(first_ts * 1000) - tape.latency_ms))
         self._next_mark = math.floor(first_ts) + 1.0
 
     def _looped(self) -> None:
@@ -646,12 +654,11 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
         """Speed 0: let every client drain before the next frame (bounded wait)."""
         await self.wait_for_room(lambda: self._clients)
 
-    def _play_at(self, frame: _Frame, loop: int, ts_shift: int) -> None:
+    def _play_at(self, frame: _Frame, loop: int, clock: TapeClock) -> None:
         shift = self._shift
-        if ts_shift != shift.ts_ms:  # resumed after a pause: exchange times moved on by the idle time
-            self._shift = shift = _Shift(loop, ts_shift, shift.ids, shift.trades)
+        latency = self._tape.latency_ms if self._tape is not None else 0
         while frame.ts >= self._next_mark:
-            self._emit_marks(round(self._next_mark * 1000) + ts_shift)
+            self._emit_marks(clock.ms(round(self._next_mark * 1000) - latency))
             self._next_mark += 1.0
         self._play(frame, shift)
 
@@ -821,7 +828,7 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
                 base = state.name.removesuffix(str(source.get("quoteAsset", "USDT")))
                 rows.append({**source, "symbol": state.name, "pair": state.name, "baseAsset": base})
         info["symbols"] = rows
-        info["serverTime"] = now_ms()
+        info["serverTime"] = self.clock.now_ms()
         return self._answer(info)
 
     async def _depth(self, request: web.Request) -> web.Response:
@@ -846,8 +853,8 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
             next_first = state.last_u + 1 if self.loop else state.last_u
         body = {
             "lastUpdateId": next_first,
-            "E": self._tape_ms or now_ms(),
-            "T": self._tape_ms or now_ms(),
+            "E": self._tape_ms or self.clock.now_ms(),
+            "T": self._tape_ms or self.clock.now_ms(),
             "bids": [list(state.bids[p]) for p in sorted(state.bids, reverse=True)[:limit]],
             "asks": [list(state.asks[p]) for p in sorted(state.asks)[:limit]],
         }
@@ -862,7 +869,9 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
             self.bad_requests += 1
             return error  # type: ignore[return-value]
         value = state.oi.quantize(state.step)
-        return self._answer({"openInterest": str(value), "symbol": state.name, "time": state.oi_ms or now_ms()})
+        return self._answer(
+            {"openInterest": str(value), "symbol": state.name, "time": state.oi_ms or self.clock.now_ms()}
+        )
 
     async def _ratio(self, request: web.Request) -> web.Response:
         refused = self._charge(0)
@@ -879,7 +888,7 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
             limit = 30
         positions = request.path.endswith("PositionRatio")
         phase = zlib.crc32(f"{state.name}{request.path}".encode()) / 2**32 * 2 * math.pi
-        latest = (now_ms() // period_ms - 1) * period_ms  # the last complete bucket
+        latest = (self.clock.now_ms() // period_ms - 1) * period_ms  # the last complete bucket
         rows = []
         for k in range(limit - 1, -1, -1):
             stamp = latest - k * period_ms
@@ -905,7 +914,7 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
 
     async def _time(self, request: web.Request) -> web.Response:
         refused = self._charge(1)
-        return refused or self._answer({"serverTime": now_ms()})
+        return refused or self._answer({"serverTime": self.clock.now_ms()})
 
     async def _ping(self, request: web.Request) -> web.Response:
         refused = self._charge(1)

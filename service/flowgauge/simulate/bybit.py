@@ -15,12 +15,12 @@ topic, so a client that subscribes late (or unsubscribes and subscribes again to
 snapshot of the current state and then the deltas that follow it (`u` = snapshot `u` + 1). A market
 pauses while nobody is subscribed to anything on it.
 
-Timestamps and ids. Exchange times (`ts`, `cts`, trade `T`; kline bars keep theirs) are shifted by one
-constant per loop so the replay looks live: the frame with the smallest recorded receive latency is
-stamped "now" when sent at speed 1 (at other speeds the times keep the recorded spacing and drift from the
-wall clock). When the recording ends the market loops: `u`, `seq` and `cs` (and trade ids) are shifted by
-a per-loop offset larger than the recording's span, so ids keep increasing, and every orderbook topic
-restarts with its recorded snapshot (a new snapshot is a reset on Bybit).
+Timestamps and ids. Exchange times (`ts`, `cts`, trade `T`; kline bars keep theirs) follow the wall clock
+through `base.TapeClock`: at every speed and across loops a frame is stamped within a fraction of a second of
+when it is sent (gaps divided by `speed`, like the pacing), shifted by `clock_skew_s` if given; a ticker's
+`nextFundingTime` moves with its frame's `ts`. When the recording ends the market loops: `u`, `seq` and `cs`
+(and trade ids) are shifted by a per-loop offset larger than the recording's span, so ids keep increasing,
+and every orderbook topic restarts with its recorded snapshot (a new snapshot is a reset on Bybit).
 
 Faults. `gap_every=N` silently withholds every N-th delta of each orderbook topic from all clients (the
 market's own book still applies it, so a resync snapshot is correct). `garbage_every=N` sends each client
@@ -56,9 +56,9 @@ from flowgauge.simulate.base import (
     SimClient,
     SimMarket,
     SimulatorServer,
+    TapeClock,
     is_int,
     json_response,
-    now_ms,
     simulator_runner,
 )
 
@@ -207,7 +207,7 @@ def _make_tape(recvs: list[Recv]) -> _Tape:
 @dataclass(slots=True, frozen=True)
 class _Shift:
     loop: int
-    ts_ms: int  # added to exchange times
+    clock: TapeClock  # maps exchange times
     u: int  # added to orderbook `u`
     seq: int  # added to `seq` / `cs`
     trade_id: int  # added to numeric trade ids
@@ -215,13 +215,17 @@ class _Shift:
 
 def _rewrite(msg: dict[str, Any], shift: _Shift) -> None:
     """Shift exchange times and ids of one decoded Bybit frame in place."""
+    recorded_ts = msg.get("ts")
     for key in ("ts", "cts"):
         if is_int(msg.get(key)):
-            msg[key] += shift.ts_ms
+            msg[key] = shift.clock.ms(msg[key])
     if is_int(msg.get("cs")):
         msg["cs"] += shift.seq
     data = msg.get("data")
     if isinstance(data, dict):
+        funding = data.get("nextFundingTime")
+        if is_int(recorded_ts) and isinstance(funding, str) and funding.isdigit() and int(funding):
+            data["nextFundingTime"] = str(int(funding) + msg["ts"] - recorded_ts)  # a schedule: moved, not scaled
         if is_int(data.get("u")):
             data["u"] += shift.u
         if is_int(data.get("seq")):
@@ -231,7 +235,7 @@ def _rewrite(msg: dict[str, Any], shift: _Shift) -> None:
             if not isinstance(item, dict):
                 continue
             if is_int(item.get("T")):
-                item["T"] += shift.ts_ms
+                item["T"] = shift.clock.ms(item["T"])
             if is_int(item.get("seq")):
                 item["seq"] += shift.seq
             trade_id = item.get("i")
@@ -365,7 +369,7 @@ class _Client(SimClient["BybitSimulator", str]):
         topic = last if last.startswith("orderbook.") else ""
         if not topic:
             topic = next((t for t in sorted(self.keys) if t.startswith("orderbook.")), "orderbook.200.BTCUSDT")
-        now = now_ms()
+        now = self.sim.clock.now_ms()
         data = {"s": 12345, "b": "not-a-list", "a": [[None, {"size": True}]], "u": "NaN", "seq": [1.5]}
         return {"topic": topic, "type": "delta", "ts": now, "data": data, "cts": str(now)}
 
@@ -407,9 +411,9 @@ class _Market(SimMarket["BybitSimulator", str, _Client, _Frame]):
     def _keys_of(self, frame: _Frame) -> tuple[str]:
         return (frame.topic,)
 
-    def _play_at(self, frame: _Frame, loop: int, ts_shift: int) -> None:
+    def _play_at(self, frame: _Frame, loop: int, clock: TapeClock) -> None:
         tape = self.tape
-        self._play(frame, _Shift(loop, ts_shift, loop * tape.u_span, loop * tape.seq_span, loop * tape.trade_id_span))
+        self._play(frame, _Shift(loop, clock, loop * tape.u_span, loop * tape.seq_span, loop * tape.trade_id_span))
 
     def _play(self, frame: _Frame, shift: _Shift) -> None:
         try:
@@ -463,10 +467,12 @@ class BybitSimulator(SimulatorServer[_Client]):
         client_queue: int = 4096,
         reply_headroom: int = 256,
         slow_client_timeout: float = 10.0,
+        clock_skew_s: float = 0.0,
     ) -> None:
         super().__init__(
             recording_path, host, port, speed, loop, garbage_every, gap_every,
             client_queue=client_queue, reply_headroom=reply_headroom, slow_client_timeout=slow_client_timeout,
+            clock_skew_s=clock_skew_s,
         )  # fmt: skip
         self.markets: dict[str, _Market] = {}
         self._served: _Served | None = None
@@ -516,7 +522,7 @@ class BybitSimulator(SimulatorServer[_Client]):
                     "retMsg": "Illegal category",
                     "result": {},
                     "retExtInfo": {},
-                    "time": now_ms(),
+                    "time": self.clock.now_ms(),
                 }
             )
         assert self._served is not None
@@ -527,7 +533,7 @@ class BybitSimulator(SimulatorServer[_Client]):
                 "retMsg": "OK",
                 "result": {"category": category, "list": []},
                 "retExtInfo": {},
-                "time": now_ms(),
+                "time": self.clock.now_ms(),
             }
             if category != "spot":  # spot answers carry no cursor
                 body["result"]["nextPageCursor"] = ""
@@ -543,11 +549,11 @@ class BybitSimulator(SimulatorServer[_Client]):
             result["nextPageCursor"] = ""  # everything fits one page
         body = dict(recorded)
         body["result"] = result
-        body["time"] = now_ms()
+        body["time"] = self.clock.now_ms()
         return json_response(body)
 
     async def _server_time(self, request: web.Request) -> web.Response:
-        ns = time.time_ns()
+        ns = time.time_ns() + self.clock.skew_ms * 1_000_000
         return json_response(
             {
                 "retCode": 0,
@@ -564,13 +570,19 @@ class BybitSimulator(SimulatorServer[_Client]):
         symbol = request.query.get("symbol", "")
         if not symbol:
             return json_response(
-                {"retCode": 10001, "retMsg": "params error: symbol", "result": {}, "retExtInfo": {}, "time": now_ms()}
+                {
+                    "retCode": 10001,
+                    "retMsg": "params error: symbol",
+                    "result": {},
+                    "retExtInfo": {},
+                    "time": self.clock.now_ms(),
+                }
             )
-        bucket = now_ms() // 300_000 * 300_000
+        bucket = self.clock.now_ms() // 300_000 * 300_000
         buy = 0.55 + 0.05 * ((bucket // 300_000 + sum(map(ord, symbol))) % 5 - 2) / 2
         row = {"symbol": symbol, "buyRatio": f"{buy:.4f}", "sellRatio": f"{1 - buy:.4f}", "timestamp": str(bucket)}
         return json_response(
-            {"retCode": 0, "retMsg": "OK", "result": {"list": [row]}, "retExtInfo": {}, "time": now_ms()}
+            {"retCode": 0, "retMsg": "OK", "result": {"list": [row]}, "retExtInfo": {}, "time": self.clock.now_ms()}
         )
 
     async def _not_found(self, request: web.Request) -> web.Response:
@@ -580,7 +592,7 @@ class BybitSimulator(SimulatorServer[_Client]):
                 "retMsg": f"Not Found: {request.path}",
                 "result": {},
                 "retExtInfo": {},
-                "time": now_ms(),
+                "time": self.clock.now_ms(),
             },
             status=404,
         )

@@ -38,8 +38,9 @@ Its ticker carries the relabelled best bid/ask and mark, the source's index pric
 and a synthetic `funding_8h` = `current_funding` = the mark's premium over the index clamped to +-0.5%
 (options have no funding to relabel). The source instrument is served under its own name as well.
 
-Timestamps and ids. Exchange times (`timestamp` of books, tickers, trades) are shifted by one constant per
-loop so the replay looks live. When the recording ends the market loops: `change_id`/`prev_change_id` and
+Timestamps and ids. Exchange times (`timestamp` of books, tickers, trades) follow the wall clock through
+`base.TapeClock` at every speed and across loops (shifted by `clock_skew_s`); `usIn`/`usOut` and
+`public/get_time` are the clock now. When the recording ends the market loops: `change_id`/`prev_change_id` and
 `trade_seq` are shifted by a per-loop offset larger than the recording's span, and each book's recorded
 first snapshot is played as a `change` from the current book to that snapshot's content, chained to the
 last `change_id`, so a subscriber's chain never breaks at the seam (Deribit never re-sends a snapshot
@@ -76,7 +77,7 @@ import orjson
 from aiohttp import WSCloseCode, web
 
 from flowgauge.recording import Connect, Http, Recv, iter_records
-from flowgauge.simulate.base import SimClient, SimMarket, SimulatorServer, is_int, now_ms, simulator_runner
+from flowgauge.simulate.base import SimClient, SimMarket, SimulatorServer, TapeClock, is_int, simulator_runner
 
 __all__ = ["DEFAULT_PORT", "PERPETUALS", "WS_PATH", "DeribitSimulator", "run_simulator"]
 
@@ -335,7 +336,7 @@ def _is_row(row: object) -> bool:
 @dataclass(slots=True, frozen=True)
 class _Shift:
     loop: int
-    ts_ms: int  # added to exchange timestamps
+    clock: TapeClock  # maps exchange timestamps
     ids: int  # added to change_id / prev_change_id
     seq: int  # added to trade_seq
 
@@ -397,7 +398,7 @@ def _shift(kind: str, data: Any, shift: _Shift) -> None:
         if not isinstance(item, dict):
             continue
         if is_int(item.get("timestamp")):
-            item["timestamp"] += shift.ts_ms
+            item["timestamp"] = shift.clock.ms(item["timestamp"])
         for key in ("change_id", "prev_change_id"):
             if is_int(item.get(key)):
                 item[key] += shift.ids
@@ -535,7 +536,7 @@ class _Client(SimClient["DeribitSimulator", str]):
         if not channel:
             channel = next((c for c in sorted(self.keys) if c.startswith("book.")), "book.BTC-PERPETUAL.100ms")
         data = {
-            "type": "change", "timestamp": str(now_ms()), "instrument_name": 12345,
+            "type": "change", "timestamp": str(self.sim.clock.now_ms()), "instrument_name": 12345,
             "change_id": "NaN", "prev_change_id": [1.5], "bids": "not-a-list", "asks": [[None, {"amount": True}]],
         }
         return {"jsonrpc": "2.0", "method": "subscription", "params": {"channel": channel, "data": data}}
@@ -555,7 +556,7 @@ class _Market(SimMarket["DeribitSimulator", str, _Client, _Frame]):
         self.books: dict[str, _Book] = {}
         self.tickers: dict[str, dict[str, Any]] = {}  # instrument -> last ticker data
         self._changes_seen: collections.Counter[str] = collections.Counter()
-        self._shift = _Shift(0, 0, 0, 0)
+        self._shift = _Shift(-1, self.clock, 0, 0)
 
     # -- subscriptions (synchronous: a snapshot and the changes after it are queued without a gap) ----
 
@@ -576,11 +577,11 @@ class _Market(SimMarket["DeribitSimulator", str, _Client, _Frame]):
     def _keys_of(self, frame: _Frame) -> list[str]:
         return [f"{frame.kind}.{frame.instrument}.{i}" for i in SERVED_INTERVALS]
 
-    def _play_at(self, frame: _Frame, loop: int, ts_shift: int) -> None:
+    def _play_at(self, frame: _Frame, loop: int, clock: TapeClock) -> None:
         shift = self._shift
-        if shift.loop != loop or shift.ts_ms != ts_shift:  # a new loop, or resumed after a pause
+        if shift.loop != loop:  # a new loop
             tape = self.tape
-            self._shift = shift = _Shift(loop, ts_shift, loop * tape.id_span, loop * tape.seq_span)
+            self._shift = shift = _Shift(loop, clock, loop * tape.id_span, loop * tape.seq_span)
         self._play(frame, shift)
 
     def _play(self, frame: _Frame, shift: _Shift) -> None:
@@ -657,10 +658,12 @@ class DeribitSimulator(SimulatorServer[_Client]):
         reply_headroom: int = 256,
         slow_client_timeout: float = 10.0,
         heartbeat_time_scale: float = 1.0,
+        clock_skew_s: float = 0.0,
     ) -> None:
         super().__init__(
             recording_path, host, port, speed, loop, garbage_every, gap_every,
             client_queue=client_queue, reply_headroom=reply_headroom, slow_client_timeout=slow_client_timeout,
+            clock_skew_s=clock_skew_s,
         )  # fmt: skip
         if heartbeat_time_scale <= 0:
             raise ValueError("heartbeat_time_scale must be > 0")
@@ -733,7 +736,7 @@ class DeribitSimulator(SimulatorServer[_Client]):
         return _rpc_http_result([{"currency": c, "currency_long": c, "coin_type": c} for c in codes])
 
     async def _get_time(self, request: web.Request) -> web.Response:
-        return _rpc_http_result(now_ms())
+        return _rpc_http_result(self.clock.now_ms())
 
     async def _test(self, request: web.Request) -> web.Response:
         return _rpc_http_result({"version": _VERSION})
@@ -800,7 +803,7 @@ class DeribitSimulator(SimulatorServer[_Client]):
         elif method == "public/hello":
             self._rpc_reply(client, req_id, {"version": _VERSION})
         elif method == "public/get_time":
-            self._rpc_reply(client, req_id, now_ms())
+            self._rpc_reply(client, req_id, self.clock.now_ms())
         else:
             self.bad_requests += 1
             self._rpc_reply(client, req_id, error=(-32601, "Method not found"))
@@ -836,7 +839,8 @@ class DeribitSimulator(SimulatorServer[_Client]):
         self, client: _Client, req_id: object, result: object = None, *,
         error: tuple[int, str] | None = None, data: object = None,
     ) -> bool:
-        us_in = time.time_ns() // 1000
+        skew_us = self.clock.skew_ms * 1000  # the venue's clock stamps its answers
+        us_in = time.time_ns() // 1000 + skew_us
         body: dict[str, Any] = {"jsonrpc": "2.0", "id": req_id}
         if error is None:
             body["result"] = result
@@ -844,7 +848,7 @@ class DeribitSimulator(SimulatorServer[_Client]):
             body["error"] = {"message": error[1], "code": error[0]}
             if data is not None:
                 body["error"]["data"] = data
-        us_out = time.time_ns() // 1000
+        us_out = time.time_ns() // 1000 + skew_us
         body.update({"usIn": us_in, "usOut": us_out, "usDiff": us_out - us_in, "testnet": False})
         return self._reply(client, body)
 

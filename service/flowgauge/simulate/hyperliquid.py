@@ -38,8 +38,9 @@ less a slowly drifting premium, `funding` = hourly rate from that premium (the v
 divided by 8, so ~0.0000125 when calm), `openInterest` (coin) moved by at most the volume traded since the
 previous context (|dOI| <= V, one-sided consistent). `metaAndAssetCtxs` answers from the same state.
 
-Timestamps and ids. Exchange times (`l2Book.time`, trade `time`) are shifted by one constant per loop so
-the replay looks live (the frame with the smallest recorded latency is stamped "now" at speed 1). When the
+Timestamps and ids. Exchange times (`l2Book.time`, trade `time`) follow the wall clock through
+`base.TapeClock` at every speed and across loops (shifted by `clock_skew_s`); the recent trades sent on
+subscribe keep their recorded age, as the venue's do. When the
 recording ends the market loops: trade ids are shifted by a per-loop offset larger than their recorded
 span and trade hashes rewritten, so nothing repeats.
 
@@ -76,7 +77,16 @@ import orjson
 from aiohttp import web
 
 from flowgauge.recording import Connect, Recv, iter_records
-from flowgauge.simulate.base import SimClient, SimMarket, SimulatorServer, is_int, json_response, simulator_runner
+from flowgauge.simulate.base import (
+    SimClient,
+    SimMarket,
+    SimulatorServer,
+    TapeClock,
+    is_int,
+    json_response,
+    now_ms,
+    simulator_runner,
+)
 
 __all__ = ["DEFAULT_PORT", "HyperliquidSimulator", "run_simulator"]
 
@@ -320,7 +330,7 @@ def _plan_coins(tape: _Tape) -> list[_Served]:
 @dataclass(frozen=True, slots=True)
 class _Shift:
     loop: int
-    ts_ms: int  # added to exchange times
+    clock: TapeClock  # maps exchange times
     tid: int  # added to trade ids
 
 
@@ -348,11 +358,12 @@ class _CoinState:
             [{"px": spec.px(level["px"]), "sz": spec.sz(level["sz"]), "n": level["n"]} for level in side]
             for side in data["levels"]
         ]
-        out = {"coin": spec.coin, "time": data["time"] + shift.ts_ms, "levels": levels}
+        out = {"coin": spec.coin, "time": shift.clock.ms(data["time"]), "levels": levels}
         self.book = out
         return out
 
-    def trade_frame(self, data: list[dict[str, Any]], shift: _Shift) -> list[dict[str, Any]]:
+    def trade_frame(self, data: list[dict[str, Any]], shift: _Shift, *, history: bool = False) -> list[dict[str, Any]]:
+        """`data` rewritten for this coin; `history`: the recent trades sent on subscribe, which keep their age."""
         spec = self.spec
         out = []
         for trade in data:
@@ -360,7 +371,7 @@ class _CoinState:
             item["coin"] = spec.coin
             item["px"] = spec.px(trade["px"])
             item["sz"] = spec.sz(trade["sz"])
-            item["time"] = trade["time"] + shift.ts_ms
+            item["time"] = shift.clock.at(trade["time"]) if history else shift.clock.ms(trade["time"])
             if is_int(trade.get("tid")):
                 item["tid"] = trade["tid"] + shift.tid
             if (shift.loop or spec.relabelled) and isinstance(trade.get("hash"), str):
@@ -465,16 +476,17 @@ class _Market(SimMarket["HyperliquidSimulator", str, _Client, _Frame]):
             self.by_source[state.spec.source].append(state)
         self._shift: _Shift | None = None  # the shift frames are being played with
         first = tape.frames[0].ts if tape.frames else time.time()
-        self._first_ts = first
+        self._anchor_ms = round(first * 1000) - tape.latency_ms
 
     # -- time shift -------------------------------------------------------------------------------
 
-    def _live_shift_ms(self) -> int:
-        return time.time_ns() // 1_000_000 - round(self._first_ts * 1000) + self.tape.latency_ms
-
     def shift_now(self) -> _Shift:
         """The shift in force, or the one the player would start with now (before anything played)."""
-        return self._shift if self._shift is not None else _Shift(0, self._live_shift_ms(), 0)
+        if self._shift is not None:
+            return self._shift
+        clock = TapeClock(self.sim.speed, self.clock.skew_ms)  # a look ahead: the player's own stays untouched
+        clock.start_loop(0, now_ms(), self._anchor_ms)
+        return _Shift(0, clock, 0)
 
     # -- subscriptions (synchronous: the snapshot and the pushes after it are queued without a gap) --
 
@@ -510,7 +522,7 @@ class _Market(SimMarket["HyperliquidSimulator", str, _Client, _Frame]):
         shift = self.shift_now()
         # Rewritten like a played frame, without counting as traded volume or entering the state twice.
         saved = (state.volume_since_ctx, state.day_base, state.day_ntl)
-        batch = state.trade_frame(seed, shift)
+        batch = state.trade_frame(seed, shift, history=True)
         state.volume_since_ctx, state.day_base, state.day_ntl = saved
         return batch
 
@@ -521,8 +533,9 @@ class _Market(SimMarket["HyperliquidSimulator", str, _Client, _Frame]):
         channels = (frame.channel, "activeAssetCtx") if frame.channel == "l2Book" else (frame.channel,)
         return [_key(c, s.spec.coin) for s in self.by_source.get(frame.coin, ()) for c in channels]
 
-    def _play_at(self, frame: _Frame, loop: int, ts_shift: int) -> None:
-        self._shift = _Shift(loop, ts_shift, loop * self.tape.tid_span)
+    def _play_at(self, frame: _Frame, loop: int, clock: TapeClock) -> None:
+        if self._shift is None or self._shift.loop != loop:
+            self._shift = _Shift(loop, clock, loop * self.tape.tid_span)
         self._play(frame, self._shift)
 
     def _play(self, frame: _Frame, shift: _Shift) -> None:
@@ -583,10 +596,12 @@ class HyperliquidSimulator(SimulatorServer[_Client]):
         reply_headroom: int = 256,
         slow_client_timeout: float = 10.0,
         ctx_every_s: float = DEFAULT_CTX_EVERY_S,
+        clock_skew_s: float = 0.0,
     ) -> None:
         super().__init__(
             recording_path, host, port, speed, loop, garbage_every, gap_every,
             client_queue=client_queue, reply_headroom=reply_headroom, slow_client_timeout=slow_client_timeout,
+            clock_skew_s=clock_skew_s,
         )  # fmt: skip
         if ctx_every_s < 0:
             raise ValueError("ctx_every_s must be >= 0")

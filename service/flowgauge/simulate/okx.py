@@ -40,7 +40,9 @@ book (primed from the first recorded snapshots before serving), so a client that
 resubscribes, or asks REST) gets the current state and then the updates that follow it. A market pauses
 while nobody is subscribed to anything. Each book's seqId grows by uneven steps (OKX ids jump); when the
 recording loops, its first snapshot is turned into an update (the difference from the book at the end),
-so the stream stays continuous; exchange times and trade ids are shifted per loop so they keep increasing.
+so the stream stays continuous; trade ids are shifted per loop so they keep increasing. Exchange times
+(`ts` of books, trades, tickers and the synthetic pushes; `fundingTime` follows the funding push's `ts`)
+follow the wall clock through `base.TapeClock`, at every speed and across loops (shifted by `clock_skew_s`).
 
 Faults. `gap_every=N` withholds every N-th update of each book from all clients (the market's book still
 applies it and its seqId is used up, so the next update's prevSeqId does not link and a REST snapshot is
@@ -78,7 +80,7 @@ import orjson
 from aiohttp import WSCloseCode, web
 
 from flowgauge.recording import Connect, Http, Recv, iter_records
-from flowgauge.simulate.base import SimClient, SimMarket, SimulatorServer, simulator_runner
+from flowgauge.simulate.base import SimClient, SimMarket, SimulatorServer, TapeClock, simulator_runner
 
 __all__ = ["DEFAULT_PORT", "WS_PATH", "OkxSimulator", "run_simulator"]
 
@@ -492,7 +494,7 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
             # Books exist before anyone subscribes, so REST and late subscribers always have a state.
             book = self.books[inst] = _Book(seq=1_000_000_000 * (n + 1) + zlib.crc32(inst.encode()) % 1_000_000)
             book.load(orjson.loads(raw)["data"][0])
-            book.ts = str(time.time_ns() // 1_000_000)  # a REST answer before the first frame looks live
+            book.ts = str(sim.clock.now_ms())  # a REST answer before the first frame looks live
             if self.is_derivative(inst):
                 bids, asks = book.top(20)
                 depth = sum((Decimal(lv[1]) for lv in bids + asks), Decimal(0))
@@ -549,11 +551,13 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
         """A recorded frame goes to its key's subscribers; a synthetic tick may go to anyone."""
         return [frame.key] if frame.key[0] != "aux" else list(self.subs)
 
-    def _play_at(self, frame: _Frame, loop: int, ts_shift: int) -> None:
-        self._play(frame, loop, ts_shift)
+    def _play_at(self, frame: _Frame, loop: int, clock: TapeClock) -> None:
+        self._play(frame, loop, clock)
 
-    def _play(self, frame: _Frame, loop: int, ts_shift: int) -> None:
+    def _play(self, frame: _Frame, loop: int, clock: TapeClock) -> None:
         if frame.key[0] == "aux":
+            # A tick's time is its place on the tape, so the synthetic pushes follow the clock between frames too.
+            self.clock_ms = max(self.clock_ms, clock.ms(round(frame.ts * 1000) - self.served.latency_ms))
             self._aux()
             return
         msg = orjson.loads(frame.raw)
@@ -561,8 +565,9 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
         for item in msg["data"]:
             stamp = _int_or_none(item.get("ts"))
             if stamp is not None:
-                item["ts"] = str(stamp + ts_shift)
-                self.clock_ms = max(self.clock_ms, stamp + ts_shift)
+                served = clock.ms(stamp)
+                item["ts"] = str(served)
+                self.clock_ms = max(self.clock_ms, served)
             trade_id = item.get("tradeId")
             if loop and isinstance(trade_id, str):
                 # Looped trades must not repeat an id a consumer may de-duplicate on.
@@ -792,12 +797,14 @@ class OkxSimulator(SimulatorServer[_Client]):
         client_queue: int = 4096,
         reply_headroom: int = 256,
         slow_client_timeout: float = 10.0,
+        clock_skew_s: float = 0.0,
     ) -> None:
         if client_queue < 1 or reply_headroom < 1 or idle_timeout <= 0:
             raise ValueError("client_queue, reply_headroom and idle_timeout must be positive")
         super().__init__(
             recording_path, host, port, speed, loop, garbage_every, gap_every,
             client_queue=client_queue, reply_headroom=reply_headroom, slow_client_timeout=slow_client_timeout,
+            clock_skew_s=clock_skew_s,
         )  # fmt: skip
         self.ws_snapshot = ws_snapshot
         self.checksum = checksum
@@ -865,7 +872,7 @@ class OkxSimulator(SimulatorServer[_Client]):
         return _okx_json("0", "", items)
 
     async def _time(self, request: web.Request) -> web.Response:
-        return _okx_json("0", "", [{"ts": str(time.time_ns() // 1_000_000)}])
+        return _okx_json("0", "", [{"ts": str(self.clock.now_ms())}])
 
     async def _books(self, request: web.Request) -> web.Response:
         q = request.query
@@ -901,7 +908,7 @@ class OkxSimulator(SimulatorServer[_Client]):
         if period_ms is None or not 1 <= limit <= 100:
             return _okx_json("51000", "Parameter period or limit error")
         phase = RUBIK_SERIES[request.path] + (zlib.crc32(inst.encode()) % 100) / 10.0
-        newest = (time.time_ns() // 1_000_000) // period_ms * period_ms - period_ms  # last closed bucket
+        newest = self.clock.now_ms() // period_ms * period_ms - period_ms  # last closed bucket
         rows = []
         for i in range(limit):
             ts = newest - i * period_ms
