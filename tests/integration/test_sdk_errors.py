@@ -89,6 +89,35 @@ async def test_a_nats_url_that_is_not_nats(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.parametrize("scheme", ["ws", "nats", "redis"])
+async def test_an_http_server_is_not_a_bus(scheme: str) -> None:
+    """An HTTP page at the URL (e.g. the daemon's /metrics port): NotABus in one line on every transport."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await wait_for(lambda: _accepts(port), "the HTTP server", 10)
+        with pytest.raises(fg.NotABus) as caught:
+            async with fg.subscribe(f"{scheme}://127.0.0.1:{port}", "flowgauge.v1.>", open_timeout_s=1):
+                pass
+        assert "\n" not in str(caught.value) and str(port) in str(caught.value)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+async def _accepts(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
 class _Gate:
     """A loopback TCP relay in front of a broker that can hold new connections and cut the current ones.
 

@@ -88,6 +88,11 @@ class RedisTransport:
             raise NotABus(f"{self.url} did not answer as a Redis server (is this the Redis port?)") from None
         except (RedisError, OSError) as exc:
             await self.close()
+            if "closed by server" in str(exc).lower():
+                # The TCP connection was accepted, then closed on the first command (an HTTP server answers a
+                # PING with 400 and hangs up): something listens there, but not Redis.
+                raise NotABus(f"{self.url} accepted the connection and closed it on PING: is this a Redis "
+                              f"server's port?") from None
             raise BusUnreachable(f"cannot connect to Redis at {self.url}: {_first_line(exc)}") from None
         except BaseException:
             await self.close()
