@@ -92,12 +92,12 @@ async def test_a_nats_url_that_is_not_nats(tmp_path: Path) -> None:
 @pytest.mark.parametrize("scheme", ["ws", "nats", "redis"])
 async def test_an_http_server_is_not_a_bus(scheme: str) -> None:
     """An HTTP page at the URL (e.g. the daemon's /metrics port): NotABus in one line on every transport."""
-    import subprocess
     import sys
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         await wait_for(lambda: _accepts(port), "the HTTP server", 10)
         with pytest.raises(fg.NotABus) as caught:
@@ -106,7 +106,7 @@ async def test_an_http_server_is_not_a_bus(scheme: str) -> None:
         assert "\n" not in str(caught.value) and str(port) in str(caught.value)
     finally:
         server.terminate()
-        server.wait()
+        await server.wait()
 
 
 async def _accepts(port: int) -> bool:
