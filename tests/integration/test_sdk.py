@@ -447,3 +447,32 @@ async def test_example_strategy_rides_out_a_broker_restart(tmp_path: Path, trans
                 if proc.returncode is None:
                     proc.terminate()
                 await proc.wait()
+
+
+async def test_heartbeats_alone_keep_a_quiet_book_fresh(tmp_path: Path) -> None:
+    """A book that publishes nothing while its status heartbeats keep coming is not stale (a quiet market);
+    it turns stale once the heartbeats stop. Payloads published by hand on a real nats-server, so the book
+    really is quiet: the daemon-driven staleness test above has book payloads flowing throughout."""
+    import nats
+
+    with nats_server(tmp_path) as server:
+        url = f"nats://127.0.0.1:{server.port}"
+        publisher = await nats.connect(url)
+        try:
+            async with fg.subscribe(url, "flowgauge.v1.bybit.*", stale_after_s=1.0) as sub:
+                reader = Reader(sub)
+                try:
+                    await publisher.publish(BTC, orjson.dumps({"venue": "bybit", "ts_publish": 1}))
+                    await wait_for(lambda: BTC in sub.latest(), "the one book payload", 10)
+                    deadline = asyncio.get_running_loop().time() + 2.5  # 2.5 x stale_after_s of heartbeats only
+                    while asyncio.get_running_loop().time() < deadline:
+                        await publisher.publish(STATUS_BTC, orjson.dumps({"heartbeat": True, "ts_publish": 2}))
+                        await publisher.flush()
+                        await asyncio.sleep(0.2)  # the heartbeat period of this stand-in daemon
+                        assert not sub.is_stale(BTC)
+                    await wait_for(lambda: sub.is_stale(BTC), "the book stale once heartbeats stopped", 5)
+                    assert [m.topic for m in reader.messages()] == [BTC]  # heartbeats heard, not yielded
+                finally:
+                    await reader.stop()
+        finally:
+            await publisher.close()
