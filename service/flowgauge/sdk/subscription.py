@@ -14,8 +14,8 @@ current values from the last-value keys).
 Staleness: the daemon publishes a status heartbeat per book every few seconds (`publish.heartbeat_s`) on
 `flowgauge.v1.status.<venue>.<slug>`. The subscription also listens to the status topics of the books its
 patterns name (those extra messages are not yielded) and calls a current value stale when nothing of its
-instrument (a payload or a heartbeat) arrived for `stale_after_s`: a book gone quiet because its feed or its
-daemon stopped, not because the market is quiet.
+instrument (a payload or a heartbeat) arrived for `stale_after_s`: a book gone quiet because its daemon, or
+the path to it, stopped, not because the market is quiet (a lost venue feed shows in the book's status).
 """
 
 from __future__ import annotations
