@@ -135,6 +135,10 @@ def test_heartbeat_patterns_name_the_status_topics_of_book_patterns() -> None:
     assert heartbeat_patterns(["flowgauge.v1.bybit.>"]) == ["flowgauge.v1.status.bybit.>"]
     assert heartbeat_patterns(["flowgauge.v1.*.BTC-USDT-USDT"]) == ["flowgauge.v1.status.*.BTC-USDT-USDT"]
     assert heartbeat_patterns(["flowgauge.v1.>", "flowgauge.v1.status.*.*", "flowgauge.v1.agg.BTC"]) == []
+    # Wildcards in the first two tokens still name v1 books: their heartbeats are listened to as well.
+    assert heartbeat_patterns(["flowgauge.*.bybit.*", "*.v1.*.ETH-USDT-USDT", "*.*.*.*"]) == [
+        "flowgauge.v1.status.bybit.*", "flowgauge.v1.status.*.ETH-USDT-USDT", "flowgauge.v1.status.*.*"]
+    assert heartbeat_patterns(["other.v1.bybit.*", "flowgauge.v2.bybit.*", "flowgauge.*.>"]) == []
 
 
 def test_instrument_key_of_each_family() -> None:

@@ -37,10 +37,12 @@ def heartbeat_patterns(patterns: Iterable[str]) -> list[str]:
     cover status topics (`flowgauge.v1.>`) need none.
     """
     extra: list[str] = []
+    root = PREFIX.split(".")
     for pattern in patterns:
         tokens = pattern.split(".")
-        if len(tokens) == 4 and ".".join(tokens[:2]) == PREFIX and tokens[2] not in RESERVED_VENUES \
-                and tokens[2] != ">":
+        # `flowgauge.*.bybit.*` names Bybit's v1 books as much as `flowgauge.v1.bybit.*` does.
+        prefix_ok = all(token in (want, "*") for token, want in zip(tokens[:2], root, strict=False))
+        if len(tokens) == 4 and prefix_ok and tokens[2] not in RESERVED_VENUES and tokens[2] != ">":
             extra.append(f"{PREFIX}.{_STATUS}.{tokens[2]}.{tokens[3]}")
     return extra
 
