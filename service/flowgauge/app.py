@@ -38,7 +38,7 @@ from flowgauge.publish.embedded import EmbeddedBus
 from flowgauge.publish.nats import NatsPublisher
 from flowgauge.publish.redis import RedisPublisher
 from flowgauge.recording import MARKETS_CONN, RecordingWriter
-from flowgauge.telemetry.collector import SignalCollector
+from flowgauge.telemetry.collector import ClockOffsetCollector, SignalCollector
 from flowgauge.telemetry.health import HealthBoard
 from flowgauge.telemetry.http import HttpServer
 from flowgauge.telemetry.instruments import RECONNECT_REASONS, BookInstruments, Telemetry, VenueInstruments
@@ -141,8 +141,10 @@ class Daemon:
             hooks=self.hooks,
             book_max_levels=settings.book_max_levels,
             publish_trades=settings.publish.trades,
+            clock_skew_max_s={venue: v.clock_skew_max_s for venue, v in self.venues.items()},
         )
         self.registry.register(SignalCollector(self.engine))
+        self.registry.register(ClockOffsetCollector(self.engine))
         # Backlog conflation (publish.conflate: auto): the flush runs when the current loop turn is over.
         self.conflation: BacklogConflation | None = None
         if settings.publish.conflate == "auto":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -60,12 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--recording", default=None, help="default: the packaged sample for the venue")
     simulate.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     simulate.add_argument("--port", type=_port, default=None, help="default: where config/offline-demo.yaml looks")
-    simulate.add_argument("--speed", type=_non_negative_float, default=1.0, help="0 = as fast as possible")
+    simulate.add_argument("--speed", type=_non_negative_float, default=1.0, metavar="N",
+                          help="recorded gaps divided by N; exchange time still follows the wall clock, so a window "
+                               "holds N times the recorded activity (0 = as fast as clients read, exchange time "
+                               "keeping the recorded spacing; default 1)")
     simulate.add_argument("--no-loop", action="store_true", help="stop streaming when the recording ends")
     simulate.add_argument("--garbage-every", type=_positive_int, default=None, metavar="N",
                           help="inject a malformed frame after every N data frames")
     simulate.add_argument("--gap-every", type=_positive_int, default=None, metavar="N",
                           help="drop every N-th book delta per topic (a sequence gap)")
+    simulate.add_argument("--clock-skew", type=_finite_float, default=0.0, metavar="S",
+                          help="the venue's exchange clock runs S seconds ahead of the wall clock (negative: "
+                               "behind); every timestamp it serves, REST answers included (default 0)")
 
     tail = commands.add_parser("tail", help="show what the bus publishes: a live table, or JSON lines")
     tail.add_argument("pattern", nargs="?", default="flowgauge.v1.>",
@@ -205,6 +212,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _finite_float(text: str) -> float:
+    value: float = _number(text, float)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
     """Run a long-running command's coroutine until it returns or SIGINT/SIGTERM arrives.
 
@@ -312,6 +326,7 @@ def _simulate(args: argparse.Namespace) -> int:
                     loop=not args.no_loop,
                     garbage_every=args.garbage_every,
                     gap_every=args.gap_every,
+                    clock_skew_s=args.clock_skew,
                     sock=sock,
                 ),
             )

@@ -167,6 +167,8 @@ class VenueSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     connect_timeout_s: float = 10.0  # TCP + TLS + websocket handshake deadline
     backoff_initial_s: float = 0.5  # first reconnect delay (jittered)
     backoff_max_s: float = 30.0  # reconnect delay cap
+    # |ts_recv - ts_exchange| (a robust estimate over recent frames) beyond this flags the venue's payloads CLOCK_SKEW
+    clock_skew_max_s: float = 2.0
 
 
 class EmbeddedBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -690,7 +692,7 @@ _SPOT_SYMBOL_RE: Final = re.compile(r"[A-Za-z0-9]+/[A-Za-z0-9]+")
 
 
 _VENUE_DURATIONS: Final = (
-    "ping_interval_s", "stale_after_s", "connect_timeout_s", "backoff_initial_s", "backoff_max_s"
+    "ping_interval_s", "stale_after_s", "connect_timeout_s", "backoff_initial_s", "backoff_max_s", "clock_skew_max_s"
 )
 
 

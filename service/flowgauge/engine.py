@@ -8,6 +8,10 @@ payload to `sink(topic, payload_bytes)`, which must not block (publishers queue 
 It never computes a metric from a book known wrong: a gap, a crossed book or a bad frame makes
 the book INVALID, publishes a status, and returns the symbol so the caller can resync it.
 
+Each venue's clock offset (`ts_recv - ts_exchange`, a running median over its recent book and trade frames, see
+`flowgauge.metrics.clock`) is estimated here, for both cores alike; while it is beyond the venue's bound every
+metrics payload of that venue carries `CLOCK_SKEW`.
+
 With `publish_trades`, every normalized trade and every liquidation is also published as a trade record on
 `flowgauge.v1.trades.<venue>.<slug>` (schema/trade.v1.json): the inputs, for strategies that want them.
 """
@@ -25,6 +29,7 @@ from flowgauge.book.sequencing import snapshots_only
 from flowgauge.book.sync import ApplyResult, SequenceRule, consecutive_ids
 from flowgauge.logs import BurstLimiter, event
 from flowgauge.metrics.accumulator import FIELD_NAMES, InstrumentMetrics
+from flowgauge.metrics.clock import ClockOffset
 from flowgauge.metrics.windows import LATE_HORIZON_NS
 from flowgauge.publish import codec, topics
 from flowgauge.types import (
@@ -67,6 +72,8 @@ _INF = float("inf")
 _STATE_TEXT = {state: state.value for state in BookState}  # an enum's .value is a slow descriptor lookup
 _VALID_TEXT = BookState.VALID.value
 _encode = codec.encode
+CLOCK_SKEW = "CLOCK_SKEW"
+DEFAULT_CLOCK_SKEW_MAX_S = 2.0
 
 
 class EngineHooks(Protocol):
@@ -96,6 +103,7 @@ class InstrumentState:
         "sync",
         "throttled",
         "trades_topic",
+        "venue_clock",
     )
 
     def __init__(
@@ -105,8 +113,11 @@ class InstrumentState:
         buffer_deltas: bool = False,
         core_name: str = core.PYTHON,
         book_max_levels: int = DEFAULT_MAX_LEVELS,
+        venue_clock: ClockOffset | None = None,
     ) -> None:
         self.instrument = instrument
+        # The venue's clock offset estimate, shared by every instrument of the venue (see Engine).
+        self.venue_clock = venue_clock if venue_clock is not None else ClockOffset(DEFAULT_CLOCK_SKEW_MAX_S)
         self.sync = core.new_sync(core_name, rule, buffer_deltas, book_max_levels)
         # Venues that push a full book every time (Hyperliquid): consecutive snapshots are ordinary
         # transitions, so OFI flows across them; elsewhere a snapshot mid-stream is a reset.
@@ -155,6 +166,8 @@ class Engine:
         core_name: "compiled" or "python"; None = `core.active_core()` (see flowgauge.core).
         publish_trades: also publish every trade and liquidation as a trade record on the instrument's
             trades topic (config `publish.trades`); off, nothing goes to trades topics.
+        clock_skew_max_s: the bound on a venue's clock offset beyond which its payloads carry CLOCK_SKEW (config
+            `venues.<id>.clock_skew_max_s`): one number for every venue, or venue -> bound (others: 2 s).
     """
 
     def __init__(
@@ -167,8 +180,11 @@ class Engine:
         book_max_levels: int = DEFAULT_MAX_LEVELS,
         core_name: str | None = None,
         publish_trades: bool = False,
+        clock_skew_max_s: float | Mapping[str, float] = DEFAULT_CLOCK_SKEW_MAX_S,
     ) -> None:
         self.core = core_name or core.active_core()
+        self._clock_bounds = clock_skew_max_s
+        self._venue_clocks: dict[str, ClockOffset] = {}
         self.publish_trades = publish_trades
         if self.core == core.COMPILED:
             core.compiled_module()  # fail here, not on the first instrument
@@ -202,7 +218,23 @@ class Engine:
         """Track `instrument` with its venue's continuity rule; `buffer_deltas` for REST-snapshot venues."""
         key = (instrument.venue, instrument.symbol)
         if key not in self._states:
-            self._states[key] = InstrumentState(instrument, rule, buffer_deltas, self.core, self.book_max_levels)
+            self._states[key] = InstrumentState(
+                instrument, rule, buffer_deltas, self.core, self.book_max_levels, self._venue_clock(instrument.venue)
+            )
+
+    def _venue_clock(self, venue: str) -> ClockOffset:
+        clock = self._venue_clocks.get(venue)
+        if clock is None:
+            bounds = self._clock_bounds
+            bound = bounds if isinstance(bounds, int | float) else bounds.get(venue, DEFAULT_CLOCK_SKEW_MAX_S)
+            clock = self._venue_clocks[venue] = ClockOffset(bound)
+        return clock
+
+    def clock_offsets(self) -> Iterator[tuple[str, float]]:
+        """(venue, estimated clock offset in seconds: ts_recv - ts_exchange) for every venue with an estimate."""
+        for venue, clock in self._venue_clocks.items():
+            if clock.offset_ns is not None:
+                yield venue, clock.offset_ns / 1e9
 
     def states(self) -> Iterator[InstrumentState]:
         return iter(self._states.values())
@@ -282,6 +314,7 @@ class Engine:
         state = self._states.get((snapshot.venue, snapshot.symbol))
         if state is None:
             return None
+        state.venue_clock.observe(snapshot.ts_recv, snapshot.ts_exchange)
         if state.pending is not None and not (self.conflate and state.snapshot_stream):
             self._flush(state)  # this snapshot resets the book (or nothing is being conflated)
         was_valid = state.sync.valid
@@ -310,6 +343,7 @@ class Engine:
         state = self._states.get((delta.venue, delta.symbol))
         if state is None:
             return None
+        state.venue_clock.observe(delta.ts_recv, delta.ts_exchange)
         if state.pending is not None and not self.conflate:
             self._flush(state)
         result = state.sync.on_delta(delta)
@@ -334,6 +368,8 @@ class Engine:
         state = self._states.get((delta.venue, delta.symbol))
         if state is None or state.pending is not None or self.conflate or self._min_interval_ns:
             return self._on_delta(delta)
+        venue_clock = state.venue_clock
+        venue_clock.observe(delta.ts_recv, delta.ts_exchange)
         sync = state.sync
         result = sync.on_delta(delta)
         if not result.applied:
@@ -351,6 +387,8 @@ class Engine:
         payload["ts_publish"] = 0
         # on_book, then fields (what _on_delta and _emit call), in one call
         state.metrics.book_payload(book, ts_exchange, payload)  # type: ignore[attr-defined]  # compiled metrics
+        if venue_clock.skewed:  # as _emit adds it
+            payload["quality"] = sorted({*payload["quality"], CLOCK_SKEW})
         ts_publish = self._clock()
         payload["ts_publish"] = ts_publish
         try:
@@ -390,6 +428,7 @@ class Engine:
     def _on_trade(self, trade: Trade) -> str | None:
         state = self._states.get((trade.venue, trade.symbol))
         if state is not None:
+            state.venue_clock.observe(trade.ts_recv, trade.ts_exchange)
             pending = state.pending
             if pending is not None and not pending[0] < trade.ts_exchange <= pending[0] + LATE_HORIZON_NS:
                 # The deferred payload's windows would count this trade (or it moves their late horizon):
@@ -560,12 +599,15 @@ class Engine:
         # Rare extras on top of the metric flags; the common case (a VALID book) allocates nothing here.
         invalid_flag = sync.reason.value if book is None and sync.reason is not None else None
         sampled = trigger == "liquidation" and instrument.venue in SAMPLED_LIQUIDATION_VENUES
-        if invalid_flag is not None or sampled or conflated:
+        skewed = state.venue_clock.skewed
+        if invalid_flag is not None or sampled or conflated or skewed:
             extra = {invalid_flag} if invalid_flag is not None else set()
             if sampled:
                 extra.add("SAMPLED_INPUT")
             if conflated:
                 extra.add("CONFLATED")
+            if skewed:
+                extra.add(CLOCK_SKEW)
             quality = payload.get("quality")
             if isinstance(quality, list):
                 payload["quality"] = sorted({*quality, *extra})

@@ -29,10 +29,12 @@ def hot_core() -> Iterator[str]:
     core.select(previous)
 
 
-def replayed(path: Path, core_name: str) -> list[tuple[str, bytes]]:
+def replayed(path: Path, core_name: str, clock_skew_max_s: dict[str, float] | None = None) -> list[tuple[str, bytes]]:
     core.select(core_name)
     out: list[tuple[str, bytes]] = []
-    engine, _ = replay([path], lambda topic, payload: out.append((topic, payload)), clock=lambda: 0)
+    engine, _ = replay(
+        [path], lambda topic, payload: out.append((topic, payload)), clock=lambda: 0, clock_skew_max_s=clock_skew_max_s
+    )
     assert engine.core == core_name
     return out
 
@@ -53,6 +55,21 @@ def test_both_cores_publish_identical_payloads(path: Path) -> None:
     compiled = replayed(path, core.COMPILED)
     book_payloads = sum(1 for _, payload in reference if b'"trigger":"book"' in payload)
     assert book_payloads > 0, f"{path.name} published no book payload: nothing compared"
+    assert len(compiled) == len(reference)
+    for n, (ours, theirs) in enumerate(zip(compiled, reference, strict=True)):
+        assert ours == theirs, f"{path.name} message {n} differs"
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.name)
+def test_both_cores_flag_clock_skew_alike(path: Path) -> None:
+    """With a bound below every recording's clock offset (1 ms), payloads turn CLOCK_SKEW once the venue's
+    estimate exists: both cores publish the same bytes, flags included (the flag is the engine's, not a core's)."""
+    bounds = dict.fromkeys(("bybit", "binanceusdm", "okx", "deribit", "hyperliquid"), 0.001)
+    reference = replayed(path, core.PYTHON, bounds)
+    compiled = replayed(path, core.COMPILED, bounds)
+    metrics = [payload for topic, payload in reference if topic.count(".") == 3]
+    flagged = sum(b'"CLOCK_SKEW"' in payload for payload in metrics)
+    assert 0 < flagged < len(metrics), f"{path.name}: {flagged} of {len(metrics)} flagged: nothing toggled"
     assert len(compiled) == len(reference)
     for n, (ours, theirs) in enumerate(zip(compiled, reference, strict=True)):
         assert ours == theirs, f"{path.name} message {n} differs"

@@ -73,6 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     logs.configure(os.environ.get("FLOWGAUGE_LOG_LEVEL", "WARNING"))
     symbols: dict[str, Sequence[str]] | None = None
     publish_trades = False
+    clock_bounds: dict[str, float] | None = None  # the config's venues.<id>.clock_skew_max_s (default: 2 s)
     if args.config or os.environ.get(_ENV_TRADES):
         from flowgauge.config import ConfigError, load_settings
 
@@ -80,6 +81,7 @@ def _run(args: argparse.Namespace) -> int:
             if args.config:
                 settings = load_settings(args.config, os.environ)
                 symbols = {venue: list(v.symbols) for venue, v in settings.venues.items()}
+                clock_bounds = {venue: v.clock_skew_max_s for venue, v in settings.venues.items()}
             else:
                 # No config: every instrument of the files, but FLOWGAUGE_PUBLISH__TRADES still says whether trade
                 # records are written (checked like the daemon checks it; nothing else of the environment applies).
@@ -95,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"replay: cannot write --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
-    return _replay_into(list(args.files), out, args.speed, symbols, publish_trades)
+    return _replay_into(list(args.files), out, args.speed, symbols, publish_trades, clock_bounds)
 
 
 class _OutputFailed(Exception):
@@ -108,6 +110,7 @@ def _replay_into(
     speed: float,
     symbols: dict[str, Sequence[str]] | None,
     publish_trades: bool = False,
+    clock_bounds: dict[str, float] | None = None,
 ) -> int:
     from flowgauge.publish import codec
     from flowgauge.replay.progress import TerminalProgress, summary
@@ -139,7 +142,7 @@ def _replay_into(
     output_error: str | None = None
     try:
         replay(files, sink, speed=speed, symbols=symbols, stats=stats, on_file_error=on_file_error,
-               on_progress=progress, publish_trades=publish_trades)
+               on_progress=progress, publish_trades=publish_trades, clock_skew_max_s=clock_bounds)
     except KeyboardInterrupt:
         stopped = "interrupted"
     except _Terminated:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from flowgauge.config import default_book_depth
 from flowgauge.connectors import registry
 from flowgauge.connectors.base import PollRequest, VenueParser
 from flowgauge.connectors.markets import MarketsError, instrument_from_market, markets_from_recording
-from flowgauge.engine import Engine, Sink
+from flowgauge.engine import DEFAULT_CLOCK_SKEW_MAX_S, Engine, Sink
 from flowgauge.recording import (
     EXCHANGE_VENUES,
     MARKETS_CONN,
@@ -266,6 +266,7 @@ def replay(
     on_file_error: Callable[[str, str], None] | None = None,
     on_progress: Callable[[ReplayStats], None] | None = None,
     publish_trades: bool = False,
+    clock_skew_max_s: Mapping[str, float] | None = None,
 ) -> tuple[Engine, ReplayStats]:
     """Replay recordings in order into one engine publishing to `sink`.
 
@@ -279,6 +280,7 @@ def replay(
             goes on (recorded in `stats.failed`); without it the first such file raises ReplayError.
         on_progress: called with the stats at every file start and every few thousand records.
         publish_trades: also publish trade records (config `publish.trades`); off keeps the output unchanged.
+        clock_skew_max_s: venue -> CLOCK_SKEW bound (config `venues.<id>.clock_skew_max_s`); None: the default.
     """
     if speed < 0:
         raise ValueError("speed must be >= 0")
@@ -291,7 +293,12 @@ def replay(
         stats.per_topic[topic] = stats.per_topic.get(topic, 0) + 1
         sink(topic, payload)
 
-    engine = Engine(counting_sink, clock=clock, publish_trades=publish_trades)
+    engine = Engine(
+        counting_sink,
+        clock=clock,
+        publish_trades=publish_trades,
+        clock_skew_max_s=clock_skew_max_s if clock_skew_max_s is not None else DEFAULT_CLOCK_SKEW_MAX_S,
+    )
     connections = _Connections()
     for path in paths:
         stats.current_file = str(path)

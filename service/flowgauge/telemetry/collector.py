@@ -203,3 +203,37 @@ class SignalCollector(Collector):
             if code is not None:
                 state_family.add_metric([venue, symbol], code)
         yield from families.values()
+
+
+class ClockSource(Protocol):
+    """What `ClockOffsetCollector` reads at scrape time (the engine): cheap, non-blocking, on the loop thread."""
+
+    def clock_offsets(self) -> Iterable[tuple[str, float]]:
+        """Yield `(venue, seconds)` for every venue whose clock offset has an estimate."""
+        ...
+
+
+class ClockOffsetCollector(Collector):
+    """`flowgauge_venue_clock_offset_seconds{venue}`: each venue's estimated clock offset, read at scrape time.
+
+    One series per venue once the engine has an estimate (a venue before its first frames has none).
+    """
+
+    NAME = "flowgauge_venue_clock_offset_seconds"
+    HELP = (
+        "Estimated offset of the venue's clock: median of ts_recv - ts_exchange over its recent book and trade "
+        "frames, in seconds (network delay included; positive = the venue's stamps lag our clock). Payloads "
+        "carry CLOCK_SKEW while its magnitude exceeds venues.<id>.clock_skew_max_s."
+    )
+
+    def __init__(self, source: ClockSource) -> None:
+        self._source = source
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self.NAME, self.HELP, labels=["venue"])
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["venue"])
+        for venue, seconds in self._source.clock_offsets():
+            family.add_metric([venue], seconds)
+        yield family
