@@ -124,11 +124,12 @@ class _Gate:
     It opens the window a race needs (a reconnect attempt in flight while the caller closes) without timing.
     """
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, *, freeze_on: bytes | None = None) -> None:
         self.upstream_port = upstream_port
+        self.freeze_on = freeze_on  # client bytes that stop the flow when they pass (a path dying right then)
         self.passing = asyncio.Event()
         self.passing.set()
-        self.flowing = asyncio.Event()  # cleared: bytes stop moving both ways, connections stay open (a dead path)
+        self.flowing = asyncio.Event()  # cleared: bytes are lost both ways, connections stay open (a dead path)
         self.flowing.set()
         self.held = 0  # connections that arrived while closed
         self.clients: set[asyncio.StreamWriter] = set()  # client connections still open
@@ -156,7 +157,8 @@ class _Gate:
                 self.held += 1
                 await self.passing.wait()
             up_reader, upstream = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-            await asyncio.gather(self._pipe(reader, upstream), self._pipe(up_reader, writer))
+            await asyncio.gather(self._pipe(reader, upstream, from_client=True),
+                                 self._pipe(up_reader, writer, from_client=False))
         except OSError:
             pass
         finally:
@@ -165,10 +167,13 @@ class _Gate:
                 if end is not None:
                     end.transport.abort()
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, from_client: bool) -> None:
         with contextlib.suppress(OSError):
             while chunk := await source.read(65536):
-                await self.flowing.wait()
+                if from_client and self.freeze_on is not None and self.freeze_on in chunk:
+                    self.flowing.clear()
+                if not self.flowing.is_set():
+                    continue  # lost on the dead path; reading on still tells when a side closes
                 sink.write(chunk)
                 await sink.drain()
         sink.transport.abort()  # one side ended: end the other, as a broken connection would
@@ -319,5 +324,24 @@ async def test_a_connection_gone_silent_is_reported_lost(tmp_path: Path, scheme:
                     assert time.monotonic() - started < 5 * TIMEOUT_FACTOR, items[0]  # 2-3 times open_timeout_s
                 finally:
                     reader.cancel()
+        finally:
+            await gate.stop()
+
+
+async def test_nats_that_stops_answering_after_connect_is_a_subscriber_error(tmp_path: Path) -> None:
+    """NATS takes the connection, then the path dies as the SDK subscribes: entering raises BusUnreachable in
+    one line within a bound (it raised nats-py's FlushTimeoutError, which is no SubscriberError, so tail
+    printed a traceback), and the connection is closed."""
+    with nats_server(tmp_path) as nats:
+        gate = _Gate(nats.port, freeze_on=b"SUB ")
+        await gate.start()
+        try:
+            started = time.monotonic()
+            with pytest.raises(fg.BusUnreachable) as caught:
+                async with fg.subscribe(f"nats://127.0.0.1:{gate.port}", "flowgauge.v1.>", open_timeout_s=1):
+                    pass
+            assert time.monotonic() - started < 5 * TIMEOUT_FACTOR
+            assert "\n" not in str(caught.value) and "did not confirm the subscription" in str(caught.value)
+            await wait_for(lambda: not gate.clients, "the SDK's connection closed", 10)
         finally:
             await gate.stop()

@@ -18,7 +18,14 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from flowgauge.client import BusUnreachable, ConnectionLost, InvalidBusURL, NotABus, Unauthorized
+from flowgauge.client import (
+    BusUnreachable,
+    ConnectionLost,
+    InvalidBusURL,
+    NotABus,
+    SubscribeRejected,
+    Unauthorized,
+)
 from flowgauge.publish.topics import TopicPattern
 from flowgauge.sdk.message import Message
 from flowgauge.sdk.patterns import disjoint_cover
@@ -97,8 +104,15 @@ class NatsTransport:
                 await self._nc.subscribe(pattern, cb=self._on_message)
             await self._nc.flush(timeout=self._open_timeout_s)  # the server has the subscriptions from here on
             self._current = await self._current_values()
-        except BaseException:
+        except BaseException as exc:
             await self.close()
+            # Entering raises SubscriberErrors only (one line each), never a nats-py exception.
+            if isinstance(exc, TimeoutError):  # nats-py's flush and request timeouts are TimeoutErrors too
+                raise BusUnreachable(f"NATS at {self.url} took the connection but did not confirm the "
+                                     f"subscription within {self._open_timeout_s:g} s") from None
+            if isinstance(exc, NatsError):
+                raise SubscribeRejected(f"NATS at {self.url} refused the subscription: "
+                                        f"{_first_line(exc)}") from None
             raise
 
     async def messages(self) -> AsyncIterator[Message]:
@@ -194,6 +208,11 @@ def _unreachable(url: str, last_error: str, timeout_s: float | None) -> BusUnrea
     elif not last_error and timeout_s is not None:
         why = f" within {timeout_s:g} s"
     return BusUnreachable(f"cannot connect to NATS at {url}: no server answered{why}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
 
 
 def _describe(exc: BaseException) -> str:
