@@ -135,6 +135,7 @@ class _Gate:
         self.clients: set[asyncio.StreamWriter] = set()  # client connections still open
         self.port = 0
         self._server: asyncio.Server | None = None
+        self._relays: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
@@ -145,11 +146,18 @@ class _Gate:
             writer.transport.abort()
 
     async def stop(self) -> None:
+        self.passing.set()  # held connections go through, to be cut like the others
         self.cut()
+        if self._relays:
+            await asyncio.wait(self._relays, timeout=5 * TIMEOUT_FACTOR)
         if self._server is not None:
             self._server.close()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._relays.add(task)
+        task.add_done_callback(self._relays.discard)
         self.clients.add(writer)
         upstream: asyncio.StreamWriter | None = None
         try:
