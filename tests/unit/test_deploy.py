@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from flowgauge.config import load_settings
+from flowgauge.config import ConfigError, load_settings
 from flowgauge.telemetry.collector import SignalCollector
 from flowgauge.telemetry.instruments import Telemetry
 
@@ -80,3 +80,44 @@ def test_compose_grace_period_exceeds_the_shutdown_deadline() -> None:
     assert grace > load_settings(ROOT / "config" / "default.yaml", {}).shutdown_timeout_s
     for volume in compose["services"]["prometheus"]["volumes"]:
         assert (ROOT / volume.split(":")[0]).exists(), volume
+
+
+def _dockerfile_env() -> dict[str, str]:
+    """The ENV instruction(s) of the Dockerfile as a mapping (continuation lines joined)."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    env: dict[str, str] = {}
+    for line in re.findall(r"^ENV (.+)$", text, re.M):
+        env.update(pair.split("=", 1) for pair in line.split())
+    return env
+
+
+def test_the_image_fails_closed_with_one_line_naming_both_fixes() -> None:
+    """The image binds both listeners to 0.0.0.0; with no token and no explicit allowance its config is refused
+    in one problem line that names the token variables and allow_unauthenticated (issue 10, item 8)."""
+    env = _dockerfile_env()
+    assert env["FLOWGAUGE_BUS__EMBEDDED__HOST"] == "0.0.0.0" and env["FLOWGAUGE_HTTP__HOST"] == "0.0.0.0"
+    config = ROOT / "config" / Path(env["FLOWGAUGE_CONFIG"]).name  # the file COPY'd to /etc/flowgauge
+    try:
+        load_settings(config, env)
+    except ConfigError as exc:
+        (problem,) = exc.problems
+        assert "\n" not in str(exc)
+        for fix in ("FLOWGAUGE_BUS__EMBEDDED__TOKEN", "FLOWGAUGE_HTTP__TOKEN", "allow_unauthenticated: true"):
+            assert fix in problem, fix
+    else:
+        raise AssertionError("the image's default configuration runs open")
+    load_settings(config, {**env, "FLOWGAUGE_BUS__EMBEDDED__TOKEN": "a", "FLOWGAUGE_HTTP__TOKEN": "b"})
+
+
+def test_compose_supplies_what_the_image_requires() -> None:
+    """compose demands a bus token (interpolation `${VAR:?message}` stops `docker compose up` without it) and
+    opens HTTP explicitly with its host ports on loopback; with that token the image's config is valid."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    service = compose["services"]["flowgauge"]
+    environment = {name: str(value) for name, value in service["environment"].items()}
+    assert re.fullmatch(r"\$\{\w+:\?.+\}", environment["FLOWGAUGE_BUS__EMBEDDED__TOKEN"])
+    resolved = {**environment, "FLOWGAUGE_BUS__EMBEDDED__TOKEN": "from-the-shell"}
+    env = {**_dockerfile_env(), **{k: v for k, v in resolved.items() if k.startswith("FLOWGAUGE_")}}
+    load_settings(ROOT / "config" / Path(env["FLOWGAUGE_CONFIG"]).name, env)
+    if environment.get("FLOWGAUGE_HTTP__ALLOW_UNAUTHENTICATED") == "true":
+        assert all(port.startswith("127.0.0.1:") for port in service["ports"]), service["ports"]
