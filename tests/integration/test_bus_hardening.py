@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from tests.integration.test_fanout import PAD, FastReader, _request, _sample, _subscribe
 from tests.procs import wait_for
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from flowgauge.publish.codec import encode
 from flowgauge.publish.embedded import EmbeddedBus
@@ -129,6 +129,16 @@ async def test_oversized_request_ids_are_refused_and_not_echoed(registry: Collec
         assert _rejected(registry, "limit") == 1
         reply = await _request(ws, {"op": "subscribe", "patterns": [BTC], "id": "x" * 128})
         assert reply == {"op": "subscribed", "patterns": [BTC], "id": "x" * 128}
+
+
+async def test_an_oversized_control_frame_closes_the_connection_and_is_counted(registry: CollectorRegistry) -> None:
+    async with EmbeddedBus("127.0.0.1", 0, None, 100, Telemetry(registry)) as bus, connect(_uri(bus)) as ws:
+        await ws.send("x" * (64 * 1024 + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(TIMEOUT):
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        await wait_for(lambda: _rejected(registry, "limit") == 1, "the frame-size limit counted", TIMEOUT)
 
 
 async def test_control_messages_are_rate_limited_per_client(registry: CollectorRegistry) -> None:

@@ -732,6 +732,9 @@ class EmbeddedBus:
             sent = ws.protocol.close_sent
             if sent is not None and sent.code == CloseCode.INTERNAL_ERROR and sent.reason == _KEEPALIVE_REASON:
                 self._mark_disconnect(client, "keepalive")
+            elif sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG and self._telemetry is not None:
+                # websockets closed it for a frame over max_size (64 KiB): the frame-size limit was hit.
+                self._telemetry.count_fanout_control_rejected("limit")
             self._mark_disconnect(client, "client")
             self._report_clients()
             client.relay.cancel()
