@@ -267,6 +267,7 @@ class Daemon:
                     close_timeout=budget * 0.15,
                     client_queue_bytes=embedded.client_queue_bytes,
                     client_max_lag_s=embedded.client_max_lag_s,
+                    max_clients=embedded.max_clients,
                 )
                 await _listen(self.bus.start(), "bus.embedded", embedded.host, embedded.port)
                 stack.push_async_callback(_bounded, self.bus.close, budget * 0.35, "bus")

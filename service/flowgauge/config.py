@@ -182,6 +182,7 @@ class EmbeddedBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
     client_queue: int = 10000  # per-client queue bound (payloads) before the slow-client policy applies
     client_queue_bytes: int = 8388608  # a client whose queue holds more bytes than this is disconnected (slow)
     client_max_lag_s: float = 10.0  # a client whose oldest queued payload is older than this is disconnected
+    max_clients: int = 1024  # websocket connections beyond which upgrades are refused (503, counted)
 
 
 class NatsBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -734,6 +735,7 @@ def _check_embedded(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _between(v, "client_queue", 1, None, key, problems)
     _between(v, "client_queue_bytes", 1024, None, key, problems)
     _positive(v, "client_max_lag_s", key, problems)
+    _between(v, "max_clients", 1, None, key, problems)
 
 
 # JetStream stream names may not contain these (nor whitespace).

@@ -413,3 +413,26 @@ async def test_a_client_that_answers_pings_stays_connected(registry: CollectorRe
         assert _disconnects(registry, "keepalive") == 0
         assert _sample(registry, "flowgauge_fanout_clients") == 1
 
+
+
+# ------------------------------------------------------------------------------------------------ connections
+
+
+async def test_connections_beyond_max_clients_are_refused_and_counted(registry: CollectorRegistry) -> None:
+    async with (
+        EmbeddedBus("127.0.0.1", 0, None, 100, Telemetry(registry), max_clients=2) as bus,
+        connect(_uri(bus)) as first,
+        connect(_uri(bus)) as second,
+    ):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(_uri(bus)):
+                pass
+        assert refused.value.response.status_code == 503
+        assert _disconnects(registry, "max_clients") == 1
+        await _subscribe(first, BTC)
+        await _subscribe(second, BTC)
+    async with EmbeddedBus("127.0.0.1", 0, None, 100, Telemetry(CollectorRegistry()), max_clients=2) as bus:
+        # Slots free up when clients leave.
+        for _ in range(3):
+            async with connect(_uri(bus)) as ws:
+                await _subscribe(ws, BTC)

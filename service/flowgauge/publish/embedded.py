@@ -37,6 +37,8 @@ Limits, each counted when hit (`count_fanout_control_rejected` / `count_fanout_d
 - slow senders: a connection that has not completed its opening handshake `handshake_timeout` seconds after it
   was accepted, or that has held an incomplete frame for `frame_timeout` seconds, is aborted (`deadline`).
 - keepalive: a client that does not answer pings within `ping_timeout` is closed by websockets (`keepalive`).
+- connections: beyond `max_clients` accepted connections (open or handshaking), an upgrade is refused with 503
+  (`max_clients`).
 With a token configured, the upgrade request must carry exactly one `Authorization: Bearer <token>` header, or no
 such header and `?token=<token>`, else 401 (counted, logged at most once per 10 s with the count held back).
 Connection and disconnection lines are logged at most once per 10 s too, each with how many were held back.
@@ -389,6 +391,7 @@ class EmbeddedBus:
         frame_timeout: seconds a connection may hold an incomplete frame, else it is aborted.
         ping_interval / ping_timeout: websocket keepalive; a client that misses a pong is closed.
         control_rate / control_burst: token bucket per client for control messages (per second / at once).
+        max_clients: websocket connections (open or handshaking) beyond which upgrades are refused with 503.
     """
 
     backend = BACKEND
@@ -411,6 +414,7 @@ class EmbeddedBus:
         ping_timeout: float = 20.0,
         control_rate: float = 5.0,
         control_burst: int = 10,
+        max_clients: int = 1024,
     ) -> None:
         if client_queue < 1:
             raise ValueError(f"client_queue must be >= 1, got {client_queue}")
@@ -428,6 +432,9 @@ class EmbeddedBus:
         self._ping_timeout = ping_timeout
         self._control_rate = control_rate
         self._control_burst = float(control_burst)
+        if max_clients < 1:
+            raise ValueError(f"max_clients must be >= 1, got {max_clients}")
+        self._max_clients = max_clients
         self._conns: set[_GuardedConnection] = set()  # every accepted websocket connection, handshaking or open
         self._by_conn: dict[ServerConnection, _Client] = {}
         self._logs = BurstLimiter(_LOG_INTERVAL_S)
@@ -663,6 +670,14 @@ class EmbeddedBus:
         url = urlsplit(request.path)
         if url.path != "/":
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        if len(self._conns) > self._max_clients:  # this connection is one of them
+            if self._telemetry is not None:
+                self._telemetry.count_fanout_disconnect("max_clients")
+            held_back = self._logs.allow("max_clients")
+            if held_back is not None:
+                log.warning("fanout_max_clients: client=%s refused, %d connections (%d more not logged)",
+                            _peer(connection), len(self._conns) - 1, held_back)
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many clients\n")
         if self._token is None:
             return None
         supplied: str | None = None

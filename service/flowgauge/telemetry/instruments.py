@@ -54,7 +54,7 @@ BACKEND_DROP_REASONS: Mapping[str, tuple[str, ...]] = {
     "null": (),
 }
 DISCONNECT_REASONS: tuple[str, ...] = (
-    "slow", "slow_bytes", "slow_lag", "keepalive", "deadline", "client", "shutdown",
+    "slow", "slow_bytes", "slow_lag", "keepalive", "deadline", "max_clients", "client", "shutdown",
 )
 CONTROL_REJECT_REASONS: tuple[str, ...] = ("rate_limited", "limit", "invalid", "binary")
 HTTP_REJECT_REASONS: tuple[str, ...] = ("auth", "deadline")
@@ -235,7 +235,8 @@ class Telemetry:
             "Websocket connections ended by reason: client (the peer left), shutdown, slow (buffer overflowed too "
             "often in a row), slow_bytes (buffer over bus.embedded.client_queue_bytes), slow_lag (oldest buffered "
             "message older than bus.embedded.client_max_lag_s), keepalive (no pong in time), deadline (handshake "
-            "or a frame not completed in time) (disconnects).",
+            "or a frame not completed in time), max_clients (upgrade refused with 503: bus.embedded.max_clients "
+            "connections already) (disconnects).",
             ["reason"], registry=r,
         )
         self.fanout_control_rejected = Counter(
