@@ -4,9 +4,11 @@
 Sits under those modules: it owns what every simulator does the same way and nothing a
 venue defines. That is the aiohttp runner's lifecycle on one loopback socket, the per-client bounded outbound
 queue and its writer task, disconnecting slow clients, the garbage-frame cycle, subscription bookkeeping, the
-paced replay loop over a recorded tape, and serving until cancelled. Protocol (routes, request handling,
-frame shapes, close reasons beyond the common two) stays in each venue's module. Like those modules it must
-not import the daemon's parsers, books or metrics, and it never opens an outbound connection.
+paced replay loop over a recorded tape, the venue's exchange clock (`TapeClock`: recorded exchange times mapped
+onto the wall clock at every speed and across loops, optionally skewed), and serving until cancelled. Protocol
+(routes, request handling, frame shapes, close reasons beyond the common two) stays in each venue's module.
+Like those modules it must not import the daemon's parsers, books or metrics, and it never opens an outbound
+connection.
 
 Bounds. Each client has one bounded outbound queue (`client_queue` frames, plus `reply_headroom` for replies
 to the client's own requests) drained by one writer task. A delivery that finds the queue full disconnects
