@@ -174,7 +174,7 @@ def _levels(raw: Any, instrument: Instrument) -> tuple[Level, ...]:
             raise FrameError(f"bad level {level!r}")
         price = _number(level[0])
         size = _number(level[1])
-        if price <= 0.0 or size < 0.0:
+        if not shared_levels.valid_level(price, size):
             raise FrameError(f"bad level {level!r}")
         out.append((price, instrument.base_size(size, price)))
     return tuple(out)

@@ -16,6 +16,7 @@ Venue facts this module relies on (../shared/exchanges.md §2 and "Differences t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -93,7 +94,7 @@ def _levels(raw: Any, instrument: Instrument) -> tuple[Level, ...]:
     for level in raw:
         price = float(level[0])
         size = float(level[1])
-        if price <= 0.0 or size < 0.0 or price != price or size != size:
+        if not shared_levels.valid_level(price, size):  # NaN, infinities and absurd magnitudes included
             raise FrameError(f"bad level {level!r}")
         out.append((price, instrument.base_size(size, price)))
     return tuple(out)
@@ -102,7 +103,10 @@ def _levels(raw: Any, instrument: Instrument) -> tuple[Level, ...]:
 def _opt_float(value: Any) -> float | None:
     if value is None or value == "":
         return None
-    return float(value)
+    number = float(value)
+    if not math.isfinite(number):  # "NaN" and "Infinity" parse as floats; no venue means them
+        raise FrameError(f"not finite: {value!r}")
+    return number
 
 
 class BybitParser:

@@ -282,7 +282,7 @@ class DeribitParser:
             action = row[0]
             price = _number(row[1], "price")
             amount = _number(row[2], "amount")
-            if price <= 0.0 or amount < 0.0:
+            if not shared_levels.valid_level(price, amount):
                 raise FrameError(f"bad level {row!r}")
             if action == "delete":
                 out.append((price, 0.0))  # sent with amount 0.0; never trust it to be anything else

@@ -42,6 +42,7 @@ metadata from `fallback_instruments`, a documented minimal universe (BTC, ETH).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -254,8 +255,8 @@ def _book_side(raw: Any, instrument: Instrument, depth: int) -> tuple[Level, ...
             raise FrameError(f"level is not an object: {level!r}")
         price = float(level["px"])
         size = float(level["sz"])
-        # `x != x` is NaN; inf prices or sizes are as unusable.
-        if not (0.0 < price < float("inf")) or not (0.0 <= size < float("inf")):
+        # NaN fails every comparison; infinities and absurd magnitudes are as unusable.
+        if not shared_levels.valid_level(price, size):
             raise FrameError(f"bad level {level!r}")
         out.append((price, instrument.base_size(size, price)))
     return tuple(out)
@@ -271,7 +272,7 @@ def _opt_float(value: Any) -> float | None:
     if value is None or value == "":
         return None
     number = float(value)
-    return number if number == number else None
+    return number if math.isfinite(number) else None  # "NaN" and "Infinity" parse as floats: unusable
 
 
 def _coin(data: Any) -> str:

@@ -7,13 +7,20 @@ from typing import Any
 
 from flowgauge.types import ContractKind, Instrument, Level
 
-_INF = float("inf")
+# The range a level's numbers must lie in, on every path (typed fast paths, generic loops, both cores). Beyond
+# finiteness: a size of 1e308 is finite, but its notional, a depth sum or an inverse contract's base size
+# (size * contract / price, with a price of 5e-324) overflows to infinity and a VALID book would publish inf and
+# NaN. Within [MIN_PRICE, MAX_LEVEL_VALUE) every product and sum the metrics form stays finite, with room to
+# spare for any real market (sizes up to 1e18 units, prices from 1e-18).
+MIN_PRICE = 1e-18
+MAX_LEVEL_VALUE = 1e18
 
 DecodedLevels = tuple[tuple[float, float], ...]
 
 
 def valid_levels(levels: DecodedLevels) -> bool:
-    """Prices > 0, sizes >= 0, nothing NaN or infinite (the sum of every price and size must be finite).
+    """Prices in [MIN_PRICE, MAX_LEVEL_VALUE), sizes in [0, MAX_LEVEL_VALUE), nothing NaN (the sum of every price
+    and size must be a number).
 
     The parsers' typed fast paths call this for every book frame; a False sends the frame down the generic
     path, which reports what is wrong. It runs `_validator`: the reference below, or the compiled core's
@@ -29,7 +36,18 @@ def reference_valid_levels(levels: DecodedLevels) -> bool:
         return True
     prices, sizes = zip(*levels, strict=True)
     total = sum(prices) + sum(sizes)
-    return min(prices) > 0.0 and min(sizes) >= 0.0 and total == total and total != _INF
+    return (
+        min(prices) >= MIN_PRICE
+        and min(sizes) >= 0.0
+        and max(prices) < MAX_LEVEL_VALUE
+        and max(sizes) < MAX_LEVEL_VALUE
+        and total == total
+    )
+
+
+def valid_level(price: float, size: float) -> bool:
+    """One level in range (the generic loops' check, the same bounds as `valid_levels`); NaN fails."""
+    return MIN_PRICE <= price < MAX_LEVEL_VALUE and 0.0 <= size < MAX_LEVEL_VALUE
 
 
 def reference_valid_sides(bids: DecodedLevels, asks: DecodedLevels) -> bool:

@@ -242,7 +242,7 @@ def _raw_levels(raw: Any) -> list[tuple[str, str, float, float]]:
         price = float(px_s)
         size = float(sz_s)
         # NaN fails every comparison and inf the upper bounds, so both are refused here.
-        if not (0.0 < price < math.inf) or not (0.0 <= size < math.inf):
+        if not shared_levels.valid_level(price, size):
             raise FrameError(f"bad level {level!r}"[:100])
         out.append((px_s, sz_s, price, size))
     return out

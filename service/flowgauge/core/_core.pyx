@@ -555,10 +555,17 @@ cdef class OfiState:
         return bid_term + ask_term
 
 
+# connectors.levels.MIN_PRICE and MAX_LEVEL_VALUE: the range of a level's price and size on every path.
+MIN_PRICE = 1e-18
+MAX_LEVEL_VALUE = 1e18
+cdef double _MIN_PRICE = MIN_PRICE
+cdef double _MAX_LEVEL = MAX_LEVEL_VALUE
+
+
 def string_levels(raw):
     """connectors.okx._raw_levels for a clean `[[px, sz, ...], ...]` (a list of lists whose first two items are
-    str): the same list of (px string, sz string, float(px), float(sz)) with the same checks (0 < px < inf,
-    0 <= sz < inf); None as soon as anything is not so (the caller's reference loop then says what is wrong).
+    str): the same list of (px string, sz string, float(px), float(sz)) with the same checks (MIN_PRICE <= px <
+    MAX_LEVEL_VALUE, 0 <= sz < MAX_LEVEL_VALUE); None as soon as anything is not so (the caller's reference loop then says what is wrong).
     `PyFloat_FromString` is what `float(str)` runs, so the values are the same objects' values."""
     cdef list out = []
     cdef object item, px_s, sz_s, price_obj, size_obj
@@ -579,7 +586,7 @@ def string_levels(raw):
             return None
         price = PyFloat_AS_DOUBLE(price_obj)
         size = PyFloat_AS_DOUBLE(size_obj)
-        if not (0.0 < price < INFINITY) or not (0.0 <= size < INFINITY):
+        if not (_MIN_PRICE <= price < _MAX_LEVEL) or not (0.0 <= size < _MAX_LEVEL):
             return None
         out.append((px_s, sz_s, price_obj, size_obj))
     return out
@@ -610,8 +617,8 @@ cdef inline object _json_number(object value):
 
 def action_levels(rows, bint usd):
     """DeribitParser._levels for clean rows (`[action, price, amount]`, JSON numbers): the same tuple of (price,
-    base size) with the same checks (finite, price > 0, amount >= 0, action delete/new/change; a USD amount is
-    divided by its level's price), or None as soon as anything is not so (the reference then says what)."""
+    base size) with the same checks (finite, MIN_PRICE <= price < MAX_LEVEL_VALUE, 0 <= amount < MAX_LEVEL_VALUE,
+    action delete/new/change; a USD amount is divided by its level's price), or None as soon as anything is not so (the reference then says what)."""
     cdef list out = []
     cdef object row, action, price_obj, amount_obj
     cdef double price, amount
@@ -627,7 +634,7 @@ def action_levels(rows, bint usd):
             return None
         price = PyFloat_AS_DOUBLE(price_obj)
         amount = PyFloat_AS_DOUBLE(amount_obj)
-        if price <= 0.0 or amount < 0.0:
+        if not (_MIN_PRICE <= price < _MAX_LEVEL) or not (0.0 <= amount < _MAX_LEVEL):
             return None
         if action == _DELETE:
             out.append((price_obj, 0.0))
@@ -640,8 +647,8 @@ def action_levels(rows, bint usd):
 
 def dict_levels(raw, Py_ssize_t depth, double multiplier):
     """hyperliquid._book_side for a clean side of a linear instrument (`[{"px": str, "sz": str, ...}, ...]`, the
-    first `depth` used): the same tuple of (price, size * multiplier) with the same checks (0 < px < inf,
-    0 <= sz < inf), or None as soon as anything is not so (the reference then says what)."""
+    first `depth` used): the same tuple of (price, size * multiplier) with the same checks (MIN_PRICE <= px <
+    MAX_LEVEL_VALUE, 0 <= sz < MAX_LEVEL_VALUE), or None as soon as anything is not so (the reference then says what)."""
     cdef list out = []
     cdef object level, px_s, sz_s, price_obj, size_obj
     cdef double price, size
@@ -668,7 +675,7 @@ def dict_levels(raw, Py_ssize_t depth, double multiplier):
             return None
         price = PyFloat_AS_DOUBLE(price_obj)
         size = PyFloat_AS_DOUBLE(size_obj)
-        if not (0.0 < price < INFINITY) or not (0.0 <= size < INFINITY):
+        if not (_MIN_PRICE <= price < _MAX_LEVEL) or not (0.0 <= size < _MAX_LEVEL):
             return None
         out.append((price_obj, size * multiplier))
     return tuple(out)
@@ -681,14 +688,15 @@ def valid_sides(bids, asks):
 
 def valid_levels(levels):
     """connectors.levels.valid_levels in one C loop, with the reference's exact verdicts: the minimum price
-    must be > 0, the minimum size >= 0, and the sum of every price and size finite (so a NaN anywhere, an
-    infinity, or a sum that overflows all fail)."""
+    must be >= MIN_PRICE, the minimum size >= 0, the maximum price and size < MAX_LEVEL_VALUE, and the sum of
+    every price and size a number (so a NaN anywhere fails)."""
     return _valid_levels(levels)
 
 
 cdef bint _valid_levels(object levels) except -1:
     cdef object level
-    cdef double price, size, min_price = 0.0, min_size = 0.0, prices = 0.0, sizes = 0.0, total
+    cdef double price, size, min_price = 0.0, min_size = 0.0, max_price = 0.0, max_size = 0.0
+    cdef double prices = 0.0, sizes = 0.0
     cdef bint first = True
     cdef Py_ssize_t i
     cdef PyObject* item
@@ -707,8 +715,8 @@ cdef bint _valid_levels(object levels) except -1:
         price = PyFloat_AS_DOUBLE(<object>p)
         size = PyFloat_AS_DOUBLE(<object>q)
         if first:
-            min_price = price
-            min_size = size
+            min_price = max_price = price
+            min_size = max_size = size
             prices = price
             sizes = size
             first = False
@@ -717,37 +725,50 @@ cdef bint _valid_levels(object levels) except -1:
             min_price = price
         if size < min_size:
             min_size = size
+        if price > max_price:
+            max_price = price
+        if size > max_size:
+            max_size = size
         prices += price
         sizes += size
     else:
         if type(levels) is tuple:
-            return _verdict(first, min_price, min_size, prices, sizes)
+            return _verdict(first, min_price, min_size, max_price, max_size, prices, sizes)
     first = True  # not all of the typed shape: start again with the generic loop (same arithmetic)
     for level in levels:
         price = level[0]
         size = level[1]
         if first:
-            min_price = price
-            min_size = size
+            min_price = max_price = price
+            min_size = max_size = size
             prices = price
             sizes = size
             first = False
             continue
-        # min() keeps the first item unless a later one compares smaller (a NaN never does)
+        # min() keeps the first item unless a later one compares smaller (a NaN never does), max() likewise
         if price < min_price:
             min_price = price
         if size < min_size:
             min_size = size
+        if price > max_price:
+            max_price = price
+        if size > max_size:
+            max_size = size
         prices += price
         sizes += size
-    return _verdict(first, min_price, min_size, prices, sizes)
+    return _verdict(first, min_price, min_size, max_price, max_size, prices, sizes)
 
 
-cdef inline bint _verdict(bint empty, double min_price, double min_size, double prices, double sizes) noexcept:
+cdef inline bint _verdict(
+    bint empty, double min_price, double min_size, double max_price, double max_size, double prices, double sizes
+) noexcept:
     if empty:
         return True
     cdef double total = prices + sizes
-    return min_price > 0.0 and min_size >= 0.0 and total == total and total != INFINITY
+    return (
+        min_price >= _MIN_PRICE and min_size >= 0.0 and max_price < _MAX_LEVEL and max_size < _MAX_LEVEL
+        and total == total
+    )
 
 
 # ------------------------------------------------------------------------------------------------- windows
