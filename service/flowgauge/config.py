@@ -455,14 +455,38 @@ def _read_yaml(path: Path | Traversable) -> Any:
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"], str(path)) from None
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: builds plain data only
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: builds plain data only
+    except RecursionError:  # PyYAML composes nested nodes recursively
+        raise ConfigError([f"{path}: invalid YAML: {_TOO_DEEP}"], str(path)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
         why = " ".join(part for part in (exc.context, exc.problem) if part)
         raise ConfigError([f"{where}: invalid YAML: {why}"], str(path)) from None
     except yaml.YAMLError as exc:  # e.g. a reader error on undecodable bytes
-        raise ConfigError([f"{path}: invalid YAML: {exc}"], str(path)) from None
+        raise ConfigError([f"{path}: invalid YAML: {_one_line(exc)}"], str(path)) from None
+    if _too_deep(data):
+        raise ConfigError([f"{path}: {_TOO_DEEP}"], str(path))
+    return data
+
+
+# No setting nests more than a few levels; the merge, the copies and the validation recurse once per level, so a
+# document nested hundreds deep would end in a RecursionError (a traceback) instead of a problem line.
+_MAX_DEPTH: Final = 32
+_TOO_DEEP: Final = f"nested more than {_MAX_DEPTH} levels deep"
+
+
+def _too_deep(data: Any) -> bool:
+    stack = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            return True
+        if isinstance(node, Mapping):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend((child, depth + 1) for child in node)
+    return False
 
 
 # --------------------------------------------------------------------------------------------- environment
@@ -492,6 +516,12 @@ def _apply_env(
             value = _env_value(environ[name], target)
         except yaml.YAMLError as exc:
             problems.append((key, f"not a YAML scalar: {_one_line(exc)} (set by {name})"))
+            continue
+        except RecursionError:  # a flow list nested deeper than PyYAML's recursion allows
+            problems.append((key, f"{_TOO_DEEP} (set by {name})"))
+            continue
+        if _too_deep(value):
+            problems.append((key, f"{_TOO_DEEP} (set by {name})"))
             continue
         _set_path(merged, segments, value)
         origins[key] = name
