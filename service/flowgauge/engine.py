@@ -27,6 +27,7 @@ from flowgauge import core
 from flowgauge.book.l2 import DEFAULT_MAX_LEVELS
 from flowgauge.book.sequencing import snapshots_only
 from flowgauge.book.sync import ApplyResult, SequenceRule, consecutive_ids
+from flowgauge.connectors.levels import MAX_LEVEL_VALUE
 from flowgauge.logs import BurstLimiter, event
 from flowgauge.metrics.accumulator import FIELD_NAMES, InstrumentMetrics
 from flowgauge.metrics.clock import ClockOffset
@@ -68,7 +69,6 @@ _PAYLOAD_TEMPLATE: dict[str, Any] = dict.fromkeys((*_ENVELOPE_KEYS, *FIELD_NAMES
 _SIDE_TEXT = {1: "buy", -1: "sell"}
 # The order that closed a liquidated position: a long is closed by a sell, a short by a buy.
 _CLOSING_SIDE = {"long": "sell", "short": "buy"}
-_INF = float("inf")
 _STATE_TEXT = {state: state.value for state in BookState}  # an enum's .value is a slow descriptor lookup
 _VALID_TEXT = BookState.VALID.value
 _encode = codec.encode
@@ -427,7 +427,7 @@ class Engine:
 
     def _on_trade(self, trade: Trade) -> str | None:
         state = self._states.get((trade.venue, trade.symbol))
-        if state is not None:
+        if state is not None and self._sane(trade.venue, "trade", trade.price, trade.size):
             state.venue_clock.observe(trade.ts_recv, trade.ts_exchange)
             pending = state.pending
             if pending is not None and not pending[0] < trade.ts_exchange <= pending[0] + LATE_HORIZON_NS:
@@ -435,7 +435,7 @@ class Engine:
                 # publish it first. A trade stamped after it (held back from its windows) changes nothing.
                 self._flush(state)
             state.metrics.on_trade(trade)
-            if self.publish_trades and self._sane(trade.venue, "trade", trade.price, trade.size):
+            if self.publish_trades:
                 self._publish_trade_record(
                     state, "trade", _SIDE_TEXT.get(trade.side), trade.price, trade.size, trade.trade_id,
                     trade.forced, None, trade.ts_exchange, trade.ts_recv,
@@ -444,7 +444,7 @@ class Engine:
 
     def _on_open_interest(self, oi: OpenInterest) -> str | None:
         state = self._states.get((oi.venue, oi.symbol))
-        if state is not None:
+        if state is not None and self._in_range(oi.venue, "open_interest", oi.open_interest):
             if state.pending is not None:
                 self._flush(state)
             state.metrics.on_open_interest(oi)
@@ -453,7 +453,9 @@ class Engine:
 
     def _on_funding(self, funding: FundingRate) -> str | None:
         state = self._states.get((funding.venue, funding.symbol))
-        if state is not None:
+        if state is not None and self._in_range(
+            funding.venue, "funding", funding.rate, funding.interval_hours, funding.mark_price, funding.index_price
+        ):
             if state.pending is not None:
                 self._flush(state)
             state.metrics.on_funding(funding)
@@ -478,7 +480,7 @@ class Engine:
 
     def _on_long_short(self, ratio: LongShortRatio) -> str | None:
         state = self._states.get((ratio.venue, ratio.symbol))
-        if state is not None:
+        if state is not None and self._in_range(ratio.venue, "long_short", ratio.ratio):
             if state.pending is not None:
                 self._flush(state)
             state.metrics.on_long_short(ratio)
@@ -707,15 +709,28 @@ class Engine:
         self._sink(state.trades_topic, encoded)
 
     def _sane(self, venue: str, what: str, price: float, size: float) -> bool:
-        """A trade or liquidation with a price and size a subscriber can use (positive, finite): the parsers of
-        some venues pass the venue's numbers through unchecked. Anything else is counted as a bad frame."""
-        if 0.0 < price < _INF and 0.0 < size < _INF:
+        """A trade or liquidation with a price and size a subscriber and the windows can use (positive, below
+        MAX_LEVEL_VALUE): the parsers of some venues pass the venue's numbers through unchecked. Anything else is
+        counted as a bad frame and reaches neither the metrics nor the bus."""
+        if 0.0 < price < MAX_LEVEL_VALUE and 0.0 < size < MAX_LEVEL_VALUE:
             return True
         self.bad_frames += 1
         if self._hooks is not None:
             self._hooks.bad_frame(venue)
         if self._bad_frame_log.allow(f"{what}:{venue}") is not None:
             event(log, logging.WARNING, "bad_trade_values", venue=venue, kind=what, price=price, size=size)
+        return False
+
+    def _in_range(self, venue: str, what: str, *values: float | None) -> bool:
+        """Open interest, funding and ratio values a payload can carry: finite and below MAX_LEVEL_VALUE in size
+        (a venue's mark price of 1e308 is finite, but its notional is not). Anything else is a bad frame."""
+        if all(v is None or -MAX_LEVEL_VALUE < v < MAX_LEVEL_VALUE for v in values):
+            return True
+        self.bad_frames += 1
+        if self._hooks is not None:
+            self._hooks.bad_frame(venue)
+        if self._bad_frame_log.allow(f"{what}:{venue}") is not None:
+            event(log, logging.WARNING, "bad_values", venue=venue, kind=what, values=[repr(v) for v in values])
         return False
 
     def _encode_failed(self, venue: str, exc: Exception) -> None:

@@ -5,7 +5,9 @@
   on a VALID book.
 - A finite but absurd size (1.7976931348623157e308 in a Hyperliquid l2Book) passed every check and overflowed the
   depth sums to infinity; level numbers are now bounded on every path ([MIN_PRICE, MAX_LEVEL_VALUE)).
-- A Bybit ticker with `"markPrice": "NaN"` published `mark_price` and `oi_notional` NaN.
+- A Bybit ticker with `"markPrice": "NaN"` published `mark_price` and `oi_notional` NaN, and one with
+  `"markPrice": "1e308"` (finite) published `oi_notional: inf` (long profile); trades of absurd size reached the
+  flow windows unchecked.
 """
 
 from __future__ import annotations
@@ -97,3 +99,22 @@ def test_both_cores_bound_level_values_alike(price: float, size: float, ok: bool
     assert (compiled.dict_levels([{"px": repr(price), "sz": repr(size)}], 1, 1.0) is not None) is ok
     assert (compiled.action_levels([["new", price, size]], False) is not None) is ok
     assert (compiled.MIN_PRICE, compiled.MAX_LEVEL_VALUE) == (levels.MIN_PRICE, levels.MAX_LEVEL_VALUE)
+
+
+def test_bybit_ticker_with_an_absurd_mark_price_is_a_bad_frame(core_name: str) -> None:
+    harness = primed("bybit", core_name)
+    ticker = json.loads(next(s for s in harness.case.frame_seeds if '"tickers.' in s and '"markPrice"' in s))
+    ticker["data"]["markPrice"] = "1e308"
+    harness.frame(json.dumps(ticker))  # the checker raises on a published oi_notional of inf
+    assert harness.engine.bad_frames == 1
+
+
+def test_a_trade_of_absurd_size_never_reaches_the_windows(core_name: str) -> None:
+    harness = primed("hyperliquid", core_name)
+    trades = json.loads(next(op.data for op in harness.case.continuation if '"trades"' in op.data))
+    trades["data"] = trades["data"][:1]
+    trades["data"][0]["sz"] = "1e300"
+    harness.frame(json.dumps(trades))
+    assert harness.engine.bad_frames == 1
+    for op in harness.case.continuation:
+        harness.op(op)  # later book payloads carry tfi: the checker raises on NaN or inf
