@@ -118,3 +118,15 @@ def test_a_trade_of_absurd_size_never_reaches_the_windows(core_name: str) -> Non
     assert harness.engine.bad_frames == 1
     for op in harness.case.continuation:
         harness.op(op)  # later book payloads carry tfi: the checker raises on NaN or inf
+
+
+def test_an_absurd_exchange_time_decays_to_nothing_in_both_cores(core_name: str) -> None:
+    """Long profile: a Bybit ticker stamped "ts": "9" * 400 raised OverflowError out of the reference core's
+    decayed sums (int too large to convert to float); the compiled core clamps such times at +-2^62 ns, and
+    the reference now does the same."""
+    harness = primed("bybit", core_name)
+    ticker = json.loads(next(s for s in harness.case.frame_seeds if '"tickers.' in s and '"markPrice"' in s))
+    ticker["ts"] = "9" * 400
+    harness.frame(json.dumps(ticker))
+    for op in harness.case.continuation:
+        harness.op(op)

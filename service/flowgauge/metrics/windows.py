@@ -278,6 +278,17 @@ class SlidingFlow(_Boxcar):
         return signed.value(), mass.value(), n
 
 
+_TIME_LIMIT = 1 << 62
+
+
+def _clamped(t: int) -> int:
+    """The compiled core's clamp (core._core._ns): a venue time beyond +-2^62 ns (year 2116) is taken as +-2^62,
+    far beyond any window, so the decay of an absurd time is 0 instead of an OverflowError converting it to float."""
+    if t > _TIME_LIMIT:
+        return _TIME_LIMIT
+    return -_TIME_LIMIT if t < -_TIME_LIMIT else t
+
+
 class DecayedSum:
     """Exponentially decayed sum of impulses: `S <- a*S + x`, `a = exp(-ln2/H * dt)` (metrics.md §0.3).
 
@@ -343,6 +354,7 @@ class DecayedSum:
         return high
 
     def add(self, t: int, x: float) -> None:
+        t = _clamped(t)
         high = self._advance(t)
         times = self._times
         settled_t = self._settled_t
@@ -401,6 +413,7 @@ class DecayedSum:
 
     def value(self, now: int) -> float:
         """The impulses at or before `now`, decayed to `now` (0.0 before the first one)."""
+        now = _clamped(now)
         high = self._advance(now)
         oldest = high - self.horizon_ns
         if now < oldest:
