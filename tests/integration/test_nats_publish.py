@@ -167,8 +167,15 @@ async def test_publisher_started_while_nats_is_down_connects_later(tmp_path: Pat
             nc, seen = await _subscribe(server.port, "flowgauge.v1.>")
             try:
                 await wait_for(lambda: publisher.connected, "the first connection once the server is up")
-                publisher.publish("flowgauge.v1.okx.BTC-USDT-USDT", b'{"n":2}')
-                await wait_for(lambda: any(p["n"] == 2 for _, p in seen.payloads), "a payload after connecting")
+
+                def delivered() -> bool:
+                    # Publish until one arrives: seen under load, a nats-server just restarted on the port can
+                    # take a client's first messages without routing them (the sender had written them: out_msgs
+                    # counted, nothing pending), while the next ones flow; payloads flowing is the claim here.
+                    publisher.publish("flowgauge.v1.okx.BTC-USDT-USDT", b'{"n":2}')
+                    return any(p["n"] == 2 for _, p in seen.payloads)
+
+                await wait_for(delivered, "payloads flowing after connecting")
             finally:
                 await nc.close()
         finally:
