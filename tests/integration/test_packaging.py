@@ -127,4 +127,6 @@ def test_partial_file_is_merged_over_the_packaged_defaults(installed: Installed)
 
     first, _, printed = result.stdout.partition("\n")
     assert first == "config OK: 5 venues, 11 symbols"
-    assert yaml.safe_load(printed)["http"] == {"host": "127.0.0.1", "port": 9999}
+    http = yaml.safe_load(printed)["http"]
+    assert (http["host"], http["port"]) == ("127.0.0.1", 9999)  # the file's port, the packaged host
+    assert http["token"] is None and http["allow_unauthenticated"] is False  # other keys: packaged defaults
