@@ -478,6 +478,11 @@ class Daemon:
         on_response = self._http_recorder(venue, MARKETS_CONN)
         delay = 0.5
         while True:
+            if self.stopping:
+                # A cancellation can be lost inside ccxt/aiohttp when it lands as a request fails (seen under load:
+                # SIGTERM, then this loop kept retrying and the task group waited for it forever); the stop flag,
+                # set by the signal handler, ends the loop whatever happened to the cancellation.
+                raise asyncio.CancelledError
             try:
                 markets = await load_markets(
                     venue, venue_settings.rest_url, venue_settings.connect_timeout_s, on_response
