@@ -15,6 +15,12 @@ merged over that venue's defaults). A file that sets only `http:` therefore runs
 are lower-cased, values are parsed as YAML scalars (`9000` is an int, `null` is None), list keys take a
 comma-separated list, and string keys take the text verbatim so that tokens survive unharmed.
 
+Secrets (`bus.embedded.token`, `http.token`, `bus.nats.password`, `bus.nats.token`, `bus.redis.password`, and a
+password or token inside `bus.nats.url` / `bus.redis.url`) come from the environment or from a file, never from a
+config file: each secret key has a `<key>_file` sibling naming a file that holds the secret alone, read here at
+load time (trailing newline stripped); a secret or a URL holding one written in the config file is a problem
+naming both ways. `redacted` and `secret_values` keep them out of what is printed and logged.
+
 Validation never stops at the first problem: every problem in the file and the environment is collected
 into one `ConfigError`, each as `<dotted.key>: <why>`, so an operator fixes them all in one round.
 """
@@ -26,7 +32,9 @@ import importlib.resources
 import ipaddress
 import json
 import math
+import os
 import re
+import stat
 import sys
 import types
 import typing
@@ -35,7 +43,7 @@ from collections.abc import Callable, Mapping
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 import yaml
@@ -60,11 +68,15 @@ __all__ = [
     "builtin_config",
     "check_config_main",
     "default_book_depth",
+    "env_name",
     "load_settings",
     "parse_settings",
+    "redact_url",
     "redacted",
+    "secret_values",
     "shard_of",
     "shard_venues",
+    "url_has_secret",
 ]
 
 ENV_PREFIX: Final = "FLOWGAUGE_"
@@ -169,6 +181,8 @@ class VenueSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     backoff_max_s: float = 30.0  # reconnect delay cap
     # |ts_recv - ts_exchange| (a robust estimate over recent frames) beyond this flags the venue's payloads CLOCK_SKEW
     clock_skew_max_s: float = 2.0
+    # Instrument metadata is loaded again this often to notice expired and delisted instruments (their books retire)
+    markets_refresh_s: float = 600.0
 
 
 class EmbeddedBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -177,7 +191,10 @@ class EmbeddedBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
     enabled: bool = True
     host: str = "127.0.0.1"  # listen address
     port: int = 8765  # listen port; 0 = ephemeral (tests)
-    token: str | None = None  # bearer token clients must present; a secret, redacted when printed
+    # Bearer token clients must present. A secret: from FLOWGAUGE_BUS__EMBEDDED__TOKEN or token_file only (the
+    # loader refuses it written in a config file); redacted when printed.
+    token: str | None = None
+    token_file: str | None = None  # file holding the token (read at start, trailing newline stripped)
     allow_unauthenticated: bool = False  # needed to listen beyond loopback without a token
     client_queue: int = 10000  # per-client queue bound (payloads) before the slow-client policy applies
     client_queue_bytes: int = 8388608  # a client whose queue holds more bytes than this is disconnected (slow)
@@ -189,7 +206,15 @@ class NatsBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     """Publishing to NATS (bus.nats): core publish on the topic names, optionally JetStream state and history
     streams. On exactly when `url` is set."""
 
-    url: str | None = None  # nats:// or tls://, credentials in the URL; comma-separated for a cluster; None = off
+    # nats:// or tls://; comma-separated for a cluster; None = off. Credentials in it only when the URL comes from
+    # FLOWGAUGE_BUS__NATS__URL (a config file's URL holding one is refused).
+    url: str | None = None
+    user: str | None = None  # user name of user/password authentication (not a secret)
+    password: str | None = None  # a secret: FLOWGAUGE_BUS__NATS__PASSWORD or password_file only
+    password_file: str | None = None  # file holding the password (read at start, trailing newline stripped)
+    token: str | None = None  # token authentication; a secret: FLOWGAUGE_BUS__NATS__TOKEN or token_file only
+    token_file: str | None = None  # file holding the token
+    credentials_file: str | None = None  # NATS .creds file (user JWT + NKey seed), read by nats-py at each connect
     queue_size: int = 10000  # outbox bound (payloads); beyond it the oldest is dropped and counted
     pending_bytes: int = 8388608  # nats-py's own buffer bound while reconnecting (its pending_size), bytes
     reconnect_wait_s: float = 1.0  # pause between reconnect attempts to one server
@@ -213,7 +238,11 @@ class RedisBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown
     """Publishing to Redis (bus.redis): PUBLISH on the topic names, last values, optional streams. On exactly when
     `url` is set."""
 
-    url: str | None = None  # redis:// or rediss://, credentials in the URL; None = off
+    # redis:// or rediss://; None = off. A password in it only when the URL comes from FLOWGAUGE_BUS__REDIS__URL
+    # (a config file's URL holding one is refused); a user name in it is fine.
+    url: str | None = None
+    password: str | None = None  # a secret: FLOWGAUGE_BUS__REDIS__PASSWORD or password_file only
+    password_file: str | None = None  # file holding the password (read at start, trailing newline stripped)
     queue_size: int = 10000  # outbox bound (payloads); beyond it the oldest is dropped and counted
     connect_timeout_s: float = 2.0  # deadline of one connection attempt (and of one command batch)
     reconnect_max_s: float = 5.0  # cap of the retry delay while Redis is unreachable
@@ -242,7 +271,10 @@ class HttpSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
 
     host: str = "127.0.0.1"
     port: int = 9464  # 0 = ephemeral (tests)
-    token: str | None = None  # bearer token for /metrics and /status (/healthz, /readyz stay open); redacted
+    # Bearer token for /metrics and /status (/healthz, /readyz stay open). A secret: FLOWGAUGE_HTTP__TOKEN or
+    # token_file only; redacted when printed.
+    token: str | None = None
+    token_file: str | None = None  # file holding the token (read at start, trailing newline stripped)
     allow_unauthenticated: bool = False  # needed to listen beyond loopback without a token
 
 
@@ -356,6 +388,7 @@ def builtin_config(name: str) -> Any:
 def _settings_from(data: Any, environ: Mapping[str, str], source: str | None) -> Settings:
     problems: list[tuple[str, str]] = []
     merged, origins = _apply_env(data, environ, problems)
+    _resolve_secrets(merged, origins, problems)
     settings = _build(Settings, merged, "", problems)
     if problems or not isinstance(settings, Settings):
         raise ConfigError([_format(key, why, origins) for key, why in problems], source)
@@ -487,6 +520,149 @@ def _too_deep(data: Any) -> bool:
         elif isinstance(node, list | tuple):
             stack.extend((child, depth + 1) for child in node)
     return False
+
+
+# --------------------------------------------------------------------------------------------- secrets
+
+# Each secret key and the key of the file it may be read from instead. A secret comes from the environment
+# (FLOWGAUGE_<KEY>) or from its file, never from a config file: config files get copied, committed and printed.
+_SECRET_KEYS: Final = (
+    ("bus.embedded.token", "bus.embedded.token_file"),
+    ("http.token", "http.token_file"),
+    ("bus.nats.password", "bus.nats.password_file"),
+    ("bus.nats.token", "bus.nats.token_file"),
+    ("bus.redis.password", "bus.redis.password_file"),
+)
+# URLs that may hold a secret (userinfo, or a `password=` query parameter): accepted from the environment only.
+_SECRET_URLS: Final = {
+    "bus.nats.url": "bus.nats.user with bus.nats.password_file, or bus.nats.token_file, or bus.nats.credentials_file",
+    "bus.redis.url": "bus.redis.password_file",
+}
+_CREDENTIALS_FILE: Final = "bus.nats.credentials_file"
+_CREDENTIALS_MARK: Final = "-----BEGIN NATS USER JWT-----"
+_MAX_SECRET_FILE_BYTES: Final = 65536
+_MISSING: Final = object()
+
+
+def env_name(key: str) -> str:
+    """The environment variable that sets dotted `key`: `http.token` -> `FLOWGAUGE_HTTP__TOKEN`."""
+    return ENV_PREFIX + key.upper().replace(".", "__")
+
+
+def _get_path(data: Any, key: str) -> Any:
+    node = data
+    for seg in key.split("."):
+        if not isinstance(node, Mapping) or seg not in node:
+            return _MISSING
+        node = node[seg]
+    return node
+
+
+def _resolve_secrets(merged: Any, origins: Mapping[str, str], problems: _Problems) -> None:
+    """Refuse secrets written in the config file, and read the `*_file` secrets into their keys.
+
+    A secret key set by the environment is taken as it is; one present otherwise came from the config file (or
+    the mapping given to `parse_settings`) and is refused, naming its variable and its file key. A file key names
+    a regular file holding the secret alone: it is read now (UTF-8, trailing newlines stripped), and a file that
+    cannot be read, is empty, or holds more than one line is a problem. URLs with a password are refused from
+    the config file likewise. Problems never echo a secret.
+    """
+    for key, file_key in _SECRET_KEYS:
+        value = _get_path(merged, key)
+        if value is not _MISSING and value is not None and key not in origins:
+            problems.append((key, f"a secret is not read from a config file: set {env_name(key)}, or {file_key} "
+                                  "(a file holding only the secret)"))
+            # A stand-in, so that the checks that need the secret (a NATS user needs a password) add no second line.
+            _set_path(merged, key.split("."), REDACTED)
+            continue
+        path = _get_path(merged, file_key)
+        if not isinstance(path, str) or not path:
+            continue  # unset; a wrong type or an empty path is reported by validation
+        if value not in (_MISSING, None):
+            problems.append((file_key, f"set either {file_key} or {env_name(key)}, not both"))
+            continue
+        secret, why = _read_secret_file(path)
+        if why is not None:
+            problems.append((file_key, why))
+        else:
+            _set_path(merged, key.split("."), secret)
+    for key, alternative in _SECRET_URLS.items():
+        url = _get_path(merged, key)
+        if isinstance(url, str) and key not in origins and url_has_secret(url, nats=key == "bus.nats.url"):
+            problems.append((key, f"holds a password or token: a secret is not read from a config file: set the "
+                                  f"URL in {env_name(key)}, or keep it without the secret and set {alternative}"))
+    path = _get_path(merged, _CREDENTIALS_FILE)
+    if isinstance(path, str) and path:
+        text, why = _read_secret_file(path, one_line=False)
+        if why is None and _CREDENTIALS_MARK not in (text or ""):
+            why = f"{path} is not a NATS credentials file (no {_CREDENTIALS_MARK} block)"
+        if why is not None:
+            problems.append((_CREDENTIALS_FILE, why))
+
+
+def _read_secret_file(path: str, *, one_line: bool = True) -> tuple[str | None, str | None]:
+    """(the secret, None) or (None, why not): a bounded read of a regular file, trailing newlines stripped."""
+    try:
+        with open(path, "rb") as file:  # one bounded read, of a regular file only (not a FIFO or a device)
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                return None, f"cannot read {path}: not a regular file"
+            raw = file.read(_MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        return None, f"cannot read {path}: {exc.strerror or type(exc).__name__}"
+    if len(raw) > _MAX_SECRET_FILE_BYTES:
+        return None, f"{path} is larger than {_MAX_SECRET_FILE_BYTES // 1024} KiB: not a secret file"
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        return None, f"{path} is not UTF-8 text"
+    text = text.rstrip("\r\n")
+    if not text.strip():
+        return None, f"{path} is empty"
+    if one_line and ("\n" in text or "\r" in text):
+        return None, f"{path} holds more than one line: the file must hold the secret alone"
+    return text, None
+
+
+_URL_USERINFO: Final = re.compile(r"^(\s*[A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")
+_URL_QUERY_SECRET: Final = re.compile(r"([?&](?:password|token)=)([^&#]*)", re.IGNORECASE)
+
+
+def url_has_secret(url: str, *, nats: bool) -> bool:
+    """True if any server of `url` (comma-separated) carries a password, a token, or a `password=`/`token=`
+    parameter. For NATS a user name alone in the URL is a token (nats-py sends it as one); for Redis it is a
+    user name, not a secret."""
+    for part in url.split(","):
+        match = _URL_USERINFO.match(part.strip())
+        if match is not None:
+            _, colon, password = match.group(2).partition(":")
+            if password or (nats and not colon and match.group(2)):
+                return True
+        if _URL_QUERY_SECRET.search(part):
+            return True
+    return False
+
+
+def _url_secrets(url: str, *, nats: bool) -> list[str]:
+    """The secret strings inside `url` (each server's password or NATS token, query secrets), raw and decoded."""
+    out: list[str] = []
+    for part in url.split(","):
+        match = _URL_USERINFO.match(part.strip())
+        if match is not None:
+            user, colon, password = match.group(2).partition(":")
+            out.append(password if colon else user if nats else "")
+        out.extend(m.group(2) for m in _URL_QUERY_SECRET.finditer(part))
+    return [form for secret in out if secret for form in dict.fromkeys((secret, unquote(secret)))]
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret the settings hold (tokens, passwords, the secret parts of broker URLs), for redaction."""
+    bus = settings.bus
+    values = [bus.embedded.token, settings.http.token, bus.nats.password, bus.nats.token, bus.redis.password]
+    out = [value for value in values if value]
+    for url, nats in ((bus.nats.url, True), (bus.redis.url, False)):
+        if url:
+            out.extend(_url_secrets(url, nats=nats))
+    return list(dict.fromkeys(out))
 
 
 # --------------------------------------------------------------------------------------------- environment
@@ -723,7 +899,8 @@ _SPOT_SYMBOL_RE: Final = re.compile(r"[A-Za-z0-9]+/[A-Za-z0-9]+")
 
 
 _VENUE_DURATIONS: Final = (
-    "ping_interval_s", "stale_after_s", "connect_timeout_s", "backoff_initial_s", "backoff_max_s", "clock_skew_max_s"
+    "ping_interval_s", "stale_after_s", "connect_timeout_s", "backoff_initial_s", "backoff_max_s", "clock_skew_max_s",
+    "markets_refresh_s",
 )
 
 
@@ -762,6 +939,7 @@ def _check_embedded(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _between(v, "port", 0, 65535, key, problems)
     if v.get("token") == "":
         problems.append((_join(key, "token"), "must be null or a non-empty string"))
+    _file_key(v, "token_file", key, problems)
     _between(v, "client_queue", 1, None, key, problems)
     _between(v, "client_queue_bytes", 1024, None, key, problems)
     _positive(v, "client_max_lag_s", key, problems)
@@ -776,9 +954,11 @@ def _check_nats(v: dict[str, Any], key: str, problems: _Problems) -> None:
     if v.get("url") is not None:
         servers = [part.strip() for part in v["url"].split(",")]
         if not all(servers):
-            problems.append((_join(key, "url"), f"must be one or more comma-separated URLs (got {v['url']!r})"))
+            why = f"must be one or more comma-separated URLs (got {redact_url(v['url'])!r})"
+            problems.append((_join(key, "url"), why))
         for server in (s for s in servers if s):
             _url({"url": server}, "url", ("nats", "tls"), key, problems)
+    _check_nats_auth(v, key, problems)
     _between(v, "queue_size", 1, None, key, problems)
     _between(v, "pending_bytes", 1, None, key, problems)
     for name in ("reconnect_wait_s", "connect_timeout_s", "duplicate_window_s", "history_max_age_s"):
@@ -805,9 +985,38 @@ def _check_nats(v: dict[str, Any], key: str, problems: _Problems) -> None:
             problems.append((_join(key, name), f"needs bus.nats.jetstream: true ({what})"))
 
 
+def _check_nats_auth(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    """One way to authenticate at most: user and password, a token, a .creds file, or credentials in the URL."""
+    for name in ("user", "password", "token"):
+        if v.get(name) == "":
+            problems.append((_join(key, name), "must be null or a non-empty string"))
+    for name in ("password_file", "token_file", "credentials_file"):
+        _file_key(v, name, key, problems)
+    user, password = v.get("user"), v.get("password")
+    if user and not password:
+        problems.append((_join(key, "user"), f"needs a password: set {_join(key, 'password_file')} or "
+                                             f"{env_name(_join(key, 'password'))}"))
+    if password and not user:
+        source = f"{_join(key, 'password_file')} or {env_name(_join(key, 'password'))}"
+        problems.append((_join(key, "password"), f"needs {_join(key, 'user')} (the password came from {source})"))
+    url = v.get("url")
+    ways = [way for way, on in (("user/password", user or password), ("token", v.get("token")),
+                                ("credentials_file", v.get("credentials_file")),
+                                ("credentials in the URL", isinstance(url, str) and url_has_secret(url, nats=True)))
+            if on]
+    if len(ways) > 1:
+        problems.append((key, f"set one way to authenticate, not several (got {', '.join(ways)})"))
+
+
 def _check_redis(v: dict[str, Any], key: str, problems: _Problems) -> None:
     if v.get("url") is not None:
         _url(v, "url", ("redis", "rediss"), key, problems)
+    if v.get("password") == "":
+        problems.append((_join(key, "password"), "must be null or a non-empty string"))
+    _file_key(v, "password_file", key, problems)
+    url = v.get("url")
+    if v.get("password") and isinstance(url, str) and url_has_secret(url, nats=False):
+        problems.append((_join(key, "password"), "the URL holds a password too: set one of them"))
     _between(v, "queue_size", 1, None, key, problems)
     for name in ("connect_timeout_s", "reconnect_max_s", "last_ttl_s"):
         _positive(v, name, key, problems)
@@ -821,6 +1030,12 @@ def _check_http(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _between(v, "port", 0, 65535, key, problems)
     if v.get("token") == "":
         problems.append((_join(key, "token"), "must be null or a non-empty string"))
+    _file_key(v, "token_file", key, problems)
+
+
+def _file_key(v: dict[str, Any], name: str, key: str, problems: _Problems) -> None:
+    if v.get(name) == "":
+        problems.append((_join(key, name), "must be null or the path of a file"))
 
 
 def is_loopback(host: str) -> bool:
@@ -972,10 +1187,10 @@ def _url(v: dict[str, Any], name: str, schemes: tuple[str, ...], key: str, probl
         parts = urlsplit(v[name])
         parts.port  # noqa: B018 - parsing the port is the check: a bad one raises here, not at connect time
     except ValueError as exc:
-        problems.append((_join(key, name), f"not a valid URL ({exc}) (got {v[name]!r})"))
+        problems.append((_join(key, name), f"not a valid URL ({exc}) (got {redact_url(v[name])!r})"))
         return
     if parts.scheme not in schemes or not parts.hostname:
-        problems.append((_join(key, name), f"must be a {want} URL (got {v[name]!r})"))
+        problems.append((_join(key, name), f"must be a {want} URL (got {redact_url(v[name])!r})"))
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -1057,25 +1272,30 @@ def redacted(settings: Settings) -> dict[str, Any]:
     """Settings as plain JSON-able data with secrets replaced by "***", for printing and /status."""
     # A JSON round trip turns tuples into lists, so the result also dumps as plain YAML.
     data: dict[str, Any] = json.loads(msgspec.json.encode(settings))
-    for section in (data["bus"]["embedded"], data["http"]):
-        if section["token"] is not None:
-            section["token"] = REDACTED
+    for key, _ in _SECRET_KEYS:
+        *path, name = key.split(".")
+        section = data
+        for seg in path:
+            section = section[seg]
+        if section[name] is not None:
+            section[name] = REDACTED
     for backend in ("nats", "redis"):
         section = data["bus"][backend]
         if section["url"] is not None:
-            section["url"] = ",".join(_redact_url(part) for part in section["url"].split(","))
+            section["url"] = redact_url(section["url"])
     return data
 
 
-def _redact_url(url: str) -> str:
-    """`url` with the password (or a lone token) of its userinfo replaced by "***"."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    hidden = f"{user}:{REDACTED}" if colon else REDACTED
-    return parts._replace(netloc=f"{hidden}@{host}").geturl()
+def redact_url(url: str) -> str:
+    """`url` (comma-separated servers too) with each password, or lone user name (a NATS token), replaced by
+    "***", and so are `password=` / `token=` query parameters."""
+
+    def hide(match: re.Match[str]) -> str:
+        user, colon, _ = match.group(2).partition(":")
+        return f"{match.group(1)}{user}:{REDACTED}@" if colon else f"{match.group(1)}{REDACTED}@"
+
+    parts = (_URL_QUERY_SECRET.sub(rf"\g<1>{REDACTED}", _URL_USERINFO.sub(hide, part)) for part in url.split(","))
+    return ",".join(parts)
 
 
 def check_config_main(path: str | None, print_config: bool, environ: Mapping[str, str]) -> int:

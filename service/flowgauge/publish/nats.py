@@ -52,6 +52,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from urllib.parse import urlsplit
 
 import msgspec
 import nats
@@ -119,8 +120,8 @@ class NatsPublisher:
     """Publishes to NATS (core, optionally into a JetStream state stream); implements `Publisher`.
 
     Args:
-        url: `nats://host:port` (or `tls://`), credentials in the URL if the server needs them; several
-            servers may be given comma-separated.
+        url: `nats://host:port` (or `tls://`); several servers may be given comma-separated. Credentials may be
+            in it, or given below (one way only; config validation enforces that).
         telemetry: where counters go; None counts only locally (`published`, `dropped`).
         queue_size: bound of the outbox, in messages (drop-oldest beyond it).
         pending_bytes: bound of nats-py's own buffer (`pending_size`), in bytes.
@@ -134,6 +135,9 @@ class NatsPublisher:
         history_max_age_s: age beyond which the history stream discards an update.
         history_max_bytes: size beyond which the history stream discards its oldest updates.
         name: client name the server shows in its connection list.
+        user / password: user/password authentication.
+        token: token authentication.
+        credentials_file: a NATS `.creds` file (user JWT and NKey seed), read by nats-py at each connect.
     """
 
     backend = BACKEND
@@ -155,6 +159,10 @@ class NatsPublisher:
         history_max_age_s: float = 3600.0,
         history_max_bytes: int = 1 << 30,
         name: str = "flowgauge",
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        credentials_file: str | None = None,
     ) -> None:
         if pending_bytes < 1:
             raise ValueError(f"pending_bytes must be >= 1, got {pending_bytes}")
@@ -176,6 +184,10 @@ class NatsPublisher:
         self._history_max_age_s = history_max_age_s
         self._history_max_bytes = history_max_bytes
         self._name = name
+        self._user = user
+        self._password = password
+        self._token = token
+        self._credentials_file = credentials_file
         self.outbox = Outbox(queue_size, self._account.count_queue_full)
         self._nc: NatsClient | None = None
         self._connected = asyncio.Event()
@@ -208,7 +220,22 @@ class NatsPublisher:
             "reconnects": self.reconnects,
             "jetstream": self._jetstream,
             "history": self._history,
+            "auth": self.auth,
         }
+
+    @property
+    def auth(self) -> str | None:
+        """How the publisher authenticates (`user_password`, `token`, `credentials_file`, `url`), or None; never
+        the secret itself."""
+        if self._credentials_file:
+            return "credentials_file"
+        if self._user or self._password:
+            return "user_password"
+        if self._token:
+            return "token"
+        if any("@" in urlsplit(server).netloc for server in self._servers):
+            return "url"
+        return None
 
     # ------------------------------------------------------------------------------------ Publisher
 
@@ -298,6 +325,10 @@ class NatsPublisher:
             reconnect_time_wait=self._reconnect_wait_s,  # type: ignore[arg-type]  # seconds, float is fine
             connect_timeout=self._connect_timeout_s,  # type: ignore[arg-type]
             pending_size=self._pending_bytes,
+            user=self._user,
+            password=self._password,
+            token=self._token,
+            user_credentials=self._credentials_file,
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from urllib.parse import urlsplit
 
 import redis.asyncio
 import redis.exceptions
@@ -69,6 +70,7 @@ class RedisPublisher:
         streams: also XADD every payload to `<stream_key_prefix>T` (one field, `payload`).
         stream_key_prefix: prefix of the stream keys.
         stream_maxlen: approximate cap (`MAXLEN ~`) of each stream.
+        password: the password (AUTH), when the URL holds none; a user name may be in the URL.
     """
 
     backend = BACKEND
@@ -86,10 +88,12 @@ class RedisPublisher:
         streams: bool = False,
         stream_key_prefix: str = "flowgauge:stream:",
         stream_maxlen: int = 10_000,
+        password: str | None = None,
     ) -> None:
         if last_ttl_s <= 0:
             raise ValueError(f"last_ttl_s must be > 0, got {last_ttl_s}")
         self._url = url
+        self._password = password
         self._telemetry = telemetry
         self._account = BrokerAccount(BACKEND, telemetry)
         self._timeout_s = connect_timeout_s
@@ -126,7 +130,16 @@ class RedisPublisher:
             "published": self.published,
             "dropped": self.dropped,
             "queued": len(self.outbox),
+            "auth": self.auth,
         }
+
+    @property
+    def auth(self) -> str | None:
+        """`password` (given apart from the URL), `url` (the URL holds one) or None; never the secret itself."""
+        if self._password:
+            return "password"
+        parts = urlsplit(self._url)
+        return "url" if parts.password or "password=" in parts.query else None
 
     # ------------------------------------------------------------------------------------ Publisher
 
@@ -142,6 +155,7 @@ class RedisPublisher:
             socket_timeout=self._timeout_s,
             retry=Retry(NoBackoff(), 0),  # the sender retries, with its own backoff, without losing the outbox
             health_check_interval=0,
+            password=self._password,  # a password in the URL, if any, takes precedence (config allows one only)
         )
         loop = asyncio.get_running_loop()
         self._tasks = [

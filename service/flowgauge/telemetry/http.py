@@ -17,6 +17,9 @@ first request) is aborted (counted: `count_http_rejected("deadline")`): aiohttp 
     /readyz    200 {"ready": true} when `ready()` is true, else 503 {"ready": false, "reason": ...} plus what
                `not_ready()` says (which books are not VALID and why)
     /status    200 JSON from `status()`
+
+Every JSON document (`/status`, `/readyz`) goes out with the secrets registered in `flowgauge.logs` replaced by
+`***` (`register_secrets`), wherever a string carries one.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from flowgauge.logs import BurstLimiter
+from flowgauge.logs import BurstLimiter, redact
 
 __all__ = ["HttpServer"]
 
@@ -113,8 +116,10 @@ class _GuardedSite(web.TCPSite):
 
 def _json_response(body: object, status: int = 200) -> web.Response:
     # default=str: status documents may carry enums, paths or datetimes; render them rather than fail.
+    # redact: no registered secret (token, broker password) leaves in a document, e.g. in an error message that
+    # echoes a broker URL.
     return web.Response(
-        body=orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS),
+        body=orjson.dumps(redact(body), default=str, option=orjson.OPT_NON_STR_KEYS),
         status=status,
         content_type=_JSON,
     )
