@@ -73,6 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--clock-skew", type=_finite_float, default=0.0, metavar="S",
                           help="the venue's exchange clock runs S seconds ahead of the wall clock (negative: "
                                "behind); every timestamp it serves, REST answers included (default 0)")
+    simulate.add_argument("--fault", action="append", default=[], metavar="KIND[:key=value,...]",
+                          help="inject a fault (repeatable), e.g. drop_diff:every=50,instrument=BTCUSDT; keys: "
+                               "instrument, venue, after_s, after_frames, every, every_s, count and the kind's "
+                               "parameters (kinds and keys: flowgauge.simulate.faults)")
+    simulate.add_argument("--scenario", default=None, metavar="FILE.yaml",
+                          help="inject the faults listed in a YAML scenario file (same keys, plus fault: KIND)")
+    simulate.add_argument("--truth-capacity", type=_non_negative_int, default=None, metavar="N",
+                          help="ground-truth records kept per instrument, served at /_flowgauge/truth "
+                               "(default 10000; 0 = off)")
 
     tail = commands.add_parser("tail", help="show what the bus publishes: a live table, or JSON lines")
     tail.add_argument("pattern", nargs="?", default="flowgauge.v1.>",
@@ -308,6 +317,9 @@ def _simulate(args: argparse.Namespace) -> int:
                 return 2
         plans.append((venue, default_port if args.port is None else args.port, recording))
     modules = [importlib.import_module(SIMULATORS[venue].module) for venue, _, _ in plans]
+    faults = _fault_plan(args, [venue for venue, _, _ in plans])
+    if faults is None:
+        return 2
     _install_uvloop()
     # Bound, not listening: nothing connects before the event loop (and its signal handlers) runs.
     sockets = _bind_all(args.host, [(venue, port) for venue, port, _ in plans])
@@ -327,6 +339,8 @@ def _simulate(args: argparse.Namespace) -> int:
                     garbage_every=args.garbage_every,
                     gap_every=args.gap_every,
                     clock_skew_s=args.clock_skew,
+                    faults=faults[venue],
+                    truth_capacity=args.truth_capacity,
                     sock=sock,
                 ),
             )
@@ -348,6 +362,28 @@ def _simulate(args: argparse.Namespace) -> int:
         for sock in sockets:  # a simulator closes its own; these are the ones never started
             sock.close()
     return 2 if failed else 0
+
+
+def _fault_plan(args: argparse.Namespace, venues: Sequence[str]) -> dict[str, list[Any]] | None:
+    """The faults each venue's simulator injects (--fault and --scenario); None (one line on stderr) when a
+    spec is wrong, names no served venue, or asks a simulator for a fault it does not inject."""
+    from flowgauge.simulate.base import simulator_class
+    from flowgauge.simulate.faults import FaultError, check_supported, load_scenario, parse_fault, specs_for_venue
+
+    try:
+        specs = [parse_fault(text) for text in args.fault]
+        if args.scenario is not None:
+            specs += load_scenario(args.scenario)
+        for spec in specs:
+            if spec.venue is not None and spec.venue not in venues:
+                raise FaultError(f"{spec.describe()}: venue={spec.venue} is not served (serving {', '.join(venues)})")
+        plan = {venue: specs_for_venue(specs, venue) for venue in venues}
+        for venue in venues:
+            check_supported(plan[venue], simulator_class(SIMULATORS[venue].module).SUPPORTED_FAULTS, venue)
+    except FaultError as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
+        return None
+    return plan
 
 
 def _bind_all(host: str, ports: Sequence[tuple[str, int]]) -> list[socket.socket] | None:

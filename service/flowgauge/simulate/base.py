@@ -10,6 +10,13 @@ onto the wall clock at every speed and across loops, optionally skewed), and ser
 Like those modules it must not import the daemon's parsers, books or metrics, and it never opens an outbound
 connection.
 
+Faults and truth (`faults.py`, `truth.py`). Every server has a `FaultScheduler` (`faults`, empty unless
+`configure` is given specs; a venue declares what it injects in `SUPPORTED_FAULTS`) and a `TruthStore`
+(`truth`). What is the same on every venue lives here: the connection faults (`connection_faults`: abrupt and
+clean disconnects, half-open connections, the connection limit, exchange clock skew and jumps), REST rate
+limiting (429/418 with Retry-After) and refused upgrades, both in one aiohttp middleware, which also serves
+`GET /_flowgauge/truth` and `GET /_flowgauge/faults` whatever routes the venue has.
+
 Bounds. Each client has one bounded outbound queue (`client_queue` frames, plus `reply_headroom` for replies
 to the client's own requests) drained by one writer task. A delivery that finds the queue full disconnects
 the client (close 1008, counted in `slow_disconnects`); at speed 0 the player first waits up to
@@ -33,9 +40,13 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeGuard, TypeVar
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from flowgauge.simulate.faults import CONNECTION_FAULTS, FaultScheduler, FaultSpec, check_supported
+from flowgauge.simulate.truth import DEFAULT_TRUTH_CAPACITY, TruthStore
+
 __all__ = [
     "CLOSE_TIMEOUT_S",
     "GARBAGE_KINDS",
+    "SIMULATOR_CLASSES",
     "GarbageCycle",
     "SimClient",
     "SimMarket",
@@ -49,6 +60,7 @@ __all__ = [
     "now_ms",
     "play_tape",
     "serve_until_cancelled",
+    "simulator_class",
     "simulator_runner",
     "start_listening",
 ]
@@ -177,6 +189,8 @@ class SimClient(Generic[S, K]):
         self._room.set()
         self._last_text = ""
         self._garbage = GarbageCycle(self.TRUNCATED_FALLBACK)
+        self.transport: asyncio.Transport | None = None  # set by `_run_client`
+        self.frozen = False  # half-open: nothing is read or written any more (see `freeze`)
 
     @property
     def tag(self) -> str:
@@ -193,6 +207,8 @@ class SimClient(Generic[S, K]):
 
     def offer(self, text: str, key: K | None, *, reply: bool = False, ping: bool = False) -> bool:
         """Queue one frame without waiting; False if there is no room (the caller then disconnects us)."""
+        if self.frozen:
+            return True  # a half-open connection swallows everything (the peer must notice the silence)
         limit = self.sim.client_queue + (self.sim.reply_headroom if reply else 0)
         if self.kicked is not None or len(self._queue) >= limit:
             return False
@@ -209,6 +225,19 @@ class SimClient(Generic[S, K]):
         except TimeoutError:
             return False
         return self.kicked is None
+
+    def freeze(self) -> None:
+        """Half-open: stop reading (pings go unanswered) and writing, without closing anything."""
+        self.frozen = True
+        self._queue.clear()
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def abort(self) -> None:
+        """Abrupt disconnect: reset the TCP connection (no close frame) and stop the writer."""
+        self.kick("abort")
+        if self.transport is not None:
+            self.transport.abort()
 
     def kick(self, reason: str) -> None:
         """Disconnect: stop the writer; the connection handler closes the socket."""
@@ -229,6 +258,8 @@ class SimClient(Generic[S, K]):
                     self._items.clear()
                     await self._items.wait()
                 text, key, ping = queue.popleft()
+                if self.frozen:
+                    await asyncio.Event().wait()  # half-open: write nothing more; cancelled on the way out
                 if not self.full:
                     self._room.set()
                 if ping:
@@ -319,8 +350,11 @@ class SimulatorServer(Generic[C]):
     CLOSE_REASONS: ClassVar[Mapping[str, tuple[WSCloseCode, bytes]]] = {
         "slow": (WSCloseCode.POLICY_VIOLATION, b"slow consumer"),
         "shutdown": (WSCloseCode.GOING_AWAY, b"server shutdown"),
+        "forced": (WSCloseCode.GOING_AWAY, b"scheduled disconnect"),
     }
     TASK_PREFIX: ClassVar[str] = "simulator"
+    # Fault kinds this venue injects (`faults.FAULT_KINDS`); the CLI refuses others in one line.
+    SUPPORTED_FAULTS: ClassVar[frozenset[str]] = frozenset()
     TASK_FAILED_EVENT: ClassVar[str] = "simulator_market_failed"
 
     def __init__(
@@ -365,6 +399,12 @@ class SimulatorServer(Generic[C]):
         self.slow_disconnects = 0
         self.bad_requests = 0  # client requests answered with an error
         self.connections_total = 0
+        self.upgrades_refused = 0  # websocket upgrades refused at the (faulted) connection limit
+        self.faults = FaultScheduler()
+        self.truth = TruthStore(DEFAULT_TRUTH_CAPACITY)
+        self._clocks: list[TapeClock] = [self.clock]  # every clock this server serves (markets add theirs)
+        self._refuse_upgrades = 0
+        self._fault_timers: set[asyncio.TimerHandle] = set()
         self._log = logging.getLogger(type(self).__module__)  # the venue module's logger
         self._clients: set[C] = set()
         self._no_clients = asyncio.Event()  # lets close() wait for handlers to finish their close handshakes
@@ -388,6 +428,89 @@ class SimulatorServer(Generic[C]):
 
     def _started_fields(self) -> dict[str, Any]:
         return {"host": self.host, "port": self.bound_port, "speed": self.speed}
+
+    # -- faults and truth ----------------------------------------------------------------------------
+
+    def configure(self, faults: Sequence[FaultSpec] = (), truth_capacity: int | None = None) -> None:
+        """Set the faults to inject and the truth ring's size (before `start`).
+
+        Raises:
+            FaultError: a fault this venue does not inject (one line).
+        """
+        check_supported(faults, self.SUPPORTED_FAULTS, self.TASK_PREFIX)
+        self.faults = FaultScheduler(faults)
+        if truth_capacity is not None:
+            self.truth = TruthStore(truth_capacity)
+
+    def add_clock(self, clock: TapeClock) -> None:
+        """A market's own clock: clock faults move it with the server's."""
+        self._clocks.append(clock)
+
+    def connection_faults(self, instrument: str | None, clients: Iterable[C]) -> None:
+        """One book message of `instrument` is being played to `clients` (its subscribers): inject the
+        connection faults due now (see `faults.py`). Call after `faults.frame(instrument)`."""
+        faults = self.faults
+        if not faults:
+            return
+        for kind in CONNECTION_FAULTS:
+            if not faults.wants(kind):
+                continue
+            spec = faults.take(kind, instrument)
+            if spec is None:
+                continue
+            targets = list(clients)
+            self._log.info("simulator_fault", extra={"fields": {"fault": spec.describe(), "clients": len(targets)}})
+            if kind == "disconnect":
+                for client in targets:
+                    client.abort()
+            elif kind == "forced_disconnect":
+                for client in targets:
+                    client.kick("forced")
+            elif kind == "half_open":
+                loop = asyncio.get_running_loop()
+                for client in targets:
+                    client.freeze()
+                    handle = loop.call_later(float(spec.param("for_s")), self._end_half_open, client)
+                    self._fault_timers.add(handle)
+            elif kind == "conn_limit":
+                self._refuse_upgrades += int(spec.param("refuse"))
+                for client in targets:
+                    client.abort()
+            elif kind in ("clock_skew", "clock_jump"):
+                ms = round(float(spec.param("seconds")) * 1000)
+                for clock in self._clocks:
+                    clock.shift(ms - clock.skew_ms if kind == "clock_skew" else ms)
+
+    def _end_half_open(self, client: C) -> None:
+        now = asyncio.get_running_loop().time()
+        self._fault_timers = {h for h in self._fault_timers if h.when() > now}  # forget the ones that ran
+        client.abort()
+
+    @web.middleware
+    async def _fault_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Serves /_flowgauge/*, refuses upgrades at the faulted connection limit, rate-limits REST."""
+        path = request.path
+        if path.startswith("/_flowgauge/"):
+            if path == "/_flowgauge/truth":
+                status, body = self.truth.answer(request.query)
+                return json_response(body, status)
+            if path == "/_flowgauge/faults":
+                return json_response({**self.faults.report(), "upgrades_refused": self.upgrades_refused})
+            return json_response({"error": f"not found: {path}"}, 404)
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            if self._refuse_upgrades > 0:
+                self._refuse_upgrades -= 1
+                self.upgrades_refused += 1
+                return json_response({"error": "too many connections"}, 429, {"Retry-After": "1"})
+        elif self.faults.wants("rate_limit"):
+            spec = self.faults.take("rate_limit", request.query.get("symbol"), accept=lambda s: s.param("path") in path)
+            if spec is not None:
+                headers = {"Retry-After": f"{float(spec.param('retry_after')):g}"}
+                status = int(spec.param("status"))
+                return json_response({"error": "rate limited", "status": status}, status, headers)
+        return await handler(request)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -429,9 +552,9 @@ class SimulatorServer(Generic[C]):
                 self._given_sock.close()
             raise
         self._failed = asyncio.get_running_loop().create_future()
-        runner = web.AppRunner(
-            self._make_app(), access_log=None, handle_signals=False, shutdown_timeout=CLOSE_TIMEOUT_S
-        )
+        app = self._make_app()
+        app.middlewares.append(self._fault_middleware)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=CLOSE_TIMEOUT_S)
         await runner.setup()
         self._runner = runner
         try:
@@ -454,6 +577,9 @@ class SimulatorServer(Generic[C]):
                 await self._no_clients.wait()
         except TimeoutError:
             self._log.warning("simulator_close_timeout", extra={"fields": {"clients": len(self._clients)}})
+        for handle in self._fault_timers:
+            handle.cancel()
+        self._fault_timers.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -569,6 +695,7 @@ class SimulatorServer(Generic[C]):
         self._clients.add(client)
         self._no_clients.clear()
         self.connections_total += 1
+        client.transport = request.transport
         suffix = f":{client.tag}" if client.tag else ""
         reader = asyncio.create_task(read, name=f"{self.TASK_PREFIX}-read{suffix}")
         writer = asyncio.create_task(client.run_writer(), name=f"{self.TASK_PREFIX}-write{suffix}")
@@ -696,6 +823,11 @@ class TapeClock:
     def paused(self, idle_ms: int) -> None:
         self.origin_ms += idle_ms
 
+    def shift(self, delta_ms: int) -> None:
+        """Move the served clock by `delta_ms` from now on (the clock faults): skew and stamps alike."""
+        self.skew_ms += delta_ms
+        self.origin_ms += delta_ms
+
 
 async def play_tape(
     sim: SimulatorServer[Any],
@@ -788,6 +920,7 @@ class SimMarket(Generic[S, K, C, F]):
         self.subs: Subscriptions[K, C] = Subscriptions()  # `active` while anyone subscribes here
         self.loops_completed = 0
         self.clock = TapeClock(sim.speed, sim.clock.skew_ms)  # this tape's own (a server may play several)
+        sim.add_clock(self.clock)
 
     def unsubscribe(self, client: C, key: K) -> None:
         self.subs.remove(client, key)
@@ -836,6 +969,14 @@ async def serve_until_cancelled(sim: S, on_ready: Callable[[S], None] | None = N
         await sim.wait()
 
 
+SIMULATOR_CLASSES: dict[str, type[SimulatorServer[Any]]] = {}  # venue module name -> its server class
+
+
+def simulator_class(module: str) -> type[SimulatorServer[Any]]:
+    """The server class of a venue module (imported) whose `run_simulator` was made by `simulator_runner`."""
+    return SIMULATOR_CLASSES[module]
+
+
 def simulator_runner(
     sim_cls: Callable[..., S], default_port: int, command: str
 ) -> Callable[..., Coroutine[Any, Any, None]]:
@@ -845,7 +986,9 @@ def simulator_runner(
     `run_simulator(recording_path, host="127.0.0.1", port=default_port, speed=1.0, loop=True,
     garbage_every=None, gap_every=None, *, on_ready=None, sock=None, **options)`; `options` go to the
     constructor, and `sock` (bound by `bind_port`, then owned by the simulator) replaces binding `port`.
+    `faults` (fault specs) and `truth_capacity` go to `SimulatorServer.configure`.
     """
+    SIMULATOR_CLASSES[sim_cls.__module__] = sim_cls  # type: ignore[assignment]
 
     async def run_simulator(
         recording_path: str | os.PathLike[str],
@@ -860,8 +1003,11 @@ def simulator_runner(
         sock: socket.socket | None = None,
         **options: Any,
     ) -> None:
+        faults: Sequence[FaultSpec] = options.pop("faults", ())
+        truth_capacity: int | None = options.pop("truth_capacity", None)
         try:
             sim = sim_cls(recording_path, host, port, speed, loop, garbage_every, gap_every, **options)
+            sim.configure(faults, truth_capacity)
         except BaseException:
             if sock is not None:
                 sock.close()
