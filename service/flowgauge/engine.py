@@ -12,6 +12,10 @@ Each venue's clock offset (`ts_recv - ts_exchange`, a running median over its re
 `flowgauge.metrics.clock`) is estimated here, for both cores alike; while it is beyond the venue's bound every
 metrics payload of that venue carries `CLOCK_SKEW`.
 
+A book whose instrument expired or was delisted is retired (`retire`, or an `InstrumentRetired` event from the
+venue's stream): it publishes one final status (state RETIRED) and then nothing, asks for no resync, and leaves the
+read side used by readiness and /metrics (`states`, `latest_signals`, `book_states`); `status` still lists it.
+
 With `publish_trades`, every normalized trade and every liquidation is also published as a trade record on
 `flowgauge.v1.trades.<venue>.<slug>` (schema/trade.v1.json): the inputs, for strategies that want them.
 """
@@ -40,10 +44,12 @@ from flowgauge.types import (
     BookState,
     FundingRate,
     Instrument,
+    InstrumentRetired,
     InvalidReason,
     Liquidation,
     LongShortRatio,
     OpenInterest,
+    RetireReason,
     Trade,
 )
 
@@ -83,6 +89,7 @@ class EngineHooks(Protocol):
     def bad_frame(self, venue: str) -> None: ...
     def published(self, venue: str, ts_exchange: int, ts_recv: int, ts_publish: int) -> None: ...
     def conflated(self, venue: str, shed: int) -> None: ...
+    def retired(self, venue: str, symbol: str) -> None: ...
 
 
 class InstrumentState:
@@ -194,6 +201,8 @@ class Engine:
         self._clock = clock
         self._hooks = hooks
         self._states: dict[tuple[str, str], InstrumentState] = {}
+        # Retired books leave _states (every event of theirs then finds nothing) and wait here for /status only.
+        self._retired: dict[tuple[str, str], InstrumentState] = {}
         self.conflate = False  # defer book payloads (see the class docstring)
         self._deferred: list[InstrumentState] = []  # states with a pending payload, in deferral order
         self.conflated = 0  # book payloads shed by conflation
@@ -208,6 +217,7 @@ class Engine:
             Liquidation: self._on_liquidation,
             LongShortRatio: self._on_long_short,
             BadFrame: self._on_bad_frame,
+            InstrumentRetired: self._on_retired,
         }
 
     # ----------------------------------------------------------------- setup and read side
@@ -217,7 +227,7 @@ class Engine:
     ) -> None:
         """Track `instrument` with its venue's continuity rule; `buffer_deltas` for REST-snapshot venues."""
         key = (instrument.venue, instrument.symbol)
-        if key not in self._states:
+        if key not in self._states and key not in self._retired:
             self._states[key] = InstrumentState(
                 instrument, rule, buffer_deltas, self.core, self.book_max_levels, self._venue_clock(instrument.venue)
             )
@@ -237,10 +247,15 @@ class Engine:
                 yield venue, clock.offset_ns / 1e9
 
     def states(self) -> Iterator[InstrumentState]:
+        """Every book that is not retired."""
         return iter(self._states.values())
 
     def state(self, venue: str, symbol: str) -> InstrumentState | None:
+        """The live (not retired) book of (venue, symbol), None when there is none."""
         return self._states.get((venue, symbol))
+
+    def is_retired(self, venue: str, symbol: str) -> bool:
+        return (venue, symbol) in self._retired
 
     def latest_signals(self) -> Iterator[tuple[str, str, Mapping[str, object]]]:
         for (venue, symbol), state in self._states.items():
@@ -252,12 +267,12 @@ class Engine:
             yield venue, symbol, state.sync.state.value
 
     def ready(self) -> bool:
-        """Every configured book is VALID."""
-        return bool(self._states) and all(s.sync.valid for s in self._states.values())
+        """At least one book is VALID (retired books never are)."""
+        return any(s.sync.valid for s in self._states.values())
 
     def status(self) -> dict[str, Any]:
         venues: dict[str, dict[str, Any]] = {}
-        for (venue, symbol), state in self._states.items():
+        for (venue, symbol), state in (*self._states.items(), *self._retired.items()):
             sync = state.sync
             venues.setdefault(venue, {})[symbol] = {
                 "instrument": state.instrument.venue_id,
@@ -308,7 +323,36 @@ class Engine:
                 state.metrics.on_book_invalid(ts, reason)
                 self._report_invalid(state, ts, now)
 
+    def retire(
+        self, venue: str, symbol: str, reason: RetireReason, detail: str, ts_exchange: int | None = None
+    ) -> bool:
+        """The instrument stopped trading (expired, delisted): publish its final status (state RETIRED), log it once,
+        tell the hooks (its telemetry series go), and ignore everything of it from now on. Returns True when this
+        call retired it (False: unknown or already retired)."""
+        key = (venue, symbol)
+        state = self._states.get(key)
+        if state is None:
+            return False
+        self._shed_pending(state)  # its book is gone: a deferred payload can no longer be published
+        now = self._clock()
+        ts = ts_exchange or state.sync.book.ts_exchange or now
+        result = state.sync.retire(reason, detail)
+        if not result.changed:
+            return False
+        del self._states[key]
+        self._retired[key] = state
+        event(log, logging.INFO, "book_retired", venue=venue, symbol=symbol, reason=reason.value, detail=detail)
+        self._publish_status(state, ts, now)
+        state.latest = None  # no more signal series for it
+        if self._hooks is not None:
+            self._hooks.retired(venue, symbol)
+        return True
+
     # ----------------------------------------------------------------- per event kind
+
+    def _on_retired(self, retired: InstrumentRetired) -> str | None:
+        self.retire(retired.venue, retired.symbol, retired.reason, retired.detail, retired.ts_exchange)
+        return None
 
     def _on_snapshot(self, snapshot: BookSnapshot) -> str | None:
         state = self._states.get((snapshot.venue, snapshot.symbol))
@@ -403,8 +447,8 @@ class Engine:
         return None
 
     def _after_invalid(self, state: InstrumentState, ts_exchange: int, ts_recv: int) -> str:
-        reason = state.sync.reason or InvalidReason.RESET
-        state.metrics.on_book_invalid(ts_exchange, reason)
+        reason = state.sync.reason
+        state.metrics.on_book_invalid(ts_exchange, reason if isinstance(reason, InvalidReason) else InvalidReason.RESET)
         self._report_invalid(state, ts_exchange, ts_recv)
         return state.instrument.symbol
 

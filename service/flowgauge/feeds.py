@@ -3,7 +3,8 @@
 One `VenueFeed` per websocket connection. It turns frames into events, hands them to the engine,
 and turns the engine's resync requests into the venue's resync actions (frames to send, or REST
 snapshots for the venue's `RestScheduler`), rate-limited per symbol so a book that keeps breaking
-cannot start a snapshot storm. Frames that become due outside the receive loop (a resync after a
+cannot start a snapshot storm. A retired book (expired or delisted) is never resynced again, not even after a
+reconnect. Frames that become due outside the receive loop (a resync after a
 REST snapshot failed to bridge) wait in a bounded outbox until the session's next turn.
 """
 
@@ -131,6 +132,9 @@ class VenueFeed:
     # ------------------------------------------------------------------ resync
 
     def _resync(self, symbol: str, now_ns: int) -> list[str]:
+        if self.engine.is_retired(self.venue, symbol):
+            self._deferred.discard(symbol)
+            return []  # retired: nothing will ever bring this book back
         if symbol in self._snapshot_pending:
             return []  # the snapshot already requested will bring this book back
         last = self._last_resync.get(symbol)
@@ -149,6 +153,8 @@ class VenueFeed:
             if isinstance(action, str):
                 frames.append(action)
             elif self.snapshots is not None:
+                if self.engine.is_retired(self.venue, action.symbol):
+                    continue  # (a reconnect's snapshots) a retired book asks for none
                 if action.symbol not in self._snapshot_pending:
                     self._snapshot_pending.add(action.symbol)
                     self.snapshots.request_snapshot(action, self._snapshot_callback(action.symbol))

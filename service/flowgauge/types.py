@@ -30,6 +30,9 @@ class BookState(enum.StrEnum):
     SYNCING = "SYNCING"
     VALID = "VALID"
     INVALID = "INVALID"
+    # Terminal: the instrument expired or was delisted. No resync, no payload after its final status, not counted
+    # by readiness; added to schema v1 after its first release (README "Book lifecycle").
+    RETIRED = "RETIRED"
 
 
 class InvalidReason(enum.StrEnum):
@@ -41,6 +44,13 @@ class InvalidReason(enum.StrEnum):
     BAD_FRAME = "BAD_FRAME"  # a malformed frame touched this book: assume an update was lost
     CHECKSUM = "CHECKSUM"  # the venue's book checksum disagrees with ours
     OVERFLOW = "OVERFLOW"  # too many deltas buffered while waiting for a snapshot
+
+
+class RetireReason(enum.StrEnum):
+    """Why a book is RETIRED (the status payload's `reason`; added to schema v1 with that state)."""
+
+    EXPIRED = "EXPIRED"  # a dated future (or a perpetual with a scheduled delisting time) reached that time
+    DELISTED = "DELISTED"  # the venue no longer lists the instrument as trading (metadata or stream signal)
 
 
 class Instrument(msgspec.Struct, frozen=True):
@@ -168,11 +178,23 @@ class BookStatus(msgspec.Struct, frozen=True, gc=False):
     venue: str
     symbol: str
     state: BookState
-    reason: InvalidReason | None
+    reason: InvalidReason | RetireReason | None
+    detail: str
+    ts_exchange: int
+    ts_recv: int
+
+
+class InstrumentRetired(msgspec.Struct, frozen=True, gc=False):
+    """The venue says on its stream that an instrument stopped trading (Deribit's instrument state channel):
+    its book is retired (`reason` EXPIRED or DELISTED)."""
+
+    venue: str
+    symbol: str
+    reason: RetireReason
     detail: str
     ts_exchange: int
     ts_recv: int
 
 
 MarketEvent = BookSnapshot | BookDelta | Trade | OpenInterest | FundingRate | Liquidation | LongShortRatio
-Event = MarketEvent | BadFrame | BookStatus
+Event = MarketEvent | BadFrame | BookStatus | InstrumentRetired

@@ -23,7 +23,7 @@ from flowgauge import engine as engine_module
 from flowgauge.engine import Engine
 from flowgauge.metrics import accumulator
 from flowgauge.metrics.accumulator import QUALITY_FLAGS
-from flowgauge.types import BadFrame, BookSnapshot, InvalidReason, OpenInterest
+from flowgauge.types import BadFrame, BookSnapshot, InvalidReason, OpenInterest, RetireReason
 
 SYM = "BTC/USDT:USDT"
 S = 1_000_000_000
@@ -84,8 +84,19 @@ def test_the_flag_scan_finds_the_flags_it_should() -> None:
 
 
 def test_status_schema_reason_enum_is_exactly_the_code_vocabulary() -> None:
-    # A new InvalidReason without a schema update (how CHECKSUM and OVERFLOW slipped) fails here.
-    assert set(STATUS_SCHEMA["properties"]["reason"]["enum"]) == {None} | {r.value for r in InvalidReason}
+    # A new InvalidReason without a schema update (how CHECKSUM and OVERFLOW slipped) fails here; a retired book's
+    # reason is a RetireReason.
+    reasons = {None} | {r.value for r in InvalidReason} | {r.value for r in RetireReason}
+    assert set(STATUS_SCHEMA["properties"]["reason"]["enum"]) == reasons
+
+
+@pytest.mark.parametrize("reason", list(RetireReason), ids=str)
+def test_the_final_status_of_a_retired_book_validates(reason: RetireReason) -> None:
+    engine, sink = _valid_engine()
+    engine.retire("bybit", SYM, reason, f"test: {reason}")
+    status = sink.last(status=True)
+    assert (status["state"], status["reason"]) == ("RETIRED", reason.value)
+    jsonschema.validate(status, STATUS_SCHEMA)
 
 
 @pytest.mark.parametrize("reason", list(InvalidReason), ids=str)

@@ -1,4 +1,5 @@
-"""The per-instrument book sync state machine: SYNCING -> VALID -> INVALID(reason) -> VALID.
+"""The per-instrument book sync state machine: SYNCING -> VALID -> INVALID(reason) -> VALID, and from any of
+them -> RETIRED(reason), which is terminal.
 
 Pure and synchronous. It owns one `L2Book`, applies snapshots and deltas under the venue's
 sequence rule, and reports every state change. It never performs the resync itself: it says
@@ -14,6 +15,8 @@ Rules:
 * A delta older than the book (duplicate or replayed id) is dropped without harm and counted.
 * A snapshot while VALID is a venue reset: the book is reloaded and `reset` tells metrics that
   no flow may be computed across it.
+* RETIRED (the instrument expired or was delisted): the book is cleared, and snapshots, deltas and
+  invalidations are ignored from then on; nothing ever asks for a resync again. Retiring twice changes nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 
 from flowgauge.book.l2 import L2Book
-from flowgauge.types import BookDelta, BookSnapshot, BookState, InvalidReason
+from flowgauge.types import BookDelta, BookSnapshot, BookState, InvalidReason, RetireReason
 
 # A sequence rule answers: given the id of the current book, a delta, and whether it is the first
 # delta after a snapshot, is the delta the next one (True), a stale duplicate to drop (None), or proof
@@ -85,7 +88,7 @@ class BookSync:
         self._first = True  # the next delta is the first after a snapshot
         self.book = book if book is not None else L2Book()
         self.state = BookState.SYNCING
-        self.reason: InvalidReason | None = None
+        self.reason: InvalidReason | RetireReason | None = None
         self.detail = "waiting for the first snapshot"
         self.gaps = 0
         self.resyncs = 0
@@ -97,6 +100,10 @@ class BookSync:
     def valid(self) -> bool:
         return self.state is BookState.VALID
 
+    @property
+    def retired(self) -> bool:
+        return self.state is BookState.RETIRED
+
     def _fresh_result(self) -> ApplyResult:
         result = self._result
         result.applied = result.reset = result.changed = result.needs_resync = False
@@ -104,6 +111,8 @@ class BookSync:
 
     def on_snapshot(self, snapshot: BookSnapshot) -> ApplyResult:
         result = self._fresh_result()
+        if self.state is BookState.RETIRED:
+            return result
         book = self.book
         if (
             self.buffer_deltas
@@ -140,7 +149,7 @@ class BookSync:
     def on_delta(self, delta: BookDelta) -> ApplyResult:
         result = self._fresh_result()
         if self.state is not BookState.VALID:
-            if self.buffer_deltas:
+            if self.buffer_deltas and self.state is not BookState.RETIRED:
                 if len(self._buffer) == self._buffer.maxlen:
                     self.buffer_dropped += 1  # oldest goes; the bridge rule catches it if it mattered
                 self._buffer.append(delta)
@@ -173,9 +182,24 @@ class BookSync:
     def invalidate(self, reason: InvalidReason, detail: str) -> ApplyResult:
         """Mark the book wrong from outside (bad frame, disconnect). Idempotent while already invalid."""
         result = self._fresh_result()
-        if self.state is BookState.INVALID and self.reason is reason:
+        if self.state is BookState.RETIRED or (self.state is BookState.INVALID and self.reason is reason):
             return result
         self._invalidate(reason, detail, result)
+        return result
+
+    def retire(self, reason: RetireReason, detail: str) -> ApplyResult:
+        """The instrument stopped trading: clear the book and stay RETIRED (terminal; no resync is ever asked).
+        `changed` only on the first call."""
+        result = self._fresh_result()
+        if self.state is BookState.RETIRED:
+            return result
+        self.book.clear()
+        self._buffer.clear()
+        self._first = True
+        self.state = BookState.RETIRED
+        self.reason = reason
+        self.detail = detail
+        result.changed = True
         return result
 
     def _invalidate(self, reason: InvalidReason, detail: str, result: ApplyResult) -> None:

@@ -4,6 +4,18 @@ Two sources, one parser: live, ccxt's async client asks the venue's REST API at 
 URL (the simulator in tests and demos); offline, ccxt's own market parsing runs over the REST
 responses a recording holds, answered by `RecordedTransport` instead of the network. Either way
 the venue's JSON is interpreted by ccxt, so unified symbols match what every ccxt user sees.
+
+Lifecycle: `retirement` reads from one market (or its absence) whether the instrument stopped trading, and
+`retire_time` when it will (a dated future's expiry, a perpetual's scheduled delisting). Pure functions over ccxt's
+market and the venue's own fields in it (`info`), as each venue marks them:
+* bybit: `status` Delivering / Closed (PreLaunch is not retired: it has not started); `deliveryTime` (ms, "0" for
+  none) is a future's delivery and, on a perpetual, its delisting time.
+* binanceusdm: `contractStatus` DELIVERING / DELIVERED / PRE_SETTLE / SETTLING / CLOSE (PENDING_TRADING has not
+  started); `deliveryDate` (ms; 4133404800000 on perpetuals means none).
+* okx: `state` (`suspend` is temporary: not retired); `expTime` (ms, "" for none); expired instruments leave the list.
+* deribit: `is_active` false; `expiration_timestamp` (ms; 32503708800000 on perpetuals means none).
+* hyperliquid: `isDelisted` true.
+An instrument that is no longer listed at all is delisted, on every venue.
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import orjson
 
 from flowgauge.connectors.failures import HttpStatusError, cause_class, describe
-from flowgauge.types import ContractKind, Instrument
+from flowgauge.types import ContractKind, Instrument, RetireReason
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +178,74 @@ async def load_markets(
     finally:
         await exchange.close()
     return list(markets.values())
+
+
+# Expiry times at or beyond this (2100-01-01, ms) are placeholders for "never" (Binance perpetuals 4133404800000,
+# Deribit perpetuals 32503708800000).
+NEVER_MS = 4_102_444_800_000
+# The venue's own field, in ccxt's `info`, holding a status that means "no longer trading", and those statuses.
+_STATUS_FIELD: dict[str, tuple[str, frozenset[str]]] = {
+    "bybit": ("status", frozenset({"Delivering", "Closed"})),
+    "binanceusdm": ("contractStatus", frozenset({"DELIVERING", "DELIVERED", "PRE_SETTLE", "SETTLING", "CLOSE"})),
+}
+# The venue's own field, in ccxt's `info`, with a perpetual's scheduled delisting time (ccxt reads it for dated
+# futures only, as `expiry`).
+_DELIST_TIME_FIELD = {"bybit": "deliveryTime", "binanceusdm": "deliveryDate", "okx": "expTime"}
+
+
+def _ms(value: object) -> int | None:
+    """A venue time in ms (int or numeric string), None for none ("0", "", placeholders of "never")."""
+    if isinstance(value, bool):
+        return None
+    try:
+        ms = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+    return ms if 0 < ms < NEVER_MS else None
+
+
+def retire_time(venue: str, market: Mapping[str, Any]) -> int | None:
+    """When the instrument stops trading (ms since the epoch): a dated future's expiry, or a perpetual's scheduled
+    delisting time; None when there is none."""
+    expiry = _ms(market.get("expiry"))
+    if expiry is not None:
+        return expiry
+    field = _DELIST_TIME_FIELD.get(venue)
+    info = market.get("info")
+    if field is None or not isinstance(info, Mapping):
+        return None
+    return _ms(info.get(field))
+
+
+def retirement(
+    venue: str, symbol: str, market: Mapping[str, Any] | None, now_ms: int
+) -> tuple[RetireReason, str] | None:
+    """Whether `symbol` stopped trading, judged from its current `market` (None: the venue no longer lists it) at
+    `now_ms`: (reason, one-line detail), or None while it trades (or has not started)."""
+    if market is None:
+        return RetireReason.DELISTED, f"{venue} no longer lists {symbol}"
+    at = retire_time(venue, market)
+    if at is not None and at <= now_ms:
+        return RetireReason.EXPIRED, f"expired at {_iso(at)}"
+    info = market.get("info")
+    info = info if isinstance(info, Mapping) else {}
+    status_field = _STATUS_FIELD.get(venue)
+    if status_field is not None:
+        field, dead = status_field
+        status = info.get(field)
+        if status in dead:
+            return RetireReason.DELISTED, f"{venue} {field} is {status}"
+    elif venue == "deribit" and info.get("is_active") is False:
+        return RetireReason.DELISTED, "deribit is_active is false"
+    elif venue == "hyperliquid" and info.get("isDelisted") is True:
+        return RetireReason.DELISTED, "hyperliquid isDelisted is true"
+    return None
+
+
+def _iso(ms: int) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 
 class RecordedTransport:

@@ -150,6 +150,11 @@ class RestScheduler:
         self._polls.append(_Poll(request, callback, self._clock() + offset))
         self._wake.set()
 
+    def forget(self, symbol: str) -> None:
+        """Stop polling for `symbol` and drop its pending snapshot (its book retired: the instrument is gone)."""
+        self._polls = [p for p in self._polls if p.request.symbol != symbol]
+        self._snapshots.pop(symbol, None)
+
     def pending_snapshots(self) -> int:
         return len(self._snapshots)
 

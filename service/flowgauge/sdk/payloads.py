@@ -21,6 +21,9 @@ from flowgauge.publish.topics import RESERVED_VENUES
 __all__ = ["MetricsPayload", "StatusPayload", "TradePayload", "decode"]
 
 BookState = Literal["SYNCING", "VALID", "INVALID"]
+# A status can also say RETIRED (added to v1 after its first release): the instrument expired or was delisted, and
+# that status is the last message of the instrument. A metrics payload never carries it (none follows retirement).
+StatusState = Literal["SYNCING", "VALID", "INVALID", "RETIRED"]
 Trigger = Literal["book", "open_interest", "funding", "liquidation", "long_short"]
 
 
@@ -84,7 +87,7 @@ class StatusPayload(msgspec.Struct, frozen=True, kw_only=True):
     venue: str
     symbol: str
     instrument: str
-    state: BookState
+    state: StatusState
     reason: str | None
     detail: str
     resyncs: int

@@ -11,6 +11,7 @@ Hot-path callers keep the children returned by `venue()` / `book()` instead of c
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
@@ -323,6 +324,16 @@ class Telemetry:
         )
         self._books[key] = instruments
         return instruments
+
+    def remove_book(self, venue: str, symbol: str) -> None:
+        """Drop every series labelled with (`venue`, `symbol`): the book is retired (expired or delisted), so its
+        counters stop being exported instead of lingering unchanged forever."""
+        self._books.pop((venue, symbol), None)
+        with contextlib.suppress(KeyError):
+            self.book_sequence_gaps.remove(venue, symbol)
+        for reason in RESYNC_REASONS:
+            with contextlib.suppress(KeyError):
+                self.book_resyncs.remove(venue, symbol, reason)
 
     # Same thing under the names hot-path code reads best with.
     venue = register_venue
