@@ -582,8 +582,8 @@ def _resolve_secrets(merged: Any, origins: Mapping[str, str], problems: _Problem
         secret, why = _read_secret_file(path)
         if why is not None:
             problems.append((file_key, why))
-        else:
-            _set_path(merged, key.split("."), secret)
+        # On failure the stand-in again: the file's problem is the one line to fix.
+        _set_path(merged, key.split("."), secret if why is None else REDACTED)
     for key, alternative in _SECRET_URLS.items():
         url = _get_path(merged, key)
         if isinstance(url, str) and key not in origins and url_has_secret(url, nats=key == "bus.nats.url"):
