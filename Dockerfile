@@ -1,4 +1,6 @@
 # flowgauge daemon image: multi-stage, non-root, exec-form entrypoint so Python is PID 1 and gets SIGTERM.
+# It runs with a read-only root filesystem (docker run --read-only --tmpfs /tmp; compose sets read_only): the daemon
+# writes nothing but /tmp and record.dir when set (mount a volume there); no bytecode is written at run time.
 FROM python:3.11-slim AS build
 # gcc builds the compiled hot core (flowgauge.core._core, Cython fetched as a build requirement); without it the
 # wheel would carry only the pure-Python core.
@@ -22,6 +24,7 @@ USER flowgauge
 # FLOWGAUGE_BUS__EMBEDDED__TOKEN and FLOWGAUGE_HTTP__TOKEN (or *_ALLOW_UNAUTHENTICATED=true) `run` exits 2 with one
 # line naming both fixes. /healthz and /readyz need no token, so the health check below works either way.
 ENV FLOWGAUGE_CONFIG=/etc/flowgauge/default.yaml \
+    PYTHONDONTWRITEBYTECODE=1 \
     FLOWGAUGE_HTTP__HOST=0.0.0.0 \
     FLOWGAUGE_BUS__EMBEDDED__HOST=0.0.0.0 \
     FLOWGAUGE_SHUTDOWN_TIMEOUT_S=5
