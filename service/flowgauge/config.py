@@ -1067,6 +1067,8 @@ def _check_exposure(v: dict[str, Any], problems: _Problems) -> None:
         return
     hosts = " / ".join(dict.fromkeys(host for _, host in refused))
     tokens = " and ".join(f"FLOWGAUGE_{section.upper().replace('.', '__')}__TOKEN" for section, _ in refused)
+    files = " / ".join(f"{section}.token_file" for section, _ in refused)
+    tokens += f" (or {files}, a file holding the token)"
     allows = " and ".join(f"{section}.allow_unauthenticated: true" for section, _ in refused)
     key = ", ".join(f"{section}.host" for section, _ in refused)
     problems.append((key, f"{hosts} is not a loopback address and no token is set: set {tokens}, or set "
