@@ -6,12 +6,20 @@ Lifecycle (SIGTERM/SIGINT -> exit 0 within `shutdown_timeout_s`):
 3. the recorder flushes and closes its file, the fan-out closes client connections;
 4. the HTTP server closes last, so the final counters could be scraped until the end.
 A second signal exits immediately with status 1.
+
+Book lifecycle: every `venues.<id>.markets_refresh_s` the venue's instrument metadata is loaded again, and a book
+whose instrument is no longer trading (delisted, delivered, expired; `connectors.markets.retirement`) is retired;
+a dated future (or a perpetual with a scheduled delisting time) is also retired by a timer at that time, without
+waiting for the next refresh. A retired book publishes its final status, is never resynced, loses its Prometheus
+series and its REST polls, and no longer counts for readiness: `/readyz` is 200 while the daemon serves and at least
+one book is VALID.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import os
 import signal
@@ -19,7 +27,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -27,7 +35,7 @@ from flowgauge.config import Settings, VenueSettings, open_listeners, secret_val
 from flowgauge.conflation import BacklogConflation
 from flowgauge.connectors import registry
 from flowgauge.connectors.base import PollRequest, VenueAdapter
-from flowgauge.connectors.markets import MarketsError, load_markets, select
+from flowgauge.connectors.markets import MarketsError, load_markets, retire_time, retirement, select
 from flowgauge.connectors.rest import RestScheduler
 from flowgauge.connectors.session import Session, SessionSettings
 from flowgauge.engine import Engine
@@ -42,13 +50,15 @@ from flowgauge.telemetry.collector import ClockOffsetCollector, SignalCollector
 from flowgauge.telemetry.health import HealthBoard
 from flowgauge.telemetry.http import HttpServer
 from flowgauge.telemetry.instruments import RECONNECT_REASONS, BookInstruments, Telemetry, VenueInstruments
-from flowgauge.types import Instrument
+from flowgauge.types import Instrument, RetireReason
 
 log = logging.getLogger(__name__)
 
 RECORDER_FLUSH_INTERVAL_S = 1.0
 NOT_STARTED = "NOT_STARTED"  # /status state of a book whose instrument metadata is not loaded yet
 MARKETS_RETRY_MAX_S = 30.0
+# The lifecycle watcher wakes at least this often, so an expiry is noticed on time even if the wall clock jumps.
+LIFECYCLE_MAX_SLEEP_S = 30.0
 
 
 class _TelemetryHooks:
@@ -59,6 +69,7 @@ class _TelemetryHooks:
         self.health = health
         self._venues: dict[str, VenueInstruments] = {}
         self._books: dict[tuple[str, str], BookInstruments] = {}
+        self.on_retired: Callable[[str, str], None] | None = None  # the daemon's own clean-up of a retired book
 
     def venue(self, venue: str) -> VenueInstruments:
         instruments = self._venues.get(venue)
@@ -84,6 +95,12 @@ class _TelemetryHooks:
 
     def conflated(self, venue: str, shed: int) -> None:
         self.venue(venue).payloads_conflated.inc(shed)
+
+    def retired(self, venue: str, symbol: str) -> None:
+        self._books.pop((venue, symbol), None)
+        self.telemetry.remove_book(venue, symbol)
+        if self.on_retired is not None:
+            self.on_retired(venue, symbol)
 
     def published(self, venue: str, ts_exchange: int, ts_recv: int, ts_publish: int) -> None:
         instruments = self.venue(venue)
@@ -126,6 +143,7 @@ class Daemon:
         self.telemetry = Telemetry(self.registry, backends=configured_backends(settings))
         self.health = HealthBoard({venue: list(v.symbols) for venue, v in self.venues.items()})
         self.hooks = _TelemetryHooks(self.telemetry, self.health)
+        self.hooks.on_retired = self._book_retired
         self._markets_loaded: set[str] = set()
         self.stop = asyncio.Event()
         self.listening = asyncio.Event()
@@ -156,6 +174,7 @@ class Daemon:
                 lambda callback: asyncio.get_running_loop().call_soon(callback),
             )
         self._expected_books: set[tuple[str, str]] = set()
+        self._sessions: dict[str, list[tuple[VenueFeed, asyncio.Task[None]]]] = {}  # by venue
         self._recorder_drops_reported: dict[int, int] = {}
         self._recorder_errors = BurstLimiter(60.0)
 
@@ -164,12 +183,26 @@ class Daemon:
             publisher.publish(topic, payload)
 
     def ready(self) -> bool:
+        """Serving, and at least one book VALID: one good book is worth routing subscribers to. Each book's own
+        health is in /status, on its status topic and in the alerts; a retired book never counts."""
         if self.stopping or not self.listening.is_set():
             return False
         # A shard with no instrument (more shards than it takes) is ready as soon as it listens: it has nothing
         # to wait for, and an orchestrator must not hold a rollout on it.
-        states = {(venue, symbol): state for venue, symbol, state in self.engine.book_states()}
-        return all(states.get(key) == "VALID" for key in self._expected_books)
+        if not self._expected_books:
+            return True
+        return any(state == "VALID" for _, _, state in self.engine.book_states())
+
+    def _book_retired(self, venue: str, symbol: str) -> None:
+        """After the engine retired a book: no more REST polls or snapshots for it, and a connection that carries
+        only retired instruments is closed for good (it would otherwise reconnect and resubscribe forever)."""
+        rest = self.rest.get(venue)
+        if rest is not None:
+            rest.forget(symbol)
+        for feed, task in self._sessions.get(venue, []):
+            if not task.done() and all(self.engine.is_retired(venue, s) for s in feed.symbols):
+                event(log, logging.INFO, "connection_retired", venue=venue, symbols=feed.symbols)
+                task.cancel()
 
     def _books(self) -> dict[str, dict[str, dict[str, object]]]:
         """Every configured book, from the start: the engine's view once markets loaded, NOT_STARTED before;
@@ -192,8 +225,11 @@ class Daemon:
         books = self._books()
         status["venues"] = books
         status["ready"] = self.ready()
+        # A venue is ready when at least one of its books is VALID and every one that is not retired is.
         status["ready_by_venue"] = {
-            venue: not self.stopping and all(book["state"] == "VALID" for book in venue_books.values())
+            venue: not self.stopping
+            and any(book["state"] == "VALID" for book in venue_books.values())
+            and all(book["state"] in ("VALID", "RETIRED") for book in venue_books.values())
             for venue, venue_books in books.items()
         }
         status["configured"] = {
@@ -231,6 +267,9 @@ class Daemon:
         total = sum(len(v.symbols) for v in self.venues.values())
         causes = sorted({b["last_error"]["cause"] for b in books if b["last_error"]})  # type: ignore[index]
         summary = f"{len(books)} of {total} books not VALID"
+        retired = sum(1 for b in books if b["state"] == "RETIRED")
+        if retired:
+            summary += f", {retired} of them retired"
         if causes:
             summary += f" (last venue errors: {', '.join(causes)})"
         return {"reason": summary, "not_ready": books}
@@ -419,9 +458,12 @@ class Daemon:
 
     async def _run_venue(self, venue: str, venue_settings: VenueSettings) -> None:
         adapter = registry.adapter(venue)
-        instruments = await self._load_instruments(venue, venue_settings)
+        instruments, markets = await self._load_instruments(venue, venue_settings)
         for instrument in instruments:
             self.engine.add_instrument(instrument, adapter.sequence_rule, adapter.buffer_deltas)
+        # Instruments that stopped trading before we started retire at once and are never subscribed.
+        expiries = self._apply_lifecycle(venue, markets, instruments)
+        instruments = [i for i in instruments if not self.engine.is_retired(venue, i.symbol)]
         self._markets_loaded.add(venue)
         session_settings = SessionSettings(
             ping_interval_s=venue_settings.ping_interval_s,
@@ -445,6 +487,9 @@ class Daemon:
             rest.add_poll(poll, self._poll_callback(adapter, poll))
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(rest.run(), name=f"rest:{venue}")
+            tasks.create_task(self._watch_lifecycle(venue, venue_settings, expiries), name=f"lifecycle:{venue}")
+            if not instruments:
+                return  # every configured instrument retired: nothing to stream
             connections = adapter.connections(instruments, venue_settings.ws_url, venue_settings.book_depth)
             for index, (url, parser) in enumerate(connections, start=1):
                 symbols = [instrument.symbol for instrument in parser.instruments.values()]
@@ -458,7 +503,8 @@ class Daemon:
                     name=f"{venue.upper()}.ws.{index}",
                     failures=self.hooks,
                 )
-                tasks.create_task(session.run(), name=f"session:{venue}:{index}")
+                task = tasks.create_task(session.run(), name=f"session:{venue}:{index}")
+                self._sessions.setdefault(venue, []).append((feed, task))
 
     def _poll_callback(self, adapter: VenueAdapter, poll: PollRequest) -> Callable[[str, int], None]:
         def on_body(body: str, ts_recv: int) -> None:
@@ -478,8 +524,74 @@ class Daemon:
 
         return on_response
 
-    async def _load_instruments(self, venue: str, venue_settings: VenueSettings) -> list[Instrument]:
-        """Instrument metadata through ccxt, retried with backoff: a venue REST outage must not kill us."""
+    def _apply_lifecycle(
+        self, venue: str, markets: dict[str, dict[str, Any]], instruments: Sequence[Instrument]
+    ) -> dict[str, int]:
+        """Retire every tracked book of `venue` whose instrument stopped trading by `markets` (unified symbol ->
+        ccxt market; a missing one is delisted); returns the scheduled retire time (ms) of each one still live."""
+        now_ms = time.time_ns() // 1_000_000
+        expiries: dict[str, int] = {}
+        for instrument in instruments:
+            symbol = instrument.symbol
+            if self.engine.state(venue, symbol) is None:
+                continue  # retired already
+            market = markets.get(symbol)
+            retired = retirement(venue, symbol, market, now_ms)
+            if retired is not None:
+                self.engine.retire(venue, symbol, *retired)
+            elif market is not None:
+                at = retire_time(venue, market)
+                if at is not None:
+                    expiries[symbol] = at
+        return expiries
+
+    async def _watch_lifecycle(self, venue: str, venue_settings: VenueSettings, expiries: dict[str, int]) -> None:
+        """Retire books on time: each at its instrument's retire time (expiry, scheduled delisting), and any the
+        venue stops listing as trading, seen by reloading its metadata every `markets_refresh_s`. A failed reload is
+        counted and logged like the first load, and tried again at the next refresh."""
+        loop = asyncio.get_running_loop()
+        refresh_s = venue_settings.markets_refresh_s
+        next_refresh = loop.time() + refresh_s
+        while True:
+            now_ms = time.time_ns() // 1_000_000
+            for symbol, at in sorted(expiries.items(), key=lambda item: item[1]):
+                if at <= now_ms:
+                    del expiries[symbol]
+                    when = datetime.datetime.fromtimestamp(at / 1000, tz=datetime.UTC).isoformat(timespec="seconds")
+                    self.engine.retire(venue, symbol, RetireReason.EXPIRED, f"expired at {when}")
+            if loop.time() >= next_refresh:
+                next_refresh = loop.time() + refresh_s
+                fresh = await self._refresh_markets(venue, venue_settings)
+                if fresh is not None:
+                    live = [s.instrument for s in self.engine.states() if s.instrument.venue == venue]
+                    expiries.clear()
+                    expiries.update(self._apply_lifecycle(venue, fresh, live))
+            if not any(s.instrument.venue == venue for s in self.engine.states()):
+                return  # every book of the venue retired: nothing left to watch
+            wake = next_refresh - loop.time()
+            if expiries:
+                wake = min(wake, (min(expiries.values()) - time.time_ns() // 1_000_000) / 1000)
+            await asyncio.sleep(min(max(wake, 0.0), LIFECYCLE_MAX_SLEEP_S))
+
+    async def _refresh_markets(self, venue: str, venue_settings: VenueSettings) -> dict[str, dict[str, Any]] | None:
+        """The venue's markets by unified symbol, or None when loading failed (counted and logged)."""
+        try:
+            markets = await load_markets(
+                venue, venue_settings.rest_url, venue_settings.connect_timeout_s,
+                self._http_recorder(venue, MARKETS_CONN),
+            )  # fmt: skip
+        except MarketsError as exc:
+            cause = exc.cause or "other"
+            self.hooks.venue_failure(venue, "markets", cause, str(exc), [])
+            event(log, logging.WARNING, "markets_refresh_failed", venue=venue, cause=cause, error=str(exc)[:300])
+            return None
+        return {str(m["symbol"]): m for m in markets}
+
+    async def _load_instruments(
+        self, venue: str, venue_settings: VenueSettings
+    ) -> tuple[list[Instrument], dict[str, dict[str, Any]]]:
+        """Instrument metadata through ccxt, retried with backoff: a venue REST outage must not kill us. Returns the
+        configured instruments and every market by unified symbol (for their lifecycle)."""
         # Recorded under their own connection name: replay tells metadata from poll answers by it (both can
         # share a URL, e.g. Hyperliquid's POST /info).
         on_response = self._http_recorder(venue, MARKETS_CONN)
@@ -495,7 +607,8 @@ class Daemon:
                     venue, venue_settings.rest_url, venue_settings.connect_timeout_s, on_response
                 )
                 # An unknown symbol is a configuration error: fail loudly (select raises).
-                return select(venue, markets, list(venue_settings.symbols))
+                chosen = select(venue, markets, list(venue_settings.symbols))
+                return chosen, {str(m["symbol"]): m for m in markets}
             except MarketsError as exc:
                 if exc.cause is None:
                     raise  # a configuration error (unknown symbol, not a derivative): retrying cannot help

@@ -181,6 +181,8 @@ class VenueSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     backoff_max_s: float = 30.0  # reconnect delay cap
     # |ts_recv - ts_exchange| (a robust estimate over recent frames) beyond this flags the venue's payloads CLOCK_SKEW
     clock_skew_max_s: float = 2.0
+    # Instrument metadata is loaded again this often to notice expired and delisted instruments (their books retire)
+    markets_refresh_s: float = 600.0
 
 
 class EmbeddedBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -897,7 +899,8 @@ _SPOT_SYMBOL_RE: Final = re.compile(r"[A-Za-z0-9]+/[A-Za-z0-9]+")
 
 
 _VENUE_DURATIONS: Final = (
-    "ping_interval_s", "stale_after_s", "connect_timeout_s", "backoff_initial_s", "backoff_max_s", "clock_skew_max_s"
+    "ping_interval_s", "stale_after_s", "connect_timeout_s", "backoff_initial_s", "backoff_max_s", "clock_skew_max_s",
+    "markets_refresh_s",
 )
 
 

@@ -204,9 +204,10 @@ def market(info: dict, expiry: int | None = None, swap: bool = True) -> dict:
         ("bybit", market({"status": "Delivering"}), (RetireReason.DELISTED, "bybit status is Delivering")),
         # A perpetual's deliveryTime is its scheduled delisting time (ccxt reads it for futures only).
         ("bybit", market({"status": "Trading", "deliveryTime": str(NOW - 1)}), (RetireReason.EXPIRED, None)),
-        ("binanceusdm", market({"contractStatus": "TRADING", "deliveryDate": 4133404800000}), None),
+        ("binanceusdm", market({"status": "TRADING", "deliveryDate": 4133404800000}), None),
         ("binanceusdm", market({"contractStatus": "PENDING_TRADING"}), None),
         ("binanceusdm", market({"contractStatus": "SETTLING"}), (RetireReason.DELISTED, None)),
+        ("binanceusdm", market({"status": "CLOSE"}), (RetireReason.DELISTED, "binanceusdm status is CLOSE")),
         ("binanceusdm", market({"contractStatus": "TRADING"}, expiry=NOW), (RetireReason.EXPIRED, None)),
         ("okx", market({"state": "suspend", "expTime": ""}), None),  # temporary
         ("okx", market({"state": "live", "expTime": str(NOW - 5)}), (RetireReason.EXPIRED, None)),

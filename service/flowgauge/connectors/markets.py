@@ -10,8 +10,8 @@ Lifecycle: `retirement` reads from one market (or its absence) whether the instr
 market and the venue's own fields in it (`info`), as each venue marks them:
 * bybit: `status` Delivering / Closed (PreLaunch is not retired: it has not started); `deliveryTime` (ms, "0" for
   none) is a future's delivery and, on a perpetual, its delisting time.
-* binanceusdm: `contractStatus` DELIVERING / DELIVERED / PRE_SETTLE / SETTLING / CLOSE (PENDING_TRADING has not
-  started); `deliveryDate` (ms; 4133404800000 on perpetuals means none).
+* binanceusdm: `status` (USD-M's field; `contractStatus` on COIN-M) DELIVERING / DELIVERED / PRE_SETTLE / SETTLING /
+  CLOSE (PENDING_TRADING has not started); `deliveryDate` (ms; 4133404800000 on perpetuals means none).
 * okx: `state` (`suspend` is temporary: not retired); `expTime` (ms, "" for none); expired instruments leave the list.
 * deribit: `is_active` false; `expiration_timestamp` (ms; 32503708800000 on perpetuals means none).
 * hyperliquid: `isDelisted` true.
@@ -183,10 +183,13 @@ async def load_markets(
 # Expiry times at or beyond this (2100-01-01, ms) are placeholders for "never" (Binance perpetuals 4133404800000,
 # Deribit perpetuals 32503708800000).
 NEVER_MS = 4_102_444_800_000
-# The venue's own field, in ccxt's `info`, holding a status that means "no longer trading", and those statuses.
-_STATUS_FIELD: dict[str, tuple[str, frozenset[str]]] = {
-    "bybit": ("status", frozenset({"Delivering", "Closed"})),
-    "binanceusdm": ("contractStatus", frozenset({"DELIVERING", "DELIVERED", "PRE_SETTLE", "SETTLING", "CLOSE"})),
+# The venue's own fields, in ccxt's `info`, holding a status, and the statuses that mean "no longer trading".
+_STATUS_FIELD: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
+    "bybit": (("status",), frozenset({"Delivering", "Closed"})),
+    "binanceusdm": (
+        ("status", "contractStatus"),
+        frozenset({"DELIVERING", "DELIVERED", "PRE_SETTLE", "SETTLING", "CLOSE"}),
+    ),
 }
 # The venue's own field, in ccxt's `info`, with a perpetual's scheduled delisting time (ccxt reads it for dated
 # futures only, as `expiry`).
@@ -231,10 +234,11 @@ def retirement(
     info = info if isinstance(info, Mapping) else {}
     status_field = _STATUS_FIELD.get(venue)
     if status_field is not None:
-        field, dead = status_field
-        status = info.get(field)
-        if status in dead:
-            return RetireReason.DELISTED, f"{venue} {field} is {status}"
+        fields, dead = status_field
+        for field in fields:
+            status = info.get(field)
+            if status in dead:
+                return RetireReason.DELISTED, f"{venue} {field} is {status}"
     elif venue == "deribit" and info.get("is_active") is False:
         return RetireReason.DELISTED, "deribit is_active is false"
     elif venue == "hyperliquid" and info.get("isDelisted") is True:

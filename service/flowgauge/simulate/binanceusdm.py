@@ -39,6 +39,12 @@ so REST depth answers are the true book after the last diff played, with `lastUp
   it by a deterministic share of +-q/2 (so |dOI| <= volume, as real OI must). Long/short ratios are deterministic
   5-minute series. fundingInfo lists `funding_intervals` (default: none, i.e. every symbol 8 h).
 kline and other recorded streams are not served.
+* A served name with a date suffix (`BTCUSDT_261225`) is a quarterly: `contractType` CURRENT_QUARTER, delivered at
+  08:00 UTC that day.
+* Lifecycle (`lifecycle`, `--delist` / `--expire`, see `simulate.lifecycle`): a delisted or expired symbol shows
+  `status` CLOSE / DELIVERED in exchangeInfo (an expiring one carries its `deliveryDate` from the start), gets no
+  more stream frames, and its REST requests (depth, open interest, ratios) answer -1121 Invalid symbol, counted in
+  `lifecycle.requests_after`.
 
 Loops. When the recording ends the tape restarts with ids shifted by more than the recording's span; exchange times
 (`E`, `T`, a liquidation's `o.T`; a mark price's `T`, the next funding time, moves with its `E`) follow the wall
@@ -89,6 +95,7 @@ from flowgauge.simulate.base import (
     play_tape,
     simulator_runner,
 )
+from flowgauge.simulate.lifecycle import Lifecycle
 
 __all__ = ["DEFAULT_PORT", "SERVED_SYMBOLS", "BinanceUsdmSimulator", "run_simulator"]
 
@@ -291,6 +298,17 @@ def _filters(info: Mapping[str, Any] | None, symbol: str) -> dict[str, Decimal]:
     return out
 
 
+def _delivery_ms(yymmdd: str) -> int:
+    """08:00 UTC on the day a quarterly's name gives (`261225`); 0 when the name holds no such date."""
+    import datetime
+
+    try:
+        day = datetime.datetime.strptime(yymmdd, "%y%m%d").replace(hour=8, tzinfo=datetime.UTC)
+    except ValueError:
+        return 0
+    return int(day.timestamp() * 1000)
+
+
 def _labels(tape: _Tape, served: Sequence[str]) -> list[_Label]:
     """Every recorded symbol as itself, plus each `served` symbol the recording lacks, relabelled."""
     sources = sorted(s for s in tape.kinds if s in tape.bridge_pu) or sorted(tape.kinds)
@@ -307,7 +325,8 @@ def _labels(tape: _Tape, served: Sequence[str]) -> list[_Label]:
         src_tick = _filters(tape.exchange_info, source)["tick"]
         dst_tick = _filters(tape.exchange_info, name)["tick"]
         step = max(1, int(dst_tick / src_tick)) if dst_tick > src_tick else 1  # keeps scaled prices on the tick
-        factor = max(step, round(PLAUSIBLE_PRICE.get(name, ref) / ref / step) * step)
+        plausible = PLAUSIBLE_PRICE.get(name.partition("_")[0], ref)  # a quarterly trades near its perpetual
+        factor = max(step, round(plausible / ref / step) * step)
         labels.append(_Label(name, source, Decimal(factor), dst_tick, (i + 1) * 10**12, (i + 1) * 10**10))
     return labels
 
@@ -540,6 +559,7 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
         reply_headroom: int = 256,
         slow_client_timeout: float = 10.0,
         clock_skew_s: float = 0.0,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         if liquidation_every is not None and liquidation_every < 1:
             raise ValueError("liquidation_every must be >= 1 or None")
@@ -553,6 +573,8 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
             clock_skew_s=clock_skew_s,
         )  # fmt: skip
         self.serve = tuple(serve)
+        # Delisted / expiring instruments (--delist, --expire): metadata, streams and REST answers follow it.
+        self.lifecycle = lifecycle if lifecycle is not None else Lifecycle()
         self.liquidation_every = liquidation_every
         self.funding_intervals = dict(funding_intervals or {})
         self.ping_interval_s = ping_interval_s
@@ -748,8 +770,8 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
 
     def _deliver_named(self, state: _Symbol, name: str, kind: str, data: dict[str, Any]) -> None:
         subs = self._subs.get(name)
-        if not subs:
-            return
+        if not subs or (self.lifecycle and self.lifecycle.retired(state.name)):
+            return  # nobody listens, or the symbol stopped trading: the venue sends nothing more of it
         route = ROUTE_OF_KIND[kind]
         texts: dict[bool, str] = {}
         for client in list(subs):
@@ -808,7 +830,7 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
             body = {"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."}
             return None, self._answer(body, 400)
         state = self.symbols.get(name)
-        if state is None:
+        if state is None or self.lifecycle.refuse(name):  # a retired symbol is unknown to the venue's REST
             return None, self._answer({"code": -1121, "msg": "Invalid symbol."}, 400)
         return state, None
 
@@ -825,8 +847,17 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
                 continue
             source = next((r for r in rows if r.get("symbol") == state.label.source), None)
             if source is not None:  # a relabelled symbol the recorded answer lacks: the source's facts, renamed
-                base = state.name.removesuffix(str(source.get("quoteAsset", "USDT")))
-                rows.append({**source, "symbol": state.name, "pair": state.name, "baseAsset": base})
+                pair, _, dated = state.name.partition("_")
+                base = pair.removesuffix(str(source.get("quoteAsset", "USDT")))
+                row = {**source, "symbol": state.name, "pair": pair, "baseAsset": base}
+                if dated:  # BTCUSDT_261225: a quarterly, delivered at 08:00 UTC on that day (as Binance names them)
+                    row["contractType"] = "CURRENT_QUARTER"
+                    row["deliveryDate"] = _delivery_ms(dated)
+                rows.append(row)
+        if self.lifecycle:
+            rows = [dict(row) for row in rows]
+            for row in rows:
+                self.lifecycle.binance_row(row)
         info["symbols"] = rows
         info["serverTime"] = self.clock.now_ms()
         return self._answer(info)

@@ -1,0 +1,175 @@
+"""Book lifecycle against real components (issue 10 item 9): `flowgauge run` against a Binance USD-M simulator (in
+this test's event loop, so its counters can be read) whose instruments get delisted or expire while the daemon runs.
+
+Delisted mid-run (metadata refresh every second): ETH is shown CLOSE by exchangeInfo, its streams stop and its REST
+requests are refused and counted by the simulator -> the daemon retires its book: one `book_retired` log line, one
+final status (RETIRED) on the bus and nothing of it afterwards (no heartbeat), no request about it after a forced
+reconnect that resyncs BTC, its series gone from /metrics, /status RETIRED, /readyz still 200 (BTC is VALID). Then BTC
+is delisted too -> /readyz 503.
+
+Expiring: a quarterly whose deliveryDate is 12 s away, with no metadata refresh due for an hour -> retired at that time
+by the daemon's own timer (EXPIRED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from tests.procs import flowgauge, free_port, http_get, wait_for
+from websockets.asyncio.client import ClientConnection, connect
+
+from flowgauge.simulate import DATA_DIR, SIMULATORS
+from flowgauge.simulate.binanceusdm import BinanceUsdmSimulator
+from flowgauge.simulate.lifecycle import Lifecycle, Retirement
+
+pytestmark = pytest.mark.integration
+
+RECORDING = DATA_DIR / SIMULATORS["binanceusdm"].recording
+BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
+
+
+def write_config(path: Path, sim: BinanceUsdmSimulator, symbols: list[str], refresh_s: float) -> tuple[Path, int, int]:
+    bus_port, http_port = free_port(), free_port()
+    config = {
+        "venues": {
+            "binanceusdm": {
+                "symbols": symbols,
+                "ws_url": sim.ws_base,
+                "rest_url": sim.http_url,
+                "backoff_initial_s": 0.1,
+                "backoff_max_s": 0.5,
+                "markets_refresh_s": refresh_s,
+            }
+        },
+        "bus": {"embedded": {"host": "127.0.0.1", "port": bus_port}},
+        "http": {"host": "127.0.0.1", "port": http_port},
+        "publish": {"heartbeat_s": 0.5},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path, bus_port, http_port
+
+
+async def status(http_port: int) -> dict[str, Any]:
+    code, text = await http_get(http_port, "/status")
+    assert code == 200, text
+    return orjson.loads(text)["venues"]["binanceusdm"]  # type: ignore[no-any-return]
+
+
+def book_state(http_port: int, symbol: str, wanted: str) -> Callable[[], Awaitable[dict[str, Any] | None]]:
+    async def check() -> dict[str, Any] | None:
+        book = (await status(http_port))[symbol]
+        return book if book["state"] == wanted else None
+
+    return check
+
+
+def retired_lines(log: Path, symbol: str) -> list[str]:
+    return [line for line in log.read_text().splitlines() if "book_retired" in line and symbol in line]
+
+
+async def subscribe(bus_port: int, patterns: list[str]) -> ClientConnection:
+    ws = await connect(f"ws://127.0.0.1:{bus_port}", open_timeout=2)
+    await ws.send(orjson.dumps({"op": "subscribe", "patterns": patterns}).decode())
+    return ws
+
+
+async def test_a_delisted_instrument_retires_and_is_never_asked_for_again(tmp_path: Path) -> None:
+    lifecycle = Lifecycle()
+    async with BinanceUsdmSimulator(RECORDING, port=0, speed=2.0, lifecycle=lifecycle) as sim:
+        config, bus_port, http_port = write_config(tmp_path / "cfg.yaml", sim, [BTC, ETH], refresh_s=1.0)
+        log = tmp_path / "daemon.log"
+        with flowgauge(["run", "-c", str(config)], log):
+            # Arrange: both books VALID, a subscriber on everything of both.
+            for symbol in (BTC, ETH):
+                await wait_for(book_state(http_port, symbol, "VALID"), f"{symbol} VALID", 60)
+            ws = await wait_for(lambda: subscribe(bus_port, ["flowgauge.v1.>"]), "bus subscription")
+            received: list[dict[str, Any]] = []
+
+            async def read() -> None:
+                async for text in ws:
+                    message = orjson.loads(text)
+                    if message.get("topic"):
+                        received.append(message)
+
+            reader = asyncio.create_task(read())
+            try:
+                # Act: the venue delists ETH now.
+                lifecycle.schedule(Retirement("ETHUSDT", time.time(), announced=False))
+                book = await wait_for(book_state(http_port, ETH, "RETIRED"), "ETH RETIRED", 30)
+                assert (book["reason"], book["detail"]) == ("DELISTED", "binanceusdm status is CLOSE")
+                refused = lifecycle.requests_after["ETHUSDT"]
+                # A forced reconnect: the daemon resyncs BTC (a new REST snapshot) and asks nothing about ETH.
+                resyncs = (await status(http_port))[BTC]["resyncs"]
+                for client in list(sim._clients):
+                    client.kick("forced")
+
+                async def btc_resynced() -> bool:
+                    book = (await status(http_port))[BTC]
+                    return book["resyncs"] > resyncs and book["state"] == "VALID"
+
+                await wait_for(btc_resynced, "BTC resynced after the reconnect", 30)
+                # Heartbeats of BTC keep coming; none of ETH follows its final status.
+                heartbeats_before = sum(1 for m in received if m["topic"].endswith("BTC-USDT-USDT")
+                                        and ".status." in m["topic"] and m["payload"]["heartbeat"])  # fmt: skip
+
+                def btc_heartbeats() -> bool:
+                    beats = [m for m in received if ".status." in m["topic"] and m["topic"].endswith("BTC-USDT-USDT")
+                             and m["payload"]["heartbeat"]]  # fmt: skip
+                    return len(beats) >= heartbeats_before + 3
+
+                await wait_for(btc_heartbeats, "three more BTC heartbeats", 30)
+            finally:
+                reader.cancel()
+                await ws.close()
+            # Assert: one final RETIRED status of ETH, and nothing of ETH after it.
+            eth = [m for m in received if m["topic"].endswith("ETH-USDT-USDT")]
+            retired_at = next(i for i, m in enumerate(eth) if m["payload"].get("state") == "RETIRED")
+            assert eth[retired_at]["payload"]["heartbeat"] is False
+            assert eth[retired_at + 1 :] == [], eth[retired_at + 1 :][:3]
+            assert lifecycle.requests_after["ETHUSDT"] == refused, "the daemon asked about ETH after retiring it"
+            assert len(retired_lines(log, ETH)) == 1
+            code, metrics = await http_get(http_port, "/metrics")
+            assert code == 200 and 'symbol="BTC/USDT:USDT"' in metrics
+            assert 'symbol="ETH/USDT:USDT"' not in metrics, [
+                line for line in metrics.splitlines() if "ETH/USDT:USDT" in line
+            ][:5]
+            code, text = await http_get(http_port, "/readyz")
+            assert code == 200, text  # BTC is VALID
+            # No book VALID any more: not ready, saying why.
+            lifecycle.schedule(Retirement("BTCUSDT", time.time(), announced=False))
+            await wait_for(book_state(http_port, BTC, "RETIRED"), "BTC RETIRED", 30)
+            code, text = await http_get(http_port, "/readyz")
+            body = orjson.loads(text)
+            assert code == 503 and body["ready"] is False, text
+            assert body["reason"].startswith("2 of 2 books not VALID, 2 of them retired"), body
+
+
+async def test_a_dated_future_retires_when_it_expires(tmp_path: Path) -> None:
+    at = time.time() + 12.0
+    day = datetime.datetime.fromtimestamp(at, tz=datetime.UTC).strftime("%y%m%d")
+    quarterly_id, quarterly = f"BTCUSDT_{day}", f"BTC/USDT:USDT-{day}"
+    lifecycle = Lifecycle([Retirement(quarterly_id, at, announced=True)])
+    async with BinanceUsdmSimulator(
+        RECORDING, port=0, speed=2.0, serve=("BTCUSDT", "ETHUSDT", quarterly_id), lifecycle=lifecycle
+    ) as sim:
+        # No metadata refresh for an hour: only the expiry time read at start can retire it.
+        config, _, http_port = write_config(tmp_path / "cfg.yaml", sim, [BTC, quarterly], refresh_s=3600.0)
+        log = tmp_path / "daemon.log"
+        with flowgauge(["run", "-c", str(config)], log):
+            await wait_for(book_state(http_port, quarterly, "VALID"), f"{quarterly} VALID", 30)
+            assert time.time() < at, "the quarterly expired before the test could see it VALID"
+            book = await wait_for(book_state(http_port, quarterly, "RETIRED"), f"{quarterly} RETIRED", 30)
+            assert time.time() >= at
+            assert book["reason"] == "EXPIRED" and book["detail"].startswith("expired at "), book
+            assert len(retired_lines(log, quarterly)) == 1
+            code, text = await http_get(http_port, "/readyz")
+            assert code == 200, text
+            assert (await status(http_port))[BTC]["state"] == "VALID"
