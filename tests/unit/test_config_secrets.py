@@ -308,3 +308,30 @@ def test_configured_console_handler_hides_secrets(monkeypatch: pytest.MonkeyPatc
         root.setLevel(level)
     assert "redis_unreachable" in stream.getvalue()
     assert secret not in stream.getvalue() and "AUTH *** refused" in stream.getvalue()
+
+
+async def test_status_and_readyz_documents_hide_registered_secrets() -> None:
+    """A status document whose strings carry a secret (a venue or broker error echoing a URL) is served with
+    `***` in its place, on /status and on the open /readyz; a real aiohttp server on loopback."""
+    import aiohttp
+    from prometheus_client import CollectorRegistry
+
+    from flowgauge.telemetry.http import HttpServer
+
+    secret = "status-s3cret-2b7"
+    logs.register_secrets([secret])
+    error = f"ConnectionError: redis://:{secret}@cache:6379/0 refused"
+    server = HttpServer(
+        "127.0.0.1",
+        0,
+        CollectorRegistry(),
+        lambda: False,
+        lambda: {"publishers": {"redis": {"last_error": error}}},
+        not_ready=lambda: {"reason": error},
+    )
+    async with server, aiohttp.ClientSession() as session:
+        for path in ("/status", "/readyz"):
+            async with session.get(f"http://127.0.0.1:{server.bound_port}{path}") as response:
+                body = await response.text()
+            assert secret not in body, path
+            assert "redis://:***@cache:6379/0" in body, body
