@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--truth-capacity", type=_non_negative_int, default=None, metavar="N",
                           help="ground-truth records kept per instrument, served at /_flowgauge/truth "
                                "(default 10000; 0 = off)")
+    simulate.add_argument("--delist", action="append", default=[], metavar="ID@T",
+                          help="the venue delists instrument ID (its own id, e.g. BTCUSDT) at T: unix seconds, or "
+                               "+S seconds after start; repeatable (bybit, binanceusdm; see simulate.lifecycle)")
+    simulate.add_argument("--expire", action="append", default=[], metavar="ID@T",
+                          help="like --delist, but announced: the metadata carries T as the contract's delivery "
+                               "time from the start (bybit, binanceusdm)")
 
     tail = commands.add_parser("tail", help="show what the bus publishes: a live table, or JSON lines")
     tail.add_argument("pattern", nargs="?", default="flowgauge.v1.>",
@@ -320,6 +326,9 @@ def _simulate(args: argparse.Namespace) -> int:
     faults = _fault_plan(args, [venue for venue, _, _ in plans])
     if faults is None:
         return 2
+    lifecycle = _lifecycle_options(args, [venue for venue, _, _ in plans])
+    if lifecycle is None:
+        return 2
     _install_uvloop()
     # Bound, not listening: nothing connects before the event loop (and its signal handlers) runs.
     sockets = _bind_all(args.host, [(venue, port) for venue, port, _ in plans])
@@ -342,6 +351,7 @@ def _simulate(args: argparse.Namespace) -> int:
                     faults=faults[venue],
                     truth_capacity=args.truth_capacity,
                     sock=sock,
+                    **lifecycle.get(venue, {}),
                 ),
             )
         )
@@ -384,6 +394,30 @@ def _fault_plan(args: argparse.Namespace, venues: Sequence[str]) -> dict[str, li
         print(f"simulate: {exc}", file=sys.stderr)
         return None
     return plan
+
+
+# Simulators that play instrument lifecycle (--delist, --expire).
+_LIFECYCLE_VENUES = ("binanceusdm", "bybit")
+
+
+def _lifecycle_options(args: argparse.Namespace, venues: Sequence[str]) -> dict[str, dict[str, Any]] | None:
+    """`{venue: {"lifecycle": Lifecycle}}` for --delist / --expire ({} without them); None (one line on stderr)
+    when a spec is wrong or no served venue plays lifecycle."""
+    from flowgauge.simulate.lifecycle import Lifecycle, LifecycleError, parse_retirement
+
+    if not args.delist and not args.expire:
+        return {}
+    try:
+        retirements = [parse_retirement(text, False) for text in args.delist]
+        retirements += [parse_retirement(text, True) for text in args.expire]
+    except LifecycleError as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
+        return None
+    playing = [venue for venue in venues if venue in _LIFECYCLE_VENUES]
+    if not playing:
+        print(f"simulate: --delist and --expire are played by {', '.join(_LIFECYCLE_VENUES)} only", file=sys.stderr)
+        return None
+    return {venue: {"lifecycle": Lifecycle(retirements)} for venue in playing}
 
 
 def _bind_all(host: str, ports: Sequence[tuple[str, int]]) -> list[socket.socket] | None:

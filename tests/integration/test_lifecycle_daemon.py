@@ -57,15 +57,17 @@ def write_config(path: Path, sim: BinanceUsdmSimulator, symbols: list[str], refr
     return path, bus_port, http_port
 
 
-async def status(http_port: int) -> dict[str, Any]:
+async def status(http_port: int, venue: str = "binanceusdm") -> dict[str, Any]:
     code, text = await http_get(http_port, "/status")
     assert code == 200, text
-    return orjson.loads(text)["venues"]["binanceusdm"]  # type: ignore[no-any-return]
+    return orjson.loads(text)["venues"][venue]  # type: ignore[no-any-return]
 
 
-def book_state(http_port: int, symbol: str, wanted: str) -> Callable[[], Awaitable[dict[str, Any] | None]]:
+def book_state(
+    http_port: int, symbol: str, wanted: str, venue: str = "binanceusdm"
+) -> Callable[[], Awaitable[dict[str, Any] | None]]:
     async def check() -> dict[str, Any] | None:
-        book = (await status(http_port))[symbol]
+        book = (await status(http_port, venue))[symbol]
         return book if book["state"] == wanted else None
 
     return check
@@ -173,3 +175,42 @@ async def test_a_dated_future_retires_when_it_expires(tmp_path: Path) -> None:
             code, text = await http_get(http_port, "/readyz")
             assert code == 200, text
             assert (await status(http_port))[BTC]["state"] == "VALID"
+
+
+async def test_bybit_perpetual_with_a_scheduled_delisting_retires_at_that_time(tmp_path: Path) -> None:
+    """Through the command line: `flowgauge simulate --venue bybit --expire BTCUSDT@+15` serves BTCUSDT with
+    `deliveryTime` 15 s ahead (a perpetual's scheduled delisting time) and `status` Closed after it; the daemon, with
+    no refresh due, retires the book at that time (EXPIRED) while ETH stays VALID (the stream still carries BTC's
+    frames: they are ignored)."""
+    sim_port, bus_port, http_port = free_port(), free_port(), free_port()
+    config = tmp_path / "bybit.yaml"
+    config.write_text(yaml.safe_dump({
+        "venues": {"bybit": {
+            "symbols": [BTC, ETH], "ws_url": f"ws://127.0.0.1:{sim_port}/v5/public/linear",
+            "rest_url": f"http://127.0.0.1:{sim_port}", "backoff_initial_s": 0.1, "backoff_max_s": 0.5,
+            "markets_refresh_s": 3600,
+        }},
+        "bus": {"embedded": {"host": "127.0.0.1", "port": bus_port}},
+        "http": {"host": "127.0.0.1", "port": http_port},
+    }))  # fmt: skip
+    started = time.time()
+    simulate = ["simulate", "--venue", "bybit", "--port", str(sim_port), "--speed", "2", "--expire", "BTCUSDT@+15"]
+    with (
+        flowgauge(simulate, tmp_path / "sim.log"),
+        flowgauge(["run", "-c", str(config)], tmp_path / "daemon.log"),
+    ):
+        await wait_for(book_state(http_port, BTC, "VALID", "bybit"), "BTC VALID", 60)
+        book = await wait_for(book_state(http_port, BTC, "RETIRED", "bybit"), "BTC RETIRED", 40)
+        assert time.time() >= started + 15
+        assert book["reason"] == "EXPIRED", book
+        eth = await wait_for(book_state(http_port, ETH, "VALID", "bybit"), "ETH VALID", 30)
+        published = (await status(http_port, "bybit"))[BTC]["published"]
+        await wait_for(lambda: _more_published(http_port, ETH, eth["published"] + 20), "ETH payloads go on", 30)
+        assert (await status(http_port, "bybit"))[BTC]["published"] == published  # BTC's frames ignored
+        code, text = await http_get(http_port, "/readyz")
+        assert code == 200, text
+        assert len(retired_lines(tmp_path / "daemon.log", BTC)) == 1
+
+
+async def _more_published(http_port: int, symbol: str, at_least: int) -> bool:
+    return bool((await status(http_port, "bybit"))[symbol]["published"] >= at_least)

@@ -61,6 +61,7 @@ from flowgauge.simulate.base import (
     json_response,
     simulator_runner,
 )
+from flowgauge.simulate.lifecycle import Lifecycle
 
 __all__ = ["CATEGORIES", "DEFAULT_PORT", "BybitSimulator", "run_simulator"]
 
@@ -468,6 +469,7 @@ class BybitSimulator(SimulatorServer[_Client]):
         reply_headroom: int = 256,
         slow_client_timeout: float = 10.0,
         clock_skew_s: float = 0.0,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         super().__init__(
             recording_path, host, port, speed, loop, garbage_every, gap_every,
@@ -475,6 +477,8 @@ class BybitSimulator(SimulatorServer[_Client]):
             clock_skew_s=clock_skew_s,
         )  # fmt: skip
         self.markets: dict[str, _Market] = {}
+        # Delisted / expiring instruments (--delist, --expire, simulate.lifecycle): instruments-info says so.
+        self.lifecycle = lifecycle if lifecycle is not None else Lifecycle()
         self._served: _Served | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -539,6 +543,10 @@ class BybitSimulator(SimulatorServer[_Client]):
                 body["result"]["nextPageCursor"] = ""
             return json_response(body)
         items = recorded["result"]["list"]
+        if self.lifecycle:
+            items = [dict(item) for item in items]
+            for item in items:
+                self.lifecycle.bybit_row(item)
         for param, key in (("symbol", "symbol"), ("baseCoin", "baseCoin"), ("status", "status")):
             wanted = q.get(param)
             if wanted:
