@@ -603,9 +603,13 @@ def _resolve_secrets(merged: Any, origins: Mapping[str, str], problems: _Problem
 def _read_secret_file(path: str, *, one_line: bool = True) -> tuple[str | None, str | None]:
     """(the secret, None) or (None, why not): a bounded read of a regular file, trailing newlines stripped."""
     try:
-        with open(path, "rb") as file:  # one bounded read, of a regular file only (not a FIFO or a device)
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                return None, f"cannot read {path}: not a regular file"
+        # One bounded read, of a regular file only (not a FIFO or a device). O_NONBLOCK: opening a FIFO for reading
+        # would otherwise wait for a writer forever, before fstat could refuse it (no effect on a regular file).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                return None, f"cannot read {path}: {'Is a directory' if stat.S_ISDIR(mode) else 'not a regular file'}"
             raw = file.read(_MAX_SECRET_FILE_BYTES + 1)
     except OSError as exc:
         return None, f"cannot read {path}: {exc.strerror or type(exc).__name__}"

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import threading
 from pathlib import Path
 
 import orjson
@@ -150,6 +152,22 @@ def test_a_directory_or_both_sources_or_an_empty_path_are_refused(tmp_path: Path
     ]
     path = _write(tmp_path, 'http:\n  token_file: ""\n')
     assert _problems(path, {}) == ["http.token_file: must be null or the path of a file"]
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    """A named pipe given as a secret file (a mistake, or a trap): opening it for reading would wait for a writer
+    forever. It is refused at once in one line, the load running in a thread so that a hang fails the test."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for name in ("FLOWGAUGE_HTTP__TOKEN_FILE", "FLOWGAUGE_BUS__NATS__CREDENTIALS_FILE"):
+        outcome: list[list[str]] = []
+        loader = threading.Thread(target=lambda n=name, out=outcome: out.append(_problems(None, {n: str(fifo)})))
+        loader.daemon = True
+        loader.start()
+        loader.join(5.0)
+        assert not loader.is_alive(), f"loading {name}={fifo} hangs"
+        key = name[len("FLOWGAUGE_") :].lower().replace("__", ".")
+        assert outcome == [[f"{key}: cannot read {fifo}: not a regular file (set by {name})"]]
 
 
 @pytest.mark.parametrize(
