@@ -627,7 +627,9 @@ def _read_secret_file(path: str, *, one_line: bool = True) -> tuple[str | None, 
     return text, None
 
 
-_URL_USERINFO: Final = re.compile(r"^(\s*[A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")
+# The userinfo of one server: everything up to its last `@`, even past a raw / ? or # (an unencoded password such as
+# base64's `ab/cd` still counts as one, and is hidden whole), with or without a scheme.
+_URL_USERINFO: Final = re.compile(r"^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?)(.*)@", re.DOTALL)
 _URL_QUERY_SECRET: Final = re.compile(r"([?&](?:password|token)=)([^&#]*)", re.IGNORECASE)
 
 
@@ -1189,14 +1191,28 @@ def _url(v: dict[str, Any], name: str, schemes: tuple[str, ...], key: str, probl
     if name not in v:
         return
     want = " or ".join(f"{s}://" for s in schemes)
+    url = v[name]
+    shown = redact_url(url)
+    # A raw / ? or # in a password ends the userinfo early: the "host" is then a piece of the secret.
+    misplaced: bool | None = None  # None: the URL did not even split
     try:
-        parts = urlsplit(v[name])
+        parts = urlsplit(url)
+        misplaced = "@" in url and "@" not in parts.netloc
         parts.port  # noqa: B018 - parsing the port is the check: a bad one raises here, not at connect time
     except ValueError as exc:
-        problems.append((_join(key, name), f"not a valid URL ({exc}) (got {redact_url(v[name])!r})"))
+        # The parser's text may quote a piece of the userinfo ("... integer value as 'ab'" of `user:ab/cd@host`,
+        # or a netloc it refuses): shown only when it cannot (no userinfo, or a port after a whole userinfo).
+        detail = f" ({exc})" if "@" not in url or misplaced is False else ""
+        hint = _PERCENT_HINT if misplaced else ""
+        problems.append((_join(key, name), f"not a valid URL{detail} (got {shown!r}){hint}"))
         return
     if parts.scheme not in schemes or not parts.hostname:
-        problems.append((_join(key, name), f"must be a {want} URL (got {redact_url(v[name])!r})"))
+        problems.append((_join(key, name), f"must be a {want} URL (got {shown!r})"))
+    elif misplaced:
+        problems.append((_join(key, name), f"the host part is not where it seems (got {shown!r}){_PERCENT_HINT}"))
+
+
+_PERCENT_HINT: Final = ": a user name or password holding / ? # must be percent-encoded (%2F %3F %23)"
 
 
 # --------------------------------------------------------------------------------------------- helpers
