@@ -84,10 +84,10 @@ def _parser() -> argparse.ArgumentParser:
                                "(default 10000; 0 = off)")
     simulate.add_argument("--delist", action="append", default=[], metavar="ID@T",
                           help="the venue delists instrument ID (its own id, e.g. BTCUSDT) at T: unix seconds, or "
-                               "+S seconds after start; repeatable (bybit, binanceusdm; see simulate.lifecycle)")
+                               "+S seconds after start; repeatable (binanceusdm, bybit, deribit; see simulate.lifecycle)")
     simulate.add_argument("--expire", action="append", default=[], metavar="ID@T",
                           help="like --delist, but announced: the metadata carries T as the contract's delivery "
-                               "time from the start (bybit, binanceusdm)")
+                               "time from the start (binanceusdm, bybit, deribit)")
 
     tail = commands.add_parser("tail", help="show what the bus publishes: a live table, or JSON lines")
     tail.add_argument("pattern", nargs="?", default="flowgauge.v1.>",
@@ -397,7 +397,7 @@ def _fault_plan(args: argparse.Namespace, venues: Sequence[str]) -> dict[str, li
 
 
 # Simulators that play instrument lifecycle (--delist, --expire).
-_LIFECYCLE_VENUES = ("binanceusdm", "bybit")
+_LIFECYCLE_VENUES = ("binanceusdm", "bybit", "deribit")
 
 
 def _lifecycle_options(args: argparse.Namespace, venues: Sequence[str]) -> dict[str, dict[str, Any]] | None:

@@ -68,6 +68,11 @@ class VenueFeed:
     # ------------------------------------------------------------------ FeedHandler
 
     def on_connected(self) -> list[str]:
+        retire = getattr(self.parser, "retire", None)  # parsers that can leave an instrument out (Bybit, Deribit)
+        if retire is not None:
+            for symbol in self.symbols:
+                if self.engine.is_retired(self.venue, symbol):
+                    retire(symbol)
         self.parser.reset()
         self._deferred.clear()
         self._outbox.clear()

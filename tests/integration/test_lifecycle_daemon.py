@@ -28,6 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from flowgauge.simulate import DATA_DIR, SIMULATORS
 from flowgauge.simulate.binanceusdm import BinanceUsdmSimulator
+from flowgauge.simulate.deribit import DeribitSimulator
 from flowgauge.simulate.lifecycle import Lifecycle, Retirement
 
 pytestmark = pytest.mark.integration
@@ -214,3 +215,43 @@ async def test_bybit_perpetual_with_a_scheduled_delisting_retires_at_that_time(t
 
 async def _more_published(http_port: int, symbol: str, at_least: int) -> bool:
     return bool((await status(http_port, "bybit"))[symbol]["published"] >= at_least)
+
+
+async def test_deribit_state_channel_retires_a_book_before_any_refresh(tmp_path: Path) -> None:
+    """A venue stream signal: the Deribit simulator delists ETH-PERPETUAL and says so on `instrument.state` (closed);
+    with no metadata refresh due for an hour, the daemon retires the book from that notification alone. After a
+    forced reconnect (BTC resyncs), the daemon subscribes nothing of ETH: the simulator counts no request for it."""
+    lifecycle = Lifecycle()
+    btc, eth = "BTC/USD:BTC", "ETH/USD:ETH"
+    recording = DATA_DIR / SIMULATORS["deribit"].recording
+    async with DeribitSimulator(recording, port=0, speed=2.0, lifecycle=lifecycle) as sim:
+        http_port = free_port()
+        config = tmp_path / "deribit.yaml"
+        config.write_text(yaml.safe_dump({
+            "venues": {"deribit": {
+                "symbols": [btc, eth], "ws_url": sim.ws_url(), "rest_url": sim.http_url,
+                "backoff_initial_s": 0.1, "backoff_max_s": 0.5, "markets_refresh_s": 3600,
+            }},
+            "bus": {"embedded": {"host": "127.0.0.1", "port": free_port()}},
+            "http": {"host": "127.0.0.1", "port": http_port},
+        }))  # fmt: skip
+        log = tmp_path / "daemon.log"
+        with flowgauge(["run", "-c", str(config)], log):
+            for symbol in (btc, eth):
+                await wait_for(book_state(http_port, symbol, "VALID", "deribit"), f"{symbol} VALID", 60)
+            lifecycle.schedule(Retirement("ETH-PERPETUAL", time.time(), announced=False))
+            book = await wait_for(book_state(http_port, eth, "RETIRED", "deribit"), "ETH RETIRED", 30)
+            assert (book["reason"], book["detail"]) == ("DELISTED", "deribit instrument.state closed"), book
+            resyncs = (await status(http_port, "deribit"))[btc]["resyncs"]
+            for client in list(sim._clients):
+                client.kick("forced")
+
+            async def btc_resynced() -> bool:
+                book = (await status(http_port, "deribit"))[btc]
+                return book["resyncs"] > resyncs and book["state"] == "VALID"
+
+            await wait_for(btc_resynced, "BTC resynced after the reconnect", 30)
+            assert lifecycle.requests_after["ETH-PERPETUAL"] == 0
+            assert len(retired_lines(log, eth)) == 1
+            code, text = await http_get(http_port, "/readyz")
+            assert code == 200, text

@@ -165,6 +165,12 @@ class BybitParser:
         self.reset()
         return list(self.subscribe_frames())
 
+    def retire(self, symbol: str) -> None:
+        """Its book retired: the next connection does not subscribe its topics (nor resyncs it)."""
+        instrument = self._by_symbol.pop(symbol, None)
+        if instrument is not None:
+            self.instruments.pop(instrument.venue_id, None)
+
     def resync(self, symbol: str) -> list[Action]:
         return list(self.resync_frames(symbol))
 

@@ -28,6 +28,10 @@ Venue facts this module relies on (../shared/exchanges.md §4 and "Differences t
   `current_funding` / `funding_8h`. Deribit documents `open_interest` as "the total amount of outstanding
   contracts", which reads as one side (each contract has one long and one short holder); no document
   says so outright, so ONE-SIDED is UNCONFIRMED and the figure is published as is, not halved.
+* `instrument.state.{kind}.{currency}` (we take `any.any`, one channel per connection) announces an order book's
+  state: created, started, settled, closed, terminated (and deactivated, seen in third-party code: UNCONFIRMED).
+  Any of the last four for one of ours is its end: an `InstrumentRetired` (EXPIRED when settled, else
+  DELISTED), so its book retires without waiting for the next metadata refresh.
 """
 
 from __future__ import annotations
@@ -53,9 +57,11 @@ from flowgauge.types import (
     Event,
     FundingRate,
     Instrument,
+    InstrumentRetired,
     Level,
     Liquidation,
     OpenInterest,
+    RetireReason,
     Trade,
 )
 
@@ -71,9 +77,14 @@ DEFAULT_SUBSCRIBE_BATCH = 100
 MAX_INSTRUMENTS_PER_CONNECTION = 200  # 3 channels each
 FUNDING_8H = 8.0  # `funding_8h` is the funding over 8 hours
 _CHANNEL_KINDS = ("book", "trades", "ticker")
+STATE_CHANNEL = "instrument.state.any.any"  # every instrument's book state changes (one channel for all)
+# Book states that end an instrument (Deribit: created, started, settled, closed, terminated).
+_ENDED_STATES = {"settled": RetireReason.EXPIRED, "closed": RetireReason.DELISTED,
+                 "terminated": RetireReason.DELISTED, "deactivated": RetireReason.DELISTED}  # fmt: skip
 _PENDING_REQUESTS_MAX = 1024  # our own subscribe requests awaiting an answer; bounded against leaks
 
 _MS = 1_000_000  # ns per ms
+_MAX_MS = 10**13  # a venue time beyond this (year 2286) is garbage
 
 
 class FrameError(ValueError):
@@ -156,7 +167,14 @@ class DeribitParser:
     # ----------------------------------------------------------------- frames to send
 
     def channels(self) -> list[str]:
-        return [f"{kind}.{venue_id}.{self.interval}" for venue_id in self.instruments for kind in _CHANNEL_KINDS]
+        channels = [f"{kind}.{venue_id}.{self.interval}" for venue_id in self.instruments for kind in _CHANNEL_KINDS]
+        return [*channels, STATE_CHANNEL] if channels else channels
+
+    def retire(self, symbol: str) -> None:
+        """Its book retired: the next connection does not subscribe its channels (nor resyncs it)."""
+        instrument = self._by_symbol.pop(symbol, None)
+        if instrument is not None:
+            self.instruments.pop(instrument.venue_id, None)
 
     def on_connected(self) -> list[Action]:
         """Heartbeat first (the server drops connections that ignore test requests), then subscriptions."""
@@ -243,6 +261,8 @@ class DeribitParser:
         if not isinstance(params, dict) or not isinstance(params.get("channel"), str):
             return [BadFrame(VENUE, "notification without a channel", None, False, ts_recv)]
         parts = params["channel"].split(".")
+        if parts[:2] == ["instrument", "state"]:
+            return self._on_state(params.get("data"), ts_recv)
         handler = self._handlers.get(parts[0])
         # `book.X.interval`, `trades.X.interval`, `ticker.X.interval`; grouped books
         # (`book.X.group.depth.interval`) and per-kind trades (`trades.future.BTC.100ms`) are never
@@ -257,6 +277,21 @@ class DeribitParser:
         except (FrameError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             touches_book = parts[0] == "book"
             return [BadFrame(VENUE, f"{parts[0]}: {exc!r}"[:200], instrument.symbol, touches_book, ts_recv)]
+
+    def _on_state(self, data: Any, ts_recv: int) -> list[Event | str]:
+        """`instrument.state`: `{"instrument_name", "state", "timestamp"}`; an ended state retires one of ours."""
+        if not isinstance(data, dict) or not isinstance(data.get("instrument_name"), str):
+            return [BadFrame(VENUE, "instrument.state: no instrument_name", None, False, ts_recv)]
+        instrument = self.instruments.get(data["instrument_name"])
+        reason = _ENDED_STATES.get(data.get("state"))  # type: ignore[arg-type]
+        if instrument is None or reason is None:
+            return []
+        stamp = data.get("timestamp")
+        ts_exchange = ts_recv
+        if isinstance(stamp, int) and not isinstance(stamp, bool) and 0 < stamp < _MAX_MS:
+            ts_exchange = stamp * _MS
+        detail = f"deribit instrument.state {data['state']}"
+        return [InstrumentRetired(VENUE, instrument.symbol, reason, detail, ts_exchange, ts_recv)]
 
     def _base(self, instrument: Instrument, amount: float, price: float) -> float:
         """Deribit amount -> base units: USD amounts are divided by that level's own price.

@@ -13,8 +13,13 @@ Protocol served (what a client without credentials gets from Deribit today):
   `public/disable_heartbeat`, `public/test`, `public/get_time`, `public/hello`. Channels
   `book|ticker|trades.{instrument}.{100ms|agg2}`; `.raw` is refused with error 13778
   `raw_subscriptions_not_available_for_unauthorized`, as Deribit does since January 2022 (the 2021
-  recordings used `.raw`; their frames are served on the current channel names). Channels of other shapes
-  are left out of the subscribe result (Deribit's handling of those is UNCONFIRMED).
+  recordings used `.raw`; their frames are served on the current channel names). `instrument.state.{kind}.
+  {currency}` (`any` allowed for both) carries the lifecycle below. Channels of other shapes are left out of the
+  subscribe result (Deribit's handling of those is UNCONFIRMED).
+* Lifecycle (`lifecycle`, see `simulate.lifecycle`): at a retirement's time the state channel says `settled`
+  (expiring) or `closed` (delisted), get_instruments shows `is_active` false (an expiring instrument carries its
+  `expiration_timestamp` from the start), no more frames of it are played, and a subscribe to its channels is
+  left out of the answer and counted in `lifecycle.requests_after`.
 * REST `/api/v2/public/get_instruments` (`currency` per recorded currency, `any` or absent = all; `kind`;
   `expired=true` answers an empty list), `get_currencies`, `get_time`, `test`: what ccxt's `load_markets`
   asks. Instrument rows recorded before 2022 lack `counter_currency` / `settlement_currency`, which
@@ -78,6 +83,7 @@ from aiohttp import WSCloseCode, web
 
 from flowgauge.recording import Connect, Http, Recv, iter_records
 from flowgauge.simulate.base import SimClient, SimMarket, SimulatorServer, TapeClock, is_int, simulator_runner
+from flowgauge.simulate.lifecycle import Lifecycle
 
 __all__ = ["DEFAULT_PORT", "PERPETUALS", "WS_PATH", "DeribitSimulator", "run_simulator"]
 
@@ -561,6 +567,9 @@ class _Market(SimMarket["DeribitSimulator", str, _Client, _Frame]):
     # -- subscriptions (synchronous: a snapshot and the changes after it are queued without a gap) ----
 
     def subscribe(self, client: _Client, channel: str) -> None:
+        if channel.startswith(_STATE_PREFIX):
+            self.subs.add(client, channel)  # state changes only: nothing current to send
+            return
         kind, instrument, _ = channel.split(".")
         self.subs.add(client, channel)
         if kind == "book" and instrument in self.books:
@@ -611,8 +620,8 @@ class _Market(SimMarket["DeribitSimulator", str, _Client, _Frame]):
                     self.sim.gaps_injected += 1
         elif frame.kind == "ticker" and isinstance(data, dict):
             self.tickers[frame.instrument] = data
-        if not deliver:
-            return
+        if not deliver or (self.sim.lifecycle and self.sim.lifecycle.retired(frame.instrument)):
+            return  # withheld, or the instrument stopped trading: the venue sends nothing more of it
         for channel in self._keys_of(frame):
             subs = self.subs.get(channel)
             if subs:
@@ -659,6 +668,7 @@ class DeribitSimulator(SimulatorServer[_Client]):
         slow_client_timeout: float = 10.0,
         heartbeat_time_scale: float = 1.0,
         clock_skew_s: float = 0.0,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         super().__init__(
             recording_path, host, port, speed, loop, garbage_every, gap_every,
@@ -674,6 +684,9 @@ class DeribitSimulator(SimulatorServer[_Client]):
         self.tests_answered = 0
         self.market: _Market | None = None
         self._served: _Served | None = None
+        # Delisted / expiring instruments (simulate.lifecycle): get_instruments rows, streams, the state channel.
+        self.lifecycle = lifecycle if lifecycle is not None else Lifecycle()
+        self._plays_lifecycle = lifecycle is not None  # (retirements may be scheduled while it runs)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -707,6 +720,8 @@ class DeribitSimulator(SimulatorServer[_Client]):
         assert self._served is not None
         self.market = _Market(self, self._served.tape)
         self.spawn(self.market.run(), "simulator-market:deribit")
+        if self._plays_lifecycle:
+            self.spawn(self._announce_states(), "simulator-lifecycle:deribit")
 
     def _started_fields(self) -> dict[str, Any]:
         frames = len(self._served.tape.frames) if self._served is not None else 0
@@ -728,7 +743,33 @@ class DeribitSimulator(SimulatorServer[_Client]):
             if (currency == "any" or self._served.currency_of.get(row["instrument_name"]) == currency)
             and (not q.get("kind") or row.get("kind") == q["kind"])
         ]
+        if self.lifecycle:
+            rows = [dict(row) for row in rows]
+            for row in rows:
+                self.lifecycle.deribit_row(row)
         return _rpc_http_result(rows)
+
+    def _retired_channel(self, channel: str) -> bool:
+        """A subscribe to a channel of a retired instrument: left out of the answer, counted by the lifecycle."""
+        parts = channel.split(".")
+        return len(parts) == 3 and bool(self.lifecycle) and self.lifecycle.refuse(parts[1])
+
+    async def _announce_states(self) -> None:
+        """`instrument.state` notifications: at each retirement's time, `settled` (expired) or `closed` (delisted)
+        to every subscriber of a state channel that covers the instrument."""
+        announced: set[str] = set()
+        while True:
+            for r in self.lifecycle.retirements():
+                if r.instrument in announced or not self.lifecycle.retired(r.instrument):
+                    continue
+                announced.add(r.instrument)
+                data = {"instrument_name": r.instrument, "state": "settled" if r.announced else "closed",
+                        "timestamp": self.clock.now_ms()}  # fmt: skip
+                assert self.market is not None
+                for channel, clients in list(self.market.subs.by_key.items()):
+                    if channel.startswith(_STATE_PREFIX) and _state_covers(channel, r.instrument):
+                        self.deliver(clients, _note(channel, data), channel)
+            await asyncio.sleep(0.05)  # a timer, not synchronisation: checks due retirements
 
     async def _get_currencies(self, request: web.Request) -> web.Response:
         assert self._served is not None
@@ -823,7 +864,7 @@ class DeribitSimulator(SimulatorServer[_Client]):
             self.bad_requests += 1
             self._rpc_reply(client, req_id, error=(13778, "raw_subscriptions_not_available_for_unauthorized"))
             return
-        accepted = [c for c in dict.fromkeys(channels) if _servable(c)]
+        accepted = [c for c in dict.fromkeys(channels) if _servable(c) and not self._retired_channel(c)]
         if len(client.keys | set(accepted)) > MAX_CHANNELS_PER_CLIENT:
             self.bad_requests += 1
             data = {"param": "channels", "reason": f"more than {MAX_CHANNELS_PER_CLIENT} per connection"}
@@ -853,7 +894,20 @@ class DeribitSimulator(SimulatorServer[_Client]):
         return self._reply(client, body)
 
 
+_STATE_PREFIX = "instrument.state."
+
+
+def _state_covers(channel: str, instrument: str) -> bool:
+    """`instrument.state.{kind}.{currency}` (either may be `any`) covers `instrument` (kind future for perpetuals
+    and dated futures, option otherwise; currency its first token)."""
+    _, _, kind, currency = channel.split(".")
+    inst_kind = "option" if instrument.count("-") >= 3 else "future"
+    return kind in ("any", inst_kind) and currency in ("any", instrument.split("-")[0].split("_")[0])
+
+
 def _servable(channel: str) -> bool:
+    if channel.startswith(_STATE_PREFIX):
+        return len(channel.split(".")) == 4 and all(channel.split("."))
     parts = channel.split(".")
     return len(parts) == 3 and parts[0] in _KINDS and bool(parts[1]) and parts[2] in SERVED_INTERVALS
 

@@ -1,6 +1,6 @@
 """Instrument lifecycle a simulator can play: an instrument delisted, or a dated contract expiring, at a given time.
 
-Used by the venue simulators (Binance USD-M in full, Bybit in its instrument metadata) so that the daemon's
+Used by the venue simulators (Binance USD-M and Deribit in full, Bybit in its instrument metadata) so that the daemon's
 retirement of books can be tested with real components; `flowgauge simulate --delist ID@T --expire ID@T` sets it
 from the command line. Imports nothing from the daemon: the simulators are the independent truth.
 
@@ -9,7 +9,9 @@ Two kinds, by venue instrument id (`BTCUSDT`), at `at_s` (unix seconds):
   trading (Binance `status` CLOSE, Bybit `status` Closed).
 * expiring (announced): the metadata carries `at_s` from the start as the contract's delivery time (Binance
   `deliveryDate`, Bybit `deliveryTime`, which on a perpetual is its scheduled delisting time); from `at_s` on it is
-  shown as delivered (Binance DELIVERED, Bybit Closed).
+  shown as delivered (Binance DELIVERED, Bybit Closed; Deribit `expiration_timestamp`, then `is_active` false).
+Deribit also says so on its stream: an `instrument.state` notification (`settled` when expiring, `closed` when
+delisted) at `at_s`.
 Either way, from `at_s` a simulator that plays streams serves no more frames of it and refuses requests about it,
 counting each in `requests_after` (how a test proves that nothing asks for a retired book any more).
 """
@@ -74,6 +76,9 @@ class Lifecycle:
         """Add (or move) one instrument's retirement while the simulator runs."""
         self._by_id[retirement.instrument] = retirement
 
+    def retirements(self) -> list[Retirement]:
+        return list(self._by_id.values())
+
     def retirement(self, instrument: str) -> Retirement | None:
         return self._by_id.get(instrument)
 
@@ -108,3 +113,13 @@ class Lifecycle:
             row["deliveryTime"] = str(r.at_ms)
         if self._clock() >= r.at_s:
             row["status"] = "Closed"
+
+    def deribit_row(self, row: MutableMapping[str, Any]) -> None:
+        """Patch one get_instruments row in place."""
+        r = self._by_id.get(str(row.get("instrument_name")))
+        if r is None:
+            return
+        if r.announced:
+            row["expiration_timestamp"] = r.at_ms
+        if self._clock() >= r.at_s:
+            row["is_active"] = False

@@ -29,9 +29,11 @@ from flowgauge.types import (
     ContractKind,
     FundingRate,
     Instrument,
+    InstrumentRetired,
     InvalidReason,
     Liquidation,
     OpenInterest,
+    RetireReason,
     Trade,
 )
 
@@ -360,7 +362,8 @@ def test_connect_sets_heartbeat_then_subscribes_100ms_channels(instruments: dict
     assert all(f["method"] == "public/subscribe" and len(f["params"]["channels"]) <= 4 for f in subs)
     channels = [c for f in subs for c in f["params"]["channels"]]
     assert sorted(channels) == sorted(
-        f"{kind}.{inst}.100ms" for kind in ("book", "trades", "ticker") for inst in ("BTC-PERPETUAL", "ETH-PERPETUAL")
+        [f"{kind}.{inst}.100ms" for kind in ("book", "trades", "ticker") for inst in ("BTC-PERPETUAL", "ETH-PERPETUAL")]
+        + ["instrument.state.any.any"]  # the instruments' state changes (retirement), one channel for all
     )
     assert len({f["id"] for f in frames}) == len(frames)  # JSON-RPC ids are unique per connection
     unsub, sub = (orjson.loads(f) for f in parser.resync("ETH/USD:ETH"))  # type: ignore[arg-type]
@@ -464,3 +467,32 @@ def test_an_integer_beyond_any_double_is_a_frame_error_not_an_overflow() -> None
 
     with pytest.raises(FrameError, match="out of range"):
         _number(10**400, "price")
+
+
+def test_instrument_state_retires_ours_only(instruments: dict[str, Instrument]) -> None:
+    """`instrument.state.any.any`: settled -> EXPIRED, closed/terminated -> DELISTED for an instrument we track;
+    other states, other instruments and the parser's own retire() (no channels for it on the next connection)."""
+    parser = DeribitParser([instruments["BTC-PERPETUAL"], instruments["ETH-PERPETUAL"]])
+
+    def note(name: object, state: str, ts: object = 1700000000123) -> str:
+        data = {"instrument_name": name, "state": state, "timestamp": ts}
+        return orjson.dumps({"jsonrpc": "2.0", "method": "subscription",
+                             "params": {"channel": "instrument.state.any.any", "data": data}}).decode()
+
+    (retired,) = parser.feed(note("BTC-PERPETUAL", "settled"), 5)
+    assert isinstance(retired, InstrumentRetired)
+    assert (retired.symbol, retired.reason, retired.ts_exchange, retired.ts_recv) == (
+        "BTC/USD:BTC", RetireReason.EXPIRED, 1700000000123 * 1_000_000, 5
+    )
+    for state in ("closed", "terminated"):
+        (retired,) = parser.feed(note("ETH-PERPETUAL", state, "bad"), 6)
+        assert isinstance(retired, InstrumentRetired) and retired.reason is RetireReason.DELISTED
+        assert retired.ts_exchange == 6 and retired.detail == f"deribit instrument.state {state}"
+    assert parser.feed(note("BTC-PERPETUAL", "started"), 7) == []
+    assert parser.feed(note("BTC-27DEC24", "settled"), 7) == []  # not ours
+    (bad,) = parser.feed(note(None, "settled"), 7)
+    assert isinstance(bad, BadFrame) and not bad.touches_book
+    parser.retire("BTC/USD:BTC")
+    channels = [c for f in parser.on_connected()[1:] for c in orjson.loads(f)["params"]["channels"]]
+    assert not [c for c in channels if "BTC-PERPETUAL" in c] and "book.ETH-PERPETUAL.100ms" in channels
+    assert parser.resync("BTC/USD:BTC") == []
