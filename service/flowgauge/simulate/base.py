@@ -400,6 +400,9 @@ class SimulatorServer(Generic[C]):
         self.bad_requests = 0  # client requests answered with an error
         self.connections_total = 0
         self.upgrades_refused = 0  # websocket upgrades refused at the (faulted) connection limit
+        # The last HTTP requests (wall time s, path, status or 0 when answered by the venue's handler): lets a
+        # test see when a client came back after a 429.
+        self.requests_log: collections.deque[tuple[float, str, int]] = collections.deque(maxlen=1000)
         self.faults = FaultScheduler()
         self.truth = TruthStore(DEFAULT_TRUTH_CAPACITY)
         self._clocks: list[TapeClock] = [self.clock]  # every clock this server serves (markets add theirs)
@@ -467,11 +470,9 @@ class SimulatorServer(Generic[C]):
                 for client in targets:
                     client.kick("forced")
             elif kind == "half_open":
-                loop = asyncio.get_running_loop()
                 for client in targets:
                     client.freeze()
-                    handle = loop.call_later(float(spec.param("for_s")), self._end_half_open, client)
-                    self._fault_timers.add(handle)
+                    self.later(float(spec.param("for_s")), client.abort)
             elif kind == "conn_limit":
                 self._refuse_upgrades += int(spec.param("refuse"))
                 for client in targets:
@@ -481,10 +482,12 @@ class SimulatorServer(Generic[C]):
                 for clock in self._clocks:
                     clock.shift(ms - clock.skew_ms if kind == "clock_skew" else ms)
 
-    def _end_half_open(self, client: C) -> None:
-        now = asyncio.get_running_loop().time()
+    def later(self, delay_s: float, callback: Callable[..., object], *args: Any) -> None:
+        """Run `callback(*args)` in `delay_s` (a delayed fault effect); cancelled by `close()`."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         self._fault_timers = {h for h in self._fault_timers if h.when() > now}  # forget the ones that ran
-        client.abort()
+        self._fault_timers.add(loop.call_later(delay_s, callback, *args))
 
     @web.middleware
     async def _fault_middleware(
@@ -504,8 +507,13 @@ class SimulatorServer(Generic[C]):
                 self._refuse_upgrades -= 1
                 self.upgrades_refused += 1
                 return json_response({"error": "too many connections"}, 429, {"Retry-After": "1"})
-        elif self.faults.wants("rate_limit"):
-            spec = self.faults.take("rate_limit", request.query.get("symbol"), accept=lambda s: s.param("path") in path)
+        else:
+            spec = None
+            if self.faults.wants("rate_limit"):
+                spec = self.faults.take(
+                    "rate_limit", request.query.get("symbol"), accept=lambda s: s.param("path") in path
+                )
+            self.requests_log.append((time.time(), path, int(spec.param("status")) if spec is not None else 0))
             if spec is not None:
                 headers = {"Retry-After": f"{float(spec.param('retry_after')):g}"}
                 status = int(spec.param("status"))

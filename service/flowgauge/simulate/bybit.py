@@ -22,7 +22,16 @@ when it is sent (gaps divided by `speed`, like the pacing), shifted by `clock_sk
 (and trade ids) are shifted by a per-loop offset larger than the recording's span, so ids keep increasing,
 and every orderbook topic restarts with its recorded snapshot (a new snapshot is a reset on Bybit).
 
-Faults. `gap_every=N` silently withholds every N-th delta of each orderbook topic from all clients (the
+Faults. Every kind of `faults.py` that applies to Bybit (`SUPPORTED_FAULTS`: all but `bad_checksum`, as
+Bybit's linear books carry none), on `orderbook.*` topics of the instrument: a withheld, duplicated, reordered,
+malformed, truncated or oversized delta; `seq_gap` shifts the topic's `u` from then on; `u1_restart` sends the
+current book as a snapshot with `u=1` and `u` counts on from there; `slow_snapshot` holds a (re)subscribe's
+snapshot (and the deltas after it) back by `delay_s`; `sub_error` answers a subscribe of the instrument's book
+with a failure ack and does not subscribe that topic. The connection, clock and REST faults are `base`'s. The
+market's own book applies every message whatever the fault and is the truth: after every `u` its top 10 levels
+go to `sim.truth` (keyed by `u`, the daemon's `book_seq`).
+
+`gap_every=N` silently withholds every N-th delta of each orderbook topic from all clients (the
 market's own book still applies it, so a resync snapshot is correct). `garbage_every=N` sends each client
 a malformed frame after every N data frames it received, cycling through a non-JSON binary frame, a
 well-formed JSON orderbook delta with wrongly typed fields, and a truncated copy of the last frame.
@@ -39,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import heapq
 import os
 import secrets
 import string
@@ -61,7 +71,9 @@ from flowgauge.simulate.base import (
     json_response,
     simulator_runner,
 )
+from flowgauge.simulate.faults import CONNECTION_FAULTS
 from flowgauge.simulate.lifecycle import Lifecycle
+from flowgauge.simulate.truth import TRUTH_DEPTH
 
 __all__ = ["CATEGORIES", "DEFAULT_PORT", "BybitSimulator", "run_simulator"]
 
@@ -279,6 +291,12 @@ class _Book:
         self.ts = msg.get("ts", self.ts)
         self.cts = msg.get("cts", self.cts)
 
+    def top(self, n: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """The best `n` (price, size) levels of each side, best first (the truth)."""
+        bids = [(p, float(self.bids[p][1])) for p in heapq.nlargest(n, self.bids)]
+        asks = [(p, float(self.asks[p][1])) for p in heapq.nsmallest(n, self.asks)]
+        return bids, asks
+
     def snapshot(self, topic: str) -> dict[str, Any]:
         bids = [self.bids[p] for p in sorted(self.bids, reverse=True)[: self.depth]]
         asks = [self.asks[p] for p in sorted(self.asks)[: self.depth]]
@@ -357,6 +375,7 @@ class _Client(SimClient["BybitSimulator", str]):
         super().__init__(sim, ws)
         self.category = category
         self.conn_id = _conn_id()
+        self.pending: set[str] = set()  # topics whose (slow_snapshot) subscription is not in force yet
 
     @property
     def tag(self) -> str:
@@ -373,6 +392,10 @@ class _Client(SimClient["BybitSimulator", str]):
         now = self.sim.clock.now_ms()
         data = {"s": 12345, "b": "not-a-list", "a": [[None, {"size": True}]], "u": "NaN", "seq": [1.5]}
         return {"topic": topic, "type": "delta", "ts": now, "data": data, "cts": str(now)}
+
+
+def _instrument(topic: str) -> str:
+    return topic.rpartition(".")[2]
 
 
 def _conn_id() -> str:
@@ -398,10 +421,15 @@ class _Market(SimMarket["BybitSimulator", str, _Client, _Frame]):
         self.books: dict[str, _Book] = {}
         self.tickers: dict[str, _Ticker] = {}
         self._deltas_seen: collections.Counter[str] = collections.Counter()
+        self._u_offset: collections.Counter[str] = collections.Counter()  # seq_gap / u1_restart shifts per topic
+        self._held: dict[str, str] = {}  # reorder_diff: a delta sent after the topic's next one
 
     # -- subscriptions (synchronous: a snapshot and the deltas after it are queued without a gap) ----
 
     def subscribe(self, client: _Client, topic: str) -> None:
+        client.pending.discard(topic)
+        if client.kicked is not None:
+            return
         self.subs.add(client, topic)
         state = self.books.get(topic) or self.tickers.get(topic)
         if state is not None:
@@ -423,24 +451,88 @@ class _Market(SimMarket["BybitSimulator", str, _Client, _Frame]):
             return
         _rewrite(msg, shift)
         topic = frame.topic
-        deliver = True
         if topic.startswith("orderbook."):
-            book = self.books.get(topic)
-            if book is None and msg.get("type") == "snapshot":  # a delta before any snapshot has no book
-                book = self.books[topic] = _Book(_book_depth(topic))
-            if book is not None:
-                book.apply(msg)
-            if msg.get("type") == "delta" and self.sim.gap_every:
-                self._deltas_seen[topic] += 1
-                if self._deltas_seen[topic] % self.sim.gap_every == 0:
-                    deliver = False  # the market's book applied it; no client will see it
-                    self.sim.gaps_injected += 1
-        elif topic.startswith("tickers."):
+            self._play_book(topic, msg)
+            return
+        if topic.startswith("tickers."):
             self.tickers.setdefault(topic, _Ticker()).apply(msg)
         subs = self.subs.get(topic)
-        if not deliver or not subs:
+        if not subs:
             return
         self.sim.deliver(subs, orjson.dumps(msg).decode(), topic)
+
+    def _play_book(self, topic: str, msg: dict[str, Any]) -> None:
+        """One orderbook message: faults, the market's book (the truth), then what the clients get."""
+        sim = self.sim
+        faults = sim.faults
+        data = msg.get("data")
+        if not isinstance(data, dict):
+            return
+        instrument = topic.rpartition(".")[2]
+        is_delta = msg.get("type") == "delta"
+        if faults:
+            faults.frame(instrument)
+            sim.connection_faults(instrument, self.subs.get(topic) or ())
+            spec = faults.take("seq_gap", instrument) if is_delta else None
+            if spec is not None:
+                self._u_offset[topic] += int(spec.param("by"))
+        if is_int(data.get("u")):
+            data["u"] += self._u_offset[topic]
+        book = self.books.get(topic)
+        if book is None and not is_delta:  # a delta before any snapshot has no book
+            book = self.books[topic] = _Book(_book_depth(topic))
+        if book is None:
+            return
+        book.apply(msg)
+        restart = is_delta and bool(faults) and faults.take("u1_restart", instrument) is not None
+        if restart:
+            # Bybit's service restart: the book is re-sent whole with u=1 and u counts on from there.
+            self._u_offset[topic] += 1 - book.u
+            book.u = 1
+            msg = book.snapshot(topic)
+        if is_int(book.u):
+            bids, asks = book.top(TRUTH_DEPTH)
+            ts = book.ts if is_int(book.ts) else None
+            sim.truth.record(instrument, book.u, ts, bids, asks, snapshot=restart or not is_delta)
+        text = orjson.dumps(msg).decode()
+        texts = [text]
+        held = self._held.pop(topic, None) if is_delta else None
+        if is_delta and not restart:
+            if sim.gap_every:
+                self._deltas_seen[topic] += 1
+                if self._deltas_seen[topic] % sim.gap_every == 0:
+                    texts = []  # the market's book applied it; no client will see it
+                    sim.gaps_injected += 1
+            if faults and texts:
+                texts = self._book_faults(topic, instrument, text, msg)
+        if held is not None:
+            texts.append(held)
+        subs = self.subs.get(topic)
+        if not subs:
+            return
+        for out in texts:
+            sim.deliver(subs, out, topic)
+
+    def _book_faults(self, topic: str, instrument: str, text: str, msg: dict[str, Any]) -> list[str]:
+        """What the clients get instead of delta `text` when a book-stream fault fires on it."""
+        faults = self.sim.faults
+        if faults.take("drop_diff", instrument):
+            return []
+        if faults.take("duplicate_diff", instrument):
+            return [text, text]
+        if faults.take("reorder_diff", instrument):
+            self._held[topic] = text
+            return []
+        if faults.take("malformed_json", instrument):
+            cut = text.index('"data"')
+            return [text[:cut] + '"data":{,' + text[cut + 7 :]]  # a stray comma: not JSON any more
+        if faults.take("truncated_frame", instrument):
+            return [text[: len(text) // 2]]
+        spec = faults.take("oversized_frame", instrument)
+        if spec is not None:
+            pad = max(0, int(spec.param("bytes")) - len(text) - 16)
+            return [orjson.dumps({**msg, "pad": " " * pad}).decode()]
+        return [text]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -480,6 +572,12 @@ class BybitSimulator(SimulatorServer[_Client]):
         # Delisted / expiring instruments (--delist, --expire, simulate.lifecycle): instruments-info says so.
         self.lifecycle = lifecycle if lifecycle is not None else Lifecycle()
         self._served: _Served | None = None
+
+    # Bybit's linear books carry no checksum: everything else of the catalogue applies.
+    SUPPORTED_FAULTS = CONNECTION_FAULTS | {
+        "drop_diff", "duplicate_diff", "reorder_diff", "seq_gap", "malformed_json", "truncated_frame",
+        "oversized_frame", "u1_restart", "slow_snapshot", "rate_limit", "sub_error",
+    }  # fmt: skip
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -671,7 +769,19 @@ class BybitSimulator(SimulatorServer[_Client]):
         if op == "unsubscribe":
             self._reply(client, self._ack(client, op, req_id, True, ""))
             for topic in args:
+                client.pending.discard(topic)
                 market.unsubscribe(client, topic)
+            return
+        args = [t for t in args if t not in client.pending]  # a slow snapshot already on its way
+        rejected = self._rejected_books(args)
+        if rejected:
+            self.bad_requests += 1
+            ack = self._ack(client, op, req_id, False, f"error:subscription failed, please retry,topic:{rejected[0]}")
+            if not self._reply(client, ack):
+                return
+            for topic in dict.fromkeys(args):
+                if topic not in client.keys and topic not in rejected:
+                    market.subscribe(client, topic)
             return
         # Like the venue: topics already held make the answer a failure; new ones are still taken.
         repeated = [t for t in args if t in client.keys]
@@ -684,7 +794,22 @@ class BybitSimulator(SimulatorServer[_Client]):
             return
         for topic in dict.fromkeys(args):
             if topic not in client.keys:
-                market.subscribe(client, topic)
+                spec = self.faults.take("slow_snapshot", _instrument(topic)) if topic.startswith("orderbook.") else None
+                if spec is None:
+                    market.subscribe(client, topic)
+                else:
+                    client.pending.add(topic)  # the snapshot, and the deltas after it, come `delay_s` late
+                    self.later(float(spec.param("delay_s")), self._late_subscribe, client, market, topic)
+
+    def _late_subscribe(self, client: _Client, market: _Market, topic: str) -> None:
+        if topic in client.pending:
+            market.subscribe(client, topic)
+
+    def _rejected_books(self, topics: list[str]) -> list[str]:
+        """The orderbook topics of a subscribe that `sub_error` rejects now."""
+        if not self.faults.wants("sub_error"):
+            return []
+        return [t for t in topics if t.startswith("orderbook.") and self.faults.take("sub_error", _instrument(t))]
 
     def _ack(self, client: _Client, op: str, req_id: object, success: bool, ret_msg: str) -> dict[str, Any]:
         # Linear acks always carry req_id ("" when none was sent); spot's carry it only when sent and

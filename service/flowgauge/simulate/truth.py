@@ -13,8 +13,10 @@ again from metrics.md):
 * `Comparator` (test side): fed the truth records in order and the daemon's payloads in publish order, it
   checks every VALID book payload: best bid/ask price and size (exact), `depth_imb_5`/`depth_imb_10` and
   `ofi` (the Cont-Kukanov-Stoikov `e_n` between the previous book payload's state and this one's; tight
-  float tolerance). It assumes one payload per applied book message (`publish.min_interval_ms: 0`,
-  `publish.conflate: off`), so consecutive payloads are consecutive book events.
+  float tolerance; None is right on the first state after the book left VALID, and may be on a state the
+  venue sent whole). It assumes one payload per applied book message (`publish.min_interval_ms: 0`,
+  `publish.conflate: off`), so consecutive payloads are consecutive book events. Payloads of other triggers
+  (ticker, trade) carry the current book's fields too: those are compared as well, and must carry no `ofi`.
 """
 
 from __future__ import annotations
@@ -51,9 +53,13 @@ class TruthRecord:
     ts: int | None  # served exchange time, ms
     bids: tuple[Level, ...]  # best first
     asks: tuple[Level, ...]
+    snapshot: bool = False  # the venue sent this state whole (a reset: no order flow across it)
 
     def as_json(self) -> dict[str, Any]:
-        return {"i": self.index, "key": self.key, "ts": self.ts, "bids": self.bids, "asks": self.asks}
+        return {
+            "i": self.index, "key": self.key, "ts": self.ts, "bids": self.bids, "asks": self.asks,
+            "snapshot": self.snapshot,
+        }  # fmt: skip
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> TruthRecord:
@@ -63,6 +69,7 @@ class TruthRecord:
             obj.get("ts"),
             tuple((float(p), float(s)) for p, s in obj["bids"]),
             tuple((float(p), float(s)) for p, s in obj["asks"]),
+            bool(obj.get("snapshot", False)),
         )
 
 
@@ -70,7 +77,7 @@ class _Ring:
     __slots__ = ("evicted", "latest", "next_index", "records")
 
     def __init__(self, capacity: int) -> None:
-        # (index, key, ts, n_bids, levels as [px, sz, ...] bids then asks)
+        # (index, key, ts, n_bids (negative: a snapshot), levels as [px, sz, ...] bids then asks)
         self.records: collections.deque[tuple[int, int, int | None, int, array[float]]] = collections.deque(
             maxlen=capacity
         )
@@ -94,10 +101,16 @@ class TruthStore:
         return self.capacity > 0
 
     def record(
-        self, instrument: str, key: int, ts_ms: int | None, bids: Iterable[Level], asks: Iterable[Level]
+        self,
+        instrument: str,
+        key: int,
+        ts_ms: int | None,
+        bids: Iterable[Level],
+        asks: Iterable[Level],
+        snapshot: bool = False,
     ) -> None:
         """Store the book of `instrument` after the message keyed `key`; `bids`/`asks` best first (only the
-        first `depth` of each are kept)."""
+        first `depth` of each are kept); `snapshot` when the venue sent this state whole (a reset)."""
         if self.capacity <= 0:
             return
         ring = self._rings.get(instrument)
@@ -124,13 +137,16 @@ class TruthStore:
                 del ring.latest[old[1]]
         index = ring.next_index
         ring.next_index += 1
-        records.append((index, key, ts_ms, n_bids, flat))
+        records.append((index, key, ts_ms, ~n_bids if snapshot else n_bids, flat))
         ring.latest[key] = index
 
     def _make(self, item: tuple[int, int, int | None, int, array[float]]) -> TruthRecord:
         index, key, ts, n_bids, flat = item
+        snapshot = n_bids < 0
+        if snapshot:
+            n_bids = ~n_bids
         levels = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
-        return TruthRecord(index, key, ts, tuple(levels[:n_bids]), tuple(levels[n_bids:]))
+        return TruthRecord(index, key, ts, tuple(levels[:n_bids]), tuple(levels[n_bids:]), snapshot)
 
     def get(self, instrument: str, key: int) -> TruthRecord | None:
         """The latest record keyed `key` still in the ring."""
@@ -284,7 +300,7 @@ class Comparator:
         self.instruments = dict(instruments)
         self.size_factor = dict(size_factor or {})
         self._tracks: dict[str, _Track] = {symbol: _Track() for symbol in instruments}
-        self.checked = 0  # VALID book payloads compared
+        self.checked = 0  # payloads with a VALID book compared (any trigger)
         self.ofi_checked = 0  # ... whose ofi was compared too
         self.unverified_ofi = 0  # first payload seen with an ofi whose previous state we never saw
         self.wrong: list[str] = []  # one line per wrong payload
@@ -303,10 +319,12 @@ class Comparator:
         """Compare one payload (non-book and non-VALID ones only move the state); False if it is wrong."""
         symbol = payload.get("symbol")
         track = self._tracks.get(symbol) if isinstance(symbol, str) else None
-        if track is None or payload.get("trigger") != "book":
+        if track is None:
             return True
+        book_event = payload.get("trigger") == "book"
         if payload.get("book_state") != "VALID":
-            self.not_valid(symbol)  # type: ignore[arg-type]
+            if book_event:
+                self.not_valid(symbol)  # type: ignore[arg-type]
             return True
         seq = payload.get("book_seq")
         record = self._find(track, seq)
@@ -332,7 +350,16 @@ class Comparator:
             ):
                 problems.append(f"depth_imb_{n} {have_imb} != {want_imb}")
         ofi = payload.get("ofi")
-        if track.prev is not None:
+        if not book_event:
+            # Another trigger (ticker, trade, ...) carries the current book's fields but no order flow.
+            if ofi is not None:
+                problems.append(f"ofi {ofi} on a {payload.get('trigger')} payload (want None)")
+            if problems:
+                return self._wrong(payload, "; ".join(problems))
+            return True
+        if record.snapshot and ofi is None:
+            pass  # a state the venue sent whole resets the flow (venues streaming snapshots only keep it)
+        elif track.prev is not None:
             want_ofi = ofi_contribution(top_of(track.prev, factor), top)
             self.ofi_checked += 1
             if ofi is None or not _close(float(ofi), want_ofi):
