@@ -562,6 +562,10 @@ class Daemon:
             if loop.time() >= next_refresh:
                 next_refresh = loop.time() + refresh_s
                 fresh = await self._refresh_markets(venue, venue_settings)
+                if self.stopping:
+                    # As in _load_instruments: a cancellation landing in ccxt/aiohttp as a request fails can be
+                    # lost; the stop flag ends this task whatever happened to it.
+                    raise asyncio.CancelledError
                 if fresh is not None:
                     live = [s.instrument for s in self.engine.states() if s.instrument.venue == venue]
                     expiries.clear()
