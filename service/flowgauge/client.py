@@ -26,6 +26,7 @@ slow to keep up). It never ends silently; there is no automatic reconnect, so a 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -89,17 +90,41 @@ class BusMessage:
     """True for a topic's current value replayed on subscribe, False for a message published live."""
 
 
+# The userinfo of one server (everything before its last @, scheme optional, so that a raw / ? # in a password is
+# hidden whole) and the secret query parameters. The same rule as flowgauge.config.redact_url, which this layer may
+# not import (a client-only install has no config loader).
+_URL_USERINFO = re.compile(r"^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?)(.*)@", re.DOTALL)
+_URL_QUERY_SECRET = re.compile(r"([?&](?:password|token)=)([^&#]*)", re.IGNORECASE)
+
+
+def shown_url(url: str) -> str:
+    """`url` as error messages show it: each password, lone user name (a NATS token) and `password=` / `token=`
+    value replaced by `***`, so that an error a subscriber logs or prints never carries one."""
+
+    def hide(match: re.Match[str]) -> str:
+        user, colon, _ = match.group(2).partition(":")
+        return f"{match.group(1)}{user}:***@" if colon else f"{match.group(1)}***@"
+
+    return ",".join(_URL_QUERY_SECRET.sub(r"\g<1>***", _URL_USERINFO.sub(hide, part)) for part in url.split(","))
+
+
+def url_problem(url: str, exc: ValueError) -> str:
+    """The URL parser's complaint, unless it may quote a piece of the userinfo (`... integer value as 'ab'` of
+    a raw `user:ab/cd@host`): then a hint instead."""
+    return "unreadable user name, password or port (percent-encode / ? # in a password)" if "@" in url else str(exc)
+
+
 def check_url(url: str) -> None:
     """Raise `InvalidBusURL` unless `url` is ws:// or wss:// with a host and a valid port."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a port out of range or not a number
     except ValueError as exc:
-        raise InvalidBusURL(f"invalid bus URL {url!r}: {exc}") from None
+        raise InvalidBusURL(f"invalid bus URL {shown_url(url)!r}: {url_problem(url, exc)}") from None
     if parts.scheme not in ("ws", "wss"):
-        raise InvalidBusURL(f"not a websocket URL: {url!r} (the bus URL looks like ws://127.0.0.1:8765)")
+        raise InvalidBusURL(f"not a websocket URL: {shown_url(url)!r} (the bus URL looks like ws://127.0.0.1:8765)")
     if not parts.hostname:
-        raise InvalidBusURL(f"invalid bus URL {url!r}: no host")
+        raise InvalidBusURL(f"invalid bus URL {shown_url(url)!r}: no host")
 
 
 class EmbeddedSubscriber:
@@ -114,6 +139,7 @@ class EmbeddedSubscriber:
     def __init__(self, url: str, patterns: Sequence[str], *, token: str | None = None,
                  open_timeout_s: float = 10.0) -> None:
         self.url = url
+        self._shown_url = shown_url(url)  # what messages show: the URL without its secrets
         self.patterns = list(patterns)
         self.token = token
         self.open_timeout_s = open_timeout_s
@@ -132,7 +158,7 @@ class EmbeddedSubscriber:
         if reply.get("op") != "subscribed":
             await self.close()
             patterns = ", ".join(self.patterns)
-            raise SubscribeRejected(f"the bus at {self.url} refused the subscription to {patterns}: "
+            raise SubscribeRejected(f"the bus at {self._shown_url} refused the subscription to {patterns}: "
                                     f"{reply.get('error', reply)}")
         return self
 
@@ -164,7 +190,7 @@ class EmbeddedSubscriber:
         except ConnectionClosed:
             pass  # how it closed is told below, from the close frames
         if not self._closing:
-            raise ConnectionLost(f"the bus at {self.url} closed the connection: {_close_reason(ws)}")
+            raise ConnectionLost(f"the bus at {self._shown_url} closed the connection: {_close_reason(ws)}")
 
     async def _connect(self) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
@@ -176,22 +202,24 @@ class EmbeddedSubscriber:
             if status == 401:
                 detail = "a token is required (--token or FLOWGAUGE_BUS__EMBEDDED__TOKEN)" if not self.token \
                     else "the token is wrong"
-                raise Unauthorized(f"the bus at {self.url} refused the connection (HTTP 401): {detail}") from None
-            raise NotABus(f"{self.url} is not the flowgauge bus: it answered HTTP {status} "
+                raise Unauthorized(
+                    f"the bus at {self._shown_url} refused the connection (HTTP 401): {detail}"
+                ) from None
+            raise NotABus(f"{self._shown_url} is not the flowgauge bus: it answered HTTP {status} "
                           f"instead of a websocket upgrade") from None
         except InvalidURI as exc:
-            raise InvalidBusURL(f"invalid bus URL {self.url!r}: {exc.msg}") from None
+            raise InvalidBusURL(f"invalid bus URL {self._shown_url!r}: {exc.msg}") from None
         except InvalidHandshake as exc:
-            raise NotABus(f"{self.url} is not the flowgauge bus: websocket handshake failed ({exc})") from None
+            raise NotABus(f"{self._shown_url} is not the flowgauge bus: websocket handshake failed ({exc})") from None
         except TimeoutError:
-            raise BusUnreachable(f"cannot connect to the bus at {self.url}: no answer within "
+            raise BusUnreachable(f"cannot connect to the bus at {self._shown_url}: no answer within "
                                  f"{self.open_timeout_s:g} s") from None
         except ConnectionRefusedError:
-            raise BusUnreachable(f"cannot connect to the bus at {self.url}: connection refused "
+            raise BusUnreachable(f"cannot connect to the bus at {self._shown_url}: connection refused "
                                  f"(is the daemon running, and is this its bus address?)") from None
         except OSError as exc:
             tls = urlsplit(self.url).scheme == "wss"
-            raise BusUnreachable(f"cannot connect to the bus at {self.url}: {_describe(exc, tls)}") from None
+            raise BusUnreachable(f"cannot connect to the bus at {self._shown_url}: {_describe(exc, tls)}") from None
 
     async def _subscribe(self, ws: ClientConnection) -> dict[str, Any]:
         """Send the subscribe request and return the bus's JSON reply."""
@@ -200,17 +228,17 @@ class EmbeddedSubscriber:
             async with asyncio.timeout(self.open_timeout_s):
                 raw = await ws.recv()
         except TimeoutError:
-            raise NotABus(f"{self.url} is not the flowgauge bus: no answer to the subscribe request within "
+            raise NotABus(f"{self._shown_url} is not the flowgauge bus: no answer to the subscribe request within "
                           f"{self.open_timeout_s:g} s") from None
         except ConnectionClosed:
-            raise NotABus(f"{self.url} closed the connection on the subscribe request "
+            raise NotABus(f"{self._shown_url} closed the connection on the subscribe request "
                           f"({_close_reason(ws)}); is it the flowgauge bus?") from None
         try:
             reply = orjson.loads(raw)
         except orjson.JSONDecodeError:
             reply = None
         if not isinstance(reply, dict):
-            raise NotABus(f"{self.url} is not the flowgauge bus: it answered the subscribe request with "
+            raise NotABus(f"{self._shown_url} is not the flowgauge bus: it answered the subscribe request with "
                           f"{str(raw)[:60]!r}")
         return reply
 

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from flowgauge.client import shown_url
 from flowgauge.sdk import Interrupted, Message, Subscription, subscribe
 from flowgauge.sdk.patterns import instrument_key
 
@@ -206,7 +207,7 @@ async def _refresh(live: Any, table: InstrumentTable, sub: Subscription, url: st
 def _render(table: InstrumentTable, sub: Subscription, url: str, pattern: str) -> Any:
     from rich.table import Table
 
-    view = Table(title=f"flowgauge tail {pattern}  ({url})", title_justify="left", expand=False)
+    view = Table(title=f"flowgauge tail {pattern}  ({shown_url(url)})", title_justify="left", expand=False)
     for title, _, fmt in COLUMNS:
         view.add_column(title, justify="right" if fmt else "left", no_wrap=True)
     for cells in table.rows(time.time(), sub.is_stale):

@@ -312,3 +312,33 @@ async def test_a_missing_or_empty_secret_file_exits_2_with_one_line(
     assert len(lines) == 1, result.stderr
     assert lines[0].endswith(f"{key}: {why.format(path=path)}"), lines[0]
     assert result.stdout == ""
+
+
+async def test_flowgauge_tail_never_shows_the_credentials_in_its_url(tmp_path: Path) -> None:
+    """`flowgauge tail --url` with credentials in the URL: its error lines name the URL with `***` in place of
+    each secret. Against the real brokers with a wrong password (refused: the Unauthorized lines), a NATS token
+    and a Redis password on a port where nothing listens (the unreachable lines), the embedded bus's `?token=`,
+    and a password holding a raw `/` (the invalid-URL line, whose parser text would quote a piece of it)."""
+    wrong = "wrong-pw-0b7d3e"
+    with _brokers(tmp_path) as (nats_port, redis_port):
+        closed = free_port()
+        urls = [
+            f"nats://{NATS_USER}:{wrong}@127.0.0.1:{nats_port}",
+            f"redis://:{wrong}@127.0.0.1:{redis_port}/0",
+            f"nats://{wrong}@127.0.0.1:{closed}",
+            f"redis://app:{wrong}@127.0.0.1:{closed}/0",
+            f"ws://127.0.0.1:{closed}/?token={wrong}",
+            f"redis://:ab/{wrong}@127.0.0.1:{redis_port}/0",
+        ]
+        for url in urls:
+            result = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "flowgauge", "tail", "--url", url, "-n", "1", "--json"],
+                capture_output=True,
+                text=True,
+                timeout=60 * TIMEOUT_FACTOR,
+            )
+            assert result.returncode in (1, 2), (url, result)
+            assert result.stderr.startswith("tail: ") and "***" in result.stderr, (url, result.stderr)
+            assert wrong not in result.stderr and "'ab'" not in result.stderr, (url, result.stderr)
+            assert "Traceback" not in result.stderr, result.stderr

@@ -25,6 +25,7 @@ from flowgauge.client import (
     NotABus,
     SubscribeRejected,
     Unauthorized,
+    shown_url,
 )
 from flowgauge.publish.topics import TopicPattern
 from flowgauge.sdk.message import Message
@@ -41,6 +42,7 @@ class NatsTransport:
     def __init__(self, url: str, patterns: Sequence[str], *, token: str | None, open_timeout_s: float,
                  queue_size: int, stream: str = DEFAULT_STREAM) -> None:
         self.url = url
+        self._shown_url = shown_url(url)  # what messages show: the URL without its secrets
         self._servers = [server.strip() for server in url.split(",") if server.strip()]
         self._filters = [TopicPattern(p) for p in patterns]
         self._cover = disjoint_cover(patterns)
@@ -64,7 +66,7 @@ class NatsTransport:
 
         for server in self._servers:
             if not server.startswith(("nats://", "tls://")):
-                raise InvalidBusURL(f"not a NATS URL: {server!r} (looks like nats://127.0.0.1:4222)")
+                raise InvalidBusURL(f"not a NATS URL: {shown_url(server)!r} (looks like nats://127.0.0.1:4222)")
         # The client is made here rather than by nats.connect() so that a failed connect can be closed: nats-py
         # leaves the socket of a failed handshake open when it does not reconnect by itself.
         self._nc = Client()
@@ -87,17 +89,17 @@ class NatsTransport:
             if isinstance(exc, NoServersError) or guard.expired():
                 # No server took the TCP connection (nats-py tries every server before NoServersError), or
                 # nothing at all happened before the deadline.
-                raise _unreachable(self.url, self._last_error, self._open_timeout_s) from None
+                raise _unreachable(self._shown_url, self._last_error, self._open_timeout_s) from None
             if isinstance(exc, NatsError):
-                raise _connect_error(self.url, exc, self._last_error) from None
+                raise _connect_error(self._shown_url, exc, self._last_error) from None
             if isinstance(exc, TimeoutError):
                 # A TCP connection was made (nats-py retries refused ones itself and ends with
                 # NoServersError) but no NATS greeting followed: something else listens there.
-                raise NotABus(f"{self.url} accepted the connection but sent no NATS greeting within "
+                raise NotABus(f"{self._shown_url} accepted the connection but sent no NATS greeting within "
                               f"{max(1, round(self._open_timeout_s))} s: is this a NATS server's client "
                               f"port?") from None
             if isinstance(exc, OSError):
-                raise BusUnreachable(f"cannot connect to NATS at {self.url}: {_describe(exc)}") from None
+                raise BusUnreachable(f"cannot connect to NATS at {self._shown_url}: {_describe(exc)}") from None
             raise
         try:
             for pattern in self._cover:
@@ -108,10 +110,10 @@ class NatsTransport:
             await self.close()
             # Entering raises SubscriberErrors only (one line each), never a nats-py exception.
             if isinstance(exc, TimeoutError):  # nats-py's flush and request timeouts are TimeoutErrors too
-                raise BusUnreachable(f"NATS at {self.url} took the connection but did not confirm the "
+                raise BusUnreachable(f"NATS at {self._shown_url} took the connection but did not confirm the "
                                      f"subscription within {self._open_timeout_s:g} s") from None
             if isinstance(exc, NatsError):
-                raise SubscribeRejected(f"NATS at {self.url} refused the subscription: "
+                raise SubscribeRejected(f"NATS at {self._shown_url} refused the subscription: "
                                         f"{_first_line(exc)}") from None
             raise
 
@@ -128,7 +130,7 @@ class NatsTransport:
                 continue
             yield live
         if not self._closing:
-            raise ConnectionLost(f"NATS at {self.url}: {self._buffer.ended}")
+            raise ConnectionLost(f"NATS at {self._shown_url}: {self._buffer.ended}")
 
     async def close(self) -> None:
         self._closing = True

@@ -16,7 +16,15 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from flowgauge.client import BusUnreachable, ConnectionLost, InvalidBusURL, NotABus, Unauthorized
+from flowgauge.client import (
+    BusUnreachable,
+    ConnectionLost,
+    InvalidBusURL,
+    NotABus,
+    Unauthorized,
+    shown_url,
+    url_problem,
+)
 from flowgauge.publish.topics import TopicPattern
 from flowgauge.sdk.message import Message
 from flowgauge.sdk.patterns import RedisGlobs
@@ -33,6 +41,7 @@ class RedisTransport:
     def __init__(self, url: str, patterns: Sequence[str], *, token: str | None, open_timeout_s: float,
                  queue_size: int, last_key_prefix: str = DEFAULT_LAST_KEY_PREFIX) -> None:
         self.url = url
+        self._shown_url = shown_url(url)  # what messages show: the URL without its secrets
         self._filters = [TopicPattern(p) for p in patterns]
         self._globs = RedisGlobs(patterns)
         self._token = token
@@ -54,14 +63,14 @@ class RedisTransport:
         from redis.exceptions import AuthenticationError, InvalidResponse, RedisError, ResponseError
 
         if not self.url.startswith(("redis://", "rediss://")):
-            raise InvalidBusURL(f"not a Redis URL: {self.url!r} (looks like redis://127.0.0.1:6379/0)")
+            raise InvalidBusURL(f"not a Redis URL: {self._shown_url!r} (looks like redis://127.0.0.1:6379/0)")
         try:
             options: dict[str, Any] = {"socket_connect_timeout": self._open_timeout_s}
             if self._token:
                 options["password"] = self._token
             self._client = aioredis.from_url(self.url, **options)
         except ValueError as exc:
-            raise InvalidBusURL(f"invalid Redis URL {self.url!r}: {exc}") from None
+            raise InvalidBusURL(f"invalid Redis URL {self._shown_url!r}: {url_problem(self.url, exc)}") from None
         try:
             async with asyncio.timeout(self._open_timeout_s):
                 await self._client.ping()
@@ -72,28 +81,28 @@ class RedisTransport:
                 self._current = await self._current_values()
         except AuthenticationError:
             await self.close()
-            raise Unauthorized(f"Redis at {self.url} refused the connection: authentication failed "
+            raise Unauthorized(f"Redis at {self._shown_url} refused the connection: authentication failed "
                                f"(password in the URL, or token=)") from None
         except ResponseError as exc:
             await self.close()
             if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-                raise Unauthorized(f"Redis at {self.url} requires a password (in the URL, or token=)") from None
-            raise NotABus(f"{self.url}: Redis refused a command ({exc})") from None
+                raise Unauthorized(f"Redis at {self._shown_url} requires a password (in the URL, or token=)") from None
+            raise NotABus(f"{self._shown_url}: Redis refused a command ({exc})") from None
         except TimeoutError:
             await self.close()
-            raise BusUnreachable(f"cannot connect to Redis at {self.url}: no answer within "
+            raise BusUnreachable(f"cannot connect to Redis at {self._shown_url}: no answer within "
                                  f"{self._open_timeout_s:g} s") from None
         except InvalidResponse:
             await self.close()
-            raise NotABus(f"{self.url} did not answer as a Redis server (is this the Redis port?)") from None
+            raise NotABus(f"{self._shown_url} did not answer as a Redis server (is this the Redis port?)") from None
         except (RedisError, OSError) as exc:
             await self.close()
             if "closed by server" in str(exc).lower():
                 # The TCP connection was accepted, then closed on the first command (an HTTP server answers a
                 # PING with 400 and hangs up): something listens there, but not Redis.
-                raise NotABus(f"{self.url} accepted the connection and closed it on PING: is this a Redis "
+                raise NotABus(f"{self._shown_url} accepted the connection and closed it on PING: is this a Redis "
                               f"server's port?") from None
-            raise BusUnreachable(f"cannot connect to Redis at {self.url}: {_first_line(exc)}") from None
+            raise BusUnreachable(f"cannot connect to Redis at {self._shown_url}: {_first_line(exc)}") from None
         except BaseException:
             await self.close()
             raise
@@ -111,7 +120,7 @@ class RedisTransport:
                 continue
             yield live
         if not self._closing:
-            raise ConnectionLost(f"Redis at {self.url}: {self._buffer.ended}")
+            raise ConnectionLost(f"Redis at {self._shown_url}: {self._buffer.ended}")
 
     async def close(self) -> None:
         self._closing = True

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from flowgauge.client import ConnectionLost, InvalidBusURL, Unauthorized
+from flowgauge.client import ConnectionLost, InvalidBusURL, Unauthorized, shown_url
 from flowgauge.publish.topics import TopicPattern
 from flowgauge.sdk.message import Interrupted, Message
 from flowgauge.sdk.patterns import heartbeat_patterns, instrument_key, validate
@@ -89,7 +89,7 @@ class Subscription:
                  nats_stream: str | None = None, redis_last_key_prefix: str | None = None) -> None:
         scheme = urlsplit(url.split(",")[0].strip()).scheme
         if scheme not in _SCHEMES:
-            raise InvalidBusURL(f"unknown bus URL scheme in {url!r}: use ws:// or wss:// (embedded bus), "
+            raise InvalidBusURL(f"unknown bus URL scheme in {shown_url(url)!r}: use ws:// or wss:// (embedded bus), "
                                 f"nats:// or tls:// (NATS), redis:// or rediss:// (Redis)")
         if stale_after_s <= 0 or open_timeout_s <= 0 or queue_size < 1 or backoff_initial_s <= 0 \
                 or backoff_max_s < backoff_initial_s:
@@ -251,7 +251,7 @@ class Subscription:
         return None
 
     def __repr__(self) -> str:
-        return f"Subscription({self.url!r}, {self.patterns!r})"
+        return f"Subscription({shown_url(self.url)!r}, {self.patterns!r})"
 
 
 def _heard_key(topic: str) -> object:
