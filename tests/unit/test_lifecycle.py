@@ -240,3 +240,23 @@ def test_retire_time_of_dated_futures_and_scheduled_delistings() -> None:
     assert retire_time("okx", market({"expTime": ""})) is None
     assert retire_time("hyperliquid", market({"deliveryTime": str(NOW)})) is None  # not a field of that venue
     assert retirement("bybit", SYM, market({"status": "Trading", "deliveryTime": str(NOW + 5)}), NOW) is None
+
+
+# ------------------------------------------------------------------------------------------ SDK
+
+
+def test_the_sdk_knows_a_retired_instrument_is_final_not_stale() -> None:
+    """The subscription's staleness: an instrument whose final status said RETIRED sends nothing more, and that is
+    not a daemon gone quiet. (No connection is opened: `_note` is what every received message goes through.)"""
+    from flowgauge.sdk.message import Message
+    from flowgauge.sdk.subscription import Subscription
+
+    sub = Subscription("ws://127.0.0.1:1", ["flowgauge.v1.bybit.>"], stale_after_s=0.001)
+    book, status = "flowgauge.v1.bybit.ETH-USDT-USDT", "flowgauge.v1.status.bybit.ETH-USDT-USDT"
+    sub._note(Message(status, payload={"state": "VALID", "heartbeat": True}))
+    assert not sub.is_retired(book)
+    sub._note(Message(status, data=b"not json"))  # another publisher's bytes: ignored, no error
+    sub._note(Message(status, payload={"state": "RETIRED", "reason": "DELISTED", "heartbeat": False}))
+    assert sub.is_retired(book) and sub.is_retired(status)
+    assert not sub.is_stale(book)  # however long it stays silent
+    assert sub.is_stale("flowgauge.v1.bybit.BTC-USDT-USDT")  # never heard of: stale, as before

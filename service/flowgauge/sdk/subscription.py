@@ -15,7 +15,8 @@ Staleness: the daemon publishes a status heartbeat per book every few seconds (`
 `flowgauge.v1.status.<venue>.<slug>`. The subscription also listens to the status topics of the books its
 patterns name (those extra messages are not yielded) and calls a current value stale when nothing of its
 instrument (a payload or a heartbeat) arrived for `stale_after_s`: a book gone quiet because its daemon, or
-the path to it, stopped, not because the market is quiet (a lost venue feed shows in the book's status).
+the path to it, stopped, not because the market is quiet (a lost venue feed shows in the book's status). An
+instrument whose final status said RETIRED (expired or delisted) is never stale: `is_retired(topic)` says so.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = ["Subscription", "subscribe"]
 
 _SCHEMES = {"ws": "ws", "wss": "ws", "nats": "nats", "tls": "nats", "redis": "redis", "rediss": "redis"}
 _NOT_STATE = "flowgauge.v1.trades."  # trades are a stream of events, not a current value
+_STATUS = "flowgauge.v1.status."
 _NS_PER_S = 1e9
 
 
@@ -113,6 +115,7 @@ class Subscription:
         self._closed = asyncio.Event()  # set by close(): ends a reconnect backoff at once
         self._latest: dict[str, Message] = {}
         self._heard: dict[object, float] = {}  # instrument (or topic) -> wall time it was last heard of
+        self._retired: set[object] = set()  # instruments whose final status (RETIRED) arrived: never stale
         self._dropped_before = 0
         self.interruptions = 0
         """How many times the connection was lost (each yielded one `Interrupted`)."""
@@ -147,9 +150,18 @@ class Subscription:
         return dict(self._latest)
 
     def is_stale(self, topic: str) -> bool:
-        """True if nothing of the topic's instrument (payload or heartbeat) arrived for `stale_after_s`."""
-        heard = self._heard.get(_heard_key(topic))
+        """True if nothing of the topic's instrument (payload or heartbeat) arrived for `stale_after_s`. A retired
+        instrument (see `is_retired`) is never stale: its daemon said it ended, nothing more will come."""
+        key = _heard_key(topic)
+        if key in self._retired:
+            return False
+        heard = self._heard.get(key)
         return heard is None or time.time() - heard > self.stale_after_s
+
+    def is_retired(self, topic: str) -> bool:
+        """True once the topic's instrument published its final status, state RETIRED (it expired or was delisted:
+        its current values are its last ones, and nothing of it follows)."""
+        return _heard_key(topic) in self._retired
 
     def stale_topics(self) -> set[str]:
         """The topics in `latest()` whose value is stale (see `is_stale`)."""
@@ -202,6 +214,13 @@ class Subscription:
         key = _heard_key(message.topic)
         if heard > self._heard.get(key, 0.0):
             self._heard[key] = heard
+        if message.topic.startswith(_STATUS):
+            try:
+                payload = message.payload
+            except ValueError:
+                return  # not JSON: another publisher's data, yielded as it came
+            if isinstance(payload, dict) and payload.get("state") == "RETIRED":
+                self._retired.add(key)
 
     # ---------------------------------------------------------------------------------------- connecting
 
