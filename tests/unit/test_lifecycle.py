@@ -260,3 +260,16 @@ def test_the_sdk_knows_a_retired_instrument_is_final_not_stale() -> None:
     assert sub.is_retired(book) and sub.is_retired(status)
     assert not sub.is_stale(book)  # however long it stays silent
     assert sub.is_stale("flowgauge.v1.bybit.BTC-USDT-USDT")  # never heard of: stale, as before
+
+
+def test_a_retired_book_leaves_the_rest_schedule() -> None:
+    from flowgauge.connectors.base import FetchSnapshot, PollRequest
+    from flowgauge.connectors.rest import RestScheduler
+
+    rest = RestScheduler("binanceusdm", "http://127.0.0.1:1", 1200.0)
+    for symbol, venue_id in ((SYM, "BTCUSDT"), (OTHER, "ETHUSDT")):
+        rest.add_poll(PollRequest(f"oi:{venue_id}", symbol, "open_interest", "/oi", {}, 1, 10.0), lambda b, t: None)
+        rest.request_snapshot(FetchSnapshot(symbol, "/depth", {"symbol": venue_id}), lambda b, t: None)
+    rest.forget(OTHER)
+    assert rest.budget_per_minute() == 6.0  # BTC's poll only: weight 1 every 10 s
+    assert rest.pending_snapshots() == 1
