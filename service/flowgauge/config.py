@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import importlib.resources
+import importlib.util
 import ipaddress
 import json
 import math
@@ -596,8 +597,20 @@ def _resolve_secrets(merged: Any, origins: Mapping[str, str], problems: _Problem
         text, why = _read_secret_file(path, one_line=False)
         if why is None and _CREDENTIALS_MARK not in (text or ""):
             why = f"{path} is not a NATS credentials file (no {_CREDENTIALS_MARK} block)"
+        # nats-py signs the server's nonce with the nkeys package, an optional extra it imports only at connect
+        # time: without it every connection attempt would fail, and NATS publishing would stop, after start.
+        if why is None and _get_path(merged, "bus.nats.url") not in (_MISSING, None) and not _importable("nkeys"):
+            why = "needs the nkeys package, which nats-py uses to sign with a .creds file: pip install 'nats-py[nkeys]'"
         if why is not None:
             problems.append((_CREDENTIALS_FILE, why))
+
+
+def _importable(module: str) -> bool:
+    """True if `module` can be imported (found, not loaded)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _read_secret_file(path: str, *, one_line: bool = True) -> tuple[str | None, str | None]:

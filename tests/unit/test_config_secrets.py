@@ -14,11 +14,14 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import io
 import logging
 import os
 import re
+import sys
 import threading
+import types
 from pathlib import Path
 
 import orjson
@@ -250,7 +253,15 @@ def test_redact_url() -> None:
     assert redact_url("redis://h/0") == "redis://h/0"
 
 
-def test_nats_authentication_is_one_way_with_both_halves(tmp_path: Path) -> None:
+def _nkeys_installed(monkeypatch: pytest.MonkeyPatch, installed: bool) -> None:
+    """Make the nkeys package (nats-py's optional extra for .creds files) findable or not, whichever is here."""
+    module = types.ModuleType("nkeys")
+    module.__spec__ = importlib.machinery.ModuleSpec("nkeys", None)
+    monkeypatch.setitem(sys.modules, "nkeys", module if installed else None)
+
+
+def test_nats_authentication_is_one_way_with_both_halves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _nkeys_installed(monkeypatch, True)
     password = _write(tmp_path, "pw", "pw")
     token = _write(tmp_path, "tk", "tk")
     creds = _write(tmp_path, CREDS, "app.creds")
@@ -286,6 +297,23 @@ def test_nats_authentication_is_one_way_with_both_halves(tmp_path: Path) -> None
     ]
     redis = {"FLOWGAUGE_BUS__REDIS__URL": "redis://:a@h/0", "FLOWGAUGE_BUS__REDIS__PASSWORD": "b"}
     assert [p.split(":")[0] for p in _problems(None, redis)] == ["bus.redis.password"]
+
+
+def test_a_creds_file_without_nkeys_is_one_problem_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nats-py signs with a .creds file through the nkeys package, an optional extra imported only when it
+    connects: without it every connection fails after start (ModuleNotFoundError) and nothing reaches NATS. The
+    config names the missing package instead, in one line, while NATS publishing is on."""
+    creds = _write(tmp_path, CREDS, "app.creds")
+    _nkeys_installed(monkeypatch, False)
+    environ = {"FLOWGAUGE_BUS__NATS__CREDENTIALS_FILE": str(creds)}
+
+    problems = _problems(None, {**environ, "FLOWGAUGE_BUS__NATS__URL": "nats://127.0.0.1:4222"})
+
+    assert problems == [
+        "bus.nats.credentials_file: needs the nkeys package, which nats-py uses to sign with a .creds file: "
+        "pip install 'nats-py[nkeys]' (set by FLOWGAUGE_BUS__NATS__CREDENTIALS_FILE)"
+    ]
+    assert load_settings(None, environ).bus.nats.url is None  # NATS off: the file is not used, nothing to refuse
 
 
 def test_check_config_print_shows_no_secret(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
