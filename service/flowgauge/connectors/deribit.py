@@ -245,7 +245,13 @@ class DeribitParser:
         if error is not None:
             detail = error if not isinstance(error, dict) else f"{error.get('code')} {error.get('message')}"
             asked = f" ({pending[0]} {','.join(pending[1])})" if pending else ""
-            return [BadFrame(VENUE, f"request {req_id!r} rejected: {detail}{asked}"[:200], None, False, ts_recv)]
+            reason = f"request {req_id!r} rejected: {detail}{asked}"[:200]
+            books = self._books_in(pending[1]) if pending is not None and pending[0] == "public/subscribe" else []
+            # A refused subscribe (e.g. 10040 "retry") brings its books no snapshot and no changes: naming them
+            # makes each one's resync ask again at the resync interval, not after the stuck-book retry.
+            return [BadFrame(VENUE, reason, symbol, True, ts_recv) for symbol in books] or [
+                BadFrame(VENUE, reason, None, False, ts_recv)
+            ]
         if pending is None or pending[0] != "public/subscribe":
             return []
         granted = message.get("result")
@@ -255,6 +261,16 @@ class DeribitParser:
         if not missing:
             return []
         return [BadFrame(VENUE, f"not subscribed: {','.join(missing)}"[:200], None, False, ts_recv)]
+
+    def _books_in(self, channels: Sequence[str]) -> list[str]:
+        """The symbols of ours whose `book` channel is among `channels`."""
+        out = []
+        for channel in channels:
+            parts = channel.split(".")
+            instrument = self.instruments.get(parts[1]) if len(parts) == 3 and parts[0] == "book" else None
+            if instrument is not None:
+                out.append(instrument.symbol)
+        return out
 
     def _on_notification(self, message: Mapping[str, Any], ts_recv: int) -> list[Event | str]:
         params = message.get("params")

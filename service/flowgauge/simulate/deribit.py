@@ -51,7 +51,20 @@ first snapshot is played as a `change` from the current book to that snapshot's 
 last `change_id`, so a subscriber's chain never breaks at the seam (Deribit never re-sends a snapshot
 mid-stream). Looped trade ids get a `-<loop>` suffix.
 
-Faults. `gap_every=N` silently withholds every N-th `change` of each book from all clients (the market's
+Faults. Every kind of `faults.py` that applies to Deribit (`SUPPORTED_FAULTS`: all but `bad_checksum`, which
+Deribit's books do not carry, and Bybit's `u1_restart`), on the `book` channels of the instrument: a withheld,
+duplicated, reordered (sent after the instrument's next change), malformed, truncated or oversized `change`;
+`seq_gap` shifts the instrument's `change_id` and `prev_change_id` from then on, so the first shifted change
+names a `prev_change_id` nobody sent; `slow_snapshot` answers a subscribe of the instrument's book at once but
+holds the snapshot (and the changes after it) back by `delay_s`; `sub_error` answers a subscribe request that
+names the instrument's book with a JSON-RPC error (code 10040 `retry`, one of Deribit's documented temporary
+errors) and subscribes nothing of that request. The connection faults (disconnect, half-open: `test_request`s
+stop too, forced disconnect, connection limit, clock skew and jumps) are `base`'s. The market's own book
+applies every message whatever the fault and is the truth: after every `change_id` its top 10 levels go to
+`sim.truth` keyed by `change_id` (the daemon's `book_seq`), sizes in the payloads' units: coin, i.e. USD
+amounts of inverse futures and perpetuals divided by each level's price, other amounts as sent.
+
+`gap_every=N` silently withholds every N-th `change` of each book from all clients (the market's
 own book still applies it, so a resync snapshot is correct): the next change's `prev_change_id` names the
 missing one. `garbage_every=N` sends each client a malformed frame after every N data frames it received,
 cycling through a non-JSON binary frame, a JSON book change with wrongly typed fields, and a truncated copy
@@ -69,6 +82,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import heapq
 import math
 import os
 import time
@@ -83,7 +97,9 @@ from aiohttp import WSCloseCode, web
 
 from flowgauge.recording import Connect, Http, Recv, iter_records
 from flowgauge.simulate.base import SimClient, SimMarket, SimulatorServer, TapeClock, is_int, simulator_runner
+from flowgauge.simulate.faults import CONNECTION_FAULTS
 from flowgauge.simulate.lifecycle import Lifecycle
+from flowgauge.simulate.truth import TRUTH_DEPTH
 
 __all__ = ["DEFAULT_PORT", "PERPETUALS", "WS_PATH", "DeribitSimulator", "run_simulator"]
 
@@ -99,6 +115,8 @@ _FALLBACK_PRICE = {"BTC": 30_000.0, "ETH": 2_000.0}
 _FUNDING_CLAMP = 0.005
 _KINDS = ("book", "ticker", "trades")
 _VERSION = "1.2.26"  # what `public/test` and `public/hello` report
+# `sub_error`'s reply: a documented temporary error ("Request can't be processed right now and should be retried").
+SUB_ERROR = (10040, "retry")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -446,6 +464,14 @@ class _Book:
         self.change_id = data.get("change_id", self.change_id)
         self.timestamp = data.get("timestamp", self.timestamp)
 
+    def top(self, n: int, usd: bool) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """The best `n` (price, size) levels of each side, best first, sizes in coin (`usd`: amounts are USD,
+        divided by the level's price as the payloads' sizes are)."""
+        out = []
+        for side, prices in ((self.bids, heapq.nlargest(n, self.bids)), (self.asks, heapq.nsmallest(n, self.asks))):
+            out.append([(float(p), side[p] / p if usd else float(side[p])) for p in prices])
+        return out[0], out[1]
+
     def best(self, bids: bool) -> tuple[float, float] | None:
         side = self.bids if bids else self.asks
         if not side:
@@ -496,6 +522,7 @@ class _Client(SimClient["DeribitSimulator", str]):
         self.conn_id = _Client._ids
         self.heartbeat_task: asyncio.Task[None] | None = None
         self.awaiting_test = False  # a test_request is out and no public/test came back yet
+        self.pending: set[str] = set()  # book channels whose (slow_snapshot) subscription is not in force yet
 
     @property
     def tag(self) -> str:
@@ -563,6 +590,9 @@ class _Market(SimMarket["DeribitSimulator", str, _Client, _Frame]):
         self.tickers: dict[str, dict[str, Any]] = {}  # instrument -> last ticker data
         self._changes_seen: collections.Counter[str] = collections.Counter()
         self._shift = _Shift(-1, self.clock, 0, 0)
+        self._id_offset: collections.Counter[str] = collections.Counter()  # seq_gap shifts per instrument
+        self._held: dict[str, list[tuple[str, str]]] = {}  # reorder_diff: (channel, text) sent after the next change
+        self._usd: dict[str, bool] = {}  # instrument -> its amounts are USD (the truth's sizes are coin)
 
     # -- subscriptions (synchronous: a snapshot and the changes after it are queued without a gap) ----
 
@@ -606,6 +636,8 @@ class _Market(SimMarket["DeribitSimulator", str, _Client, _Frame]):
         if frame.kind == "book":
             if not isinstance(data, dict):
                 return
+            self._book_opportunity(frame.instrument, data)
+            whole = data.get("type") == "snapshot" and book is None
             if data.get("type") == "snapshot" and book is not None:
                 data = book.change_to(data)  # the loop seam: chain on instead of resetting subscribers
             if book is None and data.get("type") == "snapshot":
@@ -618,6 +650,9 @@ class _Market(SimMarket["DeribitSimulator", str, _Client, _Frame]):
                 if self._changes_seen[frame.instrument] % self.sim.gap_every == 0:
                     deliver = False  # the market's book applied it; no client will see it
                     self.sim.gaps_injected += 1
+            self._record_truth(frame.instrument, book, whole)
+            if deliver and data.get("type") == "change" and (self.sim.faults or self._held):
+                deliver = self._book_faults(frame, data)
         elif frame.kind == "ticker" and isinstance(data, dict):
             self.tickers[frame.instrument] = data
         if not deliver or (self.sim.lifecycle and self.sim.lifecycle.retired(frame.instrument)):
@@ -626,6 +661,93 @@ class _Market(SimMarket["DeribitSimulator", str, _Client, _Frame]):
             subs = self.subs.get(channel)
             if subs:
                 self.sim.deliver(subs, _note(channel, data), channel)
+
+    # -- faults and truth ----------------------------------------------------------------------------
+
+    def _book_opportunity(self, instrument: str, data: dict[str, Any]) -> None:
+        """One book message of `instrument` (its ids already shifted for the loop): count it, inject the
+        connection faults due, and shift its ids by the instrument's `seq_gap` offset (a change only)."""
+        sim = self.sim
+        faults = sim.faults
+        if faults:
+            faults.frame(instrument)
+            clients = self.subs.clients_of(self._book_channels(instrument))
+            if clients:  # a connection fault hits the connections that carry this book (none: not this time)
+                sim.connection_faults(instrument, clients)
+            if data.get("type") == "change" or instrument in self.books:  # a seam snapshot becomes a change
+                spec = faults.take("seq_gap", instrument)
+                if spec is not None:
+                    self._id_offset[instrument] += int(spec.param("by"))
+        offset = self._id_offset[instrument]
+        if offset:
+            for key in ("change_id", "prev_change_id"):
+                if is_int(data.get(key)):
+                    data[key] += offset
+
+    def _record_truth(self, instrument: str, book: _Book, whole: bool) -> None:
+        if not self.sim.truth.enabled or not is_int(book.change_id):
+            return
+        usd = self._usd.get(instrument)
+        if usd is None:
+            usd = self._usd[instrument] = self.sim.amounts_in_usd(instrument)
+        bids, asks = book.top(TRUTH_DEPTH, usd)
+        ts = book.timestamp if is_int(book.timestamp) else None
+        self.sim.truth.record(instrument, book.change_id, ts, bids, asks, snapshot=whole)
+
+    @staticmethod
+    def _book_channels(instrument: str) -> list[str]:
+        return [f"book.{instrument}.{i}" for i in SERVED_INTERVALS]
+
+    def _book_faults(self, frame: _Frame, data: dict[str, Any]) -> bool:
+        """The book-stream faults on one `change`: True when none applies (the caller delivers it as is),
+        False when it was delivered (or withheld) here, with a change held back by `reorder_diff` after it."""
+        faults = self.sim.faults
+        instrument = frame.instrument
+        held = self._held.pop(instrument, None)
+        kind: str | None = None
+        pad = 0
+        for name in ("drop_diff", "duplicate_diff", "reorder_diff", "malformed_json", "truncated_frame"):
+            if faults.take(name, instrument) is not None:
+                kind = name
+                break
+        else:
+            spec = faults.take("oversized_frame", instrument)
+            if spec is not None:
+                kind, pad = "oversized_frame", int(spec.param("bytes"))
+        if kind is None and held is None:
+            return True
+        hold: list[tuple[str, str]] = []
+        for channel in self._book_channels(instrument):
+            subs = self.subs.get(channel)
+            text = _note(channel, data)
+            if kind == "reorder_diff":
+                hold.append((channel, text))
+            if not subs:
+                continue
+            for out in _faulted(kind, text, pad):
+                self.sim.deliver(subs, out, channel)
+            for held_channel, held_text in held or ():
+                if held_channel == channel:
+                    self.sim.deliver(subs, held_text, channel)
+        if hold:
+            self._held[instrument] = hold
+        return False
+
+
+def _faulted(kind: str | None, text: str, pad: int) -> list[str]:
+    """What the clients get instead of the notification `text` under the book-stream fault `kind`."""
+    if kind in ("drop_diff", "reorder_diff"):
+        return []
+    if kind == "duplicate_diff":
+        return [text, text]
+    if kind == "malformed_json":
+        cut = text.index('"data":{') + len('"data":{')
+        return [text[:cut] + "," + text[cut:]]  # a stray comma: not JSON any more
+    if kind == "truncated_frame":
+        return [text[: len(text) // 2]]
+    if kind == "oversized_frame":
+        return [text[:-1] + ',"pad":"' + " " * max(0, pad - len(text) - 10) + '"}']
+    return [text]
 
 
 def _note(channel: str, data: Any) -> str:
@@ -652,6 +774,11 @@ class DeribitSimulator(SimulatorServer[_Client]):
         **SimulatorServer.CLOSE_REASONS,
         "heartbeat": (WSCloseCode.POLICY_VIOLATION, b"test_request not answered"),
     }
+    # Deribit's books carry no checksum, and `u1_restart` is Bybit's: everything else of the catalogue applies.
+    SUPPORTED_FAULTS = CONNECTION_FAULTS | {
+        "drop_diff", "duplicate_diff", "reorder_diff", "seq_gap", "malformed_json", "truncated_frame",
+        "oversized_frame", "slow_snapshot", "rate_limit", "sub_error",
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -855,10 +982,15 @@ class DeribitSimulator(SimulatorServer[_Client]):
             self._rpc_reply(client, req_id, error=(-32602, "Invalid params"), data={"param": "channels"})
             return
         if method == "public/unsubscribe":
+            client.pending.difference_update(channels)  # a slow snapshot on its way is not wanted any more
             removed = [c for c in dict.fromkeys(channels) if c in client.keys]
             if self._rpc_reply(client, req_id, removed):
                 for channel in removed:
                     market.unsubscribe(client, channel)
+            return
+        if self._rejected(channels):
+            self.bad_requests += 1
+            self._rpc_reply(client, req_id, error=SUB_ERROR)
             return
         if any(c.endswith(".raw") for c in channels):
             self.bad_requests += 1
@@ -873,8 +1005,40 @@ class DeribitSimulator(SimulatorServer[_Client]):
         if not self._rpc_reply(client, req_id, accepted):
             return
         for channel in accepted:
-            if channel not in client.keys:
+            if channel not in client.keys and channel not in client.pending:
+                self._subscribe(client, market, channel)
+
+    def _subscribe(self, client: _Client, market: _Market, channel: str) -> None:
+        """Subscribe one accepted channel now, or `delay_s` later when `slow_snapshot` fires on its book."""
+        spec = self.faults.take("slow_snapshot", channel.split(".")[1]) if channel.startswith("book.") else None
+        if spec is None:
+            market.subscribe(client, channel)
+            return
+        client.pending.add(channel)  # the snapshot, and the changes after it, come `delay_s` late
+        self.later(float(spec.param("delay_s")), self._late_subscribe, client, market, channel)
+
+    def _late_subscribe(self, client: _Client, market: _Market, channel: str) -> None:
+        if channel in client.pending:
+            client.pending.discard(channel)
+            if client.kicked is None:
                 market.subscribe(client, channel)
+
+    def _rejected(self, channels: list[str]) -> bool:
+        """Whether `sub_error` rejects this subscribe request now (it names a book channel of a faulted instrument)."""
+        if not self.faults.wants("sub_error"):
+            return False
+        books = {c.split(".")[1] for c in channels if c.startswith("book.") and c.count(".") == 2}
+        return any(self.faults.take("sub_error", instrument) is not None for instrument in sorted(books))
+
+    def amounts_in_usd(self, instrument: str) -> bool:
+        """Whether `instrument`'s amounts are USD: an inverse future or perpetual (settled in its base coin)."""
+        assert self._served is not None
+        row = next((r for r in self._served.instruments if r.get("instrument_name") == instrument), None)
+        return (
+            row is not None
+            and row.get("kind") == "future"
+            and row.get("settlement_currency") == row.get("base_currency")
+        )
 
     def _rpc_reply(
         self, client: _Client, req_id: object, result: object = None, *,
