@@ -25,6 +25,11 @@ Venue facts this module relies on (../shared/exchanges.md §1 and "Differences t
   `/futures/data/*` (5-minute buckets; weight 0 but capped at 1000 requests / 5 min / IP).
 * Keepalive: the server sends ping frames (every 3 min, pong within 10 min), so there is no
   application ping. Every connection is cut at 24 h.
+* A SUBSCRIBE is answered per request (`{"result":null,"id":N}`, or an error carrying the id). The REST
+  snapshot arrives whether or not the diff stream was subscribed, so a book whose depth stream was refused
+  would turn VALID and then never move: the parser remembers which books each SUBSCRIBE carried, invalidates
+  them when it is refused, refuses their snapshots until they are subscribed again, and subscribes their
+  depth stream again with the book's resync.
 """
 
 from __future__ import annotations
@@ -72,6 +77,8 @@ DEPTH_PATH = "/fapi/v1/depth"
 # REST depth `limit` -> request weight (Binance USD-M "Order Book" page).
 DEPTH_WEIGHTS: Mapping[int, int] = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
 DEPTH_STREAM = "depth@100ms"
+
+MAX_OPEN_REQUESTS = 1000  # SUBSCRIBE requests remembered until answered (oldest forgotten beyond)
 
 # Venue limits. Binance allows 1024 streams per connection since 2025-07-02 (200 before; nautilus still
 # documents 200): we stay at the old figure so a reconnect resubscribes little at a time.
@@ -268,6 +275,9 @@ class BinanceUsdmParser:
         self._by_symbol = {i.symbol: i for i in self.instruments.values()}
         self.funding_hours: Mapping[str, float] = funding_hours if funding_hours is not None else {}
         self._request_id = 0
+        # SUBSCRIBE request id -> the books whose depth stream it carries, until the venue answers it.
+        self._open_requests: dict[int, list[str]] = {}
+        self._refused: set[str] = set()  # books whose depth subscription the venue refused on this connection
         self._handlers = {
             "depthUpdate": self._on_depth,
             "aggTrade": self._on_agg_trade,
@@ -300,12 +310,20 @@ class BinanceUsdmParser:
 
     def subscribe_frames(self) -> list[str]:
         streams = self.streams()
-        frames = []
-        for i in range(0, len(streams), self.subscribe_batch):
-            self._request_id += 1
-            request = {"method": "SUBSCRIBE", "params": streams[i : i + self.subscribe_batch], "id": self._request_id}
-            frames.append(orjson.dumps(request).decode())
-        return frames
+        return [
+            self._subscribe(streams[i : i + self.subscribe_batch]) for i in range(0, len(streams), self.subscribe_batch)
+        ]
+
+    def _subscribe(self, streams: list[str]) -> str:
+        """One SUBSCRIBE frame; the books whose depth stream it carries are remembered until it is answered."""
+        self._request_id += 1
+        depth = [self.instruments.get(n.partition("@")[0].upper()) for n in streams if n.endswith(DEPTH_STREAM)]
+        books = [instrument.symbol for instrument in depth if instrument is not None]
+        if books:
+            if len(self._open_requests) >= MAX_OPEN_REQUESTS:
+                del self._open_requests[next(iter(self._open_requests))]
+            self._open_requests[self._request_id] = books
+        return orjson.dumps({"method": "SUBSCRIBE", "params": streams, "id": self._request_id}).decode()
 
     def snapshot_request(self, instrument: Instrument) -> FetchSnapshot:
         return FetchSnapshot(
@@ -327,17 +345,26 @@ class BinanceUsdmParser:
         return actions
 
     def resync(self, symbol: str) -> list[Action]:
-        """A fresh REST snapshot; the stream stays subscribed (Binance has no websocket snapshot)."""
+        """A fresh REST snapshot; the stream stays subscribed (Binance has no websocket snapshot), unless the
+        venue refused its subscription: then it is subscribed again first."""
         instrument = self._by_symbol.get(symbol)
         if instrument is None or not self.carries_books:
             return []
-        return [self.snapshot_request(instrument)]
+        actions: list[Action] = []
+        if symbol in self._refused:
+            self._refused.discard(symbol)
+            actions.append(self._subscribe([f"{instrument.venue_id.lower()}@{DEPTH_STREAM}"]))
+        actions.append(self.snapshot_request(instrument))
+        return actions
 
     def ping_frame(self) -> str | None:
         return None  # the server pings with websocket ping frames; the client library answers them
 
     def reset(self) -> None:
-        """Nothing is merged across frames on Binance; request ids just keep increasing."""
+        """Forget the requests of the last connection (the next one subscribes everything afresh); nothing is
+        merged across frames on Binance, and request ids just keep increasing."""
+        self._open_requests.clear()
+        self._refused.clear()
 
     # ----------------------------------------------------------------- REST snapshot
 
@@ -346,6 +373,10 @@ class BinanceUsdmParser:
         instrument = self._by_symbol.get(symbol)
         if instrument is None:
             return [BadFrame(VENUE, f"snapshot for an unknown symbol {symbol!r}", None, False, ts_recv)]
+        if symbol in self._refused:
+            # No diff will ever follow it: a VALID book that never moves. Its resync subscribes again.
+            reason = "depth snapshot for a book whose stream subscription was refused"
+            return [BadFrame(VENUE, reason, symbol, True, ts_recv, InvalidReason.BAD_FRAME)]
         try:
             doc = orjson.loads(body)
             if not isinstance(doc, dict):
@@ -459,13 +490,21 @@ class BinanceUsdmParser:
     def _on_control(self, message: Mapping[str, Any], ts_recv: int) -> list[Event | str]:
         # `{"result":null,"id":1}` acknowledges a SUBSCRIBE; errors come as `{"code","msg"}` or
         # `{"error":{"code","msg"}}` (the exact shape is UNCONFIRMED for USD-M, so both are read).
+        req_id = message.get("id")
+        books = None
+        if isinstance(req_id, int) and not isinstance(req_id, bool):
+            books = self._open_requests.pop(req_id, None)
         if "result" in message and "id" in message:
             return []
         error = message.get("error")
         detail = error if isinstance(error, dict) else message
         if "code" in detail or "msg" in detail:
             reason = f"request rejected: {detail.get('code')} {detail.get('msg', '')}"[:200]
-            return [BadFrame(VENUE, reason, None, False, ts_recv)]
+            if not books:
+                return [BadFrame(VENUE, reason, None, False, ts_recv)]
+            # A refused SUBSCRIBE of depth streams: those books get no diffs on this connection.
+            self._refused.update(books)
+            return [BadFrame(VENUE, reason, symbol, True, ts_recv, InvalidReason.BAD_FRAME) for symbol in books]
         return [BadFrame(VENUE, "message with no event type", None, False, ts_recv)]
 
     def _on_depth(self, data: Mapping[str, Any], instrument: Instrument, ts_recv: int) -> list[Event | str]:

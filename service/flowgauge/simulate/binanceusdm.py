@@ -52,7 +52,18 @@ clock through `base.TapeClock` at every speed and across loops (shifted by `cloc
 jump: the first diff of the new loop turns the book at the end of the last loop back into the recorded snapshot
 (`pu` = last `u`), so a client that follows `pu` stays valid across loops.
 
-Faults. `gap_every=N` withholds every N-th depth diff of each symbol from all clients (the simulator's book still
+Faults. Every kind of `faults.py` that applies to Binance USD-M (`SUPPORTED_FAULTS`: all but `bad_checksum`, as
+Binance books carry none, and `u1_restart`, which is Bybit's), on a symbol's depth diffs: a withheld, duplicated,
+reordered (sent after the next one), malformed, truncated or oversized diff; `seq_gap` moves the symbol's update
+ids (`U`, `u`, `pu`, and the REST `lastUpdateId`) forward by `by` from then on, so the diff where it starts does
+not link (`pu`) although nothing is lost; `slow_snapshot` answers a REST depth request `delay_s` late (the book is
+taken when the answer leaves); `sub_error` answers a SUBSCRIBE naming the symbol's depth stream with an error
+and subscribes none of its streams. The connection, clock and REST rate-limit faults are `base`'s. The symbol's
+own book applies every diff whatever the fault and is the truth: after every diff its top 10 levels go to
+`sim.truth` keyed by `u`, and every REST depth answer's book is recorded keyed by its `lastUpdateId` (the
+daemon's `book_seq` is the last diff's `u`, or the snapshot's `lastUpdateId` before any diff bridged it).
+
+`gap_every=N` withholds every N-th depth diff of each symbol from all clients (the simulator's book still
 applies it, so a resync snapshot is correct). `garbage_every=N` sends each client a malformed frame after every N
 data frames it received, cycling through a non-JSON binary frame, a well-formed envelope with wrongly typed fields
 (on the client's last stream) and a truncated copy of the last frame.
@@ -68,13 +79,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import heapq
 import logging
 import math
 import os
 import re
 import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -95,7 +107,9 @@ from flowgauge.simulate.base import (
     play_tape,
     simulator_runner,
 )
+from flowgauge.simulate.faults import CONNECTION_FAULTS
 from flowgauge.simulate.lifecycle import Lifecycle
+from flowgauge.simulate.truth import TRUTH_DEPTH
 
 __all__ = ["DEFAULT_PORT", "SERVED_SYMBOLS", "BinanceUsdmSimulator", "run_simulator"]
 
@@ -354,6 +368,8 @@ class _Symbol:
             _load_side(self.asks, self.snapshot_levels[1])
         self.last_u = self.bridge_pu + label.id_offset
         self.played = 0  # depth diffs played in the current loop
+        self.seq_offset = 0  # seq_gap faults: added to every update id from the one where each fired
+        self.held: dict[str, Any] | None = None  # reorder_diff: a diff sent after the next one
         self.deltas_seen = 0  # for gap injection
         self.trades_seen = 0  # for liquidation synthesis
         self.last_price: str | None = None
@@ -373,6 +389,12 @@ class _Symbol:
             ask = self.asks[min(self.asks)][0]
             return (Decimal(bid) + Decimal(ask)) / 2
         return Decimal(self.last_price) if self.last_price else None
+
+    def top(self, n: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """The best `n` (price, size) levels of each side, best first (the truth)."""
+        bids = [(p, float(self.bids[p][1])) for p in heapq.nlargest(n, self.bids)]
+        asks = [(p, float(self.asks[p][1])) for p in heapq.nsmallest(n, self.asks)]
+        return bids, asks
 
     def on_trade(self, qty: str, trade_id: int, ts_ms: int) -> None:
         """Move open interest by a deterministic share of +-q/2 of each trade (|dOI| <= volume)."""
@@ -536,6 +558,11 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
     }
     TASK_PREFIX = "binance-simulator"
     TASK_FAILED_EVENT = "simulator_task_failed"
+    # No checksum on Binance books and no u=1 restart (Bybit's): everything else of the catalogue applies.
+    SUPPORTED_FAULTS = CONNECTION_FAULTS | {
+        "drop_diff", "duplicate_diff", "reorder_diff", "seq_gap", "malformed_json", "truncated_frame",
+        "oversized_frame", "slow_snapshot", "rate_limit", "sub_error",
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -700,15 +727,59 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
                 self._deliver(state, frame.kind, data)
 
     def _play_depth(self, state: _Symbol, data: dict[str, Any]) -> None:
+        faults = self.faults
+        if faults:
+            faults.frame(state.name)
+            self.connection_faults(state.name, self._depth_clients(state))
+            spec = faults.take("seq_gap", state.name)
+            if spec is not None:
+                state.seq_offset += int(spec.param("by"))  # this diff's `pu` no longer links; nothing is lost
+        if state.seq_offset:
+            for key in ("U", "u", "pu"):
+                data[key] += state.seq_offset
         _apply_side(state.bids, data["b"])
         _apply_side(state.asks, data["a"])
         state.last_u = data["u"]
         state.played += 1
         state.deltas_seen += 1
+        self._record_truth(state, data["u"], data.get("E"))
+        held, state.held = state.held, None
         if self.gap_every and state.deltas_seen % self.gap_every == 0:
             self.gaps_injected += 1  # the book applied it; no client sees it
+        elif faults:
+            self._faulted_depth(state, data)
+        else:
+            self._deliver(state, "depth", data)
+        if held is not None:
+            self._deliver(state, "depth", held)
+
+    def _depth_clients(self, state: _Symbol) -> list[_Client]:
+        """The clients subscribed to any depth stream of `state` (once each)."""
+        return list(dict.fromkeys(self._subs.clients_of(stream_names(state.lower, "depth"))))
+
+    def _record_truth(self, state: _Symbol, key: int, ts_ms: object, snapshot: bool = False) -> None:
+        bids, asks = state.top(TRUTH_DEPTH)
+        self.truth.record(state.name, key, ts_ms if is_int(ts_ms) else None, bids, asks, snapshot=snapshot)
+
+    def _faulted_depth(self, state: _Symbol, data: dict[str, Any]) -> None:
+        """Deliver one depth diff as the book-stream fault firing on it (if any) has it."""
+        faults = self.faults
+        name = state.name
+        if faults.take("drop_diff", name):
             return
-        self._deliver(state, "depth", data)
+        if faults.take("duplicate_diff", name):
+            self._deliver(state, "depth", data, lambda text: [text, text])
+        elif faults.take("reorder_diff", name):
+            state.held = data
+        elif faults.take("malformed_json", name):
+            self._deliver(state, "depth", data, _malformed)
+        elif faults.take("truncated_frame", name):
+            self._deliver(state, "depth", data, lambda text: [text[: len(text) // 2]])
+        elif (spec := faults.take("oversized_frame", name)) is not None:
+            size = int(spec.param("bytes"))
+            self._deliver(state, "depth", data, lambda text: [_padded(text, size)])
+        else:
+            self._deliver(state, "depth", data)
 
     def _play_trade(self, state: _Symbol, kind: str, data: dict[str, Any]) -> None:
         trade_id = data.get("t", data.get("a", 0))
@@ -752,7 +823,7 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
             if not state.has_book:
                 continue
             target_bids, target_asks = state.snapshot_levels
-            u = state.bridge_pu + state.label.id_offset + shift.ids
+            u = state.bridge_pu + state.label.id_offset + shift.ids + state.seq_offset
             data = {
                 "e": "depthUpdate", "E": ts_ms, "T": ts_ms, "s": state.name, "U": state.last_u + 1,
                 "u": u, "pu": state.last_u,
@@ -762,26 +833,41 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
             _load_side(state.asks, target_asks)
             state.last_u = u
             state.played = 0
+            self._record_truth(state, u, ts_ms)
             self._deliver(state, "depth", data)  # never withheld: it carries the loop's reset
 
-    def _deliver(self, state: _Symbol, kind: str, data: dict[str, Any]) -> None:
+    def _deliver(
+        self, state: _Symbol, kind: str, data: dict[str, Any], mangle: Callable[[str], list[str]] | None = None
+    ) -> None:
         for name in stream_names(state.lower, kind):
-            self._deliver_named(state, name, kind, data)
+            self._deliver_named(state, name, kind, data, mangle)
 
-    def _deliver_named(self, state: _Symbol, name: str, kind: str, data: dict[str, Any]) -> None:
+    def _deliver_named(
+        self,
+        state: _Symbol,
+        name: str,
+        kind: str,
+        data: dict[str, Any],
+        mangle: Callable[[str], list[str]] | None = None,
+    ) -> None:
+        """Send `data` on stream `name` to its subscribers on the right route; `mangle` (a fault) turns each
+        envelope's text into the frames actually sent."""
         subs = self._subs.get(name)
         if not subs or (self.lifecycle and self.lifecycle.retired(state.name)):
             return  # nobody listens, or the symbol stopped trading: the venue sends nothing more of it
         route = ROUTE_OF_KIND[kind]
-        texts: dict[bool, str] = {}
+        texts: dict[bool, list[str]] = {}
         for client in list(subs):
             if client.route != route:
                 continue  # subscribed on the wrong path: the venue never delivers it, silently
-            text = texts.get(client.combined)
-            if text is None:
+            frames = texts.get(client.combined)
+            if frames is None:
                 body = {"stream": name, "data": data} if client.combined else data
-                text = texts[client.combined] = orjson.dumps(body).decode()
-            self.offer_or_kick(client, text, name)
+                text = orjson.dumps(body).decode()
+                frames = texts[client.combined] = [text] if mangle is None else mangle(text)
+            for text in frames:
+                if not self.offer_or_kick(client, text, name):
+                    break
 
     # -- keepalive -----------------------------------------------------------------------------------
 
@@ -877,9 +963,12 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
         if state is None or not state.has_book:
             self.bad_requests += 1
             return error or self._answer({"code": -1121, "msg": "Invalid symbol."}, 400)
+        slow = self.faults.take("slow_snapshot", state.name) if self.faults.wants("slow_snapshot") else None
+        if slow is not None:
+            await asyncio.sleep(float(slow.param("delay_s")))  # the fault itself: the book is taken when it leaves
         ids = state.first_ids
         if state.played < len(ids):
-            next_first = ids[state.played] + state.label.id_offset + self._shift.ids
+            next_first = ids[state.played] + state.label.id_offset + self._shift.ids + state.seq_offset
         else:
             next_first = state.last_u + 1 if self.loop else state.last_u
         body = {
@@ -889,6 +978,8 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
             "bids": [list(state.bids[p]) for p in sorted(state.bids, reverse=True)[:limit]],
             "asks": [list(state.asks[p]) for p in sorted(state.asks)[:limit]],
         }
+        # The daemon's book is this answer (keyed by lastUpdateId) until a buffered diff bridges it.
+        self._record_truth(state, next_first, body["E"], snapshot=True)
         return self._answer(body)
 
     async def _open_interest(self, request: web.Request) -> web.Response:
@@ -1021,14 +1112,40 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
         if len(client.keys | set(params)) > MAX_STREAMS:
             self._error(client, req_id, 2, f"Invalid request: more than {MAX_STREAMS} streams")
             return
+        rejected = self._rejected_depth(params)
+        if rejected is not None:
+            # sub_error: the whole request fails, as the venue answers per request (none of it is subscribed).
+            self._error(client, req_id, 2, f"Invalid request: subscription to {rejected} failed, please retry")
+            return
         if self._reply(client, {"result": None, "id": req_id}):
             for name in dict.fromkeys(params):
                 self._subs.add(client, name)
+
+    def _rejected_depth(self, params: Sequence[str]) -> str | None:
+        """The first depth stream of a SUBSCRIBE that `sub_error` rejects now, if any."""
+        if not self.faults.wants("sub_error"):
+            return None
+        for name in params:
+            if _kind_of_stream(name) == "depth" and self.faults.take("sub_error", name.partition("@")[0].upper()):
+                return name
+        return None
 
     def _error(self, client: _Client, req_id: object, code: int, msg: str) -> None:
         # Shape UNCONFIRMED for USD-M (spot documents flat {"code","msg"} and newer {"error":{...}}).
         self.bad_requests += 1
         self._reply(client, {"error": {"code": code, "msg": msg}, "id": req_id})
+
+
+def _malformed(text: str) -> list[str]:
+    """A diff whose JSON is broken (a stray `{,` where its bids start)."""
+    cut = text.find('"b":')
+    return [text[:cut] + '"b":{,' + text[cut + 4 :] if cut >= 0 else text[:-1] + ",,}"]
+
+
+def _padded(text: str, size: int) -> str:
+    """The diff's envelope padded with a blank field to `size` bytes (valid JSON, far over any frame bound)."""
+    pad = max(0, size - len(text) - 10)
+    return text[:-1] + ',"pad":"' + " " * pad + '"}'
 
 
 def _as_other_trade(data: Mapping[str, Any], kind: str) -> dict[str, Any]:

@@ -374,6 +374,32 @@ def test_public_connection_subscribes_books_and_asks_for_snapshots() -> None:
         BinanceUsdmParser([BTC], snapshot_limit=200)
 
 
+def test_refused_depth_subscription_invalidates_its_books_until_subscribed_again() -> None:
+    """A SUBSCRIBE the venue refuses: its books are invalidated, their snapshots refused (a VALID book no diff
+    would ever move), and their resync subscribes the depth stream again. Found by the Binance fault test."""
+    parser = BinanceUsdmParser([BTC, ETH], route="public", snapshot_limit=100)
+    parser.on_connected()  # SUBSCRIBE id 1: both depth streams
+    (btc_bad, eth_bad) = parser.feed('{"error":{"code":2,"msg":"Invalid request"},"id":1}', 7)
+    for bad, book in ((btc_bad, BTC), (eth_bad, ETH)):
+        assert isinstance(bad, BadFrame)
+        assert (bad.symbol, bad.touches_book, bad.invalid_reason) == (book.symbol, True, InvalidReason.BAD_FRAME)
+    snapshot = '{"lastUpdateId":10,"E":1,"T":1,"bids":[["1.0","1"]],"asks":[["2.0","1"]]}'
+    (refused,) = parser.on_snapshot(ETH.symbol, snapshot, 8)
+    assert isinstance(refused, BadFrame) and refused.touches_book and refused.symbol == ETH.symbol
+    subscribe, fetch = parser.resync(ETH.symbol)
+    assert orjson.loads(subscribe) == {"method": "SUBSCRIBE", "params": ["ethusdt@depth@100ms"], "id": 2}
+    assert fetch == parser.snapshot_request(ETH)
+    assert parser.feed('{"result":null,"id":2}', 9) == []
+    (snap,) = parser.on_snapshot(ETH.symbol, snapshot, 10)
+    assert isinstance(snap, BookSnapshot) and snap.seq == 10
+    assert parser.resync(ETH.symbol) == [parser.snapshot_request(ETH)]  # subscribed again: a snapshot only
+    # An acknowledged request, an error with no request of ours, and a new connection change nothing.
+    parser.feed('{"error":{"code":2,"msg":"Invalid request"},"id":2}', 11)
+    assert parser.resync(ETH.symbol) == [parser.snapshot_request(ETH)]
+    parser.reset()
+    assert isinstance(parser.on_snapshot(BTC.symbol, snapshot, 12)[0], BookSnapshot)
+
+
 def test_market_connection_subscribes_trades_marks_liquidations_in_batches() -> None:
     instruments = [usdm(f"C{i}/USDT:USDT", f"C{i}USDT", 0.01) for i in range(20)]
     parser = BinanceUsdmParser(instruments, route="market", subscribe_batch=50)

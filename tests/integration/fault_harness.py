@@ -1,0 +1,118 @@
+"""Checks the Binance USD-M and OKX fault tests (issue 10 items 1-2) add to `tests/fault_scenarios.py` (whose
+`Bus`, `periods`, `fired` and `compare` they use).
+
+A test starts one venue simulator and one real daemon (`flowgauge run`, one payload per applied message), applies
+a scenario of faults back to back once every book is VALID, then hands what it saw to these:
+
+1. `check_payloads`: zero wrong payloads, every VALID payload (book-triggered or not) against the simulator's
+   truth at its `book_seq` (`truth.Comparator`);
+2. `check_recovery`: each fault's books go INVALID (or their connection drops) within `detect[kind]` of the
+   firing and are VALID again within `bounds[kind]` of it (the issue's bound: resync interval + snapshot latency +
+   2 s, plus what the fault itself adds), counting every period the fault opened (a refused subscribe can cost
+   two); a kind in `never_invalidate` must leave the book VALID, a kind in `min_took` must not recover sooner
+   (a slow snapshot, a Retry-After); and other instruments untouched: every INVALID period of a book has a fault
+   aimed at it (or at its connection) that fired just before, and while one instrument is faulted the others keep
+   publishing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+from tests.fault_scenarios import Fired, Message, compare, periods
+
+from flowgauge.simulate.truth import Comparator, TruthRecord
+
+
+@dataclass
+class Rules:
+    """How one venue's faults show (kinds absent from `bounds` are not checked for recovery)."""
+
+    symbols: Mapping[str, str]  # payload symbol -> venue id
+    venue: str  # the payload topic's venue part
+    bounds: Mapping[str, float]  # kind -> s from firing to VALID again
+    detect: Mapping[str, float]  # kind -> s from firing to INVALID at most
+    connection_kinds: Collection[str]  # faults that hit every book of the connection
+    clock_kinds: Collection[str] = ("clock_skew", "clock_jump")  # invalidate nothing
+    never_invalidate: Collection[str] = ()  # e.g. a duplicate diff the venue's rule drops harmlessly
+    may_invalidate: Collection[str] = ()  # handled in stream, though a resync would be right too
+    # Kinds that fire on a request made while the book is already INVALID (a resync's snapshot, a reconnect's
+    # subscribe): checked inside the period that contains their firing.
+    inside_period: Collection[str] = ("slow_snapshot", "rate_limit", "sub_error")
+    min_took: Mapping[str, float] = field(default_factory=dict)  # kind -> VALID again no sooner than this
+
+    def targets(self, fault: Fired) -> set[str]:
+        if fault.kind in self.connection_kinds or fault.kind in self.clock_kinds or fault.instrument is None:
+            return set(self.symbols)
+        by_id = {v: k for k, v in self.symbols.items()}
+        return {by_id[fault.instrument]}
+
+
+def check_payloads(
+    messages: list[Message], truth: Mapping[str, tuple[list[TruthRecord], int]], rules: Rules
+) -> Comparator:
+    """Assert 1: every payload against the truth at its book_seq; returns the comparator (for its counts)."""
+    comparator = compare(messages, truth, rules.symbols, rules.venue)
+    assert comparator.wrong == [], f"{len(comparator.wrong)} wrong payloads, first: {comparator.wrong[:5]}"
+    return comparator
+
+
+def check_recovery(messages: list[Message], faults: list[Fired], applied: float, rules: Rules) -> list[str]:
+    """Asserts 2 and 3: the problems found (empty when every fault behaved)."""
+    spans = {symbol: periods(messages, symbol, applied) for symbol in rules.symbols}
+    problems = []
+    for fault in faults:
+        if fault.kind in rules.clock_kinds:
+            continue
+        for symbol in rules.targets(fault):
+            window = rules.detect.get(fault.kind, 0.0)
+            hits = [p for p in spans[symbol] if fault.t - 0.05 <= p[0] <= fault.t + window]
+            if fault.kind in rules.inside_period:
+                hits = [p for p in spans[symbol] if p[0] <= fault.t + 0.05 <= p[1]] or hits
+            if fault.kind in rules.never_invalidate:
+                if hits:
+                    problems.append(f"{fault.kind} on {symbol}: INVALID at +{hits[0][0] - fault.t:.2f} s")
+                continue
+            if not hits:
+                if fault.kind not in rules.may_invalidate:
+                    problems.append(f"{fault.kind} on {symbol}: never INVALID")
+                continue
+            took = max(p[1] for p in hits) - fault.t
+            bound = rules.bounds[fault.kind]
+            if took > bound:
+                problems.append(f"{fault.kind} on {symbol}: VALID again after {took:.2f} s > {bound:.2f} s")
+            if took < rules.min_took.get(fault.kind, 0.0):
+                problems.append(f"{fault.kind} on {symbol}: VALID again after {took:.2f} s, too soon")
+    for symbol, found in spans.items():
+        for start, _ in found:
+            causes = [
+                f
+                for f in faults
+                if f.kind not in rules.clock_kinds
+                and f.kind not in rules.never_invalidate
+                and symbol in rules.targets(f)
+                and f.t - 0.05 <= start <= f.t + rules.detect.get(f.kind, 1.5)
+            ]
+            if not causes:
+                problems.append(f"{symbol}: INVALID at +{start - applied:.2f} s with no fault aimed at it")
+    for fault in faults:
+        others = set(rules.symbols) - rules.targets(fault)
+        for other in others:
+            published = [
+                t
+                for t, _, p in messages
+                if p.get("symbol") == other and p.get("book_state") == "VALID" and fault.t <= t <= fault.t + 2
+            ]
+            if not published and not any(p[0] <= fault.t + 1 <= p[1] for p in spans[other]):
+                problems.append(f"{fault.kind} on {fault.instrument}: {other} published nothing for 2 s")
+    return problems
+
+
+def timeline(messages: list[Message], faults: list[Fired], applied: float, rules: Rules) -> str:
+    """The faults and the not-VALID periods, in seconds from `applied` (for a failure's message)."""
+    lines = [f"fault {f.kind} {f.instrument} +{f.t - applied:.2f}" for f in faults]
+    for symbol in rules.symbols:
+        found = periods(messages, symbol, applied)
+        lines.append(f"{symbol} not VALID: " + ", ".join(f"+{a - applied:.2f}..+{b - applied:.2f}" for a, b in found))
+    return "\n".join(lines)
