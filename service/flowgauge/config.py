@@ -708,6 +708,13 @@ def _apply_env(
             problems.append((key, f"{_RETIRED_KEYS.get(key, target)} (set by {name})"))
             continue
         try:
+            # os.environ holds undecodable bytes as lone surrogates: such a token would pass here and fail later
+            # (an HTTP 500 and a traceback per request, a traceback from check-config --print).
+            environ[name].encode()
+        except UnicodeEncodeError:
+            problems.append((key, f"not UTF-8 text (set by {name})"))
+            continue
+        try:
             value = _env_value(environ[name], target)
         except yaml.YAMLError as exc:
             problems.append((key, f"not a YAML scalar: {_one_line(exc)} (set by {name})"))

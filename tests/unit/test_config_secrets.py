@@ -158,6 +158,23 @@ def test_a_directory_or_both_sources_or_an_empty_path_are_refused(tmp_path: Path
     assert _problems(path, {}) == ["http.token_file: must be null or the path of a file"]
 
 
+def test_an_environment_value_that_is_not_utf8_is_one_problem_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A variable holding bytes that are not UTF-8 reaches os.environ as lone surrogates (`\\udcff`). As a token it
+    used to be taken, then every request presenting a token got HTTP 500 with a traceback (the comparison encodes
+    it) and `check-config --print` died with a traceback. Now it is one problem line that does not echo it."""
+    environ = {"FLOWGAUGE_HTTP__TOKEN": "sekr\udcffit", "FLOWGAUGE_BUS__EMBEDDED__TOKEN_FILE": "/run/s\udcffcret"}
+
+    assert _problems(None, environ) == [
+        "bus.embedded.token_file: not UTF-8 text (set by FLOWGAUGE_BUS__EMBEDDED__TOKEN_FILE)",
+        "http.token: not UTF-8 text (set by FLOWGAUGE_HTTP__TOKEN)",
+    ]
+    assert check_config_main(None, True, environ) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err and "sekr" not in captured.err
+
+
 def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
     """A named pipe given as a secret file (a mistake, or a trap): opening it for reading would wait for a writer
     forever. It is refused at once in one line, the load running in a thread so that a hang fails the test."""
