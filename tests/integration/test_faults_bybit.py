@@ -60,21 +60,21 @@ SCENARIO = [
     {"fault": "sub_error", "instrument": "ETHUSDT", "after_s": 0.5},
     {"fault": "drop_diff", "instrument": "ETHUSDT", "after_s": 0.5},  # makes the daemon resubscribe ETH
     {"fault": "drop_diff", "instrument": "BTCUSDT", "after_s": 0.5},
-    {"fault": "duplicate_diff", "instrument": "BTCUSDT", "after_s": 3},
-    {"fault": "reorder_diff", "instrument": "BTCUSDT", "after_s": 5.5},
-    {"fault": "seq_gap", "instrument": "BTCUSDT", "after_s": 8, "by": 500},
-    {"fault": "malformed_json", "instrument": "BTCUSDT", "after_s": 10.5},
-    {"fault": "truncated_frame", "instrument": "BTCUSDT", "after_s": 13},
-    {"fault": "u1_restart", "instrument": "BTCUSDT", "after_s": 15.5},
-    {"fault": "slow_snapshot", "instrument": "BTCUSDT", "after_s": 18, "delay_s": SLOW_DELAY_S},
-    {"fault": "drop_diff", "instrument": "BTCUSDT", "after_s": 18},  # its resubscribe meets the slow snapshot
-    {"fault": "clock_skew", "after_s": 22, "seconds": 3},
-    {"fault": "clock_jump", "after_s": 24, "seconds": -3},  # and back: a clock that jumps backwards
-    {"fault": "disconnect", "after_s": 26},
-    {"fault": "forced_disconnect", "after_s": 29},
-    {"fault": "conn_limit", "after_s": 32, "refuse": REFUSE},
-    {"fault": "oversized_frame", "instrument": "BTCUSDT", "after_s": 36},  # 17 MiB: over the daemon's 16 MiB
-    {"fault": "half_open", "after_s": 39, "for_s": HALF_OPEN_S},
+    {"fault": "duplicate_diff", "instrument": "BTCUSDT", "after_s": 2},
+    {"fault": "reorder_diff", "instrument": "BTCUSDT", "after_s": 3.5},
+    {"fault": "seq_gap", "instrument": "BTCUSDT", "after_s": 5, "by": 500},
+    {"fault": "malformed_json", "instrument": "BTCUSDT", "after_s": 6.5},
+    {"fault": "truncated_frame", "instrument": "BTCUSDT", "after_s": 8},
+    {"fault": "u1_restart", "instrument": "BTCUSDT", "after_s": 9.5},
+    {"fault": "slow_snapshot", "instrument": "BTCUSDT", "after_s": 11, "delay_s": SLOW_DELAY_S},
+    {"fault": "drop_diff", "instrument": "BTCUSDT", "after_s": 11},  # its resubscribe meets the slow snapshot
+    {"fault": "clock_skew", "after_s": 13.5, "seconds": 3},
+    {"fault": "clock_jump", "after_s": 14.5, "seconds": -3},  # and back: a clock that jumps backwards
+    {"fault": "disconnect", "after_s": 15.5},
+    {"fault": "forced_disconnect", "after_s": 17.5},
+    {"fault": "conn_limit", "after_s": 19.5, "refuse": REFUSE},
+    {"fault": "oversized_frame", "instrument": "BTCUSDT", "after_s": 23},  # 17 MiB: over the daemon's 16 MiB
+    {"fault": "half_open", "after_s": 26, "for_s": HALF_OPEN_S},
 ]
 GAP_KINDS = {"drop_diff", "reorder_diff", "seq_gap", "malformed_json", "truncated_frame"}
 MAY_INVALIDATE = {"duplicate_diff", "u1_restart"}  # handled in stream; a resync would be allowed too
@@ -225,8 +225,10 @@ async def test_every_bybit_fault_back_to_back_against_the_truth(tmp_path: Path) 
                 )
                 last = max(f.t for f in _fired(sim.faults))
                 await wait_for(
-                    lambda: bus.valid() == set(SYMBOLS) and time.time() > last + BOUNDS["half_open"],
-                    "both books VALID after the last fault",
+                    lambda: all(
+                        p and p[-1][1] < float("inf") for p in (_periods(bus.messages, s, last) for s in SYMBOLS)
+                    ),
+                    "both books INVALID and VALID again after the last fault",
                     timeout_s=30,
                 )
                 # The simulator records a message's truth before sending it: all received so far have theirs.
@@ -250,8 +252,10 @@ async def test_every_bybit_fault_back_to_back_against_the_truth(tmp_path: Path) 
                 comparator.not_valid(payload["symbol"])
         elif topic.startswith("flowgauge.v1.bybit."):
             comparator.check(payload)
+    wrong = len(comparator.wrong)
+    print(f"bybit faults: {comparator.checked} payloads compared, {comparator.ofi_checked} ofi, {wrong} wrong")
     assert comparator.wrong == [], f"{len(comparator.wrong)} wrong payloads, first: {comparator.wrong[:5]}"
-    assert comparator.checked > 1000 and comparator.ofi_checked > 500, (comparator.checked, comparator.ofi_checked)
+    assert comparator.checked > 500 and comparator.ofi_checked > 300, (comparator.checked, comparator.ofi_checked)
 
     # Assert 2: each fault's instrument INVALID (or its connection dropped) and VALID again within its bound.
     fired = list(_fired(sim.faults))

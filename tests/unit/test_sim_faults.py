@@ -198,3 +198,26 @@ def test_comparator_catches_wrong_books_and_ofi() -> None:
     assert not comparator.check(_payload(7, 101.0, 1.0, 0.5))  # first state after INVALID carries no ofi
     assert not comparator.check(_payload(99, 101.0, 1.0, None))  # no such sequence id
     assert comparator.checked == 5 and comparator.unverified_ofi == 1 and len(comparator.wrong) == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--venue", "bybit", "--fault", "bad_checksum"], "the bybit simulator does not inject bad_checksum"),
+        (["--venue", "bybit", "--fault", "drop_diff:every=0"], "every must be >= 1"),
+        (["--venue", "bybit", "--fault", "drop_diff:venue=okx"], "venue=okx is not served"),
+        (["--venue", "bybit", "--scenario", "/nonexistent/s.yaml"], "cannot read"),
+    ],
+)
+def test_simulate_refuses_bad_faults_in_one_line_exit_2(args: list[str], message: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "flowgauge", "simulate", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
