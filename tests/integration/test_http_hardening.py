@@ -106,6 +106,33 @@ async def test_two_authorization_headers_are_a_counted_401(
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
 
+async def test_a_token_that_is_not_utf8_is_a_counted_401(
+    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Raw bytes that are not UTF-8 in the Authorization header (aiohttp keeps them as lone surrogates) were an
+    HTTP 500 with a traceback per request; now a 401 like any wrong token. A right token that is not ASCII
+    (sent as UTF-8) still opens /metrics."""
+    caplog.set_level(logging.INFO)
+    async with HttpServer("127.0.0.1", 0, registry, token="s3cr\u00e9t", telemetry=Telemetry(registry)) as server:
+
+        async def get(token: bytes) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port)
+            writer.write(
+                b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer " + token + b"\r\n\r\n"
+            )
+            await writer.drain()
+            try:
+                return await asyncio.wait_for(_read_to_end(reader), 5)
+            finally:
+                writer.close()
+
+        for token in (b"s3cr\xff", b"\xc3\x28", b"s3cr\xe9t"):  # Latin-1, a broken sequence, the token in Latin-1
+            assert (await get(token)).startswith(b"HTTP/1.1 401"), token
+        assert (await get("s3cr\u00e9t".encode())).startswith(b"HTTP/1.1 200")
+    assert _rejected(registry, "auth") == 3
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], "an error was logged"
+
+
 async def test_refusals_are_logged_rate_limited(
     registry: CollectorRegistry, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:

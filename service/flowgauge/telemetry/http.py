@@ -276,8 +276,11 @@ class HttpServer:
         assert self._token is not None
         values = request.headers.getall("Authorization", [])
         scheme, _, supplied = values[0].partition(" ") if len(values) == 1 else ("", "", "")
-        # compare_digest: the response time must not tell how much of a guess was right.
-        if scheme.lower() == "bearer" and hmac.compare_digest(supplied.strip().encode(), self._token.encode()):
+        # compare_digest: the response time must not tell how much of a guess was right. surrogateescape: aiohttp
+        # keeps a header's bytes that are not UTF-8 as lone surrogates; they compare as the bytes sent (a
+        # mismatch), where a strict encode raised (HTTP 500 and a traceback per request).
+        offered = supplied.strip().encode(errors="surrogateescape")
+        if scheme.lower() == "bearer" and hmac.compare_digest(offered, self._token.encode()):
             return await handler(request)
         self._reject("auth", request.remote)
         return web.Response(status=401, text="unauthorized\n",
