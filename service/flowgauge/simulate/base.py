@@ -435,7 +435,8 @@ class SimulatorServer(Generic[C]):
     # -- faults and truth ----------------------------------------------------------------------------
 
     def configure(self, faults: Sequence[FaultSpec] = (), truth_capacity: int | None = None) -> None:
-        """Set the faults to inject and the truth ring's size (before `start`).
+        """Set the faults to inject and the truth ring's size. Before `start`, or while running: the new
+        schedule counts its `after_s` from now (the truth is kept unless `truth_capacity` is given).
 
         Raises:
             FaultError: a fault this venue does not inject (one line).
@@ -511,7 +512,9 @@ class SimulatorServer(Generic[C]):
             spec = None
             if self.faults.wants("rate_limit"):
                 spec = self.faults.take(
-                    "rate_limit", request.query.get("symbol"), accept=lambda s: s.param("path") in path
+                    "rate_limit",
+                    request.query.get("symbol") or request.query.get("instId"),  # Binance/Bybit, OKX
+                    accept=lambda s: s.param("path") in path,
                 )
             self.requests_log.append((time.time(), path, int(spec.param("status")) if spec is not None else 0))
             if spec is not None:

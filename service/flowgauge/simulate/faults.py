@@ -43,12 +43,20 @@ How to wire a venue (what Bybit's `bybit.py` does):
    `sim.connection_faults(instrument, clients)` (disconnects, half-open, connection limit, clock faults; the
    clients are the instrument's subscribers), then `sim.faults.take(KIND, instrument)` for each book-stream
    kind the venue supports and shape the frame accordingly. The venue's own book keeps applying everything.
-3. Record the truth after every applied book message: `sim.truth.record(instrument, key, ts_ms, bids, asks)`
-   with the book's sequence id as `key` (or, without one, the served `ts_exchange`, unique per message) and
-   the top levels (see `truth.py`).
+3. Record the truth after every applied book message: `sim.truth.record(instrument, key, ts_ms, bids, asks,
+   snapshot=...)` with the book's sequence id as `key` (or, without one, the served `ts_exchange`, unique per
+   message), the top levels in the venue's units, and `snapshot=True` when the venue sent that state whole
+   (see `truth.py`).
 4. Requests: `sim.faults.take("sub_error", instrument)` when a subscribe arrives, `take("slow_snapshot",
-   instrument)` when a snapshot is asked for. `rate_limit` and `conn_limit` refusals are `base`'s (an aiohttp
-   middleware), so are the `/_flowgauge/truth` and `/_flowgauge/faults` endpoints.
+   instrument)` when a snapshot is asked for (`sim.later(delay_s, callback, ...)` runs the late answer and is
+   cancelled on close). `rate_limit` and `conn_limit` refusals are `base`'s (an aiohttp middleware), so are
+   the `/_flowgauge/truth` and `/_flowgauge/faults` endpoints.
+5. A clock the venue makes itself (not `sim.clock` nor a `SimMarket`'s) must be registered with
+   `sim.add_clock` for the clock faults to move it. `forced_disconnect` closes with `CLOSE_REASONS["forced"]`
+   (1001 "scheduled disconnect"); override it for the venue's own code and reason.
+
+Tests: `sim.configure(specs)` (again while running: a new schedule from then on), `sim.faults.log` (what fired
+when), `truth.fetch_truth` and `truth.Comparator` (tests/integration/test_faults_bybit.py is the model).
 """
 
 from __future__ import annotations
