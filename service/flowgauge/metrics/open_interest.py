@@ -11,13 +11,21 @@ Trades and OI come from different venue streams, so a trade may arrive after an 
 than the trade. Volume is therefore kept per OI interval (the trades in `(t_{k-1}, t_k]` belong to
 observation k) in exact sums: a late trade is added to the interval it belongs to, and the window total is the
 exact sum of the intervals after the reference, whatever the arrival order was.
+
+Memory. Trades newer than the last OI observation wait one by one for the observation that closes their
+interval, but only within a late horizon (`LATE_HORIZON_NS` of `metrics.windows`, 5 s) behind the newest trade:
+older ones are folded into one exact sum that joins the first interval ending at or after its newest trade. An
+OI feed that goes silent (a venue that stops pushing it, failing polls) therefore holds 5 s of trades, not every
+trade since its last observation (issue 10 item 5: ~27 trades/s per book piled up at 20x until the hard cap of
+100k per book, ~12 MB each). The fold is exact unless an observation arrives stamped more than the horizon
+behind the newest trade, the same bound within which the flow windows are exact.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
-from flowgauge.metrics.windows import ExactSum
+from flowgauge.metrics.windows import LATE_HORIZON_NS, ExactSum
 
 __all__ = ["OI_STALE_POLLS", "OI_TOLERANCE", "OpenInterestFlow"]
 
@@ -28,7 +36,7 @@ OI_STALE_POLLS = 10
 """Consecutive unchanged OI observations with volume traded in between before the feed is flagged STALE
 (§6.2 rule 2; the count is a practitioner default, not from a paper)."""
 
-_MAX_PENDING_TRADES = 100_000  # trades newer than the last OI observation, kept one by one
+_MAX_PENDING_TRADES = 100_000  # trades newer than the last OI observation kept one by one (within the horizon)
 _MAX_OBSERVATIONS = 20_000  # OI history; a 5-min window at a 100 ms cadence needs ~3000
 
 
@@ -56,10 +64,12 @@ class OpenInterestFlow:
         "_folded_t",
         "_obs",
         "_pending",
+        "_pending_high",
         "_unchanged_polls",
         "_window",
         "chg_pct",
         "consistency",
+        "horizon_ns",
         "inconsistent",
         "late_dropped",
         "oi",
@@ -70,14 +80,18 @@ class OpenInterestFlow:
         "window_ns",
     )
 
-    def __init__(self, window_ns: int, tolerance: float = OI_TOLERANCE) -> None:
+    def __init__(self, window_ns: int, tolerance: float = OI_TOLERANCE, horizon_ns: int = LATE_HORIZON_NS) -> None:
+        if horizon_ns < 0:
+            raise ValueError("late horizon must be >= 0")
         self.window_ns = window_ns
         self.tolerance = tolerance
+        self.horizon_ns = horizon_ns
         self._obs: deque[_Obs] = deque()
         self._window = ExactSum()  # sum of _obs[1:].volume: the trades in (t_ref, t_last]
         self._pending: deque[tuple[int, float]] = deque()  # trades with t > t_last, in time order
-        # Overflow of _pending (OI feed silent while trades keep coming) is folded into one exact sum; it
-        # joins the first interval that ends at or after its newest trade.
+        self._pending_high: int | None = None  # the newest trade time seen while trades were pending
+        # Pending trades older than the horizon behind the newest one (or beyond the hard cap) are folded into
+        # one exact sum; it joins the first interval that ends at or after its newest trade.
         self._folded = ExactSum()
         self._folded_t: int | None = None
         self._unchanged_polls = 0
@@ -102,6 +116,12 @@ class OpenInterestFlow:
                 pending.insert(i, (t, size))
             else:
                 pending.append((t, size))
+            high = self._pending_high
+            if high is None or t > high:
+                self._pending_high = high = t
+            edge = high - self.horizon_ns
+            if pending[0][0] <= edge:
+                self._fold_through(edge)
             if len(pending) > _MAX_PENDING_TRADES:
                 self._fold_pending()
             return
@@ -116,11 +136,20 @@ class OpenInterestFlow:
         self._window.add(size)
 
     def _fold_pending(self) -> None:
+        """The hard cap: fold the older half (a burst of more than the cap within the horizon)."""
+        for _ in range(len(self._pending) // 2):
+            self._fold_first()
+
+    def _fold_through(self, edge: int) -> None:
+        """Fold the pending trades at or before `edge` (the late horizon behind the newest trade)."""
         pending = self._pending
-        folded = self._folded
-        for _ in range(len(pending) // 2):
-            t, size = pending.popleft()
-            folded.add(size)
+        while pending and pending[0][0] <= edge:
+            self._fold_first()
+
+    def _fold_first(self) -> None:
+        t, size = self._pending.popleft()
+        self._folded.add(size)
+        if self._folded_t is None or t > self._folded_t:
             self._folded_t = t
 
     def on_open_interest(self, t: int, oi: float) -> None:
