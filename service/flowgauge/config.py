@@ -1223,16 +1223,21 @@ def _url(v: dict[str, Any], name: str, schemes: tuple[str, ...], key: str, probl
         # The parser's text may quote a piece of the userinfo ("... integer value as 'ab'" of `user:ab/cd@host`,
         # or a netloc it refuses): shown only when it cannot (no userinfo, or a port after a whole userinfo).
         detail = f" ({exc})" if "@" not in url or misplaced is False else ""
-        hint = _PERCENT_HINT if misplaced else ""
+        hint = _misplaced_hint(schemes) if misplaced else ""
         problems.append((_join(key, name), f"not a valid URL{detail} (got {shown!r}){hint}"))
         return
     if parts.scheme not in schemes or not parts.hostname:
         problems.append((_join(key, name), f"must be a {want} URL (got {shown!r})"))
     elif misplaced:
-        problems.append((_join(key, name), f"the host part is not where it seems (got {shown!r}){_PERCENT_HINT}"))
+        hint = _misplaced_hint(schemes)
+        problems.append((_join(key, name), f"the host part is not where it seems (got {shown!r}){hint}"))
 
 
-_PERCENT_HINT: Final = ": a user name or password holding / ? # must be percent-encoded (%2F %3F %23)"
+def _misplaced_hint(schemes: tuple[str, ...]) -> str:
+    if "nats" in schemes:  # nats-py sends the URL's userinfo as it is, %-escapes included: they cannot help
+        return (": a password or token holding / ? # cannot go in a NATS URL: set bus.nats.user with "
+                "bus.nats.password_file (or FLOWGAUGE_BUS__NATS__PASSWORD), or bus.nats.token_file")
+    return ": a user name or password holding / ? # must be percent-encoded (%2F %3F %23)"
 
 
 # --------------------------------------------------------------------------------------------- helpers

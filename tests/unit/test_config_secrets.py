@@ -261,6 +261,10 @@ def test_a_password_that_breaks_the_url_is_never_echoed(tmp_path: Path, key: str
         assert all(key in problem for problem in problems), problems
         assert not [problem for problem in problems for piece in pieces if f"'{piece}" in problem], problems
         assert not [problem for problem in problems if "SECRET" in problem], problems
+        # What to do instead: nats-py sends a URL's userinfo undecoded, redis-py decodes %-escapes.
+        if "://" in url:
+            fix = "bus.nats.password_file" if backend == "nats" else "must be percent-encoded"
+            assert fix in problems[-1], problems
     assert redact_url(url) == url.replace(secret, "***")
 
 
