@@ -401,7 +401,9 @@ async def _reconnect(stack: _Stack, stop: asyncio.Event) -> dict[str, float]:
     async def worker() -> None:
         nonlocal cycles
         while not stop.is_set():
-            async with connect(stack.ws_url, max_size=2**22) as ws:
+            # max_queue=None: the client library never pauses reading, so its close() is not stuck behind
+            # live frames it stopped consuming (websockets would then wait close_timeout, 10 s, for the reply).
+            async with connect(stack.ws_url, max_size=2**22, max_queue=None) as ws:
                 await ws.send(orjson.dumps({"op": "subscribe", "patterns": [PATTERN]}).decode())
                 async with asyncio.timeout(5):
                     for _ in range(5):  # the reply, the current values (one frame each), then live frames
