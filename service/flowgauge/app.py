@@ -35,7 +35,14 @@ from flowgauge.config import Settings, VenueSettings, open_listeners, secret_val
 from flowgauge.conflation import BacklogConflation
 from flowgauge.connectors import registry
 from flowgauge.connectors.base import PollRequest, VenueAdapter
-from flowgauge.connectors.markets import MarketsError, load_markets, retire_time, retirement, select
+from flowgauge.connectors.markets import (
+    MarketsError,
+    UnlistedGuard,
+    load_markets,
+    retire_time,
+    retirement,
+    select,
+)
 from flowgauge.connectors.rest import RestScheduler
 from flowgauge.connectors.session import Session, SessionSettings
 from flowgauge.engine import Engine
@@ -464,6 +471,7 @@ class Daemon:
         # Instruments that stopped trading before we started retire at once and are never subscribed.
         expiries = self._apply_lifecycle(venue, markets, instruments)
         instruments = [i for i in instruments if not self.engine.is_retired(venue, i.symbol)]
+        unlisted = UnlistedGuard(len(markets))
         self._markets_loaded.add(venue)
         session_settings = SessionSettings(
             ping_interval_s=venue_settings.ping_interval_s,
@@ -487,7 +495,9 @@ class Daemon:
             rest.add_poll(poll, self._poll_callback(adapter, poll))
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(rest.run(), name=f"rest:{venue}")
-            tasks.create_task(self._watch_lifecycle(venue, venue_settings, expiries), name=f"lifecycle:{venue}")
+            tasks.create_task(
+                self._watch_lifecycle(venue, venue_settings, expiries, unlisted), name=f"lifecycle:{venue}"
+            )
             if not instruments:
                 return  # every configured instrument retired: nothing to stream
             connections = adapter.connections(instruments, venue_settings.ws_url, venue_settings.book_depth)
@@ -525,27 +535,44 @@ class Daemon:
         return on_response
 
     def _apply_lifecycle(
-        self, venue: str, markets: dict[str, dict[str, Any]], instruments: Sequence[Instrument]
+        self,
+        venue: str,
+        markets: dict[str, dict[str, Any]],
+        instruments: Sequence[Instrument],
+        unlisted: UnlistedGuard | None = None,
     ) -> dict[str, int]:
         """Retire every tracked book of `venue` whose instrument stopped trading by `markets` (unified symbol ->
-        ccxt market; a missing one is delisted); returns the scheduled retire time (ms) of each one still live."""
+        ccxt market); returns the scheduled retire time (ms) of each one still live. A missing one is delisted only
+        once `unlisted` confirms it (missing from two usable answers in a row); at start none is missing (`select`
+        refused an unknown symbol)."""
         now_ms = time.time_ns() // 1_000_000
         expiries: dict[str, int] = {}
-        for instrument in instruments:
-            symbol = instrument.symbol
-            if self.engine.state(venue, symbol) is None:
-                continue  # retired already
+        live = [i.symbol for i in instruments if self.engine.state(venue, i.symbol) is not None]
+        confirmed: list[str] = []
+        if unlisted is not None:
+            confirmed, first = unlisted.unlisted(markets, live)
+            for symbol in first:
+                event(log, logging.WARNING, "instrument_unlisted", venue=venue, symbol=symbol,
+                      action="retired if the next refresh does not list it either")  # fmt: skip
+        for symbol in live:
             market = markets.get(symbol)
+            if market is None and symbol not in confirmed and unlisted is not None:
+                continue  # not (yet) proven delisted: a partial or glitched answer must not retire a live book
             retired = retirement(venue, symbol, market, now_ms)
             if retired is not None:
-                self.engine.retire(venue, symbol, *retired)
+                reason, detail = retired
+                if market is None:
+                    detail += " (two refreshes in a row)"
+                self.engine.retire(venue, symbol, reason, detail)
             elif market is not None:
                 at = retire_time(venue, market)
                 if at is not None:
                     expiries[symbol] = at
         return expiries
 
-    async def _watch_lifecycle(self, venue: str, venue_settings: VenueSettings, expiries: dict[str, int]) -> None:
+    async def _watch_lifecycle(
+        self, venue: str, venue_settings: VenueSettings, expiries: dict[str, int], unlisted: UnlistedGuard
+    ) -> None:
         """Retire books on time: each at its instrument's retire time (expiry, scheduled delisting), and any the
         venue stops listing as trading, seen by reloading its metadata every `markets_refresh_s`. A failed reload is
         counted and logged like the first load, and tried again at the next refresh."""
@@ -568,8 +595,13 @@ class Daemon:
                     raise asyncio.CancelledError
                 if fresh is not None:
                     live = [s.instrument for s in self.engine.states() if s.instrument.venue == venue]
+                    # One the answer left out keeps the retire time it had (its absence is not proven yet).
+                    kept = {symbol: at for symbol, at in expiries.items() if symbol not in fresh}
                     expiries.clear()
-                    expiries.update(self._apply_lifecycle(venue, fresh, live))
+                    expiries.update(self._apply_lifecycle(venue, fresh, live, unlisted))
+                    for symbol, at in kept.items():
+                        if self.engine.state(venue, symbol) is not None:
+                            expiries.setdefault(symbol, at)
             if not any(s.instrument.venue == venue for s in self.engine.states()):
                 return  # every book of the venue retired: nothing left to watch
             wake = next_refresh - loop.time()
@@ -588,6 +620,12 @@ class Daemon:
             cause = exc.cause or "other"
             self.hooks.venue_failure(venue, "markets", cause, str(exc), [])
             event(log, logging.WARNING, "markets_refresh_failed", venue=venue, cause=cause, error=str(exc)[:300])
+            return None
+        if not markets:
+            # An empty listing is a venue (or ccxt) glitch, not every instrument delisted at once: a failed refresh.
+            self.hooks.venue_failure(venue, "markets", "protocol", f"{venue}: the venue listed no market", [])
+            event(log, logging.WARNING, "markets_refresh_failed", venue=venue, cause="protocol",
+                  error="the venue listed no market")  # fmt: skip
             return None
         return {str(m["symbol"]): m for m in markets}
 

@@ -20,9 +20,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 import yaml
+from aiohttp import web
 from tests.procs import flowgauge, free_port, http_get, wait_for
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -255,3 +257,92 @@ async def test_deribit_state_channel_retires_a_book_before_any_refresh(tmp_path:
             assert len(retired_lines(log, eth)) == 1
             code, text = await http_get(http_port, "/readyz")
             assert code == 200, text
+
+
+class ListingProxy:
+    """A REST front for the simulator (real aiohttp on loopback) whose exchangeInfo answers can be cut as a venue's
+    glitch would: each entry of `plan` shapes one answer ('omit_eth', 'empty': no symbol at all, 'truncated': BTC
+    only), then answers pass through whole. `answers` counts the exchangeInfo answers given."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.plan: list[str] = []
+        self.persistent: str | None = None
+        self.answers = 0
+        self.port = free_port()
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> ListingProxy:
+        self._session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None and self._session is not None
+        await self._runner.cleanup()
+        await self._session.close()
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        assert self._session is not None
+        async with self._session.request(request.method, self.upstream + str(request.rel_url)) as answer:
+            body = await answer.read()
+            status = answer.status
+        if request.path.endswith("/exchangeInfo") and status == 200:
+            mode = self.plan.pop(0) if self.plan else self.persistent
+            info = orjson.loads(body)
+            if mode == "omit_eth":
+                info["symbols"] = [row for row in info["symbols"] if row.get("symbol") != "ETHUSDT"]
+            elif mode == "empty":
+                info["symbols"] = []
+            elif mode == "truncated":
+                info["symbols"] = [row for row in info["symbols"] if row.get("symbol") == "BTCUSDT"]
+            body = orjson.dumps(info)
+            self.answers += 1
+        return web.Response(body=body, status=status, content_type="application/json")
+
+
+async def test_an_instrument_missing_from_one_answer_is_not_retired(tmp_path: Path) -> None:
+    """'No longer listed' retires a book only when two usable answers in a row leave it out: one answer without ETH
+    (a glitch), an empty answer (a failed refresh) and a truncated one (BTC alone, fewer than half the markets) retire
+    nothing; ETH left out of every answer retires on the second one (DELISTED)."""
+    async with (
+        BinanceUsdmSimulator(RECORDING, port=0, speed=2.0) as sim,
+        ListingProxy(sim.http_url) as proxy,
+    ):
+        config, _, http_port = write_config(tmp_path / "cfg.yaml", sim, [BTC, ETH], refresh_s=0.5)
+        raw = yaml.safe_load(config.read_text())
+        raw["venues"]["binanceusdm"]["rest_url"] = proxy.url
+        config.write_text(yaml.safe_dump(raw))
+        log = tmp_path / "daemon.log"
+        with flowgauge(["run", "-c", str(config)], log):
+            for symbol in (BTC, ETH):
+                await wait_for(book_state(http_port, symbol, "VALID"), f"{symbol} VALID", 60)
+            # Glitches, each followed by a whole answer: omitted once, empty, omitted once then truncated.
+            proxy.plan = ["omit_eth", "whole", "empty", "whole", "omit_eth", "truncated", "whole"]
+            seen = proxy.answers
+
+            def glitches_over() -> bool:
+                assert retired_lines(log, BTC) == retired_lines(log, ETH) == [], "a glitch retired a book"
+                return proxy.answers >= seen + 9
+
+            await wait_for(glitches_over, "nine more exchangeInfo answers", 30)
+            assert (await status(http_port))[ETH]["state"] == "VALID"
+            assert retired_lines(log, ETH) == []
+            text = log.read_text()
+            assert "instrument_unlisted" in text and "markets_refresh_failed" in text, text[-2000:]
+            # Really delisted: left out of every answer -> retired at the second one.
+            proxy.persistent = "omit_eth"
+            book = await wait_for(book_state(http_port, ETH, "RETIRED"), "ETH RETIRED", 30)
+            assert book["reason"] == "DELISTED", book
+            assert book["detail"] == f"binanceusdm no longer lists {ETH} (two refreshes in a row)", book
+            assert (await status(http_port))[BTC]["state"] == "VALID"
+            assert len(retired_lines(log, ETH)) == 1

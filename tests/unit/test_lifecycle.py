@@ -14,7 +14,7 @@ from tests.unit.test_feeds import Requests, RestParser
 from flowgauge import core
 from flowgauge.book.sequencing import binance_futures
 from flowgauge.book.sync import consecutive_ids
-from flowgauge.connectors.markets import NEVER_MS, retire_time, retirement
+from flowgauge.connectors.markets import NEVER_MS, UnlistedGuard, retire_time, retirement
 from flowgauge.engine import Engine
 from flowgauge.feeds import RESYNC_RETRY_NS, VenueFeed
 from flowgauge.types import (
@@ -240,6 +240,27 @@ def test_retire_time_of_dated_futures_and_scheduled_delistings() -> None:
     assert retire_time("okx", market({"expTime": ""})) is None
     assert retire_time("hyperliquid", market({"deliveryTime": str(NOW)})) is None  # not a field of that venue
     assert retirement("bybit", SYM, market({"status": "Trading", "deliveryTime": str(NOW + 5)}), NOW) is None
+
+
+def test_unlisted_retires_only_after_two_usable_answers_in_a_row() -> None:
+    """A metadata answer that leaves an instrument out may be a truncated page, a filter or a glitch, and a retired
+    book never comes back: one absence waits, an empty or shrunken answer proves nothing either way."""
+    listing = {s: {"symbol": s} for s in (SYM, OTHER, "A/USDT:USDT", "B/USDT:USDT")}
+    without_other = {s: m for s, m in listing.items() if s != OTHER}
+    guard = UnlistedGuard(len(listing))
+    live = [SYM, OTHER]
+    assert guard.unlisted(without_other, live) == ([], [OTHER])  # first absence: wait
+    assert guard.unlisted(listing, live) == ([], [])  # back: forgotten
+    assert guard.unlisted(without_other, live) == ([], [OTHER])
+    assert guard.unlisted({}, live) == ([], [])  # empty: proves nothing (and the daemon counts a failed refresh)
+    assert guard.unlisted({SYM: listing[SYM]}, live) == ([], [])  # 1 of 4 markets: truncated, proves nothing
+    assert guard.unlisted(without_other, live) == ([OTHER], [])  # two usable answers in a row: delisted
+    # A listing that really halves is believed at the third such answer in a row.
+    guard = UnlistedGuard(100)
+    assert guard.unlisted({SYM: {}}, live) == ([], [])
+    assert guard.unlisted({SYM: {}}, live) == ([], [])
+    assert guard.unlisted({SYM: {}}, live) == ([], [OTHER])
+    assert guard.unlisted({SYM: {}}, live) == ([OTHER], [])
 
 
 # ------------------------------------------------------------------------------------------ SDK

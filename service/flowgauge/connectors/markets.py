@@ -15,7 +15,9 @@ market and the venue's own fields in it (`info`), as each venue marks them:
 * okx: `state` (`suspend` is temporary: not retired); `expTime` (ms, "" for none); expired instruments leave the list.
 * deribit: `is_active` false; `expiration_timestamp` (ms; 32503708800000 on perpetuals means none).
 * hyperliquid: `isDelisted` true.
-An instrument that is no longer listed at all is delisted, on every venue.
+An instrument that is no longer listed at all is delisted, on every venue, but only once `UnlistedGuard` confirms it:
+an answer can omit an instrument for reasons that have nothing to do with the instrument (a truncated page, a
+filter, a glitch), and a retired book never comes back.
 """
 
 from __future__ import annotations
@@ -244,6 +246,43 @@ def retirement(
     elif venue == "hyperliquid" and info.get("isDelisted") is True:
         return RetireReason.DELISTED, "hyperliquid isDelisted is true"
     return None
+
+
+class UnlistedGuard:
+    """Decides when "no longer listed" may retire a book, since a retired book never comes back: an instrument
+    missing from a metadata answer is delisted only when it is missing from two consecutive usable answers. An
+    answer is usable when it is not empty and holds at least half as many markets as the last usable one (a
+    truncated page or a filtered answer is not usable); an unusable answer neither starts nor confirms an absence.
+    A venue that really shrinks its listing by half is believed at its `SHRUNK_TO_BELIEVE`-th such answer in a row.
+
+    `listed`: the number of markets in the answer the instruments were loaded from."""
+
+    MIN_FRACTION = 0.5
+    SHRUNK_TO_BELIEVE = 3
+
+    def __init__(self, listed: int) -> None:
+        self._baseline = listed
+        self._shrunk = 0  # consecutive non-empty answers below MIN_FRACTION of the baseline
+        self.missing_once: set[str] = set()  # missing from the last usable answer (still live)
+
+    def unlisted(self, markets: Mapping[str, Any], symbols: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Of the live `symbols`, those one answer (`markets`: unified symbol -> market) no longer lists:
+        (confirmed: missing from two usable answers in a row, to retire as delisted; first: missing for the first
+        time, to wait for the next answer). Both empty when the answer is not usable."""
+        self.missing_once.difference_update([s for s in self.missing_once if s in markets])
+        if not markets:
+            return [], []
+        if len(markets) < self._baseline * self.MIN_FRACTION:
+            self._shrunk += 1
+            if self._shrunk < self.SHRUNK_TO_BELIEVE:
+                return [], []
+        self._shrunk = 0
+        self._baseline = len(markets)
+        absent = [s for s in symbols if s not in markets]
+        confirmed = [s for s in absent if s in self.missing_once]
+        first = [s for s in absent if s not in self.missing_once]
+        self.missing_once = set(first)
+        return confirmed, first
 
 
 def _iso(ms: int) -> str:
