@@ -283,6 +283,25 @@ def test_the_sdk_knows_a_retired_instrument_is_final_not_stale() -> None:
     assert sub.is_stale("flowgauge.v1.bybit.BTC-USDT-USDT")  # never heard of: stale, as before
 
 
+def test_the_sdk_forgets_a_retirement_when_the_instrument_is_live_again() -> None:
+    """A daemon restarted after the venue listed the instrument again publishes it anew: from its first newer message
+    the instrument is no longer retired, and staleness applies again (else a dead daemon would never show stale for
+    it). A current value replayed on subscribe that is older than the RETIRED status does not undo it."""
+    import time
+
+    from flowgauge.sdk.message import Message
+    from flowgauge.sdk.subscription import Subscription
+
+    sub = Subscription("ws://127.0.0.1:1", ["flowgauge.v1.bybit.>"], stale_after_s=60)
+    book, status = "flowgauge.v1.bybit.ETH-USDT-USDT", "flowgauge.v1.status.bybit.ETH-USDT-USDT"
+    sub._note(Message(status, payload={"state": "RETIRED", "reason": "DELISTED", "heartbeat": False}))
+    older = time.time_ns() - 3_600_000_000_000
+    sub._note(Message(book, payload={"ts_publish": older}, snapshot=True))  # its last metrics, replayed
+    assert sub.is_retired(book)
+    sub._note(Message(status, payload={"state": "SYNCING", "heartbeat": False}))  # a new daemon, listed again
+    assert not sub.is_retired(book) and not sub.is_retired(status)
+
+
 def test_a_retired_book_leaves_the_rest_schedule() -> None:
     from flowgauge.connectors.base import FetchSnapshot, PollRequest
     from flowgauge.connectors.rest import RestScheduler

@@ -16,7 +16,8 @@ Staleness: the daemon publishes a status heartbeat per book every few seconds (`
 patterns name (those extra messages are not yielded) and calls a current value stale when nothing of its
 instrument (a payload or a heartbeat) arrived for `stale_after_s`: a book gone quiet because its daemon, or
 the path to it, stopped, not because the market is quiet (a lost venue feed shows in the book's status). An
-instrument whose final status said RETIRED (expired or delisted) is never stale: `is_retired(topic)` says so.
+instrument whose final status said RETIRED (expired or delisted) is never stale: `is_retired(topic)` says so,
+until anything of the instrument newer than that status arrives (a daemon restarted with it listed again).
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ class Subscription:
         self._closed = asyncio.Event()  # set by close(): ends a reconnect backoff at once
         self._latest: dict[str, Message] = {}
         self._heard: dict[object, float] = {}  # instrument (or topic) -> wall time it was last heard of
-        self._retired: set[object] = set()  # instruments whose final status (RETIRED) arrived: never stale
+        # Instruments whose final status (RETIRED) arrived, with when it was heard of: never stale, until anything
+        # newer of the instrument arrives (a daemon restarted with the instrument listed again).
+        self._retired: dict[object, float] = {}
         self._dropped_before = 0
         self.interruptions = 0
         """How many times the connection was lost (each yielded one `Interrupted`)."""
@@ -220,7 +223,11 @@ class Subscription:
             except ValueError:
                 return  # not JSON: another publisher's data, yielded as it came
             if isinstance(payload, dict) and payload.get("state") == "RETIRED":
-                self._retired.add(key)
+                self._retired[key] = max(heard, self._retired.get(key, 0.0))
+                return
+        retired_at = self._retired.get(key)
+        if retired_at is not None and heard > retired_at:
+            del self._retired[key]  # the instrument is live again: staleness applies as before
 
     # ---------------------------------------------------------------------------------------- connecting
 
