@@ -6,7 +6,7 @@ replayed), drop it harmlessly; False = something was missed, the book is wrong (
 
 from __future__ import annotations
 
-from flowgauge.book.sync import consecutive_ids
+from flowgauge.book.sync import consecutive_ids, snapshots_only
 from flowgauge.types import BookDelta
 
 __all__ = ["binance_futures", "chained_ids", "consecutive_ids", "okx_books", "snapshots_only"]
@@ -43,11 +43,6 @@ def binance_futures(last_seq: int | None, delta: BookDelta, first: bool = False)
         first_id = delta.first_seq if delta.first_seq is not None else delta.seq
         return first_id <= last_seq <= delta.seq
     return chained_ids(last_seq, delta)
-
-
-def snapshots_only(last_seq: int | None, delta: BookDelta, first: bool = False) -> bool | None:
-    """Hyperliquid `l2Book`: every push is a full snapshot; a delta would be a protocol error."""
-    return False
 
 
 def okx_books(last_seq: int | None, delta: BookDelta, first: bool = False) -> bool | None:

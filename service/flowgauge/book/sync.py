@@ -15,6 +15,10 @@ Rules:
 * A delta older than the book (duplicate or replayed id) is dropped without harm and counted.
 * A snapshot while VALID is a venue reset: the book is reloaded and `reset` tells metrics that
   no flow may be computed across it.
+* A stream of full snapshots (`snapshots_only`, Hyperliquid): each push replaces the book, and its id is the
+  push's exchange time. A push older than the book while VALID was sent out of order: it is dropped and
+  counted (`stale_snapshots`), so a book is never published older than one already published; a run of
+  `MAX_OLDER_SNAPSHOTS` older pushes in a row means the venue's clock went back, and the last one is taken.
 * RETIRED (the instrument expired or was delisted): the book is cleared, and snapshots, deltas and
   invalidations are ignored from then on; nothing ever asks for a resync again. Retiring twice changes nothing.
 """
@@ -44,6 +48,15 @@ def consecutive_ids(last_seq: int | None, delta: BookDelta, first: bool = False)
     return False
 
 
+def snapshots_only(last_seq: int | None, delta: BookDelta, first: bool = False) -> bool | None:
+    """Hyperliquid `l2Book`: every push is a full snapshot; a delta would be a protocol error."""
+    return False
+
+
+# Older pushes in a row after which a snapshot-only stream follows the venue's clock back (see the module doc).
+MAX_OLDER_SNAPSHOTS = 3
+
+
 class ApplyResult:
     """What one book message did. Reused per call to avoid allocation in the hot path."""
 
@@ -62,7 +75,9 @@ class BookSync:
     __slots__ = (
         "_buffer",
         "_first",
+        "_older_run",
         "_result",
+        "_snapshot_stream",
         "book",
         "buffer_deltas",
         "buffer_dropped",
@@ -86,6 +101,8 @@ class BookSync:
         self._buffer: deque[BookDelta] = deque(maxlen=max_buffered)
         self.buffer_dropped = 0
         self._first = True  # the next delta is the first after a snapshot
+        self._snapshot_stream = rule is snapshots_only  # every message is a full book; its id is its time
+        self._older_run = 0  # snapshots of such a stream older than the book, in a row
         self.book = book if book is not None else L2Book()
         self.state = BookState.SYNCING
         self.reason: InvalidReason | RetireReason | None = None
@@ -114,17 +131,20 @@ class BookSync:
         if self.state is BookState.RETIRED:
             return result
         book = self.book
-        if (
-            self.buffer_deltas
-            and self.state is BookState.VALID
-            and snapshot.seq is not None
-            and book.seq is not None
-            and snapshot.seq <= book.seq
-        ):
-            # A REST snapshot older than the live book (a duplicate delivery, or one that was in flight
-            # while the book recovered): loading it would move a correct book backwards.
-            self.stale_snapshots += 1
-            return result
+        if self.state is BookState.VALID and snapshot.seq is not None and book.seq is not None:
+            if self.buffer_deltas and snapshot.seq <= book.seq:
+                # A REST snapshot older than the live book (a duplicate delivery, or one that was in flight
+                # while the book recovered): loading it would move a correct book backwards.
+                self.stale_snapshots += 1
+                return result
+            if self._snapshot_stream and snapshot.seq < book.seq:
+                # A push sent out of order: publishing it would move the book back in time. Only a run of them
+                # (the venue's clock went back) is followed.
+                self._older_run += 1
+                if self._older_run < MAX_OLDER_SNAPSHOTS:
+                    self.stale_snapshots += 1
+                    return result
+        self._older_run = 0
         book.load(snapshot.bids, snapshot.asks, snapshot.seq, snapshot.ts_exchange)
         self._first = True
         result.reset = True

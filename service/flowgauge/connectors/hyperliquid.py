@@ -15,7 +15,8 @@ Venue facts relied on (../shared/exchanges.md §5 and "Differences that bite" 19
   `book.sequencing.snapshots_only`, no delta buffering). The push's `time` (ms) is the snapshot's
   `seq`: it is non-decreasing on a connection (checked over the 2025-01 recording, where the
   subscription snapshot and the first push even carry the same time), which is all a snapshot-only
-  book needs; it is not a gap detector.
+  book needs; it is not a gap detector. A push older than the book is dropped (`book.sync`: a book is never
+  published older than one already published), unless a few come in a row (the venue's clock went back).
 * `trades`: `side` "B" = the taker bought, "A" = the taker sold (that it is the aggressor side is
   UNCONFIRMED wording in the docs; the 2025-01 recording is consistent with it: "A" prints at the bid,
   "B" at the ask). The first message after subscribing replays recent trades (the recording's first

@@ -44,7 +44,19 @@ subscribe keep their recorded age, as the venue's do. When the
 recording ends the market loops: trade ids are shifted by a per-loop offset larger than their recorded
 span and trade hashes rewritten, so nothing repeats.
 
-Faults. `gap_every=N` withholds every N-th `l2Book` push of each coin from all clients (the market's own
+Faults. Every kind of `faults.py` that means something on a stream of full books without sequence ids
+(`SUPPORTED_FAULTS`), on the `l2Book` pushes of the coin: a withheld push (the next one is a full book
+anyway), a duplicated one, a reordered one (sent after the coin's next push, so it arrives with an older
+`time`), a malformed, truncated or oversized one; `seq_gap` moves the coin's push times forward by `by` ms
+from then on (the only id this stream has jumps; nothing lost); `slow_snapshot` acks a subscribe of the
+coin's book at once but holds the book sent on subscribe (and the pushes after it) back by `delay_s`;
+`sub_error` answers a subscribe of the coin's book on channel `error` and does not subscribe it. The
+connection and clock faults and `rate_limit` (HTTP 429/418 on `POST /info`) are `base`'s. Truth: every book
+the market makes (played, or the one served before anything played) goes to `sim.truth` keyed by its `time`
+(the daemon's `book_seq`), kept unique and increasing per coin: a push stamped at or up to 1 s behind the
+coin's previous one is served 1 ms after it (a clock fault that moves time back further still does).
+
+`gap_every=N` withholds every N-th `l2Book` push of each coin from all clients (the market's own
 book still moves: the next push is a full snapshot, so a client cannot detect the loss from sequence
 numbers; there are none). `garbage_every=N` sends each client a malformed frame after every N data frames
 it received, cycling through a non-JSON binary frame, a well-formed `l2Book` frame with wrongly typed
@@ -87,6 +99,8 @@ from flowgauge.simulate.base import (
     now_ms,
     simulator_runner,
 )
+from flowgauge.simulate.faults import CONNECTION_FAULTS
+from flowgauge.simulate.truth import TRUTH_DEPTH, TruthStore
 
 __all__ = ["DEFAULT_PORT", "HyperliquidSimulator", "run_simulator"]
 
@@ -99,6 +113,9 @@ RECENT_TRADES = 30  # trades sent to a new `trades` subscriber (the recording's 
 MAX_SUBSCRIPTIONS_PER_CLIENT = 1000  # the venue's per-IP subscription cap, applied per connection here
 DEFAULT_CTX_EVERY_S = 3.0
 _MAX_REQUEST_BYTES = 1 << 16
+# A push stamped at or less than this behind the coin's previous one is served 1 ms after it (ties, and the lag the
+# tie-breaking builds up); further back is a clock that went back (a clock fault), served as is.
+_MAX_TIE_LAG_MS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +359,8 @@ class _CoinState:
         self.book: dict[str, Any] | None = None  # last `l2Book` data (rewritten)
         self.trades: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_TRADES)
         self.book_pushes = 0
+        self.time_offset = 0  # ms added to push times from a `seq_gap` on (the stream's only id jumps)
+        self.last_time: int | None = None  # time of the last book made (kept unique per coin)
         # asset context
         self.ctx: dict[str, Any] | None = None
         self.ctx_count = 0
@@ -352,14 +371,24 @@ class _CoinState:
         self.day_ntl = Decimal(0)
         self.prev_day_px: Decimal | None = None
 
-    def book_frame(self, data: dict[str, Any], shift: _Shift) -> dict[str, Any]:
+    def book_frame(self, data: dict[str, Any], shift: _Shift, truth: TruthStore | None = None) -> dict[str, Any]:
         spec = self.spec
         levels = [
             [{"px": spec.px(level["px"]), "sz": spec.sz(level["sz"]), "n": level["n"]} for level in side]
             for side in data["levels"]
         ]
-        out = {"coin": spec.coin, "time": shift.clock.ms(data["time"]), "levels": levels}
+        time_ms = shift.clock.ms(data["time"]) + self.time_offset
+        last = self.last_time
+        if last is not None and last - _MAX_TIE_LAG_MS < time_ms <= last:
+            # The venue's time is the truth's key (and the daemon's book_seq): unique per push, and never behind the
+            # previous push but for a clock that really went back.
+            time_ms = last + 1
+        self.last_time = time_ms
+        out = {"coin": spec.coin, "time": time_ms, "levels": levels}
         self.book = out
+        if truth is not None:
+            bids, asks = ([(float(lv["px"]), float(lv["sz"])) for lv in side[:TRUTH_DEPTH]] for side in levels)
+            truth.record(spec.coin, time_ms, time_ms, bids, asks)
         return out
 
     def trade_frame(self, data: list[dict[str, Any]], shift: _Shift, *, history: bool = False) -> list[dict[str, Any]]:
@@ -444,6 +473,10 @@ class _Client(SimClient["HyperliquidSimulator", str]):
 
     TRUNCATED_FALLBACK = '{"channel":"l2Book","data":{"coin":"BTC","time":1,"levels":[[{"px"'
 
+    def __init__(self, sim: HyperliquidSimulator, ws: web.WebSocketResponse) -> None:
+        super().__init__(sim, ws)
+        self.pending: set[str] = set()  # book keys whose (slow_snapshot) subscription is not in force yet
+
     @property
     def tag(self) -> str:
         return "hyperliquid"
@@ -475,6 +508,7 @@ class _Market(SimMarket["HyperliquidSimulator", str, _Client, _Frame]):
         for state in self.coins.values():
             self.by_source[state.spec.source].append(state)
         self._shift: _Shift | None = None  # the shift frames are being played with
+        self._held: dict[str, str] = {}  # reorder_diff: coin -> a push sent after the coin's next one
         first = tape.frames[0].ts if tape.frames else time.time()
         self._anchor_ms = round(first * 1000) - tape.latency_ms
 
@@ -512,7 +546,7 @@ class _Market(SimMarket["HyperliquidSimulator", str, _Client, _Frame]):
         if self._shift is None:
             first = self.tape.first_books.get(state.spec.source)
             if first is not None:
-                state.book_frame(first, self.shift_now())
+                state.book_frame(first, self.shift_now(), self.sim.truth)
         return state
 
     def _seed_trades(self, state: _CoinState) -> list[dict[str, Any]] | None:
@@ -543,11 +577,15 @@ class _Market(SimMarket["HyperliquidSimulator", str, _Client, _Frame]):
         for state in self.by_source.get(frame.coin, ()):
             coin = state.spec.coin
             if frame.channel == "l2Book":
-                data = state.book_frame(frame.data, shift)
+                if sim.faults:
+                    self._book_opportunity(state)
+                data = state.book_frame(frame.data, shift, sim.truth)
                 state.book_pushes += 1
                 deliver = not (sim.gap_every and state.book_pushes % sim.gap_every == 0)
                 if not deliver:
                     sim.gaps_injected += 1  # the market's book moved; no client sees this push
+                elif sim.faults or self._held:
+                    self._send_book(coin, data)
                 else:
                     self._send("l2Book", coin, data)
                 if state.last_ctx_ts is None or frame.ts - state.last_ctx_ts >= sim.ctx_every_s:
@@ -558,6 +596,47 @@ class _Market(SimMarket["HyperliquidSimulator", str, _Client, _Frame]):
                         self._send("activeAssetCtx", coin, {"coin": coin, "ctx": ctx})
             else:
                 self._send("trades", coin, state.trade_frame(frame.data, shift))
+
+    def _book_opportunity(self, state: _CoinState) -> None:
+        """One push of the coin is being played: count it, inject the connection faults due (on the connections
+        that carry its book) and a `seq_gap` (the coin's push times move forward from this push on)."""
+        sim = self.sim
+        coin = state.spec.coin
+        sim.faults.frame(coin)
+        clients = self.subs.get(_key("l2Book", coin))
+        if clients:
+            sim.connection_faults(coin, clients)
+        spec = sim.faults.take("seq_gap", coin)
+        if spec is not None:
+            state.time_offset += int(spec.param("by"))
+
+    def _send_book(self, coin: str, data: dict[str, Any]) -> None:
+        """Deliver one push under the book-stream faults, then a push held back by `reorder_diff` (if any)."""
+        faults = self.sim.faults
+        key = _key("l2Book", coin)
+        text = _frame("l2Book", data)
+        held = self._held.pop(coin, None)
+        texts = [text]
+        if faults.take("drop_diff", coin):
+            texts = []
+        elif faults.take("duplicate_diff", coin):
+            texts = [text, text]
+        elif faults.take("reorder_diff", coin):
+            texts = []
+            self._held[coin] = text
+        elif faults.take("malformed_json", coin):
+            texts = ['{"channel":"l2Book","data":{,' + text[len('{"channel":"l2Book","data":{') :]]
+        elif faults.take("truncated_frame", coin):
+            texts = [text[: len(text) // 2]]
+        elif (spec := faults.take("oversized_frame", coin)) is not None:
+            pad = max(0, int(spec.param("bytes")) - len(text) - 16)
+            texts = [text[:-1] + ',"pad":"' + " " * pad + '"}']
+        if held is not None:
+            texts.append(held)  # older than the push just sent
+        subs = self.subs.get(key)
+        if subs:
+            for out in texts:
+                self.sim.deliver(subs, out, key)
 
     def _send(self, channel: str, coin: str, data: Any) -> None:
         key = _key(channel, coin)
@@ -581,6 +660,12 @@ class HyperliquidSimulator(SimulatorServer[_Client]):
     `sim.http_url`. Counters (`frames_sent`, `gaps_injected`, `garbage_sent`, `garbage_by_kind`, `ctx_sent`,
     `slow_disconnects`, `bad_requests`, `loops_completed`) let tests assert what was served and injected.
     """
+
+    # What applies to a stream of full books without ids or checksum (no `bad_checksum`, no Bybit `u1_restart`).
+    SUPPORTED_FAULTS = CONNECTION_FAULTS | {
+        "drop_diff", "duplicate_diff", "reorder_diff", "seq_gap", "malformed_json", "truncated_frame",
+        "oversized_frame", "slow_snapshot", "rate_limit", "sub_error",
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -735,20 +820,40 @@ class HyperliquidSimulator(SimulatorServer[_Client]):
         assert isinstance(channel, str) and isinstance(coin, str)
         key = _key(channel, coin)
         if method == "unsubscribe":
+            if key in client.pending:  # a slow snapshot on its way: not wanted any more
+                client.pending.discard(key)
+                self._reply(client, _ack(method, sub))
+                return
             if key not in client.keys:
                 self._error(client, f"Already unsubscribed: {shown}")
                 return
             market.unsubscribe(client, key)
             self._reply(client, _ack(method, sub))
             return
-        if key in client.keys:
+        if key in client.keys or key in client.pending:
             self._error(client, f"Already subscribed: {shown}")
             return
         if len(client.keys) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
             self._error(client, f"Cannot track more than {MAX_SUBSCRIPTIONS_PER_CLIENT} total subscriptions")
             return
-        if self._reply(client, _ack(method, sub)):
+        if channel == "l2Book" and self.faults.take("sub_error", coin) is not None:
+            self._error(client, f"Subscription failed, please retry: {shown}")  # the venue's wording is UNCONFIRMED
+            return
+        if not self._reply(client, _ack(method, sub)):
+            return
+        spec = self.faults.take("slow_snapshot", coin) if channel == "l2Book" else None
+        if spec is None:
             market.subscribe(client, channel, coin)
+            return
+        client.pending.add(key)  # the book sent on subscribe, and the pushes after it, come `delay_s` late
+        self.later(float(spec.param("delay_s")), self._late_subscribe, client, market, channel, coin)
+
+    def _late_subscribe(self, client: _Client, market: _Market, channel: str, coin: str) -> None:
+        key = _key(channel, coin)
+        if key in client.pending:
+            client.pending.discard(key)
+            if client.kicked is None:
+                market.subscribe(client, channel, coin)
 
     def _error(self, client: _Client, text: str) -> None:
         self.bad_requests += 1
