@@ -481,7 +481,10 @@ class _Market(SimMarket["BybitSimulator", str, _Client, _Frame]):
         book = self.books.get(topic)
         if book is None and not is_delta:  # a delta before any snapshot has no book
             book = self.books[topic] = _Book(_book_depth(topic))
-        if book is None:
+        if book is None:  # no state to keep or record: served as recorded
+            subs = self.subs.get(topic)
+            if subs:
+                sim.deliver(subs, orjson.dumps(msg).decode(), topic)
             return
         book.apply(msg)
         restart = is_delta and bool(faults) and faults.take("u1_restart", instrument) is not None
