@@ -38,6 +38,8 @@ from flowgauge.connectors.base import PollRequest, VenueAdapter
 from flowgauge.connectors.markets import (
     MarketsError,
     UnlistedGuard,
+    delivered_by_name,
+    delivered_instrument,
     load_markets,
     retire_time,
     retirement,
@@ -468,6 +470,13 @@ class Daemon:
         instruments, markets = await self._load_instruments(venue, venue_settings)
         for instrument in instruments:
             self.engine.add_instrument(instrument, adapter.sequence_rule, adapter.buffer_deltas)
+        # A configured dated contract delivered before today that the venue no longer lists: retired, not unknown.
+        now_ms = time.time_ns() // 1_000_000
+        for symbol in venue_settings.symbols:
+            day = delivered_by_name(symbol, now_ms) if symbol not in markets else None
+            if day is not None:
+                self.engine.add_instrument(delivered_instrument(venue, symbol), adapter.sequence_rule)
+                self.engine.retire(venue, symbol, RetireReason.EXPIRED, f"delivered on {day}, no longer listed")
         # Instruments that stopped trading before we started retire at once and are never subscribed.
         expiries = self._apply_lifecycle(venue, markets, instruments)
         instruments = [i for i in instruments if not self.engine.is_retired(venue, i.symbol)]
@@ -648,8 +657,12 @@ class Daemon:
                 markets = await load_markets(
                     venue, venue_settings.rest_url, venue_settings.connect_timeout_s, on_response
                 )
-                # An unknown symbol is a configuration error: fail loudly (select raises).
-                chosen = select(venue, markets, list(venue_settings.symbols))
+                # An unknown symbol is a configuration error: fail loudly (select raises); but a dated contract
+                # delivered before today that the venue dropped from its listing is expired (_run_venue retires it).
+                listed = {str(m["symbol"]) for m in markets}
+                now_ms = time.time_ns() // 1_000_000
+                wanted = [s for s in venue_settings.symbols if s in listed or delivered_by_name(s, now_ms) is None]
+                chosen = select(venue, markets, wanted)
                 return chosen, {str(m["symbol"]): m for m in markets}
             except MarketsError as exc:
                 if exc.cause is None:

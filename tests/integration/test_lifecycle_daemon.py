@@ -346,3 +346,28 @@ async def test_an_instrument_missing_from_one_answer_is_not_retired(tmp_path: Pa
             assert book["detail"] == f"binanceusdm no longer lists {ETH} (two refreshes in a row)", book
             assert (await status(http_port))[BTC]["state"] == "VALID"
             assert len(retired_lines(log, ETH)) == 1
+
+
+async def test_a_delivered_quarterly_the_venue_no_longer_lists_is_retired_at_start(tmp_path: Path) -> None:
+    """A configured dated contract whose delivery date is past and that the venue dropped from its listing (as OKX,
+    Deribit and Bybit do) does not stop the daemon as an unknown symbol would: after a restart past an expiry, the
+    other books must still run. Its book is RETIRED (EXPIRED) from the start and never asked for."""
+    delivered = "BTC/USDT:USDT-250328"
+    async with BinanceUsdmSimulator(RECORDING, port=0, speed=2.0) as sim:
+        config, _, http_port = write_config(tmp_path / "cfg.yaml", sim, [BTC, delivered], refresh_s=3600.0)
+        log = tmp_path / "daemon.log"
+        with flowgauge(["run", "-c", str(config)], log) as proc:
+
+            async def btc_valid() -> dict[str, Any] | None:
+                assert proc.poll() is None, log.read_text()[-2000:]
+                return await book_state(http_port, BTC, "VALID")()
+
+            await wait_for(btc_valid, "BTC VALID", 60)
+            book = (await status(http_port))[delivered]
+            assert (book["state"], book["reason"]) == ("RETIRED", "EXPIRED"), book
+            assert book["detail"] == "delivered on 2025-03-28, no longer listed", book
+            code, text = await http_get(http_port, "/readyz")
+            assert code == 200, text
+            code, metrics = await http_get(http_port, "/metrics")
+            assert code == 200 and delivered not in metrics
+            assert len(retired_lines(log, delivered)) == 1

@@ -14,7 +14,14 @@ from tests.unit.test_feeds import Requests, RestParser
 from flowgauge import core
 from flowgauge.book.sequencing import binance_futures
 from flowgauge.book.sync import consecutive_ids
-from flowgauge.connectors.markets import NEVER_MS, UnlistedGuard, retire_time, retirement
+from flowgauge.connectors.markets import (
+    NEVER_MS,
+    UnlistedGuard,
+    delivered_by_name,
+    delivered_instrument,
+    retire_time,
+    retirement,
+)
 from flowgauge.engine import Engine
 from flowgauge.feeds import RESYNC_RETRY_NS, VenueFeed
 from flowgauge.types import (
@@ -22,6 +29,7 @@ from flowgauge.types import (
     BookDelta,
     BookSnapshot,
     BookState,
+    ContractKind,
     InstrumentRetired,
     InvalidReason,
     OpenInterest,
@@ -240,6 +248,20 @@ def test_retire_time_of_dated_futures_and_scheduled_delistings() -> None:
     assert retire_time("okx", market({"expTime": ""})) is None
     assert retire_time("hyperliquid", market({"deliveryTime": str(NOW)})) is None  # not a field of that venue
     assert retirement("bybit", SYM, market({"status": "Trading", "deliveryTime": str(NOW + 5)}), NOW) is None
+
+
+def test_a_dated_contract_delivered_before_today_is_known_by_its_name() -> None:
+    day = 86_400_000
+    assert delivered_by_name("BTC/USDT:USDT-250328", NOW) == "2025-03-28"
+    # NOW is 2026-05-28 20:26 UTC
+    assert delivered_by_name("BTC/USD:BTC-260527", NOW) == "2026-05-27"
+    assert delivered_by_name("BTC/USD:BTC-260528", NOW) is None  # today: not surely delivered (the timer's job)
+    assert delivered_by_name("BTC/USD:BTC-260604", NOW) is None  # ahead
+    assert delivered_by_name("BTC/USDT:USDT", NOW) is None  # a perpetual: unknown stays a configuration error
+    assert delivered_by_name("BTC/USD:BTC-250328-50000-C", NOW) is None  # an option is not ours
+    assert delivered_by_name("BTC/USDT:USDT-251399", NOW + day) is None  # not a date
+    instrument = delivered_instrument("okx", "ETH/USD:ETH-250328")
+    assert (instrument.kind, instrument.settle, instrument.derivative) == (ContractKind.INVERSE, "ETH", True)
 
 
 def test_unlisted_retires_only_after_two_usable_answers_in_a_row() -> None:

@@ -23,6 +23,7 @@ filter, a glitch), and a retired book never comes back.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -283,6 +284,51 @@ class UnlistedGuard:
         first = [s for s in absent if s not in self.missing_once]
         self.missing_once = set(first)
         return confirmed, first
+
+
+# A dated contract's ccxt unified symbol: BASE/QUOTE:SETTLE-YYMMDD (its delivery date).
+_DATED_SYMBOL = re.compile(r"(?P<base>[^/:\s]+)/(?P<quote>[^/:\s]+):(?P<settle>[^/:\s-]+)-(?P<date>\d{6})")
+
+
+def delivered_by_name(symbol: str, now_ms: int) -> str | None:
+    """A dated contract whose delivery date (in its unified symbol) is before today (UTC): surely delivered, whatever
+    the venue still lists; its date (YYYY-MM-DD), else None. Venues drop delivered contracts from their listing
+    (OKX, Deribit, Bybit), so such a configured symbol is expired, not unknown."""
+    import datetime
+
+    match = _DATED_SYMBOL.fullmatch(symbol)
+    if match is None:
+        return None
+    try:
+        day = datetime.datetime.strptime(match["date"], "%y%m%d").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return None
+    today = datetime.datetime.fromtimestamp(now_ms / 1000, tz=datetime.UTC).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    return day.date().isoformat() if day < today else None
+
+
+def delivered_instrument(venue: str, symbol: str) -> Instrument:
+    """A stand-in `Instrument` for a configured dated contract the venue no longer lists (`delivered_by_name`): its
+    book is retired at once and never subscribed, so only its names matter (venue id unknown: empty)."""
+    match = _DATED_SYMBOL.fullmatch(symbol)
+    if match is None:
+        raise ValueError(f"{symbol!r} is not a dated contract's unified symbol")
+    inverse = match["settle"] != match["quote"]
+    return Instrument(
+        venue=venue,
+        symbol=symbol,
+        venue_id="",
+        category="inverse" if inverse else "linear",
+        kind=ContractKind.INVERSE if inverse else ContractKind.LINEAR,
+        contract_size=1.0,
+        tick_size=0.0,
+        base=match["base"],
+        quote=match["quote"],
+        settle=match["settle"],
+        derivative=True,
+    )
 
 
 def _iso(ms: int) -> str:
