@@ -95,7 +95,9 @@ _RETIRED_KEYS: Final = {
 }
 
 # FLOWGAUGE_* names that are not settings keys and must not be rejected as unknown ones.
-_ENV_RESERVED: Final = frozenset({ENV_CONFIG_FILE})
+# FLOWGAUGE_CORE picks the hot core (cli.py) and FLOWGAUGE_FUZZ_PROFILE the fuzz profile (tests/fuzz): both reach
+# daemons started under them, which must not refuse them as unknown settings keys.
+_ENV_RESERVED: Final = frozenset({ENV_CONFIG_FILE, "FLOWGAUGE_CORE", "FLOWGAUGE_FUZZ_PROFILE"})
 _ENV_RESERVED_PREFIXES: Final = ("FLOWGAUGE_TESTS_",)  # test-harness knobs (FLOWGAUGE_TESTS_TIMEOUT_FACTOR)
 
 BUILTIN_CONFIGS: Final = ("default", "offline-demo")

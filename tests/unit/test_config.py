@@ -305,6 +305,13 @@ def test_env_can_add_a_venue_section_missing_from_the_file(tmp_path: Path) -> No
     assert settings.http.port == 1234
 
 
+def test_core_and_fuzz_profile_variables_are_not_settings_keys() -> None:
+    """`FLOWGAUGE_CORE=python flowgauge run` must run the reference core, not fail as an unknown key."""
+    settings = parse_settings(DEFAULT_CONFIG, {"FLOWGAUGE_CORE": "python", "FLOWGAUGE_FUZZ_PROFILE": "long"})
+
+    assert settings.venues  # loaded: neither variable is taken for a key
+
+
 def test_unknown_env_key_is_named() -> None:
     problems = _problems(DEFAULT_CONFIG, {"FLOWGAUGE_HTTP__PROT": "9000", "FLOWGAUGE_COLOUR": "red"})
 
