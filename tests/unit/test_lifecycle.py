@@ -238,6 +238,14 @@ def test_retirement_from_venue_metadata(
         assert got[1] == expected[1]
 
 
+def test_a_malformed_status_field_is_no_status() -> None:
+    """Metadata is venue input: a status that is not a string (a list, an object) must not raise out of the
+    lifecycle check (it would end the venue's task group and the daemon), it says nothing."""
+    for status in (["Closed"], {"a": 1}, 3, None):
+        assert retirement("bybit", SYM, market({"status": status}), NOW) is None
+        assert retirement("binanceusdm", SYM, market({"status": status, "contractStatus": status}), NOW) is None
+
+
 def test_retire_time_of_dated_futures_and_scheduled_delistings() -> None:
     assert retire_time("binanceusdm", market({"deliveryDate": 4133404800000})) is None  # "never"
     assert retire_time("deribit", market({}, expiry=32503708800000)) is None

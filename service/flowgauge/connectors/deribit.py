@@ -299,7 +299,8 @@ class DeribitParser:
         if not isinstance(data, dict) or not isinstance(data.get("instrument_name"), str):
             return [BadFrame(VENUE, "instrument.state: no instrument_name", None, False, ts_recv)]
         instrument = self.instruments.get(data["instrument_name"])
-        reason = _ENDED_STATES.get(data.get("state"))  # type: ignore[arg-type]
+        state = data.get("state")
+        reason = _ENDED_STATES.get(state) if isinstance(state, str) else None  # a list or object is no state
         if instrument is None or reason is None:
             return []
         stamp = data.get("timestamp")

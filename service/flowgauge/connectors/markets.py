@@ -240,7 +240,7 @@ def retirement(
         fields, dead = status_field
         for field in fields:
             status = info.get(field)
-            if status in dead:
+            if isinstance(status, str) and status in dead:  # anything else (a list from a broken answer) is no status
                 return RetireReason.DELISTED, f"{venue} {field} is {status}"
     elif venue == "deribit" and info.get("is_active") is False:
         return RetireReason.DELISTED, "deribit is_active is false"

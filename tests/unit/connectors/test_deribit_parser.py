@@ -492,6 +492,8 @@ def test_instrument_state_retires_ours_only(instruments: dict[str, Instrument]) 
     assert parser.feed(note("BTC-27DEC24", "settled"), 7) == []  # not ours
     (bad,) = parser.feed(note(None, "settled"), 7)
     assert isinstance(bad, BadFrame) and not bad.touches_book
+    for state in (["closed"], {"a": 1}, 3, None):  # not a state: nothing retires, and nothing raises
+        assert parser.feed(note("BTC-PERPETUAL", state), 7) == []  # type: ignore[arg-type]
     parser.retire("BTC/USD:BTC")
     channels = [c for f in parser.on_connected()[1:] for c in orjson.loads(f)["params"]["channels"]]
     assert not [c for c in channels if "BTC-PERPETUAL" in c] and "book.ETH-PERPETUAL.100ms" in channels
