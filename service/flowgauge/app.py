@@ -668,9 +668,11 @@ class Daemon:
                 if exc.cause is None:
                     raise  # a configuration error (unknown symbol, not a derivative): retrying cannot help
                 self.hooks.venue_failure(venue, "markets", exc.cause, str(exc), list(venue_settings.symbols))
+                # A rate-limited answer (429/418) is retried no sooner than its Retry-After.
+                pause = max(delay, exc.retry_after_s or 0.0)
                 event(log, logging.WARNING, "markets_load_failed", venue=venue, cause=exc.cause,
-                      error=str(exc)[:300], retry_in_s=delay)
-                await asyncio.sleep(delay)
+                      error=str(exc)[:300], retry_in_s=pause)
+                await asyncio.sleep(pause)
                 delay = min(MARKETS_RETRY_MAX_S, delay * 2)
 
 

@@ -62,10 +62,11 @@ _MAX_CHAIN = 16
 class HttpStatusError(Exception):
     """A venue answered with an HTTP error status (raised where a library would hide the status)."""
 
-    def __init__(self, status: int, reason: str = "", url: str = "") -> None:
+    def __init__(self, status: int, reason: str = "", url: str = "", retry_after_s: float | None = None) -> None:
         self.status = status
         self.reason = reason
         self.url = url
+        self.retry_after_s = retry_after_s  # a 429/418: how long the venue asked us to wait (Retry-After)
         super().__init__(f"HTTP {status} {reason}".rstrip() + (f" from {url}" if url else ""))
 
 

@@ -51,9 +51,10 @@ class MarketsError(RuntimeError):
     """Instrument metadata could not be loaded (`cause` is its cause class, see `failures`), or a configured
     symbol does not exist (`cause` None: a configuration error, retrying cannot help)."""
 
-    def __init__(self, message: str, *, cause: str | None = None) -> None:
+    def __init__(self, message: str, *, cause: str | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.cause = cause
+        self.retry_after_s = retry_after_s  # rate limited (429/418): wait at least this long before asking again
 
 
 # Venues whose ccxt market needs a venue-specific mapping (module:function taking the market).
@@ -165,7 +166,14 @@ async def load_markets(
             # ccxt maps an error status to its own types (Bybit's 403 becomes RateLimitExceeded) and drops
             # the status; a user behind a geo-block needs to see "HTTP 403", so it is kept here.
             if code is not None and code >= 400:
-                raise HttpStatusError(code, reason or "", url.split("?")[0])
+                retry_after = None
+                if code in (418, 429):  # rate limited: the venue says how long to wait (Retry-After)
+                    from flowgauge.connectors.rest import retry_after_s
+
+                    headers = args[0] if args and isinstance(args[0], Mapping) else {}
+                    header = next((str(v) for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+                    retry_after = retry_after_s(code, header)
+                raise HttpStatusError(code, reason or "", url.split("?")[0], retry_after)
             return super().handle_errors(code, reason, url, method, *args)
 
     exchange = _Observed(options)
@@ -177,6 +185,7 @@ async def load_markets(
         raise MarketsError(
             f"{venue}: loading markets from {rest_url or 'production'} failed ({cause}): {describe(exc)}",
             cause=cause,
+            retry_after_s=getattr(exc, "retry_after_s", None),
         ) from exc
     finally:
         await exchange.close()
