@@ -38,6 +38,12 @@ Venue facts this module relies on (../shared/exchanges.md §3 and "Differences t
   `liquidation-orders` is subscribed per instType and filtered on the OUTER instId;
   `posSide` names the liquidated position (`side:"sell", posSide:"long"` = a long was closed).
 * Long/short: REST rubik endpoints (5-minute data), polled.
+* A refused subscribe arg is answered with `{"event":"error","code",...}`, which names no arg (and our
+  requests carry no id), while every arg taken gets its own ack. So when an error comes, every `books` arg
+  not acknowledged yet is taken as refused: its book is invalidated (a BadFrame), its REST snapshots are
+  refused (a VALID book no update would move), and its resync subscribes it again. A book taken for refused
+  wrongly (its ack was still on its way) costs one extra snapshot. Without this a refused book waited for the
+  stuck-book retry (10 s).
 """
 
 from __future__ import annotations
@@ -316,13 +322,15 @@ _Pending = tuple[int, int | None, list[tuple[str, str, float, float]], list[tupl
 class _BookState:
     """What the parser knows about one instrument's `books` subscription on this connection."""
 
-    __slots__ = ("awaiting_first", "has_seq_ids", "last_id", "mirror", "pending", "subscribed_by")
+    __slots__ = ("acked", "awaiting_first", "has_seq_ids", "last_id", "mirror", "pending", "refused", "subscribed_by")
 
     def __init__(self) -> None:
         self.mirror: _Mirror | None = None  # None: not in step with the venue, checksums not verifiable
         self.pending: deque[_Pending] | None = None  # set while a REST snapshot is awaited
         self.awaiting_first = False  # a subscribe ack came; the next push tells if a WS snapshot is sent
         self.subscribed_by = ""  # "connect" | "resync": which subscribe the ack answers
+        self.acked = False  # the last `books` subscribe of this book was acknowledged
+        self.refused = False  # an error came while that subscribe was unacknowledged: subscribe again
         self.has_seq_ids = False  # the venue sent seqId on this stream (current generation)
         self.last_id: int | None = None  # last id handed out (real seqId, or our own number for 2022)
 
@@ -412,12 +420,22 @@ class OkxParser:
         venue_id = instrument.venue_id
         state = self._books[venue_id]
         state.mirror = None
+        arg = {"channel": BOOK_CHANNEL, "instId": venue_id}
+        if state.refused:
+            # Its subscription was refused: subscribe again (a WS snapshot follows the ack, or a REST one).
+            state.refused = state.acked = False
+            state.pending = None
+            state.subscribed_by = "resync"
+            actions: list[Action] = [_op("subscribe", [arg])]
+            if self._rest_first():
+                actions.append(self._fetch(venue_id, state))
+            return actions
         if self._rest_first() or (state.has_seq_ids and self.rest_bridgeable):
             return [self._fetch(venue_id, state)]
         # No seqIds (2022 generation): only a fresh WS snapshot can restart the book.
         state.pending = None
         state.subscribed_by = "resync"
-        arg = {"channel": BOOK_CHANNEL, "instId": venue_id}
+        state.acked = False
         return [_op("unsubscribe", [arg]), _op("subscribe", [arg])]
 
     def ping_frame(self) -> str:
@@ -490,7 +508,13 @@ class OkxParser:
         kind = message.get("event")
         if kind == "error":
             reason = f"request rejected: {message.get('code', '')} {message.get('msg', '')}"[:200]
-            return [BadFrame(VENUE, reason, None, False, ts_recv)]
+            refused: list[Event | str] = []
+            for venue_id, book in self._books.items():
+                if book.subscribed_by and not book.acked and not book.refused:
+                    book.refused = True  # the error may be this book's subscribe (see the module doc)
+                    symbol = self.instruments[venue_id].symbol
+                    refused.append(BadFrame(VENUE, reason, symbol, True, ts_recv, InvalidReason.BAD_FRAME))
+            return refused or [BadFrame(VENUE, reason, None, False, ts_recv)]
         if kind == "notice":
             self.notices += 1  # a service upgrade disconnects us in 60 s; the session reconnects
             return []
@@ -501,6 +525,8 @@ class OkxParser:
                 state = self._books.get(inst_id) if isinstance(inst_id, str) else None
                 if state is not None:
                     state.awaiting_first = True
+                    state.acked = True
+                    state.refused = False  # it was not this book's subscribe the error refused
         return []  # unsubscribe acks, channel-conn-count, ...
 
     # ----------------------------------------------------------------- books
@@ -661,6 +687,11 @@ class OkxParser:
         if instrument is None:
             return [BadFrame(VENUE, f"snapshot for unknown symbol {symbol!r}"[:200], None, False, ts_recv)]
         state = self._books[instrument.venue_id]
+        if state.refused:
+            # No update will follow it until the book is subscribed again (its resync does that).
+            state.pending = None
+            reason = "rest books: snapshot for a book whose subscription was refused"
+            return [BadFrame(VENUE, reason, symbol, True, ts_recv, InvalidReason.BAD_FRAME)]
         try:
             doc = orjson.loads(body)
             if not isinstance(doc, dict):

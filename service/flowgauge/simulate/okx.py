@@ -44,7 +44,19 @@ so the stream stays continuous; trade ids are shifted per loop so they keep incr
 (`ts` of books, trades, tickers and the synthetic pushes; `fundingTime` follows the funding push's `ts`)
 follow the wall clock through `base.TapeClock`, at every speed and across loops (shifted by `clock_skew_s`).
 
-Faults. `gap_every=N` withholds every N-th update of each book from all clients (the market's book still
+Faults. Every kind of `faults.py` that applies to OKX (`SUPPORTED_FAULTS`: all but Bybit's `u1_restart`), on a
+subscribed instrument's `books` updates: a withheld, duplicated, reordered (sent after the next one), malformed,
+truncated or oversized update; `seq_gap` moves the book's seqId forward by `by` (the update where it starts names
+a prevSeqId nobody sent; nothing is lost); `bad_checksum` sends an update whose `checksum` is wrong (and not 0,
+which means "none"), whatever `checksum` says; `slow_snapshot` answers a REST `/api/v5/market/books` request
+`delay_s` late (the book taken when the answer leaves); `sub_error` answers the `books` arg of a subscribe with
+OKX's error event and subscribes nothing of it (the other args of the request are taken, as OKX answers per
+arg). The connection, clock and REST rate-limit faults are `base`'s. The market's book applies every update
+whatever the fault and is the truth: after every seqId its top 10 levels (sizes in contracts) go to `sim.truth`
+keyed by seqId (the daemon's `book_seq`), and every book is recorded once as it starts (its WS and REST snapshot
+before any update).
+
+`gap_every=N` withholds every N-th update of each book from all clients (the market's book still
 applies it and its seqId is used up, so the next update's prevSeqId does not link and a REST snapshot is
 correct). `garbage_every=N` sends each client a malformed frame after every N data frames it received,
 cycling through a non-JSON binary frame, a well-formed books update with wrongly typed fields, and a
@@ -63,6 +75,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import heapq
 import math
 import os
 import secrets
@@ -81,6 +94,8 @@ from aiohttp import WSCloseCode, web
 
 from flowgauge.recording import Connect, Http, Recv, iter_records
 from flowgauge.simulate.base import SimClient, SimMarket, SimulatorServer, TapeClock, simulator_runner
+from flowgauge.simulate.faults import CONNECTION_FAULTS
+from flowgauge.simulate.truth import TRUTH_DEPTH
 
 __all__ = ["DEFAULT_PORT", "WS_PATH", "OkxSimulator", "run_simulator"]
 
@@ -381,6 +396,12 @@ class _Book:
         asks = [self.asks[p] for p in sorted(self.asks)[:depth]]
         return bids, asks
 
+    def truth_top(self, n: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """The best `n` (price, size in contracts) levels of each side, best first (the truth)."""
+        bids = [(p, float(self.bids[p][1])) for p in heapq.nlargest(n, self.bids)]
+        asks = [(p, float(self.asks[p][1])) for p in heapq.nsmallest(n, self.asks)]
+        return bids, asks
+
     def checksum(self) -> int:
         bids, asks = self.top(CHECKSUM_LEVELS)
         parts: list[str] = []
@@ -489,12 +510,14 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
         self.marks: dict[str, str] = {}
         self.clock_ms = 0  # latest exchange time played (shifted): stamps the synthetic pushes
         self._updates_seen: collections.Counter[str] = collections.Counter()
+        self._held: dict[str, str] = {}  # reorder_diff: an update sent after the book's next one
         self._aux_ticks = 0
         for n, (inst, raw) in enumerate(sorted(served.first_snapshots.items())):
             # Books exist before anyone subscribes, so REST and late subscribers always have a state.
             book = self.books[inst] = _Book(seq=1_000_000_000 * (n + 1) + zlib.crc32(inst.encode()) % 1_000_000)
             book.load(orjson.loads(raw)["data"][0])
             book.ts = str(sim.clock.now_ms())  # a REST answer before the first frame looks live
+            self._record_truth(inst, book, snapshot=True)
             if self.is_derivative(inst):
                 bids, asks = book.top(20)
                 depth = sum((Decimal(lv[1]) for lv in bids + asks), Decimal(0))
@@ -584,6 +607,12 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
         self._deliver(frame.key, msg)
 
     def _play_book(self, inst: str, msg: dict[str, Any]) -> None:
+        sim = self.sim
+        faults = sim.faults
+        subs = self.subs.get(("books", inst))
+        if faults and subs:  # a fault on a book nobody subscribes would hit nobody
+            faults.frame(inst)
+            sim.connection_faults(inst, subs)
         item = msg["data"][0]
         book = self.books.get(inst)
         if book is None:  # a recording whose first book message is not a snapshot: nothing to build on
@@ -601,19 +630,62 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
             msg = {"arg": msg["arg"], "action": "update", "data": [item]}
         else:
             book.apply(item)
+        if faults and subs and (spec := faults.take("seq_gap", inst)) is not None:
+            book.seq += int(spec.param("by"))  # this update's prevSeqId names an id nobody sent; nothing is lost
         prev, seq = book.next_seq()
-        item["checksum"] = book.checksum() if self.sim.checksum else 0
-        if self.sim.seq_ids:
+        item["checksum"] = book.checksum() if sim.checksum else 0
+        if sim.seq_ids:
             item["prevSeqId"], item["seqId"] = prev, seq
         else:
             item.pop("prevSeqId", None)
             item.pop("seqId", None)
-        if self.sim.gap_every:
+        self._record_truth(inst, book)
+        held = self._held.pop(inst, None)
+        texts: list[str] = []
+        withheld = False
+        if sim.gap_every:
             self._updates_seen[inst] += 1
-            if self._updates_seen[inst] % self.sim.gap_every == 0:
-                self.sim.gaps_injected += 1
-                return  # the market's book applied it and used its id; no client will see it
-        self._deliver(("books", inst), msg)
+            withheld = self._updates_seen[inst] % sim.gap_every == 0
+        if withheld:
+            sim.gaps_injected += 1  # the market's book applied it and used its id; no client will see it
+        elif faults and subs:
+            texts = self._book_faults(inst, book, msg)
+        else:
+            texts = [orjson.dumps(msg).decode()]
+        if held is not None:
+            texts.append(held)
+        if subs:
+            for text in texts:
+                sim.deliver(subs, text, ("books", inst))
+
+    def _record_truth(self, inst: str, book: _Book, snapshot: bool = False) -> None:
+        bids, asks = book.truth_top(TRUTH_DEPTH)
+        self.sim.truth.record(inst, book.seq, _int_or_none(book.ts), bids, asks, snapshot=snapshot)
+
+    def _book_faults(self, inst: str, book: _Book, msg: dict[str, Any]) -> list[str]:
+        """What the clients get instead of update `msg` when a book-stream fault fires on it."""
+        faults = self.sim.faults
+        if faults.take("bad_checksum", inst):
+            item = msg["data"][0]
+            item["checksum"] = (book.checksum() ^ 0x5A5A5A) or 1  # wrong, and not 0 ("no checksum")
+        text = orjson.dumps(msg).decode()
+        if faults.take("drop_diff", inst):
+            return []
+        if faults.take("duplicate_diff", inst):
+            return [text, text]
+        if faults.take("reorder_diff", inst):
+            self._held[inst] = text
+            return []
+        if faults.take("malformed_json", inst):
+            cut = text.index('"data"')
+            return [text[:cut] + '"data":[{,' + text[cut + 8 :]]  # a stray comma: not JSON any more
+        if faults.take("truncated_frame", inst):
+            return [text[: len(text) // 2]]
+        spec = faults.take("oversized_frame", inst)
+        if spec is not None:
+            pad = max(0, int(spec.param("bytes")) - len(text) - 16)
+            return [orjson.dumps({**msg, "pad": " " * pad}).decode()]
+        return [text]
 
     def _on_trades(self, inst: str, msg: dict[str, Any]) -> None:
         flow = self.flows.get(inst)
@@ -779,6 +851,11 @@ class OkxSimulator(SimulatorServer[_Client]):
         "idle": (WSCloseCode.POLICY_VIOLATION, b"no data for 30 s"),
     }
     TASK_PREFIX = "okx-sim"
+    # Everything of the catalogue but Bybit's u=1 restart (bad_checksum: OKX's CRC32, sent wrong on purpose).
+    SUPPORTED_FAULTS = CONNECTION_FAULTS | {
+        "drop_diff", "duplicate_diff", "reorder_diff", "seq_gap", "bad_checksum", "malformed_json",
+        "truncated_frame", "oversized_frame", "slow_snapshot", "rate_limit", "sub_error",
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -886,6 +963,9 @@ class OkxSimulator(SimulatorServer[_Client]):
         if not 1 <= depth <= BOOK_DEPTH:
             return _okx_json("51000", "Parameter sz error")
         assert self.market is not None
+        slow = self.faults.take("slow_snapshot", inst) if self.faults.wants("slow_snapshot") else None
+        if slow is not None:
+            await asyncio.sleep(float(slow.param("delay_s")))  # the fault itself: the book is taken when it leaves
         book = self.market.rest_book(inst, depth)
         if book is None:
             return _okx_json("51001", "Instrument ID does not exist.")
@@ -970,6 +1050,11 @@ class OkxSimulator(SimulatorServer[_Client]):
                 self.bad_requests += 1
                 self._error(client, req_id, "60012", "Invalid request: too many subscriptions on one connection")
                 continue
+            if op == "subscribe" and key[0] == "books" and self._sub_error(key[1]):
+                # sub_error: OKX answers per arg; this one is refused (code UNCONFIRMED for a transient refusal).
+                self.bad_requests += 1
+                self._error(client, req_id, "50001", "Service temporarily unavailable, please try again later.")
+                continue
             ack: dict[str, Any] = {"event": op, "arg": arg, "connId": client.conn_id}
             if req_id is not None:
                 ack = {"id": req_id, **ack}
@@ -981,6 +1066,9 @@ class OkxSimulator(SimulatorServer[_Client]):
                 market.subscribe(client, key)
             else:
                 market.unsubscribe(client, key)
+
+    def _sub_error(self, inst: str) -> bool:
+        return self.faults.wants("sub_error") and self.faults.take("sub_error", inst) is not None
 
     def _key_of(self, arg: object) -> Key | str:
         """The subscription key of one arg, or the error message OKX would send."""

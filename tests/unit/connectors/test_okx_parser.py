@@ -334,6 +334,31 @@ def test_resync_uses_rest_with_seq_ids_and_resubscribes_without(parser: OkxParse
     assert not parser.ws_snapshot_gone
 
 
+def test_refused_books_subscription_is_subscribed_again_at_its_resync() -> None:
+    """A subscribe whose `books` arg OKX refuses (an error event naming no arg): every books arg not acknowledged
+    by then is invalidated, its REST snapshots are refused and its resync subscribes it again, instead of
+    waiting for the 10 s stuck-book retry. Found by the OKX fault test."""
+    parser = OkxParser([BTC, ETH])
+    parser.on_connected()
+    parser.feed(ack("BTC-USDT-SWAP"), 1)
+    (bad,) = parser.feed('{"event":"error","code":"50001","msg":"Service temporarily unavailable"}', 2)
+    assert isinstance(bad, BadFrame)
+    assert (bad.symbol, bad.touches_book, bad.invalid_reason) == ("ETH/USDT:USDT", True, InvalidReason.BAD_FRAME)
+    rest = orjson.dumps({"code": "0", "data": [{"asks": BTC_ASKS, "bids": BTC_BIDS, "ts": "1", "seqId": 7}]})
+    (refused,) = parser.on_snapshot("ETH/USDT:USDT", rest, 3)
+    assert isinstance(refused, BadFrame) and refused.touches_book and refused.symbol == "ETH/USDT:USDT"
+    (sub,) = parser.resync("ETH/USDT:USDT")
+    assert orjson.loads(sub) == {"op": "subscribe", "args": [{"channel": "books", "instId": "ETH-USDT-SWAP"}]}
+    # A second error while that subscribe is unacknowledged refuses it again; its ack clears it.
+    (again,) = parser.feed('{"event":"error","code":"50001","msg":"Service temporarily unavailable"}', 4)
+    assert isinstance(again, BadFrame) and again.symbol == "ETH/USDT:USDT"
+    parser.feed(ack("ETH-USDT-SWAP"), 5)
+    assert isinstance(parser.on_snapshot("ETH/USDT:USDT", rest, 6)[0], BookSnapshot)
+    # Once every books arg is acknowledged an error touches no book.
+    (other,) = parser.feed('{"event":"error","code":"60012","msg":"Invalid request"}', 7)
+    assert isinstance(other, BadFrame) and other.symbol is None and not other.touches_book
+
+
 def test_rest_snapshot_without_seq_id_falls_back_to_ws(parser: OkxParser) -> None:
     parser.feed(btc_snap(), 1)
     body = orjson.dumps({"code": "0", "data": [{"asks": BTC_ASKS, "bids": BTC_BIDS, "ts": "1"}]})
