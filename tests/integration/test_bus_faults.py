@@ -8,14 +8,20 @@ healthy subscriber is the SDK (`flowgauge.subscribe`) reading everything. Per fa
 * delivery: every metric payload the engine published during the fault reached the healthy subscriber (its
   per-instrument `seq` has no hole) and none came late: the largest gap between two consecutive deliveries
   stays under `MAX_GAP_S` and the p99 latency (`ts_publish` to arrival) under `MAX_P99_LATENCY_S`; baseline
-  figures on this 2-core machine are ~10 ms and ~5 ms (README "Guarantees": bus faults), so the bounds hold
-  on a loaded machine and still catch the loop being held for a large fraction of a second;
+  p99 figures on this 2-core machine are ~9 ms and ~4 ms (README "Bus and subscriber faults"), so the bounds
+  hold on a loaded machine and still catch the loop being held for a large fraction of a second;
 * the engine: books processed per second during the fault stay above `MIN_RATE_RATIO` of the rate measured
   just before it (`/status`: the books' `published` counters, which are not cached);
 * the protection: the refusal or disconnect it makes is counted under the expected reason.
 
 What tests/integration/test_bus_hardening.py proves against a bare `EmbeddedBus` (each limit, in isolation)
 is not repeated here; these tests put the faults in front of the real daemon and its engine.
+
+Checked to fail with the protection removed (in a copy of the tree): without the lag and byte bounds the
+never-reading clients are not cut off within 15 s; without the control rate limit and with patterns compiled
+before the limits, the flood held the healthy subscriber's deliveries 2.4 s (p99 latency 2.9 s; it was then
+cut off as slow_lag and missed payloads); with the outbox unbounded no drop is counted while the brokers are
+down.
 """
 
 from __future__ import annotations
@@ -48,8 +54,10 @@ PATTERN = "flowgauge.v1.>"
 METRIC_TOPICS = ("flowgauge.v1.bybit.BTC-USDT-USDT", "flowgauge.v1.bybit.ETH-USDT-USDT")
 FAULT_S = 4.0  # how long each fault runs
 BASELINE_S = 2.0
-MAX_GAP_S = 0.5  # largest pause in the healthy subscriber's deliveries (baseline max ~20 ms)
-MAX_P99_LATENCY_S = 0.25  # publish -> delivered, p99 (baseline ~5 ms)
+# Largest pause in the healthy subscriber's deliveries: baseline max 23-70 ms, under faults up to 0.46 s once (the
+# bench's 500 reconnects/s); with the flood guard removed it was 2.4 s.
+MAX_GAP_S = 1.0
+MAX_P99_LATENCY_S = 0.25  # publish -> delivered, p99 (baseline ~4 ms, under faults <= 46 ms; unguarded flood 2.9 s)
 MIN_RATE_RATIO = 0.5  # engine payloads/s during a fault over the rate just before it
 MAX_STATUS_S = 10.0
 
