@@ -183,7 +183,7 @@ class Daemon:
                 lambda callback: asyncio.get_running_loop().call_soon(callback),
             )
         self._expected_books: set[tuple[str, str]] = set()
-        self._sessions: dict[str, list[tuple[VenueFeed, asyncio.Task[None]]]] = {}  # by venue
+        self._sessions: dict[str, list[tuple[VenueFeed, asyncio.Task[None], Session]]] = {}  # by venue
         self._recorder_drops_reported: dict[int, int] = {}
         self._recorder_errors = BurstLimiter(60.0)
 
@@ -208,10 +208,24 @@ class Daemon:
         rest = self.rest.get(venue)
         if rest is not None:
             rest.forget(symbol)
-        for feed, task in self._sessions.get(venue, []):
+        for feed, task, _ in self._sessions.get(venue, []):
             if not task.done() and all(self.engine.is_retired(venue, s) for s in feed.symbols):
                 event(log, logging.INFO, "connection_retired", venue=venue, symbols=feed.symbols)
                 task.cancel()
+                task.add_done_callback(lambda _task: self._connection_retired(venue))
+
+    def _connection_retired(self, venue: str) -> None:
+        """A connection closed for good has set the venue's flowgauge_ws_connected to 0 on its way out: the gauge
+        says again whether the venue's remaining connections are up, and once none remains (every book retired)
+        the series goes, so that no 'websocket down' alert fires for a venue with nothing left to stream."""
+        if self.stopping:
+            return
+        remaining = [session for _, task, session in self._sessions.get(venue, []) if not task.done()]
+        if remaining:
+            self.hooks.connected(venue, all(session.connected.is_set() for session in remaining))
+        else:
+            with contextlib.suppress(KeyError):
+                self.telemetry.ws_connected.remove(venue)
 
     def _books(self) -> dict[str, dict[str, dict[str, object]]]:
         """Every configured book, from the start: the engine's view once markets loaded, NOT_STARTED before;
@@ -523,7 +537,7 @@ class Daemon:
                     failures=self.hooks,
                 )
                 task = tasks.create_task(session.run(), name=f"session:{venue}:{index}")
-                self._sessions.setdefault(venue, []).append((feed, task))
+                self._sessions.setdefault(venue, []).append((feed, task, session))
 
     def _poll_callback(self, adapter: VenueAdapter, poll: PollRequest) -> Callable[[str, int], None]:
         def on_body(body: str, ts_recv: int) -> None:

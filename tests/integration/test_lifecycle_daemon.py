@@ -156,6 +156,13 @@ async def test_a_delisted_instrument_retires_and_is_never_asked_for_again(tmp_pa
             assert code == 503 and body["ready"] is False, text
             assert body["reason"].startswith("2 of 2 books not VALID, 2 of them retired"), body
 
+            # Both connections closed for good: no 'websocket down' (flowgauge_ws_connected 0) is left to page anyone.
+            async def no_connected_series() -> bool:
+                code, metrics = await http_get(http_port, "/metrics")
+                return code == 200 and 'flowgauge_ws_connected{venue="binanceusdm"}' not in metrics
+
+            await wait_for(no_connected_series, "flowgauge_ws_connected of binanceusdm gone", 10)
+
 
 async def test_a_dated_future_retires_when_it_expires(tmp_path: Path) -> None:
     at = time.time() + 12.0
