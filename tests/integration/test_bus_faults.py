@@ -384,33 +384,38 @@ async def test_oversized_client_frames_are_closed_1009_and_counted(daemon: Daemo
 
     async def oversized(stop: asyncio.Event) -> dict[str, float]:
         frame = "x" * (1 << 20)
-        closed_1009 = other = 0
+        closed_1009 = reset = other = 0
 
         async def worker() -> None:
-            nonlocal closed_1009, other
+            nonlocal closed_1009, reset, other
             while not stop.is_set():
                 async with connect(daemon.ws_url) as ws:
                     try:
                         await ws.send(frame)
                         async with asyncio.timeout(5):
                             await ws.recv()
-                        other += 1
+                        other += 1  # the frame was taken as a control message
                     except ConnectionClosed as exc:
                         if exc.rcvd is not None and exc.rcvd.code == 1009:
                             closed_1009 += 1
+                        elif exc.rcvd is None:
+                            # The daemon closed while this client was still writing the frame: its kernel may
+                            # answer the rest with a reset, which discards the unread close frame here.
+                            reset += 1
                         else:
                             other += 1
 
         await asyncio.gather(*(worker() for _ in range(4)))
-        return {"closed_1009": float(closed_1009), "other": float(other)}
+        return {"closed_1009": float(closed_1009), "reset": float(reset), "other": float(other)}
 
     async with _healthy(daemon) as healthy:
         figures = await _under_fault(daemon, healthy, oversized)
     assert figures["closed_1009"] >= 20 and figures["other"] == 0, figures
+    assert figures["reset"] <= figures["closed_1009"], figures
 
     async def counted() -> bool:
         now = await _counter(daemon, "flowgauge_fanout_control_rejected_total", reason="limit")
-        return now - limit_before >= figures["closed_1009"]
+        return now - limit_before >= figures["closed_1009"] + figures["reset"]
 
     await wait_for(counted, "every oversized frame counted", MAX_STATUS_S)
 
