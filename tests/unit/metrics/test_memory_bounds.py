@@ -42,6 +42,21 @@ def test_trades_waiting_for_a_silent_oi_feed_are_bounded_by_the_late_horizon() -
     assert not flow._pending
 
 
+def test_trades_stamped_ahead_of_every_oi_observation_stay_bounded() -> None:
+    """The issue's case: the venue's trade clock ran ahead of the OI observations (stamped with the receive
+    time), so no observation ever closed the trades' interval. Observations keep coming, 60 s behind."""
+    flow = OpenInterestFlow(5 * MIN)
+    step = S // 30
+    largest = 0
+    for i in range(1, 15 * 60 * 30 + 1):
+        t = i * step
+        flow.on_trade(t + MIN, 0.1)
+        if i % 30 == 0:
+            flow.on_open_interest(t, 1000.0 + i)
+        largest = max(largest, len(flow._pending))
+    assert largest <= LATE_HORIZON_NS // step + 1  # was 27,000 and rising: every trade of the run
+
+
 def test_folded_trades_join_the_interval_of_their_newest_trade() -> None:
     """A fold keeps the interval rule for observations stamped within the horizon: trades after an
     observation wait for the next one, those before it count in it."""
