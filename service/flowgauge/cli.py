@@ -1,10 +1,10 @@
-"""Command line entry point `flowgauge`: run, record, replay, simulate, tail, check-config, bench, bench-bus.
+"""Command line entry point `flowgauge`: run, record, replay, simulate, tail, check-config, bench, bench-bus, soak.
 
 The only place that calls `asyncio.run` and the only place that reads `os.environ`.
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments (one line on stderr, no traceback).
 Long-running commands (run, record, simulate, tail) exit 0 on SIGINT or SIGTERM; batch commands (replay, bench,
-bench-bus) exit 130 on SIGINT after a one-line summary (replay: 143 on SIGTERM, likewise). A dependency of the daemon
-missing (a client-only install) is one line naming it, exit 1.
+bench-bus, soak) exit 130 on SIGINT after a one-line summary (replay: 143 on SIGTERM, likewise). A dependency of the
+daemon missing (a client-only install) is one line naming it, exit 1.
 """
 
 from __future__ import annotations
@@ -122,6 +122,12 @@ def _parser() -> argparse.ArgumentParser:
     from flowgauge.bench import add_bus_arguments
 
     add_bus_arguments(bench_bus)
+
+    soak = commands.add_parser("soak", help="run the daemon for a long time at a high synthetic rate under faults "
+                                            "and check every payload against the simulators' ground truth")
+    from flowgauge.soak import add_arguments as add_soak_arguments
+
+    add_soak_arguments(soak)
     return parser
 
 
@@ -136,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "check-config": _check_config,
         "bench": _bench,
         "bench-bus": _bench_bus,
+        "soak": _soak,
     }[args.command]
     if args.command in _BATCH_COMMANDS:
         # Their Ctrl-C contract (summary, exit 130) holds even when started from a script's background job,
@@ -166,7 +173,7 @@ def _missing_dependency(command: str, exc: ModuleNotFoundError) -> int:
 
 
 # Commands that stop on their own and report what they did when interrupted.
-_BATCH_COMMANDS = frozenset({"replay", "bench", "bench-bus"})
+_BATCH_COMMANDS = frozenset({"replay", "bench", "bench-bus", "soak"})
 
 # Commands that run books and metrics, i.e. the hot core that FLOWGAUGE_CORE chooses.
 _PIPELINE_COMMANDS = frozenset({"run", "record", "replay", "bench"})
@@ -551,4 +558,18 @@ def _bench_bus(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"bench-bus: interrupted after {time.monotonic() - started:.1f} s; no results "
               f"(the summary is printed only when every measurement completes)", file=sys.stderr)
+        return 130
+
+
+def _soak(args: argparse.Namespace) -> int:
+    import time
+
+    started = time.monotonic()
+    try:
+        from flowgauge.soak import execute
+
+        return execute(args, os.environ)
+    except KeyboardInterrupt:
+        # Its children (simulators, daemon) share the terminal's process group: Ctrl-C reaches them too.
+        print(f"soak: interrupted after {time.monotonic() - started:.1f} s; no figures", file=sys.stderr)
         return 130

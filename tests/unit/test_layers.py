@@ -26,7 +26,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / "service" / "flowgauge"
 # - publish.codec and publish.topics (pure payload encoding and topic naming) sit below engine, which builds
 #   each payload once; the publishers themselves (publish.base, publish.embedded) stay above it.
 # - logs (structured log lines) and recording (the frame file format) are leaves beside types.
-# - The commands beside app (replay, simulate, bench) sit with it, just below cli.
+# - The commands beside app (replay, simulate, bench, soak) sit with it, just below cli.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("flowgauge.types", "flowgauge.logs", "flowgauge.recording"),
     ("flowgauge.book",),
@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("flowgauge.publish", "flowgauge.client", "flowgauge.sdk", "flowgauge"),
     ("flowgauge.telemetry",),
     ("flowgauge.config", "flowgauge.feeds", "flowgauge.conflation"),  # feeds and conflation drive the engine
-    ("flowgauge.app", "flowgauge.replay", "flowgauge.simulate", "flowgauge.bench", "flowgauge.tail"),
+    ("flowgauge.app", "flowgauge.replay", "flowgauge.simulate", "flowgauge.bench", "flowgauge.tail", "flowgauge.soak"),
     ("flowgauge.cli", "flowgauge.__main__"),
 )
 

@@ -1,0 +1,118 @@
+"""`flowgauge soak`'s parts that run without the soak: replicated recordings, the lag histogram, the checker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from flowgauge.recording import Http, Recv, iter_records
+from flowgauge.simulate import DATA_DIR, SIMULATORS
+from flowgauge.simulate.truth import TruthStore, depth_imbalance, ofi_contribution, top_of
+from flowgauge.soak.check import PayloadChecker
+from flowgauge.soak.child import LagHistogram
+from flowgauge.soak.tapes import replicate_recording
+
+
+def test_replicated_recording_serves_new_instruments_with_the_recorded_streams(tmp_path: Path) -> None:
+    source = DATA_DIR / SIMULATORS["bybit"].recording
+    target = tmp_path / "x3.jsonl.zst"
+    replicate_recording(source, target, 3)
+    frames = [r for r in iter_records(source) if isinstance(r, Recv) and "orderbook" in r.data]
+    copied = [r for r in iter_records(target) if isinstance(r, Recv) and "orderbook" in r.data]
+    assert len(copied) == 3 * len(frames)
+    assert sum('"orderbook.50.R01BTCUSDT"' in r.data for r in copied) == sum(
+        '"orderbook.50.BTCUSDT"' in r.data for r in frames
+    )
+    assert not any('"BTCUSDT"' in r.data or ".BTCUSDT" in r.data for r in copied)  # every copy renamed
+    linear = [
+        orjson.loads(r.data)["result"]["list"]
+        for r in iter_records(target)
+        if isinstance(r, Http) and "category=linear" in r.url
+    ]
+    listed = {(item["symbol"], item["baseCoin"]) for page in linear for item in page}
+    assert {("R00BTCUSDT", "R00BTC"), ("R02ETHUSDT", "R02ETH")} <= listed
+
+
+def test_lag_histogram_percentiles_are_bucket_upper_edges() -> None:
+    hist = LagHistogram()
+    assert hist.percentile_ms(0.99) is None
+    for _ in range(98):
+        hist.add(0.0004)  # 0.4 ms: bucket [0, 1)
+    hist.add(0.0123)
+    hist.add(12.5)  # beyond the buckets: the maximum is reported
+    assert hist.percentile_ms(0.5) == 1.0
+    assert hist.percentile_ms(0.99) == 13.0
+    assert hist.percentile_ms(1.0) == 12500.0
+    assert hist.summary()["max_ms"] == 12500.0
+
+
+BOOKS = [  # (key, bids, asks) of the simulator's book after each message
+    (10, [(100.0, 5.0), (99.0, 1.0)], [(101.0, 3.0)]),
+    (11, [(100.0, 7.0), (99.0, 1.0)], [(101.0, 3.0)]),
+    (12, [(100.5, 1.0), (100.0, 7.0)], [(101.0, 2.0)]),
+    (13, [(100.5, 2.0), (100.0, 7.0)], [(101.0, 2.0)]),
+    (14, [(100.5, 2.0), (100.0, 7.0)], [(100.9, 4.0)]),
+]
+
+
+def _payload(seq: int, key: int, prev_key: int | None, **wrong: Any) -> dict[str, Any]:
+    store = TruthStore()
+    for k, bids, asks in BOOKS:
+        store.record("BTCUSDT", k, None, bids, asks)
+    record = store.get("BTCUSDT", key)
+    assert record is not None
+    bid_px, bid_sz, ask_px, ask_sz = top_of(record)
+    prev = store.get("BTCUSDT", prev_key) if prev_key is not None else None
+    payload = {
+        "venue": "bybit", "symbol": "BTC/USDT:USDT", "instrument": "BTCUSDT", "trigger": "book", "seq": seq,
+        "book_seq": key, "book_state": "VALID", "bid_px": bid_px, "bid_sz": bid_sz, "ask_px": ask_px,
+        "ask_sz": ask_sz, "depth_imb_5": depth_imbalance(record.bids, record.asks, 5),
+        "depth_imb_10": depth_imbalance(record.bids, record.asks, 10),
+        "ofi": ofi_contribution(top_of(prev), top_of(record)) if prev is not None else None,
+    }  # fmt: skip
+    payload.update(wrong)
+    return payload
+
+
+async def test_checker_counts_wrong_payloads_and_tells_missed_ones_apart() -> None:
+    """A real truth endpoint on loopback; payloads in publish order: right, right, wrong size, then one after a
+    payload the subscriber missed (its ofi cannot be verified: not wrong), then right again."""
+    store = TruthStore()
+    for key, bids, asks in BOOKS:
+        store.record("BTCUSDT", key, None, bids, asks)
+
+    async def truth(request: web.Request) -> web.Response:
+        status, body = store.answer(request.query)
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_get("/_flowgauge/truth", truth)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        checker = PayloadChecker({"bybit": f"http://127.0.0.1:{port}"})
+        topic = "flowgauge.v1.bybit.BTC-USDT-USDT"
+        checker.on_message(topic, _payload(1, 10, None), False)
+        checker.on_message(topic, _payload(2, 11, 10), False)
+        checker.on_message(topic, _payload(3, 12, 11, bid_sz=9.0), False)  # wrong
+        checker.on_message(topic, _payload(5, 14, 12, ofi=123.0), False)  # seq 4 missed: ofi unverifiable
+        async with aiohttp.ClientSession() as session:
+            await checker.round(session)
+            checker.on_message(topic, _payload(6, 14, 14), False)  # a later round, same chain
+            await checker.round(session)
+    finally:
+        await runner.cleanup()
+    counts = checker.counts
+    assert counts.wrong == 1 and counts.wrong_by_venue == {"bybit": 1}
+    assert "bid_sz 9.0 != 1.0" in counts.wrong_examples[0]
+    assert counts.checked == 5
+    assert counts.missed == 1 and counts.unverified == 1
+    assert counts.truth_records == len(BOOKS) and counts.truth_gaps == 0
+    assert checker.buffered() <= 1  # checked truth is forgotten every round
