@@ -183,6 +183,10 @@ class _FileReplay:
                 # (cryptofeed's and older flowgauge recordings do not: their early answers stay metadata).
                 self.early_answers.append(record)
             return
+        if record.conn.endswith(MARKETS_CONN):
+            # A metadata refresh (venues.<id>.markets_refresh_s): live, ccxt alone read it, the engine never saw it;
+            # on Hyperliquid it would otherwise pass for an answer to the open-interest poll (same POST /info).
+            return
         for parser in {id(p): p for p in self.parsers.values() if p is not None}.values():
             if self._deliver_snapshot(record, parser, stats):
                 return
