@@ -112,6 +112,12 @@ class VenueFeed:
         if self._outbox:
             frames, self._outbox = self._outbox, []
         for symbol in list(self._deferred):
+            state = self.engine.state(self.venue, symbol)
+            if state is not None and state.sync.valid:
+                # Back by itself since (a snapshot the venue sent: a loop, a restart): resubscribing now would
+                # only reset the flow of a correct book.
+                self._deferred.discard(symbol)
+                continue
             frames += self._resync(symbol, now_ns)
         for symbol in self.book_symbols:
             state = self.engine.state(self.venue, symbol)

@@ -12,6 +12,7 @@ from flowgauge.feeds import VenueFeed
 from flowgauge.types import BookSnapshot
 
 SYM = "BTC/USDT:USDT"
+S = 1_000_000_000
 
 
 class RestParser:
@@ -135,3 +136,31 @@ def test_frames_within_the_threshold_or_with_conflation_off_publish_every_state(
         engine, payloads, turn_ends = conflating_feed(after_ms)
         assert len(books(payloads)) == 1 + 5 and turn_ends == []
         assert engine.conflated == 0 and not any("CONFLATED" in p["quality"] for p in books(payloads))
+
+
+def _bybit_book(kind: str, u: int, t_ms: int, bid_size: str) -> str:
+    data = {"s": "BTCUSDT", "b": [["100", bid_size]], "a": [["101", "1"]], "u": u, "seq": u}
+    return orjson.dumps({"topic": "orderbook.50.BTCUSDT", "type": kind, "ts": t_ms, "cts": t_ms, "data": data}).decode()
+
+
+def test_a_deferred_resync_is_dropped_when_the_book_came_back_by_itself() -> None:
+    """Found by the soak (issue 10 item 6): a second gap within RESYNC_MIN_INTERVAL defers the resync; when a
+    snapshot the venue sends on its own (Bybit: a service restart, u=1) restores the book first, the deferred
+    resubscribe must not run. It did: its snapshot then reset the flow of a correct book (ofi null, windows
+    flagged RESET) on a state the truth had as unchanged."""
+    from flowgauge.connectors.bybit import BybitParser
+
+    engine = Engine(lambda topic, payload: None)
+    engine.add_instrument(linear_instrument())
+    feed = VenueFeed("bybit", [SYM], BybitParser("linear", [linear_instrument()], book_depth=50), engine, None)
+    feed.on_connected()
+    t0, ms = 1_800_000_000 * S, 1_800_000_000_000
+    feed.on_frame(_bybit_book("snapshot", 10, ms, "1"), t0)
+    assert feed.on_frame(_bybit_book("delta", 12, ms + 100, "2"), t0 + 2 * S)  # gap: resubscribes at once
+    feed.on_frame(_bybit_book("snapshot", 20, ms + 200, "3"), t0 + 2 * S + 100_000_000)
+    assert not feed.on_frame(_bybit_book("delta", 22, ms + 300, "4"), t0 + 2 * S + 200_000_000)  # deferred
+    feed.on_frame(_bybit_book("snapshot", 1, ms + 400, "5"), t0 + 2 * S + 300_000_000)  # the venue restarts
+    assert engine.state("bybit", SYM).sync.valid  # type: ignore[union-attr]
+    assert feed.on_idle(t0 + 4 * S) == []  # was: unsubscribe + subscribe of the restored book
+    assert feed.resync_requests == 1
+
