@@ -331,7 +331,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def summarize_phase(arrivals_ns: list[int], latencies_ns: list[int], start_ns: int, end_ns: int) -> dict[str, float]:
     """The healthy subscriber's figures over one phase window (monotonic ns): delivered rate, p99 and max gap
-    between consecutive messages (ms), p50/p99 latency (ms)."""
+    between consecutive messages (ms), p50/p99/max latency (ms)."""
     inside = [(a, lat) for a, lat in zip(arrivals_ns, latencies_ns, strict=True) if start_ns <= a < end_ns]
     seconds = (end_ns - start_ns) / 1e9
     times = [a for a, _ in inside]
@@ -343,6 +343,7 @@ def summarize_phase(arrivals_ns: list[int], latencies_ns: list[int], start_ns: i
         "gap_max_ms": max(gaps) if gaps else float("nan"),
         "latency_p50_ms": _pct(lats, 0.50),
         "latency_p99_ms": _pct(lats, 0.99),
+        "latency_max_ms": max(lats) if lats else float("nan"),
     }
 
 
