@@ -80,7 +80,8 @@ def _payload(seq: int, key: int, prev_key: int | None, **wrong: Any) -> dict[str
 
 async def test_checker_counts_wrong_payloads_and_tells_missed_ones_apart() -> None:
     """A real truth endpoint on loopback; payloads in publish order: right, right, wrong size, then one after a
-    payload the subscriber missed (its ofi cannot be verified: not wrong), then right again."""
+    payload the subscriber missed (its ofi cannot be verified: not wrong), then right again, then the same state
+    restated by a snapshot (ofi null: allowed on a state sent whole)."""
     store = TruthStore()
     for key, bids, asks in BOOKS:
         store.record("BTCUSDT", key, None, bids, asks)
@@ -106,13 +107,14 @@ async def test_checker_counts_wrong_payloads_and_tells_missed_ones_apart() -> No
         async with aiohttp.ClientSession() as session:
             await checker.round(session)
             checker.on_message(topic, _payload(6, 14, 14), False)  # a later round, same chain
+            checker.on_message(topic, _payload(7, 14, None), False)  # the same state re-sent whole: flow reset
             await checker.round(session)
     finally:
         await runner.cleanup()
     counts = checker.counts
     assert counts.wrong == 1 and counts.wrong_by_venue == {"bybit": 1}
     assert "bid_sz 9.0 != 1.0" in counts.wrong_examples[0]
-    assert counts.checked == 5
+    assert counts.checked == 6 and counts.restated == 1
     assert counts.missed == 1 and counts.unverified == 1
     assert counts.truth_records == len(BOOKS) and counts.truth_gaps == 0
     assert checker.buffered() <= 1  # checked truth is forgotten every round

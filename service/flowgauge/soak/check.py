@@ -7,13 +7,12 @@ payloads of each round; every round it first pages each instrument's new truth r
 payloads in publish order with `truth.Comparator`, one per instrument. A simulator records the truth of a book
 message before it sends it, so the truth of every payload received before the round started is there.
 
-What is checked: every VALID book payload of a venue whose simulator keeps truth, on an instrument whose sizes
-are the payload's units (linear contracts of one base unit: Bybit, Binance USD-M, Hyperliquid), against the
-truth record of its `book_seq` (best levels, depth imbalance at 5 and 10, `ofi`); and on every venue, that no
-VALID book payload is crossed. A payload the checker cannot place (the bus dropped some for this slow
-subscriber, a reconnect replayed current values) breaks the `ofi` chain only: the next payload's best levels and
-imbalances are still compared, its `ofi` is counted as unverified. Memory is bounded: checked truth records
-are dropped every round, payloads are kept for one round only.
+What is checked: every VALID book payload of a venue whose simulator keeps truth (sizes converted where the venue's
+unit is not the payload's base unit: OKX contracts), against the truth record of its `book_seq` (best levels, depth
+imbalance at 5 and 10, `ofi`); and on every venue, that no VALID book payload is crossed. A payload the checker
+cannot place (the bus dropped some for this slow subscriber, a reconnect replayed current values) breaks the `ofi`
+chain only: the next payload's best levels and imbalances are still compared, its `ofi` is counted as unverified.
+Memory is bounded: checked truth records are dropped every round, payloads are kept for one round only.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ from flowgauge.simulate.truth import Comparator, TruthRecord
 
 __all__ = ["MAX_WAITING", "TRUTH_VENUES", "PayloadChecker", "run_rounds"]
 
-# Venues whose payload sizes equal the simulator's truth sizes (factor 1) for the instruments the soak serves.
-TRUTH_VENUES = frozenset({"bybit", "binanceusdm", "hyperliquid"})
+# Venues whose simulators keep truth (all five, since the fault framework).
+TRUTH_VENUES = frozenset({"bybit", "binanceusdm", "okx", "deribit", "hyperliquid"})
 _MAX_WRONG_KEPT = 50  # wrong payloads described in full; all are counted
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(\.\d+)?(e[-+]?\d+)?|None")
 _MAX_KINDS = 20
@@ -70,6 +69,7 @@ class _Instrument:
     comparator: _Comparator
     since: int = 0  # truth index fetched up to (0: its simulator has kept no truth for it yet)
     last_seq: int | None = None  # publish seq of the last payload seen
+    last_book_seq: object = None  # book_seq of the last VALID book payload checked
 
 
 @dataclass
@@ -79,6 +79,7 @@ class CheckCounts:
     checked: int = 0  # VALID book payloads compared with the truth
     ofi_checked: int = 0
     unverified: int = 0  # payloads whose ofi had no known previous state (missed payloads, resubscribe)
+    restated: int = 0  # a VALID state published again with its flow reset (a snapshot of the same sequence id)
     not_checked: int = 0  # VALID book payloads of venues without usable truth (crossing checked only)
     wrong: int = 0
     crossed: int = 0
@@ -99,10 +100,15 @@ class PayloadChecker:
 
     Args:
         truth_urls: venue -> its simulator's HTTP base URL, for the venues in `TRUTH_VENUES` being served.
+        size_factors: venue -> payload symbol -> the venue's size unit in base units, where it is not 1 (OKX
+            contracts); the truth is in venue units.
     """
 
-    def __init__(self, truth_urls: Mapping[str, str]) -> None:
+    def __init__(
+        self, truth_urls: Mapping[str, str], size_factors: Mapping[str, Mapping[str, float]] | None = None
+    ) -> None:
         self.truth_urls = {v: url for v, url in truth_urls.items() if v in TRUTH_VENUES}
+        self.size_factors = {venue: dict(factors) for venue, factors in (size_factors or {}).items()}
         self.counts = CheckCounts()
         self._instruments: dict[tuple[str, str], _Instrument] = {}
         self._batch: list[tuple[str, dict[str, Any], bool]] = []
@@ -154,7 +160,9 @@ class PayloadChecker:
             return
         key = (venue, symbol)
         if key not in self._instruments:
-            self._instruments[key] = _Instrument(venue, symbol, venue_id, _Comparator({symbol: venue_id}))
+            factor = self.size_factors.get(venue, {}).get(symbol)
+            comparator = _Comparator({symbol: venue_id}, {symbol: factor} if factor is not None else None)
+            self._instruments[key] = _Instrument(venue, symbol, venue_id, comparator)
 
     async def _fetch_truth(self, session: aiohttp.ClientSession) -> set[tuple[str, str]]:
         """Page in every instrument's new truth, `FETCH_CONCURRENCY` instruments at a time (a busy simulator
@@ -235,6 +243,15 @@ class PayloadChecker:
         if instrument.venue not in self.truth_urls or not instrument.since:
             self.counts.not_checked += 1  # no truth for it (a venue whose simulator does not keep any)
             return
+        book_seq = payload.get("book_seq")
+        if book_seq == instrument.last_book_seq and payload.get("ofi") is None:
+            # The same state again, with its flow reset: only a snapshot repeats a sequence id, so the venue sent
+            # this client the state whole (the snapshot of a resubscribe that crossed a venue reset). The truth
+            # records messages played, not what each client got on subscribing, so it cannot mark it; the
+            # comparator's rule allows a null ofi on a state sent whole. Checked as such, and counted.
+            self.counts.restated += 1
+            comparator.lost(instrument.symbol)
+        instrument.last_book_seq = book_seq
         before = (comparator.checked, comparator.ofi_checked, comparator.unverified_ofi, len(comparator.wrong))
         comparator.check(payload)
         self.counts.checked += comparator.checked - before[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import socket
@@ -52,14 +53,18 @@ PACKAGED_SYMBOLS = {
     "deribit": ["BTC/USD:BTC", "ETH/USD:ETH"],
     "hyperliquid": ["BTC/USDC:USDC", "ETH/USDC:USDC"],
 }
-# Bybit: every kind of the fault framework it injects, each every few seconds to a few minutes, on whichever
-# instrument's message comes first. Together: a fault every ~2 s.
-BYBIT_FAULTS = (
+# Venue size units of the served instruments in base units, where they are not 1 (OKX: contracts of ctVal).
+SIZE_FACTORS = {"okx": {"BTC/USDT:USDT": 0.01, "ETH/USDT:USDT": 0.1}}
+# Every kind of the fault framework (flowgauge.simulate.faults) each venue injects, each every few seconds to a
+# few minutes, on whichever of its instruments has the next book message. Bybit, with most of the books, gets this
+# schedule (together a fault every ~2 s); the other venues, two books each, every interval times OTHER_SLOWER.
+FAULT_SCHEDULE = (
     "drop_diff:every_s=4",
     "duplicate_diff:every_s=5",
     "reorder_diff:every_s=7",
     "seq_gap:every_s=11",
     "malformed_json:every_s=13",
+    "bad_checksum:every_s=15",
     "truncated_frame:every_s=17",
     "slow_snapshot:every_s=23,delay_s=2",
     "u1_restart:every_s=29",
@@ -70,12 +75,33 @@ BYBIT_FAULTS = (
     "half_open:every_s=173,for_s=12",
     "clock_skew:after_s=120,every_s=240,seconds=3",
     "clock_skew:after_s=240,every_s=240,seconds=0",
+    "clock_jump:after_s=60,every_s=240,seconds=5",
+    "clock_jump:after_s=180,every_s=240,seconds=-5",
     "conn_limit:every_s=229,refuse=2",
     "oversized_frame:every_s=307",
 )
-# The other venues: their simulators' own faults, per book topic (a gap) and per client (a malformed frame).
-OTHER_GAP_EVERY = 500
-OTHER_GARBAGE_EVERY = 1000
+OTHER_SLOWER = 2.0
+
+
+def venue_faults(venue: str) -> list[str]:
+    """`FAULT_SCHEDULE` for `venue`: the kinds its simulator injects, slower on the venues with two books."""
+    from flowgauge.simulate.base import simulator_class
+
+    importlib.import_module(SIMULATORS[venue].module)
+    supported = simulator_class(SIMULATORS[venue].module).SUPPORTED_FAULTS
+    out = []
+    for text in FAULT_SCHEDULE:
+        kind, _, rest = text.partition(":")
+        if kind not in supported:
+            continue
+        if venue != "bybit":
+            keys = []
+            for item in rest.split(","):
+                key, _, value = item.partition("=")
+                keys.append(f"{key}={float(value) * OTHER_SLOWER:g}" if key in ("every_s", "after_s") else item)
+            rest = ",".join(keys)
+        out.append(f"{kind}:{rest}")
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -229,23 +255,16 @@ class _Soak:
 
     def _plan(self, bybit_recording: Path) -> list[dict[str, Any]]:
         faults = not self.args.no_faults
-        plan: list[dict[str, Any]] = [
-            {
-                "venue": "bybit",
-                "recording": str(bybit_recording),
-                "speed": self.args.speed,
-                "faults": list(BYBIT_FAULTS) if faults else [],
-                "truth_capacity": TRUTH_CAPACITY,
-            }
-        ]
-        for venue in PACKAGED_SYMBOLS:
+        plan: list[dict[str, Any]] = []
+        for venue in ("bybit", *PACKAGED_SYMBOLS):
+            recording = bybit_recording if venue == "bybit" else DATA_DIR / SIMULATORS[venue].recording
             plan.append(
                 {
                     "venue": venue,
-                    "recording": str(DATA_DIR / SIMULATORS[venue].recording),
+                    "recording": str(recording),
                     "speed": self.args.speed,
-                    "gap_every": OTHER_GAP_EVERY if faults else None,
-                    "garbage_every": OTHER_GARBAGE_EVERY if faults else None,
+                    "faults": venue_faults(venue) if faults else [],
+                    "truth_capacity": TRUTH_CAPACITY,
                 }
             )
         return plan
@@ -379,7 +398,9 @@ class _Soak:
         stop_checks = asyncio.Event()
         try:
             ports = await self._start_sims()
-            self.checker = PayloadChecker({venue: f"http://127.0.0.1:{port}" for venue, port in ports.items()})
+            self.checker = PayloadChecker(
+                {venue: f"http://127.0.0.1:{port}" for venue, port in ports.items()}, SIZE_FACTORS
+            )
             bus_port, _ = await self._start_daemon(ports)
         except (_SoakFailed, TimeoutError, OSError) as exc:
             await self._stop_children()
@@ -455,7 +476,8 @@ class _Soak:
             f"  wrong payloads       {c.wrong} (of {c.checked} VALID book payloads compared with the truth, ofi on "
             f"{c.ofi_checked}; {c.crossed} crossed; {c.not_checked} more checked for crossing only)",
             f"  subscriber           {c.received} payloads received, {c.missed} missed (publish seq gaps), "
-            f"{c.unverified} ofi unverifiable after a gap, {c.interruptions} reconnects; truth records "
+            f"{c.unverified} ofi unverifiable after a gap, {c.restated} states restated by a snapshot (flow reset, "
+            f"ofi null), {c.interruptions} reconnects; truth records "
             f"{c.truth_records}, truth gaps {c.truth_gaps}, truth fetch errors {c.truth_fetch_errors}"
             + (f" (first: {c.first_fetch_error})" if c.first_fetch_error else "")
             + (f", {c.waited_out} payloads dropped unchecked after waiting for truth" if c.waited_out else ""),
@@ -491,12 +513,15 @@ class _Soak:
             f"{s.loads.get('start', '?')}, after warm-up {s.loads.get('warm', '?')}, end "
             f"{s.loads.get('end', '?')}; the daemon used {cpu}"
         )
-        fired = self.sims_report.get("faults", {})
-        gaps, garbage = self.sims_report.get("gaps_injected", {}), self.sims_report.get("garbage_sent", {})
-        injected = sum(sum(kinds.values()) for kinds in fired.values()) + sum(gaps.values()) + sum(garbage.values())
+        fired: dict[str, dict[str, int]] = self.sims_report.get("faults", {})
+        by_kind: dict[str, int] = {}
+        for kinds in fired.values():
+            for kind, count in kinds.items():
+                by_kind[kind] = by_kind.get(kind, 0) + count
+        by_venue = {venue: sum(kinds.values()) for venue, kinds in fired.items()}
         lines.append(
-            f"  faults injected      {injected} (Bybit by kind {fired.get('bybit', {})}; gaps {gaps}; "
-            f"malformed frames {garbage})"
+            f"  faults injected      {sum(by_kind.values())} ({len(by_kind)} kinds; by venue {by_venue}; "
+            f"by kind {dict(sorted(by_kind.items(), key=lambda item: -item[1]))})"
         )
         if c.wrong:
             lines.append(
