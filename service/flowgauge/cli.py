@@ -84,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
                                "(default 10000; 0 = off)")
     simulate.add_argument("--delist", action="append", default=[], metavar="ID@T",
                           help="the venue delists instrument ID (its own id, e.g. BTCUSDT) at T: unix seconds, or "
-                               "+S seconds after start; repeatable (binanceusdm, bybit, deribit; see simulate.lifecycle)")
+                               "+S seconds after start; repeatable (binanceusdm, bybit, deribit; "
+                               "see simulate.lifecycle)")
     simulate.add_argument("--expire", action="append", default=[], metavar="ID@T",
                           help="like --delist, but announced: the metadata carries T as the contract's delivery "
                                "time from the start (binanceusdm, bybit, deribit)")
