@@ -617,6 +617,10 @@ def _importable(module: str) -> bool:
 
 def _read_secret_file(path: str, *, one_line: bool = True) -> tuple[str | None, str | None]:
     """(the secret, None) or (None, why not): a bounded read of a regular file, trailing newlines stripped."""
+    if not path.isprintable():
+        # A NUL byte makes os.open raise ValueError, and a line break would split the problem line: such a path is
+        # a mistake (or a secret pasted where its path goes), named without echoing it.
+        return None, "not a usable file path (it holds a NUL byte or a control character such as a line break)"
     try:
         # One bounded read, of a regular file only (not a FIFO or a device). O_NONBLOCK: opening a FIFO for reading
         # would otherwise wait for a writer forever, before fstat could refuse it (no effect on a regular file).

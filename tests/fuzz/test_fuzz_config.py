@@ -120,8 +120,11 @@ def test_environment_only(environ: dict[str, str]) -> None:
         (b"http:\n  port: " + b"[" * 40 + b"]" * 40 + b"\n", {}, "nested more than"),
         (b"log_level: INFO\nhttp: {host: \xc0\xaf}\n", {}, "invalid YAML: unacceptable character"),
         (b"log_level: INFO\n", {"FLOWGAUGE_VENUES__BYBIT__SYMBOLS": "[" * 3000 + "]" * 3000}, "nested more than"),
+        (b'bus:\n  nats:\n    credentials_file: "\\0raw"\n', {}, "not a usable file path"),
+        (b"log_level: INFO\n", {"FLOWGAUGE_HTTP__TOKEN_FILE": "/tmp/a\nb"}, "not a usable file path"),
     ],
-    ids=["deep-mapping-recursion", "deep-list", "invalid-utf8", "deep-env-list"],
+    ids=["deep-mapping-recursion", "deep-list", "invalid-utf8", "deep-env-list", "nul-in-secret-path",
+         "line-break-in-secret-path"],
 )
 def test_regressions(workdir: Path, document: bytes, environ: dict[str, str], expected: str) -> None:
     path = workdir / "regression.yaml"
