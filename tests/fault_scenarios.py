@@ -122,6 +122,8 @@ def compare(
                 comparator.not_valid(payload["symbol"])
         elif topic.startswith(f"flowgauge.v1.{venue}."):
             comparator.check(payload)
+    # Nothing skipped: a payload of a symbol the comparator does not know would never have been compared.
+    assert comparator.untracked == 0, f"{comparator.untracked} {venue} payloads of an untracked symbol"
     return comparator
 
 

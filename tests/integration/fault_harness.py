@@ -68,6 +68,18 @@ def check_payloads(
     else:
         comparator = compare(messages, truth, rules.symbols, rules.venue)
     assert comparator.wrong == [], f"{len(comparator.wrong)} wrong payloads, first: {comparator.wrong[:5]}"
+    # Nothing skipped: a payload of a symbol the comparator does not know would never have been compared.
+    assert comparator.untracked == 0, f"{comparator.untracked} {rules.venue} payloads of an untracked symbol"
+    valid = sum(
+        1
+        for _, topic, p in messages
+        if topic.startswith(f"flowgauge.v1.{rules.venue}.") and p.get("book_state") == "VALID"
+    )
+    assert comparator.checked == valid, (comparator.checked, valid)
+    print(
+        f"{rules.venue} faults: {comparator.checked} of {valid} VALID payloads compared, {comparator.ofi_checked} ofi"
+        f" ({comparator.ofi_multi} over several truth steps), {comparator.unverified_ofi} ofi unverifiable"
+    )
     return comparator
 
 

@@ -254,7 +254,18 @@ async def test_every_bybit_fault_back_to_back_against_the_truth(tmp_path: Path) 
         elif topic.startswith("flowgauge.v1.bybit."):
             comparator.check(payload)
     wrong = len(comparator.wrong)
-    print(f"bybit faults: {comparator.checked} payloads compared, {comparator.ofi_checked} ofi, {wrong} wrong")
+    valid = sum(
+        1
+        for _, topic, p in bus.messages[:received]
+        if topic.startswith("flowgauge.v1.bybit.") and p.get("book_state") == "VALID"
+    )
+    print(
+        f"bybit faults: {comparator.checked} of {valid} VALID payloads compared, {comparator.ofi_checked} ofi"
+        f" ({comparator.ofi_multi} over several truth steps), {comparator.unverified_ofi} ofi unverifiable,"
+        f" {wrong} wrong"
+    )
+    # Nothing skipped: a payload of a symbol the comparator does not know would never have been compared.
+    assert comparator.untracked == 0 and comparator.checked == valid, (comparator.untracked, comparator.checked, valid)
     assert comparator.wrong == [], f"{len(comparator.wrong)} wrong payloads, first: {comparator.wrong[:5]}"
     assert comparator.checked > 500 and comparator.ofi_checked > 300, (comparator.checked, comparator.ofi_checked)
 

@@ -200,6 +200,36 @@ def test_comparator_catches_wrong_books_and_ofi() -> None:
     assert comparator.checked == 5 and comparator.unverified_ofi == 1 and len(comparator.wrong) == 3
 
 
+def test_comparator_ofi_sums_every_truth_step_between_two_payloads() -> None:
+    # The top moves up and back between two payloads: the payload's ofi is e_n summed over the truth steps
+    # (metrics.md 1.2), not e_n between the two end states; an ofi from the end states alone is wrong.
+    comparator = Comparator({"BTC/USDT:USDT": "BTCUSDT"})
+    comparator.add_truth(
+        "BTC/USDT:USDT", [_record(1, 5, 100.0, 2.0), _record(2, 6, 101.0, 3.0), _record(3, 7, 100.0, 4.0)]
+    )
+    assert comparator.check(_payload(5, 100.0, 2.0, None))
+    steps = ofi_contribution((100.0, 2.0, 101.0, 1.0), (101.0, 3.0, 102.0, 1.0)) + ofi_contribution(
+        (101.0, 3.0, 102.0, 1.0), (100.0, 4.0, 101.0, 1.0)
+    )
+    ends = ofi_contribution((100.0, 2.0, 101.0, 1.0), (100.0, 4.0, 101.0, 1.0))
+    assert steps != ends
+    assert not comparator.check(_payload(7, 100.0, 4.0, ends))
+    comparator = Comparator({"BTC/USDT:USDT": "BTCUSDT"})
+    comparator.add_truth(
+        "BTC/USDT:USDT", [_record(1, 5, 100.0, 2.0), _record(2, 6, 101.0, 3.0), _record(3, 7, 100.0, 4.0)]
+    )
+    assert comparator.check(_payload(5, 100.0, 2.0, None))
+    assert comparator.check(_payload(7, 100.0, 4.0, steps))
+    assert comparator.ofi_checked == 1 and comparator.ofi_multi == 1
+
+
+def test_comparator_counts_payloads_of_an_untracked_symbol() -> None:
+    comparator = Comparator({"BTC/USDT:USDT": "BTCUSDT"})
+    comparator.add_truth("BTC/USDT:USDT", [_record(1, 5, 100.0, 2.0)])
+    assert comparator.check({**_payload(5, 100.0, 2.0, None), "symbol": "BTC/USDT:USDT "})
+    assert comparator.untracked == 1 and comparator.checked == 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

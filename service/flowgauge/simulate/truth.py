@@ -26,6 +26,7 @@ import math
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 __all__ = [
@@ -284,6 +285,7 @@ class _Track:
     records: list[TruthRecord] = field(default_factory=list)
     cursor: int = 0  # records before this one are behind the payloads already matched
     prev: TruthRecord | None = None  # the state of the previous VALID book payload
+    prev_pos: int = 0  # its position in `records`
     seen_any: bool = False
     reset: bool = False  # a non-VALID state was seen since `prev`
 
@@ -303,6 +305,8 @@ class Comparator:
         self.checked = 0  # payloads with a VALID book compared (any trigger)
         self.ofi_checked = 0  # ... whose ofi was compared too
         self.unverified_ofi = 0  # first payload seen with an ofi whose previous state we never saw
+        self.ofi_multi = 0  # ofi compared over more than one truth step (states the daemon published no payload of)
+        self.untracked = 0  # payloads of a symbol not in `instruments`: never compared, the caller asserts 0
         self.wrong: list[str] = []  # one line per wrong payload
 
     def add_truth(self, symbol: str, records: Iterable[TruthRecord]) -> None:
@@ -320,6 +324,7 @@ class Comparator:
         symbol = payload.get("symbol")
         track = self._tracks.get(symbol) if isinstance(symbol, str) else None
         if track is None:
+            self.untracked += 1
             return True
         book_event = payload.get("trigger") == "book"
         if payload.get("book_state") != "VALID":
@@ -360,7 +365,15 @@ class Comparator:
         if record.snapshot and ofi is None:
             pass  # a state the venue sent whole resets the flow (venues streaming snapshots only keep it)
         elif track.prev is not None:
-            want_ofi = ofi_contribution(top_of(track.prev, factor), top)
+            # metrics.md §1.2: the flow over (previous payload, this one] is the sum of e_n over every truth state
+            # in between, not e_n between the two end states (they differ once the top moved and came back).
+            steps = track.records[track.prev_pos : track.cursor + 1]
+            if not steps or steps[0] is not track.prev:
+                problems.append(f"truth steps since book_seq {track.prev.key} no longer held (ofi not checkable)")
+                steps = [track.prev, record]
+            want_ofi = sum(ofi_contribution(top_of(a, factor), top_of(b, factor)) for a, b in pairwise(steps))
+            if len(steps) > 2:
+                self.ofi_multi += 1
             self.ofi_checked += 1
             if ofi is None or not _close(float(ofi), want_ofi):
                 problems.append(f"ofi {ofi} != {want_ofi} (from book_seq {track.prev.key})")
@@ -370,6 +383,7 @@ class Comparator:
             else:
                 self.unverified_ofi += 1
         track.prev = record
+        track.prev_pos = track.cursor
         track.seen_any = True
         track.reset = False
         if problems:

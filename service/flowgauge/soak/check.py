@@ -46,8 +46,11 @@ class _Comparator(Comparator):
 
     def forget_checked(self) -> None:
         for track in self._tracks.values():
-            del track.records[: track.cursor]
-            track.cursor = 0
+            # Keep the previous payload's state and every one after it: the next ofi sums the steps from it.
+            keep = min(track.cursor, track.prev_pos) if track.prev is not None else track.cursor
+            del track.records[:keep]
+            track.cursor -= keep
+            track.prev_pos -= keep
 
     def lost(self, symbol: str) -> None:
         """Payloads of `symbol` went missing: the next one has no known previous state (ofi unverifiable)."""
