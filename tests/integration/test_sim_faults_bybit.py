@@ -136,8 +136,10 @@ async def test_broken_frames_replace_a_delta() -> None:
             except json.JSONDecodeError:
                 broken.append(text)
         assert len(broken) == 2  # the malformed one and the truncated one
-        assert any(a == b for a, b in itertools.pairwise(us))  # the duplicate
-        assert any(b < a for a, b in itertools.pairwise(us))  # the reordered pair
+        # The duplicate: twice in a row, then once more (stale) after the next delta.
+        assert any(us[i] == us[i + 1] == us[i + 3] < us[i + 2] for i in range(len(us) - 3)), us
+        # The reordered pair: an id first seen after a higher one (not the duplicate's stale copy).
+        assert any(b < a and b not in us[: i + 1] for i, (a, b) in enumerate(itertools.pairwise(us))), us
         assert sum(sim.faults.fired.values()) == 4
 
 

@@ -24,12 +24,13 @@ and every orderbook topic restarts with its recorded snapshot (a new snapshot is
 
 Faults. Every kind of `faults.py` that applies to Bybit (`SUPPORTED_FAULTS`: all but `bad_checksum`, as
 Bybit's linear books carry none), on `orderbook.*` topics of the instrument: a withheld, duplicated, reordered,
-malformed, truncated or oversized delta; `seq_gap` shifts the topic's `u` from then on; `u1_restart` sends the
-current book as a snapshot with `u=1` and `u` counts on from there; `slow_snapshot` holds a (re)subscribe's
-snapshot (and the deltas after it) back by `delay_s`; `sub_error` answers a subscribe of the instrument's book
-with a failure ack and does not subscribe that topic. The connection, clock and REST faults are `base`'s. The
-market's own book applies every message whatever the fault and is the truth: after every `u` its top 10 levels
-go to `sim.truth` (keyed by `u`, the daemon's `book_seq`).
+malformed, truncated or oversized delta (a duplicated one is sent twice in a row and once more after the topic's
+next delta, a stale replay: harmless only if the client drops a `u` at or below its book's); `seq_gap` shifts the
+topic's `u` from then on; `u1_restart` sends the current book as a snapshot with `u=1` and `u` counts on from
+there; `slow_snapshot` holds a (re)subscribe's snapshot (and the deltas after it) back by `delay_s`; `sub_error`
+answers a subscribe of the instrument's book with a failure ack and does not subscribe that topic. The
+connection, clock and REST faults are `base`'s. The market's own book applies every message whatever the fault
+and is the truth: after every `u` its top 10 levels go to `sim.truth` (keyed by `u`, the daemon's `book_seq`).
 
 `gap_every=N` silently withholds every N-th delta of each orderbook topic from all clients (the
 market's own book still applies it, so a resync snapshot is correct). `garbage_every=N` sends each client
@@ -423,6 +424,7 @@ class _Market(SimMarket["BybitSimulator", str, _Client, _Frame]):
         self._deltas_seen: collections.Counter[str] = collections.Counter()
         self._u_offset: collections.Counter[str] = collections.Counter()  # seq_gap / u1_restart shifts per topic
         self._held: dict[str, str] = {}  # reorder_diff: a delta sent after the topic's next one
+        self._replayed: dict[str, str] = {}  # duplicate_diff: its stale copy, sent after the topic's next delta
 
     # -- subscriptions (synchronous: a snapshot and the deltas after it are queued without a gap) ----
 
@@ -500,6 +502,7 @@ class _Market(SimMarket["BybitSimulator", str, _Client, _Frame]):
         text = orjson.dumps(msg).decode()
         texts = [text]
         held = self._held.pop(topic, None) if is_delta else None
+        replayed = self._replayed.pop(topic, None) if is_delta else None
         if is_delta and not restart:
             if sim.gap_every:
                 self._deltas_seen[topic] += 1
@@ -510,6 +513,8 @@ class _Market(SimMarket["BybitSimulator", str, _Client, _Frame]):
                 texts = self._book_faults(topic, instrument, text, msg)
         if held is not None:
             texts.append(held)
+        if replayed is not None:
+            texts.append(replayed)
         subs = self.subs.get(topic)
         if not subs:
             return
@@ -522,6 +527,7 @@ class _Market(SimMarket["BybitSimulator", str, _Client, _Frame]):
         if faults.take("drop_diff", instrument):
             return []
         if faults.take("duplicate_diff", instrument):
+            self._replayed[topic] = text
             return [text, text]
         if faults.take("reorder_diff", instrument):
             self._held[topic] = text
