@@ -45,16 +45,16 @@ so the stream stays continuous; trade ids are shifted per loop so they keep incr
 follow the wall clock through `base.TapeClock`, at every speed and across loops (shifted by `clock_skew_s`).
 
 Faults. Every kind of `faults.py` that applies to OKX (`SUPPORTED_FAULTS`: all but Bybit's `u1_restart`), on a
-subscribed instrument's `books` updates: a withheld, duplicated, reordered (sent after the next one), malformed,
-truncated or oversized update; `seq_gap` moves the book's seqId forward by `by` (the update where it starts names
-a prevSeqId nobody sent; nothing is lost); `bad_checksum` sends an update whose `checksum` is wrong (and not 0,
-which means "none"), whatever `checksum` says; `slow_snapshot` answers a REST `/api/v5/market/books` request
-`delay_s` late (the book taken when the answer leaves); `sub_error` answers the `books` arg of a subscribe with
-OKX's error event and subscribes nothing of it (the other args of the request are taken, as OKX answers per
-arg). The connection, clock and REST rate-limit faults are `base`'s. The market's book applies every update
-whatever the fault and is the truth: after every seqId its top 10 levels (sizes in contracts) go to `sim.truth`
-keyed by seqId (the daemon's `book_seq`), and every book is recorded once as it starts (its WS and REST snapshot
-before any update).
+subscribed instrument's `books` updates: a withheld, duplicated (twice in a row, and once more after the next one:
+a stale replay), reordered (sent after the next one), malformed, truncated or oversized update; `seq_gap` moves the
+book's seqId forward by `by` (the update where it starts names a prevSeqId nobody sent; nothing is lost);
+`bad_checksum` sends an update whose `checksum` is wrong (and not 0, which means "none"), whatever `checksum` says;
+`slow_snapshot` answers a REST `/api/v5/market/books` request `delay_s` late (the book taken when the answer
+leaves); `sub_error` answers the `books` arg of a subscribe with OKX's error event and subscribes nothing of it
+(the other args of the request are taken, as OKX answers per arg). The connection, clock and REST rate-limit faults
+are `base`'s. The market's book applies every update whatever the fault and is the truth: after every seqId its top
+10 levels (sizes in contracts) go to `sim.truth` keyed by seqId (the daemon's `book_seq`), and every book is
+recorded once as it starts (its WS and REST snapshot before any update).
 
 `gap_every=N` withholds every N-th update of each book from all clients (the market's book still
 applies it and its seqId is used up, so the next update's prevSeqId does not link and a REST snapshot is
@@ -511,6 +511,7 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
         self.clock_ms = 0  # latest exchange time played (shifted): stamps the synthetic pushes
         self._updates_seen: collections.Counter[str] = collections.Counter()
         self._held: dict[str, str] = {}  # reorder_diff: an update sent after the book's next one
+        self._replayed: dict[str, str] = {}  # duplicate_diff: its stale copy, sent after the book's next update
         self._aux_ticks = 0
         for n, (inst, raw) in enumerate(sorted(served.first_snapshots.items())):
             # Books exist before anyone subscribes, so REST and late subscribers always have a state.
@@ -641,6 +642,7 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
             item.pop("seqId", None)
         self._record_truth(inst, book)
         held = self._held.pop(inst, None)
+        replayed = self._replayed.pop(inst, None)
         texts: list[str] = []
         withheld = False
         if sim.gap_every:
@@ -654,6 +656,8 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
             texts = [orjson.dumps(msg).decode()]
         if held is not None:
             texts.append(held)
+        if replayed is not None:
+            texts.append(replayed)
         if subs:
             for text in texts:
                 sim.deliver(subs, text, ("books", inst))
@@ -672,6 +676,7 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
         if faults.take("drop_diff", inst):
             return []
         if faults.take("duplicate_diff", inst):
+            self._replayed[inst] = text
             return [text, text]
         if faults.take("reorder_diff", inst):
             self._held[inst] = text
