@@ -53,15 +53,16 @@ jump: the first diff of the new loop turns the book at the end of the last loop 
 (`pu` = last `u`), so a client that follows `pu` stays valid across loops.
 
 Faults. Every kind of `faults.py` that applies to Binance USD-M (`SUPPORTED_FAULTS`: all but `bad_checksum`, as
-Binance books carry none, and `u1_restart`, which is Bybit's), on a symbol's depth diffs: a withheld, duplicated,
-reordered (sent after the next one), malformed, truncated or oversized diff; `seq_gap` moves the symbol's update
-ids (`U`, `u`, `pu`, and the REST `lastUpdateId`) forward by `by` from then on, so the diff where it starts does
-not link (`pu`) although nothing is lost; `slow_snapshot` answers a REST depth request `delay_s` late (the book is
-taken when the answer leaves); `sub_error` answers a SUBSCRIBE naming the symbol's depth stream with an error
-and subscribes none of its streams. The connection, clock and REST rate-limit faults are `base`'s. The symbol's
-own book applies every diff whatever the fault and is the truth: after every diff its top 10 levels go to
-`sim.truth` keyed by `u`, and every REST depth answer's book is recorded keyed by its `lastUpdateId` (the
-daemon's `book_seq` is the last diff's `u`, or the snapshot's `lastUpdateId` before any diff bridged it).
+Binance books carry none, and `u1_restart`, which is Bybit's), on a symbol's depth diffs: a withheld, duplicated
+(twice in a row, and once more after the next one: a stale replay), reordered (sent after the next one), malformed,
+truncated or oversized diff; `seq_gap` moves the symbol's update ids (`U`, `u`, `pu`, and the REST `lastUpdateId`)
+forward by `by` from then on, so the diff where it starts does not link (`pu`) although nothing is lost;
+`slow_snapshot` answers a REST depth request `delay_s` late (the book is taken when the answer leaves); `sub_error`
+answers a SUBSCRIBE naming the symbol's depth stream with an error and subscribes none of its streams. The
+connection, clock and REST rate-limit faults are `base`'s. The symbol's own book applies every diff whatever the
+fault and is the truth: after every diff its top 10 levels go to `sim.truth` keyed by `u`, and every REST depth
+answer's book is recorded keyed by its `lastUpdateId` (the daemon's `book_seq` is the last diff's `u`, or the
+snapshot's `lastUpdateId` before any diff bridged it).
 
 `gap_every=N` withholds every N-th depth diff of each symbol from all clients (the simulator's book still
 applies it, so a resync snapshot is correct). `garbage_every=N` sends each client a malformed frame after every N
@@ -370,6 +371,7 @@ class _Symbol:
         self.played = 0  # depth diffs played in the current loop
         self.seq_offset = 0  # seq_gap faults: added to every update id from the one where each fired
         self.held: dict[str, Any] | None = None  # reorder_diff: a diff sent after the next one
+        self.replayed: dict[str, Any] | None = None  # duplicate_diff: its stale copy, sent after the next one
         self.deltas_seen = 0  # for gap injection
         self.trades_seen = 0  # for liquidation synthesis
         self.last_price: str | None = None
@@ -744,6 +746,7 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
         state.deltas_seen += 1
         self._record_truth(state, data["u"], data.get("E"))
         held, state.held = state.held, None
+        replayed, state.replayed = state.replayed, None
         if self.gap_every and state.deltas_seen % self.gap_every == 0:
             self.gaps_injected += 1  # the book applied it; no client sees it
         elif faults:
@@ -752,6 +755,8 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
             self._deliver(state, "depth", data)
         if held is not None:
             self._deliver(state, "depth", held)
+        if replayed is not None:
+            self._deliver(state, "depth", replayed)
 
     def _depth_clients(self, state: _Symbol) -> list[_Client]:
         """The clients subscribed to any depth stream of `state` (once each)."""
@@ -769,6 +774,7 @@ class BinanceUsdmSimulator(SimulatorServer[_Client]):
             return
         if faults.take("duplicate_diff", name):
             self._deliver(state, "depth", data, lambda text: [text, text])
+            state.replayed = data  # and once more, stale, after the next diff
         elif faults.take("reorder_diff", name):
             state.held = data
         elif faults.take("malformed_json", name):
