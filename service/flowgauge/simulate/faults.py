@@ -7,7 +7,9 @@ venue module decides *how* a fault looks on its wire. Pure and synchronous: no a
 Catalogue (`FAULT_KINDS`; parameters and defaults in brackets):
 
 * Book stream, one opportunity per book message of the instrument: `drop_diff` (a diff is withheld; the
-  simulator's own book still applies it), `duplicate_diff` (sent twice), `reorder_diff` (sent after the next
+  simulator's own book still applies it), `duplicate_diff` (sent twice; Bybit, OKX and
+  Binance also send a stale copy after the next one, which only the "id at or below the book's is dropped" rule
+  makes harmless), `reorder_diff` (sent after the next
   one), `seq_gap` (the venue's ids jump forward [by=1000], nothing lost), `bad_checksum` (venues with one),
   `malformed_json` and `truncated_frame` (a diff replaced by broken JSON / its first half),
   `oversized_frame` (a diff padded to [bytes=17 MiB], over the daemon's 16 MiB frame bound), `u1_restart`
@@ -112,7 +114,7 @@ def _positive(v: Any) -> bool:
 
 _KINDS: tuple[FaultKind, ...] = (
     FaultKind("drop_diff", "a book diff is withheld (the simulator's book still applies it)"),
-    FaultKind("duplicate_diff", "a book diff is sent twice"),
+    FaultKind("duplicate_diff", "a book diff is sent twice (and, on some venues, again after the next one)"),
     FaultKind("reorder_diff", "a book diff is sent after the next one"),
     FaultKind("seq_gap", "the venue's sequence ids jump forward (nothing lost)",
               {"by": Param(int, 1000, lambda v: v >= 2, ">= 2")}),
