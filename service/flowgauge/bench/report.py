@@ -130,10 +130,11 @@ class BenchConfig:
 
     @classmethod
     def tiny(cls) -> BenchConfig:
-        """For the smoke test only: every path runs, on sizes too small for the figures to mean anything."""
+        """For the smoke test only: every path runs, on sizes too small for the figures to mean anything, in 3
+        interleaved rounds (enough to show the rounds interleave and aggregate; real runs take 9 or more)."""
         return cls(
             "tiny",
-            9,
+            3,
             300,
             200,
             300,
