@@ -32,6 +32,8 @@ __all__ = ["LAG_BUCKETS_MS", "LagHistogram", "main", "rss_kib"]
 
 LAG_BUCKETS_MS = 10_000
 TICK_S = 0.01
+TRACE_ENV = "FLOWGAUGE_SOAK_TRACEMALLOC"
+TRACE_EVERY_S = 120.0
 
 
 def rss_kib(pid: int | str = "self") -> int | None:
@@ -132,13 +134,38 @@ def _line(daemon: Any, started: float, lags: tuple[LagHistogram, LagHistogram, L
     return orjson.dumps(record) + b"\n"
 
 
+async def _trace(frames: int, warmup_s: float) -> None:
+    """Debugging what grows (FLOWGAUGE_SOAK_TRACEMALLOC=frames): tracemalloc from the end of the warm-up, a
+    baseline a minute later, then every `TRACE_EVERY_S` the allocations grown most since it, as JSON lines on
+    stderr (the daemon's log). Costs CPU and memory: never on in a measured run."""
+    import tracemalloc
+
+    await asyncio.sleep(warmup_s)
+    tracemalloc.start(frames)
+    await asyncio.sleep(60.0)
+    ignore = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen *>")]
+    base = tracemalloc.take_snapshot().filter_traces(ignore)
+    while True:
+        await asyncio.sleep(TRACE_EVERY_S)
+        snapshot = tracemalloc.take_snapshot().filter_traces(ignore)
+        top = [
+            {"kib": round(stat.size_diff / 1024, 1), "blocks": stat.count_diff, "at": stat.traceback.format()}
+            for stat in snapshot.compare_to(base, "traceback")[:12]
+        ]
+        sys.stderr.write(
+            orjson.dumps({"trace": top, "traced_kib": tracemalloc.get_traced_memory()[0] // 1024}).decode()
+        )
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
 async def _run(config: str, every_s: float, warmup_s: float) -> int:
     from flowgauge import app, core
     from flowgauge.config import load_settings
 
     core.select(os.environ.get("FLOWGAUGE_CORE"))  # as `flowgauge run`: compiled when built, unless forced
 
-    settings = load_settings(config, os.environ)
+    settings = load_settings(config, {k: v for k, v in os.environ.items() if k != TRACE_ENV})  # not a setting
     daemon = app.Daemon(settings)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -158,6 +185,8 @@ async def _run(config: str, every_s: float, warmup_s: float) -> int:
 
     sampler = asyncio.create_task(_sample_lag(whole, settled, windows, warmup_s), name="soak-lag")
     reporter = asyncio.create_task(report(), name="soak-report")
+    frames = int(os.environ.get(TRACE_ENV, "0") or 0)
+    tracer = asyncio.create_task(_trace(frames, warmup_s), name="soak-trace") if frames > 0 else None
     try:
         await daemon.run()
     except Exception as exc:  # a crash is what the soak counts: say what it was, exit 1
@@ -166,7 +195,9 @@ async def _run(config: str, every_s: float, warmup_s: float) -> int:
         out.flush()
         return 1
     finally:
-        for task in (sampler, reporter):
+        for task in (sampler, reporter, tracer):
+            if task is None:
+                continue
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -104,6 +104,10 @@ def venue_faults(venue: str) -> list[str]:
     return out
 
 
+# Not settings: which core runs, and the daemon child's tracemalloc hook (soak.child, for finding what grows).
+_PASSED_ON = frozenset({"FLOWGAUGE_CORE", "FLOWGAUGE_SOAK_TRACEMALLOC"})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--minutes",
@@ -161,8 +165,7 @@ def execute(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except OSError as exc:
         print(f"soak: cannot use --dir {args.dir}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    # FLOWGAUGE_CORE (which core runs) is no setting: it passes, like FLOWGAUGE_LOG_LEVEL for the daemon's log.
-    env = {k: v for k, v in environ.items() if not k.startswith("FLOWGAUGE_") or k == "FLOWGAUGE_CORE"}
+    env = {k: v for k, v in environ.items() if not k.startswith("FLOWGAUGE_") or k in _PASSED_ON}
     return asyncio.run(_Soak(args, workdir, env).run())
 
 
