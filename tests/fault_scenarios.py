@@ -112,7 +112,7 @@ def compare(
     venue: str,
 ) -> Comparator:
     """Every payload of `venue` against the truth (status payloads only move the comparator's state)."""
-    comparator = Comparator(symbols)
+    comparator = Comparator(symbols, whole_books=venue == "hyperliquid")  # l2Book pushes are whole books
     for symbol, (records, evicted) in truth.items():
         assert evicted == 0, f"{symbol}: truth ring evicted {evicted} records; raise truth_capacity"
         comparator.add_truth(symbol, records)

@@ -223,6 +223,22 @@ def test_comparator_ofi_sums_every_truth_step_between_two_payloads() -> None:
     assert comparator.ofi_checked == 1 and comparator.ofi_multi == 1
 
 
+def test_comparator_of_a_whole_book_stream_takes_ofi_between_the_books_the_client_held() -> None:
+    # Hyperliquid: a whole book between two payloads that never reached the client (withheld, or refused as older
+    # than its book) leaves nothing to sum over: the flow runs from the previous payload's book to this one's.
+    truth = [_record(1, 5, 100.0, 2.0), _record(2, 6, 101.0, 3.0), _record(3, 7, 100.0, 4.0)]
+    ends = ofi_contribution((100.0, 2.0, 101.0, 1.0), (100.0, 4.0, 101.0, 1.0))
+    for published, right in ((ends, True), (ends + 1.0, False)):  # the flow is still checked
+        whole = Comparator({"BTC/USDC:USDC": "BTC"}, whole_books=True)
+        whole.add_truth("BTC/USDC:USDC", truth)
+        assert whole.check({**_payload(5, 100.0, 2.0, None), "symbol": "BTC/USDC:USDC"})
+        assert whole.check({**_payload(7, 100.0, 4.0, published), "symbol": "BTC/USDC:USDC"}) is right
+    diffs = Comparator({"BTC/USDC:USDC": "BTC"})
+    diffs.add_truth("BTC/USDC:USDC", truth)
+    assert diffs.check({**_payload(5, 100.0, 2.0, None), "symbol": "BTC/USDC:USDC"})
+    assert not diffs.check({**_payload(7, 100.0, 4.0, ends), "symbol": "BTC/USDC:USDC"})  # a diff stream sums
+
+
 def test_comparator_counts_payloads_of_an_untracked_symbol() -> None:
     comparator = Comparator({"BTC/USDT:USDT": "BTCUSDT"})
     comparator.add_truth("BTC/USDT:USDT", [_record(1, 5, 100.0, 2.0)])

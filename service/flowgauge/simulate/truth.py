@@ -296,10 +296,19 @@ class Comparator:
     Args:
         instruments: payload `symbol` (e.g. "BTC/USDT:USDT") -> the simulator's instrument (e.g. "BTCUSDT").
         size_factor: per payload symbol, venue size units -> the payload's base units (1 for linear USDT).
+        whole_books: the venue streams whole books, no diffs (Hyperliquid): `ofi` is e_n between the previous
+            payload's state and this one's, the books the client held, not summed over states it never got.
     """
 
-    def __init__(self, instruments: Mapping[str, str], size_factor: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        instruments: Mapping[str, str],
+        size_factor: Mapping[str, float] | None = None,
+        *,
+        whole_books: bool = False,
+    ) -> None:
         self.instruments = dict(instruments)
+        self.whole_books = whole_books
         self.size_factor = dict(size_factor or {})
         self._tracks: dict[str, _Track] = {symbol: _Track() for symbol in instruments}
         self.checked = 0  # payloads with a VALID book compared (any trigger)
@@ -368,7 +377,12 @@ class Comparator:
             # metrics.md §1.2: the flow over (previous payload, this one] is the sum of e_n over every truth state
             # in between, not e_n between the two end states (they differ once the top moved and came back).
             steps = track.records[track.prev_pos : track.cursor + 1]
-            if not steps or steps[0] is not track.prev:
+            if self.whole_books:
+                # A venue streaming whole books (Hyperliquid): the flow runs from the last book the client holds,
+                # the previous payload's. A book in between that never reached it, or that it refused as older
+                # than the one it holds, leaves nothing a client could sum over.
+                steps = [track.prev, record]
+            elif not steps or steps[0] is not track.prev:
                 problems.append(f"truth steps since book_seq {track.prev.key} no longer held (ofi not checkable)")
                 steps = [track.prev, record]
             want_ofi = sum(ofi_contribution(top_of(a, factor), top_of(b, factor)) for a, b in pairwise(steps))

@@ -164,7 +164,11 @@ class PayloadChecker:
         key = (venue, symbol)
         if key not in self._instruments:
             factor = self.size_factors.get(venue, {}).get(symbol)
-            comparator = _Comparator({symbol: venue_id}, {symbol: factor} if factor is not None else None)
+            comparator = _Comparator(
+                {symbol: venue_id},
+                {symbol: factor} if factor is not None else None,
+                whole_books=venue == "hyperliquid",  # every l2Book push is the whole book (no diffs, no ids)
+            )
             self._instruments[key] = _Instrument(venue, symbol, venue_id, comparator)
 
     async def _fetch_truth(self, session: aiohttp.ClientSession) -> set[tuple[str, str]]:
