@@ -10,11 +10,12 @@ Imports only argparse at module level: the CLI builds its parser from here on ev
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
 EXIT_FAILED_FILES = 1
@@ -50,6 +51,44 @@ class _Terminated(BaseException):
 
 def _raise_terminated(signum: int, frame: object) -> None:
     raise _Terminated
+
+
+class _HeldStops:
+    """SIGINT and SIGTERM stop the replay where it is (KeyboardInterrupt, _Terminated), except while a payload is
+    written to --out and counted (`held`): a stop arriving then is raised right after, so the summary's count is
+    exactly the lines in --out (a stop between the count and the write made them differ by one). A second stop
+    while one is held is raised at once."""
+
+    def __init__(self) -> None:
+        self._holding = False
+        self._pending: BaseException | None = None
+
+    def on_sigint(self, signum: int, frame: object) -> None:
+        self._stop(KeyboardInterrupt())
+
+    def on_sigterm(self, signum: int, frame: object) -> None:
+        self._stop(_Terminated())
+
+    def _stop(self, exc: BaseException) -> None:
+        # A second stop while one is held raises at once: a write blocked on a reader that never reads (a stalled
+        # pipe) must not make Ctrl-C wait for it.
+        if not self._holding or self._pending is not None:
+            raise exc
+        self._pending = exc
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self._holding = True
+        try:
+            yield
+        except BaseException:
+            self._pending = None  # the payload failed or a second stop came: that is what stops the replay now
+            raise
+        finally:
+            self._holding = False
+        if self._pending is not None:
+            exc, self._pending = self._pending, None
+            raise exc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,9 +179,13 @@ def _replay_into(
     progress = TerminalProgress(files, sys.stderr)
     stopped: str | None = None
     output_error: str | None = None
+    stops = _HeldStops()
+    previous_sigint = signal.signal(signal.SIGINT, stops.on_sigint)
+    signal.signal(signal.SIGTERM, stops.on_sigterm)
     try:
         replay(files, sink, speed=speed, symbols=symbols, stats=stats, on_file_error=on_file_error,
-               on_progress=progress, publish_trades=publish_trades, clock_skew_max_s=clock_bounds)
+               on_progress=progress, publish_trades=publish_trades, clock_skew_max_s=clock_bounds,
+               atomic=stops.held)
     except KeyboardInterrupt:
         stopped = "interrupted"
     except _Terminated:
@@ -152,6 +195,7 @@ def _replay_into(
     finally:
         # Done or stopped: a second SIGTERM must not cut the summary short (run() restores the handler).
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, previous_sigint)
         progress.close()
     if out is not None:
         try:
