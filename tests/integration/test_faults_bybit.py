@@ -17,24 +17,20 @@ while one is faulted; the daemon honours Retry-After.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 import yaml
+from tests.fault_scenarios import Bus, Fired
+from tests.fault_scenarios import fired as _fired
+from tests.fault_scenarios import periods as _periods
 from tests.procs import TIMEOUT_FACTOR, flowgauge, free_port, wait_for
-from websockets.asyncio.client import ClientConnection, connect
 
 from flowgauge.feeds import RESYNC_MIN_INTERVAL_NS, RESYNC_RETRY_NS
 from flowgauge.simulate import DATA_DIR, SIMULATORS
 from flowgauge.simulate.bybit import BybitSimulator
-from flowgauge.simulate.faults import FaultScheduler, load_scenario, parse_fault
+from flowgauge.simulate.faults import load_scenario, parse_fault
 from flowgauge.simulate.truth import Comparator, fetch_truth
 
 pytestmark = pytest.mark.integration
@@ -105,13 +101,6 @@ DETECT = {
 }
 
 
-@dataclass
-class Fired:
-    kind: str
-    instrument: str | None  # the venue's id, None for a connection fault
-    t: float  # wall time, s
-
-
 def _config(path: Path, sim_port: int, bus_port: int, http_port: int) -> Path:
     config = {
         "venues": {
@@ -131,64 +120,6 @@ def _config(path: Path, sim_port: int, bus_port: int, http_port: int) -> Path:
     }
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-class Bus:
-    """Everything the daemon publishes, in order, stamped with the receive time."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.messages: list[tuple[float, str, dict[str, Any]]] = []
-        self.task: asyncio.Task[None] | None = None
-
-    async def open(self) -> bool:
-        """Connect and subscribe (raises OSError while the daemon is not listening yet), then read on."""
-        ws = await connect(f"ws://127.0.0.1:{self.port}", open_timeout=2, max_size=None)
-        await ws.send(orjson.dumps({"op": "subscribe", "patterns": ["flowgauge.v1.>"]}).decode())
-        self.task = asyncio.create_task(self._read(ws))
-        return True
-
-    async def _read(self, ws: ClientConnection) -> None:
-        async with ws:
-            async for raw in ws:
-                message = orjson.loads(raw)
-                if "payload" in message and not message.get("snapshot"):
-                    self.messages.append((time.time(), message["topic"], message["payload"]))
-
-    def valid(self) -> set[str]:
-        latest: dict[str, str] = {}
-        for _, topic, payload in self.messages:
-            if topic.startswith("flowgauge.v1.status."):
-                latest[payload["symbol"]] = payload["state"]
-            elif payload.get("trigger") == "book":
-                latest[payload["symbol"]] = payload["book_state"]
-        return {s for s, state in latest.items() if state == "VALID"}
-
-
-def _periods(messages: list[tuple[float, str, dict[str, Any]]], symbol: str, since: float) -> list[list[float]]:
-    """[start, end] of every period `symbol` was not VALID after `since` (end inf while it lasts)."""
-    out: list[list[float]] = []
-    valid = True
-    for t, topic, payload in messages:
-        if t < since or payload.get("symbol") != symbol:
-            continue
-        if topic.startswith("flowgauge.v1.status."):
-            state = payload["state"]
-        elif payload.get("trigger") == "book":
-            state = payload["book_state"]
-        else:
-            continue
-        if valid and state != "VALID":
-            out.append([t, float("inf")])
-        elif not valid and state == "VALID":
-            out[-1][1] = t
-        valid = state == "VALID"
-    return out
-
-
-def _fired(scheduler: FaultScheduler) -> Iterator[Fired]:
-    for entry in scheduler.log:
-        yield Fired(entry["kind"], entry["instrument"], entry["ts_ns"] / 1e9)
 
 
 def _targets(fired: Fired) -> set[str]:
@@ -237,10 +168,7 @@ async def test_every_bybit_fault_back_to_back_against_the_truth(tmp_path: Path) 
                 received = len(bus.messages)
                 truth = {symbol: await fetch_truth(sim.http_url, venue_id) for symbol, venue_id in SYMBOLS.items()}
             finally:
-                if bus.task is not None:
-                    bus.task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await bus.task
+                await bus.close()
             assert daemon.poll() is None, log_path.read_text()[-3000:]
 
     # Assert 1: every payload against the truth at its book_seq.
