@@ -37,9 +37,20 @@ RULE_CHAINED = 2
 
 DEF _EMPTY_SIDE = 1
 DEF _PARTIAL = 2
+# _bands: which (band, side) the visible book does not reach (metrics.accumulator coverage EXHAUSTED)
+DEF _BID10 = 1
+DEF _ASK10 = 2
+DEF _BID25 = 4
+DEF _ASK25 = 8
 
 cdef object _EMPTY_SIDE_FLAG = "EMPTY_SIDE"
 cdef object _PARTIAL_FLAG = "PARTIAL_WINDOW"
+cdef object _EXHAUSTED = "EXHAUSTED"
+cdef object _PARTIAL_COVERAGE = "PARTIAL"
+# window lengths of metrics.accumulator OFI_COVERAGE / TFI_COVERAGE (ns, Python ints like the times compared)
+cdef object _NS_1S = 1_000_000_000
+cdef object _NS_10S = 10_000_000_000
+cdef object _NS_60S = 60_000_000_000
 
 
 cdef class CBookSide:
@@ -360,8 +371,8 @@ cdef inline Py_ssize_t _count_asks_at_or_below(CBookSide side, double limit) noe
 
 
 cdef int _bands(CBook book, dict out, double mid) except -1:
-    """metrics.depth.band_depth for the 10 and 25 bps bands; returns _PARTIAL when, for either band, a non-empty
-    side's deepest level is inside it.
+    """metrics.depth.band_depth for the 10 and 25 bps bands; returns a bit per (band, side) whose non-empty side's
+    deepest level is inside it (_BID10, _ASK10, _BID25, _ASK25: the band's depth is EXHAUSTED).
 
     Each sum is the reference's: price*size added one level at a time in ascending price order (asks from the
     best level out, bids from the deepest included level in). Those are three independent dependency chains
@@ -404,19 +415,25 @@ cdef int _bands(CBook book, dict out, double mid) except -1:
     out["depth_ask_10bps"] = ask10
     out["depth_bid_25bps"] = bid25
     out["depth_ask_25bps"] = ask
-    if (bids.n > 0 and bpx[bids.n - 1] > bid_limit10) or (asks.n > 0 and apx[asks.n - 1] < ask_limit10):
-        partial = _PARTIAL
-    if (bids.n > 0 and bpx[bids.n - 1] > bid_limit25) or (asks.n > 0 and apx[asks.n - 1] < ask_limit25):
-        partial = _PARTIAL
+    if bids.n > 0:
+        if bpx[bids.n - 1] > bid_limit10:
+            partial |= _BID10
+        if bpx[bids.n - 1] > bid_limit25:
+            partial |= _BID25
+    if asks.n > 0:
+        if apx[asks.n - 1] < ask_limit10:
+            partial |= _ASK10
+        if apx[asks.n - 1] < ask_limit25:
+            partial |= _ASK25
     return partial
 
 
-def book_fields(CBook book, dict out, set flags):
+def book_fields(CBook book, dict out, set flags, dict coverage):
     """Fill the book-state fields of one payload into `out` (InstrumentMetrics._book_fields); returns the mid."""
-    return _book_fields(book, out, flags)
+    return _book_fields(book, out, flags, coverage)
 
 
-cdef object _book_fields(CBook book, dict out, set flags):
+cdef object _book_fields(CBook book, dict out, set flags, dict coverage):
     cdef CBookSide bids = book.bids
     cdef CBookSide asks = book.asks
     cdef double bid_px = 0.0, bid_sz = 0.0, ask_px = 0.0, ask_sz = 0.0, mid = 0.0, total, imb
@@ -478,7 +495,15 @@ cdef object _book_fields(CBook book, dict out, set flags):
     else:
         partial = _bands(book, out, mid)
         if partial:
-            flags.add(_PARTIAL_FLAG)
+            # metrics.accumulator: per band and side, in the reference's order (10 bps bid, ask, 25 bps bid, ask)
+            if partial & _BID10:
+                coverage["depth_bid_10bps"] = _EXHAUSTED
+            if partial & _ASK10:
+                coverage["depth_ask_10bps"] = _EXHAUSTED
+            if partial & _BID25:
+                coverage["depth_bid_25bps"] = _EXHAUSTED
+            if partial & _ASK25:
+                coverage["depth_ask_25bps"] = _EXHAUSTED
     return mid_obj
 
 
@@ -1355,6 +1380,7 @@ def flow_fields(
     object now_ns,
     dict out,
     set flags,
+    dict coverage,
 ):
     """InstrumentMetrics._flow_fields in one call: the book-state fields, `ofi`, the OFI windows and the
     trade-flow windows at `now_ns`, written into `out` in the reference's order; returns the mid."""
@@ -1365,7 +1391,7 @@ def flow_fields(
         for key in _NO_BOOK_KEYS:
             out[key] = None
     else:
-        mid = _book_fields(<CBook?>book, out, flags)
+        mid = _book_fields(<CBook?>book, out, flags, coverage)
         out["ofi"] = last_e if trigger == "book" else None
     if first_book_seen:
         out["ofi_raw_1s"] = win_1s.value_at(now)
@@ -1417,12 +1443,34 @@ cdef class PayloadFields:
         self.warmup_ns = warmup_ns
 
     def fill(self, tuple state, object book, object last_e, object trigger, bint first_book_seen, object now_ns,
-             object warm_start, set open_flags, dict flag_until, dict out):
+             object warm_start, object since, set open_flags, dict flag_until, dict out):
         """`state` = (oi, oi_notional, oi_chg_pct, oi_open_ratio, oi flags (OI_* bits), funding_rate_8h,
-        mark_price, index_price, ls_skew_accounts, ls_skew_top_positions)."""
+        mark_price, index_price, ls_skew_accounts, ls_skew_top_positions); `since` the time of the instrument's
+        first input (trade windows are covered from it)."""
         cdef set flags = set()
+        cdef dict coverage = {}
         cdef object mid = flow_fields(book, last_e, trigger, first_book_seen, self.win_1s, self.win_10s,
-                                      self.win_60s, self.ew_10s, self.tfi_10s, self.tfi_60s, now_ns, out, flags)
+                                      self.win_60s, self.ew_10s, self.tfi_10s, self.tfi_60s, now_ns, out, flags,
+                                      coverage)
+        # metrics.accumulator InstrumentMetrics._window_coverage
+        if warm_start is None:
+            if out["ofi_raw_1s"] is not None:
+                coverage["ofi_raw_1s"] = _PARTIAL_COVERAGE
+            if out["ofi_raw_10s"] is not None:
+                coverage["ofi_raw_10s"] = _PARTIAL_COVERAGE
+            if out["ofi_raw_60s"] is not None:
+                coverage["ofi_raw_60s"] = _PARTIAL_COVERAGE
+        else:
+            if out["ofi_raw_1s"] is not None and now_ns - warm_start < _NS_1S:
+                coverage["ofi_raw_1s"] = _PARTIAL_COVERAGE
+            if out["ofi_raw_10s"] is not None and now_ns - warm_start < _NS_10S:
+                coverage["ofi_raw_10s"] = _PARTIAL_COVERAGE
+            if out["ofi_raw_60s"] is not None and now_ns - warm_start < _NS_60S:
+                coverage["ofi_raw_60s"] = _PARTIAL_COVERAGE
+        if out["tfi_10s"] is not None and (since is None or now_ns - since < _NS_10S):
+            coverage["tfi_10s"] = _PARTIAL_COVERAGE
+        if out["tfi_60s"] is not None and (since is None or now_ns - since < _NS_60S):
+            coverage["tfi_60s"] = _PARTIAL_COVERAGE
         cdef int oi_flags = state[4]
         cdef object index = state[7]
         cdef double mid_px, index_px
@@ -1433,7 +1481,9 @@ cdef class PayloadFields:
         out["oi_chg_pct_5m"] = state[2]
         out["oi_open_ratio_5m"] = state[3]
         if oi_flags & _OI_PARTIAL:
-            flags.add("PARTIAL_WINDOW")
+            coverage["oi_open_ratio_5m"] = _PARTIAL_COVERAGE
+        if coverage:
+            flags.add(_PARTIAL_FLAG)
         if oi_flags & _OI_INCONSISTENT:
             flags.add("OI_INCONSISTENT")
         if oi_flags & _OI_STALE:
@@ -1459,4 +1509,5 @@ cdef class PayloadFields:
                 flags.add(flag)
         quality = sorted(flags)
         out["quality"] = quality
+        out["coverage"] = coverage
         return out

@@ -41,7 +41,7 @@ FIELD_NAMES: tuple[str, ...] = (
     "oi", "oi_notional", "oi_chg_pct_5m", "oi_open_ratio_5m",
     "funding_rate_8h", "premium_bps_live", "mark_price", "index_price",
     "ls_skew_accounts", "ls_skew_top_positions",
-    "quality",
+    "quality", "coverage",
 )  # fmt: skip
 """The keys of `InstrumentMetrics.fields`, in publication order."""
 
@@ -58,6 +58,15 @@ BANDS_BPS = (10.0, 25.0)
 _BAND_KEYS = (("depth_bid_10bps", "depth_ask_10bps"), ("depth_bid_25bps", "depth_ask_25bps"))
 
 WARMUP_NS = 60 * _S  # the longest flow window: until it has filled, flow values cover less than they say
+
+# Coverage (issue 11 item 2): a non-null windowed value whose window reaches back before what this instrument has
+# observed is marked `coverage[field] = "PARTIAL"` (and the payload PARTIAL_WINDOW); a band the visible book does
+# not reach on a non-empty side is `"EXHAUSTED"` (its depth is a lower bound; PARTIAL_WINDOW too, as before).
+# OFI windows count from the (re)sync's first state, trade windows from the first input the accumulator saw.
+OFI_COVERAGE = (("ofi_raw_1s", 1 * _S), ("ofi_raw_10s", 10 * _S), ("ofi_raw_60s", 60 * _S))
+TFI_COVERAGE = (("tfi_10s", 10 * _S), ("tfi_60s", 60 * _S))
+PARTIAL = "PARTIAL"
+EXHAUSTED = "EXHAUSTED"
 FLAG_HORIZON_NS = 60 * _S  # GAP / RESET stay until the longest flow window no longer overlaps the gap
 OI_WINDOW_NS = 5 * 60 * _S
 
@@ -78,6 +87,7 @@ class InstrumentMetrics:
         "_oi",
         "_open_flags",
         "_prev_top",
+        "_since",
         "_tfi_10s",
         "_tfi_60s",
         "_warm_start",
@@ -100,6 +110,7 @@ class InstrumentMetrics:
         self._last_e: float | None = None  # e_n of the latest book event
         self._first_book_seen = False
         self._warm_start: int | None = None  # ts of the first (post-resync) book state
+        self._since: int | None = None  # ts of the first input of any kind: trade windows are covered from it
         self._open_flags: set[str] = set()  # GAP / RESET of an invalid period not yet resynced
         self._flag_until: dict[str, int] = {}  # flag -> time from which no flow window overlaps its gap
         self._win_1s = SlidingSum(1 * _S)
@@ -134,6 +145,8 @@ class InstrumentMetrics:
         """First state after start or after a resync: stored as state n-1, no e_n (§1.4)."""
         self._last_e = None
         self._warm_start = ts_exchange
+        if self._since is None:
+            self._since = ts_exchange
         if self._open_flags:
             until = ts_exchange + FLAG_HORIZON_NS
             flag_until = self._flag_until
@@ -167,6 +180,8 @@ class InstrumentMetrics:
         self._open_flags.add("GAP" if reason is InvalidReason.GAP else "RESET")
 
     def on_trade(self, trade: Trade) -> None:
+        if self._since is None:
+            self._since = trade.ts_exchange
         # Every print counts in the volume OI is checked against (§6.2); forced ones stay out of TFI (§5.1).
         self._oi.on_trade(trade.ts_exchange, trade.size)
         if not trade.forced:
@@ -174,6 +189,8 @@ class InstrumentMetrics:
             self._tfi_60s.add(trade.ts_exchange, trade.side, trade.size)
 
     def on_open_interest(self, oi: OpenInterest) -> None:
+        if self._since is None:
+            self._since = oi.ts_exchange
         self._oi.on_open_interest(oi.ts_exchange, oi.open_interest)
 
     def on_funding(self, funding: FundingRate) -> None:
@@ -214,13 +231,15 @@ class InstrumentMetrics:
 
         Returns:
             `out` with exactly the keys of `FIELD_NAMES` added; undefined values are None, `quality` is a
-            sorted list of flag names.
+            sorted list of flag names, `coverage` a dict (field -> PARTIAL / EXHAUSTED, empty when all is covered).
         """
         now = ts_exchange
         flags: set[str] = set()
+        coverage: dict[str, str] = {}
         if out is None:
             out = {}
-        mid = self._flow_fields(book, now, trigger, out, flags)
+        mid = self._flow_fields(book, now, trigger, out, flags, coverage)
+        self._window_coverage(now, out, coverage)
 
         oi = self._oi
         funding = self._funding
@@ -229,7 +248,9 @@ class InstrumentMetrics:
         out["oi_notional"] = oi.oi * mark if oi.oi is not None and mark is not None else None
         out["oi_chg_pct_5m"] = oi.chg_pct
         out["oi_open_ratio_5m"] = oi.open_ratio
-        if oi.partial and (oi.chg_pct is not None or oi.open_ratio is not None):
+        if oi.partial and oi.open_ratio is not None:
+            coverage["oi_open_ratio_5m"] = PARTIAL
+        if coverage:
             flags.add("PARTIAL_WINDOW")
         if oi.inconsistent:
             flags.add("OI_INCONSISTENT")
@@ -252,10 +273,28 @@ class InstrumentMetrics:
             if now < until:
                 flags.add(flag)
         out["quality"] = sorted(flags)
+        out["coverage"] = coverage
         return out
 
+    def _window_coverage(self, now: int, out: dict[str, object], coverage: dict[str, str]) -> None:
+        """Mark the non-null OFI / TFI windows that reach back before what was observed (see OFI_COVERAGE)."""
+        start = self._warm_start
+        for key, window in OFI_COVERAGE:
+            if out[key] is not None and (start is None or now - start < window):
+                coverage[key] = PARTIAL
+        start = self._since
+        for key, window in TFI_COVERAGE:
+            if out[key] is not None and (start is None or now - start < window):
+                coverage[key] = PARTIAL
+
     def _flow_fields(
-        self, book: L2Book | None, now: int, trigger: str, out: dict[str, object], flags: set[str]
+        self,
+        book: L2Book | None,
+        now: int,
+        trigger: str,
+        out: dict[str, object],
+        flags: set[str],
+        coverage: dict[str, str],
     ) -> float | None:
         """The per-event part of `fields` (the compiled core does all of it in one C call): book state, `ofi`,
         the OFI windows and the trade-flow windows at `now`. Returns the mid (None without a VALID two-sided
@@ -268,7 +307,7 @@ class InstrumentMetrics:
             ):  # fmt: skip
                 out[key] = None
         else:
-            mid = self._book_fields(book, out, flags)
+            mid = self._book_fields(book, out, flags, coverage)
             out["ofi"] = self._last_e if trigger == "book" else None
 
         if self._first_book_seen:
@@ -283,7 +322,9 @@ class InstrumentMetrics:
         out["tfi_60s"] = self._tfi_60s.value(now)
         return mid
 
-    def _book_fields(self, book: L2Book, out: dict[str, object], flags: set[str]) -> float | None:
+    def _book_fields(
+        self, book: L2Book, out: dict[str, object], flags: set[str], coverage: dict[str, str]
+    ) -> float | None:
         """Fill the book-state fields; returns the mid (None with an empty side)."""
         best_bid = book.bids.best()
         best_ask = book.asks.best()
@@ -310,9 +351,11 @@ class InstrumentMetrics:
                 out[bid_key] = None
                 out[ask_key] = None
                 continue
-            bid_depth, ask_depth, partial = band_depth(book, mid, band)
+            bid_depth, ask_depth, bid_short, ask_short = band_depth(book, mid, band)
             out[bid_key] = bid_depth
             out[ask_key] = ask_depth
-            if partial:
-                flags.add("PARTIAL_WINDOW")
+            if bid_short:
+                coverage[bid_key] = EXHAUSTED
+            if ask_short:
+                coverage[ask_key] = EXHAUSTED
         return mid

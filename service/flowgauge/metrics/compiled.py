@@ -66,7 +66,7 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
         funding = self._funding
         mark = funding.mark_price
         flags = 0
-        if oi.partial and (oi.chg_pct is not None or oi.open_ratio is not None):
+        if oi.partial and oi.open_ratio is not None:
             flags |= core.OI_PARTIAL
         if oi.inconsistent:
             flags |= core.OI_INCONSISTENT
@@ -100,6 +100,7 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
             self._first_book_seen,
             ts_exchange,
             self._warm_start,
+            self._since,
             self._open_flags,
             self._flag_until,
             {} if out is None else out,
@@ -136,6 +137,7 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
             True,
             ts_exchange,
             self._warm_start,
+            self._since,
             self._open_flags,
             self._flag_until,
             out,
@@ -150,10 +152,20 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
         super().on_book_invalid(ts_exchange, reason)
         self._ofi.forget()
 
-    def _book_fields(self, book: Any, out: dict[str, object], flags: set[str]) -> float | None:
-        return self._book_fields_c(book, out, flags)  # type: ignore[no-any-return]
+    def _book_fields(
+        self, book: Any, out: dict[str, object], flags: set[str], coverage: dict[str, str]
+    ) -> float | None:
+        return self._book_fields_c(book, out, flags, coverage)  # type: ignore[no-any-return]
 
-    def _flow_fields(self, book: Any, now: int, trigger: str, out: dict[str, object], flags: set[str]) -> float | None:
+    def _flow_fields(
+        self,
+        book: Any,
+        now: int,
+        trigger: str,
+        out: dict[str, object],
+        flags: set[str],
+        coverage: dict[str, str],
+    ) -> float | None:
         return self._flow_fields_c(  # type: ignore[no-any-return]
             book,
             self._last_e,
@@ -168,4 +180,5 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
             now,
             out,
             flags,
+            coverage,
         )

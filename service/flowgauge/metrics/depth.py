@@ -73,15 +73,15 @@ def depth_imbalances(book: L2Book, levels: Sequence[int]) -> tuple[list[float | 
     return out, empty_side
 
 
-def band_depth(book: L2Book, mid: float, band_bps: float) -> tuple[float, float, bool]:
+def band_depth(book: L2Book, mid: float, band_bps: float) -> tuple[float, float, bool, bool]:
     """Quote notional resting within `band_bps` of `mid` on each side (metrics.md §7 `depth_bid_X/ask_X`).
 
     Bids count when `p >= mid*(1 - X/1e4)`, asks when `p <= mid*(1 + X/1e4)`.
 
     Returns:
-        (bid notional, ask notional, partial): `partial` is True when a non-empty side's deepest level is
-        inside the band, i.e. the feed's depth does not reach the band edge and the value may be truncated
-        (the caller's PARTIAL_WINDOW flag, §3.3).
+        (bid notional, ask notional, bid exhausted, ask exhausted): a side is exhausted when it is non-empty
+        and its deepest level is inside the band, i.e. the feed's depth does not reach the band edge and the
+        value may be truncated (the caller's `coverage` EXHAUSTED and PARTIAL_WINDOW flag, §3.3).
     """
     frac = band_bps / 1e4
     bid_limit = mid * (1.0 - frac)
@@ -91,7 +91,6 @@ def band_depth(book: L2Book, mid: float, band_bps: float) -> tuple[float, float,
     ask_notional = float(book.asks.notional_within(ask_limit))
     bid_deepest = book.bids.worst_price()
     ask_deepest = book.asks.worst_price()
-    partial = (bid_deepest is not None and bid_deepest > bid_limit) or (
-        ask_deepest is not None and ask_deepest < ask_limit
-    )
-    return bid_notional, ask_notional, partial
+    bid_short = bid_deepest is not None and bid_deepest > bid_limit
+    ask_short = ask_deepest is not None and ask_deepest < ask_limit
+    return bid_notional, ask_notional, bid_short, ask_short

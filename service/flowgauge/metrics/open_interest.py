@@ -4,8 +4,9 @@ Pure, synchronous metric math: no I/O, no asyncio, no prometheus_client.
 
 Rules kept from §6.2: `dOI` is taken only between two OI observations (never interpolated), and the volume `V`
 it is compared with is the volume of ALL trades (forced included) between the same two exchange timestamps,
-`(t_ref, t_now]`. The reference is the latest observation at or before `t_now - T`; with less than `T` of
-history the oldest observation is used and the result is flagged partial.
+`(t_ref, t_now]`. The reference is the latest observation at or before `t_now - T`. With less than `T` of
+history there is none: `chg_pct` is then None (a change over less than its name says is not that change, issue 11
+item 2), while the bounded `open_ratio` is taken since the oldest observation and flagged partial.
 
 Trades and OI come from different venue streams, so a trade may arrive after an OI observation that is later
 than the trade. Volume is therefore kept per OI interval (the trades in `(t_{k-1}, t_k]` belong to
@@ -211,11 +212,12 @@ class OpenInterestFlow:
             return
         d_oi = last.oi - ref.oi
         self.partial = last.t - ref.t < self.window_ns
-        self.chg_pct = d_oi / ref.oi if ref.oi > 0.0 else None
+        self.chg_pct = d_oi / ref.oi if ref.oi > 0.0 and not self.partial else None
         volume = self._window.value()
         if volume <= 0.0:
+            # No trades: the ratio is 0/0 (unknown, not 0) or x/0 (inconsistent) -- null either way (issue 11).
             self.consistency = None
-            self.open_ratio = 0.0 if d_oi == 0.0 else None
+            self.open_ratio = None
             self.inconsistent = d_oi != 0.0
             return
         ratio = d_oi / volume

@@ -42,6 +42,8 @@ class MetricsPayload(msgspec.Struct, frozen=True, kw_only=True):
     ts_recv: int
     ts_publish: int
     quality: list[str]
+    # field -> "PARTIAL" / "EXHAUSTED" (README "coverage"); empty when every value covers what its name says
+    coverage: dict[str, str] = msgspec.field(default_factory=dict)
     bid_px: float | None = None
     bid_sz: float | None = None
     ask_px: float | None = None

@@ -179,7 +179,9 @@ def test_first_state_after_gap_has_no_ofi_and_carries_gap_flag() -> None:
     out = m.fields(book, resync, "book")
     assert out["ofi"] is None  # the transition across the gap is not an event
     assert out["ofi_raw_10s"] == 4.0  # and contributes nothing
-    assert out["quality"] == ["GAP", "WARMUP"]
+    # the windows reach back before the resync: partial, as every flow window in its first T seconds
+    assert out["quality"] == ["GAP", "PARTIAL_WINDOW", "WARMUP"]
+    assert out["coverage"] == {"ofi_raw_1s": "PARTIAL", "ofi_raw_10s": "PARTIAL", "ofi_raw_60s": "PARTIAL"}
 
     book.apply([], [(101.1, 0.5)], seq=101, ts_exchange=resync + 1)
     m.on_book(book, resync + 1)
@@ -241,10 +243,13 @@ def test_book_fields_and_empty_side_flag() -> None:
     assert out["depth_ask_10bps"] == pytest.approx(300.3, abs=1e-9)
     assert out["depth_bid_25bps"] == pytest.approx(500.0 + 99.9, abs=1e-9)
     assert out["depth_ask_25bps"] == pytest.approx(300.3 + 200.6, abs=1e-9)
-    assert out["quality"] == ["WARMUP"]
+    assert out["quality"] == ["PARTIAL_WINDOW", "WARMUP"]  # the OFI windows' first seconds
+    assert out["coverage"] == {"ofi_raw_1s": "PARTIAL", "ofi_raw_10s": "PARTIAL", "ofi_raw_60s": "PARTIAL"}
 
     book.apply([(99.0, 0.0)], [], seq=2, ts_exchange=T0)  # now the bids stop inside the 25 bps band
-    assert "PARTIAL_WINDOW" in m.fields(book, T0, "book")["quality"]  # type: ignore[operator]
+    out = m.fields(book, T0 + 60 * S, "book")
+    assert "PARTIAL_WINDOW" in out["quality"]  # type: ignore[operator]
+    assert out["coverage"] == {"depth_bid_25bps": "EXHAUSTED"}  # that band and side only
 
     book.apply([], [(100.1, 0.0), (100.3, 0.0), (101.2, 0.0)], seq=3, ts_exchange=T0 + 1)
     m.on_book(book, T0 + 1)
@@ -267,8 +272,9 @@ def test_trades_forced_excluded_from_tfi_included_in_oi_volume() -> None:
     assert out["tfi_10s"] == 0.5
     assert out["tfi_60s"] == 0.5
     assert out["oi_open_ratio_5m"] == pytest.approx(4.0 / 8.0, abs=1e-15)
-    assert out["oi_chg_pct_5m"] == pytest.approx(0.004, abs=1e-15)
+    assert out["oi_chg_pct_5m"] is None  # no observation at or before t - 5 min
     assert "PARTIAL_WINDOW" in out["quality"]  # type: ignore[operator]
+    assert out["coverage"]["oi_open_ratio_5m"] == "PARTIAL"  # type: ignore[index]
     assert out["oi_notional"] is None  # no mark price yet
     later = m.fields(None, T0 + 12 * S, "timer")
     assert later["tfi_10s"] is None
@@ -462,6 +468,9 @@ def test_all_numbers_are_plain_python_floats() -> None:
             if key == "quality":
                 assert isinstance(value, list) and all(type(f) is str for f in value)
                 assert value == sorted(value)
+            elif key == "coverage":
+                assert isinstance(value, dict)
+                assert all(out[k] is not None and v in ("PARTIAL", "EXHAUSTED") for k, v in value.items())
             else:
                 assert value is None or type(value) is float, (key, value, type(value))
 
@@ -480,3 +489,33 @@ def test_liquidations_are_counted() -> None:
     m.on_liquidation(liq)
     assert m.last_liquidation is liq
     assert (m.liq_count_short, m.liq_size_short, m.liq_count_long) == (1, 2.0, 0)
+
+
+def test_flow_windows_are_partial_for_their_first_t_seconds() -> None:
+    """Issue 11 item 2: PARTIAL_WINDOW on every window not fully covered, per field in `coverage`."""
+    m = InstrumentMetrics(INSTRUMENT)
+    m.on_trade(trade(T0, BUY, 1.0))
+    book = start_book(m, T0)
+    cov = m.fields(book, T0 + S // 2, "book")["coverage"]
+    assert cov == {k: "PARTIAL" for k in ("ofi_raw_1s", "ofi_raw_10s", "ofi_raw_60s", "tfi_10s", "tfi_60s")}
+    cov = m.fields(book, T0 + 5 * S, "book")["coverage"]
+    assert cov == {k: "PARTIAL" for k in ("ofi_raw_10s", "ofi_raw_60s", "tfi_10s", "tfi_60s")}
+    cov = m.fields(book, T0 + 10 * S, "book")["coverage"]
+    # tfi_10s is null (no trade in its window): no entry
+    assert cov == {"ofi_raw_60s": "PARTIAL", "tfi_60s": "PARTIAL"}
+    m.on_trade(trade(T0 + 30 * S, SELL, 1.0))
+    cov = m.fields(book, T0 + 30 * S, "book")["coverage"]
+    assert cov == {"ofi_raw_60s": "PARTIAL", "tfi_60s": "PARTIAL"}
+    out = m.fields(book, T0 + 60 * S, "book")
+    assert out["coverage"] == {}
+    assert "PARTIAL_WINDOW" not in out["quality"]  # type: ignore[operator]
+
+
+def test_open_ratio_is_null_without_trades_and_change_needs_a_full_window() -> None:
+    m = InstrumentMetrics(INSTRUMENT)
+    m.on_open_interest(open_interest(T0, 1000.0))
+    m.on_open_interest(open_interest(T0 + 300 * S, 1000.0))
+    out = m.fields(None, T0 + 300 * S, "open_interest")
+    assert out["oi_open_ratio_5m"] is None  # 0/0 without trades is unknown, not 0.0
+    assert out["oi_chg_pct_5m"] == 0.0
+    assert "OI_INCONSISTENT" not in out["quality"]  # type: ignore[operator]

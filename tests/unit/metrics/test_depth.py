@@ -62,21 +62,22 @@ def test_depth_imbalance_both_sides_empty_is_none() -> None:
 def test_band_depth_10_and_25_bps() -> None:
     book = make_book()
     # 10 bps: bid edge 100.05 * 0.999 = 99.94995 -> only 100.0; ask edge 100.15005 -> only 100.1
-    bid, ask, partial = band_depth(book, MID, 10.0)
+    bid, ask, bid_short, ask_short = band_depth(book, MID, 10.0)
     assert bid == pytest.approx(100.0 * 1.0, abs=1e-9)
     assert ask == pytest.approx(100.1 * 2.0, abs=1e-9)
-    assert not partial
+    assert not bid_short and not ask_short
     # 25 bps: bid edge 99.799875 -> 100.0, 99.9; ask edge 100.300125 -> 100.1, 100.2
-    bid, ask, partial = band_depth(book, MID, 25.0)
+    bid, ask, bid_short, ask_short = band_depth(book, MID, 25.0)
     assert bid == pytest.approx(100.0 + 99.9 * 2.0, abs=1e-9)
     assert ask == pytest.approx(100.1 * 2.0 + 100.2, abs=1e-9)
-    assert not partial
+    assert not bid_short and not ask_short
 
 
-def test_band_wider_than_the_book_is_partial() -> None:
-    """100 bps: ask edge 101.0505 is beyond the deepest ask 101.0, so the feed may have truncated it."""
-    bid, ask, partial = band_depth(make_book(), MID, 100.0)
-    assert partial
+def test_band_wider_than_the_book_is_exhausted_on_that_side_only() -> None:
+    """100 bps: ask edge 101.0505 is beyond the deepest ask 101.0, so the feed may have truncated it; the bids
+    reach 99.0, past their edge 99.0495."""
+    bid, ask, bid_short, ask_short = band_depth(make_book(), MID, 100.0)
+    assert ask_short and not bid_short
     assert ask == pytest.approx(100.1 * 2 + 100.2 + 100.6 * 5 + 101.0, abs=1e-9)
     assert bid == pytest.approx(100.0 + 99.9 * 2 + 99.5 * 3, abs=1e-9)  # 99.0 < 99.0495: outside
 
@@ -84,5 +85,5 @@ def test_band_wider_than_the_book_is_partial() -> None:
 def test_band_depth_counts_a_level_inside_after_an_update() -> None:
     book = make_book()
     book.apply([(99.95, 10.0)], [], seq=2, ts_exchange=1)
-    bid, _, _ = band_depth(book, MID, 10.0)
+    bid, _, _, _ = band_depth(book, MID, 10.0)
     assert bid == pytest.approx(100.0 + 99.95 * 10.0, abs=1e-9)

@@ -30,16 +30,29 @@ def test_ratio_and_change_with_partial_history() -> None:
     flow.on_open_interest(MIN, 104.0)
     assert flow.volume_in_window() == 10.0
     assert flow.open_ratio == pytest.approx(0.4, abs=1e-15)
-    assert flow.chg_pct == pytest.approx(0.04, abs=1e-15)
-    assert flow.partial  # only 1 min of the 5 min history: the oldest observation is the reference
+    # no observation at or before t - 5 min: the 5-minute change is unknown, not the change since the first one
+    assert flow.chg_pct is None
+    assert flow.partial  # only 1 min of the 5 min history: the ratio is taken since the oldest observation
     assert not flow.inconsistent
 
 
-def test_volume_zero_and_oi_unchanged_is_zero() -> None:
+def test_change_once_an_observation_at_or_before_t_minus_window_exists() -> None:
     flow = OpenInterestFlow(W)
     flow.on_open_interest(0, 100.0)
-    flow.on_open_interest(S, 100.0)
-    assert flow.open_ratio == 0.0
+    flow.on_open_interest(W - 1, 101.0)
+    assert flow.chg_pct is None
+    flow.on_open_interest(W, 102.0)  # the observation at t - 5 min exactly is the reference
+    assert flow.chg_pct == pytest.approx(0.02, abs=1e-15)  # a fraction, not percent
+    assert not flow.partial
+
+
+def test_volume_zero_and_oi_unchanged_is_null() -> None:
+    """No trades: 0/0 is unknown, published null, not 0.0 (issue 11 item 2)."""
+    flow = OpenInterestFlow(W)
+    flow.on_open_interest(0, 100.0)
+    flow.on_open_interest(W, 100.0)
+    assert flow.open_ratio is None
+    assert flow.consistency is None
     assert flow.chg_pct == 0.0
     assert not flow.inconsistent
 
@@ -47,7 +60,7 @@ def test_volume_zero_and_oi_unchanged_is_zero() -> None:
 def test_volume_zero_and_oi_changed_is_null_and_inconsistent() -> None:
     flow = OpenInterestFlow(W)
     flow.on_open_interest(0, 100.0)
-    flow.on_open_interest(S, 101.0)
+    flow.on_open_interest(W, 101.0)
     assert flow.open_ratio is None
     assert flow.inconsistent
     assert flow.chg_pct == pytest.approx(0.01, abs=1e-15)
