@@ -85,7 +85,8 @@ async def test_simulator_and_daemon_end_to_end(tmp_path: Path) -> None:
         samples = await wait_for(scraped, "open interest gauge on /metrics")
         key = ("flowgauge_depth_imbalance", (("levels", "10"), ("symbol", "BTC/USDT:USDT"), ("venue", "bybit")))
         assert key in samples and -1 <= samples[key] <= 1
-        assert samples[("flowgauge_book_state", (("symbol", "BTC/USDT:USDT"), ("venue", "bybit")))] == 1
+        state_key = ("flowgauge_book_state", (("state", "VALID"), ("symbol", "BTC/USDT:USDT"), ("venue", "bybit")))
+        assert samples[state_key] == 1
         assert samples[("flowgauge_ws_messages_total", (("venue", "bybit"),))] > 0
         oi = samples[("flowgauge_open_interest", (("symbol", "BTC/USDT:USDT"), ("venue", "bybit")))]
         assert 20_000 < oi < 40_000  # one-sided (~29.9k BTC), not Bybit's two-sided ~59.9k

@@ -149,15 +149,18 @@ async def test_metrics_exposes_signal_gauges_from_the_source(http: tuple[aiohttp
     assert _value(samples, "flowgauge_open_interest", **btc) == 51_000.0
     assert _value(samples, "flowgauge_open_interest_notional", **btc) == 3.3e9
     assert _value(samples, "flowgauge_funding_rate_8h", **btc) == 0.0001
-    assert _value(samples, "flowgauge_premium_bps", **btc) == -1.25
-    assert _value(samples, "flowgauge_book_spread_bps", **btc) == 0.015
+    # bps in the payload, ratios on /metrics (Prometheus base units).
+    assert _value(samples, "flowgauge_premium_ratio", **btc) == pytest.approx(-1.25e-4)
+    assert _value(samples, "flowgauge_book_spread_ratio", **btc) == pytest.approx(1.5e-6)
     assert _value(samples, "flowgauge_mid_price", **btc) == 65_000.5
     last_update = _value(samples, "flowgauge_book_last_update_timestamp_seconds", **btc)
     assert last_update == pytest.approx(TS_NS / 1e9)
-    # Book states for every book, including ones without a payload yet.
-    assert _value(samples, "flowgauge_book_state", **btc) == 1.0
-    assert _value(samples, "flowgauge_book_state", venue="bybit", symbol="ETH/USDT:USDT") == -1.0
-    assert _value(samples, "flowgauge_book_state", venue="okx", symbol="BTC/USDT:USDT") == 0.0
+    # Book states for every book, including ones without a payload yet: a state set, 1 on the current state.
+    for venue, symbol, current in (("bybit", "BTC/USDT:USDT", "VALID"), ("bybit", "ETH/USDT:USDT", "INVALID"),
+                                   ("okx", "BTC/USDT:USDT", "SYNCING")):
+        for state in ("VALID", "SYNCING", "INVALID"):
+            value = _value(samples, "flowgauge_book_state", venue=venue, symbol=symbol, state=state)
+            assert value == (1.0 if state == current else 0.0), (venue, symbol, state)
     # Operational instruments from the same registry.
     assert _value(samples, "flowgauge_build_info", version="1.2.3") == 1.0
     assert _value(samples, "flowgauge_ws_received_bytes_total", venue="bybit") == 100.0
@@ -181,7 +184,8 @@ async def test_metrics_follow_the_source_between_scrapes(
     okx_eth = {"venue": "okx", "symbol": "ETH/USDT:USDT"}
     assert _value(samples, "flowgauge_depth_imbalance", **okx_eth, levels="1") is None
     # A book that left the source leaves /metrics.
-    assert _value(samples, "flowgauge_book_state", venue="bybit", symbol="ETH/USDT:USDT") is None
+    assert not [labels for labels, _ in samples["flowgauge_book_state"] if labels["symbol"] == "ETH/USDT:USDT"
+                and labels["venue"] == "bybit"]
 
 
 async def test_every_metric_has_a_help_text(http: tuple[aiohttp.ClientSession, str]) -> None:

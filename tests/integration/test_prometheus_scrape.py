@@ -77,4 +77,5 @@ async def test_prometheus_scrapes_the_signal_gauges(tmp_path: Path) -> None:
         )
         assert 20_000 < float(oi[0]["value"][1]) < 40_000  # one-sided
         states = await _query(prom_port, 'flowgauge_book_state{venue="bybit"}')
-        assert {float(s["value"][1]) for s in states} <= {0.0, 1.0, -1.0} and states
+        assert {float(s["value"][1]) for s in states} <= {0.0, 1.0} and states
+        assert {s["metric"]["state"] for s in states} == {"VALID", "SYNCING", "INVALID"}

@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 __all__ = [
-    "BOOK_STATE_VALUES",
+    "BOOK_STATES",
     "DEFAULT_DEPTH_LEVELS",
     "DEFAULT_OFI_EW_WINDOWS",
     "DEFAULT_OFI_WINDOWS",
@@ -31,7 +31,13 @@ DEFAULT_OFI_WINDOWS: tuple[str, ...] = ("1s", "10s", "60s")
 DEFAULT_OFI_EW_WINDOWS: tuple[str, ...] = ("10s",)
 DEFAULT_TFI_WINDOWS: tuple[str, ...] = ("10s", "60s")
 
-BOOK_STATE_VALUES: Mapping[str, float] = {"VALID": 1.0, "SYNCING": 0.0, "INVALID": -1.0}
+# flowgauge_book_state is a state set (OpenMetrics StateSet, exposed as a gauge with a `state` label): one series
+# per state, 1 for the book's current state and 0 for the others. Two more series per book than a state code,
+# but `flowgauge_book_state{state="VALID"} == 0` and `sum by (state)` need no knowledge of an encoding, and a
+# state added later is a new label value, not a renumbering.
+BOOK_STATES: tuple[str, ...] = ("VALID", "SYNCING", "INVALID")
+
+_BPS_PER_UNIT = 1e4
 
 
 class SignalSource(Protocol):
@@ -89,14 +95,17 @@ _FAMILIES: dict[str, tuple[str, str, str | None]] = {
         "Predicted funding rate rescaled to an 8-hour interval, as a fraction (0.0001 = 1 bp per 8 h).",
         None,
     ),
+    # Prometheus names carry base units and ratios (not percent or bps): the payload's *_bps keys are divided
+    # by 10,000 here (a dashboard shows bps by multiplying back).
     "premium": (
-        "flowgauge_premium_bps",
-        "Live premium of the perpetual mid over the index price, in basis points.",
+        "flowgauge_premium_ratio",
+        "Live premium of the perpetual mid over the index price, (mid - index) / index, as a ratio "
+        "(0.0001 = 1 bp).",
         None,
     ),
     "spread": (
-        "flowgauge_book_spread_bps",
-        "Best ask - best bid relative to mid, in basis points.",
+        "flowgauge_book_spread_ratio",
+        "Best ask - best bid relative to mid, as a ratio (0.0001 = 1 bp).",
         None,
     ),
     "mid": (
@@ -112,8 +121,9 @@ _FAMILIES: dict[str, tuple[str, str, str | None]] = {
     ),
     "state": (
         "flowgauge_book_state",
-        "Book sync state: 1 = VALID, 0 = SYNCING, -1 = INVALID (state code, unitless).",
-        None,
+        "Book sync state as a state set: 1 on the series of the book's current state (VALID, SYNCING or "
+        "INVALID), 0 on the others (boolean).",
+        "state",
     ),
 }
 
@@ -138,7 +148,8 @@ class SignalCollector(Collector):
         tfi_windows: windows of `tfi_<w>` keys (label `window=<w>`).
 
     The key table is fixed at construction, so the series count is
-    `instruments x (|levels| + |ofi windows| + |tfi windows| + 8)` and never grows with payload contents.
+    `instruments x (|levels| + |ofi windows| + |ofi ew windows| + |tfi windows| + 7 + |BOOK_STATES|)` and never
+    grows with payload contents.
     Register it with `registry.register(SignalCollector(source))`.
     """
 
@@ -195,13 +206,17 @@ class SignalCollector(Collector):
                     continue
                 if fid == "last_update":
                     value /= _NS_PER_S
+                elif fid in ("premium", "spread"):
+                    value /= _BPS_PER_UNIT
                 labels = [venue, symbol] if extra is None else [venue, symbol, extra]
                 families[fid].add_metric(labels, value)
         state_family = families["state"]
         for venue, symbol, state in self._source.book_states():
-            code = BOOK_STATE_VALUES.get(str(state))
-            if code is not None:
-                state_family.add_metric([venue, symbol], code)
+            current = str(state)
+            if current not in BOOK_STATES:
+                continue  # not a book state this exporter knows: no series rather than a made-up one
+            for name in BOOK_STATES:
+                state_family.add_metric([venue, symbol, name], 1.0 if name == current else 0.0)
         yield from families.values()
 
 
