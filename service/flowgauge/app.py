@@ -50,12 +50,13 @@ from flowgauge.connectors.session import Session, SessionSettings
 from flowgauge.engine import Engine
 from flowgauge.feeds import VenueFeed
 from flowgauge.logs import BurstLimiter, event, register_secrets
+from flowgauge.metrics.aggregate import CrossVenueAggregates
 from flowgauge.publish.base import Publisher
 from flowgauge.publish.embedded import EmbeddedBus
 from flowgauge.publish.nats import NatsPublisher
 from flowgauge.publish.redis import RedisPublisher
 from flowgauge.recording import MARKETS_CONN, RecordingWriter
-from flowgauge.telemetry.collector import ClockOffsetCollector, SignalCollector
+from flowgauge.telemetry.collector import AggregateCollector, ClockOffsetCollector, SignalCollector
 from flowgauge.telemetry.health import HealthBoard
 from flowgauge.telemetry.http import HttpServer
 from flowgauge.telemetry.instruments import RECONNECT_REASONS, BookInstruments, Telemetry, VenueInstruments
@@ -164,6 +165,14 @@ class Daemon:
         self.http: HttpServer | None = None
         self.recorders: dict[str, RecordingWriter] = {}
         self.rest: dict[str, RestScheduler] = {}
+        aggregate_settings = settings.publish.aggregates
+        aggregates = (
+            CrossVenueAggregates(
+                aggregate_settings.interval_ms, aggregate_settings.stale_s, aggregate_settings.min_venues
+            )
+            if aggregate_settings.enabled
+            else None
+        )
         self.engine = Engine(
             self._publish,
             min_interval_ms=settings.publish.min_interval_ms,
@@ -171,8 +180,11 @@ class Daemon:
             book_max_levels=settings.book_max_levels,
             publish_trades=settings.publish.trades,
             clock_skew_max_s={venue: v.clock_skew_max_s for venue, v in self.venues.items()},
+            aggregates=aggregates,
         )
         self.registry.register(SignalCollector(self.engine))
+        if aggregates is not None:
+            self.registry.register(AggregateCollector(aggregates))
         self.registry.register(ClockOffsetCollector(self.engine))
         # Backlog conflation (publish.conflate: auto): the flush runs when the current loop turn is over.
         self.conflation: BacklogConflation | None = None

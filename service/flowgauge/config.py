@@ -284,6 +284,15 @@ class HttpSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
 CONFLATE_MODES: Final = ("auto", "off")
 
 
+class AggregateSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Cross-venue aggregates on flowgauge.v1.agg.<BASE> (publish.aggregates; metrics.aggregate)."""
+
+    enabled: bool = True  # false: no aggregates are built or published
+    interval_ms: float = 1000.0  # one aggregate per base per this much exchange time (while its venues publish)
+    stale_s: float = 5.0  # a venue whose latest payload is older than this at the aggregate's time is excluded
+    min_venues: int = 2  # a base is aggregated only while its perpetuals span at least this many venues
+
+
 class PublishSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     min_interval_ms: int = 0  # per-instrument throttle of book-triggered payloads; 0 = every event
     # Backlog conflation: "auto" sheds book payloads when frames wait longer than conflate_after_ms, "off"
@@ -294,6 +303,7 @@ class PublishSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     # Also publish every normalized trade and liquidation on flowgauge.v1.trades.<venue>.<slug> (off: the
     # metrics only). Trades can outnumber book messages; they share the publishers' bounded queues.
     trades: bool = False
+    aggregates: AggregateSettings = msgspec.field(default_factory=AggregateSettings)
 
 
 class ShardSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -1124,6 +1134,12 @@ def _check_publish(v: dict[str, Any], key: str, problems: _Problems) -> None:
         problems.append((_join(key, "heartbeat_s"), why))
 
 
+def _check_aggregates(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _positive(v, "interval_ms", key, problems)
+    _positive(v, "stale_s", key, problems)
+    _between(v, "min_venues", 1, None, key, problems)
+
+
 def _check_shard(v: dict[str, Any], key: str, problems: _Problems) -> None:
     count = v.get("count")
     if count is not None and count < 1:
@@ -1188,6 +1204,7 @@ _CHECKS: Final[dict[type, _Check]] = {
     NatsBusSettings: _check_nats,
     RedisBusSettings: _check_redis,
     PublishSettings: _check_publish,
+    AggregateSettings: _check_aggregates,
     ShardSettings: _check_shard,
     RecordSettings: _check_record,
     Settings: _check_settings,

@@ -18,6 +18,10 @@ read side used by readiness and /metrics (`states`, `latest_signals`, `book_stat
 
 With `publish_trades`, every normalized trade and every liquidation is also published as a trade record on
 `flowgauge.v1.trades.<venue>.<slug>` (schema/trade.v1.json): the inputs, for strategies that want them.
+
+With `aggregates` (a `metrics.aggregate.CrossVenueAggregates`), every metrics payload of a perpetual is also handed
+to it, and the cross-venue aggregates it finds due (on exchange-time multiples, so replay is deterministic) are
+published on `flowgauge.v1.agg.<BASE>` (schema/agg.v1.json), each just before the payload that made it due.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from flowgauge.book.sync import ApplyResult, SequenceRule, consecutive_ids
 from flowgauge.connectors.levels import MAX_LEVEL_VALUE
 from flowgauge.logs import BurstLimiter, event
 from flowgauge.metrics.accumulator import FIELD_NAMES, InstrumentMetrics
+from flowgauge.metrics.aggregate import CrossVenueAggregates
 from flowgauge.metrics.clock import ClockOffset
 from flowgauge.metrics.windows import LATE_HORIZON_NS
 from flowgauge.publish import codec, topics
@@ -175,6 +180,7 @@ class Engine:
             trades topic (config `publish.trades`); off, nothing goes to trades topics.
         clock_skew_max_s: the bound on a venue's clock offset beyond which its payloads carry CLOCK_SKEW (config
             `venues.<id>.clock_skew_max_s`): one number for every venue, or venue -> bound (others: 2 s).
+        aggregates: cross-venue aggregation (config `publish.aggregates`); None publishes no aggregates.
     """
 
     def __init__(
@@ -188,8 +194,10 @@ class Engine:
         core_name: str | None = None,
         publish_trades: bool = False,
         clock_skew_max_s: float | Mapping[str, float] = DEFAULT_CLOCK_SKEW_MAX_S,
+        aggregates: CrossVenueAggregates | None = None,
     ) -> None:
         self.core = core_name or core.active_core()
+        self.aggregates = aggregates
         self._clock_bounds = clock_skew_max_s
         self._venue_clocks: dict[str, ClockOffset] = {}
         self.publish_trades = publish_trades
@@ -231,6 +239,17 @@ class Engine:
             self._states[key] = InstrumentState(
                 instrument, rule, buffer_deltas, self.core, self.book_max_levels, self._venue_clock(instrument.venue)
             )
+            if self.aggregates is not None:
+                self._track_aggregate(instrument)
+
+    def _track_aggregate(self, instrument: Instrument) -> None:
+        """Join the instrument's base group, unless its base cannot name a topic (then it is not aggregated)."""
+        try:
+            topics.agg_topic(instrument.base.upper())
+        except ValueError:
+            return
+        assert self.aggregates is not None
+        self.aggregates.track(instrument.venue, instrument.symbol, instrument.base)
 
     def _venue_clock(self, venue: str) -> ClockOffset:
         clock = self._venue_clocks.get(venue)
@@ -344,6 +363,8 @@ class Engine:
         event(log, logging.INFO, "book_retired", venue=venue, symbol=symbol, reason=reason.value, detail=detail)
         self._publish_status(state, ts, now)
         state.latest = None  # no more signal series for it
+        if self.aggregates is not None:
+            self.aggregates.remove(venue, symbol)
         if self._hooks is not None:
             self._hooks.retired(venue, symbol)
         return True
@@ -441,6 +462,8 @@ class Engine:
             self._encode_failed(state.instrument.venue, exc)
             return None
         state.latest = payload
+        if self.aggregates is not None:
+            self._publish_aggregates(state, payload)
         self._sink(state.book_topic, encoded)
         if self._hooks is not None:
             self._hooks.published(state.instrument.venue, ts_exchange, delta.ts_recv, ts_publish)
@@ -454,6 +477,8 @@ class Engine:
 
     def _report_invalid(self, state: InstrumentState, ts_exchange: int, ts_recv: int) -> None:
         sync = state.sync
+        if self.aggregates is not None:
+            self.aggregates.invalidate(state.instrument.venue, state.instrument.symbol)
         reason = sync.reason.value if sync.reason else "UNKNOWN"
         instrument = state.instrument
         event(
@@ -666,9 +691,24 @@ class Engine:
             self._encode_failed(instrument.venue, exc)
             return
         state.latest = payload
+        if self.aggregates is not None:
+            self._publish_aggregates(state, payload)
         self._sink(state.book_topic, encoded)
         if self._hooks is not None:
             self._hooks.published(instrument.venue, ts_exchange, ts_recv, ts_publish)
+
+    def _publish_aggregates(self, state: InstrumentState, payload: Mapping[str, Any]) -> None:
+        """Hand the payload to the aggregates and publish the aggregate it makes due, if any."""
+        assert self.aggregates is not None
+        instrument = state.instrument
+        for base, aggregate in self.aggregates.observe(instrument.venue, instrument.symbol, payload):
+            aggregate["ts_publish"] = self._clock()
+            try:
+                encoded = codec.encode(aggregate)
+            except (TypeError, ValueError) as exc:
+                self._encode_failed(instrument.venue, exc)
+                continue
+            self._sink(topics.agg_topic(base), encoded)
 
     def publish_heartbeats(self) -> int:
         """Publish the current status of every tracked book again, marked `"heartbeat": true` (the daemon's

@@ -16,7 +16,10 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from flowgauge.config import AggregateSettings
 
 EXIT_FAILED_FILES = 1
 EXIT_BAD_ARGUMENTS = 2
@@ -110,8 +113,11 @@ def _run(args: argparse.Namespace) -> int:
     from flowgauge import logs
 
     logs.configure(os.environ.get("FLOWGAUGE_LOG_LEVEL", "WARNING"))
+    from flowgauge.config import AggregateSettings
+
     symbols: dict[str, Sequence[str]] | None = None
     publish_trades = False
+    aggregate_settings = AggregateSettings()  # publish.aggregates: the config's with -c, else the defaults (on)
     clock_bounds: dict[str, float] | None = None  # the config's venues.<id>.clock_skew_max_s (default: 2 s)
     if args.config or os.environ.get(_ENV_TRADES):
         from flowgauge.config import ConfigError, load_settings
@@ -121,6 +127,7 @@ def _run(args: argparse.Namespace) -> int:
                 settings = load_settings(args.config, os.environ)
                 symbols = {venue: list(v.symbols) for venue, v in settings.venues.items()}
                 clock_bounds = {venue: v.clock_skew_max_s for venue, v in settings.venues.items()}
+                aggregate_settings = settings.publish.aggregates
             else:
                 # No config: every instrument of the files, but FLOWGAUGE_PUBLISH__TRADES still says whether trade
                 # records are written (checked like the daemon checks it; nothing else of the environment applies).
@@ -136,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"replay: cannot write --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
-    return _replay_into(list(args.files), out, args.speed, symbols, publish_trades, clock_bounds)
+    return _replay_into(list(args.files), out, args.speed, symbols, publish_trades, clock_bounds, aggregate_settings)
 
 
 class _OutputFailed(Exception):
@@ -150,7 +157,9 @@ def _replay_into(
     symbols: dict[str, Sequence[str]] | None,
     publish_trades: bool = False,
     clock_bounds: dict[str, float] | None = None,
+    aggregate_settings: AggregateSettings | None = None,
 ) -> int:
+    from flowgauge.metrics.aggregate import CrossVenueAggregates
     from flowgauge.publish import codec
     from flowgauge.replay.progress import TerminalProgress, summary
     from flowgauge.replay.replay import ReplayStats, replay
@@ -174,6 +183,11 @@ def _replay_into(
         else:
             progress.write(f"replay: skipped {path}: {why}")
 
+    aggregates = None
+    if aggregate_settings is not None and aggregate_settings.enabled:
+        aggregates = CrossVenueAggregates(
+            aggregate_settings.interval_ms, aggregate_settings.stale_s, aggregate_settings.min_venues
+        )
     stats = ReplayStats()
     started = time.monotonic()
     progress = TerminalProgress(files, sys.stderr)
@@ -185,7 +199,7 @@ def _replay_into(
     try:
         replay(files, sink, speed=speed, symbols=symbols, stats=stats, on_file_error=on_file_error,
                on_progress=progress, publish_trades=publish_trades, clock_skew_max_s=clock_bounds,
-               atomic=stops.held)
+               atomic=stops.held, aggregates=aggregates)
     except KeyboardInterrupt:
         stopped = "interrupted"
     except _Terminated:

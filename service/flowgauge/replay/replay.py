@@ -29,6 +29,7 @@ from flowgauge.connectors import registry
 from flowgauge.connectors.base import PollRequest, VenueParser
 from flowgauge.connectors.markets import MarketsError, instrument_from_market, markets_from_recording
 from flowgauge.engine import DEFAULT_CLOCK_SKEW_MAX_S, Engine, Sink
+from flowgauge.metrics.aggregate import CrossVenueAggregates
 from flowgauge.recording import (
     EXCHANGE_VENUES,
     MARKETS_CONN,
@@ -274,6 +275,7 @@ def replay(
     publish_trades: bool = False,
     clock_skew_max_s: Mapping[str, float] | None = None,
     atomic: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    aggregates: CrossVenueAggregates | None = None,
 ) -> tuple[Engine, ReplayStats]:
     """Replay recordings in order into one engine publishing to `sink`.
 
@@ -290,6 +292,9 @@ def replay(
         clock_skew_max_s: venue -> CLOCK_SKEW bound (config `venues.<id>.clock_skew_max_s`); None: the default.
         atomic: entered around each message's `sink` call and its count, so a caller that holds an interrupt
             inside it (replay's command) stops between messages: every message counted was handed over whole.
+        aggregates: also publish cross-venue aggregates (config `publish.aggregates`; exchange-time cadence, so
+            deterministic); None publishes none. Files replay one after another, so only venues whose recordings
+            are interleaved in one file share aggregates: a later file's venues find the earlier ones STALE.
     """
     if speed < 0:
         raise ValueError("speed must be >= 0")
@@ -308,6 +313,7 @@ def replay(
         clock=clock,
         publish_trades=publish_trades,
         clock_skew_max_s=clock_skew_max_s if clock_skew_max_s is not None else DEFAULT_CLOCK_SKEW_MAX_S,
+        aggregates=aggregates,
     )
     connections = _Connections()
     for path in paths:

@@ -22,6 +22,8 @@ __all__ = [
     "DEFAULT_OFI_EW_WINDOWS",
     "DEFAULT_OFI_WINDOWS",
     "DEFAULT_TFI_WINDOWS",
+    "AggregateCollector",
+    "AggregateSource",
     "SignalCollector",
     "SignalSource",
 ]
@@ -252,3 +254,82 @@ class ClockOffsetCollector(Collector):
         for venue, seconds in self._source.clock_offsets():
             family.add_metric([venue], seconds)
         yield family
+
+
+class AggregateSource(Protocol):
+    """What `AggregateCollector` reads at scrape time (`metrics.aggregate.CrossVenueAggregates`): cheap, on the
+    loop thread."""
+
+    def latest(self) -> Iterable[tuple[str, Mapping[str, object]]]:
+        """Yield `(base, last aggregate payload)` per base asset that has published one."""
+        ...
+
+
+# Aggregate payload key -> (metric name, HELP). One series per base asset (label `base` only: the configured
+# perpetuals' base currencies, a handful), so the whole table adds |bases| x 6 series.
+_AGGREGATE_FAMILIES: dict[str, tuple[str, str]] = {
+    "oi_notional": (
+        "flowgauge_agg_open_interest_notional",
+        "Open interest of the base asset's perpetuals summed over the venues counted in its cross-venue aggregate, "
+        "one-sided, in quote currency (USD, USDT and USDC taken as equal).",
+    ),
+    "ofi_notional_10s": (
+        "flowgauge_agg_ofi_notional_10s",
+        "Order-flow imbalance over the last 10 s times mid, summed over the counted venues, in quote currency; "
+        "positive = buying pressure.",
+    ),
+    "depth_total_10bps": (
+        "flowgauge_agg_depth_notional_10bps",
+        "Resting bid + ask notional within 10 bps of each venue's mid, summed over the counted venues, in quote "
+        "currency.",
+    ),
+    "premium_dispersion_bps": (
+        "flowgauge_agg_premium_dispersion_ratio",
+        "Root mean square of the counted venues' mid premiums over their cross-venue median mid, as a ratio "
+        "(0.0001 = 1 bp; the payload's premium_dispersion_bps / 1e4); absent with fewer than two venues.",
+    ),
+    "venues_counted": (
+        "flowgauge_agg_venues_counted",
+        "Venues counted in the base asset's latest cross-venue aggregate (VALID book, not stale), a count.",
+    ),
+    "ts_exchange": (
+        "flowgauge_agg_last_timestamp_seconds",
+        "Exchange time of the base asset's latest cross-venue aggregate, in seconds since the Unix epoch.",
+    ),
+}
+
+
+class AggregateCollector(Collector):
+    """The headline cross-venue aggregate values as gauges labelled by `base` only, read at scrape time."""
+
+    def __init__(self, source: AggregateSource) -> None:
+        self._source = source
+
+    @staticmethod
+    def _new_families() -> dict[str, GaugeMetricFamily]:
+        return {
+            key: GaugeMetricFamily(name, text, labels=["base"]) for key, (name, text) in _AGGREGATE_FAMILIES.items()
+        }
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._new_families().values()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = self._new_families()
+        for base, aggregate in self._source.latest():
+            bid, ask = _number(aggregate.get("depth_bid_10bps")), _number(aggregate.get("depth_ask_10bps"))
+            venues = aggregate.get("venues")
+            derived = {
+                "depth_total_10bps": bid + ask if bid is not None and ask is not None else None,
+                "venues_counted": float(len(venues)) if isinstance(venues, list) else None,
+            }
+            for key, family in families.items():
+                value = derived[key] if key in derived else _number(aggregate.get(key))
+                if value is None:
+                    continue
+                if key == "ts_exchange":
+                    value /= _NS_PER_S
+                elif key == "premium_dispersion_bps":
+                    value /= 1e4  # exported as a ratio, as spread and premium are
+                family.add_metric([base], value)
+        yield from families.values()
