@@ -13,7 +13,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from flowgauge.config import ConfigError, load_settings
-from flowgauge.telemetry.collector import SignalCollector
+from flowgauge.telemetry.collector import ClockOffsetCollector, SignalCollector
 from flowgauge.telemetry.instruments import Telemetry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,10 +38,13 @@ def test_prometheus_config_and_rules_are_valid_and_their_unit_tests_pass() -> No
 
 class _OneBook:
     def latest_signals(self):
-        yield "bybit", "BTC/USDT:USDT", {"depth_imb_10": 0.1, "ts_exchange": 1_700_000_000_000_000_000}
+        yield "bybit", "BTC/USDT:USDT", {"depth_imb_10": 0.1, "ts_exchange": 1_700_000_000_000_000_000, "oi": 1.0}
 
     def book_states(self):
         yield "bybit", "BTC/USDT:USDT", "VALID"
+
+    def clock_offsets(self):
+        yield "bybit", 0.01
 
 
 def test_every_metric_the_rules_use_is_exported() -> None:
@@ -50,15 +53,33 @@ def test_every_metric_the_rules_use_is_exported() -> None:
     telemetry.register_venue("bybit")
     telemetry.register_book("bybit", "BTC/USDT:USDT")
     registry.register(SignalCollector(_OneBook()))
-    exported = set(re.findall(r"^# TYPE (\w+)", generate_latest(registry).decode(), re.M))
-    counters = {name[: -len("_total")] for name in exported if name.endswith("_total")}
+    registry.register(ClockOffsetCollector(_OneBook()))
+    # Sample names as they appear on /metrics (counters with _total, histograms with _bucket/_sum/_count).
+    exported = set(re.findall(r"^(flowgauge_\w+)", generate_latest(registry).decode(), re.M))
     rules = yaml.safe_load((PROM / "rules.yaml").read_text())
     used = {
         m for group in rules["groups"] for rule in group["rules"] for m in re.findall(r"\bflowgauge_\w+", rule["expr"])
     }
     assert used
     for name in used:
-        assert name in exported or name.removesuffix("_total") in counters, name
+        assert name in exported, name
+
+
+def test_every_alert_has_a_firing_and_a_silent_case() -> None:
+    """rules_test.yaml checks each alert at least once with alerts expected and once with none expected."""
+    rules = yaml.safe_load((PROM / "rules.yaml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule}
+    cases = yaml.safe_load((PROM / "rules_test.yaml").read_text())["tests"]
+    checks = [check for case in cases for check in case["alert_rule_test"]]
+    fires = {check["alertname"] for check in checks if check.get("exp_alerts")}
+    silent = {check["alertname"] for check in checks if not check.get("exp_alerts")}
+    assert len(alerts) >= 12
+    assert alerts <= fires, alerts - fires
+    assert alerts <= silent, alerts - silent
+    required = {"FlowgaugeDown", "FlowgaugeAbsent", "FlowgaugeVenueDisconnected", "FlowgaugeBookNotValid",
+                "FlowgaugeResyncStorm", "FlowgaugePublishDrops", "FlowgaugeEventLagOverSLO",
+                "FlowgaugeOpenInterestStale", "FlowgaugeClockSkew"}
+    assert required <= alerts, required - alerts
 
 
 def test_dockerfile_keeps_the_lifecycle_contract() -> None:
