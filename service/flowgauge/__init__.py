@@ -55,9 +55,10 @@ __all__ = [
 ]
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
-"""Directory of the JSON Schemas of what the bus publishes (`payload.v1.json`, `status.v1.json`, `trade.v1.json`)."""
+"""Directory of the JSON Schemas of what the bus publishes (`payload.v1.json`, `status.v1.json`, `trade.v1.json`,
+`agg.v1.json`)."""
 
-_SCHEMAS = ("payload", "status", "trade")
+_SCHEMAS = ("payload", "status", "trade", "agg")
 _SCHEMA_VERSION = 1
 
 # Public names that live in a submodule: imported when first asked for.
@@ -82,8 +83,9 @@ _UNKNOWN_VERSION = "0+unknown"
 
 
 def schema_path(name: str) -> Path:
-    """Path of the JSON Schema for `name`: "payload" (metrics payloads), "status" (book status payloads) or
-    "trade" (trade and liquidation records on `flowgauge.v1.trades.<venue>.<slug>`, with publish.trades).
+    """Path of the JSON Schema for `name`: "payload" (metrics payloads), "status" (book status payloads),
+    "trade" (trade and liquidation records on `flowgauge.v1.trades.<venue>.<slug>`, with publish.trades) or "agg"
+    (cross-venue aggregates on `flowgauge.v1.agg.<BASE>`).
 
     Raises:
         ValueError: for any other name.

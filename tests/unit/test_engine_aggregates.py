@@ -17,6 +17,7 @@ from tests.conftest import linear_instrument
 from flowgauge import core
 from flowgauge.engine import Engine
 from flowgauge.metrics.aggregate import CrossVenueAggregates
+from flowgauge.sdk.payloads import AggregatePayload, decode
 from flowgauge.types import BookDelta, BookSnapshot, FundingRate, OpenInterest
 
 S = 1_000_000_000
@@ -70,6 +71,8 @@ def test_aggregates_for_btc_across_three_venues(core_name: str) -> None:
     for aggregate in aggregates:
         jsonschema.validate(aggregate, AGG_SCHEMA)
         assert aggregate["base"] == "BTC" and aggregate["ts_publish"] == 7
+        typed = decode(AGG_TOPIC, orjson.dumps(aggregate))  # the SDK picks its Struct by the topic
+        assert isinstance(typed, AggregatePayload) and typed.venues == aggregate["venues"]
     first, second, third = aggregates
     assert first["venues"] == list(VENUES) and first["excluded"] == []
     # OI notional = OI x mark price: (10 + 20 + 30) x 100, shared 1/6, 2/6, 3/6.

@@ -18,7 +18,7 @@ import flowgauge
 from flowgauge.publish.topics import RESERVED_VENUES, TopicPattern, book_topic
 from flowgauge.sdk.message import Message
 from flowgauge.sdk.patterns import RedisGlobs, disjoint_cover, heartbeat_patterns, instrument_key
-from flowgauge.sdk.payloads import MetricsPayload, StatusPayload, TradePayload, decode
+from flowgauge.sdk.payloads import AggregatePayload, MetricsPayload, StatusPayload, TradePayload, decode
 
 TOPICS = [
     "flowgauge.v1.bybit.BTC-USDT-USDT", "flowgauge.v1.bybit.ETH-USDT-USDT", "flowgauge.v1.okx.BTC-USDT-USDT",
@@ -169,7 +169,8 @@ def _schema_types(spec: dict[str, Any]) -> tuple[set[str], bool]:
     return {t for t in types if t != "null"}, "null" in types
 
 
-_PY_FOR_JSON = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "array": "list"}
+_PY_FOR_JSON = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "array": "list",
+                "object": "dict"}
 
 
 def _struct_types(annotation: Any) -> tuple[set[str], bool]:
@@ -182,15 +183,15 @@ def _struct_types(annotation: Any) -> tuple[set[str], bool]:
             nullable = True
         elif typing.get_origin(arg) is typing.Literal:
             names |= {type(v).__name__ for v in typing.get_args(arg)}
-        elif typing.get_origin(arg) is list:
-            names.add("list")
+        elif typing.get_origin(arg) in (list, dict):
+            names.add(typing.get_origin(arg).__name__)
         else:
             names.add(arg.__name__)
     return names, nullable
 
 
 @pytest.mark.parametrize(("name", "struct"), [("payload", MetricsPayload), ("status", StatusPayload),
-                                              ("trade", TradePayload)])
+                                              ("trade", TradePayload), ("agg", AggregatePayload)])
 def test_typed_payloads_match_the_json_schema(name: str, struct: type[msgspec.Struct]) -> None:
     schema = json.loads(flowgauge.schema_path(name).read_text())
     hints = typing.get_type_hints(struct, include_extras=False)
@@ -209,7 +210,7 @@ def test_decode_picks_the_struct_by_topic_and_ignores_unknown_fields() -> None:
     typed = decode("flowgauge.v1.status.bybit.BTC-USDT-USDT", orjson.dumps(status))
     assert isinstance(typed, StatusPayload) and typed.heartbeat and typed.ts_last_update == 5
     with pytest.raises(ValueError, match="no typed payload"):
-        decode("flowgauge.v1.agg.BTC", b"{}")
+        decode("flowgauge.v1.status.BTC", b"{}")
     with pytest.raises(msgspec.ValidationError):
         decode("flowgauge.v1.bybit.BTC-USDT-USDT", orjson.dumps({"schema": "flowgauge.v1"}))
 

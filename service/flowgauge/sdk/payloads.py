@@ -6,7 +6,7 @@ SDK must keep working against a newer daemon. Fields added after v1's first rele
 newer SDK reads an older daemon's payloads too.
 
     from flowgauge.sdk.payloads import decode
-    payload = decode(msg.topic, msg.data)      # MetricsPayload | StatusPayload | TradePayload
+    payload = decode(msg.topic, msg.data)      # MetricsPayload | StatusPayload | TradePayload | AggregatePayload
     if isinstance(payload, MetricsPayload) and payload.mid is not None: ...
 """
 
@@ -18,7 +18,7 @@ import msgspec
 
 from flowgauge.publish.topics import RESERVED_VENUES
 
-__all__ = ["MetricsPayload", "StatusPayload", "TradePayload", "decode"]
+__all__ = ["AggregateExcluded", "AggregatePayload", "MetricsPayload", "StatusPayload", "TradePayload", "decode"]
 
 BookState = Literal["SYNCING", "VALID", "INVALID"]
 # A status can also say RETIRED (added to v1 after its first release): the instrument expired or was delisted, and
@@ -120,10 +120,48 @@ class TradePayload(msgspec.Struct, frozen=True, kw_only=True):
     ts_publish: int
 
 
+class AggregateExcluded(msgspec.Struct, frozen=True, kw_only=True):
+    """An instrument of the base left out of an aggregate, and why."""
+
+    venue: str
+    symbol: str
+    reason: Literal["INVALID", "STALE", "CLOCK_SKEW", "NO_DATA"]
+    ts_exchange: int | None  # its latest payload's exchange time; None before any
+
+
+class AggregatePayload(msgspec.Struct, frozen=True, kw_only=True):
+    """A cross-venue aggregate (`flowgauge.v1.agg.<BASE>`): one base asset's perpetuals over every venue, at one
+    multiple of `interval_ms` of exchange time (README "Cross-venue aggregates")."""
+
+    schema: Literal["flowgauge.v1"]
+    base: str
+    seq: int
+    ts_exchange: int
+    ts_publish: int
+    interval_ms: float
+    venues: list[str]  # venues counted
+    instruments: list[str]  # counted instruments as "venue:symbol"
+    excluded: list[AggregateExcluded]
+    oi_notional: float | None
+    oi_share: dict[str, float]  # venue -> fraction of oi_notional
+    ofi_notional_1s: float | None
+    ofi_notional_10s: float | None
+    ofi_notional_60s: float | None
+    depth_bid_10bps: float | None
+    depth_ask_10bps: float | None
+    depth_bid_25bps: float | None
+    depth_ask_25bps: float | None
+    mid_median: float | None
+    premium_bps: dict[str, float]  # "venue:symbol" -> bps over mid_median
+    premium_dispersion_bps: float | None
+    premium_range_bps: float | None
+
+
 _DECODERS: dict[str, msgspec.json.Decoder[object]] = {
     "metrics": msgspec.json.Decoder(MetricsPayload),
     "status": msgspec.json.Decoder(StatusPayload),
     "trades": msgspec.json.Decoder(TradePayload),
+    "agg": msgspec.json.Decoder(AggregatePayload),
 }
 
 
@@ -133,6 +171,8 @@ def _family(topic: str) -> str:
         return tokens[2]
     if len(tokens) == 4 and tokens[2] not in RESERVED_VENUES:
         return "metrics"
+    if len(tokens) == 4 and tokens[2] == "agg":
+        return "agg"
     raise ValueError(f"no typed payload for topic {topic!r}")
 
 
