@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs, type-check, and run it: the README's test command, and what .ci/run calls.
 #   bash tools/test.sh [VENV_DIR]       (default .venv)
-# System packages: Debian's prometheus (the scrape test runs a real Prometheus server), nats-server and
-# redis-server (the bus tests start their own on free loopback ports), installed with apt-get when missing
-# (as root, or through sudo).
+# System packages: Debian's prometheus (the scrape test runs a real Prometheus server, and promtool checks the
+# rules), prometheus-alertmanager (the alerting test delivers an alert through a real Alertmanager), nats-server
+# and redis-server (the bus tests start their own on free loopback ports), installed with apt-get when missing
+# (as root, or through sudo). Each package installs a command of its own name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${1:-.venv}"
 missing=()
-for pkg in prometheus nats-server redis-server; do
+for pkg in prometheus prometheus-alertmanager nats-server redis-server; do
   # nats-server lives in /usr/sbin, which a non-root PATH may not include.
   if ! command -v "$pkg" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$pkg" ]; then missing+=("$pkg"); fi
 done

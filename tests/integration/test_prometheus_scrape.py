@@ -1,27 +1,128 @@
-"""A real Prometheus server scrapes the daemon's /metrics.
+"""A real Prometheus scrapes the daemon's /metrics, and a real Alertmanager delivers its alert to a webhook.
 
-Timeline: simulator (Bybit) -> daemon -> a Prometheus server (Debian's `prometheus`, installed by
-tools/test.sh) started on a free loopback port with a 1 s scrape of the daemon -> its HTTP API reports
-the target up and returns the depth-imbalance, open-interest and book-state series -> everything stops.
+One stack for the module (started once, ~5 s): simulator (Bybit) -> daemon with an HTTP token -> a Prometheus
+server (Debian's `prometheus`) scraping it every second with `authorization: credentials_file` (as compose and
+the ServiceMonitor do), plus a second target on a closed loopback port that stands for a dead daemon ->
+Prometheus evaluates the real `FlowgaugeDown` rule of deploy/prometheus/rules.yaml with `for: 0s` -> an
+Alertmanager (Debian's `prometheus-alertmanager`, `group_wait: 0s`) -> a local aiohttp webhook. Both servers
+are installed by tools/test.sh. Every wait is on a condition, bounded.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 import orjson
 import pytest
+import pytest_asyncio
 import yaml
+from aiohttp import web
 from tests.conftest import BYBIT_RECORDING
 from tests.procs import flowgauge, free_port, http_get, process, wait_for, write_config
 
-pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "scrape-token-for-the-test"
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+
+@dataclass
+class Stack:
+    http_port: int
+    prom_port: int
+    dead_target: str  # a scrape target nothing listens on: a daemon that is down
+    live_target: str
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # alerts the webhook received, in order
+
+
+def _binary(*names: str) -> str:
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise AssertionError(f"{names[0]} is required (tools/test.sh installs it from Debian's packages)")
+
+
+def _test_rules(path: Path) -> Path:
+    """deploy/prometheus/rules.yaml's FlowgaugeDown, unchanged but for `for: 0s` (fires on the first evaluation)."""
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yaml").read_text())
+    (down,) = [rule for group in rules["groups"] for rule in group["rules"] if rule.get("alert") == "FlowgaugeDown"]
+    down["for"] = "0s"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "flowgauge-test", "rules": [down]}]}))
+    return path
+
+
+async def _webhook(received: list[dict[str, Any]]) -> tuple[web.AppRunner, int]:
+    """An aiohttp server on a free loopback port recording every alert Alertmanager posts to /alerts."""
+
+    async def alerts(request: web.Request) -> web.Response:
+        received.extend((await request.json())["alerts"])
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/alerts", alerts)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, int(runner.addresses[0][1])
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    prometheus = _binary("prometheus")
+    alertmanager = _binary("prometheus-alertmanager", "alertmanager")
+    tmp = tmp_path_factory.mktemp("observability")
+    sim_port, bus_port, http_port, prom_port, am_port = (free_port() for _ in range(5))
+    stack = Stack(http_port, prom_port, dead_target=f"127.0.0.1:{free_port()}", live_target=f"127.0.0.1:{http_port}")
+    runner, hook_port = await _webhook(stack.alerts)
+
+    config = write_config(tmp / "cfg.yaml", sim_port, bus_port, http_port)
+    (tmp / "token").write_text(TOKEN + "\n")
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "1s"},
+        "rule_files": [str(_test_rules(tmp / "rules.yaml"))],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
+        "scrape_configs": [{
+            "job_name": "flowgauge",
+            "authorization": {"credentials_file": str(tmp / "token")},
+            "static_configs": [{"targets": [stack.live_target, stack.dead_target]}],
+        }],
+    }))
+    (tmp / "alertmanager.yml").write_text(yaml.safe_dump({
+        "route": {"receiver": "webhook", "group_by": ["alertname", "instance"], "group_wait": "0s",
+                  "group_interval": "1s", "repeat_interval": "1h"},
+        "receivers": [{"name": "webhook",
+                       "webhook_configs": [{"url": f"http://127.0.0.1:{hook_port}/alerts", "send_resolved": False}]}],
+    }))
+    sim_args = ["simulate", "--venue", "bybit", "--recording", str(BYBIT_RECORDING), "--port", str(sim_port)]
+    try:
+        with ExitStack() as procs:
+            procs.enter_context(flowgauge(sim_args, tmp / "sim.log"))
+            procs.enter_context(
+                flowgauge(["run", "-c", str(config)], tmp / "daemon.log", env={"FLOWGAUGE_HTTP__TOKEN": TOKEN})
+            )
+            procs.enter_context(process([
+                alertmanager, f"--config.file={tmp / 'alertmanager.yml'}", f"--storage.path={tmp / 'am'}",
+                f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=",
+            ], tmp / "alertmanager.log"))
+            procs.enter_context(process([
+                prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ], tmp / "prometheus.log"))
+            yield stack
+    finally:
+        await runner.cleanup()
 
 
 async def _query(port: int, promql: str) -> list[dict]:
-    from urllib.parse import quote
-
     code, body = await http_get(port, f"/api/v1/query?query={quote(promql)}")
     if code != 200:
         return []
@@ -29,53 +130,71 @@ async def _query(port: int, promql: str) -> list[dict]:
     return doc["data"]["result"] if doc.get("status") == "success" else []
 
 
-async def test_prometheus_scrapes_the_signal_gauges(tmp_path: Path) -> None:
-    prometheus = shutil.which("prometheus")
-    assert prometheus, "the prometheus binary is required (tools/test.sh installs Debian's package)"
-    sim_port, bus_port, http_port, prom_port = free_port(), free_port(), free_port(), free_port()
-    config = write_config(tmp_path / "cfg.yaml", sim_port, bus_port, http_port)
-    prom_config = tmp_path / "prometheus.yml"
-    prom_config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s", "scrape_timeout": "900ms"},
-                "scrape_configs": [
-                    {"job_name": "flowgauge", "static_configs": [{"targets": [f"127.0.0.1:{http_port}"]}]}
-                ],
-            }
-        )
-    )
-    sim_args = ["simulate", "--venue", "bybit", "--recording", str(BYBIT_RECORDING), "--port", str(sim_port)]
-    prom_args = [
-        prometheus,
-        f"--config.file={prom_config}",
-        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{prom_port}",
-    ]
-    with (
-        flowgauge(sim_args, tmp_path / "sim.log"),
-        flowgauge(["run", "-c", str(config)], tmp_path / "daemon.log"),
-        process(prom_args, tmp_path / "prometheus.log"),
+async def live_metrics(port: int, token: str = TOKEN) -> str:
+    """The daemon's /metrics text, fetched with the bearer token."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"},
+                    timeout=aiohttp.ClientTimeout(total=5)) as response,
     ):
+        assert response.status == 200, response.status
+        return await response.text()
 
-        async def scraped_up() -> bool:
-            result = await _query(prom_port, 'up{job="flowgauge"}')
-            return bool(result) and result[0]["value"][1] == "1"
 
-        await wait_for(scraped_up, "Prometheus to scrape the daemon successfully", timeout_s=60)
+async def test_prometheus_scrapes_the_signal_gauges(stack: Stack) -> None:
+    prom_port = stack.prom_port
 
-        async def depth_series() -> list[dict]:
-            return await _query(prom_port, 'flowgauge_depth_imbalance{venue="bybit",levels="10"}')
+    async def scraped_up() -> bool:
+        result = await _query(prom_port, f'up{{job="flowgauge",instance="{stack.live_target}"}}')
+        return bool(result) and result[0]["value"][1] == "1"
 
-        series = await wait_for(depth_series, "depth imbalance series in Prometheus", timeout_s=60)
-        symbols = {s["metric"]["symbol"] for s in series}
-        assert symbols == {"BTC/USDT:USDT", "ETH/USDT:USDT"}
-        assert all(-1 <= float(s["value"][1]) <= 1 for s in series)
-        oi = await wait_for(
-            lambda: _query(prom_port, 'flowgauge_open_interest{venue="bybit",symbol="BTC/USDT:USDT"}'),
-            "open interest in Prometheus",
-        )
-        assert 20_000 < float(oi[0]["value"][1]) < 40_000  # one-sided
-        states = await _query(prom_port, 'flowgauge_book_state{venue="bybit"}')
-        assert {float(s["value"][1]) for s in states} <= {0.0, 1.0} and states
-        assert {s["metric"]["state"] for s in states} == {"VALID", "SYNCING", "INVALID"}
+    # Up with the token read from credentials_file (the daemon answers 401 without it).
+    await wait_for(scraped_up, "Prometheus to scrape the daemon successfully", timeout_s=60)
+
+    async def depth_series() -> list[dict]:
+        return await _query(prom_port, 'flowgauge_depth_imbalance{venue="bybit",levels="10"}')
+
+    series = await wait_for(depth_series, "depth imbalance series in Prometheus", timeout_s=60)
+    symbols = {s["metric"]["symbol"] for s in series}
+    assert symbols == {"BTC/USDT:USDT", "ETH/USDT:USDT"}
+    assert all(-1 <= float(s["value"][1]) <= 1 for s in series)
+    oi = await wait_for(
+        lambda: _query(prom_port, 'flowgauge_open_interest{venue="bybit",symbol="BTC/USDT:USDT"}'),
+        "open interest in Prometheus",
+    )
+    assert 20_000 < float(oi[0]["value"][1]) < 40_000  # one-sided
+    states = await _query(prom_port, 'flowgauge_book_state{venue="bybit"}')
+    assert {float(s["value"][1]) for s in states} <= {0.0, 1.0} and states
+    assert {s["metric"]["state"] for s in states} == {"VALID", "SYNCING", "INVALID"}
+
+
+async def test_flowgauge_down_reaches_the_webhook_through_alertmanager(stack: Stack) -> None:
+    """The dead target's FlowgaugeDown goes Prometheus -> Alertmanager -> webhook; the live daemon raises none."""
+
+    def delivered() -> list[dict[str, Any]]:
+        return [a for a in stack.alerts if a["labels"].get("alertname") == "FlowgaugeDown"]
+
+    (alert, *_) = await wait_for(delivered, "FlowgaugeDown delivered to the webhook", timeout_s=30)
+    assert alert["status"] == "firing"
+    assert alert["labels"]["instance"] == stack.dead_target
+    assert alert["labels"]["severity"] == "critical" and alert["labels"]["job"] == "flowgauge"
+    assert alert["annotations"]["summary"] == f"flowgauge {stack.dead_target}: scrape failing for 1 minute"
+    # The live daemon is scraped (up 1), so no alert names it.
+    assert not [a for a in delivered() if a["labels"]["instance"] == stack.live_target]
+    assert (await _query(stack.prom_port, f'up{{instance="{stack.live_target}"}}'))[0]["value"][1] == "1"
+
+
+async def test_every_metric_the_alert_rules_use_is_on_live_metrics(stack: Stack) -> None:
+    import re
+
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yaml").read_text())
+    used = {m for g in rules["groups"] for r in g["rules"] for m in re.findall(r"\bflowgauge_\w+", r["expr"])}
+
+    async def names() -> set[str]:
+        text = await live_metrics(stack.http_port)
+        found = set(re.findall(r"^(flowgauge_\w+)", text, re.M))
+        # The clock offset appears with the venue's first frames, OI with its first poll.
+        return found if {"flowgauge_venue_clock_offset_seconds", "flowgauge_open_interest"} <= found else set()
+
+    exported = await wait_for(names, "clock offset and open interest on /metrics")
+    assert used and used <= exported, used - exported
