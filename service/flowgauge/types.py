@@ -106,6 +106,24 @@ class BookDelta(msgspec.Struct, frozen=True, gc=False):
     first_seq: int | None = None  # first id covered by this delta (Binance `U`); None where not sent
 
 
+class BestQuote(msgspec.Struct, frozen=True, gc=False):
+    """One state of the venue's real-time best-quote (L1) stream: Binance `@bookTicker`, Bybit `orderbook.1`,
+    OKX `bbo-tbt`, Deribit `quote` (README Venues). Feeds the L1 OFI accumulators only, never the book, and
+    publishes no payload of its own. An empty side is None price and size (metrics.md 1.4 "empty side")."""
+
+    venue: str
+    symbol: str
+    bid_px: float | None
+    bid_sz: float | None  # base units
+    ask_px: float | None
+    ask_sz: float | None
+    seq: int | None  # the stream's own update id (bookTicker `u`, orderbook.1 `u`, bbo-tbt `seqId`); None if none
+    ts_exchange: int
+    ts_recv: int
+    # The stream restarted from a fresh state (Bybit `u == 1`): no flow across it, the next quote is a first state.
+    reset: bool = False
+
+
 class Trade(msgspec.Struct, frozen=True, gc=False):
     venue: str
     symbol: str
@@ -196,5 +214,5 @@ class InstrumentRetired(msgspec.Struct, frozen=True, gc=False):
     ts_recv: int
 
 
-MarketEvent = BookSnapshot | BookDelta | Trade | OpenInterest | FundingRate | Liquidation | LongShortRatio
+MarketEvent = BookSnapshot | BookDelta | BestQuote | Trade | OpenInterest | FundingRate | Liquidation | LongShortRatio
 Event = MarketEvent | BadFrame | BookStatus | InstrumentRetired
