@@ -1,0 +1,56 @@
+"""The "trade_flow" family (issue 11 item 6): the TFI family, volume-bucket flow toxicity and Kyle's lambda.
+
+Slow-cadence state fed by the accumulator's `on_trade` (both cores run this same Python code, so they publish
+the same values); `fill` writes the family's keys into a payload at its exchange time. See `metrics.tfi`,
+`metrics.toxicity` and `metrics.kyle` for the definitions.
+"""
+
+from __future__ import annotations
+
+from flowgauge.metrics.flow_params import TradeFlowParams
+from flowgauge.metrics.kyle import KyleLambda
+from flowgauge.metrics.tfi import TFI_FIELDS, TradeFlowWindows
+from flowgauge.metrics.toxicity import FlowToxicity
+from flowgauge.types import Trade
+
+__all__ = ["TRADE_FLOW_FIELDS", "TradeFlowFamily"]
+
+TRADE_FLOW_FIELDS: tuple[str, ...] = (
+    *TFI_FIELDS,
+    "flow_toxicity", "flow_toxicity_bvc", "flow_toxicity_cdf", "flow_toxicity_bucket_volume",
+    "kyle_lambda_bps_per_musd", "kyle_r2", "kyle_n",
+)  # fmt: skip
+
+
+class TradeFlowFamily:
+    __slots__ = ("_kyle", "_tfi", "_toxicity", "params")
+
+    def __init__(self, params: TradeFlowParams | None = None) -> None:
+        self.params = params = params if params is not None else TradeFlowParams()
+        self._tfi = TradeFlowWindows()
+        self._toxicity = FlowToxicity(params.toxicity)
+        self._kyle = KyleLambda(params.kyle)
+
+    def set_since(self, t: int) -> None:
+        if self._tfi.since is None:
+            self._tfi.since = t
+
+    def on_trade(self, trade: Trade) -> None:
+        if trade.forced and not self.params.include_forced:
+            return  # forced prints stay out of trade flow (5.1); they still count in OI volume
+        self._tfi.add(trade.ts_exchange, trade.side, trade.size, trade.price)
+        self._toxicity.on_trade(trade.ts_exchange, trade.side, trade.size, trade.price)
+        self._kyle.on_trade(trade.ts_exchange, trade.side, trade.size, trade.price)
+
+    def fill(self, now: int, out: dict[str, object], coverage: dict[str, str], flags: set[str]) -> None:
+        self._tfi.fill(now, out, coverage, flags)
+        exact, bvc, cdf = self._toxicity.values()
+        out["flow_toxicity"] = exact
+        out["flow_toxicity_bvc"] = bvc
+        out["flow_toxicity_cdf"] = cdf
+        volume = self._toxicity.bucket_volume
+        out["flow_toxicity_bucket_volume"] = volume if volume > 0.0 else None
+        beta, r2, n = self._kyle.values()
+        out["kyle_lambda_bps_per_musd"] = beta
+        out["kyle_r2"] = r2
+        out["kyle_n"] = float(n)
