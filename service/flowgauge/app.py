@@ -151,6 +151,7 @@ class Daemon:
         self.registry = CollectorRegistry()
         # Only the configured backends get publisher series: /metrics must not show a backend that is not running.
         self.telemetry = Telemetry(self.registry, backends=configured_backends(settings))
+        self.telemetry.set_shard(settings.shard.index, settings.shard.count)
         self.health = HealthBoard({venue: list(v.symbols) for venue, v in self.venues.items()})
         self.hooks = _TelemetryHooks(self.telemetry, self.health)
         self.hooks.on_retired = self._book_retired

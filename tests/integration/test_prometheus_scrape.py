@@ -5,11 +5,13 @@ server (Debian's `prometheus`) scraping it every second with `authorization: cre
 the ServiceMonitor do), plus a second target on a closed loopback port that stands for a dead daemon ->
 Prometheus evaluates the real `FlowgaugeDown` rule of deploy/prometheus/rules.yaml with `for: 0s` -> an
 Alertmanager (Debian's `prometheus-alertmanager`, `group_wait: 0s`) -> a local aiohttp webhook. Both servers
-are installed by tools/test.sh. Every wait is on a condition, bounded.
+are installed by tools/test.sh. Every wait is on a condition, bounded. The same daemon's /metrics must carry
+every metric the alert rules and the Grafana dashboard query.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import ExitStack
@@ -25,6 +27,7 @@ import pytest_asyncio
 import yaml
 from aiohttp import web
 from tests.conftest import BYBIT_RECORDING
+from tests.deploy_files import dashboard_queries
 from tests.procs import flowgauge, free_port, http_get, process, wait_for, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,9 +187,7 @@ async def test_flowgauge_down_reaches_the_webhook_through_alertmanager(stack: St
     assert (await _query(stack.prom_port, f'up{{instance="{stack.live_target}"}}'))[0]["value"][1] == "1"
 
 
-async def test_every_metric_the_alert_rules_use_is_on_live_metrics(stack: Stack) -> None:
-    import re
-
+async def test_every_metric_the_alerts_and_the_dashboard_use_is_on_live_metrics(stack: Stack) -> None:
     rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yaml").read_text())
     used = {m for g in rules["groups"] for r in g["rules"] for m in re.findall(r"\bflowgauge_\w+", r["expr"])}
 
@@ -198,3 +199,6 @@ async def test_every_metric_the_alert_rules_use_is_on_live_metrics(stack: Stack)
 
     exported = await wait_for(names, "clock offset and open interest on /metrics")
     assert used and used <= exported, used - exported
+    # The Grafana dashboard's queries too (deploy/grafana/dashboards/flowgauge.json).
+    queried = {m for expr in dashboard_queries() for m in re.findall(r"\bflowgauge_\w+", expr)}
+    assert len(queried) >= 20 and queried <= exported, queried - exported

@@ -102,3 +102,12 @@ def test_book_state_is_a_state_set_and_bps_are_ratios() -> None:
 
 def _values(text: str) -> list[float]:
     return [s.value for f in text_string_to_metric_families(text) for s in f.samples]
+
+
+def test_shard_info_names_this_process_shard() -> None:
+    registry = CollectorRegistry()
+    telemetry = Telemetry(registry, version="test")
+    telemetry.set_shard(0, 1)
+    telemetry.set_shard(2, 3)  # replaces, never two
+    infos = [labels for name, labels in _series(generate_latest(registry).decode()) if name == "flowgauge_shard_info"]
+    assert infos == [{"shard": "2", "shard_count": "3"}]

@@ -286,6 +286,13 @@ class Telemetry:
             ["version"], registry=r,
         )
         self.build_info.labels(version or _package_version()).set(1)
+        # Which shard this process runs (set once by the daemon): dashboards and alerts group by it with
+        # `* on (instance) group_left (shard) flowgauge_shard_info`.
+        self.shard_info = Gauge(
+            "flowgauge_shard_info",
+            "Always 1; the shard label is this process's shard.index, shard_count its shard.count (info).",
+            ["shard", "shard_count"], registry=r,
+        )
 
         # Eager children (a series that exists at 0 beats a missing one) cached for the hot path.
         self._venues: dict[str, VenueInstruments] = {}
@@ -385,6 +392,11 @@ class Telemetry:
             self._backend_children(backend)
             child = self._dropped_child(backend, reason)
         child.inc(n)
+
+    def set_shard(self, index: int, count: int) -> None:
+        """Export `flowgauge_shard_info{shard=index, shard_count=count} 1` (one series; a second call replaces it)."""
+        self.shard_info.clear()
+        self.shard_info.labels(str(index), str(count)).set(1)
 
     def set_fanout_clients(self, n: int) -> None:
         self.fanout_clients.set(n)
