@@ -1,4 +1,5 @@
-"""Command line entry point `flowgauge`: run, record, replay, simulate, tail, check-config, bench, bench-bus, soak.
+"""Command line entry point `flowgauge`: run, record, replay, export, simulate, tail, check-config, bench, bench-bus,
+soak.
 
 The only place that calls `asyncio.run` and the only place that reads `os.environ`.
 Exit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments (one line on stderr, no traceback).
@@ -51,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     from flowgauge.replay.command import add_arguments as add_replay_arguments
 
     add_replay_arguments(replay)
+
+    export = commands.add_parser("export", help="replay recordings to a Parquet dataset: one row per payload, or "
+                                                "per clock bar (needs pyarrow: the 'research' extra)")
+    from flowgauge.replay.export import add_arguments as add_export_arguments
+
+    add_export_arguments(export)
 
     simulate = commands.add_parser("simulate", help="serve a recording over the venue's protocol on loopback")
     simulate.add_argument("--venue", default="all", choices=[*SIMULATORS, "all"],
@@ -138,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "run": _run,
         "record": _run,
         "replay": _replay,
+        "export": _export,
         "simulate": _simulate,
         "tail": _tail,
         "check-config": _check_config,
@@ -177,7 +185,7 @@ def _missing_dependency(command: str, exc: ModuleNotFoundError) -> int:
 _BATCH_COMMANDS = frozenset({"replay", "bench", "bench-bus", "soak"})
 
 # Commands that run books and metrics, i.e. the hot core that FLOWGAUGE_CORE chooses.
-_PIPELINE_COMMANDS = frozenset({"run", "record", "replay", "bench"})
+_PIPELINE_COMMANDS = frozenset({"run", "record", "replay", "export", "bench"})
 
 
 def _select_core(requested: str | None) -> int:
@@ -298,6 +306,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from flowgauge.replay.command import run
+
+    return run(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from flowgauge.replay.export import run
 
     return run(args)
 
