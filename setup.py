@@ -1,7 +1,7 @@
 """Build steps pyproject.toml cannot express; metadata, dependencies and the package list stay there.
 
 Two steps, kept small and apart: build_py ships config/*.yaml inside the package, and the optional compiled
-hot core (issue 8) is the one extension in `ext_modules`.
+hot core (issue 8) is `ext_modules`: `_core` and the per-book-event metric families (`_families`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent
 CONFIG_SOURCES = ROOT / "config"  # the one copy of default.yaml and offline-demo.yaml users and docs refer to
 CONFIG_IN_PACKAGE = ("flowgauge", "config_files")  # where a wheel carries them; flowgauge.config reads it
 CORE_SOURCES = Path("service", "flowgauge", "core")  # relative: setuptools wants source paths relative to here
+FAMILIES_SOURCE = Path("service", "flowgauge", "metrics", "book_families.py")
 
 
 class BuildPyWithConfigs(build_py):
@@ -80,16 +81,24 @@ def core_extensions() -> list[Extension]:
     assert spec is not None and spec.loader is not None
     hashing = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hashing)
+    # No fused multiply-add and no fast-math: C must round each `a*b + c` as Python does, so both cores
+    # publish identical bits.
+    flags = ["-O2", "-ffp-contract=off", "-fno-fast-math"]
+    # The hash covers the families' source too (source_hash.SOURCE_NAMES): `depends` makes a change there
+    # rebuild _core, so the hash it embeds stays current.
+    families = str(FAMILIES_SOURCE)
     extension = Extension(
         "flowgauge.core._core",
         [str(CORE_SOURCES / "_core.pyx")],
         define_macros=[("FLOWGAUGE_CORE_SOURCE_HASH", f'"{hashing.source_hash(ROOT / CORE_SOURCES)}"')],
-        # No fused multiply-add and no fast-math: C must round each `a*b + c` as Python does, so both cores
-        # publish identical bits.
-        extra_compile_args=["-O2", "-ffp-contract=off", "-fno-fast-math"],
+        extra_compile_args=flags,
+        depends=[families],
         optional=True,
     )
-    return cythonize([extension], language_level=3)
+    # The per-book-event metric families: the pure-Python reference source compiled as is (Cython's pure-Python
+    # mode), so the compiled core runs the very code the reference runs (metrics.extended).
+    families_ext = Extension("flowgauge.core._families", [families], extra_compile_args=flags, optional=True)
+    return cythonize([extension, families_ext], language_level=3)
 
 
 setup(cmdclass={"build_py": BuildPyWithConfigs, "build_ext": OptionalBuildExt}, ext_modules=core_extensions())

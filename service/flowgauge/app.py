@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 from prometheus_client import CollectorRegistry
 
 from flowgauge.config import Settings, VenueSettings, open_listeners, secret_values, shard_venues
@@ -51,6 +52,7 @@ from flowgauge.engine import Engine
 from flowgauge.feeds import VenueFeed
 from flowgauge.logs import BurstLimiter, event, register_secrets
 from flowgauge.metrics.aggregate import CrossVenueAggregates
+from flowgauge.metrics.params import MetricParams
 from flowgauge.publish.base import Publisher
 from flowgauge.publish.embedded import EmbeddedBus
 from flowgauge.publish.nats import NatsPublisher
@@ -69,6 +71,12 @@ NOT_STARTED = "NOT_STARTED"  # /status state of a book whose instrument metadata
 MARKETS_RETRY_MAX_S = 30.0
 # The lifecycle watcher wakes at least this often, so an expiry is noticed on time even if the wall clock jumps.
 LIFECYCLE_MAX_SLEEP_S = 30.0
+
+
+def metric_params(settings: Settings) -> MetricParams:
+    """The config's `metrics` section as the metric layer's parameters (the same fields: config imports no
+    metrics module, so it keeps its own copy of the structs)."""
+    return msgspec.convert(msgspec.to_builtins(settings.metrics), MetricParams)
 
 
 class _TelemetryHooks:
@@ -182,6 +190,8 @@ class Daemon:
             publish_trades=settings.publish.trades,
             clock_skew_max_s={venue: v.clock_skew_max_s for venue, v in self.venues.items()},
             aggregates=aggregates,
+            families=settings.publish.families,
+            metric_params=metric_params(settings),
         )
         self.registry.register(SignalCollector(self.engine))
         if aggregates is not None:

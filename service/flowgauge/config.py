@@ -59,6 +59,7 @@ __all__ = [
     "ConfigError",
     "EmbeddedBusSettings",
     "HttpSettings",
+    "MetricsSettings",
     "NatsBusSettings",
     "PublishSettings",
     "RecordSettings",
@@ -283,6 +284,14 @@ class HttpSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
 
 CONFLATE_MODES: Final = ("auto", "off")
 
+# The metric families (metrics.families.FAMILIES, in that order; a unit test holds the two equal: this module
+# imports nothing above types) and the ones published when `publish.families` is not set.
+METRIC_FAMILIES: Final = (
+    "core", "ofi_l1", "ofi_ext", "mlofi", "depth_ext", "microprice", "trade_flow", "positioning", "fragility", "ew",
+    "risk",
+)  # fmt: skip
+DEFAULT_METRIC_FAMILIES: Final = ("core", "ofi_l1", "microprice", "risk")
+
 
 class AggregateSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Cross-venue aggregates on flowgauge.v1.agg.<BASE> (publish.aggregates; metrics.aggregate)."""
@@ -303,7 +312,53 @@ class PublishSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     # Also publish every normalized trade and liquidation on flowgauge.v1.trades.<venue>.<slug> (off: the
     # metrics only). Trades can outnumber book messages; they share the publishers' bounded queues.
     trades: bool = False
+    # Metric families in every metrics payload (README "Metric families"); "all" = every one; core is always in.
+    families: tuple[str, ...] = DEFAULT_METRIC_FAMILIES
     aggregates: AggregateSettings = msgspec.field(default_factory=AggregateSettings)
+
+
+# Parameters of the metric families (config `metrics`). The same fields and defaults as metrics.params (a unit
+# test holds them equal; app converts one into the other): metrics.md section 9's defaults.
+
+
+class OfiExtSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    depth_half_life_s: float = 1800.0  # H_AD of AD_ew, the time-weighted EW mean of the L1 depth
+    cks_window_s: float = 1800.0  # CKS regression window W over 1 s / 10 s / 60 s clock bars (EW, H = W ln 2)
+
+
+class MlofiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    levels: int = 10  # M, levels per side, 1..50
+    min_depth: float = 1e-9  # floor of the common denominator Q^{M,h} (base units), FLOORED_DENOM when hit
+
+
+class IntegratedOfiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    weights: tuple[float, ...] = ()  # M weights (an offline PC1 fit); empty = equal weights (the simple average)
+
+
+class DepthExtSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    level_decay: float = 3.0  # kappa of the level weights exp(-(m-1)/kappa)
+    distance_scale_bps: float = 10.0  # l of the distance weights exp(-d/l)
+
+
+class MicropriceSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    imbalance_buckets: int = 10  # n_imb
+    max_spread_ticks: int = 4  # n_spread: wider spreads publish micro_price null
+    iterations: int = 6  # terms of G*
+    sample_ms: int = 1000  # state sampling clock (exchange time)
+    min_samples: int = 3600  # transitions before the first fit
+    refit_s: float = 86400.0  # refit period
+    memory_days: float = 7.0  # half-life of the transition counts
+
+
+
+class MetricsSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Parameters of the metric families; a parameter never changes which fields exist."""
+
+    ofi_ext: OfiExtSettings = msgspec.field(default_factory=OfiExtSettings)
+    mlofi: MlofiSettings = msgspec.field(default_factory=MlofiSettings)
+    integrated_ofi: IntegratedOfiSettings = msgspec.field(default_factory=IntegratedOfiSettings)
+    depth_ext: DepthExtSettings = msgspec.field(default_factory=DepthExtSettings)
+    microprice: MicropriceSettings = msgspec.field(default_factory=MicropriceSettings)
 
 
 class ShardSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -332,6 +387,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     log_level: str = "INFO"  # one of LOG_LEVELS; accepted in any case, stored upper-case
     shutdown_timeout_s: float = 5.0  # graceful-stop deadline; orchestrator grace periods must exceed it
     book_max_levels: int = 5000  # levels kept per book side, both cores; beyond it the worst is dropped, counted
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)  # the families' parameters
 
 
 class ConfigError(ValueError):
@@ -1132,12 +1188,67 @@ def _check_publish(v: dict[str, Any], key: str, problems: _Problems) -> None:
     if beat is not None and not (math.isfinite(beat) and beat >= 0):
         why = f"must be a finite number > 0, or 0 to turn the status heartbeat off (got {beat:g})"
         problems.append((_join(key, "heartbeat_s"), why))
+    _check_families(v, key, problems)
 
 
 def _check_aggregates(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _positive(v, "interval_ms", key, problems)
     _positive(v, "stale_s", key, problems)
     _between(v, "min_venues", 1, None, key, problems)
+
+
+def _check_families(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    """publish.families: known names only ("all" allowed), one problem line naming the unknown ones."""
+    names = v.get("families")
+    if names is None:
+        return
+    unknown = [name for name in names if name not in METRIC_FAMILIES and name != "all"]
+    if unknown:
+        known = ", ".join((*METRIC_FAMILIES, "all"))
+        names = ", ".join(map(repr, unknown))
+        why = f"unknown metric famil{'ies' if len(unknown) > 1 else 'y'} {names}; known: {known}"
+        problems.append((_join(key, "families"), why))
+
+
+def _check_ofi_ext(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _positive(v, "depth_half_life_s", key, problems)
+    _positive(v, "cks_window_s", key, problems)
+
+
+def _check_mlofi(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _between(v, "levels", 1, 50, key, problems)
+    _positive(v, "min_depth", key, problems)
+
+
+def _check_integrated_ofi(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    weights = v.get("weights", ())
+    if any(not math.isfinite(w) for w in weights) or (weights and not any(w != 0.0 for w in weights)):
+        problems.append((_join(key, "weights"), "must be finite numbers, not all zero (or empty: equal weights)"))
+
+
+def _check_depth_ext(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _positive(v, "level_decay", key, problems)
+    _positive(v, "distance_scale_bps", key, problems)
+
+
+def _check_microprice(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _between(v, "imbalance_buckets", 2, 100, key, problems)
+    _between(v, "max_spread_ticks", 1, 20, key, problems)
+    _between(v, "iterations", 1, 50, key, problems)
+    _between(v, "sample_ms", 1, None, key, problems)
+    _between(v, "min_samples", 1, None, key, problems)
+    _positive(v, "refit_s", key, problems)
+    _positive(v, "memory_days", key, problems)
+
+
+
+def _check_metrics(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    mlofi, integrated = v.get("mlofi"), v.get("integrated_ofi")
+    if isinstance(mlofi, MlofiSettings) and isinstance(integrated, IntegratedOfiSettings):
+        n = len(integrated.weights)
+        if n and n != mlofi.levels:
+            why = f"must hold metrics.mlofi.levels ({mlofi.levels}) numbers, or none (got {n})"
+            problems.append((_join(key, "integrated_ofi.weights"), why))
 
 
 def _check_shard(v: dict[str, Any], key: str, problems: _Problems) -> None:
@@ -1206,6 +1317,12 @@ _CHECKS: Final[dict[type, _Check]] = {
     PublishSettings: _check_publish,
     AggregateSettings: _check_aggregates,
     ShardSettings: _check_shard,
+    OfiExtSettings: _check_ofi_ext,
+    MlofiSettings: _check_mlofi,
+    IntegratedOfiSettings: _check_integrated_ofi,
+    DepthExtSettings: _check_depth_ext,
+    MicropriceSettings: _check_microprice,
+    MetricsSettings: _check_metrics,
     RecordSettings: _check_record,
     Settings: _check_settings,
 }

@@ -37,9 +37,13 @@ from flowgauge.book.sequencing import snapshots_only
 from flowgauge.book.sync import ApplyResult, SequenceRule, consecutive_ids
 from flowgauge.connectors.levels import MAX_LEVEL_VALUE
 from flowgauge.logs import BurstLimiter, event
-from flowgauge.metrics.accumulator import FIELD_NAMES, InstrumentMetrics
+from flowgauge.metrics.accumulator import InstrumentMetrics
 from flowgauge.metrics.aggregate import CrossVenueAggregates
 from flowgauge.metrics.clock import ClockOffset
+from flowgauge.metrics.extended import ExtendedMetrics
+from flowgauge.metrics.families import DEFAULT_FAMILIES, family_fields, resolve
+from flowgauge.metrics.families import LIQUIDATION_KEYS as LIQUIDATION_KEYS  # re-exported: tests name it here
+from flowgauge.metrics.params import MetricParams
 from flowgauge.metrics.windows import LATE_HORIZON_NS
 from flowgauge.publish import codec, topics
 from flowgauge.types import (
@@ -72,10 +76,16 @@ _ENVELOPE_KEYS = (
     "schema", "venue", "symbol", "instrument", "trigger", "seq", "book_seq", "book_state", "ts_exchange", "ts_recv",
     "ts_publish",
 )  # fmt: skip
-# Which liquidation a `"trigger": "liquidation"` payload reports (null for every other trigger). Engine-side, not
-# metrics: both cores fill the same template, so both publish these keys, in this place.
-LIQUIDATION_KEYS = ("liq_side", "liq_price", "liq_size", "liq_notional")
-_PAYLOAD_TEMPLATE: dict[str, Any] = dict.fromkeys((*_ENVELOPE_KEYS, *FIELD_NAMES, *LIQUIDATION_KEYS))
+
+
+def payload_template(families: tuple[str, ...]) -> dict[str, Any]:
+    """Every key of a metrics payload publishing `families` (resolved), in publication order, all None: the
+    envelope, then each family's fields (metrics.families)."""
+    return dict.fromkeys((*_ENVELOPE_KEYS, *family_fields(families)))
+
+
+_DEFAULT_RESOLVED = resolve(DEFAULT_FAMILIES)
+_PAYLOAD_TEMPLATE: dict[str, Any] = payload_template(_DEFAULT_RESOLVED)
 # Trade records carry the taker side as text (friendlier than +1/-1 in any language).
 _SIDE_TEXT = {1: "buy", -1: "sell"}
 # The order that closed a liquidated position: a long is closed by a sell, a short by a buy.
@@ -126,8 +136,14 @@ class InstrumentState:
         core_name: str = core.PYTHON,
         book_max_levels: int = DEFAULT_MAX_LEVELS,
         venue_clock: ClockOffset | None = None,
+        families: tuple[str, ...] | None = None,
+        metric_params: MetricParams | None = None,
     ) -> None:
         self.instrument = instrument
+        # The metric families this instrument publishes (resolved, see metrics.families); None: the default.
+        families = families if families is not None else resolve(DEFAULT_FAMILIES)
+        compiled = core_name == core.COMPILED
+        extended = ExtendedMetrics.build(families, instrument, metric_params or MetricParams(), compiled)
         # The venue's clock offset estimate, shared by every instrument of the venue (see Engine).
         self.venue_clock = venue_clock if venue_clock is not None else ClockOffset(DEFAULT_CLOCK_SKEW_MAX_S)
         self.sync = core.new_sync(core_name, rule, buffer_deltas, book_max_levels)
@@ -137,12 +153,14 @@ class InstrumentState:
         if core_name == core.COMPILED:
             from flowgauge.metrics.compiled import CompiledInstrumentMetrics
 
-            self.metrics: InstrumentMetrics = CompiledInstrumentMetrics(instrument)
+            self.metrics: InstrumentMetrics = CompiledInstrumentMetrics(instrument, extended)
         else:
-            self.metrics = InstrumentMetrics(instrument)
+            self.metrics = InstrumentMetrics(instrument, extended)
         self.book_topic = topics.book_topic(instrument.venue, instrument.symbol)
         # The payload template with this instrument's constant envelope already in place (see Engine._emit).
-        self.envelope: dict[str, Any] = _PAYLOAD_TEMPLATE.copy()
+        self.envelope: dict[str, Any] = (
+            _PAYLOAD_TEMPLATE if families == _DEFAULT_RESOLVED else payload_template(families)
+        ).copy()
         self.envelope.update(
             schema=SCHEMA, venue=instrument.venue, symbol=instrument.symbol, instrument=instrument.venue_id
         )
@@ -181,6 +199,9 @@ class Engine:
         clock_skew_max_s: the bound on a venue's clock offset beyond which its payloads carry CLOCK_SKEW (config
             `venues.<id>.clock_skew_max_s`): one number for every venue, or venue -> bound (others: 2 s).
         aggregates: cross-venue aggregation (config `publish.aggregates`); None publishes no aggregates.
+        families: the metric families every payload carries (config `publish.families`; "all" allowed); the
+            fields of the others are neither computed nor published. Raises `UnknownFamily` for a bad name.
+        metric_params: the families' parameters (config `metrics`); None = metrics.md section 9's defaults.
     """
 
     def __init__(
@@ -195,8 +216,12 @@ class Engine:
         publish_trades: bool = False,
         clock_skew_max_s: float | Mapping[str, float] = DEFAULT_CLOCK_SKEW_MAX_S,
         aggregates: CrossVenueAggregates | None = None,
+        families: Iterable[str] = DEFAULT_FAMILIES,
+        metric_params: MetricParams | None = None,
     ) -> None:
         self.core = core_name or core.active_core()
+        self.families = resolve(families)
+        self.metric_params = metric_params or MetricParams()
         self.aggregates = aggregates
         self._clock_bounds = clock_skew_max_s
         self._venue_clocks: dict[str, ClockOffset] = {}
@@ -237,8 +262,9 @@ class Engine:
         key = (instrument.venue, instrument.symbol)
         if key not in self._states and key not in self._retired:
             self._states[key] = InstrumentState(
-                instrument, rule, buffer_deltas, self.core, self.book_max_levels, self._venue_clock(instrument.venue)
-            )
+                instrument, rule, buffer_deltas, self.core, self.book_max_levels, self._venue_clock(instrument.venue),
+                self.families, self.metric_params,
+            )  # fmt: skip
             if self.aggregates is not None:
                 self._track_aggregate(instrument)
 

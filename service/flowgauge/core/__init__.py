@@ -22,6 +22,7 @@ __all__ = [
     "PYTHON",
     "CoreUnavailable",
     "active_core",
+    "compiled_families",
     "compiled_module",
     "fallback_reason",
     "new_book",
@@ -49,9 +50,18 @@ def _load_compiled() -> tuple[ModuleType | None, str | None]:
         expected = source_hash(here)
         if expected != _core.SOURCE_HASH:
             return None, "the compiled core is older than its sources (rebuild: pip install -e .)"
+    try:
+        # The per-book-event metric families (metrics/book_families.py compiled as is): built with _core, and
+        # _core's SOURCE_HASH covers their source too.
+        from flowgauge.core import _families  # type: ignore[attr-defined]  # a Cython extension: no stub
+    except ImportError as exc:
+        return None, f"the compiled metric families are not built ({exc})"
+    global _compiled_families
+    _compiled_families = _families
     return _core, None
 
 
+_compiled_families: ModuleType | None = None
 _compiled, _unavailable = _load_compiled()
 _active = PYTHON
 
@@ -98,6 +108,13 @@ def compiled_module() -> ModuleType:
     if _compiled is None:
         raise CoreUnavailable(f"the compiled core is unavailable: {_unavailable}")
     return _compiled
+
+
+def compiled_families() -> ModuleType:
+    """The compiled `metrics.book_families` (flowgauge.core._families)."""
+    if _compiled is None or _compiled_families is None:
+        raise CoreUnavailable(f"the compiled core is unavailable: {_unavailable}")
+    return _compiled_families
 
 
 def new_sync(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from flowgauge.book.l2 import L2Book
 from flowgauge.metrics.depth import band_depth, depth_imbalances, spread_bps, weighted_mid
+from flowgauge.metrics.extended import ExtendedMetrics
 from flowgauge.metrics.funding import FundingState, premium_bps
 from flowgauge.metrics.ofi import TopOfBook, ofi_event, top_of_book
 from flowgauge.metrics.open_interest import OpenInterestFlow
@@ -95,6 +96,7 @@ class InstrumentMetrics:
         "_win_10s",
         "_win_60s",
         "book_events",
+        "extended",
         "instrument",
         "last_liquidation",
         "liq_count_long",
@@ -104,8 +106,10 @@ class InstrumentMetrics:
         "ls_skew",
     )
 
-    def __init__(self, instrument: Instrument) -> None:
+    def __init__(self, instrument: Instrument, extended: ExtendedMetrics | None = None) -> None:
         self.instrument = instrument
+        # The selected per-book-event families beyond core (metrics.extended); None: core only.
+        self.extended = extended
         self._prev_top: TopOfBook | None = None  # state n-1; None at start and after invalidation
         self._last_e: float | None = None  # e_n of the latest book event
         self._first_book_seen = False
@@ -135,6 +139,8 @@ class InstrumentMetrics:
         """A book message was applied to a VALID book: compute this event's `e_n` and add it to the flows."""
         e = self._book_event(book, ts_exchange)
         self._first_book_seen = True
+        if self.extended is not None:
+            self.extended.on_book(book, ts_exchange)
         if e is None:
             self._first_state(ts_exchange)
             return
@@ -178,6 +184,8 @@ class InstrumentMetrics:
         self._last_e = None
         self._warm_start = None
         self._open_flags.add("GAP" if reason is InvalidReason.GAP else "RESET")
+        if self.extended is not None:
+            self.extended.on_book_invalid(ts_exchange)
 
     def on_trade(self, trade: Trade) -> None:
         if self._since is None:
@@ -274,6 +282,8 @@ class InstrumentMetrics:
                 flags.add(flag)
         out["quality"] = sorted(flags)
         out["coverage"] = coverage
+        if self.extended is not None:
+            self.extended.fill(book, out, now)
         return out
 
     def _window_coverage(self, now: int, out: dict[str, object], coverage: dict[str, str]) -> None:

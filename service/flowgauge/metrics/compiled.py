@@ -13,6 +13,7 @@ from typing import Any
 
 from flowgauge.core import compiled_module
 from flowgauge.metrics.accumulator import _S, WARMUP_NS, InstrumentMetrics
+from flowgauge.metrics.extended import ExtendedMetrics
 from flowgauge.types import FundingRate, Instrument, InvalidReason, LongShortRatio, OpenInterest, Trade
 
 __all__ = ["CompiledInstrumentMetrics"]
@@ -23,8 +24,8 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
 
     __slots__ = ("_book_fields_c", "_flow_fields_c", "_ofi", "_payload_fields", "_state", "_state_stale")
 
-    def __init__(self, instrument: Instrument) -> None:
-        super().__init__(instrument)
+    def __init__(self, instrument: Instrument, extended: ExtendedMetrics | None = None) -> None:
+        super().__init__(instrument, extended)
         core = compiled_module()
         self._ofi = core.OfiState()
         self._book_fields_c = core.book_fields
@@ -92,7 +93,7 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
         if self._state_stale:
             self._state = self._state_values()
             self._state_stale = False
-        return self._payload_fields.fill(  # type: ignore[no-any-return]
+        out = self._payload_fields.fill(
             self._state,
             book,
             self._last_e,
@@ -105,11 +106,16 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
             self._flag_until,
             {} if out is None else out,
         )
+        if self.extended is not None:
+            self.extended.fill(book, out, ts_exchange)
+        return out  # type: ignore[return-value]
 
     def on_book(self, book: Any, ts_exchange: int) -> None:
         """`InstrumentMetrics.on_book` with `_book_event`'s C call inline (one Python call less per event)."""
         e = self._ofi.event(book, ts_exchange, self._win_1s, self._win_10s, self._win_60s, self._ew_10s)
         self._first_book_seen = True
+        if self.extended is not None:
+            self.extended.on_book(book, ts_exchange)
         if e is None:
             self._first_state(ts_exchange)
             return
@@ -121,6 +127,9 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
         engine's hot path for an applied delta (same steps, same order)."""
         e = self._ofi.event(book, ts_exchange, self._win_1s, self._win_10s, self._win_60s, self._ew_10s)
         self._first_book_seen = True
+        extended = self.extended
+        if extended is not None:
+            extended.on_book(book, ts_exchange)
         if e is None:
             self._first_state(ts_exchange)
         else:
@@ -142,6 +151,8 @@ class CompiledInstrumentMetrics(InstrumentMetrics):
             self._flag_until,
             out,
         )
+        if extended is not None:
+            extended.fill(book, out, ts_exchange)
 
     def _book_event(self, book: Any, ts_exchange: int) -> float | None:
         return self._ofi.event(  # type: ignore[no-any-return]

@@ -5,9 +5,11 @@ Pure, synchronous metric math: no I/O, no asyncio, no prometheus_client.
 
 from __future__ import annotations
 
+import math
+
 from flowgauge.types import FundingRate
 
-__all__ = ["FundingState", "funding_rate_8h", "premium_bps"]
+__all__ = ["FundingState", "funding_annualised", "funding_pressure", "funding_rate_8h", "premium_bps"]
 
 
 def funding_rate_8h(rate: float | None, interval_hours: float | None) -> float | None:
@@ -58,3 +60,17 @@ class FundingState:
 
     def rate_8h(self) -> float | None:
         return funding_rate_8h(self.rate, self.interval_hours)
+
+
+def funding_annualised(rate: float | None, interval_hours: float | None) -> float | None:
+    """`F * 24 * 365 / interval_h` (§6.3 `funding_ann`); None when the rate or the interval is unknown."""
+    if rate is None or interval_hours is None or interval_hours <= 0.0:
+        return None
+    return rate * 24.0 * 365.0 / interval_hours
+
+
+def funding_pressure(rate_8h: float | None, base: float, scale: float) -> float | None:
+    """`tanh((F_8h - F_base) / F_scale)` in (-1, 1), + = longs pay (§6.3); None without a rate."""
+    if rate_8h is None:
+        return None
+    return math.tanh((rate_8h - base) / scale)

@@ -225,6 +225,10 @@ class OpenInterestFlow:
         self.inconsistent = self.consistency > 1.0 + self.tolerance
         self.open_ratio = 1.0 if ratio > 1.0 else -1.0 if ratio < -1.0 else ratio
 
+    def reference_time(self) -> int | None:
+        """Exchange time of the reference observation (the window's start), None before the first one."""
+        return self._obs[0].t if self._obs else None
+
     def volume_in_window(self) -> float:
         """V over `(t_ref, t_last]` as it stands now (late trades included)."""
         return self._window.value()

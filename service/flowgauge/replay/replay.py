@@ -30,6 +30,8 @@ from flowgauge.connectors.base import PollRequest, VenueParser
 from flowgauge.connectors.markets import MarketsError, instrument_from_market, markets_from_recording
 from flowgauge.engine import DEFAULT_CLOCK_SKEW_MAX_S, Engine, Sink
 from flowgauge.metrics.aggregate import CrossVenueAggregates
+from flowgauge.metrics.families import DEFAULT_FAMILIES
+from flowgauge.metrics.params import MetricParams
 from flowgauge.recording import (
     EXCHANGE_VENUES,
     MARKETS_CONN,
@@ -276,6 +278,8 @@ def replay(
     clock_skew_max_s: Mapping[str, float] | None = None,
     atomic: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
     aggregates: CrossVenueAggregates | None = None,
+    families: Iterable[str] = DEFAULT_FAMILIES,
+    metric_params: MetricParams | None = None,
 ) -> tuple[Engine, ReplayStats]:
     """Replay recordings in order into one engine publishing to `sink`.
 
@@ -295,6 +299,8 @@ def replay(
         aggregates: also publish cross-venue aggregates (config `publish.aggregates`; exchange-time cadence, so
             deterministic); None publishes none. Files replay one after another, so only venues whose recordings
             are interleaved in one file share aggregates: a later file's venues find the earlier ones STALE.
+        families: the metric families published (config `publish.families`); metric_params: their parameters
+            (config `metrics`; None: the defaults).
     """
     if speed < 0:
         raise ValueError("speed must be >= 0")
@@ -314,6 +320,8 @@ def replay(
         publish_trades=publish_trades,
         clock_skew_max_s=clock_skew_max_s if clock_skew_max_s is not None else DEFAULT_CLOCK_SKEW_MAX_S,
         aggregates=aggregates,
+        families=families,
+        metric_params=metric_params,
     )
     connections = _Connections()
     for path in paths:

@@ -1,0 +1,74 @@
+"""Parameters of the metric families (config section `metrics`), with metrics.md section 9's defaults.
+
+One frozen struct per family, gathered in `MetricParams`; config.py builds it from YAML and validates the ranges
+(`_check_*` there), the engine hands it to each instrument's `ExtendedMetrics`. A parameter changes how a field is
+computed, never which fields exist: field names are fixed by `metrics.families` (a window in a name, e.g. the
+`10s` of `ofi_ratio_10s`, is not a parameter).
+
+Pure data: no I/O; the metric layer imports it, config.py (a higher layer) reuses the structs as its sections.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = [
+    "DepthExtParams",
+    "IntegratedOfiParams",
+    "MetricParams",
+    "MicropriceParams",
+    "MlofiParams",
+    "OfiExtParams",
+]
+
+
+class OfiExtParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """metrics.md 1.3: depth-normalised / implied / bounded OFI and the streaming CKS regression."""
+
+    depth_half_life_s: float = 1800.0  # H_AD: time-weighted EW mean of the L1 depth (q^B + q^A)/2
+    cks_window_s: float = 1800.0  # regression window W over the 1 s / 10 s / 60 s clock bars; EW, H_W = W ln 2
+
+
+class MlofiParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """metrics.md 2.1 / 2.2: rank-keyed multi-level OFI and its depth normalisation."""
+
+    levels: int = 10  # M, levels per side (1..50)
+    min_depth: float = 1e-9  # floor of the common denominator Q^{M,h} (base units); FLOORED_DENOM when hit
+
+
+class IntegratedOfiParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """metrics.md 2.2: ofi_integrated = w . ofi_norm / ||w||_1.
+
+    `weights` is the first principal component of past depth-normalised MLOFI vectors, fitted offline; empty (the
+    default, nothing fitted) means equal weights, i.e. CCZ's simple-average benchmark."""
+
+    weights: tuple[float, ...] = ()  # M numbers, or empty for equal weights
+
+
+class DepthExtParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """metrics.md 3.2: level- and distance-weighted depth imbalance, band imbalance, EW versions."""
+
+    level_decay: float = 3.0  # kappa: level weight exp(-(m-1)/kappa)
+    distance_scale_bps: float = 10.0  # l: distance weight exp(-d/l)
+
+
+class MicropriceParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """metrics.md 4.2 / 4.3: the Stoikov micro-price estimated online, and VAMP."""
+
+    imbalance_buckets: int = 10  # n_imb (equal-width buckets of I = q^B / (q^B + q^A))
+    max_spread_ticks: int = 4  # n_spread: wider spreads publish null (the spec's fallback)
+    iterations: int = 6  # terms of G* = sum_k g^k
+    sample_ms: int = 1000  # state sampled on this exchange-time clock (dt = 1 sample)
+    min_samples: int = 3600  # transitions needed before the first fit (micro_price null until then)
+    refit_s: float = 86400.0  # refit period after the first fit
+    memory_days: float = 7.0  # transition counts decay with this half-life (the spec's trailing 7 days)
+
+
+class MetricParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Every family's parameters (config `metrics`)."""
+
+    ofi_ext: OfiExtParams = msgspec.field(default_factory=OfiExtParams)
+    mlofi: MlofiParams = msgspec.field(default_factory=MlofiParams)
+    integrated_ofi: IntegratedOfiParams = msgspec.field(default_factory=IntegratedOfiParams)
+    depth_ext: DepthExtParams = msgspec.field(default_factory=DepthExtParams)
+    microprice: MicropriceParams = msgspec.field(default_factory=MicropriceParams)

@@ -1,0 +1,220 @@
+"""The positioning family (issue 11 item 7): OI flow and regimes (metrics.md 6.2), funding pressure (6.3),
+long/short skew z-scores (6.4), liquidation imbalance and intensity (6.5); bounded memory over hours."""
+
+from __future__ import annotations
+
+import math
+import tracemalloc
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.conftest import linear_instrument
+
+from flowgauge.metrics.ewz import EwZScore
+from flowgauge.metrics.funding import funding_annualised, funding_pressure
+from flowgauge.metrics.liquidations import LiquidationWindows
+from flowgauge.metrics.oi_flow import OiFlowWindows
+from flowgauge.metrics.positioning import POSITIONING_FIELDS, PositioningFamily
+from flowgauge.metrics.regime import RegimeTracker, classify
+from flowgauge.types import FundingRate, Liquidation, LongShortRatio, OpenInterest, Trade
+
+S = 1_000_000_000
+MIN = 60 * S
+T0 = 1_786_000_020 * S  # a whole minute
+SYM = "BTC/USDT:USDT"
+
+
+def _oi_fill(flow: OiFlowWindows) -> tuple[dict[str, object], dict[str, str], set[str]]:
+    out: dict[str, object] = {}
+    coverage: dict[str, str] = {}
+    flags: set[str] = set()
+    flow.fill(out, coverage, flags)
+    return out, coverage, flags
+
+
+@pytest.mark.parametrize(
+    ("rho", "d", "regime"),
+    [(0.3, 0.2, "LONG_BUILDUP"), (0.3, -0.2, "SHORT_BUILDUP"), (-0.3, 0.2, "SHORT_COVERING"),
+     (-0.3, -0.2, "LONG_UNWINDING"), (0.01, 0.9, "NEUTRAL"), (0.9, 0.0, "NEUTRAL"), (0.05, 0.05, "LONG_BUILDUP")],
+)  # fmt: skip
+def test_regime_table(rho: float, d: float, regime: str) -> None:
+    assert classify(rho, d, 0.05, 0.05) == regime
+
+
+def test_regime_hysteresis_needs_two_windows_and_neutral_is_immediate() -> None:
+    tr = RegimeTracker(MIN, 0.05, 0.05, 2)
+    assert tr.update(0, 0.3, 0.2) == "NEUTRAL"  # first sight of LONG_BUILDUP: not yet confirmed
+    assert tr.update(30 * S, 0.3, 0.2) == "NEUTRAL"
+    assert tr.update(MIN, 0.3, 0.2) == "LONG_BUILDUP"  # held for a whole window more
+    assert tr.update(MIN + S, 0.3, -0.2) == "LONG_BUILDUP"  # a flip must be confirmed too
+    assert tr.update(MIN + 2 * S, 0.0, -0.2) == "NEUTRAL"  # thresholds fail: at once
+    assert tr.update(MIN + 3 * S, None, 0.1) is None
+
+
+def test_exact_window_open_ratio_scores_and_regime() -> None:
+    """OI 1000 -> 1006 with 10 traded (8 taker buys, 2 sells): rho 0.6, omega 0.8, d 0.6."""
+    flow = OiFlowWindows()
+    flow.on_open_interest(T0, 1000.0)
+    flow.on_trade(T0 + 10 * S, +1, 8.0, False)
+    flow.on_trade(T0 + 20 * S, -1, 2.0, False)
+    flow.on_open_interest(T0 + MIN, 1006.0)
+    out, coverage, flags = _oi_fill(flow)
+    assert out["oi_open_ratio_1m"] == pytest.approx(0.6, abs=1e-15)
+    assert out["oi_chg_pct_1m"] == pytest.approx(0.006, abs=1e-15)
+    assert out["oi_consistency_1m"] == pytest.approx(0.6, abs=1e-15)
+    assert out["oi_buildup_score_1m"] == pytest.approx(0.6 * 0.8, abs=1e-15)
+    assert out["oi_unwind_score_1m"] == pytest.approx(0.6 * 0.2, abs=1e-15)
+    # build-up + unwind = d
+    assert out["oi_buildup_score_1m"] + out["oi_unwind_score_1m"] == pytest.approx(0.6)  # type: ignore[operator]
+    assert out["oi_regime_1m"] == "NEUTRAL"  # seen once: hysteresis
+    assert out["oi_consistency_5m"] == pytest.approx(0.6, abs=1e-15)
+    assert coverage["oi_consistency_5m"] == "PARTIAL"  # 1 of 5 minutes
+    assert out["oi_open_ratio_1h"] is None and out["oi_regime_1h"] is None and "WARMUP" in flags
+    assert "oi_open_ratio_5m" not in out  # a core-v1 field: the accumulator writes it
+
+
+def test_forced_prints_count_in_v_not_in_d_and_long_liquidation_sublabel() -> None:
+    flow = OiFlowWindows(confirm_windows=1)
+    flow.on_open_interest(T0, 1000.0)
+    flow.on_trade(T0 + S, -1, 6.0, False)
+    flow.on_trade(T0 + 2 * S, -1, 4.0, True)  # forced: in V, out of d
+    flow.on_liquidation(T0 + 2 * S, True, 4.0)
+    flow.on_open_interest(T0 + MIN, 995.0)
+    out, _, _ = _oi_fill(flow)
+    assert out["oi_open_ratio_1m"] == pytest.approx(-0.5, abs=1e-15)
+    assert out["oi_buildup_score_1m"] == pytest.approx(-1.0 * 0.25, abs=1e-15)
+    assert out["oi_regime_1m"] == "LONG_LIQUIDATION"  # LONG_UNWINDING with 40 % of V liquidated longs
+
+
+def test_bucketed_long_window_after_an_hour() -> None:
+    """1 h from 1 min buckets: the reference is the last observation of the minute at t - 1 h."""
+    flow = OiFlowWindows()
+    oi = 1000.0
+    for minute in range(62):
+        t = T0 + minute * MIN
+        flow.on_trade(t + S, +1, 1.0, False)
+        flow.on_open_interest(t + 30 * S, oi)
+        oi += 0.5
+    out, _, flags = _oi_fill(flow)
+    # now = T0 + 61 min + 30 s; reference = the observation at T0 + 1 min + 30 s (oi 1000.5), 60 minutes later
+    assert out["oi_chg_pct_1h"] == pytest.approx(30.0 / 1000.5, rel=1e-12)
+    assert out["oi_open_ratio_1h"] == pytest.approx(0.5, rel=1e-12)  # 30 OI over 60 traded
+    assert out["oi_regime_1h"] == "NEUTRAL"
+    assert out["oi_open_ratio_4h"] is None and "WARMUP" in flags
+
+
+def test_liquidation_windows_vector() -> None:
+    liq = LiquidationWindows(sampled=True)
+    liq.since = T0 - 2 * 3600 * S
+    liq.on_trade(T0, 10_000.0)
+    liq.on_liquidation(T0 + S, True, 1_000.0)  # longs liquidated: forced selling
+    liq.on_liquidation(T0 + 2 * S, False, 3_000.0)
+    out: dict[str, object] = {}
+    flags: set[str] = set()
+    liq.fill(T0 + 2 * S, 100_000.0, out, {}, flags)
+    for label in ("1m", "5m", "1h"):
+        assert out[f"liq_imbalance_{label}"] == pytest.approx(0.5, abs=1e-15)
+        assert out[f"liq_intensity_{label}"] == pytest.approx(0.4, abs=1e-15)
+        assert out[f"liq_oi_share_{label}"] == pytest.approx(0.04, abs=1e-15)
+        assert out[f"n_liq_msgs_{label}"] == 2.0
+    assert flags == {"SAMPLED_INPUT"}
+    out.clear()
+    liq.fill(T0 + 2 * S + MIN, None, out, {}, flags)
+    assert out["liq_imbalance_1m"] is None and out["n_liq_msgs_1m"] == 0.0 and out["liq_oi_share_5m"] is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50 * S), st.booleans(), st.floats(1.0, 1e6)), min_size=1, max_size=20))
+def test_liquidation_imbalance_bounded_and_mirror_symmetric(events: list[tuple[int, bool, float]]) -> None:
+    a, b = LiquidationWindows(False), LiquidationWindows(False)
+    a.since = b.since = T0 - 7200 * S
+    for t, long_side, notional in sorted(events):
+        a.on_liquidation(T0 + t, long_side, notional)
+        b.on_liquidation(T0 + t, not long_side, notional)
+    out_a: dict[str, object] = {}
+    out_b: dict[str, object] = {}
+    a.fill(T0 + 50 * S, None, out_a, {}, set())
+    b.fill(T0 + 50 * S, None, out_b, {}, set())
+    for label in ("1m", "5m", "1h"):
+        x = out_a[f"liq_imbalance_{label}"]
+        assert x is not None and -1.0 <= x <= 1.0  # type: ignore[operator]
+        assert out_b[f"liq_imbalance_{label}"] == pytest.approx(-x, abs=1e-12)  # type: ignore[operator]
+
+
+def test_funding_pressure_and_annualised() -> None:
+    assert funding_pressure(0.0001, 0.0001, 0.0005) == 0.0  # the venue's base interest: no pressure
+    assert funding_pressure(0.0006, 0.0001, 0.0005) == pytest.approx(math.tanh(1.0), abs=1e-15)
+    assert funding_pressure(None, 0.0001, 0.0005) is None
+    assert funding_annualised(0.0001, 8.0) == pytest.approx(0.0001 * 1095, abs=1e-15)
+    assert funding_annualised(0.0001, None) is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(-0.05, 0.05))
+def test_funding_pressure_bounded_and_mirror_symmetric(rate: float) -> None:
+    p = funding_pressure(rate, 0.0, 0.0005)
+    assert p is not None and -1.0 <= p <= 1.0
+    assert funding_pressure(-rate, 0.0, 0.0005) == pytest.approx(-p, abs=1e-15)
+
+
+def test_ew_zscore_null_until_warm_then_standardised() -> None:
+    z = EwZScore(half_life_s=10.0)
+    z.update(0, 1.0)
+    for i in range(1, 44):  # 43 s = 4.3 half-lives: weight just under 0.95
+        z.update(i * S, 1.0 if i % 2 else -1.0)
+    assert z.weight < 0.95 and z.value() is None
+    for i in range(44, 200):
+        z.update(i * S, 1.0 if i % 2 else -1.0)
+    value = z.value()
+    assert z.weight > 0.95 and value is not None and abs(value) == pytest.approx(1.0, rel=0.1)
+
+
+def test_family_fields_and_memory_flat_over_simulated_hours() -> None:
+    """Six simulated hours (every 4 s: 2 trades and an OI observation; a liquidation each 20 s, funding and
+    long/short each minute): the bucket rings are fixed-size, the OI history stays within its window, and traced
+    memory after hour 6 is where it was after hour 4 (within 64 KiB)."""
+    fam = PositioningFamily(linear_instrument())
+    fam.set_since(T0)
+    oi = 1000.0
+    sizes: list[int] = []
+
+    def hour(h: int) -> None:
+        nonlocal oi
+        for sec in range(0, 3600, 4):
+            t = T0 + (h * 3600 + sec) * S
+            fam.on_trade(Trade("bybit", SYM, 100.0, 1.0, 1 if sec % 3 else -1, "x", False, t, t))
+            fam.on_trade(Trade("bybit", SYM, 100.0, 0.5, -1, "y", sec % 7 == 0, t + S // 2, t + S // 2))
+            oi += 0.1 if sec % 5 else -0.3
+            fam.on_open_interest(OpenInterest("bybit", SYM, oi, t + S // 4, t))
+            if sec % 20 == 0:
+                side = "long" if sec % 40 else "short"
+                fam.on_liquidation(Liquidation("bybit", SYM, side, 100.0, 0.2, t + S // 3, t))  # type: ignore[arg-type]
+            if sec % 60 == 0:
+                fam.on_funding(FundingRate("bybit", SYM, 0.0001 + sec * 1e-8, 8.0, None, 100.0, 100.0, t, t))
+                fam.on_long_short(LongShortRatio("bybit", SYM, "accounts", 1.2, t, t))
+
+    tracemalloc.start()
+    try:
+        for h in range(4):
+            hour(h)
+        first = tracemalloc.get_traced_memory()[0]
+        sizes.append(len(fam._oi_flow._exact[1]._obs))
+        hour(4)
+        hour(5)
+        second = tracemalloc.get_traced_memory()[0]
+        sizes.append(len(fam._oi_flow._exact[1]._obs))
+    finally:
+        tracemalloc.stop()
+    assert second - first < 64 * 1024, (first, second)
+    assert sizes[0] == sizes[1] <= 5 * 60 // 4 + 2  # the 5 min OI history holds 5 minutes, not hours
+    out: dict[str, object] = {}
+    flags: set[str] = set()
+    now = T0 + 6 * 3600 * S
+    fam.fill(now, out, {}, flags)
+    assert tuple(out) == POSITIONING_FIELDS
+    for label in ("1m", "5m", "1h", "4h"):
+        assert out.get(f"oi_open_ratio_{label}") is not None or label == "5m", label
+        assert out[f"oi_regime_{label}"] is not None, label
+    assert out["liq_imbalance_1h"] is not None and out["funding_pressure"] is not None
+    assert "WARMUP" not in flags
