@@ -56,9 +56,9 @@ __all__ = [
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
 """Directory of the JSON Schemas of what the bus publishes (`payload.v1.json`, `status.v1.json`, `trade.v1.json`,
-`agg.v1.json`)."""
+`agg.v1.json`, `bars.v1.json`)."""
 
-_SCHEMAS = ("payload", "status", "trade", "agg")
+_SCHEMAS = ("payload", "status", "trade", "agg", "bars")
 _SCHEMA_VERSION = 1
 
 # Public names that live in a submodule: imported when first asked for.
@@ -84,8 +84,9 @@ _UNKNOWN_VERSION = "0+unknown"
 
 def schema_path(name: str) -> Path:
     """Path of the JSON Schema for `name`: "payload" (metrics payloads), "status" (book status payloads),
-    "trade" (trade and liquidation records on `flowgauge.v1.trades.<venue>.<slug>`, with publish.trades) or "agg"
-    (cross-venue aggregates on `flowgauge.v1.agg.<BASE>`).
+    "trade" (trade and liquidation records on `flowgauge.v1.trades.<venue>.<slug>`, with publish.trades), "agg"
+    (cross-venue aggregates on `flowgauge.v1.agg.<BASE>`) or "bars" (closed clock bars on
+    `flowgauge.v1.bars.<venue>.<slug>`, publish.bars).
 
     Raises:
         ValueError: for any other name.

@@ -50,6 +50,7 @@ from flowgauge.connectors.rest import RestScheduler
 from flowgauge.connectors.session import Session, SessionSettings
 from flowgauge.engine import Engine
 from flowgauge.feeds import VenueFeed
+from flowgauge.heap import TRIM_INTERVAL_S, HeapTrimmer
 from flowgauge.logs import BurstLimiter, event, register_secrets
 from flowgauge.metrics.aggregate import CrossVenueAggregates
 from flowgauge.metrics.params import MetricParams
@@ -150,6 +151,10 @@ class Daemon:
 
     def __init__(self, settings: Settings, *, record_dir: str | None = None) -> None:
         self.settings = settings
+        # Large buffers stay mmapped (returned to the OS when freed) and `run` trims the heap periodically:
+        # without both, RSS crept up for as long as the daemon ran (flowgauge.heap).
+        self.heap = HeapTrimmer.load()
+        self.heap.fix_mmap_threshold()
         # Tokens and broker passwords print as *** in every log line and /status document from here on.
         register_secrets(secret_values(settings))
         # This process's shard of the configured instruments: everything below (books, /status, /readyz, venue
@@ -430,6 +435,8 @@ class Daemon:
                         tasks.create_task(self._flush_recorders(), name="recorder-flush")
                     if settings.publish.heartbeat_s > 0:
                         tasks.create_task(self._heartbeat(settings.publish.heartbeat_s), name="status-heartbeat")
+                    if self.heap.available:
+                        tasks.create_task(self._trim_heap(TRIM_INTERVAL_S), name="heap-trim")
             except* _ShutdownRequested:
                 event(log, logging.INFO, "shutdown_requested")
             self.stopping = True
@@ -455,6 +462,12 @@ class Daemon:
                 if suppressed is not None:
                     event(log, logging.ERROR, "heartbeat_failed", error=f"{type(exc).__name__}: {exc}"[:300],
                           suppressed_since_last=suppressed)
+
+    async def _trim_heap(self, period_s: float) -> None:
+        """Every `period_s`, give the C heap's wholly free pages back to the OS (flowgauge.heap says why)."""
+        while True:
+            await asyncio.sleep(period_s)
+            self.heap.trim()
 
     async def _stop_when_signalled(self) -> None:
         await self.stop.wait()

@@ -302,6 +302,18 @@ class AggregateSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknow
     min_venues: int = 2  # a base is aggregated only while its perpetuals span at least this many venues
 
 
+class BarSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Clock bars on flowgauge.v1.bars.<venue>.<slug> (publish.bars; metrics.bar_feed)."""
+
+    enabled: bool = True  # false: no bars are built or published
+    interval_s: float = 1.0  # bar length, exchange time; bars align to UTC epoch multiples of it
+    # Live only: a bar no event closed is closed by a timer this long after its end (exchange time, by the venue's
+    # clock offset), so late events can still land in it. Replay closes bars on events only (deterministic).
+    close_delay_ms: float = 2000.0
+    z_half_life_s: float = 86400.0  # EW statistics of the bars' z-scores (ofi_z, ret_z, spread_z)
+    z_min_samples: int = 30  # bars before a z-score is published (>= 2)
+
+
 class PublishSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     min_interval_ms: int = 0  # per-instrument throttle of book-triggered payloads; 0 = every event
     # Backlog conflation: "auto" sheds book payloads when frames wait longer than conflate_after_ms, "off"
@@ -315,6 +327,7 @@ class PublishSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     # Metric families in every metrics payload (README "Metric families"); "all" = every one; core is always in.
     families: tuple[str, ...] = DEFAULT_METRIC_FAMILIES
     aggregates: AggregateSettings = msgspec.field(default_factory=AggregateSettings)
+    bars: BarSettings = msgspec.field(default_factory=BarSettings)
 
 
 # Parameters of the metric families (config `metrics`). The same fields and defaults as metrics.params (a unit
@@ -350,6 +363,39 @@ class MicropriceSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     memory_days: float = 7.0  # half-life of the transition counts
 
 
+class FragilitySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    slope_levels: int = 10  # L, levels per side in book_slope_* (1..1000)
+    resiliency_half_life_s: float = 3600.0  # EW mean of ln depth_total_10bps and its AR(1) regression
+
+
+class EwSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    z_half_life_s: float = 86400.0  # EW mean/variance behind spread_z, depth_z, fragility_index (24 h)
+    z_min_samples: int = 30  # 1-second samples before a z-score is published (>= 2)
+
+
+class RiskSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """risk_scale / hedge_urgency penalties: weight * max(0, (x - threshold) / scale) (docs/metrics.md)."""
+
+    vol_half_life_s: float = 41.58883083359672  # vol_1m: EW of squared 1 s returns, 60 s ln 2
+    vol_ref_half_life_s: float = 3600.0  # vol_1m's long-run level, the reference of hedge_urgency's vol ratio
+    vol_min_samples: int = 10  # 1-second returns before vol_1m is published
+    toxicity_threshold: float = 0.4  # flow_toxicity
+    toxicity_scale: float = 0.2
+    toxicity_weight: float = 1.0
+    stress_threshold: float = 0.5  # ofi_stress_10s
+    stress_scale: float = 0.5
+    stress_weight: float = 1.0
+    fragility_threshold: float = 0.25  # fragility_index
+    fragility_scale: float = 0.25
+    fragility_weight: float = 1.0
+    oi_threshold: float = 0.2  # |oi_buildup_score_5m|
+    oi_scale: float = 0.2
+    oi_weight: float = 1.0
+    vol_threshold: float = 1.5  # vol_1m / its long-run level
+    vol_scale: float = 1.0
+    vol_weight: float = 1.0
+    floor: float = 0.05  # risk_scale's lower bound, in (0, 1]
+
 
 class MetricsSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Parameters of the metric families; a parameter never changes which fields exist."""
@@ -359,6 +405,9 @@ class MetricsSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     integrated_ofi: IntegratedOfiSettings = msgspec.field(default_factory=IntegratedOfiSettings)
     depth_ext: DepthExtSettings = msgspec.field(default_factory=DepthExtSettings)
     microprice: MicropriceSettings = msgspec.field(default_factory=MicropriceSettings)
+    fragility: FragilitySettings = msgspec.field(default_factory=FragilitySettings)
+    ew: EwSettings = msgspec.field(default_factory=EwSettings)
+    risk: RiskSettings = msgspec.field(default_factory=RiskSettings)
 
 
 class ShardSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -1241,6 +1290,47 @@ def _check_microprice(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _positive(v, "memory_days", key, problems)
 
 
+def _check_fragility(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _between(v, "slope_levels", 1, 1000, key, problems)
+    _positive(v, "resiliency_half_life_s", key, problems)
+
+
+def _check_ew(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _positive(v, "z_half_life_s", key, problems)
+    _between(v, "z_min_samples", 2, None, key, problems)
+
+
+_RISK_INPUTS: Final = ("toxicity", "stress", "fragility", "oi", "vol")
+
+
+def _check_risk(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _positive(v, "vol_half_life_s", key, problems)
+    _positive(v, "vol_ref_half_life_s", key, problems)
+    _between(v, "vol_min_samples", 1, None, key, problems)
+    for name in _RISK_INPUTS:
+        _positive(v, f"{name}_scale", key, problems)
+        for field in (f"{name}_threshold", f"{name}_weight"):
+            if field in v and not math.isfinite(v[field]):
+                problems.append((_join(key, field), f"must be a finite number (got {v[field]:g})"))
+        weight = v.get(f"{name}_weight")
+        if weight is not None and math.isfinite(weight) and weight < 0:
+            problems.append((_join(key, f"{name}_weight"), f"must be >= 0 (got {weight:g})"))
+    floor = v.get("floor")
+    if floor is not None and not (0.0 < floor <= 1.0):
+        problems.append((_join(key, "floor"), f"must be in (0, 1] (got {floor:g})"))
+
+
+def _check_bars(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _positive(v, "interval_s", key, problems)
+    interval = v.get("interval_s")
+    if interval is not None and math.isfinite(interval) and interval > 0 and round(interval * 1e9) < 1_000_000:
+        problems.append((_join(key, "interval_s"), f"must be at least 0.001 (got {interval:g})"))
+    delay = v.get("close_delay_ms")
+    if delay is not None and not (math.isfinite(delay) and delay >= 0):
+        problems.append((_join(key, "close_delay_ms"), f"must be a finite number >= 0 (got {delay:g})"))
+    _positive(v, "z_half_life_s", key, problems)
+    _between(v, "z_min_samples", 2, None, key, problems)
+
 
 def _check_metrics(v: dict[str, Any], key: str, problems: _Problems) -> None:
     mlofi, integrated = v.get("mlofi"), v.get("integrated_ofi")
@@ -1322,6 +1412,10 @@ _CHECKS: Final[dict[type, _Check]] = {
     IntegratedOfiSettings: _check_integrated_ofi,
     DepthExtSettings: _check_depth_ext,
     MicropriceSettings: _check_microprice,
+    FragilitySettings: _check_fragility,
+    EwSettings: _check_ew,
+    RiskSettings: _check_risk,
+    BarSettings: _check_bars,
     MetricsSettings: _check_metrics,
     RecordSettings: _check_record,
     Settings: _check_settings,

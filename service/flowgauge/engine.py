@@ -39,6 +39,7 @@ from flowgauge.connectors.levels import MAX_LEVEL_VALUE
 from flowgauge.logs import BurstLimiter, event
 from flowgauge.metrics.accumulator import InstrumentMetrics
 from flowgauge.metrics.aggregate import CrossVenueAggregates
+from flowgauge.metrics.bar_feed import BarSpec, InstrumentBars
 from flowgauge.metrics.clock import ClockOffset
 from flowgauge.metrics.extended import ExtendedMetrics
 from flowgauge.metrics.families import DEFAULT_FAMILIES, family_fields, resolve
@@ -111,6 +112,9 @@ class InstrumentState:
     """Book, sync state, metric accumulators and publish bookkeeping of one instrument."""
 
     __slots__ = (
+        "bar_seq",
+        "bars",
+        "bars_topic",
         "book_topic",
         "envelope",
         "instrument",
@@ -138,6 +142,7 @@ class InstrumentState:
         venue_clock: ClockOffset | None = None,
         families: tuple[str, ...] | None = None,
         metric_params: MetricParams | None = None,
+        bars: BarSpec | None = None,
     ) -> None:
         self.instrument = instrument
         # The metric families this instrument publishes (resolved, see metrics.families); None: the default.
@@ -166,6 +171,10 @@ class InstrumentState:
         )
         self.status_topic = topics.status_topic(instrument.venue, instrument.symbol)
         self.trades_topic = topics.trades_topic(instrument.venue, instrument.symbol)
+        # Clock bars (publish.bars): None when off.
+        self.bars = InstrumentBars(bars.interval_s, bars.z_half_life_s, bars.z_min_samples) if bars else None
+        self.bars_topic = topics.bars_topic(instrument.venue, instrument.symbol)
+        self.bar_seq = 0
         self.publish_seq = 0
         self.last_book_publish = 0
         self.throttled = 0
@@ -218,8 +227,10 @@ class Engine:
         aggregates: CrossVenueAggregates | None = None,
         families: Iterable[str] = DEFAULT_FAMILIES,
         metric_params: MetricParams | None = None,
+        bars: BarSpec | None = None,
     ) -> None:
         self.core = core_name or core.active_core()
+        self.bars = bars
         self.families = resolve(families)
         self.metric_params = metric_params or MetricParams()
         self.aggregates = aggregates
@@ -263,7 +274,7 @@ class Engine:
         if key not in self._states and key not in self._retired:
             self._states[key] = InstrumentState(
                 instrument, rule, buffer_deltas, self.core, self.book_max_levels, self._venue_clock(instrument.venue),
-                self.families, self.metric_params,
+                self.families, self.metric_params, self.bars,
             )  # fmt: skip
             if self.aggregates is not None:
                 self._track_aggregate(instrument)
@@ -366,6 +377,8 @@ class Engine:
             if result.changed:
                 ts = state.sync.book.ts_exchange or now
                 state.metrics.on_book_invalid(ts, reason)
+                if state.bars is not None:
+                    self._publish_bars(state, state.bars.on_invalid(ts, reason is InvalidReason.GAP))
                 self._report_invalid(state, ts, now)
 
     def retire(
@@ -418,6 +431,8 @@ class Engine:
         if was_valid and not state.snapshot_stream:
             # A snapshot mid-stream is a venue reset: no flow across it.
             state.metrics.on_book_invalid(snapshot.ts_exchange, InvalidReason.RESET)
+            if state.bars is not None:
+                self._publish_bars(state, state.bars.on_invalid(snapshot.ts_exchange, False))
         if result.applied:
             if result.changed:
                 self._publish_status(state, snapshot.ts_exchange, snapshot.ts_recv)
@@ -425,6 +440,8 @@ class Engine:
             # message applied (the book's), and that is the time this payload and its windows carry.
             ts_book = state.sync.book.ts_exchange
             state.metrics.on_book(state.sync.book, ts_book)
+            if state.bars is not None:
+                self._bar_book(state, ts_book)
             self._publish(state, "book", ts_book, snapshot.ts_recv)
             return None
         self._shed_pending(state)
@@ -440,6 +457,8 @@ class Engine:
         result = state.sync.on_delta(delta)
         if result.applied:
             state.metrics.on_book(state.sync.book, delta.ts_exchange)
+            if state.bars is not None:
+                self._bar_book(state, delta.ts_exchange)
             self._publish(state, "book", delta.ts_exchange, delta.ts_recv)
             return None
         return self._delta_not_applied(state, delta, result)
@@ -478,6 +497,8 @@ class Engine:
         payload["ts_publish"] = 0
         # on_book, then fields (what _on_delta and _emit call), in one call
         state.metrics.book_payload(book, ts_exchange, payload)  # type: ignore[attr-defined]  # compiled metrics
+        if state.bars is not None:  # as _on_delta: the bars this state closes go out before its payload
+            self._bar_book(state, ts_exchange)
         if venue_clock.skewed:  # as _emit adds it
             payload["quality"] = sorted({*payload["quality"], CLOCK_SKEW})
         ts_publish = self._clock()
@@ -498,6 +519,8 @@ class Engine:
     def _after_invalid(self, state: InstrumentState, ts_exchange: int, ts_recv: int) -> str:
         reason = state.sync.reason
         state.metrics.on_book_invalid(ts_exchange, reason if isinstance(reason, InvalidReason) else InvalidReason.RESET)
+        if state.bars is not None:
+            self._publish_bars(state, state.bars.on_invalid(ts_exchange, reason is InvalidReason.GAP))
         self._report_invalid(state, ts_exchange, ts_recv)
         return state.instrument.symbol
 
@@ -530,6 +553,8 @@ class Engine:
                 # publish it first. A trade stamped after it (held back from its windows) changes nothing.
                 self._flush(state)
             state.metrics.on_trade(trade)
+            if state.bars is not None and not trade.forced:
+                state.bars.on_trade(trade.ts_exchange, trade.side, trade.size)
             if self.publish_trades:
                 self._publish_trade_record(
                     state, "trade", _SIDE_TEXT.get(trade.side), trade.price, trade.size, trade.trade_id,
@@ -735,6 +760,52 @@ class Engine:
                 self._encode_failed(instrument.venue, exc)
                 continue
             self._sink(topics.agg_topic(base), encoded)
+
+    def _bar_book(self, state: InstrumentState, ts_exchange: int) -> None:
+        """Hand the applied VALID book state to the instrument's bars and publish the bars it closed."""
+        assert state.bars is not None
+        book = state.sync.book
+        bid = book.bids.best()
+        ask = book.asks.best()
+        closed = state.bars.on_book(
+            ts_exchange, state.metrics.last_e, bid[0] if bid is not None else None, ask[0] if ask is not None else None
+        )
+        if closed:
+            self._publish_bars(state, closed)
+
+    def close_bars(self, now_ns: int, delay_ns: int) -> int:
+        """The daemon's bar timer: close, for every instrument, the bars that ended at least `delay_ns` before now
+        on its venue's clock (`now_ns` - the venue's clock offset estimate), and publish them. Returns how many were
+        published. Replay never calls it: its bars close on events only."""
+        published = 0
+        for state in self._states.values():
+            bars = state.bars
+            if bars is None:
+                continue
+            offset = state.venue_clock.offset_ns or 0
+            closed = bars.close_until(now_ns - offset - delay_ns)
+            if closed:
+                published += self._publish_bars(state, closed)
+        return published
+
+    def _publish_bars(self, state: InstrumentState, closed: list[dict[str, Any]]) -> int:
+        """Publish closed bars on the instrument's bars topic (schema/bars.v1.json), oldest first."""
+        instrument = state.instrument
+        published = 0
+        for bar in closed:
+            state.bar_seq += 1
+            payload: dict[str, Any] = {
+                "schema": SCHEMA, "venue": instrument.venue, "symbol": instrument.symbol,
+                "instrument": instrument.venue_id, "seq": state.bar_seq, **bar, "ts_publish": self._clock(),
+            }  # fmt: skip
+            try:
+                encoded = codec.encode(payload)
+            except (TypeError, ValueError) as exc:
+                self._encode_failed(instrument.venue, exc)
+                continue
+            self._sink(state.bars_topic, encoded)
+            published += 1
+        return published
 
     def publish_heartbeats(self) -> int:
         """Publish the current status of every tracked book again, marked `"heartbeat": true` (the daemon's

@@ -18,7 +18,14 @@ import flowgauge
 from flowgauge.publish.topics import RESERVED_VENUES, TopicPattern, book_topic
 from flowgauge.sdk.message import Message
 from flowgauge.sdk.patterns import RedisGlobs, disjoint_cover, heartbeat_patterns, instrument_key
-from flowgauge.sdk.payloads import AggregatePayload, MetricsPayload, StatusPayload, TradePayload, decode
+from flowgauge.sdk.payloads import (
+    AggregatePayload,
+    BarPayload,
+    MetricsPayload,
+    StatusPayload,
+    TradePayload,
+    decode,
+)
 
 TOPICS = [
     "flowgauge.v1.bybit.BTC-USDT-USDT", "flowgauge.v1.bybit.ETH-USDT-USDT", "flowgauge.v1.okx.BTC-USDT-USDT",
@@ -191,7 +198,8 @@ def _struct_types(annotation: Any) -> tuple[set[str], bool]:
 
 
 @pytest.mark.parametrize(("name", "struct"), [("payload", MetricsPayload), ("status", StatusPayload),
-                                              ("trade", TradePayload), ("agg", AggregatePayload)])
+                                              ("trade", TradePayload), ("agg", AggregatePayload),
+                                              ("bars", BarPayload)])
 def test_typed_payloads_match_the_json_schema(name: str, struct: type[msgspec.Struct]) -> None:
     schema = json.loads(flowgauge.schema_path(name).read_text())
     hints = typing.get_type_hints(struct, include_extras=False)

@@ -133,6 +133,11 @@ class InstrumentMetrics:
         self.liq_size_short = 0.0
         self.ls_skew: dict[str, float] = {}  # payload field -> latest (R - 1) / (R + 1)
 
+    @property
+    def last_e(self) -> float | None:
+        """`e_n` of the latest book event; None for a first state (start, or after a resync)."""
+        return self._last_e
+
     # -- inputs ---------------------------------------------------------------------------------------------
 
     def on_book(self, book: L2Book, ts_exchange: int) -> None:

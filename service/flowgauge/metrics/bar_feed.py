@@ -15,11 +15,12 @@ z-scores only; its OHLC, flow and counts are exact.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from flowgauge.metrics.bars import Bar, ClockBars
 from flowgauge.metrics.ew import EwVariance
 
-__all__ = ["BAR_FIELDS", "InstrumentBars"]
+__all__ = ["BAR_FIELDS", "BarSpec", "InstrumentBars"]
 
 _S = 1_000_000_000
 
@@ -30,6 +31,14 @@ BAR_FIELDS: tuple[str, ...] = (
     "ofi_z", "ret_z", "spread_z", "quality",
 )  # fmt: skip
 """The metric keys of a bar payload, in publication order."""
+
+
+class BarSpec(NamedTuple):
+    """What the engine builds each instrument's bars with (config `publish.bars`)."""
+
+    interval_s: float = 1.0
+    z_half_life_s: float = 86_400.0
+    z_min_samples: int = 30
 
 
 class InstrumentBars:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from flowgauge.metrics.accumulator import FIELD_NAMES
+from flowgauge.metrics.positioning import POSITIONING_FIELDS
+from flowgauge.metrics.trade_flow import TRADE_FLOW_FIELDS
 
 __all__ = [
     "ALL",
@@ -59,22 +61,30 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         *(f"ofi_integrated_{w}" for w in _ML_WINDOWS),
         *(f"ofi_ml_avg_{w}" for w in _ML_WINDOWS),
     ),
-    # metrics.md 3.2: level- and distance-weighted depth imbalance, band imbalance, time-weighted EW versions.
+    # metrics.md 3.2: level- and distance-weighted depth imbalance, band imbalance, time-weighted EW versions; 4.3
+    # VAMP (depth-aware, auxiliary: it walks the book like the bands do).
     "depth_ext": (
         "di_lvl_5", "di_lvl_10",
         *(f"di_dist_{b}" for b in _BANDS),
         *(f"bi_{b}" for b in _BANDS),
         "qi_l1_ew_10s", "di_lvl_5_ew_10s", "di_dist_10bps_ew_10s", "bi_10bps_ew_10s",
+        "vamp_10bps",
     ),
-    # metrics.md 4.2 / 4.3: Stoikov micro-price (online estimate, spec fallbacks), VAMP.
-    "microprice": ("micro_price", "micro_minus_mid_bps", "vamp_10bps"),
+    # metrics.md 4.2: Stoikov micro-price (online estimate, the spec's fallbacks); O(1) per event.
+    "microprice": ("micro_price", "micro_minus_mid_bps"),
     # Trade flow and positioning (issue 11 items 6, 7).
-    "trade_flow": (),
-    "positioning": (),
+    "trade_flow": TRADE_FLOW_FIELDS,  # metrics.md 5: TFI family, flow_toxicity*, Kyle's lambda
+    "positioning": POSITIONING_FIELDS,  # metrics.md 6: OI flow and regimes, funding, long/short, liquidations
     # Fragility, EW primitives and z-scores, maker risk (issue 11 items 8, 9, 11).
-    "fragility": (),
-    "ew": (),
-    "risk": (),
+    "fragility": (
+        "impact_cost_bps_10k_buy", "impact_cost_bps_10k_sell", "impact_cost_bps_100k_buy",
+        "impact_cost_bps_100k_sell", "impact_cost_bps_1m_buy", "impact_cost_bps_1m_sell",
+        "book_slope_bid", "book_slope_ask", "book_slope",
+        "ofi_stress_1s", "ofi_stress_10s", "ofi_stress_60s",
+        "resiliency_halflife_s", "fragility_index",
+    ),
+    "ew": ("spread_bps_ew_60s", "depth_total_10bps_ew_60s", "spread_z", "depth_z"),
+    "risk": ("vol_1m", "micro_drift_bps", "risk_scale", "hedge_urgency"),
 }  # fmt: skip
 """Family name -> its payload keys in publication order; the dict's order is the payload's family order."""
 

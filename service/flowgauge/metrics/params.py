@@ -14,11 +14,14 @@ import msgspec
 
 __all__ = [
     "DepthExtParams",
+    "EwParams",
+    "FragilityParams",
     "IntegratedOfiParams",
     "MetricParams",
     "MicropriceParams",
     "MlofiParams",
     "OfiExtParams",
+    "RiskParams",
 ]
 
 
@@ -64,6 +67,47 @@ class MicropriceParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown
     memory_days: float = 7.0  # transition counts decay with this half-life (the spec's trailing 7 days)
 
 
+class FragilityParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """metrics.md 7: book slope depth and the resiliency AR(1) (the impact notionals are in the keys)."""
+
+    slope_levels: int = 10  # L, levels per side in book_slope_* (1..1000)
+    resiliency_half_life_s: float = 3600.0  # EW mean of ln depth_total_10bps and the AR(1) regression (H = 1 h)
+
+
+class EwParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """metrics.md 8.3: the EW statistics behind z-scores (spread_z, depth_z, fragility_index)."""
+
+    z_half_life_s: float = 86400.0  # H = 24 h for intraday metrics
+    z_min_samples: int = 30  # 1-second samples before a z-score is published (>= 2)
+
+
+class RiskParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Issue 11 item 11: vol_1m and the penalties of risk_scale / hedge_urgency (docs/metrics.md).
+
+    Each stress input x weighs `weight * max(0, (x - threshold) / scale)`: thresholds are where "normal" ends,
+    practitioner defaults [P] to tune on a desk's own replays."""
+
+    vol_half_life_s: float = 41.58883083359672  # vol_1m: EW of squared 1 s returns, 60 s ln 2 (1-minute mass)
+    vol_ref_half_life_s: float = 3600.0  # vol_1m's long-run level (metrics.md 8.3: H = 1 h)
+    vol_min_samples: int = 10  # 1-second returns before vol_1m is published (>= 1)
+    toxicity_threshold: float = 0.4  # flow_toxicity, in [0, 1]
+    toxicity_scale: float = 0.2
+    toxicity_weight: float = 1.0
+    stress_threshold: float = 0.5  # ofi_stress_10s
+    stress_scale: float = 0.5
+    stress_weight: float = 1.0
+    fragility_threshold: float = 0.25  # fragility_index, in (-1, 1)
+    fragility_scale: float = 0.25
+    fragility_weight: float = 1.0
+    oi_threshold: float = 0.2  # |oi_buildup_score_5m|, in [0, 1]
+    oi_scale: float = 0.2
+    oi_weight: float = 1.0
+    vol_threshold: float = 1.5  # vol_1m / its long-run level (hedge_urgency only)
+    vol_scale: float = 1.0
+    vol_weight: float = 1.0
+    floor: float = 0.05  # risk_scale's lower bound, in (0, 1]
+
+
 class MetricParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Every family's parameters (config `metrics`)."""
 
@@ -72,3 +116,6 @@ class MetricParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     integrated_ofi: IntegratedOfiParams = msgspec.field(default_factory=IntegratedOfiParams)
     depth_ext: DepthExtParams = msgspec.field(default_factory=DepthExtParams)
     microprice: MicropriceParams = msgspec.field(default_factory=MicropriceParams)
+    fragility: FragilityParams = msgspec.field(default_factory=FragilityParams)
+    ew: EwParams = msgspec.field(default_factory=EwParams)
+    risk: RiskParams = msgspec.field(default_factory=RiskParams)

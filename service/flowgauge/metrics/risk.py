@@ -17,31 +17,10 @@ now) adds no penalty: the signals then say "normal" for that input, never "dange
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+
+from flowgauge.metrics.params import RiskParams
 
 __all__ = ["RiskParams", "fragility_index", "hedge_urgency", "micro_drift_bps", "penalty", "risk_scale"]
-
-
-class RiskParams(NamedTuple):
-    """Thresholds (where "normal" ends), scales (how much beyond it is one unit of penalty) and weights. The
-    defaults are practitioner choices [P], meant to be tuned on a desk's own replays (config `metrics.risk`)."""
-
-    toxicity_threshold: float = 0.4  # flow_toxicity (share of volume that is one-sided per bucket), in [0, 1]
-    toxicity_scale: float = 0.2
-    toxicity_weight: float = 1.0
-    stress_threshold: float = 0.5  # ofi_stress_10s: |10 s OFI notional| / depth within 10 bps
-    stress_scale: float = 0.5
-    stress_weight: float = 1.0
-    fragility_threshold: float = 0.25  # fragility_index, in (-1, 1)
-    fragility_scale: float = 0.25
-    fragility_weight: float = 1.0
-    oi_threshold: float = 0.2  # |oi_buildup_score_5m|, in [0, 1]
-    oi_scale: float = 0.2
-    oi_weight: float = 1.0
-    vol_threshold: float = 1.5  # vol_1m / its long-run level
-    vol_scale: float = 1.0
-    vol_weight: float = 1.0
-    floor: float = 0.05  # risk_scale never goes below it (it stays in (0, 1])
 
 
 def penalty(x: float | None, threshold: float, scale: float) -> float:

@@ -10,6 +10,7 @@ Grammar (DESIGN.md "Topics and payloads"):
     flowgauge.v1.<venue>.<slug>            per-instrument metric payloads
     flowgauge.v1.status.<venue>.<slug>     per-instrument book status changes
     flowgauge.v1.trades.<venue>.<slug>     per-instrument trades and liquidations (publish.trades)
+    flowgauge.v1.bars.<venue>.<slug>       per-instrument closed clock bars (publish.bars)
     flowgauge.v1.agg.<base>                cross-venue aggregates
 
 A topic is a sequence of non-empty tokens separated by `.`. A pattern is a topic in which a token may be `*`
@@ -27,6 +28,7 @@ __all__ = [
     "TRADES_ROOT",
     "TopicPattern",
     "agg_topic",
+    "bars_topic",
     "book_topic",
     "is_trades_topic",
     "matches",
@@ -124,6 +126,19 @@ def trades_topic(venue: str, symbol: str) -> str:
 def is_trades_topic(topic: str) -> bool:
     """True for a `flowgauge.v1.trades.<venue>.<slug>` topic (events, never a current value)."""
     return topic.startswith(TRADES_ROOT)
+
+
+@functools.lru_cache(maxsize=_TOPIC_CACHE_SIZE)
+def bars_topic(venue: str, symbol: str) -> str:
+    """Topic of one instrument's closed clock bars: `flowgauge.v1.bars.<venue>.<slug>`.
+
+    Five tokens, like the trades topics, so book patterns such as `flowgauge.v1.*.*` never match it. A bar is a
+    closed summary (its latest one is a fair current value), so last-value caches keep it.
+
+    Raises:
+        ValueError: on a venue or symbol that cannot form a token, or a reserved venue id.
+    """
+    return f"{PREFIX}.bars.{_check_venue(venue)}.{slug(symbol)}"
 
 
 @functools.lru_cache(maxsize=_TOPIC_CACHE_SIZE)

@@ -7,6 +7,7 @@ newer SDK reads an older daemon's payloads too.
 
     from flowgauge.sdk.payloads import decode
     payload = decode(msg.topic, msg.data)      # MetricsPayload | StatusPayload | TradePayload | AggregatePayload
+                                               # | BarPayload
     if isinstance(payload, MetricsPayload) and payload.mid is not None: ...
 """
 
@@ -18,7 +19,15 @@ import msgspec
 
 from flowgauge.publish.topics import RESERVED_VENUES
 
-__all__ = ["AggregateExcluded", "AggregatePayload", "MetricsPayload", "StatusPayload", "TradePayload", "decode"]
+__all__ = [
+    "AggregateExcluded",
+    "AggregatePayload",
+    "BarPayload",
+    "MetricsPayload",
+    "StatusPayload",
+    "TradePayload",
+    "decode",
+]
 
 BookState = Literal["SYNCING", "VALID", "INVALID"]
 # A status can also say RETIRED (added to v1 after its first release): the instrument expired or was delisted, and
@@ -157,11 +166,44 @@ class AggregatePayload(msgspec.Struct, frozen=True, kw_only=True):
     premium_range_bps: float | None
 
 
+BarQuality = Literal["WARMUP", "GAP", "RESET", "PARTIAL_WINDOW"]
+
+
+class BarPayload(msgspec.Struct, frozen=True, kw_only=True):
+    """A closed clock bar (`flowgauge.v1.bars.<venue>.<slug>`, publish.bars); README "Topics and payloads"."""
+
+    schema: Literal["flowgauge.v1"]
+    venue: str
+    symbol: str
+    instrument: str
+    seq: int
+    bar_s: float
+    t_start: int
+    t_end: int
+    n_events: int
+    n_trades: int
+    mid_open: float | None
+    mid_high: float | None
+    mid_low: float | None
+    mid_close: float | None
+    ret_bps: float | None
+    ofi: float
+    buy_volume: float
+    sell_volume: float
+    spread_bps: float | None
+    ofi_z: float | None
+    ret_z: float | None
+    spread_z: float | None
+    quality: list[BarQuality]
+    ts_publish: int
+
+
 _DECODERS: dict[str, msgspec.json.Decoder[object]] = {
     "metrics": msgspec.json.Decoder(MetricsPayload),
     "status": msgspec.json.Decoder(StatusPayload),
     "trades": msgspec.json.Decoder(TradePayload),
     "agg": msgspec.json.Decoder(AggregatePayload),
+    "bars": msgspec.json.Decoder(BarPayload),
 }
 
 
