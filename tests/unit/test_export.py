@@ -78,21 +78,24 @@ def test_bars_hold_each_fields_last_value_and_every_payload_once(tmp_path: Path)
     payloads = replayed_payloads(OKX_RECORDING)
     assert list(bars.columns[:2]) == ["bar_end", "n_payloads"]
     assert bars["n_payloads"].sum() == len(payloads)
-    assert (bars["bar_end"] % S == 0).all() and bars["bar_end"].is_monotonic_increasing
+    assert (bars["bar_end"] % S == 0).all() and bars["bar_end"].is_monotonic_increasing  # one instrument
     # Each bar's row is its last payload: stamped within (bar_end - 1 s, bar_end].
     assert ((bars["ts_exchange"] <= bars["bar_end"]) & (bars["ts_exchange"] > bars["bar_end"] - S)).all()
     last_of_first_bar = [p for p in payloads if p["ts_exchange"] <= bars["bar_end"][0]][-1]
     assert bars["seq"][0] == last_of_first_bar["seq"]
 
 
-def test_bar_rows_carry_empty_bars_forward_and_order_by_time_then_instrument() -> None:
+def test_bar_rows_close_as_time_passes_and_carry_empty_bars_forward() -> None:
     bars = BarRows(1 * S)
+    closed = []
     for venue, ts, mid in (("okx", 100, 1.0), ("bybit", 200, 2.0), ("okx", S, 1.5), ("okx", 3 * S + 1, 3.0)):
-        bars.add({"venue": venue, "symbol": "BTC/USDT:USDT", "ts_exchange": ts, "mid": mid})
-    rows = [(end // S, venue, last["mid"], n) for end, venue, _, last, n in bars.rows()]
-    # A payload exactly at 1 s closes the (0, 1 s] bar; 2 s and 3 s had none (carried forward); 4 s holds 3.0.
-    assert rows == [
-        (1, "bybit", 2.0, 1), (1, "okx", 1.5, 2), (2, "okx", 1.5, 0), (3, "okx", 1.5, 0), (4, "okx", 3.0, 1)
+        for end, last, n in bars.add({"venue": venue, "symbol": "BTC/USDT:USDT", "ts_exchange": ts, "mid": mid}):
+            closed.append((end // S, last["venue"], last["mid"], n))
+    # A payload exactly at 1 s belongs to the (0, 1 s] bar; 3 s + 1 ns closes it, and 2 s and 3 s had none (carried
+    # forward); the open bars (Bybit's 1 s, OKX's 4 s) close at the end, by instrument.
+    assert closed == [(1, "okx", 1.5, 2), (2, "okx", 1.5, 0), (3, "okx", 1.5, 0)]
+    assert [(end // S, last["venue"], last["mid"], n) for end, last, n in bars.finish()] == [
+        (1, "bybit", 2.0, 1), (4, "okx", 3.0, 1)
     ]
 
 

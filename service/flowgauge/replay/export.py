@@ -129,7 +129,12 @@ class BarRows:
     metrics.md 0.2.3), labelled by its end `bar_end = k*D`. Each bar's row holds every field's last value in that
     bar (the latest payload's, in publication order) and `n_payloads`, how many payloads fell in it. Bars with no
     payload between an instrument's first and last one are emitted too (`n_payloads` 0, values carried forward from
-    the bar before), as clock bars are (metrics.md 0.3). Rows come out ordered by (bar_end, venue, symbol).
+    the bar before), as clock bars are (metrics.md 0.3).
+
+    Rows are handed out as bars close, so nothing but each instrument's open bar is held (a day of 1 s bars does
+    not sit in memory): an instrument's rows are in time order, and instruments interleave as the replay reaches
+    them (files replay one after another); the bars still open at the end come last, by (venue, symbol). The order
+    is fixed by the input: sort by `bar_end` for a time-ordered panel.
 
     These are computed here from the payloads, not taken from the engine's own clock bars: every field of the
     payload gets its bar-close value, whichever family it belongs to.
@@ -137,33 +142,32 @@ class BarRows:
 
     def __init__(self, duration_ns: int) -> None:
         self.duration_ns = duration_ns
-        self._current: dict[tuple[str, str], tuple[int, dict[str, Any], int]] = {}  # key -> (bar_end, last, n)
-        self._closed: list[tuple[int, str, str, dict[str, Any], int]] = []
+        self._open: dict[tuple[str, str], tuple[int, dict[str, Any], int]] = {}  # key -> (bar_end, last, n)
 
-    def add(self, payload: dict[str, Any]) -> None:
+    def add(self, payload: dict[str, Any]) -> list[tuple[int, dict[str, Any], int]]:
+        """Take in one payload; returns the bars it closed, (bar_end, last payload, n_payloads), oldest first."""
         ts = payload.get("ts_exchange")
         venue, symbol = payload.get("venue"), payload.get("symbol")
         if not (isinstance(ts, int) and isinstance(venue, str) and isinstance(symbol, str)):
-            return
+            return []
         d = self.duration_ns
         bar_end = -(-ts // d) * d
         key = (venue, symbol)
-        current = self._current.get(key)
+        current = self._open.get(key)
+        closed: list[tuple[int, dict[str, Any], int]] = []
         if current is not None:
             end, last, n = current
             if bar_end <= end:  # the same bar (or a payload stamped earlier than the bar: counted in it)
-                self._current[key] = (end, payload, n + 1)
-                return
-            self._closed.append((end, venue, symbol, last, n))
-            for empty_end in range(end + d, bar_end, d):  # empty bars in between: carried forward
-                self._closed.append((empty_end, venue, symbol, last, 0))
-        self._current[key] = (bar_end, payload, 1)
-
-    def rows(self) -> list[tuple[int, str, str, dict[str, Any], int]]:
-        """Every bar, the open ones closed: (bar_end, venue, symbol, last payload, n_payloads), in row order."""
-        closed = self._closed + [(end, v, s, last, n) for (v, s), (end, last, n) in self._current.items()]
-        closed.sort(key=lambda row: (row[0], row[1], row[2]))
+                self._open[key] = (end, payload, n + 1)
+                return closed
+            closed.append((end, last, n))
+            closed.extend((empty_end, last, 0) for empty_end in range(end + d, bar_end, d))  # carried forward
+        self._open[key] = (bar_end, payload, 1)
         return closed
+
+    def finish(self) -> list[tuple[int, dict[str, Any], int]]:
+        """The bars still open, closed, by (venue, symbol)."""
+        return [self._open[key] for key in sorted(self._open)]
 
 
 # ------------------------------------------------------------------------------------------- writing
@@ -251,16 +255,17 @@ def export(
             if len(tokens) != 4 or tokens[2] in topics.RESERVED_VENUES:
                 return  # status, trades, aggregates: not metrics payloads
             payload = orjson.loads(body)
-            if bars is not None:
-                bars.add(payload)
-            else:
+            if bars is None:
                 writer.add(row(payload))
+                return
+            for bar_end, last, n in bars.add(payload):
+                writer.add([bar_end, n, *row(last)])
 
         _, stats = replay(list(files), sink, clock=lambda: 0, on_file_error=on_file_error)
         if stats.failed and on_file_error is not None:
             raise _ExportFailed(stats.failed)
         if bars is not None:
-            for bar_end, _venue, _symbol, last, n in bars.rows():
+            for bar_end, last, n in bars.finish():
                 writer.add([bar_end, n, *row(last)])
         writer.close()
         os.replace(tmp, out)
