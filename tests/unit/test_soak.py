@@ -56,6 +56,8 @@ BOOKS = [  # (key, bids, asks) of the simulator's book after each message
     (12, [(100.5, 1.0), (100.0, 7.0)], [(101.0, 2.0)]),
     (13, [(100.5, 2.0), (100.0, 7.0)], [(101.0, 2.0)]),
     (14, [(100.5, 2.0), (100.0, 7.0)], [(100.9, 4.0)]),
+    (15, [(100.5, 3.0), (100.0, 7.0)], [(100.9, 4.0)]),
+    (16, [(100.5, 3.0), (100.0, 7.0)], [(100.9, 1.0)]),
 ]
 
 
@@ -108,13 +110,18 @@ async def test_checker_counts_wrong_payloads_and_tells_missed_ones_apart() -> No
             await checker.round(session)
             checker.on_message(topic, _payload(6, 14, 14), False)  # a later round, same chain
             checker.on_message(topic, _payload(7, 14, None), False)  # the same state re-sent whole: flow reset
+            # A snapshot reaching the VALID book mid-stream at a new id (a second resubscribe's answer): the
+            # daemon resets the flow and flags RESET. Allowed, counted; a null ofi without the flag is wrong.
+            checker.on_message(topic, _payload(8, 15, None, quality=["RESET"]), False)
+            checker.on_message(topic, _payload(9, 16, None, quality=[]), False)  # wrong
             await checker.round(session)
     finally:
         await runner.cleanup()
     counts = checker.counts
-    assert counts.wrong == 1 and counts.wrong_by_venue == {"bybit": 1}
+    assert counts.wrong == 2 and counts.wrong_by_venue == {"bybit": 2}
     assert "bid_sz 9.0 != 1.0" in counts.wrong_examples[0]
-    assert counts.checked == 6 and counts.restated == 1
+    assert "ofi None != " in counts.wrong_examples[1]
+    assert counts.checked == 8 and counts.restated == 2
     assert counts.missed == 1 and counts.unverified == 1
     assert counts.truth_records == len(BOOKS) and counts.truth_gaps == 0
     assert checker.buffered() <= 1  # checked truth is forgotten every round

@@ -251,10 +251,13 @@ class PayloadChecker:
             self.counts.not_checked += 1  # no truth for it (a venue whose simulator does not keep any)
             return
         book_seq = payload.get("book_seq")
-        if book_seq == instrument.last_book_seq and payload.get("ofi") is None:
-            # The same state again, with its flow reset: only a snapshot repeats a sequence id, so the venue sent
-            # this client the state whole (the snapshot of a resubscribe that crossed a venue reset). The truth
-            # records messages played, not what each client got on subscribing, so it cannot mark it; the
+        quality = payload.get("quality")
+        reset = isinstance(quality, list) and "RESET" in quality
+        if payload.get("ofi") is None and (book_seq == instrument.last_book_seq or reset):
+            # A state sent whole, its flow reset. Only a snapshot repeats a sequence id (the snapshot of a
+            # resubscribe that crossed a venue reset), and a snapshot reaching a VALID book mid-stream (a second
+            # resubscribe's answer) is a venue reset the daemon flags RESET (engine._on_snapshot). The truth
+            # records messages played, not what each client got on subscribing, so it cannot mark either; the
             # comparator's rule allows a null ofi on a state sent whole. Checked as such, and counted.
             self.counts.restated += 1
             comparator.lost(instrument.symbol)
