@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("flowgauge.metrics",),
     ("flowgauge.publish.codec", "flowgauge.publish.topics"),
     ("flowgauge.engine",),
-    ("flowgauge.publish", "flowgauge.client", "flowgauge.sdk", "flowgauge"),
+    ("flowgauge.publish", "flowgauge.client", "flowgauge.sdk", "flowgauge.signals", "flowgauge"),
     ("flowgauge.telemetry",),
     ("flowgauge.config", "flowgauge.feeds", "flowgauge.conflation"),  # feeds and conflation drive the engine
     ("flowgauge.app", "flowgauge.replay", "flowgauge.simulate", "flowgauge.bench", "flowgauge.tail", "flowgauge.soak"),
