@@ -3,8 +3,9 @@
 Timeline: the simulators listen on five consecutive free loopback ports -> the daemon, configured
 for BTC and ETH perpetuals on every venue and pointed at them by config only, loads instrument
 metadata through ccxt, subscribes, bootstraps books (websocket snapshots, Binance and OKX REST
-snapshots) -> a bus subscriber sees a VALID book payload for all ten instruments -> /readyz 200 and
-/status lists every venue -> SIGTERM -> exit 0.
+snapshots) -> a bus subscriber sees a VALID book payload for all ten instruments, then a cross-venue aggregate
+of BTC and of ETH counting several venues (flowgauge.v1.agg.<BASE>, valid per schema/agg.v1.json) -> /readyz 200
+and /status lists every venue -> SIGTERM -> exit 0.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import signal
 import socket
 from pathlib import Path
 
+import jsonschema
 import orjson
 import pytest
 import yaml
 from tests.procs import flowgauge, free_port, http_get, wait_for
 from websockets.asyncio.client import connect
+
+from flowgauge import schema_path as flowgauge_schema
 
 pytestmark = pytest.mark.integration
 
@@ -95,10 +99,15 @@ async def test_daemon_runs_all_five_venues_against_the_simulator(tmp_path: Path)
         ws = await wait_for(subscribe, "embedded bus subscription")
         wanted = {(venue, symbol) for venue, symbols in SYMBOLS.items() for symbol in symbols}
         seen: dict[tuple[str, str], dict] = {}
+        aggregates: dict[str, dict] = {}  # base -> latest aggregate counting at least two venues
 
         async def every_book_valid() -> bool:
-            payload = orjson.loads(await ws.recv())["payload"]
-            if payload.get("trigger") == "book" and payload["book_state"] == "VALID":
+            message = orjson.loads(await ws.recv())
+            payload = message["payload"]
+            if message["topic"].startswith("flowgauge.v1.agg."):
+                if len(payload["venues"]) >= 2:
+                    aggregates[payload["base"]] = payload
+            elif payload.get("trigger") == "book" and payload["book_state"] == "VALID":
                 seen[(payload["venue"], payload["symbol"])] = payload
             return wanted <= set(seen)
 
@@ -108,6 +117,17 @@ async def test_daemon_runs_all_five_venues_against_the_simulator(tmp_path: Path)
             missing = sorted(wanted - set(seen))
             log = (tmp_path / "daemon.log").read_text()[-4000:]
             raise AssertionError(f"no valid book for {missing}\n{log}") from None
+
+        async def aggregates_across_venues() -> bool:
+            await every_book_valid()
+            return {"BTC", "ETH"} <= set(aggregates)
+
+        await wait_for(aggregates_across_venues, "aggregates of BTC and ETH over several venues", timeout_s=30)
+        agg_schema = orjson.loads(flowgauge_schema("agg").read_bytes())
+        for base, aggregate in aggregates.items():
+            jsonschema.validate(aggregate, agg_schema)
+            assert set(aggregate["venues"]) <= set(VENUES), base
+            assert aggregate["mid_median"] > 0 and aggregate["premium_dispersion_bps"] is not None, base
         await ws.close()
         for (venue, symbol), payload in seen.items():
             assert payload["bid_px"] < payload["ask_px"], (venue, symbol)
