@@ -398,8 +398,21 @@ _DEPTH_EXT_KEYS = (
     "di_lvl_5", "di_lvl_10",
     *("di_dist_" + b for b in _BAND_NAMES),
     *("bi_" + b for b in _BAND_NAMES),
+    "vamp_10bps",
 )  # fmt: skip
 _DEPTH_EW_KEYS = ("qi_l1_ew_10s", "di_lvl_5_ew_10s", "di_dist_10bps_ew_10s", "bi_10bps_ew_10s")
+
+
+def _vamp(bids: list[tuple[float, float]], asks: list[tuple[float, float]]) -> float | None:
+    """metrics.md 4.3: sum(P^b_i q^a_i + P^a_i q^b_i) / sum(q^b_i + q^a_i) over the level pairs i both sides hold
+    (within the band), pairing level i's bid price with level i's ask size as the published formula does."""
+    pairs = len(bids) if len(bids) < len(asks) else len(asks)
+    num = 0.0
+    den = 0.0
+    for i in range(pairs):
+        num += bids[i][0] * asks[i][1] + asks[i][0] * bids[i][1]
+        den += bids[i][1] + asks[i][1]
+    return num / den if den > 0.0 else None
 
 
 def _ratio(bid: float, ask: float) -> float | None:
@@ -409,8 +422,9 @@ def _ratio(bid: float, ask: float) -> float | None:
 
 class DepthExt:
     """metrics.md 3.2: `di_lvl_M` (M = 5, 10; weights exp(-(m-1)/kappa)), `di_dist_X` (notional within X bps,
-    weights exp(-d/l)), `bi_X` (flat notional within X bps), X = 5, 10, 25, 100, 250 bps, and the time-weighted
-    EW means (10 s equivalent) of qi_l1, di_lvl_5, di_dist_10bps, bi_10bps.
+    weights exp(-d/l)), `bi_X` (flat notional within X bps), X = 5, 10, 25, 100, 250 bps, the time-weighted
+    EW means (10 s equivalent) of qi_l1, di_lvl_5, di_dist_10bps, bi_10bps, and metrics.md 4.3's VAMP over the
+    levels within 10 bps of the mid (`vamp_10bps`, see `_vamp`).
 
     Values are computed per book event (the EW means need the state that held before each one) and published
     while the book is VALID. A band the visible book does not reach on a non-empty side is `coverage`
@@ -448,15 +462,29 @@ class DepthExt:
             dist_b = [0.0] * 5
             dist_a = [0.0] * 5
             top = BANDS_BPS[4]
+            near: list[list[tuple[float, float]]] = []  # each side's levels within VAMP_BAND_BPS, best first
             for side, flat, dist, is_bid in ((book.bids, flat_b, dist_b, True), (book.asks, flat_a, dist_a, False)):
+                within = []
+                # Levels come best first, so their distance grows: each band's sums are a prefix of the side's.
+                flat_sum = 0.0
+                dist_sum = 0.0
+                j = 0
                 for price, size in _levels_within(side, top, mid, is_bid):
                     d = (mid - price) / mid * 1e4 if is_bid else (price - mid) / mid * 1e4
+                    while j < 5 and d > BANDS_BPS[j]:
+                        flat[j] = flat_sum
+                        dist[j] = dist_sum
+                        j += 1
+                    if d <= VAMP_BAND_BPS:
+                        within.append((price, size))
                     notional = price * size
-                    weighted = math.exp(-d / self.scale) * notional
-                    for j in range(5):
-                        if d <= BANDS_BPS[j]:
-                            flat[j] += notional
-                            dist[j] += weighted
+                    flat_sum += notional
+                    dist_sum += math.exp(-d / self.scale) * notional
+                while j < 5:
+                    flat[j] = flat_sum
+                    dist[j] = dist_sum
+                    j += 1
+                near.append(within)
                 worst = side.worst_price()
                 reach = (mid - worst) / mid * 1e4 if is_bid else (worst - mid) / mid * 1e4
                 for j in range(5):
@@ -471,8 +499,9 @@ class DepthExt:
                     one_sided = True
             values.extend(dists)
             values.extend(flats)
+            values.append(_vamp(near[0], near[1]))
         else:
-            values.extend([None] * 10)
+            values.extend([None] * 11)
         self.values = values
         self.exhausted = exhausted
         self.one_sided = one_sided
@@ -548,7 +577,7 @@ _RESCALE = 1e150  # transition weights grow instead of every count decaying; res
 
 
 class Microprice:
-    """metrics.md 4.2: Stoikov's micro-price `mid + G*(I, S) * tick`, estimated online per instrument, and 4.3 VAMP.
+    """metrics.md 4.2: Stoikov's micro-price `mid + G*(I, S) * tick`, estimated online per instrument.
 
     The state (imbalance bucket of I = q^B/(q^B + q^A) in `imbalance_buckets` equal-width buckets, spread in ticks)
     is sampled every `sample_ms` of exchange time (the state holding at each boundary; one sample = one step).
@@ -559,10 +588,8 @@ class Microprice:
     G* = sum_{k=1..iterations} B^(k-1) g1 with g1 = (1 - Q)^-1 R1 K, B = (1 - Q)^-1 R2 is refitted.
 
     Published: `micro_price` (None until the first fit, for a state never observed, for a spread above
-    `max_spread_ticks` (the spec's fallback; `wmid` stays in core), an empty side or an invalid book),
-    `micro_minus_mid_bps`, and `vamp_10bps`: sum(P^b_i q^a_i + P^a_i q^b_i) / sum(q^b_i + q^a_i) over the level
-    pairs i both sides hold within 10 bps of the mid (the published formula pairs level i's bid price with level
-    i's ask size)."""
+    `max_spread_ticks` (the spec's fallback; `wmid` stays in core), an empty side or an invalid book) and
+    `micro_minus_mid_bps`. O(1) per book event and per payload (a refit is O(states^3), once per `refit_s`)."""
 
     def __init__(self, tick_size: float, params: Any) -> None:
         self.tick = tick_size
@@ -594,7 +621,8 @@ class Microprice:
     def _state_of(self, bid_px: float, bid_sz: float, ask_px: float, ask_sz: float) -> int:
         if not (bid_sz > 0.0 and ask_sz > 0.0) or not self.tick > 0.0:
             return -1
-        spread = round((ask_px - bid_px) / self.tick)
+        # The nearest tick; not round(): compiled to C's round, it would break ties away from zero, Python to even.
+        spread = math.floor((ask_px - bid_px) / self.tick + 0.5)
         if spread < 1 or spread > self.n_spread:
             return -1
         bucket = int(bid_sz / (bid_sz + ask_sz) * self.n_imb)
@@ -622,7 +650,7 @@ class Microprice:
         x = self.sample_state
         y = self.state if self.valid else -1
         if x >= 0 and y >= 0:
-            half_ticks = round((self.mid - self.sample_mid) / self.tick * 2.0)
+            half_ticks = math.floor((self.mid - self.sample_mid) / self.tick * 2.0 + 0.5)
             if -2 <= half_ticks <= 2:
                 self._count(x, y, half_ticks)
                 self._count(self._mirror(x), self._mirror(y), -half_ticks)
@@ -703,35 +731,13 @@ class Microprice:
     def fill(self, book: Any, out: dict[str, Any], ts: int, flags: set[str]) -> None:
         micro: float | None = None
         drift: float | None = None
-        vamp: float | None = None
-        if book is not None and self.valid:
-            g = self.g
-            state = self.state
-            if g is not None and state >= 0:
-                adjustment = g[state]
-                if adjustment is not None:
-                    mid = self.mid
-                    micro = mid + adjustment * self.tick
-                    drift = (micro - mid) / mid * 1e4
-            vamp = self._vamp(book)
+        g = self.g
+        state = self.state
+        if book is not None and self.valid and g is not None and state >= 0:
+            adjustment = g[state]
+            if adjustment is not None:
+                mid = self.mid
+                micro = mid + adjustment * self.tick
+                drift = (micro - mid) / mid * 1e4
         out["micro_price"] = micro
         out["micro_minus_mid_bps"] = drift
-        out["vamp_10bps"] = vamp
-
-    def _vamp(self, book: Any) -> float | None:
-        bid = book.bids.best()
-        ask = book.asks.best()
-        if bid is None or ask is None:
-            return None
-        mid = (bid[0] + ask[0]) * 0.5
-        if not mid > 0.0:
-            return None
-        bids = _levels_within(book.bids, VAMP_BAND_BPS, mid, True)
-        asks = _levels_within(book.asks, VAMP_BAND_BPS, mid, False)
-        pairs = len(bids) if len(bids) < len(asks) else len(asks)
-        num = 0.0
-        den = 0.0
-        for i in range(pairs):
-            num += bids[i][0] * asks[i][1] + asks[i][0] * bids[i][1]
-            den += bids[i][1] + asks[i][1]
-        return num / den if den > 0.0 else None
