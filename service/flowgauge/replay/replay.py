@@ -30,6 +30,7 @@ from flowgauge.connectors.base import PollRequest, VenueParser
 from flowgauge.connectors.markets import MarketsError, instrument_from_market, markets_from_recording
 from flowgauge.engine import DEFAULT_CLOCK_SKEW_MAX_S, Engine, Sink
 from flowgauge.metrics.aggregate import CrossVenueAggregates
+from flowgauge.metrics.bar_feed import BarSpec
 from flowgauge.metrics.families import DEFAULT_FAMILIES
 from flowgauge.metrics.params import MetricParams
 from flowgauge.recording import (
@@ -280,6 +281,7 @@ def replay(
     aggregates: CrossVenueAggregates | None = None,
     families: Iterable[str] = DEFAULT_FAMILIES,
     metric_params: MetricParams | None = None,
+    bars: BarSpec | None = None,
 ) -> tuple[Engine, ReplayStats]:
     """Replay recordings in order into one engine publishing to `sink`.
 
@@ -301,6 +303,9 @@ def replay(
             are interleaved in one file share aggregates: a later file's venues find the earlier ones STALE.
         families: the metric families published (config `publish.families`); metric_params: their parameters
             (config `metrics`; None: the defaults).
+        bars: also publish closed clock bars (config `publish.bars`); None publishes none. Replay closes a bar on
+            the first book state of a later bar only (no timer), so its bars depend on the recorded events alone;
+            the bars still open when the recordings end are not published.
     """
     if speed < 0:
         raise ValueError("speed must be >= 0")
@@ -322,6 +327,7 @@ def replay(
         aggregates=aggregates,
         families=families,
         metric_params=metric_params,
+        bars=bars,
     )
     connections = _Connections()
     for path in paths:
