@@ -516,7 +516,7 @@ class Daemon:
                 event(log, logging.ERROR, "recorder_close_failed", error=repr(exc)[:200])
 
     async def _run_venue(self, venue: str, venue_settings: VenueSettings) -> None:
-        adapter = registry.adapter(venue)
+        adapter = registry.adapter(venue, best_quote=venue_settings.best_quote)
         instruments, markets = await self._load_instruments(venue, venue_settings)
         for instrument in instruments:
             self.engine.add_instrument(instrument, adapter.sequence_rule, adapter.buffer_deltas)

@@ -187,6 +187,9 @@ class VenueSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     clock_skew_max_s: float = 2.0
     # Instrument metadata is loaded again this often to notice expired and delisted instruments (their books retire)
     markets_refresh_s: float = 600.0
+    # Subscribe the venue's best-quote stream (Binance @bookTicker, Bybit orderbook.1, OKX bbo-tbt, Deribit quote) for
+    # the L1 OFI fields; false, or a venue without one here (Hyperliquid), derives them from the book's top
+    best_quote: bool = True
 
 
 class EmbeddedBusSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

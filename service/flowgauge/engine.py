@@ -49,6 +49,7 @@ from flowgauge.metrics.windows import LATE_HORIZON_NS
 from flowgauge.publish import codec, topics
 from flowgauge.types import (
     BadFrame,
+    BestQuote,
     BookDelta,
     BookSnapshot,
     BookState,
@@ -256,6 +257,7 @@ class Engine:
             BookDelta: self._on_delta_compiled if self.core == core.COMPILED else self._on_delta,
             BookSnapshot: self._on_snapshot,
             Trade: self._on_trade,
+            BestQuote: self._on_best_quote,
             OpenInterest: self._on_open_interest,
             FundingRate: self._on_funding,
             Liquidation: self._on_liquidation,
@@ -542,6 +544,34 @@ class Engine:
         if self._hooks is not None:
             self._hooks.resync(instrument.venue, instrument.symbol, reason.lower())
         self._publish_status(state, ts_exchange, ts_recv)
+
+    def _on_best_quote(self, quote: BestQuote) -> str | None:
+        """A best-quote stream state: the L1 accumulators only (metrics.ofi_l1), no payload of its own. A quote whose
+        prices or sizes are out of range is counted as a bad frame (the book is not touched)."""
+        state = self._states.get((quote.venue, quote.symbol))
+        if state is None or not self._sane_quote(quote):
+            return None
+        pending = state.pending
+        if pending is not None and not pending[0] < quote.ts_exchange <= pending[0] + LATE_HORIZON_NS:
+            # The deferred payload's ofi_l1 would count this quote (or it moves the windows' late horizon):
+            # publish it first, as for a trade.
+            self._flush(state)
+        state.metrics.on_best_quote(quote)
+        return None
+
+    def _sane_quote(self, quote: BestQuote) -> bool:
+        """Each side empty (None) or a positive price and a size >= 0 below MAX_LEVEL_VALUE (as `_sane`); anything
+        else is counted as a bad frame and reaches no accumulator (the parsers check too; this guards the rest)."""
+        sides = ((quote.bid_px, quote.bid_sz), (quote.ask_px, quote.ask_sz))
+        if all(px is None or (0.0 < px < MAX_LEVEL_VALUE and sz is not None and 0.0 <= sz < MAX_LEVEL_VALUE)
+               for px, sz in sides):  # fmt: skip
+            return True
+        self.bad_frames += 1
+        if self._hooks is not None:
+            self._hooks.bad_frame(quote.venue)
+        if self._bad_frame_log.allow(f"best_quote:{quote.venue}") is not None:
+            event(log, logging.WARNING, "bad_best_quote_values", venue=quote.venue, symbol=quote.symbol)
+        return False
 
     def _on_trade(self, trade: Trade) -> str | None:
         state = self._states.get((trade.venue, trade.symbol))

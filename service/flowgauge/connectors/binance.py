@@ -15,6 +15,9 @@ Venue facts this module relies on (../shared/exchanges.md §1 and "Differences t
   applied `U <= L <= u`, then `pu == previous u`) lives in `book.sequencing.binance_futures`; the
   book sync buffers diffs until the snapshot arrives (`buffer_deltas`). Quantities are absolute,
   "0" deletes. No checksum, no resync signal: a `pu` break is the only gap evidence.
+* Best quote: `<s>@bookTicker` on `/public` (every change of the best bid/ask, real time), fields `u` (update
+  id), `b`/`B` best bid price/qty, `a`/`A` best ask price/qty, `T` transaction time, `E` event time. It feeds the
+  L1 OFI only (`BestQuote`); subscribed beside the depth stream unless `best_quote=False`.
 * Trades: `@aggTrade`; `m` = "the buyer is the maker", so m=true means the TAKER SOLD.
 * `@markPrice@1s`: mark `p`, index `i`, funding rate `r`, next funding time `T`.
 * `@forceOrder`: `o.S` is the liquidation ORDER side, so SELL means a LONG was liquidated (inferred
@@ -51,6 +54,7 @@ from flowgauge.types import (
     BUY,
     SELL,
     BadFrame,
+    BestQuote,
     BookDelta,
     BookSnapshot,
     Event,
@@ -77,6 +81,7 @@ DEPTH_PATH = "/fapi/v1/depth"
 # REST depth `limit` -> request weight (Binance USD-M "Order Book" page).
 DEPTH_WEIGHTS: Mapping[int, int] = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}
 DEPTH_STREAM = "depth@100ms"
+BOOK_TICKER_STREAM = "bookTicker"
 
 MAX_OPEN_REQUESTS = 1000  # SUBSCRIBE requests remembered until answered (oldest forgotten beyond)
 
@@ -146,6 +151,27 @@ class _DepthData(msgspec.Struct):
 class _DepthCombined(msgspec.Struct):
     stream: str  # <symbol>@depth@100ms
     data: _DepthData
+
+
+class _BookTickerData(msgspec.Struct):
+    e: str  # event type: bookTicker
+    u: int  # update id
+    s: str  # symbol
+    b: float  # best bid price (decimal string, decoded to float)
+    B: float  # best bid qty
+    a: float  # best ask price
+    A: float  # best ask qty
+    T: int = 0  # transaction time, ms
+    E: int = 0  # event time, ms
+
+
+class _BookTickerCombined(msgspec.Struct):
+    stream: str  # <symbol>@bookTicker
+    data: _BookTickerData
+
+
+_BOOK_TICKER_COMBINED = msgspec.json.Decoder(_BookTickerCombined, strict=False)
+_BOOK_TICKER_RAW = msgspec.json.Decoder(_BookTickerData, strict=False)
 
 
 # The hot path: depth diffs are most of the traffic and carry ~65 levels each, so they are decoded
@@ -253,6 +279,7 @@ class BinanceUsdmParser:
         funding_hours: venue id -> funding interval, shared with the adapter, which refreshes it from
             `/fapi/v1/fundingInfo`; symbols missing from it use 8 h.
         subscribe_batch: streams per SUBSCRIBE frame.
+        best_quote: also subscribe `<s>@bookTicker` on `/public` (the L1 OFI's real-time source).
     """
 
     venue = VENUE
@@ -264,6 +291,7 @@ class BinanceUsdmParser:
         snapshot_limit: int = 1000,
         funding_hours: Mapping[str, float] | None = None,
         subscribe_batch: int = SUBSCRIBE_BATCH,
+        best_quote: bool = True,
     ) -> None:
         if route not in ROUTES:
             raise ValueError(f"binance route must be one of {ROUTES}, got {route!r}")
@@ -271,6 +299,7 @@ class BinanceUsdmParser:
         self.route = route
         self.snapshot_limit = snapshot_limit
         self.subscribe_batch = subscribe_batch
+        self.best_quote = best_quote
         self.instruments: dict[str, Instrument] = {i.venue_id: i for i in instruments}
         self._by_symbol = {i.symbol: i for i in self.instruments.values()}
         self.funding_hours: Mapping[str, float] = funding_hours if funding_hours is not None else {}
@@ -284,6 +313,7 @@ class BinanceUsdmParser:
             "trade": self._on_trade,
             "markPriceUpdate": self._on_mark_price,
             "forceOrder": self._on_force_order,
+            "bookTicker": self._on_book_ticker,
         }
 
     @property
@@ -304,6 +334,8 @@ class BinanceUsdmParser:
             name = venue_id.lower()
             if self.route != ROUTE_MARKET:
                 out.append(f"{name}@{DEPTH_STREAM}")
+                if self.best_quote:
+                    out.append(f"{name}@{BOOK_TICKER_STREAM}")
             if self.route != ROUTE_PUBLIC:
                 out += [f"{name}@aggTrade", f"{name}@markPrice@1s", f"{name}@forceOrder"]
         return out
@@ -402,6 +434,10 @@ class BinanceUsdmParser:
             fast = self._fast_depth(raw, ts_recv, combined="@depth" in head)
             if fast is not None:
                 return fast
+        elif "@bookTicker" in head or '"e":"bookTicker"' in head:
+            fast = self._fast_book_ticker(raw, ts_recv, combined="@bookTicker" in head)
+            if fast is not None:
+                return fast
         try:
             message = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -419,7 +455,7 @@ class BinanceUsdmParser:
             return [BadFrame(VENUE, "event type is not a string", None, False, ts_recv)]
         handler = self._handlers.get(kind)
         if handler is None:
-            return []  # a stream we do not consume (bookTicker, kline on an old shared connection)
+            return []  # a stream we do not consume (kline on an old shared connection)
         instrument = self._instrument_of(stream, data)
         if instrument is None:
             if isinstance(_symbol_field(data), str):
@@ -476,6 +512,62 @@ class BinanceUsdmParser:
                 data.U,
             )
         ]
+
+    def _fast_book_ticker(self, raw: str | bytes, ts_recv: int, combined: bool) -> list[Event | str] | None:
+        """Typed decode of a bookTicker (~150-190 a second per busy symbol); None sends it down the generic path,
+        which reports what is wrong with it."""
+        try:
+            if combined:
+                frame = _BOOK_TICKER_COMBINED.decode(raw)
+                data = frame.data
+                instrument = self.instruments.get(frame.stream.partition("@")[0].upper())
+            else:
+                data = _BOOK_TICKER_RAW.decode(raw)
+                instrument = None
+        except msgspec.DecodeError:
+            return None
+        if data.e != "bookTicker" or not (data.T or data.E):
+            return None
+        if instrument is None:
+            instrument = self.instruments.get(data.s)
+            if instrument is None:
+                return []  # not one of ours
+        quote = self._quote(instrument, data.b, data.B, data.a, data.A, data.u, (data.T or data.E) * _MS, ts_recv)
+        return [quote] if quote is not None else None
+
+    def _quote(
+        self,
+        instrument: Instrument,
+        bid_px: float,
+        bid_qty: float,
+        ask_px: float,
+        ask_qty: float,
+        seq: int,
+        ts_exchange: int,
+        ts_recv: int,
+    ) -> BestQuote | None:
+        """A BestQuote in base units, or None when a value is unusable. A side with no quote is taken to come as
+        price and qty 0 (an empty side; the shape is UNCONFIRMED for USD-M)."""
+        bid = _quote_side(instrument, bid_px, bid_qty)
+        ask = _quote_side(instrument, ask_px, ask_qty)
+        if bid is None or ask is None or seq < 0:
+            return None
+        return BestQuote(VENUE, instrument.symbol, bid[0], bid[1], ask[0], ask[1], seq, ts_exchange, ts_recv)
+
+    def _on_book_ticker(self, data: Mapping[str, Any], instrument: Instrument, ts_recv: int) -> list[Event | str]:
+        quote = self._quote(
+            instrument,
+            _number(data["b"]),
+            _number(data["B"]),
+            _number(data["a"]),
+            _number(data["A"]),
+            _int(data["u"]),
+            _exchange_ns(data),
+            ts_recv,
+        )
+        if quote is None:
+            raise FrameError("unusable best quote")
+        return [quote]
 
     def _instrument_of(self, stream: Any, data: Mapping[str, Any]) -> Instrument | None:
         # The stream name is what we subscribed to, so it still names the book when the payload's
@@ -609,6 +701,15 @@ class BinanceUsdmParser:
         ]
 
 
+def _quote_side(instrument: Instrument, price: float, qty: float) -> tuple[float | None, float | None] | None:
+    """(price, base size) of one best-quote side, (None, None) for an empty side (price 0), None if unusable."""
+    if price == 0.0:
+        return (None, None) if qty == 0.0 else None
+    if not shared_levels.valid_level(price, qty):
+        return None
+    return price, instrument.base_size(qty, price)
+
+
 def _symbol_field(data: Mapping[str, Any]) -> Any:
     order = data.get("o")
     if isinstance(order, dict) and "s" in order:
@@ -655,12 +756,16 @@ class BinanceUsdmAdapter:
     max_connection_age_s: ClassVar[float] = RECONNECT_BEFORE_S
 
     def __init__(
-        self, streams_per_connection: int = STREAMS_PER_CONNECTION, subscribe_batch: int = SUBSCRIBE_BATCH
+        self,
+        streams_per_connection: int = STREAMS_PER_CONNECTION,
+        subscribe_batch: int = SUBSCRIBE_BATCH,
+        best_quote: bool = True,
     ) -> None:
         if not 4 <= streams_per_connection <= MAX_STREAMS_PER_CONNECTION:
             raise ValueError(f"streams_per_connection must be in 4..{MAX_STREAMS_PER_CONNECTION}")
         self.streams_per_connection = streams_per_connection
         self.subscribe_batch = subscribe_batch
+        self.best_quote = best_quote  # subscribe `@bookTicker` beside the depth stream (config venues.<id>.best_quote)
         # venue id -> funding interval (h), refreshed by the fundingInfo poll and read by market parsers.
         self.funding_hours: MutableMapping[str, float] = {}
         self._instruments: dict[str, Instrument] = {}  # unified symbol -> instrument (poll answers)
@@ -670,7 +775,8 @@ class BinanceUsdmAdapter:
     ) -> list[tuple[str, BinanceUsdmParser]]:
         """Per group of instruments a `/public` connection (books) and a `/market` one (the rest).
 
-        A group holds as many instruments as the busier route allows: 3 streams each on `/market`.
+        A group holds as many instruments as the busier route allows: 3 streams each on `/market` (on `/public`
+        2 with the best quote: depth and bookTicker).
         `book_depth` is the REST snapshot limit (5..1000); the diff stream itself is unbounded.
         """
         depth_weight(book_depth)  # validate early: a bad depth is a configuration error
@@ -690,7 +796,9 @@ class BinanceUsdmAdapter:
         return self._parser(instruments, route_of_url(url), 1000)
 
     def _parser(self, members: Sequence[Instrument], route: str, book_depth: int) -> BinanceUsdmParser:
-        return BinanceUsdmParser(members, route, book_depth, self.funding_hours, self.subscribe_batch)
+        return BinanceUsdmParser(
+            members, route, book_depth, self.funding_hours, self.subscribe_batch, best_quote=self.best_quote
+        )
 
     def _remember(self, instruments: Iterable[Instrument]) -> None:
         for instrument in instruments:

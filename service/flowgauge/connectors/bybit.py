@@ -7,6 +7,10 @@ Venue facts this module relies on (../shared/exchanges.md §2 and "Differences t
 * `orderbook.{depth}.{symbol}`: a `snapshot` (also re-sent mid-stream when Bybit resets, and any
   message with `u == 1` after a service restart) replaces the book; a `delta` must carry
   `u == previous u + 1` (checked in `book.sync`). Size "0" deletes a level.
+* `orderbook.1.{symbol}` is the best-quote stream (10 ms): snapshots only, re-sent unchanged with the same `u`
+  every 3 s (not a gap, no event), `u == 1` after a service restart. Subscribed beside the book's
+  `orderbook.{depth}` (unless `best_quote=False`, or the book itself is depth 1) it feeds the L1 OFI only
+  (`BestQuote`); a side with no level comes as an empty list.
 * `tickers.{symbol}`: snapshot then deltas, and a field absent from a delta is unchanged, so the
   parser keeps the merged state. `openInterest` is TWO-sided; `singleOpenInterest` is one side.
 * `publicTrade.{symbol}`: `S` is the taker side. `BT` marks block trades (kept out of TFI).
@@ -31,6 +35,7 @@ from flowgauge.types import (
     BUY,
     SELL,
     BadFrame,
+    BestQuote,
     BookDelta,
     BookSnapshot,
     Event,
@@ -85,6 +90,7 @@ class _BookFrame(msgspec.Struct):
 _BOOK_DECODER = msgspec.json.Decoder(_BookFrame, strict=False)
 _BOOK_TOPIC_STR = '"topic":"orderbook.'
 _BOOK_TOPIC_BYTES = b'"topic":"orderbook.'
+BEST_QUOTE_TOPIC = "orderbook.1."  # + symbol: the best-quote stream (when the book is deeper)
 
 
 def _levels(raw: Any, instrument: Instrument) -> tuple[Level, ...]:
@@ -116,18 +122,26 @@ class BybitParser:
         category: the Bybit category of the connection's URL (`/v5/public/<category>`).
         instruments: this connection's instruments, keyed by venue id (`BTCUSDT`).
         book_depth: the `orderbook.N` depth to subscribe.
+        best_quote: also subscribe `orderbook.1` as the best-quote stream (ignored when `book_depth` is 1: the
+            book is then L1 itself).
     """
 
     venue = VENUE
 
     def __init__(
-        self, category: str, instruments: Iterable[Instrument], book_depth: int = 200, subscribe_batch: int = 10
+        self,
+        category: str,
+        instruments: Iterable[Instrument],
+        book_depth: int = 200,
+        subscribe_batch: int = 10,
+        best_quote: bool = True,
     ) -> None:
         if book_depth not in BOOK_DEPTHS:
             raise ValueError(f"bybit book depth must be one of {BOOK_DEPTHS}, got {book_depth}")
         self.category = category
         self.subscribe_batch = subscribe_batch
         self.book_depth = book_depth
+        self.best_quote = best_quote and book_depth != 1
         self.instruments: dict[str, Instrument] = {i.venue_id: i for i in instruments}
         self._by_symbol = {i.symbol: i for i in self.instruments.values()}
         self._convert_sizes = {i.venue_id for i in self.instruments.values() if not already_base(i)}
@@ -150,6 +164,8 @@ class BybitParser:
                 f"tickers.{venue_id}",
                 f"allLiquidation.{venue_id}",
             ]
+            if self.best_quote:
+                topics.append(f"{BEST_QUOTE_TOPIC}{venue_id}")
         return topics
 
     def subscribe_frames(self, batch: int | None = None) -> list[str]:
@@ -223,7 +239,9 @@ class BybitParser:
         try:
             return handler(message, instrument, ts_recv)
         except (FrameError, KeyError, TypeError, ValueError, IndexError) as exc:
-            touches_book = channel == "orderbook"
+            touches_book = channel == "orderbook" and not (
+                self.book_depth != 1 and topic.startswith(BEST_QUOTE_TOPIC)
+            )  # a bad best quote leaves the book as it was
             return [BadFrame(VENUE, f"{channel}: {exc!r}"[:200], instrument.symbol, touches_book, ts_recv)]
 
     def _fast_book(self, raw: str | bytes, ts_recv: int) -> list[Event] | None:
@@ -241,6 +259,10 @@ class BybitParser:
         asks = data.a
         if not shared_levels.valid_sides(bids, asks):
             return None
+        if self.book_depth != 1 and frame.topic.startswith(BEST_QUOTE_TOPIC):
+            if len(bids) > 1 or len(asks) > 1:
+                return None
+            return self._best_quote(instrument, bids, asks, data.u, (frame.cts or frame.ts) * _MS, ts_recv)
         if venue_id in self._convert_sizes:
             bids = to_base(bids, instrument)
             asks = to_base(asks, instrument)
@@ -260,6 +282,22 @@ class BybitParser:
             return [BadFrame(VENUE, reason, None, False, ts_recv)]
         return []
 
+    def _best_quote(
+        self,
+        instrument: Instrument,
+        bids: Sequence[tuple[float, float]],
+        asks: Sequence[tuple[float, float]],
+        seq: int,
+        ts_exchange: int,
+        ts_recv: int,
+    ) -> list[Event]:
+        """`orderbook.1` -> BestQuote (sizes converted to base units when the venue's are not); `u == 1` is a
+        stream restart."""
+        if instrument.venue_id in self._convert_sizes:
+            bids = to_base(tuple(bids), instrument)
+            asks = to_base(tuple(asks), instrument)
+        return [_quote(instrument, bids, asks, seq, ts_exchange, ts_recv)]
+
     def _on_orderbook(self, message: Mapping[str, Any], instrument: Instrument, ts_recv: int) -> list[Event]:
         data = message["data"]
         kind = message["type"]
@@ -267,6 +305,10 @@ class BybitParser:
         ts_exchange = int(message.get("cts") or message["ts"]) * _MS
         bids = _levels(data["b"], instrument)
         asks = _levels(data["a"], instrument)
+        if self.book_depth != 1 and str(message["topic"]).startswith(BEST_QUOTE_TOPIC):
+            if len(bids) > 1 or len(asks) > 1:
+                raise FrameError("more than one level on the best-quote stream")
+            return [_quote(instrument, bids, asks, seq, ts_exchange, ts_recv)]  # _levels made them base units
         # `u == 1` is a service restart: the payload is a full book even if typed "delta".
         if kind == "snapshot" or seq == 1:
             return [BookSnapshot(VENUE, instrument.symbol, bids, asks, seq, ts_exchange, ts_recv)]
@@ -381,8 +423,9 @@ class BybitAdapter:
     sequence_rule: ClassVar[SequenceRule] = staticmethod(consecutive_ids)  # type: ignore[assignment]
     buffer_deltas: ClassVar[bool] = False
 
-    def __init__(self, subscribe_batch: int = 10) -> None:
+    def __init__(self, subscribe_batch: int = 10, best_quote: bool = True) -> None:
         self.subscribe_batch = subscribe_batch
+        self.best_quote = best_quote  # subscribe `orderbook.1` beside the book (config venues.<id>.best_quote)
 
     def connections(
         self, instruments: Sequence[Instrument], ws_url: str, book_depth: int
@@ -397,16 +440,19 @@ class BybitAdapter:
             chunk: list[Instrument] = []
             chars = 0
             for instrument in members:
-                # Four topics per instrument, each roughly len(topic) + 3 characters in the args array.
-                cost = 4 * (len(instrument.venue_id) + 24)
+                # Four or five topics per instrument, each roughly len(topic) + 3 characters in the args array.
+                cost = (5 if self.best_quote else 4) * (len(instrument.venue_id) + 24)
                 if chunk and chars + cost > MAX_ARGS_CHARS_PER_CONNECTION:
-                    out.append((url, BybitParser(category, chunk, book_depth, self.subscribe_batch)))
+                    out.append((url, self._parser(category, chunk, book_depth)))
                     chunk, chars = [], 0
                 chunk.append(instrument)
                 chars += cost
             if chunk:
-                out.append((url, BybitParser(category, chunk, book_depth, self.subscribe_batch)))
+                out.append((url, self._parser(category, chunk, book_depth)))
         return out
+
+    def _parser(self, category: str, members: Sequence[Instrument], book_depth: int) -> BybitParser:
+        return BybitParser(category, members, book_depth, self.subscribe_batch, self.best_quote)
 
     def replay_parser(self, url: str, instruments: Sequence[Instrument]) -> BybitParser | None:
         """Spot and linear share topic names: only the recorded URL's category tells them apart."""
@@ -454,6 +500,20 @@ class BybitAdapter:
             return [BadFrame(VENUE, f"account-ratio: {exc!r}"[:200], request.symbol, False, ts_recv)]
         # buyRatio / sellRatio are the shares of accounts long / short: their quotient is L/S.
         return [LongShortRatio(VENUE, request.symbol, "accounts", buy / sell, ts_exchange, ts_recv)]
+
+
+def _quote(
+    instrument: Instrument,
+    bids: Sequence[tuple[float, float]],
+    asks: Sequence[tuple[float, float]],
+    seq: int,
+    ts_exchange: int,
+    ts_recv: int,
+) -> BestQuote:
+    """A BestQuote from `orderbook.1` levels already in base units (an empty list is an empty side)."""
+    bid_px, bid_sz = bids[0] if bids else (None, None)
+    ask_px, ask_sz = asks[0] if asks else (None, None)
+    return BestQuote(VENUE, instrument.symbol, bid_px, bid_sz, ask_px, ask_sz, seq, ts_exchange, ts_recv, seq == 1)
 
 
 def category_url(ws_url: str, category: str) -> str:

@@ -24,6 +24,10 @@ Venue facts this module relies on (../shared/exchanges.md §4 and "Differences t
 * Trades: `direction` is the taker's side; `liquidation` is "M" (maker side liquidated), "T" (taker
   side) or "MT" (both). A liquidated party's forced order closes its position, so a forced BUY means a
   SHORT position was liquidated. `block_trade_id` marks block trades. Both are kept out of TFI (forced).
+* `quote.{instrument}` (no interval suffix): the best-quote stream, `{"best_bid_price", "best_bid_amount",
+  "best_ask_price", "best_ask_amount", "instrument_name", "timestamp"}`, a price null for an empty side; amounts
+  follow the unit rule above. It feeds the L1 OFI only (`BestQuote`); subscribed with the other channels unless
+  `best_quote=False`. Whether an unauthenticated connection gets every change or an aggregation is UNCONFIRMED.
 * Ticker: `open_interest` (unit rule above), `mark_price`, `index_price`, and for perpetuals
   `current_funding` / `funding_8h`. Deribit documents `open_interest` as "the total amount of outstanding
   contracts", which reads as one side (each contract has one long and one short holder); no document
@@ -51,6 +55,7 @@ from flowgauge.types import (
     BUY,
     SELL,
     BadFrame,
+    BestQuote,
     BookDelta,
     BookSnapshot,
     ContractKind,
@@ -77,6 +82,7 @@ DEFAULT_SUBSCRIBE_BATCH = 100
 MAX_INSTRUMENTS_PER_CONNECTION = 200  # 3 channels each
 FUNDING_8H = 8.0  # `funding_8h` is the funding over 8 hours
 _CHANNEL_KINDS = ("book", "trades", "ticker")
+QUOTE_KIND = "quote"  # `quote.{instrument}`: best bid/ask, no interval suffix
 STATE_CHANNEL = "instrument.state.any.any"  # every instrument's book state changes (one channel for all)
 # Book states that end an instrument (Deribit: created, started, settled, closed, terminated).
 _ENDED_STATES = {"settled": RetireReason.EXPIRED, "closed": RetireReason.DELISTED,
@@ -137,6 +143,7 @@ class DeribitParser:
         interval: notification interval of every channel; `100ms` unless the connection is authenticated.
         heartbeat_s: the `public/set_heartbeat` interval asked for (>= 10 s).
         subscribe_batch: channels per `public/subscribe` request.
+        best_quote: also subscribe `quote.{instrument}` (the L1 OFI's best-quote stream).
     """
 
     venue = VENUE
@@ -147,6 +154,7 @@ class DeribitParser:
         interval: str = "100ms",
         heartbeat_s: int = 30,
         subscribe_batch: int = DEFAULT_SUBSCRIBE_BATCH,
+        best_quote: bool = True,
     ) -> None:
         if interval not in INTERVALS:
             raise ValueError(f"deribit interval must be one of {INTERVALS}, got {interval!r}")
@@ -157,6 +165,7 @@ class DeribitParser:
         self.interval = interval
         self.heartbeat_s = heartbeat_s
         self.subscribe_batch = subscribe_batch
+        self.best_quote = best_quote
         self.instruments: dict[str, Instrument] = {i.venue_id: i for i in instruments}
         self._by_symbol = {i.symbol: i for i in self.instruments.values()}
         self._usd = {venue_id: amounts_in_usd(i) for venue_id, i in self.instruments.items()}
@@ -167,7 +176,11 @@ class DeribitParser:
     # ----------------------------------------------------------------- frames to send
 
     def channels(self) -> list[str]:
-        channels = [f"{kind}.{venue_id}.{self.interval}" for venue_id in self.instruments for kind in _CHANNEL_KINDS]
+        channels = []
+        for venue_id in self.instruments:
+            channels += [f"{kind}.{venue_id}.{self.interval}" for kind in _CHANNEL_KINDS]
+            if self.best_quote:
+                channels.append(f"{QUOTE_KIND}.{venue_id}")
         return [*channels, STATE_CHANNEL] if channels else channels
 
     def retire(self, symbol: str) -> None:
@@ -279,6 +292,8 @@ class DeribitParser:
         parts = params["channel"].split(".")
         if parts[:2] == ["instrument", "state"]:
             return self._on_state(params.get("data"), ts_recv)
+        if parts[0] == QUOTE_KIND and len(parts) == 2:
+            return self._on_quote(params.get("data"), parts[1], ts_recv)
         handler = self._handlers.get(parts[0])
         # `book.X.interval`, `trades.X.interval`, `ticker.X.interval`; grouped books
         # (`book.X.group.depth.interval`) and per-kind trades (`trades.future.BTC.100ms`) are never
@@ -293,6 +308,31 @@ class DeribitParser:
         except (FrameError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             touches_book = parts[0] == "book"
             return [BadFrame(VENUE, f"{parts[0]}: {exc!r}"[:200], instrument.symbol, touches_book, ts_recv)]
+
+    def _on_quote(self, data: Any, venue_id: str, ts_recv: int) -> list[Event | str]:
+        """`quote.{instrument}` -> BestQuote in base units; a bad one is reported without touching the book."""
+        instrument = self.instruments.get(venue_id)
+        if instrument is None:
+            return []
+        try:
+            if not isinstance(data, dict):
+                raise FrameError("quote data is not an object")
+            bid = self._quote_side(instrument, data.get("best_bid_price"), data.get("best_bid_amount"))
+            ask = self._quote_side(instrument, data.get("best_ask_price"), data.get("best_ask_amount"))
+            ts_exchange = _int(data["timestamp"], "timestamp") * _MS
+        except (FrameError, KeyError, TypeError, ValueError) as exc:
+            return [BadFrame(VENUE, f"quote: {exc!r}"[:200], instrument.symbol, False, ts_recv)]
+        return [BestQuote(VENUE, instrument.symbol, bid[0], bid[1], ask[0], ask[1], None, ts_exchange, ts_recv)]
+
+    def _quote_side(self, instrument: Instrument, price: Any, amount: Any) -> tuple[float | None, float | None]:
+        """(price, base size) of one side of a quote; (None, None) for an empty side (price null, or 0 amount)."""
+        px = _opt_number(price, "price")
+        size = _opt_number(amount, "amount")
+        if px is None or size is None or (size == 0.0 and px == 0.0):
+            return None, None
+        if not shared_levels.valid_level(px, size):
+            raise FrameError(f"bad quote side {price!r} x {amount!r}")
+        return px, self._base(instrument, size, px)
 
     def _on_state(self, data: Any, ts_recv: int) -> list[Event | str]:
         """`instrument.state`: `{"instrument_name", "state", "timestamp"}`; an ended state retires one of ours."""
@@ -444,7 +484,8 @@ class DeribitAdapter:
         interval: channel interval (`100ms` for unauthenticated connections).
         heartbeat_s: `public/set_heartbeat` interval, >= 10 s.
         subscribe_batch: channels per subscribe request.
-        max_instruments_per_connection: instruments per websocket (3 channels each).
+        max_instruments_per_connection: instruments per websocket (3 channels each, 4 with the best quote).
+        best_quote: also subscribe `quote.{instrument}` (config venues.<id>.best_quote).
     """
 
     venue: ClassVar[str] = VENUE
@@ -462,6 +503,7 @@ class DeribitAdapter:
         heartbeat_s: int = 30,
         subscribe_batch: int = DEFAULT_SUBSCRIBE_BATCH,
         max_instruments_per_connection: int = MAX_INSTRUMENTS_PER_CONNECTION,
+        best_quote: bool = True,
     ) -> None:
         if max_instruments_per_connection < 1:
             raise ValueError("max_instruments_per_connection must be >= 1")
@@ -470,6 +512,7 @@ class DeribitAdapter:
         self.heartbeat_s = heartbeat_s
         self.subscribe_batch = subscribe_batch
         self.max_instruments_per_connection = max_instruments_per_connection
+        self.best_quote = best_quote  # subscribe `quote.{instrument}` (config venues.<id>.best_quote)
 
     def connections(
         self, instruments: Sequence[Instrument], ws_url: str, book_depth: int
@@ -478,7 +521,12 @@ class DeribitAdapter:
         `book.{instrument}.{interval}` channel always carries the full book."""
         step = self.max_instruments_per_connection
         return [
-            (ws_url, DeribitParser(instruments[i : i + step], self.interval, self.heartbeat_s, self.subscribe_batch))
+            (
+                ws_url,
+                DeribitParser(
+                    instruments[i : i + step], self.interval, self.heartbeat_s, self.subscribe_batch, self.best_quote
+                ),
+            )
             for i in range(0, len(instruments), step)
         ]
 

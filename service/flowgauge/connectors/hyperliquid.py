@@ -543,6 +543,9 @@ class HyperliquidAdapter:
         max_connections: refuse configurations needing more connections than this (limits are per IP).
         oi_two_sided: halve the venue's `openInterest` (its sidedness is UNCONFIRMED; default: one-sided).
         poll_interval_s: seconds between `metaAndAssetCtxs` polls; 0 disables the fallback poll.
+        best_quote: accepted for every venue's config (`venues.<id>.best_quote`) and without effect here: no
+            best-quote stream is subscribed, the L1 OFI fields derive from each `l2Book`'s top. (`bbo` exists;
+            both it and `l2Book` are believed to push per block, so it would add no granularity: UNCONFIRMED.)
     """
 
     venue: ClassVar[str] = VENUE
@@ -559,6 +562,7 @@ class HyperliquidAdapter:
         *,
         oi_two_sided: bool = False,
         poll_interval_s: float = ASSET_CTXS_INTERVAL_S,
+        best_quote: bool = False,
     ) -> None:
         if coins_per_connection < 1 or max_connections < 1:
             raise ValueError("coins_per_connection and max_connections must be >= 1")
@@ -568,6 +572,7 @@ class HyperliquidAdapter:
         self.max_connections = max_connections
         self.oi_two_sided = oi_two_sided
         self.poll_interval_s = poll_interval_s
+        self.best_quote = False  # see the docstring: the setting changes nothing on Hyperliquid
         self._polled: dict[str, Instrument] = {}  # coin -> instrument, filled by polls()
 
     def connections(

@@ -32,6 +32,10 @@ Venue facts this module relies on (../shared/exchanges.md §3 and "Differences t
   requests per connection-hour, and leaves the stream running while BookSync buffers its deltas);
   without seqIds (2022) a REST snapshot cannot be placed in the stream, so unsubscribe + subscribe
   for a fresh WS snapshot.
+* `bbo-tbt` (public, tick-by-tick level 1): the best-quote stream, one push per change of the best bid/ask, in
+  the `books` shape (`asks`/`bids` with at most one `[px, sz, "0", n]` each, sz in contracts, `ts`, and `seqId`
+  where sent: UNCONFIRMED for bbo-tbt). It feeds the L1 OFI only (`BestQuote`); subscribed beside `books` unless
+  `best_quote=False` (one more arg per instrument in the same subscribe requests).
 * `trades`: `side` is the TAKER side; sz in contracts. `open-interest`: `oi` contracts, `oiCcy` coin
   (= base for both linear and inverse); we publish oiCcy. `funding-rate`, `mark-price`,
   `index-tickers` (keyed by the index, e.g. BTC-USDT, shared by every contract on it).
@@ -67,6 +71,7 @@ from flowgauge.types import (
     BUY,
     SELL,
     BadFrame,
+    BestQuote,
     BookDelta,
     BookSnapshot,
     ContractKind,
@@ -97,6 +102,7 @@ DEFAULT_WS_URL = "wss://ws.okx.com:8443/ws/v5/public"
 DEFAULT_REST_URL = "https://www.okx.com"
 WS_PUBLIC_PATH = "/ws/v5/public"
 BOOK_CHANNEL = "books"  # 400 levels, snapshot + updates; the tbt variants need a VIP login
+BEST_QUOTE_CHANNEL = "bbo-tbt"  # tick-by-tick level 1, public
 BOOK_DEPTHS = (400,)  # the only depth `books` serves (books5 is snapshots only, a different protocol)
 PING_FRAME = "ping"
 PONG_FRAME = "pong"
@@ -347,17 +353,25 @@ class OkxParser:
         book_depth: must be 400 (`books`).
         bootstrap: "ws" (WS snapshot, switching to REST by itself if OKX stops sending it) or
             "rest" (always REST snapshot + seqId bridging; WS snapshots are ignored).
+        best_quote: also subscribe `bbo-tbt` (the L1 OFI's best-quote stream).
     """
 
     venue = VENUE
 
-    def __init__(self, instruments: Iterable[Instrument], book_depth: int = 400, bootstrap: Bootstrap = "ws") -> None:
+    def __init__(
+        self,
+        instruments: Iterable[Instrument],
+        book_depth: int = 400,
+        bootstrap: Bootstrap = "ws",
+        best_quote: bool = True,
+    ) -> None:
         if book_depth not in BOOK_DEPTHS:
             raise ValueError(f"okx book depth must be one of {BOOK_DEPTHS}, got {book_depth}")
         if bootstrap not in ("ws", "rest"):
             raise ValueError(f"okx bootstrap must be 'ws' or 'rest', got {bootstrap!r}")
         self.book_depth = book_depth
         self.bootstrap: Bootstrap = bootstrap
+        self.best_quote = best_quote  # subscribe `bbo-tbt` beside `books`
         self.instruments: dict[str, Instrument] = {i.venue_id: i for i in instruments}
         self._by_symbol = {i.symbol: i for i in self.instruments.values()}
         self._by_index: dict[str, list[Instrument]] = {}
@@ -382,6 +396,7 @@ class OkxParser:
             "funding-rate": self._on_funding,
             "mark-price": self._on_mark,
             "liquidation-orders": self._on_liquidations,
+            BEST_QUOTE_CHANNEL: self._on_bbo,
         }
 
     # ----------------------------------------------------------------- actions
@@ -390,6 +405,8 @@ class OkxParser:
         args: list[dict[str, str]] = []
         for venue_id, instrument in self.instruments.items():
             args.append({"channel": BOOK_CHANNEL, "instId": venue_id})
+            if self.best_quote:
+                args.append({"channel": BEST_QUOTE_CHANNEL, "instId": venue_id})
             args.append({"channel": "trades", "instId": venue_id})
             args.append({"channel": "open-interest", "instId": venue_id})
             if inst_type(instrument) == "SWAP":
@@ -751,6 +768,30 @@ class OkxParser:
                     return
         state.mirror = mirror
 
+    # ----------------------------------------------------------------- best quote
+
+    def _on_bbo(self, message: Mapping[str, Any], instrument: Instrument, ts_recv: int) -> list[Event]:
+        """`bbo-tbt` -> BestQuote per pushed item (sizes from contracts to base units; an empty list is an empty
+        side)."""
+        data = message["data"]
+        if not isinstance(data, list):
+            raise FrameError("bbo-tbt data is not a list")
+        events: list[Event] = []
+        for item in data:
+            bids = _to_base(_raw_levels(item["bids"]), instrument)
+            asks = _to_base(_raw_levels(item["asks"]), instrument)
+            if len(bids) > 1 or len(asks) > 1:
+                raise FrameError("more than one level on the best-quote stream")
+            seq_id = item.get("seqId")
+            seq = _int(seq_id) if seq_id is not None else None
+            bid_px, bid_sz = bids[0] if bids else (None, None)
+            ask_px, ask_sz = asks[0] if asks else (None, None)
+            ts_exchange = _int(item["ts"]) * _MS
+            events.append(
+                BestQuote(VENUE, instrument.symbol, bid_px, bid_sz, ask_px, ask_sz, seq, ts_exchange, ts_recv)
+            )
+        return events
+
     # ----------------------------------------------------------------- other channels
 
     def _on_trades(self, message: Mapping[str, Any], instrument: Instrument, ts_recv: int) -> list[Event]:
@@ -906,6 +947,7 @@ class OkxAdapter:
         bootstrap: "ws" (default) or "rest", passed to every parser (see `OkxParser`).
         instruments_per_connection: books per websocket connection.
         long_short_interval_s: rubik poll period per (instrument, series).
+        best_quote: also subscribe `bbo-tbt`, the best-quote stream of the L1 OFI (config venues.<id>.best_quote).
     """
 
     venue: ClassVar[str] = VENUE
@@ -922,12 +964,14 @@ class OkxAdapter:
         bootstrap: Bootstrap = "ws",
         instruments_per_connection: int = MAX_INSTRUMENTS_PER_CONNECTION,
         long_short_interval_s: float = LONG_SHORT_INTERVAL_S,
+        best_quote: bool = True,
     ) -> None:
         if instruments_per_connection < 1:
             raise ValueError("instruments_per_connection must be >= 1")
         self.bootstrap: Bootstrap = bootstrap
         self.instruments_per_connection = instruments_per_connection
         self.long_short_interval_s = long_short_interval_s
+        self.best_quote = best_quote  # subscribe `bbo-tbt` beside `books` (config venues.<id>.best_quote)
 
     def connections(
         self, instruments: Sequence[Instrument], ws_url: str, book_depth: int
@@ -935,7 +979,7 @@ class OkxAdapter:
         url = public_url(ws_url)
         chunk = self.instruments_per_connection
         return [
-            (url, OkxParser(instruments[i : i + chunk], book_depth, self.bootstrap))
+            (url, OkxParser(instruments[i : i + chunk], book_depth, self.bootstrap, self.best_quote))
             for i in range(0, len(instruments), chunk)
         ]
 

@@ -23,11 +23,20 @@ from flowgauge.book.l2 import L2Book
 from flowgauge.metrics.depth import band_depth, depth_imbalances, spread_bps, weighted_mid
 from flowgauge.metrics.extended import ExtendedMetrics
 from flowgauge.metrics.funding import FundingState, premium_bps
-from flowgauge.metrics.ofi import TopOfBook, ofi_event, top_of_book
+from flowgauge.metrics.ofi import EMPTY_ASK_PX, EMPTY_BID_PX, TopOfBook, ofi_event, top_of_book
 from flowgauge.metrics.open_interest import OpenInterestFlow
 from flowgauge.metrics.trades import TradeFlowImbalance
 from flowgauge.metrics.windows import DecayedSum, SlidingSum
-from flowgauge.types import FundingRate, Instrument, InvalidReason, Liquidation, LongShortRatio, OpenInterest, Trade
+from flowgauge.types import (
+    BestQuote,
+    FundingRate,
+    Instrument,
+    InvalidReason,
+    Liquidation,
+    LongShortRatio,
+    OpenInterest,
+    Trade,
+)
 
 __all__ = ["FIELD_NAMES", "QUALITY_FLAGS", "InstrumentMetrics"]
 
@@ -192,6 +201,23 @@ class InstrumentMetrics:
         if self.extended is not None:
             self.extended.on_book_invalid(ts_exchange)
 
+    def on_best_quote(self, quote: BestQuote) -> None:
+        """A state of the venue's best-quote stream: L1 accumulators only (family ofi_l1, metrics.ofi_l1), never
+        the book, no payload. An empty side takes the metrics.md 1.4 convention (price -inf / +inf, size 0)."""
+        extended = self.extended
+        if extended is None:
+            return
+        bid_px, ask_px = quote.bid_px, quote.ask_px
+        extended.on_best_quote(
+            EMPTY_BID_PX if bid_px is None else bid_px,
+            0.0 if bid_px is None else (quote.bid_sz or 0.0),
+            EMPTY_ASK_PX if ask_px is None else ask_px,
+            0.0 if ask_px is None else (quote.ask_sz or 0.0),
+            quote.ts_exchange,
+            -1 if quote.seq is None else quote.seq,
+            quote.reset,
+        )
+
     def on_trade(self, trade: Trade) -> None:
         if self._since is None:
             self._since = trade.ts_exchange
@@ -200,18 +226,26 @@ class InstrumentMetrics:
         if not trade.forced:
             self._tfi_10s.add(trade.ts_exchange, trade.side, trade.size)
             self._tfi_60s.add(trade.ts_exchange, trade.side, trade.size)
+        if self.extended is not None:  # slow families (trade_flow, positioning): metrics.extended
+            self.extended.on_trade(trade)
 
     def on_open_interest(self, oi: OpenInterest) -> None:
         if self._since is None:
             self._since = oi.ts_exchange
         self._oi.on_open_interest(oi.ts_exchange, oi.open_interest)
+        if self.extended is not None:
+            self.extended.on_open_interest(oi)
 
     def on_funding(self, funding: FundingRate) -> None:
         """Funding / mark / index update; None fields mean "unchanged"."""
         self._funding.update(funding)
+        if self.extended is not None:
+            self.extended.on_funding(funding)
 
     def on_liquidation(self, liq: Liquidation) -> None:
-        """Keep the last liquidation and per-side totals (the liquidation metrics of §6.5 come later)."""
+        """Keep the last liquidation and per-side totals (the liquidation windows of §6.5: family positioning)."""
+        if self.extended is not None:
+            self.extended.on_liquidation(liq)
         self.last_liquidation = liq
         if liq.liquidated_side == "long":
             self.liq_count_long += 1
@@ -222,6 +256,8 @@ class InstrumentMetrics:
 
     def on_long_short(self, ratio: LongShortRatio) -> None:
         """Venue long/short statistic (5-minute data): ls_skew = (R - 1)/(R + 1) = long share - short share."""
+        if self.extended is not None:
+            self.extended.on_long_short(ratio)
         key = LONG_SHORT_FIELDS.get(ratio.kind)
         if key is None or not ratio.ratio >= 0.0:  # unknown kind, negative or NaN ratio: not a skew
             return

@@ -46,14 +46,17 @@ class PositioningFamily:
             self._liq.since = t
 
     def on_trade(self, trade: Trade) -> None:
+        self.set_since(trade.ts_exchange)
         self._oi_flow.on_trade(trade.ts_exchange, trade.side, trade.size, trade.forced)
         self._liq.on_trade(trade.ts_exchange, trade.price * trade.size)
 
     def on_open_interest(self, oi: OpenInterest) -> None:
+        self.set_since(oi.ts_exchange)
         self._oi = oi.open_interest
         self._oi_flow.on_open_interest(oi.ts_exchange, oi.open_interest)
 
     def on_funding(self, funding: FundingRate) -> None:
+        self.set_since(funding.ts_exchange)
         self._funding.update(funding)
         if funding.rate is not None:
             rate_8h = self._funding.rate_8h()
@@ -61,16 +64,24 @@ class PositioningFamily:
                 self._funding_z.update(funding.ts_exchange, rate_8h)
 
     def on_long_short(self, ratio: LongShortRatio) -> None:
+        self.set_since(ratio.ts_exchange)
         i = _LS_KINDS.get(ratio.kind)
         if i is not None and ratio.ratio >= 0.0:
             self._ls_z[i].update(ratio.ts_exchange, (ratio.ratio - 1.0) / (ratio.ratio + 1.0))
 
     def on_liquidation(self, liq: Liquidation) -> None:
+        self.set_since(liq.ts_exchange)
         long_side = liq.liquidated_side == "long"
         self._liq.on_liquidation(liq.ts_exchange, long_side, liq.price * liq.size)
         self._oi_flow.on_liquidation(liq.ts_exchange, long_side, liq.size)
 
-    def fill(self, now: int, out: dict[str, object], coverage: dict[str, str], flags: set[str]) -> None:
+    def fill(self, book: object, out: dict[str, object], now: int, flags: set[str]) -> None:
+        """Write the family's keys at `now` (the payload's exchange time); windows count as covered from the
+        first input or payload this family saw."""
+        self.set_since(now)
+        held = out.get("coverage")
+        coverage: dict[str, str] = held if isinstance(held, dict) else {}
+        before = len(coverage)
         p = self.params
         self._oi_flow.fill(out, coverage, flags)
         funding = self._funding
@@ -82,3 +93,5 @@ class PositioningFamily:
         mark = funding.mark_price
         oi_notional = self._oi * mark if self._oi is not None and mark is not None else None
         self._liq.fill(now, oi_notional, out, coverage, flags)
+        if len(coverage) > before:
+            flags.add("PARTIAL_WINDOW")

@@ -11,7 +11,7 @@ from flowgauge.metrics.flow_params import TradeFlowParams
 from flowgauge.metrics.kyle import KyleLambda
 from flowgauge.metrics.tfi import TFI_FIELDS, TradeFlowWindows
 from flowgauge.metrics.toxicity import FlowToxicity
-from flowgauge.types import Trade
+from flowgauge.types import FundingRate, Liquidation, LongShortRatio, OpenInterest, Trade
 
 __all__ = ["TRADE_FLOW_FIELDS", "TradeFlowFamily"]
 
@@ -36,14 +36,35 @@ class TradeFlowFamily:
             self._tfi.since = t
 
     def on_trade(self, trade: Trade) -> None:
+        self.set_since(trade.ts_exchange)
         if trade.forced and not self.params.include_forced:
             return  # forced prints stay out of trade flow (5.1); they still count in OI volume
         self._tfi.add(trade.ts_exchange, trade.side, trade.size, trade.price)
         self._toxicity.on_trade(trade.ts_exchange, trade.side, trade.size, trade.price)
         self._kyle.on_trade(trade.ts_exchange, trade.side, trade.size, trade.price)
 
-    def fill(self, now: int, out: dict[str, object], coverage: dict[str, str], flags: set[str]) -> None:
+    def on_open_interest(self, oi: OpenInterest) -> None:
+        self.set_since(oi.ts_exchange)
+
+    def on_funding(self, funding: FundingRate) -> None:
+        self.set_since(funding.ts_exchange)
+
+    def on_liquidation(self, liq: Liquidation) -> None:
+        self.set_since(liq.ts_exchange)
+
+    def on_long_short(self, ratio: LongShortRatio) -> None:
+        self.set_since(ratio.ts_exchange)
+
+    def fill(self, book: object, out: dict[str, object], now: int, flags: set[str]) -> None:
+        """Write the family's keys at `now` (the payload's exchange time); windows count as covered from the
+        first input or payload this family saw."""
+        self.set_since(now)
+        held = out.get("coverage")
+        coverage: dict[str, str] = held if isinstance(held, dict) else {}
+        before = len(coverage)
         self._tfi.fill(now, out, coverage, flags)
+        if len(coverage) > before:
+            flags.add("PARTIAL_WINDOW")
         exact, bvc, cdf = self._toxicity.values()
         out["flow_toxicity"] = exact
         out["flow_toxicity_bvc"] = bvc

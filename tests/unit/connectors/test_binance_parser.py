@@ -186,7 +186,6 @@ def test_force_order_sell_means_a_long_was_liquidated(parser: BinanceUsdmParser)
 
 
 def test_streams_we_do_not_consume_and_acks_are_silent(parser: BinanceUsdmParser) -> None:
-    assert parser.feed(SUSHI_BOOK_TICKER, 1) == []
     assert parser.feed(AKRO_KLINE, 1) == []
     assert parser.feed('{"result":null,"id":1}', 1) == []
     assert parser.feed('{"result":["btcusdt@aggTrade"],"id":2}', 1) == []
@@ -358,7 +357,11 @@ def test_public_connection_subscribes_books_and_asks_for_snapshots() -> None:
     frames = [a for a in actions if isinstance(a, str)]
     fetches = [a for a in actions if isinstance(a, FetchSnapshot)]
     assert [orjson.loads(f) for f in frames] == [
-        {"method": "SUBSCRIBE", "params": ["btcusdt@depth@100ms", "ethusdt@depth@100ms"], "id": 1}
+        {
+            "method": "SUBSCRIBE",
+            "params": ["btcusdt@depth@100ms", "btcusdt@bookTicker", "ethusdt@depth@100ms", "ethusdt@bookTicker"],
+            "id": 1,
+        }
     ]
     assert actions.index(frames[0]) < actions.index(fetches[0])  # subscribe first, then snapshot
     assert fetches == [

@@ -363,6 +363,7 @@ def test_connect_sets_heartbeat_then_subscribes_100ms_channels(instruments: dict
     channels = [c for f in subs for c in f["params"]["channels"]]
     assert sorted(channels) == sorted(
         [f"{kind}.{inst}.100ms" for kind in ("book", "trades", "ticker") for inst in ("BTC-PERPETUAL", "ETH-PERPETUAL")]
+        + ["quote.BTC-PERPETUAL", "quote.ETH-PERPETUAL"]  # best quotes (the L1 OFI's source)
         + ["instrument.state.any.any"]  # the instruments' state changes (retirement), one channel for all
     )
     assert len({f["id"] for f in frames}) == len(frames)  # JSON-RPC ids are unique per connection

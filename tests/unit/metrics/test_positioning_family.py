@@ -211,7 +211,7 @@ def test_family_fields_and_memory_flat_over_simulated_hours() -> None:
     out: dict[str, object] = {}
     flags: set[str] = set()
     now = T0 + 6 * 3600 * S
-    fam.fill(now, out, {}, flags)
+    fam.fill(None, out, now, flags)
     assert tuple(out) == POSITIONING_FIELDS
     for label in ("1m", "5m", "1h", "4h"):
         assert out.get(f"oi_open_ratio_{label}") is not None or label == "5m", label

@@ -185,7 +185,7 @@ def test_family_keys_and_forced_prints() -> None:
     fam.set_since(T0)
     fam.on_trade(Trade("bybit", "BTC/USDT:USDT", 100.0, 1.0, 1, "1", True, T0, T0))  # forced: out of TFI
     out: dict[str, object] = {}
-    fam.fill(T0, out, {}, set())
+    fam.fill(None, out, T0, set())
     assert tuple(out) == TRADE_FLOW_FIELDS
     assert out["tfi_vol_10s"] is None
     assert all(v is None or (type(v) is float and math.isfinite(v)) for v in out.values())
