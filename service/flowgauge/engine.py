@@ -195,7 +195,8 @@ class Engine:
     replaced one is shed and counted), and `flush_conflated()` at the end of the loop turn publishes what
     is left, flagged CONFLATED when it replaced any. A deferred payload is published before anything else
     touches its instrument (another payload, a trade its windows would count, an invalidation), so it always
-    equals what the unconflated path would have published for that book state, CONFLATED aside.
+    equals what the unconflated path would have published for that book state, CONFLATED aside, and `ofi_l1`,
+    which sums the L1 flow since the previous published payload (so it also holds the shed payloads' flow).
 
     Args:
         sink: `sink(topic, payload_bytes)`; called synchronously, must never block.

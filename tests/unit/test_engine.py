@@ -270,8 +270,9 @@ class ShedCounter(Recorder):
 
 
 def comparable(payload: dict) -> dict:
-    """A payload without what conflation legitimately changes: its publish counter, time, and the flag."""
-    out = {k: v for k, v in payload.items() if k not in ("seq", "ts_publish")}
+    """A payload without what conflation legitimately changes: its publish counter, time, the flag, and `ofi_l1`
+    (the L1 flow since the previous published payload: a conflated payload's covers the ones it replaced)."""
+    out = {k: v for k, v in payload.items() if k not in ("seq", "ts_publish", "ofi_l1")}
     out["quality"] = [f for f in payload["quality"] if f != "CONFLATED"]
     return out
 
@@ -307,6 +308,8 @@ def test_conflated_turn_publishes_the_last_state_once_and_equal_to_the_unconflat
     assert last["quality"].count("CONFLATED") == 1
     assert last["book_state"] == "VALID" and last["book_seq"] == 18
     assert comparable(last) == comparable(plain_out.books()[-1])
+    # No L1 flow is lost to shedding: the conflated payload's ofi_l1 is the sum of the unconflated ones'.
+    assert last["ofi_l1"] == math.fsum(p["ofi_l1"] for p in plain_out.books()[1:]) != 0.0
     assert conflating.conflated == 7 and conflated_out.shed == {"bybit": 7}
     assert len(plain_out.books()) == 1 + 8
 
