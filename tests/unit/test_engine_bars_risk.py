@@ -27,6 +27,7 @@ BARS_TOPIC = "flowgauge.v1.bars.bybit.BTC-USDT-USDT"
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
 BARS_SCHEMA = json.loads(flowgauge.schema_path("bars").read_text())
+PAYLOAD_SCHEMA = json.loads(flowgauge.schema_path("payload").read_text())
 MINE = ("fragility", "ew", "risk")
 
 
@@ -133,6 +134,10 @@ def test_family_keys_are_published_with_values_in_range() -> None:
     for family in MINE:
         for key in FAMILIES[family]:
             assert key in last, key
+    for key in (k for family in MINE for k in FAMILIES[family]):
+        assert key in PAYLOAD_SCHEMA["properties"], key
+    for p in payloads[::100]:  # jsonschema is slow on this schema: a sample across the run
+        jsonschema.validate(p, PAYLOAD_SCHEMA)
     for p in payloads:
         assert p["risk_scale"] is None or 0.0 < p["risk_scale"] <= 1.0
         assert p["hedge_urgency"] is None or 0.0 <= p["hedge_urgency"] <= 1.0
