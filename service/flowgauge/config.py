@@ -400,6 +400,51 @@ class RiskSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     floor: float = 0.05  # risk_scale's lower bound, in (0, 1]
 
 
+class ToxicitySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """flow_toxicity* (metrics.md 5.2; metrics.flow_params.ToxicityParams)."""
+
+    buckets_per_day: int = 50  # n_day: bucket volume V = ADV / n_day
+    window_buckets: int = 50  # n: buckets averaged
+    adv_days: int = 7  # ADV = mean of this many rolling-24 h volumes, taken at 00:00 UTC
+    bootstrap_daily_notional: float = 1e9  # quote; the daily volume assumed until 24 h have been observed
+    bvc_bar_s: int = 60  # BVC time bars
+    bvc_sigma_half_life_s: float = 86400.0  # EW std of the bar price changes
+    cdf_days: float = 30.0  # flow_toxicity_cdf against the trailing cdf_days
+    cdf_min_values: int = 50  # flow_toxicity_cdf null until this many bucket values
+
+
+class KyleSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """kyle_* (metrics.md 5.3; metrics.flow_params.KyleParams)."""
+
+    bar_s: int = 60
+    half_life_s: float = 1800.0
+    min_bars: int = 10
+
+
+class TradeFlowSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Family trade_flow (metrics.md 5; metrics.flow_params.TradeFlowParams)."""
+
+    include_forced: bool = False  # forced prints in tfi_*, flow_toxicity*, kyle_* (5.1: off)
+    toxicity: ToxicitySettings = msgspec.field(default_factory=ToxicitySettings)
+    kyle: KyleSettings = msgspec.field(default_factory=KyleSettings)
+
+
+class PositioningSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Family positioning (metrics.md 6; metrics.flow_params.PositioningParams)."""
+
+    rho_min: float = 0.05  # regime threshold on oi_open_ratio, in [0, 1)
+    d_min: float = 0.05  # regime threshold on the taker imbalance, in [0, 1)
+    regime_confirm_windows: int = 2  # consecutive windows a new regime must hold (>= 1)
+    liquidation_share: float = 0.2  # LONG_LIQUIDATION above this liquidated-long share of volume, in [0, 1]
+    consistency_tolerance: float = 0.02  # OI_INCONSISTENT above |dOI| / V = 1 + tol (>= 0)
+    funding_base_8h: float = 0.0001  # F_base per 8 h (any sign)
+    funding_scale: float = 0.0005  # F_scale (> 0)
+    funding_z_half_life_s: float = 604800.0  # 7 d
+    ls_z_half_life_s: float = 2592000.0  # 30 d
+    z_min_weight: float = 0.95  # z-scores null below this EW weight, in (0, 1)
+    sampled_liquidation_venues: tuple[str, ...] = ("binanceusdm",)  # liq_* carry SAMPLED_INPUT there
+
+
 class MetricsSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Parameters of the metric families; a parameter never changes which fields exist."""
 
@@ -411,6 +456,8 @@ class MetricsSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     fragility: FragilitySettings = msgspec.field(default_factory=FragilitySettings)
     ew: EwSettings = msgspec.field(default_factory=EwSettings)
     risk: RiskSettings = msgspec.field(default_factory=RiskSettings)
+    trade_flow: TradeFlowSettings = msgspec.field(default_factory=TradeFlowSettings)
+    positioning: PositioningSettings = msgspec.field(default_factory=PositioningSettings)
 
 
 class ShardSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -1335,6 +1382,37 @@ def _check_bars(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _between(v, "z_min_samples", 2, None, key, problems)
 
 
+def _check_toxicity(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    for name in ("buckets_per_day", "window_buckets", "adv_days", "bvc_bar_s", "cdf_min_values"):
+        _between(v, name, 1, None, key, problems)
+    for name in ("bootstrap_daily_notional", "bvc_sigma_half_life_s", "cdf_days"):
+        _positive(v, name, key, problems)
+
+
+def _check_kyle(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _between(v, "bar_s", 1, None, key, problems)
+    _between(v, "min_bars", 2, None, key, problems)
+    _positive(v, "half_life_s", key, problems)
+
+
+def _check_positioning(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    for name, lo, hi, closed in (("rho_min", 0.0, 1.0, False), ("d_min", 0.0, 1.0, False),
+                                 ("liquidation_share", 0.0, 1.0, True), ("z_min_weight", 0.0, 1.0, False)):  # fmt: skip
+        value = v.get(name)
+        if value is not None and not (lo <= value <= hi if closed else lo <= value < hi):
+            rule = f"in [{lo:g}, {hi:g}" + ("]" if closed else ")")
+            problems.append((_join(key, name), f"must be a number {rule} (got {value:g})"))
+    _between(v, "regime_confirm_windows", 1, None, key, problems)
+    tol = v.get("consistency_tolerance")
+    if tol is not None and not (math.isfinite(tol) and tol >= 0):
+        problems.append((_join(key, "consistency_tolerance"), f"must be a finite number >= 0 (got {tol:g})"))
+    base = v.get("funding_base_8h")
+    if base is not None and not math.isfinite(base):
+        problems.append((_join(key, "funding_base_8h"), f"must be a finite number (got {base:g})"))
+    for name in ("funding_scale", "funding_z_half_life_s", "ls_z_half_life_s"):
+        _positive(v, name, key, problems)
+
+
 def _check_metrics(v: dict[str, Any], key: str, problems: _Problems) -> None:
     mlofi, integrated = v.get("mlofi"), v.get("integrated_ofi")
     if isinstance(mlofi, MlofiSettings) and isinstance(integrated, IntegratedOfiSettings):
@@ -1418,6 +1496,9 @@ _CHECKS: Final[dict[type, _Check]] = {
     FragilitySettings: _check_fragility,
     EwSettings: _check_ew,
     RiskSettings: _check_risk,
+    ToxicitySettings: _check_toxicity,
+    KyleSettings: _check_kyle,
+    PositioningSettings: _check_positioning,
     BarSettings: _check_bars,
     MetricsSettings: _check_metrics,
     RecordSettings: _check_record,

@@ -93,8 +93,8 @@ class SlowFamily(Protocol):
 
 
 SLOW_FACTORIES: dict[str, Callable[[Instrument, MetricParams], SlowFamily]] = {
-    "trade_flow": lambda inst, params: TradeFlowFamily(getattr(params, "trade_flow", None)),
-    "positioning": lambda inst, params: PositioningFamily(inst, getattr(params, "positioning", None)),
+    "trade_flow": lambda inst, params: TradeFlowFamily(params.trade_flow),
+    "positioning": lambda inst, params: PositioningFamily(inst, params.positioning),
 }
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import msgspec
 
+from flowgauge.metrics.flow_params import PositioningParams, TradeFlowParams
+
 __all__ = [
     "DepthExtParams",
     "EwParams",
@@ -119,3 +121,5 @@ class MetricParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     fragility: FragilityParams = msgspec.field(default_factory=FragilityParams)
     ew: EwParams = msgspec.field(default_factory=EwParams)
     risk: RiskParams = msgspec.field(default_factory=RiskParams)
+    trade_flow: TradeFlowParams = msgspec.field(default_factory=TradeFlowParams)  # metrics.flow_params
+    positioning: PositioningParams = msgspec.field(default_factory=PositioningParams)
