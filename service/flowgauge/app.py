@@ -53,6 +53,7 @@ from flowgauge.feeds import VenueFeed
 from flowgauge.heap import TRIM_INTERVAL_S, HeapTrimmer
 from flowgauge.logs import BurstLimiter, event, register_secrets
 from flowgauge.metrics.aggregate import CrossVenueAggregates
+from flowgauge.metrics.bar_feed import BarSpec
 from flowgauge.metrics.params import MetricParams
 from flowgauge.publish.base import Publisher
 from flowgauge.publish.embedded import EmbeddedBus
@@ -78,6 +79,12 @@ def metric_params(settings: Settings) -> MetricParams:
     """The config's `metrics` section as the metric layer's parameters (the same fields: config imports no
     metrics module, so it keeps its own copy of the structs)."""
     return msgspec.convert(msgspec.to_builtins(settings.metrics), MetricParams)
+
+
+def bar_spec(settings: Settings) -> BarSpec | None:
+    """The config's `publish.bars` as the engine's bar parameters; None when bars are off."""
+    bars = settings.publish.bars
+    return BarSpec(bars.interval_s, bars.z_half_life_s, bars.z_min_samples) if bars.enabled else None
 
 
 class _TelemetryHooks:
@@ -197,6 +204,7 @@ class Daemon:
             aggregates=aggregates,
             families=settings.publish.families,
             metric_params=metric_params(settings),
+            bars=bar_spec(settings),
         )
         self.registry.register(SignalCollector(self.engine))
         if aggregates is not None:
@@ -435,6 +443,9 @@ class Daemon:
                         tasks.create_task(self._flush_recorders(), name="recorder-flush")
                     if settings.publish.heartbeat_s > 0:
                         tasks.create_task(self._heartbeat(settings.publish.heartbeat_s), name="status-heartbeat")
+                    if settings.publish.bars.enabled:
+                        bars = settings.publish.bars
+                        tasks.create_task(self._close_bars(bars.interval_s, bars.close_delay_ms), name="bar-timer")
                     if self.heap.available:
                         tasks.create_task(self._trim_heap(TRIM_INTERVAL_S), name="heap-trim")
             except* _ShutdownRequested:
@@ -461,6 +472,28 @@ class Daemon:
                 suppressed = errors.allow("heartbeat")
                 if suppressed is not None:
                     event(log, logging.ERROR, "heartbeat_failed", error=f"{type(exc).__name__}: {exc}"[:300],
+                          suppressed_since_last=suppressed)
+
+    async def _close_bars(self, interval_s: float, delay_ms: float) -> None:
+        """Close the clock bars no event closed (an idle or dead feed still publishes its bars), a quarter of a bar
+        (at most 1 s) apart: a bar goes out `delay_ms` after its end on its venue's clock, or soon after. Live only;
+        a failed round is logged and the next one runs."""
+        loop = asyncio.get_running_loop()
+        errors = BurstLimiter(60.0)
+        period = min(1.0, interval_s / 4)
+        delay_ns = round(delay_ms * 1_000_000)
+        next_at = loop.time() + period
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at += period
+            if next_at <= loop.time():  # fell behind (a stalled loop): no burst of rounds
+                next_at = loop.time() + period
+            try:
+                self.engine.close_bars(time.time_ns(), delay_ns)
+            except Exception as exc:  # the bar timer must never stop the daemon
+                suppressed = errors.allow("bars")
+                if suppressed is not None:
+                    event(log, logging.ERROR, "bar_timer_failed", error=f"{type(exc).__name__}: {exc}"[:300],
                           suppressed_since_last=suppressed)
 
     async def _trim_heap(self, period_s: float) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import flowgauge
@@ -45,6 +46,9 @@ def test_reservation_price_reads_a_typed_payload() -> None:
                            ts_publish=1, quality=[], mid=100.0)  # fmt: skip
     # no volatility in it: nothing to price inventory risk with
     assert reservation_price(typed, 1.0, 1.0, 1.0) is None
+    with_vol = msgspec.structs.replace(typed, vol_1m=2.0)
+    sigma = 2.0e-4 * 100.0
+    assert reservation_price(with_vol, 2.0, 0.5, 4.0) == pytest.approx(100.0 - 2.0 * 0.5 * sigma**2 * 4.0)
 
 
 def test_signals_import_without_any_daemon_or_client_dependency() -> None:
