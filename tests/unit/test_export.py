@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import FIXTURES
 
 from flowgauge import SCHEMA_DIR, cli
+from flowgauge.engine import payload_template
+from flowgauge.metrics.families import ALL, resolve
 from flowgauge.publish import topics
 from flowgauge.replay.export import BarRows, bar_duration, export, payload_columns
 from flowgauge.replay.replay import replay
@@ -46,8 +48,8 @@ def test_one_row_per_replayed_payload_typed_from_the_schema(exported: Path) -> N
     payloads = replayed_payloads(OKX_RECORDING)
     frame = pd.read_parquet(exported)
     assert len(frame) == len(payloads) > 50
-    # Columns: the schema's properties in its order, ts_publish (the replaying machine's clock) left out.
-    assert list(frame.columns) == [name for name in PAYLOAD_SCHEMA["properties"] if name != "ts_publish"]
+    # Columns: the payload's keys in publication order, ts_publish (the replaying machine's clock) left out.
+    assert list(frame.columns) == [name for name in payloads[0] if name != "ts_publish"]
     for name in ("mid", "spread_bps", "ofi", "depth_bid_10bps", "oi_notional"):
         assert frame[name].dtype == "float64", name
     for name in ("seq", "ts_exchange", "ts_recv"):
@@ -100,7 +102,7 @@ def test_bar_rows_close_as_time_passes_and_carry_empty_bars_forward() -> None:
 
 
 def test_columns_follow_the_schema_types() -> None:
-    kinds = dict(payload_columns(PAYLOAD_SCHEMA))
+    kinds = dict(payload_columns(PAYLOAD_SCHEMA, payload_template(resolve([ALL]))))
     assert kinds["mid"] == "float64" and kinds["seq"] == "int64" and kinds["book_seq"] == "int64"
     assert kinds["venue"] == "string" and kinds["book_state"] == "string" and kinds["liq_side"] == "string"
     assert kinds["quality"] == "list<string>" and kinds["coverage"] == "json" and "ts_publish" not in kinds
@@ -145,3 +147,13 @@ def test_cli_one_line_errors(
     assert _cli([str(OKX_RECORDING), "--out", str(tmp_path / "z.parquet")], capsys) == (
         1, ["export: pyarrow is not installed; it comes with the 'research' extra: pip install 'flowgauge[research]'"]
     )
+
+
+def test_families_pick_the_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "all.parquet"
+    export([str(OKX_RECORDING)], str(out), families=[ALL])
+    every = [name for name in payload_template(resolve([ALL])) if name != "ts_publish"]
+    assert pq.read_schema(out).names == every
+    assert pq.read_metadata(out).metadata[b"flowgauge.families"] == ",".join(resolve([ALL])).encode()
+    code, lines = _cli([str(OKX_RECORDING), "--out", str(tmp_path / "x.parquet"), "--families", "core,nope"], capsys)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("export: --families: unknown metric family nope;")

@@ -5,12 +5,13 @@ and every metrics payload (`flowgauge.v1.<venue>.<slug>`, every trigger) becomes
 with `--bars DURATION`, one row per instrument per clock bar instead (see `BarRows`). Status, trade and aggregate
 messages are not exported.
 
-Columns come from the metrics payload's JSON Schema (schema/payload.v1.json), in its order, typed from it: numbers
-float64, integers int64, strings and enums string, booleans bool, `quality` list<string>, other arrays list of
-their item type, objects (`coverage`) their JSON text with sorted keys. `ts_publish` is left out: it is the
-replaying machine's clock, the one field that differs between two replays. A field a payload does not carry (a
-family not published) is null. The file is deterministic: the same recordings with the same flowgauge and pyarrow
-versions give a byte-identical file (fixed row and column order, no timestamp in the metadata).
+Columns are the payload's keys for the metric families exported (`--families`, default the daemon's default
+families; `all` for every one), in publication order, typed from the metrics payload's JSON Schema
+(schema/payload.v1.json): numbers float64, integers int64, strings and enums string, booleans bool, `quality`
+list<string>, other arrays list of their item type, objects (`coverage`) their JSON text with sorted keys.
+`ts_publish` is left out: it is the replaying machine's clock, the one field that differs between two replays.
+The file is deterministic: the same recordings with the same flowgauge and pyarrow versions give a byte-identical
+file (fixed row and column order, no timestamp in the metadata).
 
 Exit codes: 0 written; 1 a recording could not be replayed (nothing written); 2 bad arguments (a recording that
 does not exist, an output that cannot be written); 130 interrupted (nothing written). pyarrow missing is one line
@@ -44,6 +45,9 @@ _DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="RECORDING", help="recordings (.jsonl.zst or .jsonl), in order")
     parser.add_argument("--out", required=True, metavar="FILE.parquet", help="the Parquet file to write")
+    parser.add_argument("--families", default=None, metavar="NAME[,NAME...]",
+                        help="metric families to export (as publish.families; 'all' for every one; default: the "
+                             "daemon's default families)")  # fmt: skip
     parser.add_argument("--bars", type=bar_duration, default=None, metavar="DURATION",
                         help="one row per instrument per clock bar of DURATION (e.g. 100ms, 1s, 1m) of exchange "
                              "time, each field's last value in the bar, instead of one row per payload")  # fmt: skip
@@ -60,12 +64,14 @@ def bar_duration(text: str) -> int:
 # ------------------------------------------------------------------------------------------- columns
 
 
-def payload_columns(schema: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(field, column kind) for every property of the metrics payload schema, in its order, `ts_publish` left out.
+def payload_columns(schema: Mapping[str, Any], keys: Iterable[str]) -> list[tuple[str, str]]:
+    """(field, column kind) for each payload key, `ts_publish` left out, typed from the payload schema (a key the
+    schema does not describe, which tests/unit/test_schema_registry.py rules out, would be its JSON text).
 
     Kinds: "float64", "int64", "string", "bool", "list<string>", "list<float64>", "list<int64>", "json".
     """
-    return [(name, _kind(spec)) for name, spec in schema["properties"].items() if name not in _LEFT_OUT]
+    properties = schema["properties"]
+    return [(name, _kind(properties.get(name, {}))) for name in keys if name not in _LEFT_OUT]
 
 
 def _kind(spec: Mapping[str, Any]) -> str:
@@ -216,6 +222,7 @@ def export(
     out: str,
     *,
     bars_ns: int | None = None,
+    families: Iterable[str] | None = None,
     on_file_error: Callable[[str, str], None] | None = None,
 ) -> int:
     """Replay `files` and write their metrics payloads (or bars) to the Parquet file `out`. Returns the row count.
@@ -228,16 +235,20 @@ def export(
     import orjson
 
     from flowgauge import SCHEMA_DIR, __version__
+    from flowgauge.engine import payload_template
+    from flowgauge.metrics.families import DEFAULT_FAMILIES, resolve
     from flowgauge.publish import topics
     from flowgauge.replay.replay import replay
 
+    selected = resolve(families if families is not None else DEFAULT_FAMILIES)
     schema = orjson.loads((SCHEMA_DIR / "payload.v1.json").read_bytes())
-    fields = payload_columns(schema)
+    fields = payload_columns(schema, payload_template(selected))
     lead = [("bar_end", "int64"), ("n_payloads", "int64")] if bars_ns is not None else []
     metadata = {
         "flowgauge.schema": "flowgauge.v1",
         "flowgauge.version": __version__,
         "flowgauge.rows": f"bars of {bars_ns} ns per instrument" if bars_ns is not None else "one per payload",
+        "flowgauge.families": ",".join(selected),
         "flowgauge.recordings": orjson.dumps([Path(f).name for f in files]).decode(),
     }
     directory = os.path.dirname(os.path.abspath(out))
@@ -261,7 +272,7 @@ def export(
             for bar_end, last, n in bars.add(payload):
                 writer.add([bar_end, n, *row(last)])
 
-        _, stats = replay(list(files), sink, clock=lambda: 0, on_file_error=on_file_error)
+        _, stats = replay(list(files), sink, clock=lambda: 0, on_file_error=on_file_error, families=selected)
         if stats.failed and on_file_error is not None:
             raise _ExportFailed(stats.failed)
         if bars is not None:
@@ -296,6 +307,15 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isfile(path):
             print(f"export: no such recording: {path}", file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
+    from flowgauge.metrics.families import UnknownFamily, resolve
+
+    families = [name.strip() for name in args.families.split(",") if name.strip()] if args.families else None
+    try:
+        if families is not None:
+            resolve(families)
+    except UnknownFamily as exc:
+        print(f"export: --families: {exc}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
     problem = _unwritable(args.out)
     if problem is not None:
         print(f"export: cannot write --out {args.out}: {problem}", file=sys.stderr)
@@ -309,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"export: cannot replay {path}: {why}", file=sys.stderr)
 
     try:
-        rows = export(args.files, args.out, bars_ns=args.bars, on_file_error=on_file_error)
+        rows = export(args.files, args.out, bars_ns=args.bars, families=families, on_file_error=on_file_error)
     except KeyboardInterrupt:
         print("export interrupted: nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
