@@ -556,6 +556,7 @@ def builtin_config(name: str) -> Any:
 def _settings_from(data: Any, environ: Mapping[str, str], source: str | None) -> Settings:
     problems: list[tuple[str, str]] = []
     merged, origins = _apply_env(data, environ, problems)
+    _shard_index_from_hostname(merged, environ, problems)
     _resolve_secrets(merged, origins, problems)
     settings = _build(Settings, merged, "", problems)
     if problems or not isinstance(settings, Settings):
@@ -1606,6 +1607,28 @@ def _format(key: str, why: str, origins: Mapping[str, str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- sharding
+
+SHARD_INDEX_FROM_HOSTNAME: Final = "from_hostname"
+_ORDINAL: Final = re.compile(r"-(\d{1,6})$")
+
+
+def _shard_index_from_hostname(merged: Any, environ: Mapping[str, str], problems: _Problems) -> None:
+    """`shard.index: from_hostname` (or FLOWGAUGE_SHARD__INDEX=from_hostname) becomes the ordinal that ends the
+    host name in `environ["HOSTNAME"]`: a StatefulSet pod `flowgauge-a-3` runs shard 3, so one pod template serves
+    every shard. Kubernetes and Docker set HOSTNAME to the pod's (container's) name. A name with no `-<n>` ending is
+    one problem line; the range check against shard.count is the usual one."""
+    shard = merged.get("shard") if isinstance(merged, dict) else None
+    if not isinstance(shard, dict) or shard.get("index") != SHARD_INDEX_FROM_HOSTNAME:
+        return
+    hostname = environ.get("HOSTNAME", "")
+    match = _ORDINAL.search(hostname)
+    if match is None:
+        shown = repr(hostname[:80]) if hostname else "unset"
+        problems.append(("shard.index", f"from_hostname needs HOSTNAME ending in -<ordinal> (a StatefulSet pod's "
+                                        f"name, e.g. flowgauge-2); HOSTNAME is {shown}"))
+        shard["index"] = 0  # reported above; keeps the type check from adding a second line
+        return
+    shard["index"] = int(match.group(1))
 
 
 def shard_of(venue: str, symbol: str, count: int) -> int:
