@@ -15,6 +15,7 @@ from tests.conftest import FIXTURES
 
 from flowgauge import SCHEMA_DIR, cli
 from flowgauge.engine import payload_template
+from flowgauge.metrics.bar_feed import BarSpec
 from flowgauge.metrics.families import ALL, resolve
 from flowgauge.publish import topics
 from flowgauge.replay.export import BarRows, bar_duration, export, payload_columns
@@ -73,9 +74,25 @@ def test_the_same_recording_gives_a_byte_identical_file(exported: Path, tmp_path
     assert metadata[b"flowgauge.recordings"] == b'["okx-v5-2022-05.jsonl.zst"]'
 
 
-def test_bars_hold_each_fields_last_value_and_every_payload_once(tmp_path: Path) -> None:
+def test_engine_bars_one_row_per_published_bar_typed_from_their_schema(tmp_path: Path) -> None:
     out = tmp_path / "bars.parquet"
     export([str(OKX_RECORDING)], str(out), bars_ns=1 * S)
+    published: list[dict[str, Any]] = []
+    replay([OKX_RECORDING], lambda t, b: published.append(orjson.loads(b)) if ".bars." in t else None,
+           bars=BarSpec(interval_s=1.0))  # fmt: skip
+    bars = pd.read_parquet(out)
+    bar_schema = orjson.loads((SCHEMA_DIR / "bars.v1.json").read_bytes())
+    assert list(bars.columns) == [name for name in bar_schema["properties"] if name != "ts_publish"]
+    assert len(bars) == len(published) > 5
+    assert bars["t_end"].tolist() == [bar["t_end"] for bar in published]
+    assert bars["ofi"].tolist() == pytest.approx([bar["ofi"] for bar in published])
+    assert bars["t_end"].dtype == "int64" and bars["mid_close"].dtype == "float64"
+    assert pq.read_schema(out).field("quality").type == pa.list_(pa.string())
+
+
+def test_payload_bars_hold_each_fields_last_value_and_every_payload_once(tmp_path: Path) -> None:
+    out = tmp_path / "bars.parquet"
+    export([str(OKX_RECORDING)], str(out), bars_ns=1 * S, bar_source="payloads")
     bars = pd.read_parquet(out)
     payloads = replayed_payloads(OKX_RECORDING)
     assert list(bars.columns[:2]) == ["bar_end", "n_payloads"]

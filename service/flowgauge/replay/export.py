@@ -1,8 +1,11 @@
 """`flowgauge export`: recordings replayed to a Parquet dataset for research and backtests (issue 11 item 12).
 
 The recordings go through `replay.replay` (the daemon's parsers and engine, exchange time driving every metric),
-and every metrics payload (`flowgauge.v1.<venue>.<slug>`, every trigger) becomes one row, in publication order;
-with `--bars DURATION`, one row per instrument per clock bar instead (see `BarRows`). Status, trade and aggregate
+and every metrics payload (`flowgauge.v1.<venue>.<slug>`, every trigger) becomes one row, in publication order.
+With `--bars DURATION`, one row per instrument per clock bar instead: by default the engine's own clock bars of that
+length (`flowgauge.v1.bars.<venue>.<slug>`, schema/bars.v1.json: OHLC mid, summed OFI, taker volumes, z-scores;
+closed by the recording's events, so an instrument's last, still open bar is not in the file), or with
+`--bar-source payloads` each payload field's last value per bar (see `BarRows`). Status, trade and aggregate
 messages are not exported.
 
 Columns are the payload's keys for the metric families exported (`--families`, default the daemon's default
@@ -37,6 +40,7 @@ EXIT_BAD_ARGUMENTS = 2
 EXIT_INTERRUPTED = 130
 ROW_GROUP_ROWS = 65_536  # rows buffered before a row group is written: bounds memory on long recordings
 EXTRA = "research"  # the pyproject extra that installs pyarrow
+BAR_SOURCES = ("engine", "payloads")  # --bar-source: the engine's clock bars, or payload fields folded into bars
 _LEFT_OUT = frozenset({"ts_publish"})  # the replaying machine's clock: not data, and never deterministic
 _BAR_UNITS_NS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
@@ -50,7 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "daemon's default families)")  # fmt: skip
     parser.add_argument("--bars", type=bar_duration, default=None, metavar="DURATION",
                         help="one row per instrument per clock bar of DURATION (e.g. 100ms, 1s, 1m) of exchange "
-                             "time, each field's last value in the bar, instead of one row per payload")  # fmt: skip
+                             "time instead of one row per payload")  # fmt: skip
+    parser.add_argument("--bar-source", choices=BAR_SOURCES, default="engine",
+                        help="with --bars: 'engine' (default) exports the engine's clock bars (OHLC mid, summed "
+                             "OFI, taker volumes, z-scores: the flowgauge.v1.bars payloads); 'payloads' each "
+                             "payload field's last value in the bar")  # fmt: skip
 
 
 def bar_duration(text: str) -> int:
@@ -142,8 +150,8 @@ class BarRows:
     them (files replay one after another); the bars still open at the end come last, by (venue, symbol). The order
     is fixed by the input: sort by `bar_end` for a time-ordered panel.
 
-    These are computed here from the payloads, not taken from the engine's own clock bars: every field of the
-    payload gets its bar-close value, whichever family it belongs to.
+    These are computed here from the payloads (`--bar-source payloads`), not taken from the engine's own clock bars:
+    every field of the payload gets its bar-close value, whichever family it belongs to.
     """
 
     def __init__(self, duration_ns: int) -> None:
@@ -222,10 +230,15 @@ def export(
     out: str,
     *,
     bars_ns: int | None = None,
+    bar_source: str = "engine",
     families: Iterable[str] | None = None,
     on_file_error: Callable[[str, str], None] | None = None,
 ) -> int:
     """Replay `files` and write their metrics payloads (or bars) to the Parquet file `out`. Returns the row count.
+
+    With `bars_ns`: `bar_source` "engine" writes the engine's clock bars of that length (the
+    `flowgauge.v1.bars.<venue>.<slug>` messages, columns from schema/bars.v1.json); "payloads" folds the metrics
+    payloads into bars here (`BarRows`: each payload field's last value per bar).
 
     Written to a temporary file beside `out` and renamed over it at the end, so `out` is whole or untouched.
 
@@ -236,6 +249,7 @@ def export(
 
     from flowgauge import SCHEMA_DIR, __version__
     from flowgauge.engine import payload_template
+    from flowgauge.metrics.bar_feed import BarSpec
     from flowgauge.metrics.families import DEFAULT_FAMILIES, resolve
     from flowgauge.publish import topics
     from flowgauge.replay.replay import replay
@@ -243,11 +257,20 @@ def export(
     selected = resolve(families if families is not None else DEFAULT_FAMILIES)
     schema = orjson.loads((SCHEMA_DIR / "payload.v1.json").read_bytes())
     fields = payload_columns(schema, payload_template(selected))
-    lead = [("bar_end", "int64"), ("n_payloads", "int64")] if bars_ns is not None else []
+    engine_bars = bars_ns is not None and bar_source == "engine"
+    if bar_source not in BAR_SOURCES:
+        raise ValueError(f"bar_source must be one of {', '.join(BAR_SOURCES)}")
+    if engine_bars:
+        bar_schema = orjson.loads((SCHEMA_DIR / "bars.v1.json").read_bytes())
+        fields = payload_columns(bar_schema, bar_schema["properties"])
+    lead = [("bar_end", "int64"), ("n_payloads", "int64")] if bars_ns is not None and not engine_bars else []
+    rows_are = "one per payload"
+    if bars_ns is not None:
+        rows_are = f"{'clock bars' if engine_bars else 'payload fields last per bar'} of {bars_ns} ns per instrument"
     metadata = {
         "flowgauge.schema": "flowgauge.v1",
         "flowgauge.version": __version__,
-        "flowgauge.rows": f"bars of {bars_ns} ns per instrument" if bars_ns is not None else "one per payload",
+        "flowgauge.rows": rows_are,
         "flowgauge.families": ",".join(selected),
         "flowgauge.recordings": orjson.dumps([Path(f).name for f in files]).decode(),
     }
@@ -256,13 +279,17 @@ def export(
     os.close(fd)
     try:
         writer = ParquetRows(tmp, [*lead, *fields], metadata)
-        bars = BarRows(bars_ns) if bars_ns is not None else None
+        bars = BarRows(bars_ns) if bars_ns is not None and not engine_bars else None
 
         def row(payload: Mapping[str, Any]) -> list[Any]:
             return [_convert(kind, payload.get(name)) for name, kind in fields]
 
         def sink(topic: str, body: bytes) -> None:
             tokens = topic.split(".")
+            if engine_bars:
+                if tokens[2] == "bars":
+                    writer.add(row(orjson.loads(body)))
+                return
             if len(tokens) != 4 or tokens[2] in topics.RESERVED_VENUES:
                 return  # status, trades, aggregates: not metrics payloads
             payload = orjson.loads(body)
@@ -272,7 +299,10 @@ def export(
             for bar_end, last, n in bars.add(payload):
                 writer.add([bar_end, n, *row(last)])
 
-        _, stats = replay(list(files), sink, clock=lambda: 0, on_file_error=on_file_error, families=selected)
+        bar_spec = BarSpec(interval_s=bars_ns / 1e9) if engine_bars and bars_ns is not None else None
+        _, stats = replay(
+            list(files), sink, clock=lambda: 0, on_file_error=on_file_error, families=selected, bars=bar_spec
+        )
         if stats.failed and on_file_error is not None:
             raise _ExportFailed(stats.failed)
         if bars is not None:
@@ -329,7 +359,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"export: cannot replay {path}: {why}", file=sys.stderr)
 
     try:
-        rows = export(args.files, args.out, bars_ns=args.bars, families=families, on_file_error=on_file_error)
+        rows = export(args.files, args.out, bars_ns=args.bars, bar_source=args.bar_source, families=families,
+                      on_file_error=on_file_error)  # fmt: skip
     except KeyboardInterrupt:
         print("export interrupted: nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
