@@ -156,6 +156,9 @@ class FundingRate(msgspec.Struct, frozen=True, gc=False):
     index_price: float | None
     ts_exchange: int
     ts_recv: int
+    # The venue's rolling 24 h traded volume in base units, where its ticker carries one (Bybit `volume24h`):
+    # the flow_toxicity bucket size starts from it (metrics.toxicity). None: not sent.
+    volume_24h: float | None = None
 
 
 class Liquidation(msgspec.Struct, frozen=True, gc=False):

@@ -384,9 +384,22 @@ class BybitParser:
                     _opt_float(state.get("indexPrice")),
                     ts_exchange,
                     ts_recv,
+                    self._volume_24h(state, instrument),
                 )
             )
         return events
+
+    @staticmethod
+    def _volume_24h(state: Mapping[str, Any], instrument: Instrument) -> float | None:
+        """`volume24h` in base units: linear tickers count the base coin; inverse ones count contracts (USD),
+        converted at the mark price. Rides on the funding event (no event of its own)."""
+        volume = _opt_float(state.get("volume24h"))
+        if volume is None or not volume >= 0.0:
+            return None
+        if instrument.kind == "inverse":
+            mark = _opt_float(state.get("markPrice"))
+            return instrument.base_size(volume, mark) if mark else None
+        return volume
 
     def _on_liquidation(self, message: Mapping[str, Any], instrument: Instrument, ts_recv: int) -> list[Event]:
         data = message["data"]

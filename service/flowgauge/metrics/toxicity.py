@@ -116,9 +116,19 @@ class FlowToxicity:
         self._cdf_times: deque[tuple[int, float]] = deque()
 
     def set_venue_volume(self, volume_24h: float) -> None:
-        """The venue's own 24 h volume (base units), used until 24 h have been observed."""
-        if volume_24h > 0.0 and math.isfinite(volume_24h):
-            self._venue_volume = volume_24h
+        """The venue's own 24 h volume (base units), used until 24 h have been observed. The first one replaces
+        the configured bootstrap at once (from the next bucket; also the current one while none has completed),
+        later ones wait for 00:00 UTC like every bucket-size change."""
+        if not (volume_24h > 0.0 and math.isfinite(volume_24h)):
+            return
+        first = self._venue_volume is None
+        self._venue_volume = volume_24h
+        if first and not self._daily and self._day is not None:
+            size = volume_24h / self.params.buckets_per_day
+            for buckets in (self._exact, self._bvc):
+                buckets.next_size = size
+                if buckets.completed == 0:
+                    buckets.size = size
 
     def _bucket_size(self, price: float) -> float:
         if self._daily:

@@ -48,6 +48,8 @@ class TradeFlowFamily:
 
     def on_funding(self, funding: FundingRate) -> None:
         self.set_since(funding.ts_exchange)
+        if funding.volume_24h is not None:  # the venue's own 24 h volume: the bucket size until 24 h observed
+            self._toxicity.set_venue_volume(funding.volume_24h)
 
     def on_liquidation(self, liq: Liquidation) -> None:
         self.set_since(liq.ts_exchange)

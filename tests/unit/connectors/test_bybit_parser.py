@@ -243,3 +243,12 @@ def test_long_short_account_ratio_poll(btc: Instrument) -> None:
         (frame,) = adapter.parse_poll(poll, bad, 5)
         assert isinstance(frame, BadFrame)
     assert adapter.parse_poll(poll, b'{"retCode":0,"result":{"list":[]}}', 5) == []
+
+
+def test_ticker_volume_24h_rides_on_the_funding_event(parser: BybitParser) -> None:
+    """`volume24h` (base coin on linear) reaches the flow_toxicity bucket size on the funding event; absent, None."""
+    events = parser.feed(TICKER_SNAPSHOT, 1)
+    assert next(e for e in events if isinstance(e, FundingRate)).volume_24h is None
+    frame = TICKER_SNAPSHOT.replace('"fundingRate":"0.0001",', '"fundingRate":"0.0001","volume24h":"81234.5",')
+    events = parser.feed(frame, 2)
+    assert next(e for e in events if isinstance(e, FundingRate)).volume_24h == pytest.approx(81234.5)

@@ -15,7 +15,7 @@ from flowgauge.metrics.kyle import KyleLambda
 from flowgauge.metrics.tfi import TFI_FIELDS, TradeFlowWindows
 from flowgauge.metrics.toxicity import FlowToxicity, VolumeBuckets, normal_cdf
 from flowgauge.metrics.trade_flow import TRADE_FLOW_FIELDS, TradeFlowFamily
-from flowgauge.types import Trade
+from flowgauge.types import FundingRate, Trade
 
 S = 1_000_000_000
 T0 = 1_786_000_000 * S
@@ -189,3 +189,14 @@ def test_family_keys_and_forced_prints() -> None:
     assert tuple(out) == TRADE_FLOW_FIELDS
     assert out["tfi_vol_10s"] is None
     assert all(v is None or (type(v) is float and math.isfinite(v)) for v in out.values())
+
+
+def test_venue_24h_volume_replaces_the_bootstrap_bucket_size() -> None:
+    """Bybit's ticker volume24h (carried on the funding event) sets V = volume / n_day before any bucket closed."""
+    fam = TradeFlowFamily(TradeFlowParams())
+    fam.on_trade(Trade("bybit", "BTC/USDT:USDT", 100.0, 1.0, 1, "1", False, T0, T0))
+    assert fam._toxicity.bucket_volume == 1e9 / 100.0 / 50  # the configured bootstrap notional
+    fam.on_funding(FundingRate("bybit", "BTC/USDT:USDT", None, None, None, None, None, T0, T0, volume_24h=5000.0))
+    assert fam._toxicity.bucket_volume == 100.0
+    fam.on_funding(FundingRate("bybit", "BTC/USDT:USDT", None, None, None, None, None, T0, T0, volume_24h=9000.0))
+    assert fam._toxicity.bucket_volume == 100.0  # later figures wait for 00:00 UTC
