@@ -73,3 +73,30 @@ def test_every_field_takes_a_value_or_is_documented_as_needing_more_data() -> No
             validator.validate(payload)
             seen.update(key for key in mine if payload[key] is not None)
     assert mine - seen == NEEDS_MORE_DATA
+
+
+def test_toxicity_and_kyle_on_a_recording_with_parameters_scaled_to_its_length() -> None:
+    """The recordings hold seconds, the defaults need a day: with buckets of ADV / 20,000 (5 averaged) and 5 s bars
+    the same code publishes every flow_toxicity and kyle value from the Binance recording, identically in both
+    cores (the parameters scale the clock, not the definitions)."""
+    from flowgauge.metrics.flow_params import KyleParams, ToxicityParams, TradeFlowParams
+    from flowgauge.metrics.params import MetricParams
+
+    toxicity = ToxicityParams(buckets_per_day=20_000, window_buckets=5, cdf_min_values=3, bvc_bar_s=5)
+    params = MetricParams(trade_flow=TradeFlowParams(toxicity=toxicity, kyle=KyleParams(bar_s=5, min_bars=3)))
+    path = REPO / "service/flowgauge/simulate/data/binance-usdm.jsonl.zst"
+    runs = []
+    for core_name in (core.PYTHON, core.COMPILED):
+        core.select(core_name)
+        out: list[tuple[str, bytes]] = []
+
+        def sink(topic: str, payload: bytes, out: list[tuple[str, bytes]] = out) -> None:
+            out.append((topic, payload))
+
+        replay([path], sink, clock=lambda: 0, families=("trade_flow",), metric_params=params)
+        runs.append(out)
+    assert runs[0] == runs[1]
+    keys = ("flow_toxicity", "flow_toxicity_bvc", "flow_toxicity_cdf", "kyle_lambda_bps_per_musd", "kyle_r2")
+    payloads = [orjson.loads(p) for t, p in runs[0] if t.count(".") == 3]
+    seen = {k for payload in payloads for k in keys if payload[k] is not None}
+    assert seen == set(keys)
