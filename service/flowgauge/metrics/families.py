@@ -107,7 +107,7 @@ def resolve(names: Iterable[str]) -> tuple[str, ...]:
     if unknown:
         known = ", ".join((*FAMILIES, ALL))
         raise UnknownFamily(
-            f"unknown metric famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; known: {known}"
+            f"unknown metric famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(map(repr, unknown))}; known: {known}"
         )
     if ALL in wanted:
         return tuple(FAMILIES)

@@ -1,0 +1,137 @@
+"""Metric families (metrics.families): the config key `publish.families`, the `metrics` parameters, and what the
+engine publishes for a selection (key set and order, unselected families absent), under both cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import orjson
+import pytest
+from tests.conftest import linear_instrument
+
+from flowgauge import core
+from flowgauge.app import metric_params
+from flowgauge.config import (
+    DEFAULT_METRIC_FAMILIES,
+    METRIC_FAMILIES,
+    ConfigError,
+    MetricsSettings,
+    check_config_main,
+    parse_settings,
+)
+from flowgauge.engine import Engine
+from flowgauge.metrics.families import CORE, DEFAULT_FAMILIES, FAMILIES, UnknownFamily, family_fields, resolve
+from flowgauge.metrics.params import MetricParams
+from flowgauge.types import BookDelta, BookSnapshot
+
+S = 1_000_000_000
+SYM = "BTC/USDT:USDT"
+ENVELOPE = 11  # schema .. ts_publish
+
+
+def settings_with(**sections: object) -> dict[str, object]:
+    return {"venues": {"bybit": {"symbols": [SYM]}}, **sections}
+
+
+def test_the_config_knows_the_same_families_and_defaults() -> None:
+    # config imports nothing above types, so it keeps its own copy of the names and of the parameter structs.
+    assert tuple(FAMILIES) == METRIC_FAMILIES
+    assert DEFAULT_METRIC_FAMILIES == DEFAULT_FAMILIES
+    assert msgspec.to_builtins(MetricsSettings()) == msgspec.to_builtins(MetricParams())
+
+
+def test_an_unknown_family_is_one_problem_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("publish:\n  families: [core, mlofii, microprice]\n")
+    assert check_config_main(str(path), False, {}) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("publish.families: unknown metric family 'mlofii'; known: core, ofi_l1, ")
+    assert line.endswith(", all")
+
+
+def test_families_from_the_file_and_the_environment() -> None:
+    assert parse_settings(settings_with()).publish.families == DEFAULT_FAMILIES
+    settings = parse_settings(settings_with(publish={"families": ["all"]}))
+    assert resolve(settings.publish.families) == tuple(FAMILIES)
+    settings = parse_settings(settings_with(), {"FLOWGAUGE_PUBLISH__FAMILIES": "depth_ext,core"})
+    assert settings.publish.families == ("depth_ext", "core")
+    with pytest.raises(ConfigError) as info:
+        parse_settings(settings_with(), {"FLOWGAUGE_PUBLISH__FAMILIES": "core,nope,nada"})
+    assert info.value.problems[0].startswith("publish.families: unknown metric families 'nope', 'nada'; known:")
+
+
+def test_family_parameters_are_validated_and_reach_the_metrics() -> None:
+    metrics = {
+        "mlofi": {"levels": 4},
+        "integrated_ofi": {"weights": [4.0, 3.0, 2.0, 1.0]},
+        "microprice": {"imbalance_buckets": 6, "sample_ms": 250},
+        "ofi_ext": {"cks_window_s": 600},
+    }
+    params = metric_params(parse_settings(settings_with(metrics=metrics)))
+    assert params.mlofi.levels == 4 and params.integrated_ofi.weights == (4.0, 3.0, 2.0, 1.0)
+    assert params.microprice.imbalance_buckets == 6 and params.microprice.sample_ms == 250
+    assert params.ofi_ext.cks_window_s == 600.0 and params.depth_ext == MetricParams().depth_ext
+    bad = {
+        "mlofi": {"levels": 0},
+        "integrated_ofi": {"weights": [1.0, 2.0]},
+        "microprice": {"max_spread_ticks": 0, "memory_days": -1},
+        "depth_ext": {"level_decay": 0},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_settings(settings_with(metrics=bad))
+    assert sorted(info.value.problems) == [
+        "metrics.depth_ext.level_decay: must be a finite number > 0 (got 0)",
+        "metrics.microprice.max_spread_ticks: must be between 1 and 20 (got 0)",
+        "metrics.microprice.memory_days: must be a finite number > 0 (got -1)",
+        "metrics.mlofi.levels: must be between 1 and 50 (got 0)",
+    ]
+    with pytest.raises(ConfigError) as info:
+        parse_settings(settings_with(metrics={"integrated_ofi": {"weights": [1.0, 2.0]}}))
+    assert info.value.problems == [
+        "metrics.integrated_ofi.weights: must hold metrics.mlofi.levels (10) numbers, or none (got 2)"
+    ]
+
+
+def test_resolve_orders_by_the_registry_and_always_keeps_core() -> None:
+    assert resolve(["microprice", "mlofi"]) == (CORE, "mlofi", "microprice")
+    assert resolve(["all"]) == tuple(FAMILIES)
+    with pytest.raises(UnknownFamily, match="unknown metric family 'x'"):
+        resolve(["core", "x"])
+    keys = family_fields(resolve(["all"]))
+    assert len(keys) == len(set(keys)), "a key in two families"
+
+
+def run(core_name: str, families: tuple[str, ...]) -> list[dict[str, object]]:
+    core.select(core_name)
+    out: list[dict[str, object]] = []
+    engine = Engine(lambda topic, payload: out.append(orjson.loads(payload)), clock=lambda: 0, families=families)
+    engine.add_instrument(linear_instrument())
+    engine.handle(BookSnapshot("bybit", SYM, ((100.0, 5.0), (99.9, 1.0)), ((100.1, 3.0),), 10, S, S))
+    engine.handle(BookDelta("bybit", SYM, ((100.0, 7.0),), (), 11, None, 2 * S, 2 * S))
+    return [payload for payload in out if "trigger" in payload]
+
+
+@pytest.mark.parametrize("core_name", core.CORES)
+def test_the_payload_holds_exactly_the_selected_families_in_registry_order(core_name: str) -> None:
+    if core_name == core.COMPILED and core.fallback_reason() is not None:
+        pytest.fail(f"compiled core unavailable: {core.fallback_reason()}")
+    previous = core.active_core()
+    try:
+        payloads = run(core_name, ("depth_ext", "ofi_ext"))
+        assert len(payloads) == 2
+        for payload in payloads:
+            assert tuple(payload)[ENVELOPE:] == (*FAMILIES[CORE], *FAMILIES["ofi_ext"], *FAMILIES["depth_ext"])
+        assert payloads[1]["ofi_ratio_1s"] == 1.0 and payloads[1]["di_lvl_5"] is not None
+        (payload,) = run(core_name, ("core",))[1:]
+        assert tuple(payload)[ENVELOPE:] == FAMILIES[CORE]
+        (payload,) = run(core_name, DEFAULT_FAMILIES)[1:]
+        assert tuple(payload)[ENVELOPE:] == family_fields(resolve(DEFAULT_FAMILIES))
+        assert "mlofi_10s" not in payload and "micro_price" in payload
+    finally:
+        core.select(previous)
+
+
+def test_the_engine_refuses_an_unknown_family() -> None:
+    with pytest.raises(UnknownFamily):
+        Engine(lambda topic, payload: None, families=("core", "bogus"))
