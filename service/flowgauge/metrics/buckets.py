@@ -22,7 +22,7 @@ __all__ = ["BucketRing"]
 class BucketRing:
     """`count` buckets of `width_ns` with `channels` sums each; `sums(t, n)` totals the last `n` buckets at `t`."""
 
-    __slots__ = ("_head", "_keys", "_values", "channels", "count", "late_dropped", "width_ns")
+    __slots__ = ("_cache", "_head", "_keys", "_values", "_version", "channels", "count", "late_dropped", "width_ns")
 
     def __init__(self, width_ns: int, count: int, channels: int) -> None:
         if width_ns <= 0 or count <= 0 or channels <= 0:
@@ -34,6 +34,10 @@ class BucketRing:
         self._values: list[list[float]] = [[0.0] * channels for _ in range(count)]
         self._head: int | None = None  # the newest bucket index seen
         self.late_dropped = 0
+        # sums() is asked at every payload and its answer changes only with a new bucket or a new event: the last
+        # answer per n is kept with the (bucket index, version) it was computed at
+        self._version = 0
+        self._cache: dict[int, tuple[int, int, list[float]]] = {}
 
     def __len__(self) -> int:
         """Slots (fixed): the memory bound."""
@@ -48,6 +52,7 @@ class BucketRing:
         elif k <= head - self.count:
             self.late_dropped += 1
             return
+        self._version += 1
         slot = k % self.count
         bucket = self._values[slot]
         if self._keys[slot] != k:  # a new bucket takes over the slot of one that left the ring
@@ -64,6 +69,9 @@ class BucketRing:
         out = [0.0] * self.channels
         if head is None:
             return out
+        cached = self._cache.get(n)
+        if cached is not None and cached[0] == k_end and cached[1] == self._version:
+            return list(cached[2])
         lo = max(k_end - n, head - self.count)  # exclusive; older buckets are no longer held
         parts: list[list[float]] = [[] for _ in range(self.channels)]
         keys, values = self._keys, self._values
@@ -75,7 +83,8 @@ class BucketRing:
                     parts[c].append(bucket[c])
         for c in range(self.channels):
             out[c] = math.fsum(parts[c])
-        return out
+        self._cache[n] = (k_end, self._version, out)
+        return list(out)
 
     def last_key(self) -> int | None:
         """The newest bucket index seen (None before the first event)."""
