@@ -8,7 +8,9 @@ the pipeline is used exactly as the daemon wires it (venue adapter -> parser -> 
 Paths:
 * `Pipeline(full=False)`: parse + book only (parser -> `BookSync` per instrument).
 * `Pipeline(full=True)`: parse -> book -> every metric -> `codec.encode` -> published to an `EmbeddedBus`
-  (no socket server) with one in-process subscriber being drained, and to a `NullPublisher`.
+  (no socket server) with one in-process subscriber being drained, and to a `NullPublisher`. The payload is the
+  frozen `core-v1` field set (metric family "core") unless `families` says otherwise: the ratios stay comparable
+  while families are added (`full_path_all_fields_*` measure the default families).
 * `e2e_ours` / `e2e_cryptofeed` / `e2e_transport`: a `FrameServer` child process pushes recorded Bybit frames
   over a loopback websocket as fast as the client reads; the client runs the full path (or cryptofeed's
   handler, or nothing: the transport's own ceiling).
@@ -39,11 +41,13 @@ from flowgauge.bench.synthetic import SyntheticStream
 from flowgauge.book.sync import BookSync
 from flowgauge.connectors import registry
 from flowgauge.engine import Engine
+from flowgauge.metrics.families import CORE
 from flowgauge.publish.base import NullPublisher
 from flowgauge.publish.embedded import EmbeddedBus, Message, Subscription
 from flowgauge.types import BadFrame, BookDelta, BookSnapshot, Instrument
 
 __all__ = [
+    "CORE_V1",
     "FrameServer",
     "Pipeline",
     "Run",
@@ -64,6 +68,9 @@ __all__ = [
 _DRAIN_EVERY = 64  # synchronous runs drain the subscriber this often, like a consumer task woken by the loop
 _SUB_QUEUE = 10_000  # the bus's default bound; a drop in a measured run is reported, never hidden
 _CHILD_TIMEOUT_S = 120.0
+
+CORE_V1: tuple[str, ...] = (CORE,)
+"""The metric families of the frozen `core-v1` payload every ratio is measured on (report.FIELD_SET)."""
 
 
 @dataclass(slots=True)
@@ -126,6 +133,7 @@ class Pipeline:
         instruments: the instruments the frames are about.
         full: False = parse + book only; True = the full path to the bus and the null publisher.
         after_publish: full path only: called after each payload reached both publishers (latency runs).
+        families: full path only: the metric families published (metrics.families); `core-v1` by default.
     """
 
     def __init__(
@@ -135,6 +143,7 @@ class Pipeline:
         *,
         full: bool,
         after_publish: Callable[[], None] | None = None,
+        families: Sequence[str] = CORE_V1,
     ) -> None:
         adapter, self.parser = _make_parser(venue, instruments)
         rule = adapter.sequence_rule
@@ -163,7 +172,7 @@ class Pipeline:
                 null_publish(topic, payload)
                 after_publish()  # type: ignore[misc]  # the latency run's publish timestamp
 
-            self.engine = Engine(sink if after_publish is None else timed_sink)
+            self.engine = Engine(sink if after_publish is None else timed_sink, families=families)
             for instrument in instruments:
                 if buffered:
                     self.engine.add_instrument(instrument, rule, buffer_deltas=True)
@@ -249,12 +258,14 @@ def measure_ours(
     *,
     full: bool,
     warm: Sequence[Item] = (),
+    families: Sequence[str] = CORE_V1,
 ) -> Run:
     """Time flowgauge's parse+book (`full=False`) or full path over `items` with fresh objects.
 
-    `warm` items go through first, untimed (e.g. the synthetic snapshots before timing deltas).
+    `warm` items go through first, untimed (e.g. the synthetic snapshots before timing deltas); `families`: the
+    metric families of the full path's payloads.
     """
-    pipeline = Pipeline(venue, instruments, full=full)
+    pipeline = Pipeline(venue, instruments, full=full, families=families)
     for item in warm:
         pipeline.handle(item, time.time_ns())
     pipeline.drain()

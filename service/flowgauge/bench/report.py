@@ -18,7 +18,9 @@ through a real daemon and the real simulators (`bench.demo_mix`). The two long c
 `--quick` mode, with their keys present as null and a note under `skipped`.
 
 Field set: the ratios measure today's payload ("core-v1", `field_set` in the JSON); metrics added later are
-to be reported as separate figures, not folded into these.
+reported as separate figures, not folded into these: `full_path_all_fields_bybit` runs the full path with the
+default metric families (`publish.families`' default) in the Bybit block, and
+`full_path_all_fields_vs_cryptofeed_bybit` is its ratio to the same round's cryptofeed handler.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from flowgauge.bench.feeder import Feeder, LatencyRequest, instruments_per_core,
 from flowgauge.bench.frames import RecordedFeed, frame_count, level_count, load_binance_usdm, load_bybit
 from flowgauge.bench.sample_shape import cryptofeed_shaped
 from flowgauge.bench.synthetic import SyntheticStream
+from flowgauge.metrics.families import DEFAULT_FAMILIES
 
 __all__ = ["TARGETS", "BenchConfig", "execute", "main", "run", "table"]
 
@@ -66,6 +69,7 @@ RATIOS: tuple[str, ...] = (
     "parse_book_vs_cryptofeed_binanceusdm",
     "full_path_vs_cryptofeed_bybit",
     "full_path_vs_cryptofeed_binanceusdm",
+    "full_path_all_fields_vs_cryptofeed_bybit",
     "parse_book_vs_cryptofeed_bybit_cf_frames",
     "parse_book_vs_cryptofeed_binanceusdm_cf_frames",
     "full_path_vs_cryptofeed_bybit_cf_frames",
@@ -241,8 +245,12 @@ def run(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict[str, 
         except CryptofeedMissing:
             return None
 
-    def ours(name: str, recorded: RecordedFeed, items: list[Any], full: bool) -> paths.Run:
-        return collected.add(paths.measure_ours(name, recorded.venue, recorded.instruments, items, full=full))
+    def ours(
+        name: str, recorded: RecordedFeed, items: list[Any], full: bool, families: tuple[str, ...] = paths.CORE_V1
+    ) -> paths.Run:
+        return collected.add(
+            paths.measure_ours(name, recorded.venue, recorded.instruments, items, full=full, families=families)
+        )
 
     # A short untimed pass of each path: imports, caches and the allocator warm up before round 1.
     ours("warmup", bybit, bybit_items[:200], True)
@@ -251,15 +259,21 @@ def run(config: BenchConfig, progress: TextIO | None = sys.stderr) -> dict[str, 
     collected.runs.pop("warmup", None)
 
     def comparison(venue_key: str, suffix: str, recorded: RecordedFeed, items: list[Any], flip: bool) -> None:
-        """cryptofeed's handler, our parse+book and our full path on the same items, in one block."""
+        """cryptofeed's handler, our parse+book and our full path on the same items, in one block (on Bybit's
+        recordings also the full path with the default metric families)."""
         steps: list[Callable[[], paths.Run | None]] = [
             lambda: cf(f"cryptofeed_parse_book_{venue_key}{suffix}", recorded, items),
             lambda: ours(f"parse_book_{venue_key}{suffix}", recorded, items, False),
             lambda: ours(f"full_path_{venue_key}{suffix}", recorded, items, True),
         ]
+        all_fields = venue_key == "bybit" and not suffix
+        if all_fields:
+            steps.append(lambda: ours(f"full_path_all_fields_{venue_key}", recorded, items, True, DEFAULT_FAMILIES))
         results = _in_order(steps, flip)
         collected.ratio(f"parse_book_vs_cryptofeed_{venue_key}{suffix}", results[1], results[0])
         collected.ratio(f"full_path_vs_cryptofeed_{venue_key}{suffix}", results[2], results[0])
+        if all_fields:
+            collected.ratio(f"full_path_all_fields_vs_cryptofeed_{venue_key}", results[3], results[0])
 
     def block_bybit(flip: bool) -> None:
         comparison("bybit", "", bybit, bybit_items, flip)
@@ -614,6 +628,7 @@ def table(summary: dict[str, Any]) -> str:
         ("parse_book_bybit", "flowgauge parse+book, Bybit"),
         ("cryptofeed_parse_book_bybit", "cryptofeed handler, Bybit"),
         ("full_path_bybit", "flowgauge full path, Bybit"),
+        ("full_path_all_fields_bybit", "flowgauge full path, Bybit, default families"),
         ("parse_book_binanceusdm", "flowgauge parse+book, Binance USD-M"),
         ("cryptofeed_parse_book_binanceusdm", "cryptofeed handler, Binance USD-M"),
         ("full_path_binanceusdm", "flowgauge full path, Binance USD-M"),
@@ -645,6 +660,7 @@ def table(summary: dict[str, Any]) -> str:
         "parse_book_vs_cryptofeed_binanceusdm": "parse+book vs cryptofeed, Binance USD-M",
         "full_path_vs_cryptofeed_bybit": "full path vs cryptofeed parse+book, Bybit",
         "full_path_vs_cryptofeed_binanceusdm": "full path vs cryptofeed parse+book, Binance",
+        "full_path_all_fields_vs_cryptofeed_bybit": "full path, default families, vs cryptofeed, Bybit",
         "parse_book_vs_cryptofeed_bybit_cf_frames": "parse+book vs cryptofeed, Bybit, cf-shaped",
         "parse_book_vs_cryptofeed_binanceusdm_cf_frames": "parse+book vs cryptofeed, Binance, cf-shaped",
         "full_path_vs_cryptofeed_bybit_cf_frames": "full path vs cryptofeed, Bybit, cf-shaped",
