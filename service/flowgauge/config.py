@@ -425,6 +425,7 @@ class TradeFlowSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknow
     """Family trade_flow (metrics.md 5; metrics.flow_params.TradeFlowParams)."""
 
     include_forced: bool = False  # forced prints in tfi_*, flow_toxicity*, kyle_* (5.1: off)
+    depth_half_life_s: float = 1800.0  # H_AD of the L1 depth behind ti_depthnorm_T
     toxicity: ToxicitySettings = msgspec.field(default_factory=ToxicitySettings)
     kyle: KyleSettings = msgspec.field(default_factory=KyleSettings)
 
@@ -441,6 +442,7 @@ class PositioningSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkn
     funding_scale: float = 0.0005  # F_scale (> 0)
     funding_z_half_life_s: float = 604800.0  # 7 d
     ls_z_half_life_s: float = 2592000.0  # 30 d
+    oi_price_corr_half_life_s: float = 14400.0  # oi_price_corr_4h EW half-life (4 h)
     z_min_weight: float = 0.95  # z-scores null below this EW weight, in (0, 1)
     sampled_liquidation_venues: tuple[str, ...] = ("binanceusdm",)  # liq_* carry SAMPLED_INPUT there
 
@@ -1390,6 +1392,10 @@ def _check_toxicity(v: dict[str, Any], key: str, problems: _Problems) -> None:
         _positive(v, name, key, problems)
 
 
+def _check_trade_flow(v: dict[str, Any], key: str, problems: _Problems) -> None:
+    _positive(v, "depth_half_life_s", key, problems)
+
+
 def _check_kyle(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _between(v, "bar_s", 1, None, key, problems)
     _between(v, "min_bars", 2, None, key, problems)
@@ -1410,7 +1416,7 @@ def _check_positioning(v: dict[str, Any], key: str, problems: _Problems) -> None
     base = v.get("funding_base_8h")
     if base is not None and not math.isfinite(base):
         problems.append((_join(key, "funding_base_8h"), f"must be a finite number (got {base:g})"))
-    for name in ("funding_scale", "funding_z_half_life_s", "ls_z_half_life_s"):
+    for name in ("funding_scale", "funding_z_half_life_s", "ls_z_half_life_s", "oi_price_corr_half_life_s"):
         _positive(v, name, key, problems)
 
 
@@ -1499,6 +1505,7 @@ _CHECKS: Final[dict[type, _Check]] = {
     RiskSettings: _check_risk,
     ToxicitySettings: _check_toxicity,
     KyleSettings: _check_kyle,
+    TradeFlowSettings: _check_trade_flow,
     PositioningSettings: _check_positioning,
     BarSettings: _check_bars,
     MetricsSettings: _check_metrics,

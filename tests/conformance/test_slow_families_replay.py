@@ -26,6 +26,7 @@ FAMILIES = ("trade_flow", "positioning")
 NEEDS_MORE_DATA = frozenset({
     # a full 300 s of trades / 1 h or 4 h of OI history (long windows are null until filled)
     "tfi_vol_300s", "tfi_notional_300s", "tfi_count_300s", "signed_vol_300s", "signed_notional_300s",
+    "ti_depthnorm_300s", "oi_to_volume_24h", "oi_price_corr_4h",
     "oi_chg_pct_1h", "oi_open_ratio_1h", "oi_consistency_1h", "oi_buildup_score_1h", "oi_unwind_score_1h",
     "oi_regime_1h", "oi_chg_pct_4h", "oi_open_ratio_4h", "oi_consistency_4h", "oi_buildup_score_4h",
     "oi_unwind_score_4h", "oi_regime_4h",

@@ -38,6 +38,7 @@ class TradeFlowParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     """metrics.md 5: TFI family (windows fixed by the field names), toxicity, Kyle's lambda."""
 
     include_forced: bool = False  # forced prints (liquidation, ADL, block) in tfi_*: off by default (5.1)
+    depth_half_life_s: float = 1800.0  # H_AD of the L1 depth behind ti_depthnorm_T (as OFI's AD_ew, section 9)
     toxicity: ToxicityParams = msgspec.field(default_factory=ToxicityParams)
     kyle: KyleParams = msgspec.field(default_factory=KyleParams)
 
@@ -54,5 +55,6 @@ class PositioningParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknow
     funding_scale: float = 0.0005  # F_scale: the clamp width (0.05 %)
     funding_z_half_life_s: float = 7 * 86400.0
     ls_z_half_life_s: float = 30 * 86400.0
+    oi_price_corr_half_life_s: float = 4 * 3600.0  # oi_price_corr_4h EW half-life (1 min bars)
     z_min_weight: float = 0.95  # z-scores null until their EW weight reaches this (about 4.3 half-lives)
     sampled_liquidation_venues: tuple[str, ...] = ("binanceusdm",)  # liq_* are lower bounds: SAMPLED_INPUT

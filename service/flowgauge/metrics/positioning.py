@@ -13,6 +13,7 @@ from flowgauge.metrics.ewz import EwZScore
 from flowgauge.metrics.flow_params import PositioningParams
 from flowgauge.metrics.funding import FundingState, funding_annualised, funding_pressure
 from flowgauge.metrics.liquidations import LIQUIDATION_FIELDS, LiquidationWindows
+from flowgauge.metrics.oi_context import OiContext
 from flowgauge.metrics.oi_flow import OI_FLOW_FIELDS, OiFlowWindows
 from flowgauge.types import FundingRate, Instrument, Liquidation, LongShortRatio, OpenInterest, Trade
 
@@ -20,6 +21,7 @@ __all__ = ["POSITIONING_FIELDS", "PositioningFamily"]
 
 POSITIONING_FIELDS: tuple[str, ...] = (
     *OI_FLOW_FIELDS,
+    "oi_to_volume_24h", "oi_price_corr_4h",
     "funding_ann", "funding_pressure", "funding_pressure_z",
     "ls_skew_accounts_z", "ls_skew_top_positions_z",
     *LIQUIDATION_FIELDS,
@@ -29,7 +31,7 @@ _LS_KINDS = {"accounts": 0, "top_positions": 1}
 
 
 class PositioningFamily:
-    __slots__ = ("_funding", "_funding_z", "_liq", "_ls_z", "_oi", "_oi_flow", "params")
+    __slots__ = ("_context", "_funding", "_funding_z", "_liq", "_ls_z", "_oi", "_oi_flow", "params")
 
     def __init__(self, instrument: Instrument, params: PositioningParams | None = None) -> None:
         self.params = p = params if params is not None else PositioningParams()
@@ -40,6 +42,7 @@ class PositioningFamily:
         self._funding_z = EwZScore(p.funding_z_half_life_s, p.z_min_weight)
         self._ls_z = (EwZScore(p.ls_z_half_life_s, p.z_min_weight), EwZScore(p.ls_z_half_life_s, p.z_min_weight))
         self._oi: float | None = None
+        self._context = OiContext(p.oi_price_corr_half_life_s, p.z_min_weight)
 
     def set_since(self, t: int) -> None:
         if self._liq.since is None:
@@ -49,11 +52,13 @@ class PositioningFamily:
         self.set_since(trade.ts_exchange)
         self._oi_flow.on_trade(trade.ts_exchange, trade.side, trade.size, trade.forced)
         self._liq.on_trade(trade.ts_exchange, trade.price * trade.size)
+        self._context.on_trade(trade.ts_exchange, trade.price, trade.size)
 
     def on_open_interest(self, oi: OpenInterest) -> None:
         self.set_since(oi.ts_exchange)
         self._oi = oi.open_interest
         self._oi_flow.on_open_interest(oi.ts_exchange, oi.open_interest)
+        self._context.on_open_interest(oi.ts_exchange, oi.open_interest)
 
     def on_funding(self, funding: FundingRate) -> None:
         self.set_since(funding.ts_exchange)
@@ -84,6 +89,11 @@ class PositioningFamily:
         before = len(coverage)
         p = self.params
         self._oi_flow.fill(out, coverage, flags)
+        ratio, corr, warming = self._context.values(now, self._oi, self._liq.since)
+        out["oi_to_volume_24h"] = ratio
+        out["oi_price_corr_4h"] = corr
+        if warming and self._oi is not None:
+            flags.add("WARMUP")  # a 24 h window without 24 h observed (after a start or restart)
         funding = self._funding
         out["funding_ann"] = funding_annualised(funding.rate, funding.interval_hours)
         out["funding_pressure"] = funding_pressure(funding.rate_8h(), p.funding_base_8h, p.funding_scale)

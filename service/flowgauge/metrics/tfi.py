@@ -8,6 +8,8 @@ price `p` of every trade in `(t - T, t]` (forced prints excluded unless `include
 * `signed_vol_T = B - S` (base), `signed_notional_T = sum s p v` (quote): 0.0 without trades (a flow, not a ratio);
 * `tfi_ew_T`: decayed signed volume over decayed volume, half-life `T ln 2` (mass-equivalent, metrics.md 0.3).
   Both sums decay alike, so the ratio changes only with trades. Null before the first trade.
+* `ti_depthnorm_T = (B - S) / AD_ew`: the signed volume over the time-weighted L1 depth (`metrics.l1_depth`, the
+  owner passes it); null without one.
 
 Windows up to 60 s are exact boxcars (`metrics.windows`); 300 s is a sum of 1 s buckets (`metrics.buckets`),
 null with WARMUP until the instrument has been observed for 300 s, so a restart never publishes a short
@@ -29,7 +31,7 @@ EXACT_WINDOWS: tuple[tuple[str, int], ...] = (("100ms", _S // 10), ("1s", _S), (
 BUCKET_WINDOWS: tuple[tuple[str, int], ...] = (("300s", 300),)  # label, seconds (1 s buckets)
 _LABELS = tuple(label for label, _ in (*EXACT_WINDOWS, *BUCKET_WINDOWS))
 _SECONDS = {label: ns / _S for label, ns in EXACT_WINDOWS} | {label: float(n) for label, n in BUCKET_WINDOWS}
-_KINDS = ("tfi_vol", "tfi_notional", "tfi_count", "signed_vol", "signed_notional", "tfi_ew")
+_KINDS = ("tfi_vol", "tfi_notional", "tfi_count", "signed_vol", "signed_notional", "tfi_ew", "ti_depthnorm")
 TFI_FIELDS: tuple[str, ...] = tuple(f"{kind}_{label}" for label in _LABELS for kind in _KINDS)
 """Payload keys, window by window."""
 
@@ -80,26 +82,30 @@ class TradeFlowWindows:
             signed.add(t, s * size)
             mass.add(t, size)
 
-    def fill(self, now: int, out: dict[str, object], coverage: dict[str, str], flags: set[str]) -> None:
-        """Write every TFI key at `now`; mark uncovered exact windows PARTIAL, uncovered long ones null + WARMUP."""
+    def fill(
+        self, now: int, out: dict[str, object], coverage: dict[str, str], flags: set[str], depth: float | None = None
+    ) -> None:
+        """Write every TFI key at `now`; mark uncovered exact windows PARTIAL, uncovered long ones null + WARMUP.
+        `depth`: the L1 depth normaliser of ti_depthnorm_T (None: those are null)."""
         since = self.since
         ew = iter(self._ew)
         for (label, ns), window in zip(EXACT_WINDOWS, self._exact, strict=True):
             sums = window.evaluate(now)
-            self._write(label, sums, next(ew), now, out)
+            self._write(label, sums, next(ew), now, out, depth)
             if sums is not None and (since is None or now - since < ns):
-                for kind in _KINDS[:5]:
-                    coverage[f"{kind}_{label}"] = "PARTIAL"
+                for kind in (*_KINDS[:5], _KINDS[6]):
+                    if out[f"{kind}_{label}"] is not None:
+                        coverage[f"{kind}_{label}"] = "PARTIAL"
         for label, seconds in BUCKET_WINDOWS:
             pair = next(ew)
             if since is None or now - since < seconds * _S:
-                for kind in _KINDS[:5]:
+                for kind in _KINDS:
                     out[f"{kind}_{label}"] = None
                 out[f"tfi_ew_{label}"] = self._ew_value(pair, now)
                 flags.add("WARMUP")
                 continue
             b = self._buckets.sums(now, seconds)
-            self._write(label, tuple(b) if b[5] > 0.0 else None, pair, now, out)
+            self._write(label, tuple(b) if b[5] > 0.0 else None, pair, now, out, depth)
 
     def _write(
         self,
@@ -108,6 +114,7 @@ class TradeFlowWindows:
         pair: tuple[DecayedSum, DecayedSum],
         now: int,
         out: dict[str, object],
+        depth: float | None,
     ) -> None:
         if sums is None:
             out[f"tfi_vol_{label}"] = out[f"tfi_notional_{label}"] = out[f"tfi_count_{label}"] = None
@@ -120,6 +127,8 @@ class TradeFlowWindows:
             out[f"signed_vol_{label}"] = sv
             out[f"signed_notional_{label}"] = sn
         out[f"tfi_ew_{label}"] = self._ew_value(pair, now)
+        signed = out[f"signed_vol_{label}"]
+        out[f"ti_depthnorm_{label}"] = signed / depth if depth is not None and isinstance(signed, float) else None
 
     @staticmethod
     def _ew_value(pair: tuple[DecayedSum, DecayedSum], now: int) -> float | None:

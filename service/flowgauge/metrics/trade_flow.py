@@ -7,8 +7,11 @@ the same values); `fill` writes the family's keys into a payload at its exchange
 
 from __future__ import annotations
 
+from typing import Any
+
 from flowgauge.metrics.flow_params import TradeFlowParams
 from flowgauge.metrics.kyle import KyleLambda
+from flowgauge.metrics.l1_depth import L1DepthEw
 from flowgauge.metrics.tfi import TFI_FIELDS, TradeFlowWindows
 from flowgauge.metrics.toxicity import FlowToxicity
 from flowgauge.types import FundingRate, Liquidation, LongShortRatio, OpenInterest, Trade
@@ -23,13 +26,14 @@ TRADE_FLOW_FIELDS: tuple[str, ...] = (
 
 
 class TradeFlowFamily:
-    __slots__ = ("_kyle", "_tfi", "_toxicity", "params")
+    __slots__ = ("_depth", "_kyle", "_tfi", "_toxicity", "params")
 
     def __init__(self, params: TradeFlowParams | None = None) -> None:
         self.params = params = params if params is not None else TradeFlowParams()
         self._tfi = TradeFlowWindows()
         self._toxicity = FlowToxicity(params.toxicity)
         self._kyle = KyleLambda(params.kyle)
+        self._depth = L1DepthEw(params.depth_half_life_s)
 
     def set_since(self, t: int) -> None:
         if self._tfi.since is None:
@@ -57,14 +61,15 @@ class TradeFlowFamily:
     def on_long_short(self, ratio: LongShortRatio) -> None:
         self.set_since(ratio.ts_exchange)
 
-    def fill(self, book: object, out: dict[str, object], now: int, flags: set[str]) -> None:
+    def fill(self, book: Any, out: dict[str, object], now: int, flags: set[str]) -> None:
         """Write the family's keys at `now` (the payload's exchange time); windows count as covered from the
         first input or payload this family saw."""
         self.set_since(now)
         held = out.get("coverage")
         coverage: dict[str, str] = held if isinstance(held, dict) else {}
         before = len(coverage)
-        self._tfi.fill(now, out, coverage, flags)
+        self._depth.sample(book, now)
+        self._tfi.fill(now, out, coverage, flags, self._depth.value())
         if len(coverage) > before:
             flags.add("PARTIAL_WINDOW")
         exact, bvc, cdf = self._toxicity.values()

@@ -217,4 +217,25 @@ def test_family_fields_and_memory_flat_over_simulated_hours() -> None:
         assert out.get(f"oi_open_ratio_{label}") is not None or label == "5m", label
         assert out[f"oi_regime_{label}"] is not None, label
     assert out["liq_imbalance_1h"] is not None and out["funding_pressure"] is not None
-    assert "WARMUP" not in flags
+    assert out["oi_to_volume_24h"] is None and "WARMUP" in flags  # only the 24 h window is still warming
+
+
+def test_oi_context_correlation_and_oi_to_volume() -> None:
+    """OI rises by 10 x the minute's log return: correlation +1 once warm; OI over the 24 h volume after 24 h."""
+    from flowgauge.metrics.oi_context import OiContext
+
+    ctx = OiContext(corr_half_life_s=600.0)
+    price, oi = 100.0, 1000.0
+    for minute in range(80):
+        t = T0 + minute * MIN
+        step = 0.001 * (1 if minute % 3 else -2)
+        price *= math.exp(step)
+        oi += 10.0 * step
+        ctx.on_trade(t + S, price, 2.0)
+        ctx.on_open_interest(t + 2 * S, oi)
+    ratio, corr, warming = ctx.values(T0 + 80 * MIN, oi, T0)
+    assert corr == pytest.approx(1.0, abs=1e-9) and warming and ratio is None
+    ratio, _, warming = ctx.values(T0 + (24 * 60 + 80) * MIN, oi, T0 - 1)
+    assert not warming and ratio is None  # the 24 h ending now hold none of those trades
+    ratio, _, _ = ctx.values(T0 + 80 * MIN, oi, T0 - 24 * 60 * MIN)
+    assert ratio == pytest.approx(oi / 160.0, rel=1e-12)

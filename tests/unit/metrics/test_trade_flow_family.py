@@ -200,3 +200,32 @@ def test_venue_24h_volume_replaces_the_bootstrap_bucket_size() -> None:
     assert fam._toxicity.bucket_volume == 100.0
     fam.on_funding(FundingRate("bybit", "BTC/USDT:USDT", None, None, None, None, None, T0, T0, volume_24h=9000.0))
     assert fam._toxicity.bucket_volume == 100.0  # later figures wait for 00:00 UTC
+
+
+def test_l1_depth_time_weighted_and_ti_depthnorm() -> None:
+    """Depth 2 held for 10 s, then 4 held for 10 s: with H = 10 s the time-weighted mean weighs the later
+    interval more; ti_depthnorm_T = signed_vol_T / that mean; an invalid book adds no time."""
+    from flowgauge.book.l2 import L2Book
+    from flowgauge.metrics.l1_depth import L1DepthEw
+
+    book = L2Book()
+    book.load([(100.0, 1.0)], [(100.1, 3.0)], seq=1, ts_exchange=T0)  # (1 + 3) / 2 = 2
+    ew = L1DepthEw(10.0)
+    ew.sample(book, T0)
+    assert ew.value() is None  # no time weighed yet
+    book.load([(100.0, 5.0)], [(100.1, 3.0)], seq=2, ts_exchange=T0 + 10 * S)  # 4
+    ew.sample(book, T0 + 10 * S)
+    assert ew.value() == pytest.approx(2.0, rel=1e-12)  # only depth 2 has held so far
+    ew.sample(book, T0 + 20 * S)
+    assert ew.value() == pytest.approx((2.0 * 0.5 * 0.5 + 4.0 * 0.5) / (1.0 - 0.25), rel=1e-12)
+    ew.sample(None, T0 + 25 * S)
+    ew.sample(book, T0 + 1000 * S)  # the clock restarted: the invalid period weighs nothing
+    assert ew.value() == pytest.approx((2.0 * 0.25 + 4.0 * 0.5) / 0.75, rel=1e-12)
+
+    fam = TradeFlowFamily(TradeFlowParams(depth_half_life_s=10.0))
+    fam.on_trade(Trade("bybit", "BTC/USDT:USDT", 100.0, 3.0, 1, "1", False, T0, T0))
+    out: dict[str, object] = {"coverage": {}}
+    fam.fill(book, out, T0, set())
+    assert out["ti_depthnorm_10s"] is None  # no depth weighed yet
+    fam.fill(book, out, T0 + 5 * S, set())
+    assert out["ti_depthnorm_10s"] == pytest.approx(3.0 / 4.0, rel=1e-12)
