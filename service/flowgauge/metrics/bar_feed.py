@@ -33,6 +33,9 @@ BAR_FIELDS: tuple[str, ...] = (
 """The metric keys of a bar payload, in publication order."""
 
 
+_NO_PAYLOADS: list[dict[str, object]] = []  # returned (never mutated) when a call closes no bar
+
+
 class BarSpec(NamedTuple):
     """What the engine builds each instrument's bars with (config `publish.bars`)."""
 
@@ -77,7 +80,7 @@ class InstrumentBars:
         """The book left VALID at `t` (`gap`: a sequence gap, else a reset of any other kind)."""
         closed = self._payloads(self._bars.close_until(t))  # bars that ended before it keep the reason they had
         self._reason = "GAP" if gap else "RESET"
-        return closed + self._payloads(self._bars.on_invalid(t))
+        return [*closed, *self._payloads(self._bars.on_invalid(t))]
 
     def close_until(self, t: int) -> list[dict[str, object]]:
         """The timer: close the bars that ended at or before exchange time `t`."""
@@ -85,7 +88,7 @@ class InstrumentBars:
 
     def _payloads(self, bars: list[Bar]) -> list[dict[str, object]]:
         if not bars:
-            return []
+            return _NO_PAYLOADS
         return [self._payload(bar) for bar in bars]
 
     def _payload(self, bar: Bar) -> dict[str, object]:

@@ -31,6 +31,9 @@ MAX_PENDING_TRADES = 10_000
 """Most trades held for a bar not yet open (trades run ahead of the book by up to a few seconds)."""
 
 
+_NO_BARS: list[Bar] = []  # returned (never mutated) when a call closes no bar
+
+
 class Bar:
     """One closed bar. Prices are the mid of the book state (None while the book had no two-sided VALID state);
     `*_close` states are the ones holding at the bar's end (carried forward through empty bars)."""
@@ -133,10 +136,16 @@ class ClockBars:
     ) -> list[Bar]:
         """A VALID book state at `t` (mid None with an empty side), `e` its OFI event (None for the first state
         after a sync). Returns the bars it closed, oldest first."""
-        closed: list[Bar] = []
         # A state stamped in a bar already closed (exchange time stepped back) is still the current state: it goes
         # to the open bar.
-        bar = self._advance(t // self.interval_ns, closed)
+        bar = self._bar
+        index = t // self.interval_ns
+        closed: list[Bar]
+        if bar is not None and index <= bar.index:
+            closed = _NO_BARS  # the common case: a state in the open bar (no list built per event)
+        else:
+            closed = []
+            bar = self._advance(index, closed)
         self._valid = True
         bar.n_events += 1
         if e is not None:

@@ -20,19 +20,22 @@ DEFAULT_NOTIONALS: tuple[float, ...] = (10_000.0, 100_000.0, 1_000_000.0)
 DEFAULT_SLOPE_LEVELS = 10
 """Levels per side in the book slope (metrics.md §7 leaves L open; 10 is the multi-level OFI depth of §2)."""
 
-_FIRST_FETCH = 32  # levels read first when walking a side; doubled until the order is filled or the side ends
+_FIRST_FETCH = 32  # levels read first when walking a side without a hint; doubled until filled or the side ends
+_FAR = 1e300  # a price beyond every ask: notional_within(_FAR) is the asks' whole notional
 
 
 class BookSideView(Protocol):
-    """What these functions read of a book side: its level count and its best `n` levels as (price, size)."""
+    """What these functions read of a book side: its level count, its best `n` levels as (price, size), and the
+    notional of its levels at or better than a price."""
 
     def __len__(self) -> int: ...
     def top(self, n: int) -> list[tuple[float, float]]: ...
+    def notional_within(self, limit_price: float) -> float: ...
 
 
 def impact_costs(
-    side: BookSideView, mid: float, notionals: Sequence[float], buy: bool
-) -> tuple[list[float | None], bool]:
+    side: BookSideView, mid: float, notionals: Sequence[float], buy: bool, hint: int = _FIRST_FETCH
+) -> tuple[list[float | None], bool, int]:
     """Cost in bps of mid of a market order of each quote notional, walking `side` from its best level.
 
     The order of notional `N` fills `N` of quote currency level by level (a level's notional is `price*size`),
@@ -45,25 +48,36 @@ def impact_costs(
         mid: the same state's mid (> 0).
         notionals: order sizes in quote currency, ascending, each > 0.
         buy: True for a buy (asks), False for a sell (bids).
+        hint: how many levels to read first (the caller passes what the previous state needed, so one read of the
+            side usually suffices; more are read, doubling, when it does not).
 
     Returns:
-        The cost for each notional (None where the visible side holds less than the order: exhausted) and whether
-        any was exhausted (the caller's coverage flag).
+        The cost for each notional (None where the visible side holds less than the order: exhausted), whether
+        any was exhausted (the caller's coverage flag), and how many levels the walk read (the next hint).
     """
-    out: list[float | None] = [None] * len(notionals)
+    n = len(notionals)
+    out: list[float | None] = [None] * n
     depth = len(side)
-    fetched = 0
-    levels: list[tuple[float, float]] = []
+    if depth == 0:
+        return out, n > 0, 0
+    # The side's whole notional (one summation in the book; C in the compiled core): orders beyond it are
+    # exhausted without walking every level for nothing. The walk below still decides each value on its own sums.
+    total = side.notional_within(_FAR if buy else 0.0)
+    wanted = n
+    while wanted > 0 and notionals[wanted - 1] > total:
+        wanted -= 1
+    fetched = min(depth, max(hint, 1))
+    levels = side.top(fetched)
+    fetched = len(levels)
     filled_quote = 0.0  # notional filled so far, over whole levels
     filled_base = 0.0
     i = 0  # next level to take
     k = 0  # next notional to price
-    n = len(notionals)
-    while k < n:
+    while k < wanted:
         if i == fetched:
             if fetched >= depth:
                 break
-            fetched = min(depth, max(_FIRST_FETCH, fetched * 2))
+            fetched = min(depth, fetched * 2)
             levels = side.top(fetched)
             fetched = len(levels)
             if i >= fetched:
@@ -71,7 +85,7 @@ def impact_costs(
         price, size = levels[i]
         level_quote = price * size
         # every notional this level completes
-        while k < n and filled_quote + level_quote >= notionals[k]:
+        while k < wanted and filled_quote + level_quote >= notionals[k]:
             target = notionals[k]
             base = filled_base + (target - filled_quote) / price
             vwap = target / base
@@ -80,7 +94,7 @@ def impact_costs(
         filled_quote += level_quote
         filled_base += size
         i += 1
-    return out, k < n
+    return out, k < n, i
 
 
 def book_slope(side: BookSideView, mid: float, levels: int) -> tuple[float | None, bool]:

@@ -81,10 +81,13 @@ def _sample(stats: SecondStats, out: dict[str, object], book: Any, ts_ns: int) -
 class FragilityFamily:
     """metrics.md 7: impact cost, book slope, OFI stress, resiliency, fragility index."""
 
-    __slots__ = ("_levels", "_stats")
+    __slots__ = ("_ask_hint", "_bid_hint", "_levels", "_stats")
 
     def __init__(self, params: FragilityParams, ew: EwParams) -> None:
         self._levels = params.slope_levels
+        # Levels the last impact walk of each side read: the next walk reads that many (plus room) at once.
+        self._ask_hint = 32
+        self._bid_hint = 32
         self._stats = SecondStats(
             z_half_life_s=ew.z_half_life_s,
             z_min_samples=ew.z_min_samples,
@@ -108,8 +111,10 @@ class FragilityFamily:
             # the slow state outlives an invalid book: the last estimate still describes the instrument
             out["resiliency_halflife_s"] = stats.resiliency_halflife_s()
             return
-        buys, _ = impact_costs(book.asks, mid, DEFAULT_NOTIONALS, True)
-        sells, _ = impact_costs(book.bids, mid, DEFAULT_NOTIONALS, False)
+        buys, _, used = impact_costs(book.asks, mid, DEFAULT_NOTIONALS, True, self._ask_hint)
+        self._ask_hint = used + 8
+        sells, _, used = impact_costs(book.bids, mid, DEFAULT_NOTIONALS, False, self._bid_hint)
+        self._bid_hint = used + 8
         for (buy_key, sell_key), buy, sell in zip(_IMPACT_KEYS, buys, sells, strict=True):
             out[buy_key] = buy
             out[sell_key] = sell
@@ -206,9 +211,12 @@ class EwFamily:
 
 
 class RiskFamily:
-    """Issue 11 item 11: vol_1m, micro_drift_bps, risk_scale, hedge_urgency (docs/metrics.md)."""
+    """Issue 11 item 11: vol_1m, micro_drift_bps, risk_scale, hedge_urgency (docs/metrics.md).
 
-    __slots__ = ("_params", "_stats")
+    In the default families, so on the hot path: the volatility figures change only when a second closes and are
+    kept between those (`_closed`); the rest is a handful of float operations per payload."""
+
+    __slots__ = ("_closed", "_params", "_stats", "_vol", "_vol_ratio")
 
     def __init__(self, params: RiskParams, ew: EwParams) -> None:
         self._params = params
@@ -219,6 +227,9 @@ class RiskFamily:
             z_half_life_s=ew.z_half_life_s,
             z_min_samples=ew.z_min_samples,
         )
+        self._closed = -1  # stats.closed when _vol / _vol_ratio were computed
+        self._vol: float | None = None
+        self._vol_ratio: float | None = None
 
     def on_book(self, book: Any, ts_ns: int) -> None:
         return None  # sampled per payload (fill)
@@ -229,28 +240,42 @@ class RiskFamily:
     def fill(self, book: Any, out: dict[str, object], ts_ns: int, flags: set[str]) -> None:
         p = self._params
         stats = self._stats
-        _sample(stats, out, book, ts_ns)
-        cov = _coverage(out)
-        vol = stats.vol_1m()
+        mid = out.get("mid") if book is not None else None
+        spread = out.get("spread_bps")
+        bid_depth = out.get("depth_bid_10bps")
+        ask_depth = out.get("depth_ask_10bps")
+        depth = bid_depth + ask_depth if type(bid_depth) is float and type(ask_depth) is float else None
+        if book is None:
+            stats.advance(ts_ns)
+        else:
+            stats.on_book(ts_ns, mid if type(mid) is float else None, spread if type(spread) is float else None, depth)
+        if stats.closed != self._closed:
+            self._closed = stats.closed
+            vol = self._vol = stats.vol_1m()
+            vol_ref = stats.vol_ref()
+            self._vol_ratio = vol / vol_ref if vol is not None and vol_ref is not None and vol_ref > 0.0 else None
+        vol = self._vol
         out["vol_1m"] = vol
-        if cov is not None and vol is not None and not stats.vol_warm:
-            cov["vol_1m"] = _PARTIAL
-        mid = _float(out.get("mid")) if book is not None else None
-        out["micro_drift_bps"] = micro_drift_bps(_float(out.get(MICRO_PRICE_KEY)), mid)
-        if mid is None:
+        if vol is not None and not stats.vol_warm:
+            cov = _coverage(out)
+            if cov is not None:
+                cov["vol_1m"] = _PARTIAL
+        if type(mid) is not float or not mid > 0.0:
             # No VALID two-sided book: nothing to quote against (metrics.md 7: nothing during INVALID states).
+            out["micro_drift_bps"] = None
             out["risk_scale"] = None
             out["hedge_urgency"] = None
             return
-        toxicity = _float(out.get(TOXICITY_KEY))
-        stress = ofi_stress(
-            _float(out.get("ofi_raw_10s")), mid, _float(out.get("depth_bid_10bps")), _float(out.get("depth_ask_10bps"))
-        )
+        micro = out.get(MICRO_PRICE_KEY)
+        out["micro_drift_bps"] = micro_drift_bps(micro if type(micro) is float else None, mid)
+        toxicity = out.get(TOXICITY_KEY)
+        if type(toxicity) is not float:
+            toxicity = None
+        ofi = out.get("ofi_raw_10s")
+        stress = abs(ofi * mid) / depth if type(ofi) is float and depth is not None and depth > 0.0 else None
         fragility = None
         if stats.z_warm:  # a z-score against minutes of a 24 h average is no evidence of stress: neutral until warm
-            spread_z = stats.spread_z(_float(out.get("spread_bps")))
-            fragility = fragility_index(spread_z, stats.depth_z(_depth_total(out)))
-        out["risk_scale"] = risk_scale(p, toxicity, stress, fragility, _float(out.get(OI_PRESSURE_KEY)))
-        vol_ref = stats.vol_ref()
-        vol_ratio = vol / vol_ref if vol is not None and vol_ref is not None and vol_ref > 0.0 else None
-        out["hedge_urgency"] = hedge_urgency(p, vol_ratio, toxicity, stress)
+            fragility = fragility_index(stats.spread_z(spread if type(spread) is float else None), stats.depth_z(depth))
+        oi = out.get(OI_PRESSURE_KEY)
+        out["risk_scale"] = risk_scale(p, toxicity, stress, fragility, oi if type(oi) is float else None)
+        out["hedge_urgency"] = hedge_urgency(p, self._vol_ratio, toxicity, stress)

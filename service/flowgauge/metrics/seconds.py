@@ -35,7 +35,7 @@ class SecondStats:
     """1-second sampling and EW statistics of one instrument (see the module docstring)."""
 
     __slots__ = ("_bars", "_depth", "_depth_mean", "_prev_dev", "_resiliency", "_spread", "_vol", "_vol_ref",
-                 "vol_min_samples")  # fmt: skip
+                 "closed", "vol_min_samples")  # fmt: skip
 
     def __init__(
         self,
@@ -56,6 +56,7 @@ class SecondStats:
         self._resiliency = EwRegression(resiliency_half_life_s)
         self._prev_dev: float | None = None  # the previous bar's log-depth deviation (None across an invalid bar)
         self.vol_min_samples = vol_min_samples
+        self.closed = 0  # seconds closed so far: every statistic here changes only when it grows
 
     # -- inputs ---------------------------------------------------------------------------------------------
 
@@ -74,6 +75,7 @@ class SecondStats:
             self._close(bar)
 
     def _close(self, bar: Bar) -> None:
+        self.closed += 1
         t_end = (bar.index + 1) * SECOND_NS
         r = bar.log_return()
         if r is not None:

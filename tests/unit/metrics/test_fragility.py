@@ -21,21 +21,21 @@ def test_impact_cost_vector() -> None:
     # asks: 100.5 x 10 (1005 notional), 101 x 100 (10100); mid 100.25
     book = _book([(100.0, 50.0)], [(100.5, 10.0), (101.0, 100.0)])
     mid = 100.25
-    costs, exhausted = impact_costs(book.asks, mid, (500.0, 5000.0, 100_000.0), buy=True)
+    costs, exhausted, _ = impact_costs(book.asks, mid, (500.0, 5000.0, 100_000.0), buy=True)
     # $500 fills inside the first level: VWAP 100.5
     assert costs[0] == pytest.approx((100.5 - mid) / mid * 1e4)
     # $5000: 1005 at 100.5 (10 base) + 3995 at 101 (39.5545 base)
     base = 10.0 + 3995.0 / 101.0
     assert costs[1] == pytest.approx((5000.0 / base - mid) / mid * 1e4, rel=1e-12)
     assert costs[2] is None and exhausted  # the visible asks hold 11,105 of notional
-    sell, exhausted = impact_costs(book.bids, mid, (1000.0,), buy=False)
+    sell, exhausted, _ = impact_costs(book.bids, mid, (1000.0,), buy=False)
     assert sell[0] == pytest.approx((mid - 100.0) / mid * 1e4)
     assert not exhausted
 
 
 def test_impact_cost_exactly_the_visible_book_is_filled() -> None:
     book = _book([(99.0, 1.0)], [(101.0, 1.0)])
-    costs, exhausted = impact_costs(book.asks, 100.0, (101.0,), buy=True)
+    costs, exhausted, _ = impact_costs(book.asks, 100.0, (101.0,), buy=True)
     assert costs[0] == pytest.approx(100.0) and not exhausted
 
 
@@ -43,7 +43,7 @@ def test_impact_cost_grows_with_notional_and_walks_many_levels() -> None:
     asks = [(100.0 + 0.01 * i, 1.0) for i in range(1, 2001)]
     bids = [(100.0 - 0.01 * i, 1.0) for i in range(1, 2001)]
     book = _book(bids, asks)
-    costs, exhausted = impact_costs(book.asks, 100.0, (10_000.0, 100_000.0, 180_000.0), buy=True)
+    costs, exhausted, _ = impact_costs(book.asks, 100.0, (10_000.0, 100_000.0, 180_000.0), buy=True)
     assert not exhausted
     assert all(c is not None for c in costs)
     assert costs[0] < costs[1] < costs[2]  # type: ignore[operator]
@@ -52,7 +52,7 @@ def test_impact_cost_grows_with_notional_and_walks_many_levels() -> None:
 
 def test_impact_cost_of_an_empty_side_is_none() -> None:
     book = _book([(99.0, 1.0)], [])
-    costs, exhausted = impact_costs(book.asks, 100.0, (1.0,), buy=True)
+    costs, exhausted, _ = impact_costs(book.asks, 100.0, (1.0,), buy=True)
     assert costs == [None] and exhausted
 
 
@@ -87,6 +87,7 @@ def test_both_books_give_the_same_bits() -> None:
     for buy in (True, False):
         a = impact_costs(py.asks if buy else py.bids, mid, (10_000.0, 100_000.0, 1e6), buy)
         b = impact_costs(c.asks if buy else c.bids, mid, (10_000.0, 100_000.0, 1e6), buy)
+        assert a == impact_costs(py.asks if buy else py.bids, mid, (10_000.0, 100_000.0, 1e6), buy, hint=3)
         assert a == b
     assert book_slope(py.bids, mid, 10) == book_slope(c.bids, mid, 10)
     assert math.isfinite(book_slope(py.asks, mid, 10)[0])  # type: ignore[arg-type]
