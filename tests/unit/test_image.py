@@ -99,3 +99,10 @@ def test_the_build_context_leaves_out_what_the_image_does_not_need() -> None:
     for source in re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE, re.M):
         for path in source.split():
             assert (ROOT / path).exists() and path not in ignored, path
+
+
+def test_the_license_file_is_the_one_pyproject_declares() -> None:
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]["text"]
+    text = (ROOT / "LICENSE").read_text()
+    assert declared == "Apache-2.0"
+    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
