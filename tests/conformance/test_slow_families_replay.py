@@ -37,6 +37,7 @@ NEEDS_MORE_DATA = frozenset({
     # no liquidation in any recording; 5 min / 1 h windows need that long
     "liq_imbalance_1m", "liq_imbalance_5m", "liq_imbalance_1h", "liq_intensity_5m", "liq_intensity_1h",
     "liq_oi_share_5m", "liq_oi_share_1h", "n_liq_msgs_5m", "n_liq_msgs_1h",
+    "liq_imbalance_ew_5m",
 })  # fmt: skip
 
 

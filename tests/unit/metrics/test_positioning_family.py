@@ -239,3 +239,43 @@ def test_oi_context_correlation_and_oi_to_volume() -> None:
     assert not warming and ratio is None  # the 24 h ending now hold none of those trades
     ratio, _, _ = ctx.values(T0 + 80 * MIN, oi, T0 - 24 * 60 * MIN)
     assert ratio == pytest.approx(oi / 160.0, rel=1e-12)
+
+
+def test_liquidation_decayed_sums() -> None:
+    liq = LiquidationWindows(sampled=False)
+    liq.since = T0
+    liq.on_liquidation(T0, True, 1_000.0)
+    liq.on_liquidation(T0, False, 3_000.0)
+    out: dict[str, object] = {}
+    liq.fill(T0, None, out, {}, set())
+    assert (out["liq_long_ew_5m"], out["liq_short_ew_5m"], out["liq_imbalance_ew_5m"]) == (1_000.0, 3_000.0, 0.5)
+    liq.fill(T0 + int(300 * math.log(2.0) * S), None, out, {}, set())  # one half-life later
+    assert out["liq_long_ew_5m"] == pytest.approx(500.0, rel=1e-9)
+    assert out["liq_imbalance_ew_5m"] == pytest.approx(0.5, abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 600), st.sampled_from((1, -1)), st.floats(0.01, 50.0), st.booleans(),
+                          st.floats(-20.0, 20.0)), min_size=2, max_size=30))  # fmt: skip
+def test_oi_flow_bounded_additive_and_mirror_symmetric(events: list[tuple[int, int, float, bool, float]]) -> None:
+    """Scores and ratios stay in [-1, 1], build-up + unwind = d, and flipping every taker side flips every score
+    and leaves the opening ratio (metrics.md 0.2.1)."""
+    a, b = OiFlowWindows(), OiFlowWindows()
+    oi = 1000.0
+    for second, side, size, forced, d_oi in sorted(events):
+        t = T0 + second * S
+        a.on_trade(t, side, size, forced)
+        b.on_trade(t, -side, size, forced)
+        oi = max(oi + d_oi, 1.0)
+        a.on_open_interest(t + 1, oi)
+        b.on_open_interest(t + 1, oi)
+    out_a, out_b = _oi_fill(a)[0], _oi_fill(b)[0]
+    for label in ("1m", "5m"):
+        up, down = out_a[f"oi_buildup_score_{label}"], out_a[f"oi_unwind_score_{label}"]
+        if up is None:
+            continue
+        assert -1.0 <= up <= 1.0 and -1.0 <= down <= 1.0  # type: ignore[operator]
+        assert out_b[f"oi_buildup_score_{label}"] == pytest.approx(-up, abs=1e-12)  # type: ignore[operator]
+        assert out_b[f"oi_unwind_score_{label}"] == pytest.approx(-down, abs=1e-12)  # type: ignore[operator]
+        assert out_a[f"oi_consistency_{label}"] == out_b[f"oi_consistency_{label}"]
+    assert out_a["oi_open_ratio_1m"] == out_b["oi_open_ratio_1m"]

@@ -229,3 +229,28 @@ def test_l1_depth_time_weighted_and_ti_depthnorm() -> None:
     assert out["ti_depthnorm_10s"] is None  # no depth weighed yet
     fam.fill(book, out, T0 + 5 * S, set())
     assert out["ti_depthnorm_10s"] == pytest.approx(3.0 / 4.0, rel=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 600 * S), st.sampled_from((1, -1)), st.floats(1e-3, 50.0),
+                          st.floats(90.0, 110.0)), min_size=1, max_size=60))  # fmt: skip
+def test_toxicity_and_kyle_bounded_and_mirror_symmetric(trades: list[tuple[int, int, float, float]]) -> None:
+    """flow_toxicity* in [0, 1] and unchanged when every side flips (it is unsigned); Kyle's lambda flips sign with
+    the flow, its R^2 stays in [0, 1]."""
+    params = ToxicityParams(window_buckets=3, bootstrap_daily_notional=50 * 100 * 5.0, bvc_bar_s=5, cdf_min_values=2)
+    a, b = FlowToxicity(params), FlowToxicity(params)
+    ka, kb = KyleLambda(KyleParams(bar_s=5, min_bars=3)), KyleLambda(KyleParams(bar_s=5, min_bars=3))
+    for t, side, size, price in sorted(trades):
+        a.on_trade(T0 + t, side, size, price)
+        b.on_trade(T0 + t, -side, size, price)
+        ka.on_trade(T0 + t, side, size, price)
+        kb.on_trade(T0 + t, -side, size, price)
+    for value in (*a.values(), *b.values()):
+        assert value is None or 0.0 <= value <= 1.0
+    assert a.values()[0] == pytest.approx(b.values()[0], abs=1e-12) if a.values()[0] is not None else True
+    beta_a, r2_a, _ = ka.values()
+    beta_b, r2_b, _ = kb.values()
+    if beta_a is not None:
+        assert beta_b == pytest.approx(-beta_a, rel=1e-9, abs=1e-9)
+    for r2 in (r2_a, r2_b):
+        assert r2 is None or 0.0 <= r2 <= 1.0
