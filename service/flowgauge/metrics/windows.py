@@ -213,8 +213,8 @@ class _Boxcar:
 
     def _drop_before(self, edge: int) -> None:
         times = self._times
-        n = len(times)
-        while self._head < n and times[self._head] <= edge:
+        # len() each time round: _drop_first may compact the list (shorter, head back to 0) in the middle.
+        while self._head < len(times) and times[self._head] <= edge:
             self._drop_first()
 
     def _drop_first(self) -> None:

@@ -303,3 +303,20 @@ def test_decayed_sum_late_impulse_counts_from_its_own_time() -> None:
 
 def test_decayed_sum_empty_is_zero() -> None:
     assert DecayedSum(1.0).value(123) == 0.0
+
+
+def test_a_window_emptied_across_a_compaction_does_not_fail() -> None:
+    """Dropping every item in one go, with the list compacted half-way (more than 1024 dropped): the loop must
+    follow the shortened list (it read a stale length and raised IndexError; the compiled core re-reads it)."""
+    for win in (SlidingSum(1 * S), SlidingFlow(1 * S)):
+        for i in range(2100):
+            if isinstance(win, SlidingSum):
+                win.add(i * 1_000_000, 1.0)
+            else:
+                win.add(i * 1_000_000, 1.0, 1.0)
+        later = 2099 * 1_000_000 + 60 * S
+        if isinstance(win, SlidingSum):
+            assert win.value(later) == 0.0
+        else:
+            assert win.evaluate(later) == (0.0, 0.0, 0)
+        assert len(win) == 0
