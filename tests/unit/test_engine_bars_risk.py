@@ -141,7 +141,7 @@ def test_family_keys_are_published_with_values_in_range() -> None:
     for p in payloads:
         assert p["risk_scale"] is None or 0.0 < p["risk_scale"] <= 1.0
         assert p["hedge_urgency"] is None or 0.0 <= p["hedge_urgency"] <= 1.0
-        assert p["fragility_index"] is None or -1.0 < p["fragility_index"] < 1.0
+        assert p["fragility_index"] is None or -1.0 <= p["fragility_index"] <= 1.0
         for key in ("impact_cost_bps_10k_buy", "impact_cost_bps_10k_sell"):
             assert p[key] is None or p[key] > 0.0
     assert last["vol_1m"] is not None and last["vol_1m"] >= 0.0  # 130 s of 1 s returns
@@ -149,3 +149,35 @@ def test_family_keys_are_published_with_values_in_range() -> None:
     assert last["coverage"].get("impact_cost_bps_1m_buy") == "EXHAUSTED"  # the test book holds < $1M a side
     spreads = [p["spread_bps"] for p in payloads if p["spread_bps"] is not None]
     assert min(spreads) <= last["spread_bps_ew_60s"] <= max(spreads)  # a time-weighted mean of the spreads seen
+
+
+def test_memory_stays_flat_over_simulated_hours() -> None:
+    """Six simulated hours of a state every 2 s (a trade every 10 s): the bars and the 1 s statistics behind the
+    fragility / ew / risk families are O(1) per instrument, so nothing they allocate after the first hour stays."""
+    import gc
+    import tracemalloc
+
+    from flowgauge.metrics.bar_feed import InstrumentBars
+    from flowgauge.metrics.seconds import SecondStats
+
+    rng = random.Random(6)
+    bars = InstrumentBars(1.0)
+    stats = SecondStats()
+    sizes = []
+    mid = 100.0
+    for k in range(6 * 1800 + 1):
+        t = T0 + k * 2 * S + 1
+        mid += rng.choice((-0.1, 0.0, 0.1))
+        bars.on_book(t, rng.gauss(0, 1), mid - 0.05, mid + 0.05)
+        stats.on_book(t, mid, 10.0, 1e5 * (1 + rng.random()))
+        if k % 5 == 0:
+            bars.on_trade(t, rng.choice((1, -1)), 1.0)
+        if k % 1800 == 0 and k:
+            gc.collect()
+            if not sizes:
+                tracemalloc.start()
+            sizes.append(tracemalloc.get_traced_memory()[0])
+    tracemalloc.stop()
+    assert len(sizes) == 6
+    assert max(sizes) < 16 * 1024, sizes  # what is still allocated from hour 1 on: nothing grows
+    assert stats.vol_1m() is not None and stats.resiliency_halflife_s() is not None

@@ -111,12 +111,13 @@ def _third_party_imports(path: Path) -> set[str]:
 
 
 def test_the_client_extra_lists_exactly_what_the_client_imports() -> None:
-    """The client: the subscriber, the SDK over its three transports with typed payloads, and `tail`."""
+    """The client: the subscriber, the SDK over its three transports with typed payloads, `tail`, and the desk-side
+    signals (`flowgauge.signals`, standard library only)."""
     package = Path(flowgauge.__file__).parent
     distributions = packages_distributions()
     imported = {
         dist.lower()
-        for path in (package / "__init__.py", package / "client.py", package / "tail.py",
+        for path in (package / "__init__.py", package / "client.py", package / "tail.py", package / "signals.py",
                      package / "publish" / "topics.py", *sorted((package / "sdk").glob("*.py")))
         for module in _third_party_imports(path)
         for dist in distributions[module]

@@ -41,7 +41,7 @@ def micro_drift_bps(micro_price: float | None, mid: float | None) -> float | Non
 def fragility_index(spread_z: float | None, depth_z: float | None, resiliency_z: float | None = None,
                     kyle_lambda_z: float | None = None) -> float | None:  # fmt: skip
     """metrics.md §7 (optional, [P]): `tanh(mean(z) / 2)` over the z-scores there are of `spread_bps`,
-    `-ln depth_total_10bps` (so `depth_z` enters negated), `resiliency_halflife_s` and `kyle_lambda`; in (-1, 1),
+    `-ln depth_total_10bps` (so `depth_z` enters negated), `resiliency_halflife_s` and `kyle_lambda`; in [-1, 1],
     + = more fragile than usual. None when none is available."""
     total = 0.0
     n = 0

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowgauge.book.l2 import L2Book
 from flowgauge.core import COMPILED, new_book
@@ -91,3 +94,32 @@ def test_both_books_give_the_same_bits() -> None:
         assert a == b
     assert book_slope(py.bids, mid, 10) == book_slope(c.bids, mid, 10)
     assert math.isfinite(book_slope(py.asks, mid, 10)[0])  # type: ignore[arg-type]
+
+
+levels = st.lists(
+    st.tuples(st.integers(1, 400), st.floats(0.001, 1000.0, allow_nan=False, allow_infinity=False)),
+    min_size=1, max_size=40, unique_by=lambda level: level[0],
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(levels, levels, st.lists(st.floats(1.0, 1e7), min_size=1, max_size=4))
+def test_costs_are_at_least_the_half_spread_and_grow_with_size(bid_ticks, ask_ticks, sizes) -> None:  # type: ignore[no-untyped-def]
+    """Every cost is at least the half-spread, a larger order never costs less (to rounding), a null cost is exactly
+    an exhausted side, and a slope is positive. (Neither measure is mirror-symmetric: an order of N quote buys less
+    base on the dearer side, and the slope's price ratios p_{t+1}/p_t differ below and above the mid.)"""
+    mid = 1000.0
+    tick = 0.5
+    bids = [(mid - tick * k, q) for k, q in bid_ticks]
+    asks = [(mid + tick * k, q) for k, q in ask_ticks]
+    book = _book(bids, asks)
+    notionals = sorted(sizes)
+    for side, buy, best_ticks in ((book.asks, True, ask_ticks), (book.bids, False, bid_ticks)):
+        costs, exhausted, _ = impact_costs(side, mid, notionals, buy)
+        half_spread_bps = tick * min(k for k, _ in best_ticks) / mid * 1e4
+        filled = [c for c in costs if c is not None]
+        assert all(c >= half_spread_bps * (1 - 1e-12) for c in filled)
+        assert all(b >= a * (1 - 1e-12) for a, b in itertools.pairwise(filled))  # up to rounding
+        assert exhausted == (len(filled) < len(costs))
+    slope, _ = book_slope(book.asks, mid, 10)
+    assert slope is not None and slope > 0.0
