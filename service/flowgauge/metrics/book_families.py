@@ -69,10 +69,12 @@ def _l1(book: Any) -> tuple[float, float, float, float]:
     return bid_px, bid_sz, ask_px, ask_sz
 
 
-def _levels_within(side: Any, limit_bps: float, mid: float, bids: bool) -> list[tuple[float, float]]:
+def _levels_within(side: Any, limit_bps: float, mid: float, bids: bool, start: int = 32) -> list[tuple[float, float]]:
     """The side's levels (best first) whose distance from `mid` is at most `limit_bps`, read a growing prefix at a
-    time (a 1000-level book is not copied for a 10 bps band)."""
-    n = 32
+    time from `start` levels (a 1000-level book is not copied for a 10 bps band)."""
+    price: float
+    d: float
+    n = start
     while True:
         levels = side.top(n)
         if len(levels) < n:
@@ -82,13 +84,15 @@ def _levels_within(side: Any, limit_bps: float, mid: float, bids: bool) -> list[
         if d > limit_bps:
             break
         n = n * 4
-    out = []
-    for price, size in levels:
+    # The prefix within the limit (distance grows along the side).
+    k = 0
+    for level in levels:
+        price = level[0]
         d = (mid - price) / mid * 1e4 if bids else (price - mid) / mid * 1e4
         if d > limit_bps:
             break
-        out.append((price, size))
-    return out
+        k += 1
+    return levels[:k] if k < len(levels) else levels
 
 
 class _TimeWeighted:
@@ -403,12 +407,51 @@ _DEPTH_EXT_KEYS = (
 _DEPTH_EW_KEYS = ("qi_l1_ew_10s", "di_lvl_5_ew_10s", "di_dist_10bps_ew_10s", "bi_10bps_ew_10s")
 
 
+def _walk_side(
+    levels: list[tuple[float, float]],
+    mid: float,
+    is_bid: bool,
+    scale: float,
+    flat: list[float],
+    dist: list[float],
+    within: list[tuple[float, float]],
+) -> None:
+    """One side's band sums for BANDS_BPS (flat notional into `flat`, distance-weighted into `dist`) and its levels
+    within VAMP_BAND_BPS (into `within`). Levels come best first, so their distance grows: each band's sums are a
+    prefix of the side's. The `float` annotations make the compiled module do this arithmetic in C doubles (the
+    same IEEE operations in the same order as Python's floats)."""
+    flat_sum: float = 0.0
+    dist_sum: float = 0.0
+    d: float
+    price: float
+    size: float
+    notional: float
+    j = 0
+    for level in levels:
+        price = level[0]
+        size = level[1]
+        d = (mid - price) / mid * 1e4 if is_bid else (price - mid) / mid * 1e4
+        while j < 5 and d > BANDS_BPS[j]:
+            flat[j] = flat_sum
+            dist[j] = dist_sum
+            j += 1
+        if d <= VAMP_BAND_BPS:
+            within.append((price, size))
+        notional = price * size
+        flat_sum += notional
+        dist_sum += math.exp(-d / scale) * notional
+    while j < 5:
+        flat[j] = flat_sum
+        dist[j] = dist_sum
+        j += 1
+
+
 def _vamp(bids: list[tuple[float, float]], asks: list[tuple[float, float]]) -> float | None:
     """metrics.md 4.3: sum(P^b_i q^a_i + P^a_i q^b_i) / sum(q^b_i + q^a_i) over the level pairs i both sides hold
     (within the band), pairing level i's bid price with level i's ask size as the published formula does."""
     pairs = len(bids) if len(bids) < len(asks) else len(asks)
-    num = 0.0
-    den = 0.0
+    num: float = 0.0
+    den: float = 0.0
     for i in range(pairs):
         num += bids[i][0] * asks[i][1] + asks[i][0] * bids[i][1]
         den += bids[i][1] + asks[i][1]
@@ -433,6 +476,7 @@ class DepthExt:
     def __init__(self, params: Any) -> None:
         self.weights = level_weights(10, params.level_decay)
         self.scale = params.distance_scale_bps
+        self.reach = [24, 24]  # levels within the widest band at the last event, per side
         self.values: list[float | None] | None = None  # per _DEPTH_EXT_KEYS, of the current book
         self.exhausted: list[str] = []
         self.one_sided = False
@@ -463,27 +507,15 @@ class DepthExt:
             dist_a = [0.0] * 5
             top = BANDS_BPS[4]
             near: list[list[tuple[float, float]]] = []  # each side's levels within VAMP_BAND_BPS, best first
-            for side, flat, dist, is_bid in ((book.bids, flat_b, dist_b, True), (book.asks, flat_a, dist_a, False)):
-                within = []
-                # Levels come best first, so their distance grows: each band's sums are a prefix of the side's.
-                flat_sum = 0.0
-                dist_sum = 0.0
-                j = 0
-                for price, size in _levels_within(side, top, mid, is_bid):
-                    d = (mid - price) / mid * 1e4 if is_bid else (price - mid) / mid * 1e4
-                    while j < 5 and d > BANDS_BPS[j]:
-                        flat[j] = flat_sum
-                        dist[j] = dist_sum
-                        j += 1
-                    if d <= VAMP_BAND_BPS:
-                        within.append((price, size))
-                    notional = price * size
-                    flat_sum += notional
-                    dist_sum += math.exp(-d / self.scale) * notional
-                while j < 5:
-                    flat[j] = flat_sum
-                    dist[j] = dist_sum
-                    j += 1
+            for k, side, flat, dist, is_bid in (
+                (0, book.bids, flat_b, dist_b, True),
+                (1, book.asks, flat_a, dist_a, False),
+            ):
+                within: list[tuple[float, float]] = []
+                # Start from the last walk's length: one read of the side in the common case.
+                walk = _levels_within(side, top, mid, is_bid, self.reach[k] + 8)
+                self.reach[k] = len(walk)
+                _walk_side(walk, mid, is_bid, self.scale, flat, dist, within)
                 near.append(within)
                 worst = side.worst_price()
                 reach = (mid - worst) / mid * 1e4 if is_bid else (worst - mid) / mid * 1e4
