@@ -238,12 +238,16 @@ class InstrumentMetrics:
 
     def on_funding(self, funding: FundingRate) -> None:
         """Funding / mark / index update; None fields mean "unchanged"."""
+        if self._since is None:
+            self._since = funding.ts_exchange
         self._funding.update(funding)
         if self.extended is not None:
             self.extended.on_funding(funding)
 
     def on_liquidation(self, liq: Liquidation) -> None:
         """Keep the last liquidation and per-side totals (the liquidation windows of §6.5: family positioning)."""
+        if self._since is None:
+            self._since = liq.ts_exchange
         if self.extended is not None:
             self.extended.on_liquidation(liq)
         self.last_liquidation = liq
@@ -256,6 +260,8 @@ class InstrumentMetrics:
 
     def on_long_short(self, ratio: LongShortRatio) -> None:
         """Venue long/short statistic (5-minute data): ls_skew = (R - 1)/(R + 1) = long share - short share."""
+        if self._since is None:
+            self._since = ratio.ts_exchange
         if self.extended is not None:
             self.extended.on_long_short(ratio)
         key = LONG_SHORT_FIELDS.get(ratio.kind)
