@@ -385,8 +385,8 @@ class RiskSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     toxicity_threshold: float = 0.4  # flow_toxicity
     toxicity_scale: float = 0.2
     toxicity_weight: float = 1.0
-    stress_threshold: float = 0.5  # ofi_stress_10s
-    stress_scale: float = 0.5
+    stress_threshold: float = 1.0  # ofi_stress_10s: the 10 s net flow equals all the depth within 10 bps
+    stress_scale: float = 1.0
     stress_weight: float = 1.0
     fragility_threshold: float = 0.25  # fragility_index
     fragility_scale: float = 0.25

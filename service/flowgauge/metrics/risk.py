@@ -30,6 +30,13 @@ def penalty(x: float | None, threshold: float, scale: float) -> float:
     return (x - threshold) / scale
 
 
+def _term(weight: float, x: float | None, threshold: float, scale: float) -> float:
+    """`weight * penalty`, with a weight of 0 switching the input off even when it is +inf (0 * inf is NaN)."""
+    if weight == 0.0:
+        return 0.0
+    return weight * penalty(x, threshold, scale)
+
+
 def micro_drift_bps(micro_price: float | None, mid: float | None) -> float | None:
     """`(micro_price - mid) / mid * 1e4`: where the micro-price expects the mid to go, in bps (+ = up). None
     without a micro-price (its fallback, metrics.md §4.2) or a mid."""
@@ -59,23 +66,23 @@ def risk_scale(p: RiskParams, toxicity: float | None, stress: float | None, frag
     """The size multiplier in [floor, 1] (see the module docstring). `oi_pressure` is signed (e.g. the OI build-up
     score): one-sidedness is its absolute value."""
     total = (
-        p.toxicity_weight * penalty(toxicity, p.toxicity_threshold, p.toxicity_scale)
-        + p.stress_weight * penalty(stress, p.stress_threshold, p.stress_scale)
-        + p.fragility_weight * penalty(fragility, p.fragility_threshold, p.fragility_scale)
-        + p.oi_weight * penalty(None if oi_pressure is None else abs(oi_pressure), p.oi_threshold, p.oi_scale)
+        _term(p.toxicity_weight, toxicity, p.toxicity_threshold, p.toxicity_scale)
+        + _term(p.stress_weight, stress, p.stress_threshold, p.stress_scale)
+        + _term(p.fragility_weight, fragility, p.fragility_threshold, p.fragility_scale)
+        + _term(p.oi_weight, None if oi_pressure is None else abs(oi_pressure), p.oi_threshold, p.oi_scale)
     )
     scale = 1.0 / (1.0 + total)
     return scale if scale > p.floor else p.floor
 
 
 def hedge_urgency(p: RiskParams, vol_ratio: float | None, toxicity: float | None, stress: float | None) -> float:
-    """In [0, 1): 0 in normal conditions, toward 1 as volatility (vol_1m over its long-run level), toxicity and
+    """In [0, 1]: 0 in normal conditions, toward 1 as volatility (vol_1m over its long-run level), toxicity and
     OFI stress rise (see the module docstring)."""
     total = (
-        p.vol_weight * penalty(vol_ratio, p.vol_threshold, p.vol_scale)
-        + p.toxicity_weight * penalty(toxicity, p.toxicity_threshold, p.toxicity_scale)
-        + p.stress_weight * penalty(stress, p.stress_threshold, p.stress_scale)
+        _term(p.vol_weight, vol_ratio, p.vol_threshold, p.vol_scale)
+        + _term(p.toxicity_weight, toxicity, p.toxicity_threshold, p.toxicity_scale)
+        + _term(p.stress_weight, stress, p.stress_threshold, p.stress_scale)
     )
-    if total == math.inf:
-        return 1.0
-    return total / (1.0 + total)
+    # 1 - 1/(1 + P), not P/(1 + P): the same number, but rounding keeps this form monotonic in P (addition, division
+    # and subtraction are each monotonic in IEEE arithmetic; P/(1 + P) can step down by an ulp as P grows).
+    return 1.0 - 1.0 / (1.0 + total)

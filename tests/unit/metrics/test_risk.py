@@ -14,7 +14,7 @@ P = RiskParams()
 maybe = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))
 unit = st.one_of(st.none(), st.floats(0.0, 1.0))
 signed_unit = st.one_of(st.none(), st.floats(-1.0, 1.0))
-stress = st.one_of(st.none(), st.floats(0.0, 1e6))
+stress = st.one_of(st.none(), st.floats(0.0, math.inf))
 params = st.builds(
     RiskParams,
     toxicity_threshold=st.floats(0.0, 1.0), toxicity_scale=st.floats(1e-3, 10.0), toxicity_weight=st.floats(0.0, 10.0),
@@ -35,8 +35,8 @@ def test_normal_conditions_give_full_size_and_no_urgency() -> None:
 
 
 def test_vectors() -> None:
-    # toxicity 0.6: penalty (0.6 - 0.4) / 0.2 = 1; stress 1.0: (1.0 - 0.5) / 0.5 = 1 -> scale 1 / 3
-    assert risk_scale(P, 0.6, 1.0, None, None) == pytest.approx(1 / 3)
+    # toxicity 0.6: penalty (0.6 - 0.4) / 0.2 = 1; stress 2.0: (2.0 - 1) / 1 = 1 -> scale 1 / 3
+    assert risk_scale(P, 0.6, 2.0, None, None) == pytest.approx(1 / 3)
     # OI pressure is one-sidedness: -0.6 and 0.6 weigh the same, (0.6 - 0.2) / 0.2 = 2
     assert risk_scale(P, None, None, None, -0.6) == risk_scale(P, None, None, None, 0.6) == pytest.approx(1 / 3)
     assert risk_scale(P, 1.0, 1e9, 1.0, 1.0) == P.floor
@@ -44,6 +44,10 @@ def test_vectors() -> None:
     assert hedge_urgency(P, 2.5, None, None) == pytest.approx(0.5)
     assert hedge_urgency(P, math.inf, None, None) == 1.0
     assert penalty(math.nan, 0.0, 1.0) == 0.0
+    # a weight of 0 switches an input off, even an infinite one (0 * inf would be NaN)
+    off = RiskParams(stress_weight=0.0)
+    assert risk_scale(off, None, math.inf, None, None) == 1.0
+    assert hedge_urgency(off, None, None, math.inf) == 0.0
 
 
 def test_micro_drift_and_fragility_index() -> None:
@@ -79,7 +83,7 @@ def test_risk_scale_never_rises_when_one_input_rises(p: RiskParams, xs, which, b
 
 
 @settings(max_examples=300, deadline=None)
-@given(params, st.lists(st.one_of(st.none(), st.floats(0.0, 1e300)), min_size=3, max_size=3), st.integers(0, 2),
+@given(params, st.lists(st.one_of(st.none(), st.floats(0.0, math.inf)), min_size=3, max_size=3), st.integers(0, 2),
        st.floats(0.0, 1e6))  # fmt: skip
 def test_hedge_urgency_is_in_range_and_never_falls_when_one_input_rises(p: RiskParams, xs, which, bump) -> None:  # type: ignore[no-untyped-def]
     u = hedge_urgency(p, *xs)
