@@ -152,6 +152,7 @@ def test_instrument_key_of_each_family() -> None:
     assert instrument_key("flowgauge.v1.bybit.BTC-USDT-USDT") == ("bybit", "BTC-USDT-USDT")
     assert instrument_key("flowgauge.v1.status.bybit.BTC-USDT-USDT") == ("bybit", "BTC-USDT-USDT")
     assert instrument_key("flowgauge.v1.trades.bybit.BTC-USDT-USDT") == ("bybit", "BTC-USDT-USDT")
+    assert instrument_key("flowgauge.v1.bars.bybit.BTC-USDT-USDT") == ("bybit", "BTC-USDT-USDT")
     assert instrument_key("flowgauge.v1.agg.BTC") is None
 
 

@@ -48,13 +48,13 @@ def heartbeat_patterns(patterns: Iterable[str]) -> list[str]:
 
 
 def instrument_key(topic: str) -> tuple[str, str] | None:
-    """(venue, slug) of a per-instrument topic (book, status or trades), None for any other topic."""
+    """(venue, slug) of a per-instrument topic (book, status, trades or bars), None for any other topic."""
     tokens = topic.split(".")
     if ".".join(tokens[:2]) != PREFIX:
         return None
     if len(tokens) == 4 and tokens[2] not in RESERVED_VENUES:
         return tokens[2], tokens[3]
-    if len(tokens) == 5 and tokens[2] in ("status", "trades"):
+    if len(tokens) == 5 and tokens[2] in ("status", "trades", "bars"):
         return tokens[3], tokens[4]
     return None
 
