@@ -28,8 +28,9 @@ COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY service ./service
 # setup.py copies config/*.yaml into the wheel (flowgauge/config_files): `-c offline-demo` works in the image.
 COPY config ./config
+# The wheel must carry the compiled core (grep without -q: with pipefail, -q's early exit would fail the pipe).
 RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \
-    && python -m zipfile -l /wheels/flowgauge-*.whl | grep -q '_core.*\.so'
+    && python -m zipfile -l /wheels/flowgauge-*.whl | grep '_core.*\.so' >/dev/null
 
 # ---- runtime: the locked dependencies and the wheel, no compiler ------------------------------------------------
 FROM ${PYTHON_IMAGE}

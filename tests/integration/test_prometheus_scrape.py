@@ -1,10 +1,11 @@
 """A real Prometheus scrapes the daemon's /metrics, and a real Alertmanager delivers its alert to a webhook.
 
 One stack for the module (started once, ~5 s): simulator (Bybit) -> daemon with an HTTP token -> a Prometheus
-server (Debian's `prometheus`) scraping it every second with `authorization: credentials_file` (as compose and
-the ServiceMonitor do), plus a second target on a closed loopback port that stands for a dead daemon ->
-Prometheus evaluates the real `FlowgaugeDown` rule of deploy/prometheus/rules.yaml with `for: 0s` -> an
-Alertmanager (Debian's `prometheus-alertmanager`, `group_wait: 0s`) -> a local aiohttp webhook. Both servers
+server (Debian's `prometheus`, compose's deploy/prometheus/prometheus.yml with local paths) scraping it every
+second with `authorization: credentials_file`, plus a second target on a closed loopback port that stands for a
+dead daemon -> Prometheus evaluates the real `FlowgaugeDown` rule of deploy/prometheus/rules.yaml with `for: 0s`
+-> an Alertmanager (Debian's `prometheus-alertmanager`, deploy/alertmanager/alertmanager.yml with
+`group_wait: 0s` and the webhook URL pointed here) -> a local aiohttp webhook. Both servers
 are installed by tools/test.sh. Every wait is on a condition, bounded. The same daemon's /metrics must carry
 every metric the alert rules and the Grafana dashboard query.
 """
@@ -62,6 +63,31 @@ def _test_rules(path: Path) -> Path:
     return path
 
 
+def _prometheus_config(tmp: Path, stack: Stack, am_port: int) -> dict[str, Any]:
+    """deploy/prometheus/prometheus.yml (compose's) with what only a container has replaced: the token file's path,
+    the targets and the Alertmanager address; 1 s intervals and the test rule."""
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    config["global"].update({"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "1s"})
+    config["rule_files"] = [str(_test_rules(tmp / "rules.yaml"))]
+    config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{am_port}"]}]
+    (job,) = config["scrape_configs"]
+    job["authorization"]["credentials_file"] = str(tmp / "token")
+    job["static_configs"] = [{"targets": [stack.live_target, stack.dead_target]}]
+    return config
+
+
+def _alertmanager_config(hook_port: int) -> dict[str, Any]:
+    """deploy/alertmanager/alertmanager.yml (routes, receiver, inhibitions as shipped) delivering to the local
+    webhook, with no waiting: group_wait 0s everywhere, group_interval 1s."""
+    config = yaml.safe_load((ROOT / "deploy" / "alertmanager" / "alertmanager.yml").read_text())
+    for route in [config["route"], *config["route"].get("routes", [])]:
+        route.update({"group_wait": "0s", "group_interval": "1s"})
+    for receiver in config["receivers"]:
+        for hook in receiver["webhook_configs"]:
+            hook["url"] = f"http://127.0.0.1:{hook_port}/alerts"
+    return config
+
+
 async def _webhook(received: list[dict[str, Any]]) -> tuple[web.AppRunner, int]:
     """An aiohttp server on a free loopback port recording every alert Alertmanager posts to /alerts."""
 
@@ -89,22 +115,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
 
     config = write_config(tmp / "cfg.yaml", sim_port, bus_port, http_port)
     (tmp / "token").write_text(TOKEN + "\n")
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "1s"},
-        "rule_files": [str(_test_rules(tmp / "rules.yaml"))],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-        "scrape_configs": [{
-            "job_name": "flowgauge",
-            "authorization": {"credentials_file": str(tmp / "token")},
-            "static_configs": [{"targets": [stack.live_target, stack.dead_target]}],
-        }],
-    }))
-    (tmp / "alertmanager.yml").write_text(yaml.safe_dump({
-        "route": {"receiver": "webhook", "group_by": ["alertname", "instance"], "group_wait": "0s",
-                  "group_interval": "1s", "repeat_interval": "1h"},
-        "receivers": [{"name": "webhook",
-                       "webhook_configs": [{"url": f"http://127.0.0.1:{hook_port}/alerts", "send_resolved": False}]}],
-    }))
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(_prometheus_config(tmp, stack, am_port)))
+    (tmp / "alertmanager.yml").write_text(yaml.safe_dump(_alertmanager_config(hook_port)))
     sim_args = ["simulate", "--venue", "bybit", "--recording", str(BYBIT_RECORDING), "--port", str(sim_port)]
     try:
         with ExitStack() as procs:
