@@ -3,13 +3,17 @@
 Timeline: the simulators listen on five consecutive free loopback ports -> the daemon, configured
 for BTC and ETH perpetuals on every venue and pointed at them by config only, loads instrument
 metadata through ccxt, subscribes, bootstraps books (websocket snapshots, Binance and OKX REST
-snapshots) -> a bus subscriber sees a VALID book payload for all ten instruments, then a cross-venue aggregate
+snapshots) -> a bus subscriber sees a VALID book payload for all ten instruments, each with a non-null `ofi_l1`
+from the venue's best-quote stream (`source_granularity` "best_quote": Binance's recorded bookTicker, the other
+simulators' derived from their books) or, on Hyperliquid, derived by the daemon from its book, then a cross-venue
+aggregate
 of BTC and of ETH counting several venues (flowgauge.v1.agg.<BASE>, valid per schema/agg.v1.json) -> /readyz 200
 and /status lists every venue -> SIGTERM -> exit 0.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 from pathlib import Path
@@ -40,6 +44,8 @@ WS_PATHS = {
     "deribit": "/ws/api/v2",
     "hyperliquid": "/ws",
 }
+# Where the L1 OFI comes from (README Venues): every venue's best-quote stream but Hyperliquid's (none subscribed).
+GRANULARITY = {venue: "derived" if venue == "hyperliquid" else "best_quote" for venue in VENUES}
 
 
 def five_free_ports() -> int:
@@ -99,24 +105,34 @@ async def test_daemon_runs_all_five_venues_against_the_simulator(tmp_path: Path)
         ws = await wait_for(subscribe, "embedded bus subscription")
         wanted = {(venue, symbol) for venue, symbols in SYMBOLS.items() for symbol in symbols}
         seen: dict[tuple[str, str], dict] = {}
+        latest: dict[tuple[str, str], tuple[object, object]] = {}  # (source_granularity, ofi_l1) last seen
         aggregates: dict[str, dict] = {}  # base -> latest aggregate counting at least two venues
 
         async def every_book_valid() -> bool:
-            message = orjson.loads(await ws.recv())
-            payload = message["payload"]
-            if message["topic"].startswith("flowgauge.v1.agg."):
-                if len(payload["venues"]) >= 2:
-                    aggregates[payload["base"]] = payload
-            elif payload.get("trigger") == "book" and payload["book_state"] == "VALID":
-                seen[(payload["venue"], payload["symbol"])] = payload
-            return wanted <= set(seen)
+            # Every queued message per check (the bus disconnects a subscriber that lags), a bounded wait each.
+            for _ in range(1000):
+                message = orjson.loads(await asyncio.wait_for(ws.recv(), 2.0))
+                payload = message["payload"]
+                if message["topic"].startswith("flowgauge.v1.agg."):
+                    if len(payload["venues"]) >= 2:
+                        aggregates[payload["base"]] = payload
+                elif payload.get("trigger") == "book" and payload["book_state"] == "VALID":
+                    key = (payload["venue"], payload["symbol"])
+                    latest[key] = (payload["source_granularity"], payload["ofi_l1"])
+                    # ofi_l1 is null until a first L1 state came after the book turned VALID
+                    if payload["ofi_l1"] is not None and payload["source_granularity"] == GRANULARITY[key[0]]:
+                        seen[key] = payload
+                if wanted <= set(seen):
+                    return True
+            return False
 
         try:
             await wait_for(every_book_valid, "a VALID book payload for every venue and symbol", timeout_s=90)
         except AssertionError:
             missing = sorted(wanted - set(seen))
             log = (tmp_path / "daemon.log").read_text()[-4000:]
-            raise AssertionError(f"no valid book for {missing}\n{log}") from None
+            got = {key: latest.get(key) for key in missing}
+            raise AssertionError(f"no valid book with ofi_l1 for {missing}: {got}\n{log}") from None
 
         async def aggregates_across_venues() -> bool:
             await every_book_valid()

@@ -149,7 +149,7 @@ def parser_rule():  # the adapter's rule, as the engine gets it
 async def driver(
     sim: BinanceUsdmSimulator, instruments: Sequence[Instrument], route: str = "public"
 ) -> AsyncIterator[Driver]:
-    adapter = BinanceUsdmAdapter()
+    adapter = BinanceUsdmAdapter(best_quote=False)  # the book protocol alone (best quotes: test_sim_best_quotes.py)
     connections = dict((p.route, (url, p)) for url, p in adapter.connections(instruments, sim.ws_base, 1000))
     url, parser = connections[route]
     async with aiohttp.ClientSession(sim.http_url) as http, _client(url) as ws:

@@ -124,6 +124,7 @@ class Driver:
 
 
 def _perps(instruments: dict[str, Instrument], **options: Any) -> DeribitParser:
+    options.setdefault("best_quote", False)  # the book protocol alone (best quotes: test_sim_best_quotes.py)
     return DeribitParser([instruments["BTC-PERPETUAL"], instruments["ETH-PERPETUAL"]], heartbeat_s=10, **options)
 
 

@@ -32,6 +32,14 @@ answers a subscribe of the instrument's book with a failure ack and does not sub
 connection, clock and REST faults are `base`'s. The market's own book applies every message whatever the fault
 and is the truth: after every `u` its top 10 levels go to `sim.truth` (keyed by `u`, the daemon's `book_seq`).
 
+Best quotes. Bybit's best-quote stream is `orderbook.1.<symbol>` (snapshots only). For an instrument whose
+recording holds no `orderbook.1`, the market derives it from its own book: after every message of the instrument's
+deepest recorded book topic that changed the best bid or ask (price or size), a `snapshot` with that top, the
+book's `u`, `seq`, `ts` and `cts` (so a `u1_restart` reaches it as `u = 1`). It follows the market's book, not what
+a book fault let through (the venue's level-1 stream does not lose what its deeper stream dropped); Bybit's
+unchanged re-send every 3 s is not simulated. A subscriber gets the last one at once, as on the venue. The book
+faults (`sub_error`, `slow_snapshot`) never fire on an `orderbook.1` topic.
+
 `gap_every=N` silently withholds every N-th delta of each orderbook topic from all clients (the
 market's own book still applies it, so a resync snapshot is correct). `garbage_every=N` sends each client
 a malformed frame after every N data frames it received, cycling through a non-JSON binary frame, a
@@ -82,6 +90,7 @@ DEFAULT_PORT = 9780
 CATEGORIES = ("linear", "spot", "inverse", "option")  # Bybit v5 public websocket paths / REST categories
 WS_PATH_PREFIX = "/v5/public/"
 SPOT_MAX_ARGS = 10  # Bybit: spot allows at most 10 args per subscribe request
+BEST_QUOTE_PREFIX = "orderbook.1."  # + symbol: the level-1 (best-quote) stream
 MAX_TOPICS_PER_CLIENT = 2000  # our bound on one connection's subscriptions (topics are client-chosen strings)
 
 
@@ -356,6 +365,20 @@ class _Ticker:
         return out
 
 
+def _l1_sources(tape: _Tape) -> dict[str, str]:
+    """instrument -> the book topic its derived best quote follows: the deepest recorded one, for every instrument
+    whose recording holds no `orderbook.1` of its own (then served as recorded)."""
+    depths: dict[str, dict[int, str]] = {}
+    for frame in tape.frames:
+        if frame.topic.startswith("orderbook."):
+            depths.setdefault(_instrument(frame.topic), {})[_book_depth(frame.topic)] = frame.topic
+    return {instrument: topics[max(topics)] for instrument, topics in depths.items() if 1 not in topics}
+
+
+def _is_l1_topic(topic: str) -> bool:
+    return topic.startswith(BEST_QUOTE_PREFIX)
+
+
 def _book_depth(topic: str) -> int:
     try:
         return int(topic.split(".")[1])
@@ -425,6 +448,11 @@ class _Market(SimMarket["BybitSimulator", str, _Client, _Frame]):
         self._u_offset: collections.Counter[str] = collections.Counter()  # seq_gap / u1_restart shifts per topic
         self._held: dict[str, str] = {}  # reorder_diff: a delta sent after the topic's next one
         self._replayed: dict[str, str] = {}  # duplicate_diff: its stale copy, sent after the topic's next delta
+        # Derived best quotes (see the module doc): instrument -> book topic followed, and per orderbook.1 topic the
+        # top last served and its frame (for a late subscriber).
+        self._l1_source = _l1_sources(tape)
+        self._l1_last: dict[str, tuple[Any, Any]] = {}
+        self._l1_text: dict[str, str] = {}
 
     # -- subscriptions (synchronous: a snapshot and the deltas after it are queued without a gap) ----
 
@@ -436,10 +464,15 @@ class _Market(SimMarket["BybitSimulator", str, _Client, _Frame]):
         state = self.books.get(topic) or self.tickers.get(topic)
         if state is not None:
             self.sim.offer_or_kick(client, orjson.dumps(state.snapshot(topic)).decode(), topic, reply=True)
+        elif topic in self._l1_text:
+            self.sim.offer_or_kick(client, self._l1_text[topic], topic, reply=True)
 
     # -- the player ----------------------------------------------------------------------------------
 
-    def _keys_of(self, frame: _Frame) -> tuple[str]:
+    def _keys_of(self, frame: _Frame) -> tuple[str, ...]:
+        instrument = _instrument(frame.topic)
+        if self._l1_source.get(instrument) == frame.topic:
+            return (frame.topic, BEST_QUOTE_PREFIX + instrument)  # it may carry a derived best quote too
         return (frame.topic,)
 
     def _play_at(self, frame: _Frame, loop: int, clock: TapeClock) -> None:
@@ -499,6 +532,8 @@ class _Market(SimMarket["BybitSimulator", str, _Client, _Frame]):
             bids, asks = book.top(TRUTH_DEPTH)
             ts = book.ts if is_int(book.ts) else None
             sim.truth.record(instrument, book.u, ts, bids, asks, snapshot=restart or not is_delta)
+        if self._l1_source.get(instrument) == topic:
+            self._derive_best_quote(instrument, book)
         text = orjson.dumps(msg).decode()
         texts = [text]
         held = self._held.pop(topic, None) if is_delta else None
@@ -520,6 +555,22 @@ class _Market(SimMarket["BybitSimulator", str, _Client, _Frame]):
             return
         for out in texts:
             sim.deliver(subs, out, topic)
+
+    def _derive_best_quote(self, instrument: str, book: _Book) -> None:
+        """`orderbook.1.<instrument>` from the market's book, when its top changed (module doc, Best quotes)."""
+        topic = BEST_QUOTE_PREFIX + instrument
+        bid = book.bids[max(book.bids)] if book.bids else None
+        ask = book.asks[min(book.asks)] if book.asks else None
+        if self._l1_last.get(topic) == (bid, ask):
+            return
+        self._l1_last[topic] = (bid, ask)
+        data = {"s": book.symbol, "b": [list(bid)] if bid else [], "a": [list(ask)] if ask else [], "u": book.u,
+                "seq": book.seq}  # fmt: skip
+        text = orjson.dumps({"topic": topic, "type": "snapshot", "ts": book.ts, "data": data, "cts": book.cts}).decode()
+        self._l1_text[topic] = text
+        subs = self.subs.get(topic)
+        if subs:
+            self.sim.deliver(subs, text, topic)
 
     def _book_faults(self, topic: str, instrument: str, text: str, msg: dict[str, Any]) -> list[str]:
         """What the clients get instead of delta `text` when a book-stream fault fires on it."""
@@ -803,7 +854,8 @@ class BybitSimulator(SimulatorServer[_Client]):
             return
         for topic in dict.fromkeys(args):
             if topic not in client.keys:
-                spec = self.faults.take("slow_snapshot", _instrument(topic)) if topic.startswith("orderbook.") else None
+                book = topic.startswith("orderbook.") and not _is_l1_topic(topic)  # the faults are the book's
+                spec = self.faults.take("slow_snapshot", _instrument(topic)) if book else None
                 if spec is None:
                     market.subscribe(client, topic)
                 else:
@@ -818,7 +870,11 @@ class BybitSimulator(SimulatorServer[_Client]):
         """The orderbook topics of a subscribe that `sub_error` rejects now."""
         if not self.faults.wants("sub_error"):
             return []
-        return [t for t in topics if t.startswith("orderbook.") and self.faults.take("sub_error", _instrument(t))]
+        return [
+            t
+            for t in topics
+            if t.startswith("orderbook.") and not _is_l1_topic(t) and self.faults.take("sub_error", _instrument(t))
+        ]
 
     def _ack(self, client: _Client, op: str, req_id: object, success: bool, ret_msg: str) -> dict[str, Any]:
         # Linear acks always carry req_id ("" when none was sent); spot's carry it only when sent and

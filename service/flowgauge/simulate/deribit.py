@@ -14,7 +14,8 @@ Protocol served (what a client without credentials gets from Deribit today):
   `book|ticker|trades.{instrument}.{100ms|agg2}`; `.raw` is refused with error 13778
   `raw_subscriptions_not_available_for_unauthorized`, as Deribit does since January 2022 (the 2021
   recordings used `.raw`; their frames are served on the current channel names). `instrument.state.{kind}.
-  {currency}` (`any` allowed for both) carries the lifecycle below. Channels of other shapes are left out of the
+  {currency}` (`any` allowed for both) carries the lifecycle below. `quote.{instrument}` (best bid/ask, no
+  interval) is derived from the served book: see Best quotes. Channels of other shapes are left out of the
   subscribe result (Deribit's handling of those is UNCONFIRMED).
 * Lifecycle (`lifecycle`, see `simulate.lifecycle`): at a retirement's time the state channel says `settled`
   (expiring) or `closed` (delisted), get_instruments shows `is_active` false (an expiring instrument carries its
@@ -50,6 +51,12 @@ Timestamps and ids. Exchange times (`timestamp` of books, tickers, trades) follo
 first snapshot is played as a `change` from the current book to that snapshot's content, chained to the
 last `change_id`, so a subscriber's chain never breaks at the seam (Deribit never re-sends a snapshot
 mid-stream). Looped trade ids get a `-<loop>` suffix.
+
+Best quotes. The recordings hold no `quote` channel, so the market derives it from each book it keeps: after every
+book message that changed the best bid or ask (price or amount), one notification on `quote.{instrument}` with
+`best_bid_price` / `best_bid_amount` / `best_ask_price` / `best_ask_amount` (a price null and its amount 0 for an
+empty side; amounts in the book's units) and the book's `timestamp`. It follows the market's book, not what a book
+fault let through; a subscriber gets the current quote at once.
 
 Faults. Every kind of `faults.py` that applies to Deribit (`SUPPORTED_FAULTS`: all but `bad_checksum`, which
 Deribit's books do not carry, and Bybit's `u1_restart`), on the `book` channels of the instrument: a withheld,
@@ -114,6 +121,7 @@ PERPETUALS = {"BTC": "BTC-PERPETUAL", "ETH": "ETH-PERPETUAL"}
 _FALLBACK_PRICE = {"BTC": 30_000.0, "ETH": 2_000.0}
 _FUNDING_CLAMP = 0.005
 _KINDS = ("book", "ticker", "trades")
+QUOTE_KIND = "quote"  # `quote.{instrument}`: derived from the market's book (module doc, Best quotes)
 _VERSION = "1.2.26"  # what `public/test` and `public/hello` report
 # `sub_error`'s reply: a documented temporary error ("Request can't be processed right now and should be retried").
 SUB_ERROR = (10040, "retry")
@@ -593,6 +601,8 @@ class _Market(SimMarket["DeribitSimulator", str, _Client, _Frame]):
         self._id_offset: collections.Counter[str] = collections.Counter()  # seq_gap shifts per instrument
         self._held: dict[str, list[tuple[str, str]]] = {}  # reorder_diff: (channel, text) sent after the next change
         self._usd: dict[str, bool] = {}  # instrument -> its amounts are USD (the truth's sizes are coin)
+        self._quotes: dict[str, dict[str, Any]] = {}  # instrument -> the last derived quote
+        self._quote_tops: dict[str, tuple[Any, Any]] = {}  # instrument -> its (best bid, best ask)
 
     # -- subscriptions (synchronous: a snapshot and the changes after it are queued without a gap) ----
 
@@ -600,8 +610,13 @@ class _Market(SimMarket["DeribitSimulator", str, _Client, _Frame]):
         if channel.startswith(_STATE_PREFIX):
             self.subs.add(client, channel)  # state changes only: nothing current to send
             return
-        kind, instrument, _ = channel.split(".")
         self.subs.add(client, channel)
+        if channel.startswith(QUOTE_KIND + "."):
+            quote = self._quotes.get(channel.split(".", 1)[1])
+            if quote is not None:
+                self.sim.offer_or_kick(client, _note(channel, quote), channel, reply=True)
+            return
+        kind, instrument, _ = channel.split(".")
         if kind == "book" and instrument in self.books:
             data: dict[str, Any] | None = self.books[instrument].snapshot()
         elif kind == "ticker":
@@ -615,6 +630,15 @@ class _Market(SimMarket["DeribitSimulator", str, _Client, _Frame]):
 
     def _keys_of(self, frame: _Frame) -> list[str]:
         return [f"{frame.kind}.{frame.instrument}.{i}" for i in SERVED_INTERVALS]
+
+    def _wait_keys(self, frame: _Frame) -> list[str]:
+        keys = self._keys_of(frame)
+        return [*keys, f"{QUOTE_KIND}.{frame.instrument}"] if frame.kind == "book" else keys
+
+    async def _wait_for_room(self, frame: _Frame) -> None:
+        """Speed 0: as `SimMarket`'s, counting a book frame's derived quote's subscribers too."""
+        keys = self._wait_keys(frame)
+        await self.sim.wait_for_room(lambda: self.subs.clients_of(keys))
 
     def _play_at(self, frame: _Frame, loop: int, clock: TapeClock) -> None:
         shift = self._shift
@@ -651,6 +675,7 @@ class _Market(SimMarket["DeribitSimulator", str, _Client, _Frame]):
                     deliver = False  # the market's book applied it; no client will see it
                     self.sim.gaps_injected += 1
             self._record_truth(frame.instrument, book, whole)
+            self._derive_quote(frame.instrument, book)
             if deliver and data.get("type") == "change" and (self.sim.faults or self._held):
                 deliver = self._book_faults(frame, data)
         elif frame.kind == "ticker" and isinstance(data, dict):
@@ -661,6 +686,28 @@ class _Market(SimMarket["DeribitSimulator", str, _Client, _Frame]):
             subs = self.subs.get(channel)
             if subs:
                 self.sim.deliver(subs, _note(channel, data), channel)
+
+    def _derive_quote(self, instrument: str, book: _Book) -> None:
+        """A `quote.{instrument}` notification from the market's book when its top changed (module doc)."""
+        bid, ask = book.best(True), book.best(False)
+        if self._quote_tops.get(instrument) == (bid, ask):
+            return
+        self._quote_tops[instrument] = (bid, ask)
+        quote = {
+            "timestamp": book.timestamp,
+            "instrument_name": instrument,
+            "best_bid_price": bid[0] if bid else None,
+            "best_bid_amount": bid[1] if bid else 0.0,
+            "best_ask_price": ask[0] if ask else None,
+            "best_ask_amount": ask[1] if ask else 0.0,
+        }
+        self._quotes[instrument] = quote
+        if self.sim.lifecycle and self.sim.lifecycle.retired(instrument):
+            return  # the instrument stopped trading: the venue sends nothing more of it
+        channel = f"{QUOTE_KIND}.{instrument}"
+        subs = self.subs.get(channel)
+        if subs:
+            self.sim.deliver(subs, _note(channel, quote), channel)
 
     # -- faults and truth ----------------------------------------------------------------------------
 
@@ -879,7 +926,8 @@ class DeribitSimulator(SimulatorServer[_Client]):
     def _retired_channel(self, channel: str) -> bool:
         """A subscribe to a channel of a retired instrument: left out of the answer, counted by the lifecycle."""
         parts = channel.split(".")
-        return len(parts) == 3 and bool(self.lifecycle) and self.lifecycle.refuse(parts[1])
+        named = len(parts) == 3 or (len(parts) == 2 and parts[0] == QUOTE_KIND)
+        return named and bool(self.lifecycle) and self.lifecycle.refuse(parts[1])
 
     async def _announce_states(self) -> None:
         """`instrument.state` notifications: at each retirement's time, `settled` (expired) or `closed` (delisted)
@@ -1073,6 +1121,8 @@ def _servable(channel: str) -> bool:
     if channel.startswith(_STATE_PREFIX):
         return len(channel.split(".")) == 4 and all(channel.split("."))
     parts = channel.split(".")
+    if len(parts) == 2 and parts[0] == QUOTE_KIND:
+        return bool(parts[1])
     return len(parts) == 3 and parts[0] in _KINDS and bool(parts[1]) and parts[2] in SERVED_INTERVALS
 
 

@@ -13,9 +13,9 @@ Protocol served (the current one, not the recording's 2022 one):
   (OKX: 30 s) is closed. At most 480 subscribe/unsubscribe requests per connection per hour, as OKX.
   Channels: `books` (snapshot on subscribe, then updates with `seqId`/`prevSeqId`, snapshot
   `prevSeqId=-1`, `checksum` 0 as OKX sends since 2026-06 or the real CRC32 with `checksum=True`),
-  `trades`, `tickers`, `mark-price`, `index-tickers`, `open-interest`, `funding-rate` and
-  `liquidation-orders` (subscribed by instType). `ws_snapshot=False` emulates OKX's announced removal of
-  the initial `books` snapshot; `seq_ids=False` emulates the 2022 stream (no ids, checksum only).
+  `trades`, `tickers`, `mark-price`, `index-tickers`, `open-interest`, `funding-rate`,
+  `liquidation-orders` (subscribed by instType) and `bbo-tbt` (below). `ws_snapshot=False` emulates OKX's announced
+  removal of the initial `books` snapshot; `seq_ids=False` emulates the 2022 stream (no ids, checksum only).
 * REST: `/api/v5/public/instruments` (the recorded bodies: what ccxt's load_markets asks),
   `/api/v5/market/books` (the current book with its `seqId`, the REST bootstrap), the three rubik
   long/short series, `/api/v5/public/time`.
@@ -43,6 +43,13 @@ recording loops, its first snapshot is turned into an update (the difference fro
 so the stream stays continuous; trade ids are shifted per loop so they keep increasing. Exchange times
 (`ts` of books, trades, tickers and the synthetic pushes; `fundingTime` follows the funding push's `ts`)
 follow the wall clock through `base.TapeClock`, at every speed and across loops (shifted by `clock_skew_s`).
+
+Best quotes. The recording holds no `bbo-tbt` (OKX's tick-by-tick level 1), so the market derives it from each
+book it keeps: after every book message that changed the best bid or ask (price or size), one push
+`{"arg":{"channel":"bbo-tbt","instId"},"data":[{"asks":[top],"bids":[top],"ts","seqId"}]}` with the book's
+levels as served, its `ts`, and the book's seqId (none with `seq_ids=False`). It follows the market's book, not
+what a book fault let through; a subscriber gets the last push at once (UNCONFIRMED whether OKX sends one on
+subscribe or waits for the next change).
 
 Faults. Every kind of `faults.py` that applies to OKX (`SUPPORTED_FAULTS`: all but Bybit's `u1_restart`), on a
 subscribed instrument's `books` updates: a withheld, duplicated (twice in a row, and once more after the next one:
@@ -125,9 +132,11 @@ RUBIK_SERIES = {
 }
 # Perpetuals the daemon's default configuration asks for, driven from recorded streams when not recorded.
 TARGET_LEVELS = {"BTC-USDT-SWAP": Decimal(30000), "ETH-USDT-SWAP": Decimal(2000)}
+BEST_QUOTE_CHANNEL = "bbo-tbt"  # derived from the market's books (module doc, Best quotes)
 SERVED_CHANNELS = frozenset(
-    {"books", "trades", "tickers", "mark-price", "index-tickers", "open-interest", "funding-rate", "liquidation-orders"}
-)
+    {"books", "trades", "tickers", "mark-price", "index-tickers", "open-interest", "funding-rate", "liquidation-orders",
+     BEST_QUOTE_CHANNEL}
+)  # fmt: skip
 _REPLAYED_CHANNELS = ("books", "trades", "tickers")
 _EIGHT_HOURS_MS = 8 * 3_600_000
 
@@ -513,12 +522,15 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
         self._held: dict[str, str] = {}  # reorder_diff: an update sent after the book's next one
         self._replayed: dict[str, str] = {}  # duplicate_diff: its stale copy, sent after the book's next update
         self._aux_ticks = 0
+        self._l1_last: dict[str, tuple[Any, Any]] = {}  # instId -> the top last pushed on bbo-tbt
+        self._l1_text: dict[str, str] = {}  # instId -> that push (a late subscriber's first)
         for n, (inst, raw) in enumerate(sorted(served.first_snapshots.items())):
             # Books exist before anyone subscribes, so REST and late subscribers always have a state.
             book = self.books[inst] = _Book(seq=1_000_000_000 * (n + 1) + zlib.crc32(inst.encode()) % 1_000_000)
             book.load(orjson.loads(raw)["data"][0])
             book.ts = str(sim.clock.now_ms())  # a REST answer before the first frame looks live
             self._record_truth(inst, book, snapshot=True)
+            self._derive_best_quote(inst, book)
             if self.is_derivative(inst):
                 bids, asks = book.top(20)
                 depth = sum((Decimal(lv[1]) for lv in bids + asks), Decimal(0))
@@ -547,6 +559,8 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
             book = self.books.get(key[1])
             if book is not None:
                 self.sim.offer_or_kick(client, self._snapshot_text(key[1], book), key, reply=True)
+        elif key[0] == BEST_QUOTE_CHANNEL and key[1] in self._l1_text:
+            self.sim.offer_or_kick(client, self._l1_text[key[1]], key, reply=True)
 
     def _snapshot_text(self, inst: str, book: _Book) -> str:
         bids, asks = book.top(BOOK_DEPTH)
@@ -573,6 +587,8 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
 
     def _keys_of(self, frame: _Frame) -> list[Key]:
         """A recorded frame goes to its key's subscribers; a synthetic tick may go to anyone."""
+        if frame.key[0] == "books":
+            return [frame.key, (BEST_QUOTE_CHANNEL, frame.key[1])]  # it may carry a derived best quote too
         return [frame.key] if frame.key[0] != "aux" else list(self.subs)
 
     def _play_at(self, frame: _Frame, loop: int, clock: TapeClock) -> None:
@@ -641,6 +657,7 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
             item.pop("prevSeqId", None)
             item.pop("seqId", None)
         self._record_truth(inst, book)
+        self._derive_best_quote(inst, book)
         held = self._held.pop(inst, None)
         replayed = self._replayed.pop(inst, None)
         texts: list[str] = []
@@ -665,6 +682,23 @@ class _Market(SimMarket["OkxSimulator", Key, _Client, _Frame]):
     def _record_truth(self, inst: str, book: _Book, snapshot: bool = False) -> None:
         bids, asks = book.truth_top(TRUTH_DEPTH)
         self.sim.truth.record(inst, book.seq, _int_or_none(book.ts), bids, asks, snapshot=snapshot)
+
+    def _derive_best_quote(self, inst: str, book: _Book) -> None:
+        """A `bbo-tbt` push from the market's book when its top changed (module doc, Best quotes)."""
+        bid = book.bids[max(book.bids)] if book.bids else None
+        ask = book.asks[min(book.asks)] if book.asks else None
+        top = (tuple(bid) if bid else None, tuple(ask) if ask else None)
+        if self._l1_last.get(inst) == top:
+            return
+        self._l1_last[inst] = top
+        item: dict[str, Any] = {"asks": [ask] if ask else [], "bids": [bid] if bid else [], "ts": book.ts}
+        if self.sim.seq_ids:
+            item["seqId"] = book.seq
+        text = orjson.dumps({"arg": {"channel": BEST_QUOTE_CHANNEL, "instId": inst}, "data": [item]}).decode()
+        self._l1_text[inst] = text
+        subs = self.subs.get((BEST_QUOTE_CHANNEL, inst))
+        if subs:
+            self.sim.deliver(subs, text, (BEST_QUOTE_CHANNEL, inst))
 
     def _book_faults(self, inst: str, book: _Book, msg: dict[str, Any]) -> list[str]:
         """What the clients get instead of update `msg` when a book-stream fault fires on it."""
@@ -1092,7 +1126,7 @@ class OkxSimulator(SimulatorServer[_Client]):
         market = self.market
         if channel == "index-tickers":
             known = inst in market.indexes()
-        elif channel in ("books", "trades", "tickers"):
+        elif channel in ("books", "trades", "tickers", BEST_QUOTE_CHANNEL):
             known = inst in market.books
         elif channel == "funding-rate":
             known = (
