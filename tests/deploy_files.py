@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,3 +24,45 @@ def dashboard_queries() -> list[str]:
             exprs.append(var["query"]["query"])
     exprs += [a["expr"] for a in doc.get("annotations", {}).get("list", []) if "expr" in a]
     return exprs
+
+
+# docker-compose.yml's variable interpolation, as compose does it: ${VAR}, ${VAR:-default}, ${VAR:?message}, $$.
+_VAR = re.compile(r"\$(?:\$|\{(\w+)(?:(:?[-?])([^}]*))?\})")
+
+
+class MissingVariable(Exception):
+    """compose refuses to start: a `${VAR:?message}` variable is unset or empty."""
+
+
+def interpolate(node: Any, env: dict[str, str]) -> Any:
+    """`node` with compose's variable interpolation applied to every string in it."""
+    if isinstance(node, dict):
+        return {key: interpolate(value, env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolate(value, env) for value in node]
+    if not isinstance(node, str):
+        return node
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.groups()
+        if name is None:
+            return "$"  # $$ is a literal dollar
+        value = env.get(name)
+        empty = value is None or (op is not None and op.startswith(":") and value == "")
+        if op in ("-", ":-") and empty:
+            return arg
+        if op in ("?", ":?") and empty:
+            raise MissingVariable(f"{name}: {arg}")
+        return value or ""
+
+    return _VAR.sub(one, node)
+
+
+def example_env() -> dict[str, str]:
+    """.env.example's variables, each given a value (as a user's .env would)."""
+    env = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        match = re.match(r"^(\w+)=(.*)$", line)
+        if match:
+            env[match.group(1)] = match.group(2) or f"test-{match.group(1).lower()}"
+    return env

@@ -18,56 +18,16 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from tests.deploy_files import MissingVariable, example_env, interpolate
 
 from flowgauge.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-_VAR = re.compile(r"\$(?:\$|\{(\w+)(?:(:?[-?])([^}]*))?\})")
-
-
-class MissingVariable(Exception):
-    """compose refuses to start: a `${VAR:?message}` variable is unset or empty."""
-
-
-def interpolate(node: Any, env: dict[str, str]) -> Any:
-    """`node` with compose's variable interpolation applied to every string in it."""
-    if isinstance(node, dict):
-        return {key: interpolate(value, env) for key, value in node.items()}
-    if isinstance(node, list):
-        return [interpolate(value, env) for value in node]
-    if not isinstance(node, str):
-        return node
-
-    def one(match: re.Match[str]) -> str:
-        name, op, arg = match.groups()
-        if name is None:
-            return "$"  # $$ is a literal dollar
-        value = env.get(name)
-        empty = value is None or (op is not None and op.startswith(":") and value == "")
-        if op in ("-", ":-") and empty:
-            return arg
-        if op in ("?", ":?") and empty:
-            raise MissingVariable(f"{name}: {arg}")
-        return value or ""
-
-    return _VAR.sub(one, node)
-
-
-def _example_env() -> dict[str, str]:
-    """.env.example's variables, each given a value (as a user's .env would)."""
-    env = {}
-    for line in (ROOT / ".env.example").read_text().splitlines():
-        match = re.match(r"^(\w+)=(.*)$", line)
-        if match:
-            env[match.group(1)] = match.group(2) or f"test-{match.group(1).lower()}"
-    return env
-
-
 def _compose(env: dict[str, str] | None = None) -> dict[str, Any]:
     doc = yaml.safe_load(COMPOSE.read_text())
     doc.pop("x-hardened", None), doc.pop("x-third-party", None)
-    return interpolate(doc, _example_env() if env is None else env)
+    return interpolate(doc, example_env() if env is None else env)
 
 
 def _container_file(path: str) -> Path:
@@ -115,7 +75,7 @@ def test_every_secret_comes_from_the_uncommitted_env_file() -> None:
     assert tracked.stdout == ""
     # compose refuses to start without any one of them.
     for name in sorted(required):
-        env = _example_env()
+        env = example_env()
         del env[name]
         with pytest.raises(MissingVariable, match=name):
             _compose(env)
