@@ -3,13 +3,16 @@ engine publishes for a selection (key set and order, unselected families absent)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import jsonschema
 import msgspec
 import orjson
 import pytest
 from tests.conftest import linear_instrument
 
+import flowgauge
 from flowgauge import core
 from flowgauge.app import metric_params
 from flowgauge.config import (
@@ -22,12 +25,14 @@ from flowgauge.config import (
 )
 from flowgauge.engine import Engine
 from flowgauge.metrics.families import CORE, DEFAULT_FAMILIES, FAMILIES, UnknownFamily, family_fields, resolve
-from flowgauge.metrics.params import MetricParams
+from flowgauge.metrics.params import MetricParams, MicropriceParams
+from flowgauge.replay.replay import replay
 from flowgauge.types import BookDelta, BookSnapshot
 
 S = 1_000_000_000
 SYM = "BTC/USDT:USDT"
 ENVELOPE = 11  # schema .. ts_publish
+RECORDING = Path(__file__).resolve().parents[1] / "fixtures" / "binanceusdm" / "binance-usdm-2021-07.jsonl.zst"
 
 
 def settings_with(**sections: object) -> dict[str, object]:
@@ -135,3 +140,25 @@ def test_the_payload_holds_exactly_the_selected_families_in_registry_order(core_
 def test_the_engine_refuses_an_unknown_family() -> None:
     with pytest.raises(UnknownFamily):
         Engine(lambda topic, payload: None, families=("core", "bogus"))
+
+
+def test_every_family_validates_against_the_payload_schema() -> None:
+    """A recording replayed with every family (the micro-price fitted fast enough to publish): a sample of its
+    metrics payloads validate against schema/payload.v1.json, which names every field of the per-book-event
+    families of metrics.md 1.3 to 4 (their owners add the other families' fields)."""
+    schema = json.loads(flowgauge.schema_path("payload").read_text())
+    assert set(family_fields(("core", "ofi_ext", "mlofi", "depth_ext", "microprice"))) <= set(schema["properties"])
+    fast = MetricParams(microprice=MicropriceParams(sample_ms=50, min_samples=100, refit_s=20.0))
+    out: list[bytes] = []
+    previous = core.active_core()
+    try:
+        core.select(core.PYTHON)
+        replay([RECORDING], lambda topic, payload: out.append(payload) if topic.count(".") == 3 else None,
+               clock=lambda: 0, families=("all",), metric_params=fast)  # fmt: skip
+    finally:
+        core.select(previous)
+    payloads = [orjson.loads(payload) for payload in out]
+    assert any(p["micro_price"] is not None for p in payloads) and any(p["mlofi_10s"] for p in payloads)
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    for payload in payloads[::7]:
+        validator.validate(payload)
