@@ -114,7 +114,7 @@ def _run(core_name: str) -> Recorder:
     rng = random.Random(4)
     engine, out = _engine(core_name, families=("core", "microprice", *MINE))
     engine.handle(_snapshot(1, T0, rng))
-    for k in range(2, 900):
+    for k in range(2, 1500):
         engine.handle(_delta(k, T0 + k * 150_000_000, rng))
         if k % 7 == 0:
             engine.handle(Trade("bybit", SYM, 100.1, rng.uniform(0.1, 3.0), rng.choice((1, -1)), str(k), False,
@@ -139,12 +139,16 @@ def test_family_keys_are_published_with_values_in_range() -> None:
     for p in payloads[::100]:  # jsonschema is slow on this schema: a sample across the run
         jsonschema.validate(p, PAYLOAD_SCHEMA)
     for p in payloads:
+        assert ("PARTIAL_WINDOW" in p["quality"]) == bool(p["coverage"])  # the project's rule, our entries too
         assert p["risk_scale"] is None or 0.0 < p["risk_scale"] <= 1.0
         assert p["hedge_urgency"] is None or 0.0 <= p["hedge_urgency"] <= 1.0
         assert p["fragility_index"] is None or -1.0 <= p["fragility_index"] <= 1.0
         for key in ("impact_cost_bps_10k_buy", "impact_cost_bps_10k_sell"):
             assert p[key] is None or p[key] > 0.0
-    assert last["vol_1m"] is not None and last["vol_1m"] >= 0.0  # 130 s of 1 s returns
+    assert last["vol_1m"] is not None and last["vol_1m"] >= 0.0 and "vol_1m" not in last["coverage"]  # past ~180 s
+    young = payloads[200]  # 30 s in: published, marked as younger than its warm-up
+    assert young["vol_1m"] is not None and young["coverage"]["vol_1m"] == "PARTIAL"
+    assert payloads[40]["vol_1m"] is None  # 6 s in: fewer than 10 one-second returns
     assert last["impact_cost_bps_10k_buy"] is not None and last["book_slope"] is not None
     assert last["coverage"].get("impact_cost_bps_1m_buy") == "EXHAUSTED"  # the test book holds < $1M a side
     spreads = [p["spread_bps"] for p in payloads if p["spread_bps"] is not None]

@@ -11,16 +11,22 @@ from the payload's own book state, at the payload's exchange time; so, like ever
 sequence of payloads, never on wall time. Under `publish.min_interval_ms` a throttled book message is not sampled
 (the next payload's state stands for it).
 
-Per-field coverage (`coverage[field]`): "EXHAUSTED" for an impact cost the visible book cannot fill (the value is
-null), "PARTIAL" for a book slope over fewer levels than asked and for an EW output still warming up (its weight
-below 0.95: the EW covers less history than its half-life says).
+Warm-up, as the project's other families do it: a decayed average published while young (`spread_bps_ew_60s`,
+`depth_total_10bps_ew_60s`) is bias-corrected and the payload carries WARMUP until its weight reaches 0.95; the slow
+estimates (`spread_z`, `depth_z`, `fragility_index`, `resiliency_halflife_s`) are null until theirs does (no flag:
+their warm-up is hours to days and must not hold the whole payload in WARMUP). `vol_1m` is published from
+`metrics.risk.vol_min_samples` returns on (a desk needs a volatility soon after a start) and marked per field.
+
+Per-field coverage (`coverage[field]`, with PARTIAL_WINDOW on the payload): "EXHAUSTED" for an impact cost the
+visible book cannot fill (the value is null), "PARTIAL" for a book slope over fewer levels than asked and for
+`vol_1m` younger than its warm-up (~3 minutes).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flowgauge.metrics.ew import EwStateMean, half_life_for_window
+from flowgauge.metrics.ew import WARM_WEIGHT, EwStateMean, half_life_for_window
 from flowgauge.metrics.fragility import DEFAULT_NOTIONALS, book_slope, impact_costs, ofi_stress
 from flowgauge.metrics.params import EwParams, FragilityParams, RiskParams
 from flowgauge.metrics.risk import fragility_index, hedge_urgency, micro_drift_bps, risk_scale
@@ -51,6 +57,7 @@ MICRO_PRICE_KEY = "micro_price"
 
 _PARTIAL = "PARTIAL"
 _EXHAUSTED = "EXHAUSTED"
+_PARTIAL_WINDOW = "PARTIAL_WINDOW"  # the payload flag that goes with any coverage entry
 
 
 def _coverage(out: dict[str, object]) -> dict[str, str] | None:
@@ -105,11 +112,12 @@ class FragilityFamily:
         _sample(stats, out, book, ts_ns)
         mid = _float(out.get("mid"))
         cov = _coverage(out)
+        # the slow state outlives an invalid book: the last estimate still describes the instrument
+        resiliency = stats.resiliency_halflife_s() if stats.resiliency_warm else None
         if book is None or mid is None or not mid > 0.0:
             for key in FRAGILITY_KEYS:
                 out[key] = None
-            # the slow state outlives an invalid book: the last estimate still describes the instrument
-            out["resiliency_halflife_s"] = stats.resiliency_halflife_s()
+            out["resiliency_halflife_s"] = resiliency
             return
         buys, _, used = impact_costs(book.asks, mid, DEFAULT_NOTIONALS, True, self._ask_hint)
         self._ask_hint = used + 8
@@ -118,7 +126,8 @@ class FragilityFamily:
         for (buy_key, sell_key), buy, sell in zip(_IMPACT_KEYS, buys, sells, strict=True):
             out[buy_key] = buy
             out[sell_key] = sell
-            if cov is not None:
+            if cov is not None and (buy is None or sell is None):
+                flags.add(_PARTIAL_WINDOW)
                 if buy is None:
                     cov[buy_key] = _EXHAUSTED
                 if sell is None:
@@ -128,7 +137,8 @@ class FragilityFamily:
         out["book_slope_bid"] = bid_slope
         out["book_slope_ask"] = ask_slope
         out["book_slope"] = (bid_slope + ask_slope) * 0.5 if bid_slope is not None and ask_slope is not None else None
-        if cov is not None:
+        if cov is not None and ((bid_short and bid_slope is not None) or (ask_short and ask_slope is not None)):
+            flags.add(_PARTIAL_WINDOW)
             if bid_short and bid_slope is not None:
                 cov["book_slope_bid"] = _PARTIAL
             if ask_short and ask_slope is not None:
@@ -139,14 +149,12 @@ class FragilityFamily:
         ask_depth = _float(out.get("depth_ask_10bps"))
         for key, window in _STRESS:
             out[key] = ofi_stress(_float(out.get(window)), mid, bid_depth, ask_depth)
-        out["resiliency_halflife_s"] = stats.resiliency_halflife_s()
-        if cov is not None and out["resiliency_halflife_s"] is not None and not stats.resiliency_warm:
-            cov["resiliency_halflife_s"] = _PARTIAL
-        depth = _depth_total(out)
-        index = fragility_index(stats.spread_z(_float(out.get("spread_bps"))), stats.depth_z(depth))
-        out["fragility_index"] = index
-        if cov is not None and index is not None and not stats.z_warm:
-            cov["fragility_index"] = _PARTIAL
+        out["resiliency_halflife_s"] = resiliency
+        if stats.z_warm:
+            spread_z = stats.spread_z(_float(out.get("spread_bps")))
+            out["fragility_index"] = fragility_index(spread_z, stats.depth_z(_depth_total(out)))
+        else:
+            out["fragility_index"] = None
 
 
 class EwFamily:
@@ -191,30 +199,25 @@ class EwFamily:
     def fill(self, book: Any, out: dict[str, object], ts_ns: int, flags: set[str]) -> None:
         stats = self._stats
         _sample(stats, out, book, ts_ns)
-        cov = _coverage(out)
         for key, mean in (("spread_bps_ew_60s", self._spread), ("depth_total_10bps_ew_60s", self._depth)):
             value = mean.value(ts_ns)
             out[key] = value
-            if value is not None and mean.weight(ts_ns) < 0.95:
+            if value is not None and mean.weight(ts_ns) < WARM_WEIGHT:
                 flags.add("WARMUP")
-                if cov is not None:
-                    cov[key] = _PARTIAL
-        spread_z = stats.spread_z(_float(out.get("spread_bps"))) if book is not None else None
-        depth_z = stats.depth_z(_depth_total(out)) if book is not None else None
-        out["spread_z"] = spread_z
-        out["depth_z"] = depth_z
-        if cov is not None and not stats.z_warm:
-            if spread_z is not None:
-                cov["spread_z"] = _PARTIAL
-            if depth_z is not None:
-                cov["depth_z"] = _PARTIAL
+        if book is not None and stats.z_warm:
+            out["spread_z"] = stats.spread_z(_float(out.get("spread_bps")))
+            out["depth_z"] = stats.depth_z(_depth_total(out))
+        else:
+            out["spread_z"] = None
+            out["depth_z"] = None
 
 
 class RiskFamily:
     """Issue 11 item 11: vol_1m, micro_drift_bps, risk_scale, hedge_urgency (docs/metrics.md).
 
     In the default families, so on the hot path: the volatility figures change only when a second closes and are
-    kept between those (`_closed`); the rest is a handful of float operations per payload."""
+    kept between those (`_closed`); the rest is a handful of float operations per payload. `vol_1m` is published
+    from `vol_min_samples` returns on, with `coverage` PARTIAL until its EW weight reaches 0.95 (about 3 minutes)."""
 
     __slots__ = ("_closed", "_params", "_stats", "_vol", "_vol_ratio")
 
@@ -257,9 +260,11 @@ class RiskFamily:
         vol = self._vol
         out["vol_1m"] = vol
         if vol is not None and not stats.vol_warm:
+            # Younger than its own warm-up (~3 min, past the payload's 60 s WARMUP): says so per field.
             cov = _coverage(out)
             if cov is not None:
                 cov["vol_1m"] = _PARTIAL
+                flags.add(_PARTIAL_WINDOW)
         if type(mid) is not float or not mid > 0.0:
             # No VALID two-sided book: nothing to quote against (metrics.md 7: nothing during INVALID states).
             out["micro_drift_bps"] = None
