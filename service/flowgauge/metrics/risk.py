@@ -65,12 +65,23 @@ def risk_scale(p: RiskParams, toxicity: float | None, stress: float | None, frag
                oi_pressure: float | None) -> float:  # fmt: skip
     """The size multiplier in [floor, 1] (see the module docstring). `oi_pressure` is signed (e.g. the OI build-up
     score): one-sidedness is its absolute value."""
-    total = (
-        _term(p.toxicity_weight, toxicity, p.toxicity_threshold, p.toxicity_scale)
-        + _term(p.stress_weight, stress, p.stress_threshold, p.stress_scale)
-        + _term(p.fragility_weight, fragility, p.fragility_threshold, p.fragility_scale)
-        + _term(p.oi_weight, None if oi_pressure is None else abs(oi_pressure), p.oi_threshold, p.oi_scale)
-    )
+    # Each term is _term(...) written out (the risk family runs this on every payload of the default families):
+    # an input that is None, at or below its threshold, or weighted 0 adds exactly 0.0.
+    total = 0.0
+    w = p.toxicity_weight
+    if toxicity is not None and w != 0.0 and toxicity > p.toxicity_threshold:
+        total += w * ((toxicity - p.toxicity_threshold) / p.toxicity_scale)
+    w = p.stress_weight
+    if stress is not None and w != 0.0 and stress > p.stress_threshold:
+        total += w * ((stress - p.stress_threshold) / p.stress_scale)
+    w = p.fragility_weight
+    if fragility is not None and w != 0.0 and fragility > p.fragility_threshold:
+        total += w * ((fragility - p.fragility_threshold) / p.fragility_scale)
+    w = p.oi_weight
+    if oi_pressure is not None and w != 0.0:
+        one_sided = abs(oi_pressure)
+        if one_sided > p.oi_threshold:
+            total += w * ((one_sided - p.oi_threshold) / p.oi_scale)
     scale = 1.0 / (1.0 + total)
     return scale if scale > p.floor else p.floor
 
@@ -78,11 +89,16 @@ def risk_scale(p: RiskParams, toxicity: float | None, stress: float | None, frag
 def hedge_urgency(p: RiskParams, vol_ratio: float | None, toxicity: float | None, stress: float | None) -> float:
     """In [0, 1]: 0 in normal conditions, toward 1 as volatility (vol_1m over its long-run level), toxicity and
     OFI stress rise (see the module docstring)."""
-    total = (
-        _term(p.vol_weight, vol_ratio, p.vol_threshold, p.vol_scale)
-        + _term(p.toxicity_weight, toxicity, p.toxicity_threshold, p.toxicity_scale)
-        + _term(p.stress_weight, stress, p.stress_threshold, p.stress_scale)
-    )
+    total = 0.0  # as in risk_scale: _term(...) written out
+    w = p.vol_weight
+    if vol_ratio is not None and w != 0.0 and vol_ratio > p.vol_threshold:
+        total += w * ((vol_ratio - p.vol_threshold) / p.vol_scale)
+    w = p.toxicity_weight
+    if toxicity is not None and w != 0.0 and toxicity > p.toxicity_threshold:
+        total += w * ((toxicity - p.toxicity_threshold) / p.toxicity_scale)
+    w = p.stress_weight
+    if stress is not None and w != 0.0 and stress > p.stress_threshold:
+        total += w * ((stress - p.stress_threshold) / p.stress_scale)
     # 1 - 1/(1 + P), not P/(1 + P): the same number, but rounding keeps this form monotonic in P (addition, division
     # and subtraction are each monotonic in IEEE arithmetic; P/(1 + P) can step down by an ulp as P grows).
     return 1.0 - 1.0 / (1.0 + total)

@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowgauge.metrics.risk import RiskParams, fragility_index, hedge_urgency, micro_drift_bps, penalty, risk_scale
+from flowgauge.metrics.risk import (
+    RiskParams,
+    _term,
+    fragility_index,
+    hedge_urgency,
+    micro_drift_bps,
+    penalty,
+    risk_scale,
+)
 
 P = RiskParams()
 maybe = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True))
@@ -93,3 +101,18 @@ def test_hedge_urgency_is_in_range_and_never_falls_when_one_input_rises(p: RiskP
     lower = list(xs)
     lower[which] = xs[which] or 0.0
     assert hedge_urgency(p, *higher) >= hedge_urgency(p, *lower)
+
+
+@settings(max_examples=200, deadline=None)
+@given(params, unit, stress, signed_unit, signed_unit, st.one_of(st.none(), st.floats(0.0, math.inf)))
+def test_the_written_out_terms_are_the_reference_sums(p: RiskParams, tox, st_, frag, oi, vol) -> None:  # type: ignore[no-untyped-def]
+    """risk_scale / hedge_urgency spell _term out for speed; the same additions in the same order: the same bits."""
+    total = (_term(p.toxicity_weight, tox, p.toxicity_threshold, p.toxicity_scale)
+             + _term(p.stress_weight, st_, p.stress_threshold, p.stress_scale)
+             + _term(p.fragility_weight, frag, p.fragility_threshold, p.fragility_scale)
+             + _term(p.oi_weight, None if oi is None else abs(oi), p.oi_threshold, p.oi_scale))  # fmt: skip
+    assert risk_scale(p, tox, st_, frag, oi) == max(p.floor, 1.0 / (1.0 + total))
+    urgency = (_term(p.vol_weight, vol, p.vol_threshold, p.vol_scale)
+               + _term(p.toxicity_weight, tox, p.toxicity_threshold, p.toxicity_scale)
+               + _term(p.stress_weight, st_, p.stress_threshold, p.stress_scale))  # fmt: skip
+    assert hedge_urgency(p, vol, tox, st_) == 1.0 - 1.0 / (1.0 + urgency)
