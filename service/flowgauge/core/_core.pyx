@@ -957,7 +957,8 @@ cdef class _Boxcar:
     cdef int channels
     cdef long long* times
     cdef double* values
-    cdef Py_ssize_t n, cap, head, lo, hi
+    cdef Py_ssize_t n, head, lo, hi
+    cdef readonly Py_ssize_t cap  # items the arrays have room for (memory only; read by the tests)
     cdef long long query, high
     cdef bint has_query, has_high
     cdef ExactAcc sums[2]
@@ -1110,6 +1111,25 @@ cdef class _Boxcar:
             self.lo -= head
             self.hi -= head
             self.head = 0
+            if rest * 4 <= self.cap and self.cap > 64:
+                self._shrink()
+        return 0
+
+    cdef int _shrink(self) except -1:
+        """Halve the capacity after a burst has left the window: without it the arrays kept the largest
+        burst's size for the life of the process (the soak's RSS crept up as bursts grew rarer and larger).
+        At most one halving per compaction, and only below a quarter full, so a steady rate never alternates
+        between growing and shrinking. Memory only: the items, and so every value, are untouched."""
+        cdef Py_ssize_t cap = self.cap // 2
+        cdef long long* times = <long long*>PyMem_Realloc(self.times, cap * sizeof(long long))
+        if times == NULL:
+            raise MemoryError()
+        self.times = times
+        cdef double* values = <double*>PyMem_Realloc(self.values, cap * self.channels * sizeof(double))
+        if values == NULL:
+            raise MemoryError()
+        self.values = values
+        self.cap = cap
         return 0
 
 
@@ -1198,7 +1218,8 @@ cdef class DecayedSum:
     cdef long long* times
     cdef double* values
     cdef double* prefix
-    cdef Py_ssize_t n, cap, head
+    cdef Py_ssize_t n, head
+    cdef readonly Py_ssize_t cap  # impulses the arrays have room for (memory only; read by the tests)
     cdef long long high
     cdef bint has_high
 
@@ -1322,6 +1343,26 @@ cdef class DecayedSum:
                 memmove(self.prefix, &self.prefix[head], rest * sizeof(double))
                 self.n = rest
                 self.head = 0
+                if rest * 4 <= self.cap and self.cap > 64:
+                    self._shrink()
+
+    cdef void _shrink(self) noexcept:
+        """As `_Boxcar._shrink`: halve the capacity once a burst has gone. A failed shrinking realloc leaves
+        the block as it was, so this cannot fail."""
+        cdef Py_ssize_t cap = self.cap // 2
+        cdef long long* times = <long long*>PyMem_Realloc(self.times, cap * sizeof(long long))
+        if times == NULL:
+            return
+        self.times = times
+        cdef double* values = <double*>PyMem_Realloc(self.values, cap * sizeof(double))
+        if values == NULL:
+            self.cap = cap  # times is already the smaller block; values keeps its larger one (still valid)
+            return
+        self.values = values
+        cdef double* prefix = <double*>PyMem_Realloc(self.prefix, cap * sizeof(double))
+        if prefix != NULL:
+            self.prefix = prefix
+        self.cap = cap
 
     def add(self, t, double x):
         self._add(_ns(t), x)

@@ -113,3 +113,38 @@ def test_engine_state_stops_growing_once_its_windows_are_full(core_name: str) ->
     grown = {name: (warm[name], end[name]) for name in end if end[name] > warm[name] + 10}
     assert not grown, f"still growing after the windows filled (size at 6 min, at 12 min): {grown}"
     assert end["oi_pending_trades"] <= LATE_HORIZON_NS // step + 1
+
+
+@pytest.mark.parametrize("kind", ["SlidingSum", "SlidingFlow", "DecayedSum"])
+def test_compiled_windows_give_a_burst_back(kind: str) -> None:
+    """A 60 s window through a 20,000/s burst, then a 10/s trickle: the compiled window's arrays grow for the
+    burst and shrink again once it has left the window (they kept the largest burst's size for good, which the
+    soak saw as RSS creeping up), while the sums stay those of the pure-Python window item for item."""
+    compiled = core.compiled_module()
+    from flowgauge.metrics import windows
+
+    def make(module: Any) -> Any:
+        if kind == "DecayedSum":
+            return module.DecayedSum.for_window(60.0)
+        return getattr(module, kind)(60 * S)
+
+    fast, reference = make(compiled), make(windows)
+    query = "evaluate" if kind == "SlidingFlow" else "value"
+    t = 0
+
+    def feed(count: int, step: int) -> None:
+        nonlocal t
+        for i in range(count):
+            t += step
+            args = (t, 1.0, 0.5) if kind == "SlidingFlow" else (t, float(i % 7) - 3.0)
+            fast.add(*args)
+            reference.add(*args)
+            if i % 97 == 0:  # queries slide the window (and compact it)
+                assert getattr(fast, query)(t) == getattr(reference, query)(t)
+
+    feed(100_000, S // 20_000)  # 5 s of burst
+    burst_capacity = fast.cap
+    assert burst_capacity >= 100_000
+    feed(3_000, S // 10)  # 300 s of trickle: the burst left the window long ago
+    assert getattr(fast, query)(t) == getattr(reference, query)(t)
+    assert fast.cap <= 4096, f"capacity {fast.cap} after the burst left (was {burst_capacity})"
