@@ -87,6 +87,13 @@ class MetricsPayload(msgspec.Struct, frozen=True, kw_only=True):
     index_price: float | None = None
     ls_skew_accounts: float | None = None
     ls_skew_top_positions: float | None = None
+    # Family ofi_l1: L1 OFI from the best-quote stream (publish.families; absent when the family is off).
+    ofi_l1: float | None = None
+    ofi_l1_1s: float | None = None
+    ofi_l1_10s: float | None = None
+    ofi_l1_60s: float | None = None
+    ofi_l1_ew_10s: float | None = None
+    source_granularity: str | None = None  # "best_quote" or "derived"
     # Families ofi_ext, mlofi, depth_ext and microprice (publish.families; null or absent when a family is off).
     ofi_depthnorm_1s: float | None = None
     ofi_depthnorm_10s: float | None = None
