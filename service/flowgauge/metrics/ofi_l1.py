@@ -8,7 +8,8 @@ own fields (the family "ofi_l1", `metrics.families`):
 * `ofi_l1`: the sum of the L1 `e_n` since the previous metrics payload of this instrument (any trigger) up to this
   payload's `ts_exchange`, so summing it over payloads gives the interval OFI of 1.2 with every event counted
   once. An event stamped after the payload's time is held back for a later payload, as the windows hold it back.
-  Null while the book is not VALID and before the first L1 state after a (re)sync (nothing to measure from).
+  Null while the book is not VALID and until the first L1 state after a (re)sync is older than the payload
+  (nothing to measure from: in "derived" mode the first book state's payload has a null `ofi_l1`, as its `ofi`).
 * `ofi_l1_1s`, `ofi_l1_10s`, `ofi_l1_60s`: exact sliding sums of `e_n` over `(t - T, t]` (1.3 `ofi_raw_T`);
   `ofi_l1_ew_10s`: the decayed sum with `H = 10 s * ln 2` (1.3 `ofi_ew_T`). Evaluated at the payload's
   `ts_exchange` with the window classes of the running core (`metrics.windows` or the compiled ones).
@@ -275,7 +276,7 @@ class OfiL1:
 
     def fill(self, book: Any, out: dict[str, object], ts_ns: int, flags: set[str]) -> None:
         """Write `FIELDS` into the payload `out`, evaluated at its exchange time `ts_ns` (see the module doc)."""
-        if book is not None and self._valid and self._has_prev:
+        if book is not None and self._valid and self._has_prev and self._start < ts_ns:
             out["ofi_l1"] = self._take_pending(ts_ns)
         else:
             out["ofi_l1"] = None

@@ -69,7 +69,7 @@ def started(win: ModuleType) -> OfiL1:
 def test_hand_computed_vector_one_payload_per_quote(win: ModuleType) -> None:
     l1 = started(win)
     first = payload(l1, T0)
-    assert first["ofi_l1"] == 0.0  # the first state yields no e_n
+    assert first["ofi_l1"] is None  # the first state yields no e_n: no interval to measure yet
     assert first["source_granularity"] == BEST_QUOTE
     got = []
     for i, (state, _) in enumerate(VECTOR, start=1):
@@ -135,7 +135,8 @@ def test_no_flow_across_an_invalid_book(win: ModuleType) -> None:
     l1.on_best_quote(100.0, 1.0, 100.1, 9.0, T0 + 3 * _MS)  # while invalid: ignored
     l1.on_book(valid_book(), T0 + 4 * _MS)
     l1.on_best_quote(100.0, 50.0, 100.1, 1.0, T0 + 5 * _MS)  # first state after the resync: no e_n
-    out = payload(l1, T0 + 5 * _MS)
+    assert payload(l1, T0 + 5 * _MS)["ofi_l1"] is None  # the first state's own time: nothing to measure yet
+    out = payload(l1, T0 + 5 * _MS + 1)
     assert out["ofi_l1"] == 0.0  # the pending +2 went with the invalid period
     assert out["ofi_l1_1s"] == 2.0  # real flow before the gap stays in the windows
     assert out["coverage"]["ofi_l1_1s"] == "PARTIAL"
@@ -193,7 +194,7 @@ def test_derived_mode_follows_the_book_top(win: ModuleType) -> None:
     out = payload(l1, T0 + 3 * _MS, book=book)
     assert out["source_granularity"] == BEST_QUOTE
     assert out["ofi_l1_60s"] == 0.0
-    assert out["ofi_l1"] == 0.0
+    assert out["ofi_l1"] is None  # the new source's first state, at the payload's time
     book.apply([(100.0, 1.0)], [], 4, T0 + 4 * _MS)
     l1.on_book(book, T0 + 4 * _MS)  # ignored for L1 now
     assert payload(l1, T0 + 4 * _MS, book=book)["ofi_l1"] == 0.0
