@@ -23,6 +23,7 @@ from flowgauge.config import (
     check_config_main,
     parse_settings,
 )
+from flowgauge.core.source_hash import source_hash
 from flowgauge.engine import Engine
 from flowgauge.metrics.families import CORE, DEFAULT_FAMILIES, FAMILIES, UnknownFamily, family_fields, resolve
 from flowgauge.metrics.params import MetricParams, MicropriceParams
@@ -162,3 +163,18 @@ def test_every_family_validates_against_the_payload_schema() -> None:
     validator = jsonschema.validators.validator_for(schema)(schema)
     for payload in payloads[::7]:
         validator.validate(payload)
+
+
+def test_the_compiled_families_source_is_part_of_the_core_hash(tmp_path: Path) -> None:
+    """The compiled core is stale when metrics/book_families.py (compiled as core._families) changes, as when
+    _core.pyx does: its hash covers both."""
+    here = Path(flowgauge.__file__).parent
+    (tmp_path / "core").mkdir()
+    (tmp_path / "metrics").mkdir()
+    for name in ("core/_core.pyx", "core/_core.pxd", "metrics/book_families.py"):
+        (tmp_path / name).write_bytes((here / name).read_bytes())
+    before = source_hash(tmp_path / "core")
+    assert before == source_hash(here / "core")
+    with (tmp_path / "metrics" / "book_families.py").open("a") as f:
+        f.write("\n# changed\n")
+    assert source_hash(tmp_path / "core") != before
