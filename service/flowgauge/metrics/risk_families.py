@@ -4,7 +4,9 @@ Each class follows `metrics.extended`'s `BookFamily` protocol (`on_book`, `on_bo
 book only through what `L2Book` and the compiled `CBook` both answer (`side.best()`, `side.top(n)`,
 `side.notional_within(price)`, `len(side)`) and the core fields already in the payload (`mid`, `spread_bps`,
 `depth_*_10bps`, `ofi_raw_*`), and do plain float arithmetic: both cores publish the same bits (the same source runs
-in both, on the same inputs). docs/metrics.md gives every field's definition.
+in both, on the same inputs). Unlike `metrics.book_families` this module is not compiled: both cores run it as
+Python (its per-payload cost is measured in the commit history: about 1-2 us for "risk", the default one).
+docs/metrics.md gives every field's definition.
 
 Slow state (1-second sampling for `vol_1m`, resiliency and z-scores, `metrics.seconds`) is fed once per payload
 from the payload's own book state, at the payload's exchange time; so, like every window, it depends only on the
