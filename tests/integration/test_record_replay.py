@@ -58,8 +58,10 @@ async def test_recorded_session_replays(tmp_path: Path) -> None:
     records = [r for f in files for r in iter_records(f)]
     assert any(isinstance(r, Http) and "instruments-info" in r.url for r in records)
     assert any(isinstance(r, Connect) and r.addr.endswith("/v5/public/linear") for r in records)
-    book_frames = [r for r in records if isinstance(r, Recv) and '"topic":"orderbook.' in r.data]
+    book_frames = [r for r in records if isinstance(r, Recv) and '"topic":"orderbook.200.' in r.data]
     assert book_frames
+    # The best-quote stream (orderbook.1) was recorded too, and replays into the L1 fields only.
+    assert any(isinstance(r, Recv) and '"topic":"orderbook.1.' in r.data for r in records)
 
     out = tmp_path / "out.jsonl"
     result = await asyncio.to_thread(
