@@ -13,8 +13,11 @@ something shows that its time is over:
 A trade stamped in a bar already closed is late: it is counted (`late_trades`), not added (a published bar never
 changes). A trade stamped in a bar not yet open waits in a bounded queue until that bar opens (streams of one
 instrument are not mutually ordered); beyond `MAX_PENDING_TRADES` the oldest waiting trade is dropped, counted.
-A gap in the first call (or after a long silence) is bounded too: at most `MAX_CATCH_UP` bars are emitted at once,
-the rest skipped and counted (`skipped_bars`), so a venue timestamp jumping a year ahead cannot emit 3e7 bars.
+Jumps of exchange time are bounded: a gap of up to `MAX_CATCH_UP` bars is filled with empty bars; a longer one (a
+feed silent for over an hour of 1 s bars, or a venue timestamp a year ahead) is not filled, only counted
+(`skipped_bars`), so one bad stamp cannot emit millions of bars. A state stamped more than `MAX_CATCH_UP` bars
+behind the open bar restarts the bars at its time (`clock_restarts`; the bar that was open is closed, and the new
+one has no return): after a bogus future stamp, the bars follow the venue's real time again.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from collections import deque
 __all__ = ["MAX_CATCH_UP", "MAX_PENDING_TRADES", "Bar", "ClockBars"]
 
 MAX_CATCH_UP = 3600
-"""Most bars one call emits: an hour of 1-second bars. Older missing bars are skipped and counted."""
+"""The longest gap (in bars) filled with empty bars, and how far behind the open bar a state may be stamped before
+the bars restart at its time: an hour of 1-second bars."""
 
 MAX_PENDING_TRADES = 10_000
 """Most trades held for a bar not yet open (trades run ahead of the book by up to a few seconds)."""
@@ -72,8 +76,8 @@ class ClockBars:
     """Bars of `interval_ns` for one instrument; `on_book`, `on_trade`, `on_invalid` feed them, and the bars they
     close come back from `on_book` / `close_until` in time order (see the module docstring)."""
 
-    __slots__ = ("_bar", "_depth", "_mid", "_pending", "_spread", "_valid", "interval_ns", "late_trades",
-                 "pending_dropped", "skipped_bars")  # fmt: skip
+    __slots__ = ("_bar", "_depth", "_mid", "_pending", "_spread", "_valid", "clock_restarts", "interval_ns",
+                 "late_trades", "pending_dropped", "skipped_bars")  # fmt: skip
 
     def __init__(self, interval_ns: int) -> None:
         if interval_ns <= 0:
@@ -88,6 +92,7 @@ class ClockBars:
         self.late_trades = 0
         self.pending_dropped = 0
         self.skipped_bars = 0
+        self.clock_restarts = 0
 
     @property
     def open_index(self) -> int | None:
@@ -108,18 +113,26 @@ class ClockBars:
                 _add_trade(bar, side, size)
         return bar
 
-    def _advance(self, index: int, closed: list[Bar]) -> Bar:
-        """Close bars up to (not including) `index` and return the open bar `index`."""
+    def _advance(self, index: int, closed: list[Bar], restart: bool = True) -> Bar:
+        """Close bars up to (not including) `index` and return the open bar `index` (see the module docstring for
+        jumps of more than MAX_CATCH_UP bars; `restart` False: a time far behind changes nothing, the timer's case)."""
         bar = self._bar
         if bar is None:
             return self._open(index)
         if index <= bar.index:
+            if restart and index < bar.index - MAX_CATCH_UP:
+                # Exchange time went back by more than MAX_CATCH_UP bars (after a bogus future stamp, or a venue
+                # clock reset): the bars restart there, no return across it.
+                closed.append(bar)
+                self.clock_restarts += 1
+                self._bar = None
+                return self._open(index)
             return bar
         closed.append(bar)
         first = bar.index + 1
         if index - first > MAX_CATCH_UP:
-            self.skipped_bars += index - first - MAX_CATCH_UP
-            first = index - MAX_CATCH_UP
+            self.skipped_bars += index - first  # too long a gap to fill: none of it is emitted
+            first = index
         for k in range(first, index):
             closed.append(self._open(k))
         return self._open(index)
@@ -128,7 +141,7 @@ class ClockBars:
         """Close every bar that ended at or before `t` (the timer's call); returns them, oldest first."""
         closed: list[Bar] = []
         if self._bar is not None:
-            self._advance(t // self.interval_ns, closed)
+            self._advance(t // self.interval_ns, closed, restart=False)
         return closed
 
     def on_book(
@@ -141,7 +154,7 @@ class ClockBars:
         bar = self._bar
         index = t // self.interval_ns
         closed: list[Bar]
-        if bar is not None and index <= bar.index:
+        if bar is not None and bar.index - MAX_CATCH_UP <= index <= bar.index:
             closed = _NO_BARS  # the common case: a state in the open bar (no list built per event)
         else:
             closed = []

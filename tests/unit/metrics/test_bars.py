@@ -85,6 +85,21 @@ def test_an_invalid_book_marks_its_bars_and_leaves_no_return() -> None:
 def test_a_jump_ahead_emits_a_bounded_number_of_bars() -> None:
     bars = ClockBars(S)
     bars.on_book(T0, 100.0, None, 1.0, 1.0)
-    closed = bars.on_book(T0 + 10 * MAX_CATCH_UP * S, 100.0, None, 1.0, 1.0)
-    assert len(closed) == MAX_CATCH_UP + 1
-    assert bars.skipped_bars == 10 * MAX_CATCH_UP - MAX_CATCH_UP - 1
+    closed = bars.on_book(T0 + MAX_CATCH_UP * S, 100.0, None, 1.0, 1.0)  # a gap of MAX_CATCH_UP - 1: filled
+    assert len(closed) == MAX_CATCH_UP and bars.skipped_bars == 0
+    closed = bars.on_book(T0 + 10 * MAX_CATCH_UP * S, 100.0, None, 1.0, 1.0)  # too long: not filled, counted
+    assert [b.index for b in closed] == [T0 // S + MAX_CATCH_UP]
+    assert bars.skipped_bars == 9 * MAX_CATCH_UP - 1
+
+
+def test_a_bogus_future_stamp_does_not_stall_the_bars() -> None:
+    bars = ClockBars(S)
+    bars.on_book(T0, 100.0, None, 1.0, 1.0)
+    year = 365 * 24 * 3600
+    assert [b.index for b in bars.on_book(T0 + year * S, 100.0, 1.0, 1.0, 1.0)] == [T0 // S]  # gap not filled
+    back = bars.on_book(T0 + 2 * S, 100.0, 2.0, 1.0, 1.0)  # the venue's real time again: the bars restart there
+    assert [b.index for b in back] == [T0 // S + year] and bars.clock_restarts == 1
+    assert bars.open_index == T0 // S + 2
+    (bar,) = bars.on_book(T0 + 3 * S, 101.0, 0.0, 1.0, 1.0)
+    assert bar.index == T0 // S + 2 and bar.ofi == 2.0 and bar.prev_close is None  # no return across the restart
+    assert bars.close_until(T0) == []  # the timer never restarts anything
