@@ -7,6 +7,11 @@ Every primitive decays by `a = exp(-lambda * dt)` with `lambda = ln 2 / H` for a
 irregularly spaced stream is handled exactly (no resampling). Time that steps back (another stream's clock, a
 venue's jitter) decays nothing: `dt` is clamped at 0, so the state never grows by a negative-time "undecay".
 
+The sample-based EWs (`EwMean`, `EwVariance`, `EwRegression`, fed once per bar) take a sample stamped before the
+previous one as the new time origin: it adds no weight itself (no time passed), and the samples after it decay
+from its time, so a clock that restarted earlier (a bogus future stamp, then the venue's real time) does not
+freeze them until the future comes.
+
 The warm-up weight `w <- a*w + (1 - a)` (from 0) is the total weight the EW has collected. A mean is published
 bias-corrected (`m / w`), and an output is "warming up" while `w < WARM_WEIGHT` (0.95, about 4.3 half-lives):
 callers flag it WARMUP (or leave it null where a partly filled estimate would mislead, see each class).
@@ -65,8 +70,7 @@ class EwMean:
     def add(self, t: int, y: float) -> None:
         last = self._last_t
         a = self._a_first if last is None else decay(self._lambda_ns, t - last)
-        if last is None or t > last:
-            self._last_t = t
+        self._last_t = t  # even when earlier (a clock restart): later samples then decay from here, not from the future
         b = 1.0 - a
         self._m = a * self._m + b * y
         self._w = a * self._w + b
@@ -123,8 +127,7 @@ class EwVariance:
     def add(self, t: int, y: float) -> None:
         last = self._last_t
         a = self._a_first if last is None else decay(self._lambda_ns, t - last)
-        if last is None or t > last:
-            self._last_t = t
+        self._last_t = t  # even when earlier (a clock restart): later samples then decay from here, not from the future
         b = 1.0 - a
         w = a * self._w + b
         d = y - self._m
@@ -248,8 +251,7 @@ class EwRegression:
     def add(self, t: int, x: float, y: float) -> None:
         last = self._last_t
         a = 1.0 if last is None else decay(self._lambda_ns, t - last)
-        if last is None or t > last:
-            self._last_t = t
+        self._last_t = t  # even when earlier (a clock restart): later samples then decay from here, not from the future
         self.s_w = a * self.s_w + 1.0
         self.s_x = a * self.s_x + x
         self.s_y = a * self.s_y + y

@@ -201,3 +201,21 @@ def test_ew_regression_is_null_while_degenerate() -> None:
     reg2.add(2 * S, 2.0, 2.0)
     assert reg2.beta() == pytest.approx(1.0)
     assert reg2.r2() == 1.0
+
+
+def test_sample_ews_follow_a_clock_that_restarts_earlier() -> None:
+    """After a sample stamped far ahead, then the real time again, the samples keep counting (decaying from the
+    restart) instead of weighing nothing until the future stamp is reached."""
+    for ew in (EwMean(10.0), EwVariance(10.0)):
+        for k in range(100):
+            ew.add(k * S, 1.0)
+        ew.add(10**6 * S, 1.0)  # bogus: a jump far ahead
+        for k in range(100, 200):
+            ew.add(k * S, 5.0)  # the venue's real time again
+        value = ew.value() if isinstance(ew, EwMean) else ew.mean
+        assert value == pytest.approx(5.0, abs=0.01)  # 100 samples of 5 at H = 10: the 1s are forgotten
+    reg = EwRegression(10.0)
+    reg.add(10**6 * S, 0.0, 0.0)
+    for k in range(50):
+        reg.add(k * S, float(k % 7), 2.0 * (k % 7))
+    assert reg.beta() == pytest.approx(2.0)
