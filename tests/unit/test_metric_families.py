@@ -4,6 +4,7 @@ engine publishes for a selection (key set and order, unselected families absent)
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import jsonschema
@@ -178,3 +179,65 @@ def test_the_compiled_families_source_is_part_of_the_core_hash(tmp_path: Path) -
     with (tmp_path / "metrics" / "book_families.py").open("a") as f:
         f.write("\n# changed\n")
     assert source_hash(tmp_path / "core") != before
+
+
+BOOK_EVENT_FAMILIES = ("core", "ofi_ext", "mlofi", "depth_ext", "microprice")
+
+
+def random_deltas(seed: int, n: int) -> list[BookDelta]:
+    """Book deltas on both sides (bids below 100, asks above: never crossed), some levels deleted."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        bids = [(100.0 - 0.5 * rng.randrange(1, 12), float(rng.choice([0, 0, 1, 2, 5, 9]))) for _ in range(3)]
+        asks = [(100.0 + 0.5 * rng.randrange(1, 12), float(rng.choice([0, 0, 1, 2, 5, 9]))) for _ in range(3)]
+        t = 2 * S + i * 150_000_000 + rng.randrange(0, 100) * 1_000_000
+        out.append(BookDelta("bybit", SYM, tuple(dict(bids).items()), tuple(dict(asks).items()), 11 + i, None, t, t))
+    return out
+
+
+@pytest.mark.parametrize("core_name", core.CORES)
+def test_batching_changes_no_family_value(core_name: str) -> None:
+    """T15: the same book messages published one by one, or in batches of random size (conflation: each batch
+    publishes its last state), give the same values at every state both publish (exchange time moving forward
+    with jitter, within the windows' late horizon)."""
+    if core_name == core.COMPILED and core.fallback_reason() is not None:
+        pytest.fail(f"compiled core unavailable: {core.fallback_reason()}")
+    runs: list[list[dict[str, object]]] = [[], []]
+    engines = [
+        Engine(
+            lambda topic, payload, out=out: out.append(orjson.loads(payload)),
+            clock=lambda: 0,
+            core_name=core_name,
+            families=("all",),
+            metric_params=MetricParams(
+                microprice=MicropriceParams(max_spread_ticks=20, sample_ms=50, min_samples=50, refit_s=5.0)
+            ),
+        )
+        for out in runs
+    ]
+    events = random_deltas(3, 400)
+    snapshot = BookSnapshot("bybit", SYM, ((99.5, 5.0), (99.0, 1.0)), ((100.5, 3.0),), 10, S, S)
+    for engine in engines:
+        engine.add_instrument(linear_instrument(tick=0.5))
+        engine.handle(snapshot)
+    engines[0].handle_all(events)
+    rng = random.Random(4)
+    i = 0
+    while i < len(events):
+        size = rng.randrange(1, 9)
+        engines[1].conflate = True
+        engines[1].handle_all(events[i : i + size])
+        engines[1].conflate = False
+        engines[1].flush_conflated()
+        i += size
+    by_state = {p["book_seq"]: p for p in runs[0] if p.get("trigger") == "book"}
+    batched = [p for p in runs[1] if p.get("trigger") == "book"]
+    assert 40 < len(batched) < len(by_state)
+    assert any(p["micro_price"] is not None for p in batched)
+    # core (but its publish counter, time and flags) and the per-book-event families; ofi_l1 is the flow since the
+    # previous payload and the risk family samples at payloads, both by design.
+    keys = [k for k in family_fields(BOOK_EVENT_FAMILIES) if k not in ("seq", "ts_publish", "quality")]
+    for payload in batched:
+        plain = by_state[payload["book_seq"]]
+        assert [payload[k] for k in keys] == [plain[k] for k in keys]

@@ -617,7 +617,8 @@ class Microprice:
     (Q), a mid jump of K = -1, -1/2, +1/2, +1 ticks (R1) and the state after a jump (R2); wider jumps and spreads
     above `max_spread_ticks` are dropped; no transition crosses an invalid period. Counts decay with a half-life of
     `memory_days` (the spec's trailing window). After `min_samples` transitions, and every `refit_s` after that,
-    G* = sum_{k=1..iterations} B^(k-1) g1 with g1 = (1 - Q)^-1 R1 K, B = (1 - Q)^-1 R2 is refitted.
+    G* = sum_{k=1..iterations} B^(k-1) g1 with g1 = (1 - Q)^-1 R1 K, B = (1 - Q)^-1 R2 is refitted, over the
+    states from which a mid change was observed to follow (`_reaching`; the others stay null).
 
     Published: `micro_price` (None until the first fit, for a state never observed, for a spread above
     `max_spread_ticks` (the spec's fallback; `wmid` stays in core), an empty side or an invalid book) and
@@ -725,40 +726,70 @@ class Microprice:
         self.state = -1
         self.sample_state = -1
 
+    def _reaching(self) -> list[int]:
+        """The observed states from which a mid change was seen to follow, directly or through other states: the
+        chain restricted to them is absorbing, so (1 - Q) is invertible there. From the others the expected
+        move is unknown (their micro-price is null; as a later state after a jump they count as no drift)."""
+        n = self.n_states
+        reach = [False] * n
+        for x in range(n):
+            for j in range(4):
+                if self.r1[x * 4 + j] > 0.0:
+                    reach[x] = True
+        changed = True
+        while changed:
+            changed = False
+            for x in range(n):
+                if not reach[x] and self.total[x] > 0.0:
+                    for y in range(n):
+                        if reach[y] and self.q[x * n + y] > 0.0:
+                            reach[x] = True
+                            changed = True
+                            break
+        return [x for x in range(n) if reach[x]]
+
     def _fit(self) -> list[float | None] | None:
         n = self.n_states
-        a = [[0.0] * n for _ in range(n)]
-        rhs = [[0.0] * (n + 1) for _ in range(n)]
-        for x in range(n):
+        states = self._reaching()
+        m = len(states)
+        if m == 0:
+            return None
+        # (1 - Q) restricted to the reaching states, against [R1 K | R2] (all states after a jump).
+        a = [[0.0] * m for _ in range(m)]
+        rhs = [[0.0] * (n + 1) for _ in range(m)]
+        for i in range(m):
+            x = states[i]
             total = self.total[x]
-            a[x][x] = 1.0
-            if not total > 0.0:
-                continue
+            a[i][i] = 1.0
+            for k in range(m):
+                a[i][k] = a[i][k] - self.q[x * n + states[k]] / total
             for y in range(n):
-                a[x][y] = a[x][y] - self.q[x * n + y] / total
-                rhs[x][y + 1] = self.r2[x * n + y] / total
+                rhs[i][y + 1] = self.r2[x * n + y] / total
             jump = 0.0
             for j in range(4):
                 jump += self.r1[x * 4 + j] / total * _JUMPS[j]
-            rhs[x][0] = jump
+            rhs[i][0] = jump
         solved = solve(a, rhs)
         if solved is None:
             return None
-        g1 = [solved[x][0] for x in range(n)]
-        g = g1[:]
-        term = g1
+        g: list[float | None] = [None] * n
+        term = [0.0] * n  # g^k by state; 0 for the states outside the system
+        for i in range(m):
+            term[states[i]] = solved[i][0]
+            g[states[i]] = solved[i][0]
         for _ in range(self.iterations - 1):
-            nxt = []
-            for x in range(n):
-                row = solved[x]
+            nxt = [0.0] * n
+            for i in range(m):
+                row = solved[i]
                 acc = 0.0
                 for y in range(n):
                     acc += row[y + 1] * term[y]
-                nxt.append(acc)
+                nxt[states[i]] = acc
             term = nxt
-            for x in range(n):
-                g[x] = g[x] + term[x]
-        return [g[x] if self.total[x] > 0.0 else None for x in range(n)]
+            for i in range(m):
+                x = states[i]
+                g[x] = g[x] + term[x]  # type: ignore[operator]  # set above for every state in the system
+        return g
 
     def fill(self, book: Any, out: dict[str, Any], ts: int, flags: set[str]) -> None:
         micro: float | None = None

@@ -444,3 +444,21 @@ def test_micro_price_fit_fallbacks_and_antisymmetry() -> None:
     micro.on_book(wide, T0 + 10**9 * _MS + 1)
     micro.fill(wide, out, T0, set())
     assert out["micro_price"] is None and out["micro_minus_mid_bps"] is None
+
+
+def test_micro_price_fit_survives_states_that_never_precede_a_move() -> None:
+    """A state only ever followed by itself (no mid change seen after it) would make 1 - Q singular: it is left out
+    of the system (null) and the others still fit."""
+    micro = ref.Microprice(1.0, MicropriceParams(imbalance_buckets=2, max_spread_ticks=2))
+    # States: (spread 1, bucket 0) = 0, (1, 1) = 1, (2, 0) = 2, (2, 1) = 3.
+    for _ in range(5):
+        micro._count(0, 0, 0)
+        micro._count(0, 0, -2)  # a tick down from the light-bid state, which it keeps
+        micro._count(1, 1, 2)  # a tick up from the heavy-bid state, which it keeps
+        micro._count(1, 1, 0)
+        micro._count(2, 2, 0)  # spread 2, bid light: never moves
+    g = micro._fit()
+    assert g is not None
+    assert g[2] is None and g[3] is None  # stuck, and never observed
+    assert g[0] is not None and g[1] is not None
+    assert g[0] == -6.0 and g[1] == 6.0  # half the steps move a tick, the same way 6 moves on
