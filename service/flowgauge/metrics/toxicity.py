@@ -64,21 +64,37 @@ class VolumeBuckets:
         done = 0
         buy_share = buy / total
         left = total
-        while left > 0.0:
+        while left > 0.0 and self.size > 0.0:
             room = self.size - self._filled
-            take = left if left < room else room
-            self._buy += take * buy_share
-            self._sell += take * (1.0 - buy_share)
-            self._filled += take
-            left -= take
-            if self._filled >= self.size:
-                self._imbalances.append(abs(self._sell - self._buy))
-                self._volumes.append(self.size)
-                self.completed += 1
-                done += 1
-                self._buy = self._sell = self._filled = 0.0
-                self.size = self.next_size  # an ADV change applies from the next bucket (5.2)
+            if left < room:
+                self._buy += left * buy_share
+                self._sell += left * (1.0 - buy_share)
+                self._filled += left
+                break
+            self._buy += room * buy_share
+            self._sell += room * (1.0 - buy_share)
+            self._complete(self.size)
+            done += 1
+            left -= room
+            # Whole buckets of this one print at once: only the last n can stay in the window, so a print of
+            # millions of buckets (a tiny V, a huge trade) costs at most n appends, not a loop per bucket.
+            whole = int(left // self.size) if self.size > 0.0 else 0
+            if whole > 0:
+                imbalance = self.size * abs(1.0 - 2.0 * buy_share)
+                for _ in range(min(whole, self.n)):
+                    self._imbalances.append(imbalance)
+                    self._volumes.append(self.size)
+                self.completed += whole
+                done += whole
+                left -= whole * self.size
         return done
+
+    def _complete(self, size: float) -> None:
+        self._imbalances.append(abs(self._sell - self._buy))
+        self._volumes.append(size)
+        self.completed += 1
+        self._buy = self._sell = self._filled = 0.0
+        self.size = self.next_size  # an ADV change applies from the next bucket (5.2)
 
     def value(self) -> float | None:
         """sum |S - B| / sum V over the last n buckets; None until n buckets have completed."""
@@ -131,12 +147,9 @@ class FlowToxicity:
                     buckets.size = size
 
     def _bucket_size(self, price: float) -> float:
-        if self._daily:
-            adv = math.fsum(self._daily) / len(self._daily)
-        elif self._venue_volume is not None:
-            adv = self._venue_volume
-        else:
-            adv = self.params.bootstrap_daily_notional / price
+        adv = math.fsum(self._daily) / len(self._daily) if self._daily else 0.0
+        if not adv > 0.0:  # no full day yet (or days without trades): the venue's figure, else the bootstrap
+            adv = self._venue_volume if self._venue_volume is not None else self.params.bootstrap_daily_notional / price
         return adv / self.params.buckets_per_day
 
     def on_trade(self, t: int, side: int, size: float, price: float) -> None:

@@ -254,3 +254,12 @@ def test_toxicity_and_kyle_bounded_and_mirror_symmetric(trades: list[tuple[int, 
         assert beta_b == pytest.approx(-beta_a, rel=1e-9, abs=1e-9)
     for r2 in (r2_a, r2_b):
         assert r2 is None or 0.0 <= r2 <= 1.0
+
+
+def test_a_print_of_millions_of_buckets_costs_n_appends() -> None:
+    """A tiny V and a huge print (bad venue figure, fat finger) fill 10^9 buckets at once without a loop per bucket."""
+    vb = VolumeBuckets(n=3)
+    vb.next_size = 1e-6
+    assert vb.add(1000.0 + 5e-7, 0.0) == 10**9
+    assert vb.completed == 10**9
+    assert vb.value() == pytest.approx(1.0, abs=1e-12)
