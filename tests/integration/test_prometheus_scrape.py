@@ -129,6 +129,11 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
                 alertmanager, f"--config.file={tmp / 'alertmanager.yml'}", f"--storage.path={tmp / 'am'}",
                 f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=",
             ], tmp / "alertmanager.log"))
+            # Prometheus starts only once both answer: a live daemon not yet listening at its first scrape would
+            # be `up == 0` and raise the for: 0s FlowgaugeDown for the live target too, and an alert Prometheus
+            # fails to hand to an Alertmanager not yet up is sent again only after its 1 min resend delay.
+            await wait_for(lambda: _answers(http_port, "/healthz"), "the daemon's /healthz", timeout_s=60)
+            await wait_for(lambda: _answers(am_port, "/-/ready"), "Alertmanager ready", timeout_s=60)
             procs.enter_context(process([
                 prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{prom_port}",
@@ -136,6 +141,11 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
             yield stack
     finally:
         await runner.cleanup()
+
+
+async def _answers(port: int, path: str) -> bool:
+    code, _ = await http_get(port, path)
+    return code == 200
 
 
 async def _query(port: int, promql: str) -> list[dict]:
