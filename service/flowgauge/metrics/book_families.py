@@ -18,6 +18,7 @@ size 0; undefined values are None, never a made-up 0.
 from __future__ import annotations
 
 import math
+from math import exp
 from typing import Any
 
 __all__ = ["DepthExt", "Microprice", "Mlofi", "OfiExt", "cks_event", "level_weights", "solve"]
@@ -69,30 +70,22 @@ def _l1(book: Any) -> tuple[float, float, float, float]:
     return bid_px, bid_sz, ask_px, ask_sz
 
 
-def _levels_within(side: Any, limit_bps: float, mid: float, bids: bool, start: int = 32) -> list[tuple[float, float]]:
-    """The side's levels (best first) whose distance from `mid` is at most `limit_bps`, read a growing prefix at a
-    time from `start` levels (a 1000-level book is not copied for a 10 bps band)."""
+def _prefix_within(side: Any, limit_bps: float, mid: float, bids: bool, start: int = 32) -> list[tuple[float, float]]:
+    """A prefix of the side's levels (best first) holding every level within `limit_bps` of `mid`, and perhaps a
+    few beyond it; read a growing prefix at a time from `start` levels (a 1000-level book is not copied for a
+    10 bps band)."""
     price: float
     d: float
     n = start
     while True:
         levels = side.top(n)
         if len(levels) < n:
-            break
+            return levels
         price = levels[-1][0]
         d = (mid - price) / mid * 1e4 if bids else (price - mid) / mid * 1e4
         if d > limit_bps:
-            break
+            return levels
         n = n * 4
-    # The prefix within the limit (distance grows along the side).
-    k = 0
-    for level in levels:
-        price = level[0]
-        d = (mid - price) / mid * 1e4 if bids else (price - mid) / mid * 1e4
-        if d > limit_bps:
-            break
-        k += 1
-    return levels[:k] if k < len(levels) else levels
 
 
 class _TimeWeighted:
@@ -415,22 +408,28 @@ def _walk_side(
     flat: list[float],
     dist: list[float],
     within: list[tuple[float, float]],
-) -> None:
+) -> int:
     """One side's band sums for BANDS_BPS (flat notional into `flat`, distance-weighted into `dist`) and its levels
-    within VAMP_BAND_BPS (into `within`). Levels come best first, so their distance grows: each band's sums are a
-    prefix of the side's. The `float` annotations make the compiled module do this arithmetic in C doubles (the
-    same IEEE operations in the same order as Python's floats)."""
+    within VAMP_BAND_BPS (into `within`); returns how many levels lie within the widest band. Levels come best
+    first, so their distance grows: each band's sums are a prefix of the side's. The `float` annotations make the
+    compiled module do this arithmetic in C doubles (the same IEEE operations in the same order as Python's
+    floats)."""
     flat_sum: float = 0.0
     dist_sum: float = 0.0
+    widest: float = BANDS_BPS[4]
     d: float
     price: float
     size: float
     notional: float
     j = 0
+    used = 0
     for level in levels:
         price = level[0]
         size = level[1]
         d = (mid - price) / mid * 1e4 if is_bid else (price - mid) / mid * 1e4
+        if d > widest:
+            break
+        used += 1
         while j < 5 and d > BANDS_BPS[j]:
             flat[j] = flat_sum
             dist[j] = dist_sum
@@ -439,11 +438,12 @@ def _walk_side(
             within.append((price, size))
         notional = price * size
         flat_sum += notional
-        dist_sum += math.exp(-d / scale) * notional
+        dist_sum += exp(-d / scale) * notional
     while j < 5:
         flat[j] = flat_sum
         dist[j] = dist_sum
         j += 1
+    return used
 
 
 def _vamp(bids: list[tuple[float, float]], asks: list[tuple[float, float]]) -> float | None:
@@ -513,9 +513,8 @@ class DepthExt:
             ):
                 within: list[tuple[float, float]] = []
                 # Start from the last walk's length: one read of the side in the common case.
-                walk = _levels_within(side, top, mid, is_bid, self.reach[k] + 8)
-                self.reach[k] = len(walk)
-                _walk_side(walk, mid, is_bid, self.scale, flat, dist, within)
+                walk = _prefix_within(side, top, mid, is_bid, self.reach[k] + 8)
+                self.reach[k] = _walk_side(walk, mid, is_bid, self.scale, flat, dist, within)
                 near.append(within)
                 worst = side.worst_price()
                 reach = (mid - worst) / mid * 1e4 if is_bid else (worst - mid) / mid * 1e4
