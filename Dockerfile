@@ -4,7 +4,7 @@
 #
 # Reproducible inputs: the base image is pinned by version and digest, and every Python package the image installs
 # is pinned with its hashes (requirements.lock for the daemon, requirements-build.lock for the build; tools/lock.sh
-# writes both, tests/unit/test_lock.py checks they satisfy pyproject.toml).
+# writes both, tests/unit/test_image.py checks they satisfy pyproject.toml).
 # The digest below was NOT verified from this repository's build machines (no registry reachable there); it is the
 # multi-arch index digest recorded for this tag. Refresh it (and the tag) with either of:
 #   docker buildx imagetools inspect python:3.11.11-slim-bookworm --format '{{json .Manifest.Digest}}'

@@ -125,3 +125,13 @@ def test_the_image_fails_closed_with_one_line_naming_both_fixes() -> None:
     else:
         raise AssertionError("the image's default configuration runs open")
     load_settings(config, {**env, "FLOWGAUGE_BUS__EMBEDDED__TOKEN": "a", "FLOWGAUGE_HTTP__TOKEN": "b"})
+
+
+def test_every_test_file_the_deployment_files_name_exists() -> None:
+    """The deployment files say which test checks them; a renamed or never-written test must not be cited."""
+    sources = [ROOT / "Dockerfile", ROOT / "docker-compose.yml", ROOT / ".env.example", ROOT / "README.md",
+               *(p for p in (ROOT / "deploy").rglob("*") if p.is_file()), *(ROOT / "tools").glob("*.sh")]
+    cited = {(src.relative_to(ROOT), path) for src in sources
+             for path in re.findall(r"\btests/[\w/]+\.py\b", src.read_text(errors="replace"))}
+    assert cited
+    assert not [(str(src), path) for src, path in cited if not (ROOT / path).is_file()]
