@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", help="write every published message as one JSON line to this file")
     parser.add_argument("-c", "--config", help="only the venues and symbols this config lists")
+    parser.add_argument("--interleave", action="store_true",
+                        help="replay the files of different venues interleaved by receive time (each venue's files "
+                             "in the order given), as the daemon received them, instead of one file after another: "
+                             "for a session recorded on several venues (cross-venue aggregates)")  # fmt: skip
 
 
 def _speed(text: str) -> float:
@@ -143,7 +147,8 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"replay: cannot write --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
-    return _replay_into(list(args.files), out, args.speed, symbols, publish_trades, clock_bounds, aggregate_settings)
+    return _replay_into(list(args.files), out, args.speed, symbols, publish_trades, clock_bounds, aggregate_settings,
+                        args.interleave)  # fmt: skip
 
 
 class _OutputFailed(Exception):
@@ -158,6 +163,7 @@ def _replay_into(
     publish_trades: bool = False,
     clock_bounds: dict[str, float] | None = None,
     aggregate_settings: AggregateSettings | None = None,
+    interleave: bool = False,
 ) -> int:
     from flowgauge.metrics.aggregate import CrossVenueAggregates
     from flowgauge.publish import codec
@@ -199,7 +205,7 @@ def _replay_into(
     try:
         replay(files, sink, speed=speed, symbols=symbols, stats=stats, on_file_error=on_file_error,
                on_progress=progress, publish_trades=publish_trades, clock_skew_max_s=clock_bounds,
-               atomic=stops.held, aggregates=aggregates)
+               atomic=stops.held, aggregates=aggregates, interleave=interleave)
     except KeyboardInterrupt:
         stopped = "interrupted"
     except _Terminated:

@@ -49,6 +49,9 @@ _DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="RECORDING", help="recordings (.jsonl.zst or .jsonl), in order")
     parser.add_argument("--out", required=True, metavar="FILE.parquet", help="the Parquet file to write")
+    parser.add_argument("--interleave", action="store_true",
+                        help="replay the files of different venues interleaved by receive time, as `flowgauge "
+                             "replay --interleave` (rows of a session of several venues in the order received)")
     parser.add_argument("--families", default=None, metavar="NAME[,NAME...]",
                         help="metric families to export (as publish.families; 'all' for every one; default: the "
                              "daemon's default families)")  # fmt: skip
@@ -233,6 +236,7 @@ def export(
     bar_source: str = "engine",
     families: Iterable[str] | None = None,
     on_file_error: Callable[[str, str], None] | None = None,
+    interleave: bool = False,
 ) -> int:
     """Replay `files` and write their metrics payloads (or bars) to the Parquet file `out`. Returns the row count.
 
@@ -301,7 +305,8 @@ def export(
 
         bar_spec = BarSpec(interval_s=bars_ns / 1e9) if engine_bars and bars_ns is not None else None
         _, stats = replay(
-            list(files), sink, clock=lambda: 0, on_file_error=on_file_error, families=selected, bars=bar_spec
+            list(files), sink, clock=lambda: 0, on_file_error=on_file_error, families=selected, bars=bar_spec,
+            interleave=interleave,
         )
         if stats.failed and on_file_error is not None:
             raise _ExportFailed(stats.failed)
@@ -360,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         rows = export(args.files, args.out, bars_ns=args.bars, bar_source=args.bar_source, families=families,
-                      on_file_error=on_file_error)  # fmt: skip
+                      on_file_error=on_file_error, interleave=args.interleave)  # fmt: skip
     except KeyboardInterrupt:
         print("export interrupted: nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED

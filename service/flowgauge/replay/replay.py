@@ -282,6 +282,7 @@ def replay(
     families: Iterable[str] = DEFAULT_FAMILIES,
     metric_params: MetricParams | None = None,
     bars: BarSpec | None = None,
+    interleave: bool = False,
 ) -> tuple[Engine, ReplayStats]:
     """Replay recordings in order into one engine publishing to `sink`.
 
@@ -299,13 +300,16 @@ def replay(
         atomic: entered around each message's `sink` call and its count, so a caller that holds an interrupt
             inside it (replay's command) stops between messages: every message counted was handed over whole.
         aggregates: also publish cross-venue aggregates (config `publish.aggregates`; exchange-time cadence, so
-            deterministic); None publishes none. Files replay one after another, so only venues whose recordings
-            are interleaved in one file share aggregates: a later file's venues find the earlier ones STALE.
+            deterministic); None publishes none. Files replay one after another unless `interleave`, so a later
+            file's venues would find the earlier ones STALE: replay a session of several venues interleaved.
         families: the metric families published (config `publish.families`); metric_params: their parameters
             (config `metrics`; None: the defaults).
         bars: also publish closed clock bars (config `publish.bars`); None publishes none. Replay closes a bar on
             the first book state of a later bar only (no timer), so its bars depend on the recorded events alone;
             the bars still open when the recordings end are not published.
+        interleave: replay the files of different venues interleaved by receive time, each venue's files one
+            after another (`flowgauge.replay.interleave`), instead of every file after the previous one: what spans
+            venues (aggregates) then sees the frames in the order the daemon received them.
     """
     if speed < 0:
         raise ValueError("speed must be >= 0")
@@ -329,6 +333,18 @@ def replay(
         metric_params=metric_params,
         bars=bars,
     )
+    if interleave:
+        from flowgauge.replay.interleave import replay_interleaved
+
+        def fail(path: str, exc: BaseException) -> None:
+            why = _describe(Path(path), exc)
+            stats.failed.append((path, why))
+            if on_file_error is None:
+                raise exc
+            on_file_error(path, why)
+
+        replay_interleaved(paths, engine, symbols, stats, speed, fail, on_progress)
+        return engine, stats
     connections = _Connections()
     for path in paths:
         stats.current_file = str(path)
