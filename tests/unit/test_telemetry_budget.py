@@ -5,11 +5,12 @@ state as a state set and bps exported as ratios (issue 12, item 6)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flowgauge.telemetry.collector import BOOK_STATES, SignalCollector
+from flowgauge.telemetry.collector import BOOK_STATES, ClockOffsetCollector, SignalCollector
 from flowgauge.telemetry.instruments import LATENCY_BUCKETS, Telemetry
 
 # Every key the collector exports, so each instrument shows its full cost.
@@ -23,7 +24,9 @@ FULL_PAYLOAD: Mapping[str, object] = {
 }
 # The README states this (Observability, "Series budget"); a change to the exported families changes both.
 SERIES_PER_INSTRUMENT = 29
-SERIES_FIXED_ONE_VENUE_EMBEDDED = 76
+# 55 per venue + its clock offset + 22 for the process (the shard info included), as the daemon registers them.
+SERIES_FIXED_ONE_VENUE_EMBEDDED = 78
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 class _Books:
@@ -38,6 +41,9 @@ class _Books:
         for symbol in self.symbols:
             yield "bybit", symbol, "VALID"
 
+    def clock_offsets(self) -> Iterator[tuple[str, float]]:
+        yield "bybit", 0.01
+
 
 def _scrape(n_instruments: int, backends: tuple[str, ...] = ("embedded",)) -> str:
     registry = CollectorRegistry()
@@ -47,6 +53,9 @@ def _scrape(n_instruments: int, backends: tuple[str, ...] = ("embedded",)) -> st
     for symbol in books.symbols:
         telemetry.register_book("bybit", symbol)
     registry.register(SignalCollector(books))
+    # What the daemon adds to every registry (app.py): the venue clock offsets and this process's shard.
+    registry.register(ClockOffsetCollector(books))
+    telemetry.set_shard(0, 1)
     return generate_latest(registry).decode()
 
 
@@ -60,7 +69,10 @@ def test_series_per_instrument_and_for_500_instruments() -> None:
     assert per_instrument == SERIES_PER_INSTRUMENT
     assert one - per_instrument == SERIES_FIXED_ONE_VENUE_EMBEDDED
     # The README's figure: 500 instruments on one venue, embedded bus only.
-    assert len(_series(_scrape(500))) == 500 * SERIES_PER_INSTRUMENT + SERIES_FIXED_ONE_VENUE_EMBEDDED == 14_576
+    total = len(_series(_scrape(500)))
+    assert total == 500 * SERIES_PER_INSTRUMENT + SERIES_FIXED_ONE_VENUE_EMBEDDED == 14_578
+    budget = " ".join(README.read_text().split())
+    assert f"{SERIES_PER_INSTRUMENT} series per instrument" in budget and f"{total:,} series" in budget
 
 
 def test_no_created_samples() -> None:
