@@ -200,6 +200,8 @@ class InstrumentMetrics:
         self._open_flags.add("GAP" if reason is InvalidReason.GAP else "RESET")
         if self.extended is not None:
             self.extended.on_book_invalid(ts_exchange)
+            if reason is InvalidReason.RESET:  # a reconnect or reload: the trade feed may have lost prints too
+                self.extended.on_feed_reset(ts_exchange)
 
     def on_best_quote(self, quote: BestQuote) -> None:
         """A state of the venue's best-quote stream: L1 accumulators only (family ofi_l1, metrics.ofi_l1), never

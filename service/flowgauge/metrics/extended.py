@@ -89,6 +89,7 @@ class SlowFamily(Protocol):
     def on_funding(self, funding: FundingRate) -> None: ...
     def on_liquidation(self, liq: Liquidation) -> None: ...
     def on_long_short(self, ratio: LongShortRatio) -> None: ...
+    def on_feed_reset(self, ts_ns: int) -> None: ...
     def fill(self, book: Any, out: dict[str, object], ts_ns: int, flags: set[str]) -> None: ...
 
 
@@ -211,3 +212,8 @@ class ExtendedMetrics:
     def on_long_short(self, ratio: LongShortRatio) -> None:
         for family in self._slow:
             family.on_long_short(ratio)
+
+    def on_feed_reset(self, ts_ns: int) -> None:
+        """The instrument's feed was reset (reconnect, reload): trades may have been lost."""
+        for family in self._slow:
+            family.on_feed_reset(ts_ns)

@@ -80,6 +80,9 @@ class PositioningFamily:
         self._liq.on_liquidation(liq.ts_exchange, long_side, liq.price * liq.size)
         self._oi_flow.on_liquidation(liq.ts_exchange, long_side, liq.size)
 
+    def on_feed_reset(self, ts_ns: int) -> None:
+        """Nothing to mark: OI and liquidation values rest on observations, not on an unbroken tape."""
+
     def fill(self, book: object, out: dict[str, object], now: int, flags: set[str]) -> None:
         """Write the family's keys at `now` (the payload's exchange time); windows count as covered from the
         first input or payload this family saw."""

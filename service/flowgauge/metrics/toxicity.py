@@ -15,6 +15,10 @@ crossing once 24 h have been observed (so `V` changes only at 00:00 UTC, and onl
 Before that it is bootstrapped: from the venue's own 24 h volume when the owner passes one (`set_venue_volume`;
 no recording carries it), else from `bootstrap_daily_notional / first trade price`. Null until `n` buckets have
 completed: with the defaults and a real ADV that is about a day of trading, far more than any recording holds.
+
+Feed gaps (5.2): after a reset of the instrument's feed (a reconnect or reload, when trades may have been lost),
+the values whose window holds the bucket that was filling then are marked `coverage` PARTIAL by the family, until
+`n` more buckets have completed.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ def normal_cdf(x: float) -> float:
 class VolumeBuckets:
     """Cuts (buy, sell) volume into buckets of `size` and keeps the last `n` bucket imbalances."""
 
-    __slots__ = ("_buy", "_filled", "_imbalances", "_sell", "_volumes", "completed", "n", "next_size", "size")
+    __slots__ = ("_buy", "_filled", "_imbalances", "_sell", "_volumes", "completed", "gap_until", "n", "next_size",
+                 "size")  # fmt: skip
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -51,6 +56,7 @@ class VolumeBuckets:
         self._imbalances: deque[float] = deque(maxlen=n)
         self._volumes: deque[float] = deque(maxlen=n)
         self.completed = 0
+        self.gap_until = 0  # while completed < gap_until the window holds a bucket filled across a feed gap
 
     def add(self, buy: float, sell: float) -> int:
         """Add volume (split pro rata across boundaries); returns the number of buckets it completed."""
@@ -95,6 +101,10 @@ class VolumeBuckets:
         self.completed += 1
         self._buy = self._sell = self._filled = 0.0
         self.size = self.next_size  # an ADV change applies from the next bucket (5.2)
+
+    def mark_gap(self) -> None:
+        """The bucket being filled and the next n hold (or follow) lost trades (5.2: flag them)."""
+        self.gap_until = self.completed + self.n + 1
 
     def value(self) -> float | None:
         """sum |S - B| / sum V over the last n buckets; None until n buckets have completed."""
@@ -218,6 +228,15 @@ class FlowToxicity:
 
     def _cdf_cap(self) -> int:
         return 4 * int(self.params.cdf_days * self.params.buckets_per_day) + self.params.cdf_min_values
+
+    def mark_gap(self) -> None:
+        """A gap in the trade feed (reconnect): the current and next n buckets of both variants are marked."""
+        self._exact.mark_gap()
+        self._bvc.mark_gap()
+
+    def gapped(self) -> tuple[bool, bool]:
+        """Whether the exact / BVC windows still hold a bucket marked by `mark_gap`."""
+        return self._exact.completed < self._exact.gap_until, self._bvc.completed < self._bvc.gap_until
 
     def values(self) -> tuple[float | None, float | None, float | None]:
         """(flow_toxicity, flow_toxicity_bvc, flow_toxicity_cdf)."""

@@ -61,6 +61,10 @@ class TradeFlowFamily:
     def on_long_short(self, ratio: LongShortRatio) -> None:
         self.set_since(ratio.ts_exchange)
 
+    def on_feed_reset(self, ts_ns: int) -> None:
+        """Trades may have been lost: the toxicity buckets filling now and the next n are marked (5.2)."""
+        self._toxicity.mark_gap()
+
     def fill(self, book: Any, out: dict[str, object], now: int, flags: set[str]) -> None:
         """Write the family's keys at `now` (the payload's exchange time); windows count as covered from the
         first input or payload this family saw."""
@@ -70,15 +74,22 @@ class TradeFlowFamily:
         before = len(coverage)
         self._depth.sample(book, now)
         self._tfi.fill(now, out, coverage, flags, self._depth.value())
-        if len(coverage) > before:
-            flags.add("PARTIAL_WINDOW")
         exact, bvc, cdf = self._toxicity.values()
         out["flow_toxicity"] = exact
         out["flow_toxicity_bvc"] = bvc
         out["flow_toxicity_cdf"] = cdf
+        exact_gap, bvc_gap = self._toxicity.gapped()
+        if exact_gap and exact is not None:
+            coverage["flow_toxicity"] = "PARTIAL"
+            if cdf is not None:
+                coverage["flow_toxicity_cdf"] = "PARTIAL"
+        if bvc_gap and bvc is not None:
+            coverage["flow_toxicity_bvc"] = "PARTIAL"
         volume = self._toxicity.bucket_volume
         out["flow_toxicity_bucket_volume"] = volume if volume > 0.0 else None
         beta, r2, n = self._kyle.values()
         out["kyle_lambda_bps_per_musd"] = beta
         out["kyle_r2"] = r2
         out["kyle_n"] = float(n)
+        if len(coverage) > before:
+            flags.add("PARTIAL_WINDOW")

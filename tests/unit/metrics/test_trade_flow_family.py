@@ -263,3 +263,31 @@ def test_a_print_of_millions_of_buckets_costs_n_appends() -> None:
     assert vb.add(1000.0 + 5e-7, 0.0) == 10**9
     assert vb.completed == 10**9
     assert vb.value() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_a_feed_reset_marks_toxicity_partial_for_the_next_n_buckets() -> None:
+    """metrics.md 5.2: a gap in the trade feed flags the bucket filling then and the windows that hold it."""
+    from tests.conftest import linear_instrument
+
+    from flowgauge.metrics.extended import ExtendedMetrics
+    from flowgauge.metrics.params import MetricParams
+
+    toxicity = ToxicityParams(window_buckets=2, bootstrap_daily_notional=50_000.0)
+    params = MetricParams(trade_flow=TradeFlowParams(toxicity=toxicity))
+    ext = ExtendedMetrics.build(("trade_flow",), linear_instrument(), params, compiled=False)
+    assert ext is not None
+
+    def coverage(t: int) -> dict[str, str]:
+        out: dict[str, object] = {"coverage": {}, "quality": []}
+        ext.fill(None, out, t)
+        return out["coverage"]  # type: ignore[return-value]
+
+    for i in range(3):  # V = 10 at price 100: one bucket per trade
+        ext.on_trade(Trade("bybit", "BTC/USDT:USDT", 100.0, 10.0, 1, str(i), False, T0 + i * S, T0 + i * S))
+    assert "flow_toxicity" not in coverage(T0 + 3 * S)
+    ext.on_feed_reset(T0 + 3 * S)
+    for i in range(3, 5):  # the bucket filling at the reset is the 4th: the windows ending at it and the next
+        ext.on_trade(Trade("bybit", "BTC/USDT:USDT", 100.0, 10.0, 1, str(i), False, T0 + i * S, T0 + i * S))
+        assert coverage(T0 + i * S).get("flow_toxicity") == "PARTIAL", i
+    ext.on_trade(Trade("bybit", "BTC/USDT:USDT", 100.0, 10.0, 1, "5", False, T0 + 5 * S, T0 + 5 * S))
+    assert "flow_toxicity" not in coverage(T0 + 5 * S)  # buckets 5 and 6: none filled across the reset
