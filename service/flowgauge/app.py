@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import msgspec
 from prometheus_client import CollectorRegistry
 
 from flowgauge.config import Settings, VenueSettings, open_listeners, secret_values, shard_venues
@@ -54,7 +53,7 @@ from flowgauge.heap import TRIM_INTERVAL_S, HeapTrimmer
 from flowgauge.logs import BurstLimiter, event, register_secrets
 from flowgauge.metrics.aggregate import CrossVenueAggregates
 from flowgauge.metrics.bar_feed import BarSpec
-from flowgauge.metrics.params import MetricParams
+from flowgauge.metrics.params import MetricParams, from_settings
 from flowgauge.publish.base import Publisher
 from flowgauge.publish.embedded import EmbeddedBus
 from flowgauge.publish.nats import NatsPublisher
@@ -78,7 +77,7 @@ LIFECYCLE_MAX_SLEEP_S = 30.0
 def metric_params(settings: Settings) -> MetricParams:
     """The config's `metrics` section as the metric layer's parameters (the same fields: config imports no
     metrics module, so it keeps its own copy of the structs)."""
-    return msgspec.convert(msgspec.to_builtins(settings.metrics), MetricParams)
+    return from_settings(settings.metrics)
 
 
 def bar_spec(settings: Settings) -> BarSpec | None:

@@ -4,7 +4,10 @@ engine publishes for a selection (key set and order, unselected families absent)
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -241,3 +244,30 @@ def test_batching_changes_no_family_value(core_name: str) -> None:
     for payload in batched:
         plain = by_state[payload["book_seq"]]
         assert [payload[k] for k in keys] == [plain[k] for k in keys]
+
+
+BYBIT = Path(__file__).resolve().parents[1] / "fixtures" / "bybit" / "bybit-linear-2026-08.jsonl.zst"
+
+
+def replay_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "service"), str(repo)])}
+    command = [sys.executable, "-m", "flowgauge", "replay", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+def test_replay_with_a_config_publishes_its_families_and_parameters(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("publish:\n  families: [mlofi]\nmetrics:\n  mlofi:\n    levels: 3\n")
+    out = tmp_path / "out.jsonl"
+    done = replay_cli("-c", str(config), str(BYBIT), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    payloads = [orjson.loads(line)["payload"] for line in out.read_bytes().splitlines()]
+    books = [p for p in payloads if p.get("trigger") == "book"]
+    assert books and all(len(p["mlofi_10s"]) == 3 for p in books if p["mlofi_10s"] is not None)
+    assert all("micro_price" not in p for p in books)  # not selected: not published
+    config.write_text("publish:\n  families: [core, mlofy]\n")
+    done = replay_cli("-c", str(config), str(BYBIT))
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "publish.families: unknown metric family 'mlofy'; known: core, " in line

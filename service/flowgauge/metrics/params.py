@@ -24,6 +24,7 @@ __all__ = [
     "MlofiParams",
     "OfiExtParams",
     "RiskParams",
+    "from_settings",
 ]
 
 
@@ -123,3 +124,9 @@ class MetricParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     risk: RiskParams = msgspec.field(default_factory=RiskParams)
     trade_flow: TradeFlowParams = msgspec.field(default_factory=TradeFlowParams)  # metrics.flow_params
     positioning: PositioningParams = msgspec.field(default_factory=PositioningParams)
+
+
+def from_settings(section: object) -> MetricParams:
+    """The config's `metrics` section (config.MetricsSettings, the same fields: config imports no metrics module,
+    so it keeps its own copy of the structs) as the metric layer's parameters."""
+    return msgspec.convert(msgspec.to_builtins(section), MetricParams)

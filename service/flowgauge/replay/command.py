@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     from flowgauge.config import AggregateSettings
+    from flowgauge.metrics.params import MetricParams
 
 EXIT_FAILED_FILES = 1
 EXIT_BAD_ARGUMENTS = 2
@@ -123,6 +124,8 @@ def _run(args: argparse.Namespace) -> int:
     publish_trades = False
     aggregate_settings = AggregateSettings()  # publish.aggregates: the config's with -c, else the defaults (on)
     clock_bounds: dict[str, float] | None = None  # the config's venues.<id>.clock_skew_max_s (default: 2 s)
+    families: tuple[str, ...] | None = None  # publish.families and metrics.*: the config's with -c, else defaults
+    metric_params: MetricParams | None = None
     if args.config or os.environ.get(_ENV_TRADES):
         from flowgauge.config import ConfigError, load_settings
 
@@ -132,6 +135,10 @@ def _run(args: argparse.Namespace) -> int:
                 symbols = {venue: list(v.symbols) for venue, v in settings.venues.items()}
                 clock_bounds = {venue: v.clock_skew_max_s for venue, v in settings.venues.items()}
                 aggregate_settings = settings.publish.aggregates
+                families = settings.publish.families
+                from flowgauge.metrics.params import from_settings
+
+                metric_params = from_settings(settings.metrics)
             else:
                 # No config: every instrument of the files, but FLOWGAUGE_PUBLISH__TRADES still says whether trade
                 # records are written (checked like the daemon checks it; nothing else of the environment applies).
@@ -148,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"replay: cannot write --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
     return _replay_into(list(args.files), out, args.speed, symbols, publish_trades, clock_bounds, aggregate_settings,
-                        args.interleave)  # fmt: skip
+                        args.interleave, families, metric_params)  # fmt: skip
 
 
 class _OutputFailed(Exception):
@@ -164,8 +171,11 @@ def _replay_into(
     clock_bounds: dict[str, float] | None = None,
     aggregate_settings: AggregateSettings | None = None,
     interleave: bool = False,
+    families: tuple[str, ...] | None = None,
+    metric_params: MetricParams | None = None,
 ) -> int:
     from flowgauge.metrics.aggregate import CrossVenueAggregates
+    from flowgauge.metrics.families import DEFAULT_FAMILIES
     from flowgauge.publish import codec
     from flowgauge.replay.progress import TerminalProgress, summary
     from flowgauge.replay.replay import ReplayStats, replay
@@ -205,7 +215,8 @@ def _replay_into(
     try:
         replay(files, sink, speed=speed, symbols=symbols, stats=stats, on_file_error=on_file_error,
                on_progress=progress, publish_trades=publish_trades, clock_skew_max_s=clock_bounds,
-               atomic=stops.held, aggregates=aggregates, interleave=interleave)
+               atomic=stops.held, aggregates=aggregates, interleave=interleave,
+               families=families if families is not None else DEFAULT_FAMILIES, metric_params=metric_params)
     except KeyboardInterrupt:
         stopped = "interrupted"
     except _Terminated:
