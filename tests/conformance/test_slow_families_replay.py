@@ -73,6 +73,8 @@ def test_every_field_takes_a_value_or_is_documented_as_needing_more_data() -> No
             payload = orjson.loads(raw)
             assert mine <= payload.keys()
             validator.validate(payload)
+            # README: PARTIAL_WINDOW exactly when some value covers less than its name says
+            assert bool(payload["coverage"]) == ("PARTIAL_WINDOW" in payload["quality"]), payload["coverage"]
             seen.update(key for key in mine if payload[key] is not None)
     assert mine - seen == NEEDS_MORE_DATA
 
