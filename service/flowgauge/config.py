@@ -558,7 +558,7 @@ def builtin_config(name: str) -> Any:
 def _settings_from(data: Any, environ: Mapping[str, str], source: str | None) -> Settings:
     problems: list[tuple[str, str]] = []
     merged, origins = _apply_env(data, environ, problems)
-    _shard_index_from_hostname(merged, environ, problems)
+    _shard_index_from_hostname(merged, environ, origins, problems)
     _resolve_secrets(merged, origins, problems)
     settings = _build(Settings, merged, "", problems)
     if problems or not isinstance(settings, Settings):
@@ -1619,15 +1619,22 @@ SHARD_INDEX_FROM_HOSTNAME: Final = "from_hostname"
 _ORDINAL: Final = re.compile(r"-(\d{1,6})$")
 
 
-def _shard_index_from_hostname(merged: Any, environ: Mapping[str, str], problems: _Problems) -> None:
+def _shard_index_from_hostname(
+    merged: Any, environ: Mapping[str, str], origins: dict[str, str], problems: _Problems
+) -> None:
     """`shard.index: from_hostname` (or FLOWGAUGE_SHARD__INDEX=from_hostname) becomes the ordinal that ends the
     host name in `environ["HOSTNAME"]`: a StatefulSet pod `flowgauge-a-3` runs shard 3, so one pod template serves
     every shard. Kubernetes and Docker set HOSTNAME to the pod's (container's) name. A name with no `-<n>` ending is
-    one problem line; the range check against shard.count is the usual one."""
+    one problem line; the range check against shard.count is the usual one. Either line names the host name (in
+    `origins`): `got 3` alone would not tell an operator that a StatefulSet was scaled past shard.count."""
     shard = merged.get("shard") if isinstance(merged, dict) else None
     if not isinstance(shard, dict) or shard.get("index") != SHARD_INDEX_FROM_HOSTNAME:
         return
     hostname = environ.get("HOSTNAME", "")
+    if hostname:
+        variable = origins.get("shard.index")
+        how = f"{variable}={SHARD_INDEX_FROM_HOSTNAME}" if variable else f"shard.index: {SHARD_INDEX_FROM_HOSTNAME}"
+        origins["shard.index"] = f"{how} with HOSTNAME={hostname[:80]}"
     match = _ORDINAL.search(hostname)
     if match is None:
         shown = repr(hostname[:80]) if hostname else "unset"

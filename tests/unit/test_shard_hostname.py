@@ -37,6 +37,19 @@ def test_a_hostname_without_a_usable_ordinal_is_one_problem_line(hostname: str |
         load_settings("offline-demo", env)
     (problem,) = caught.value.problems
     assert problem.startswith("shard.index: ") and why in problem, problem
+    if hostname:  # the operator sees which host name the index came from (a StatefulSet scaled past the count)
+        assert f"HOSTNAME={hostname}" in problem, problem
+
+
+def test_a_bad_hostname_stops_the_daemon_with_one_line_and_no_traceback() -> None:
+    env = {"FLOWGAUGE_SHARD__INDEX": "from_hostname", "FLOWGAUGE_SHARD__COUNT": "3", "HOSTNAME": "flowgauge-a-3",
+           "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "flowgauge", "run", "-c", "offline-demo"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "shard.index: must be between 0 and 2 (shard.count is 3) (got 3)" in line, line
+    assert "HOSTNAME=flowgauge-a-3" in line and "Traceback" not in result.stdout + result.stderr, line
 
 
 def test_check_config_names_the_shard_taken_from_the_hostname() -> None:
