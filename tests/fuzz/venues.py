@@ -46,6 +46,9 @@ RECORDINGS = {
     "hyperliquid": FIXTURES / "hyperliquid" / "hyperliquid-btc-2025-01.jsonl.zst",
 }
 VENUES = tuple(RECORDINGS)
+# Best-quote frames (issue 11 item 1) for the venues whose recordings hold none: seeds too (Binance's recording has
+# its bookTicker frames). Deribit's are for an instrument its recording lacks: they reach the parser's lookup.
+BEST_QUOTE_SEEDS: dict[str, list[str]] = json.loads((FIXTURES / "best_quote" / "venue-frames.json").read_text())
 
 PRIME_SCAN = 400  # frames searched for the point where the most books are VALID
 CONTINUATION = 16  # real frames after the prime: the stream the fuzzer mutates
@@ -160,6 +163,7 @@ def venue_case(venue: str) -> VenueCase:
         if per_kind.get(kind, 0) < SEEDS_PER_KIND:
             per_kind[kind] = per_kind.get(kind, 0) + 1
             case.frame_seeds.append(_text(op.data))
+    case.frame_seeds += BEST_QUOTE_SEEDS.get(venue, [])
     return case
 
 
