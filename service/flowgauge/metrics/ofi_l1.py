@@ -27,9 +27,11 @@ payload RESET until the longest window has slid past them. The switch from "deri
 quote) starts the windows afresh, so they never mix granularities. Windows not yet covered since the last first
 state are marked PARTIAL in `coverage` (and PARTIAL_WINDOW), as the core's `ofi_raw_T`.
 
-Written once for both cores in plain typed Python (no I/O, no imports beyond math), so the compiled core can run
-the same source compiled: same IEEE operations in the same order. Both cores' payloads are identical
-(tests/unit/metrics/test_ofi_l1.py runs it over both cores' windows).
+Written once for both cores in plain typed Python (no I/O, no imports beyond math): both run this source, each over
+its own window classes (the compiled core's are C), as the risk families do (`metrics.extended`). It stays
+compilable as is (Cython's pure-Python mode, like `metrics.book_families`) should its per-quote cost matter. Both
+cores' outputs are identical (tests/unit/metrics/test_ofi_l1.py over both cores' windows; the engine and replay
+tests under both cores).
 """
 
 from __future__ import annotations
