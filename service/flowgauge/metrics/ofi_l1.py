@@ -28,8 +28,9 @@ quote) starts the windows afresh, so they never mix granularities. Windows not y
 state are marked PARTIAL in `coverage` (and PARTIAL_WINDOW), as the core's `ofi_raw_T`.
 
 Written once for both cores in plain typed Python (no I/O, no imports beyond math): both run this source, each over
-its own window classes (the compiled core's are C), as the risk families do (`metrics.extended`). It stays
-compilable as is (Cython's pure-Python mode, like `metrics.book_families`) should its per-quote cost matter. Both
+its own window classes (the compiled core's are C), as the risk families do (`metrics.extended`). It compiles as is
+with Cython's pure-Python mode, but was measured no faster so (0.58 against 0.54 us per quote over the C windows,
+which dominate), so it is not compiled. Both
 cores' outputs are identical (tests/unit/metrics/test_ofi_l1.py over both cores' windows; the engine and replay
 tests under both cores).
 """
