@@ -28,7 +28,7 @@ import pytest_asyncio
 import yaml
 from aiohttp import web
 from tests.conftest import BYBIT_RECORDING
-from tests.deploy_files import dashboard_queries
+from tests.deploy_files import dashboard, dashboard_queries
 from tests.procs import flowgauge, free_port, http_get, process, wait_for, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -310,3 +310,19 @@ async def test_a_healthy_daemon_raises_no_alert(stack: Stack) -> None:
         await wait_for(quiet, "no alert but the dead target's", timeout_s=30)
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {stack.last_alerts}") from None
+
+
+async def test_the_dashboard_shows_a_daemon_that_is_down(stack: Stack) -> None:
+    """The "Scrape up" panel must list the dead target at 0: a daemon that is down exports no flowgauge_shard_info,
+    so a join on it alone would drop exactly the row an operator looks for."""
+    (panel,) = [p for p in dashboard()["panels"] if p["title"] == "Scrape up"]
+    (target,) = panel["targets"]
+    expected = {stack.live_target: "1", stack.dead_target: "0"}
+
+    async def both() -> dict[str, str]:
+        result = await _query(stack.prom_port, target["expr"])
+        seen = {s["metric"]["instance"]: s["value"][1] for s in result}
+        return seen if set(seen) == set(expected) else {}
+
+    seen = await wait_for(both, "both targets in the Scrape up panel")
+    assert seen == expected
