@@ -28,7 +28,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / "service" / "flowgauge"
 # - logs (structured log lines) and recording (the frame file format) are leaves beside types.
 # - The commands beside app (replay, simulate, bench, soak) sit with it, just below cli.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("flowgauge.types", "flowgauge.logs", "flowgauge.recording"),
+    ("flowgauge.types", "flowgauge.logs", "flowgauge.recording", "flowgauge.heap"),  # heap: the C allocator
     ("flowgauge.book",),
     ("flowgauge.connectors",),
     ("flowgauge.core",),

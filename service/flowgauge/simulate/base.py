@@ -27,6 +27,7 @@ by `close()`, a connection's reader and writer by its handler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import collections
 import logging
 import os
@@ -237,13 +238,11 @@ class SimClient(Generic[S, K]):
         """Abrupt disconnect: reset the TCP connection (no close frame) and stop the writer."""
         self.kick("abort")
         if self.transport is not None:
-            try:
+            # asyncio's transport may have finished closing already (it drops its loop then, and abort() fails
+            # on it): there is nothing left to reset. Seen in a soak: a disconnect fault on a client whose close
+            # had just completed took the whole simulator process down.
+            with contextlib.suppress(AttributeError):
                 self.transport.abort()
-            except AttributeError:
-                # asyncio's transport had already finished closing (it drops its loop then, and abort() fails
-                # on it): there is nothing left to reset. Seen in a soak: a disconnect fault on a client whose
-                # close had just completed took the whole simulator process down.
-                pass
 
     def kick(self, reason: str) -> None:
         """Disconnect: stop the writer; the connection handler closes the socket."""
