@@ -27,8 +27,8 @@ by `close()`, a connection's reader and writer by its handler.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import collections
+import contextlib
 import logging
 import os
 import socket
