@@ -95,9 +95,21 @@ async def test_the_compose_data_plane_runs_with_its_configs_and_tokens(
             # /metrics refuses a scrape without the token compose gives Prometheus.
             code, _ = await http_get(http_port, "/metrics")
             assert code == 401
+            headers = {"Authorization": f"Bearer {env_file['FLOWGAUGE_HTTP_TOKEN']}"}
+
+            async def every_venue_ready() -> dict[str, bool]:
+                # /readyz wants one VALID book; the simulator service must serve every venue the config names.
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(f"http://127.0.0.1:{http_port}/status", headers=headers) as response,
+                ):
+                    by_venue: dict[str, bool] = (await response.json())["ready_by_venue"]
+                return by_venue if by_venue and all(by_venue.values()) else {}
+
+            venues = await wait_for(every_venue_ready, "every venue's books VALID on the simulator", timeout_s=60)
+            assert set(venues) == set(yaml.safe_load(config)["venues"])
 
             async def published() -> dict[str, float]:
-                headers = {"Authorization": f"Bearer {env_file['FLOWGAUGE_HTTP_TOKEN']}"}
                 async with (
                     aiohttp.ClientSession() as session,
                     session.get(f"http://127.0.0.1:{http_port}/metrics", headers=headers) as response,
