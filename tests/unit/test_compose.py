@@ -101,6 +101,7 @@ def test_the_daemon_config_resolves_and_reaches_the_simulators_and_brokers() -> 
     for venue, body in demo.items():
         for key in ("ws_url", "rest_url"):
             assert getattr(settings.venues[venue], key) == body[key].replace("127.0.0.1", "simulator"), venue
+        assert list(settings.venues[venue].symbols) == body["symbols"], venue  # what the simulators serve
     assert services["simulator"]["command"][:3] == ["simulate", "--venue", "all"]
     assert "0.0.0.0" in services["simulator"]["command"]
     # The live variant loads too (the default venues, the same brokers).

@@ -236,6 +236,8 @@ def test_the_demo_runs_on_the_simulators_and_its_own_nats(demo: list[dict[str, A
     sim_ports = {p["port"] for p in _one(demo, "Service", "simulator")["spec"]["ports"]}
     for venue, body in offline.items():
         assert config["venues"][venue]["ws_url"] == body["ws_url"].replace("127.0.0.1", "simulator")
+        # The simulators serve the offline demo's instruments: another symbol would stop the daemon at start.
+        assert config["venues"][venue]["symbols"] == body["symbols"], venue
         assert int(config["venues"][venue]["rest_url"].rsplit(":", 1)[1]) in sim_ports
     nats_pods = _one(demo, "StatefulSet", "nats")["spec"]["template"]["metadata"]["labels"]
     assert "--jetstream" in _one(demo, "StatefulSet", "nats")["spec"]["template"]["spec"]["containers"][0]["args"]
