@@ -160,3 +160,19 @@ def test_nats_and_alertmanager_configs_pass_their_servers_checks() -> None:
     result = subprocess.run([amtool, "check-config", str(ROOT / "deploy" / "alertmanager" / "alertmanager.yml")],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_service_not_running_the_daemon_replaces_the_image_health_check() -> None:
+    """The image's HEALTHCHECK asks the daemon's /healthz on 9464; the simulator service runs the same image with
+    another command and serves no such port, so without its own check it would be reported unhealthy forever."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "HEALTHCHECK" in dockerfile and "9464/healthz" in dockerfile
+    services = _compose()["services"]
+    image = services["flowgauge"]["image"]
+    others = {name: s for name, s in services.items()
+              if s.get("image") == image and s.get("command", ["run"])[0] != "run"}
+    assert others
+    for name, service in others.items():
+        check = service.get("healthcheck")
+        assert check and (check.get("disable") or "9464" not in " ".join(check.get("test", []))), name
+
