@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import pty
 import re
@@ -27,20 +28,40 @@ import zstandard
 from tests.conftest import BYBIT_RECORDING, FIXTURES
 from tests.procs import TIMEOUT_FACTOR, wait_for
 
+from flowgauge.app import bar_spec
+from flowgauge.config import load_settings
+from flowgauge.publish import topics
 from flowgauge.recording import Header, iter_records
 from flowgauge.replay.progress import SHOW_AFTER_S
 from flowgauge.replay.replay import replay
 
 pytestmark = pytest.mark.integration
 
-OKX_RECORDING = FIXTURES / "okx" / "okx-v5-2022-05.jsonl.zst"  # 299 frames, 94 payloads: quick to replay
+OKX_RECORDING = FIXTURES / "okx" / "okx-v5-2022-05.jsonl.zst"  # 299 frames, 94 payloads + its bars: quick to replay
 BINANCE_RECORDING = FIXTURES / "binanceusdm" / "binance-usdm-ethusdt-2024-08.jsonl.zst"
+BARS_ROOT = f"{topics.PREFIX}.bars."
 SUMMARY = re.compile(
     r"^replay: (\d+) files?(?: \((\d+) failed\))?, frames=(\d+) ignored=(\d+) published=(\d+) in [\d.]+ s$"
 )
 INTERRUPTED = re.compile(
     r"^replay interrupted in file (\d+) of (\d+) \((.+)\), frames=(\d+) ignored=\d+ published=(\d+) in [\d.]+ s$"
 )
+
+
+@functools.cache
+def okx_topics(config: Path | None = None) -> tuple[str, ...]:
+    """The topics `flowgauge replay [-c config] OKX_RECORDING` publishes, in order, from the library replay with the
+    config's `publish.bars` (without -c the defaults: 1 s bars, on), as the command runs it."""
+    published: list[str] = []
+    spec = bar_spec(load_settings(str(config) if config else None, {}))
+    replay([OKX_RECORDING], lambda topic, _: published.append(topic), clock=lambda: 0, bars=spec)
+    return tuple(published)
+
+
+def test_okx_recording_publishes_94_payloads_and_its_clock_bars() -> None:
+    bars = [topic for topic in okx_topics() if topic.startswith(BARS_ROOT)]
+    assert len(okx_topics()) - len(bars) == 94  # book payloads and status: what the tests below were sized on
+    assert bars  # a replay closes bars on events, as the daemon does (README "Clock bars")
 
 
 def run_replay(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -83,7 +104,7 @@ def test_bad_files_are_named_and_skipped_and_the_rest_replayed(tmp_path: Path) -
     alone = run_replay(OKX_RECORDING, "--out", tmp_path / "alone.jsonl")
     assert alone.returncode == 0, alone.stderr
     expected = (tmp_path / "alone.jsonl").read_bytes()
-    assert expected.count(b"\n") == 94
+    assert expected.count(b"\n") == len(okx_topics())
 
     missing = tmp_path / "missing.jsonl.zst"
     corrupt = tmp_path / "corrupt.jsonl.zst"
@@ -114,13 +135,13 @@ def test_bad_files_are_named_and_skipped_and_the_rest_replayed(tmp_path: Path) -
     assert "metadata" in skipped[3]
     assert "no header" in skipped[4]
     # The good file between them was replayed in full, exactly as on its own.
-    assert out.read_bytes().count(b"\n") == 94
+    assert out.read_bytes().count(b"\n") == len(okx_topics())
     assert [_without_ts_publish(x) for x in out.read_bytes().splitlines()] == [
         _without_ts_publish(x) for x in expected.splitlines()
     ]
     summary = SUMMARY.match(lines[-2])
     assert summary is not None, lines[-2]
-    assert summary.group(1, 2, 5) == ("6", "5", "94")
+    assert summary.group(1, 2, 5) == ("6", "5", str(len(okx_topics())))
     assert lines[-1] == f"replay: 5 of 6 files failed: {', '.join(map(str, bad))}"
 
 
@@ -160,9 +181,26 @@ def test_a_finished_replay_ends_with_a_one_line_summary(tmp_path: Path) -> None:
     assert result.returncode == 0
     summary = SUMMARY.match(stderr_lines(result)[-1])
     assert summary is not None, result.stderr
-    assert summary.group(1, 2, 3, 4, 5) == ("1", None, "299", "0", "94")
-    assert out.read_bytes().count(b"\n") == 94
+    assert summary.group(1, 2, 3, 4, 5) == ("1", None, "299", "0", str(len(okx_topics())))
+    assert [orjson.loads(line)["topic"] for line in out.read_bytes().splitlines()] == list(okx_topics())
     assert "\r" not in result.stderr  # stderr is a pipe here: no progress bar
+
+
+@pytest.mark.parametrize("bars", [{"interval_s": 2.0}, {"enabled": False}], ids=["2s", "off"])
+def test_replay_writes_the_clock_bars_of_the_configs_publish_bars(tmp_path: Path, bars: dict[str, object]) -> None:
+    config = tmp_path / "bars.yaml"
+    symbols: set[str] = set()  # the config lists every instrument the recording holds (-c replays only those)
+    replay([OKX_RECORDING], lambda _, payload: symbols.add(orjson.loads(payload)["symbol"]), clock=lambda: 0)
+    venues = {"okx": {"symbols": sorted(symbols)}}
+    config.write_text(orjson.dumps({"venues": venues, "publish": {"bars": bars}}).decode())  # JSON is YAML
+    out = tmp_path / "out.jsonl"
+    result = run_replay(OKX_RECORDING, "-c", config, "--out", out)
+    assert result.returncode == 0, result.stderr
+    written = [orjson.loads(line)["topic"] for line in out.read_bytes().splitlines()]
+    assert written == list(okx_topics(config))
+    n_bars = len([topic for topic in written if topic.startswith(BARS_ROOT)])
+    default_bars = len([topic for topic in okx_topics() if topic.startswith(BARS_ROOT)])
+    assert (n_bars == 0) if bars.get("enabled") is False else (0 < n_bars < default_bars)
 
 
 def _ignore_sigint() -> None:

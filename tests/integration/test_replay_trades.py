@@ -2,7 +2,8 @@
 
 Off by default: the output holds no trade record. With `publish.trades: true` from `-c FILE`, or from
 `FLOWGAUGE_PUBLISH__TRADES=true` without `-c`, it holds every trade record too, and every other line is the
-same as without (ts_publish aside: the CLI stamps the wall clock). A bad value is one line and exit 2.
+same as without (ts_publish aside: the CLI stamps the wall clock); the clock bars of `publish.bars` are written either
+way. A bad value is one line and exit 2.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import yaml
 from tests.conftest import BYBIT_RECORDING
 from tests.procs import TIMEOUT_FACTOR
 
+from flowgauge.app import bar_spec
+from flowgauge.config import load_settings
 from flowgauge.publish import topics
+from flowgauge.replay.replay import replay
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +67,11 @@ def test_replay_writes_trade_records_only_when_publish_trades_is_on(tmp_path: Pa
 
     default = lines(default_out)
     assert default and not [m for m in default if topics.is_trades_topic(m["topic"])]
+    # The clock bars of publish.bars (on by default) are written too: as many as the library replay publishes.
+    expected: list[str] = []
+    replay([BYBIT_RECORDING], lambda t, _: expected.append(t), clock=lambda: 0, bars=bar_spec(load_settings(None, {})))
+    assert [m["topic"] for m in default] == expected
+    assert [m for m in default if m["topic"].startswith(f"{topics.PREFIX}.bars.")]
     assert not [m for m in lines(plain_out) if topics.is_trades_topic(m["topic"])]
     for out in (config_out, env_out):
         messages = lines(out)

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
-    from flowgauge.config import AggregateSettings
+    from flowgauge.config import AggregateSettings, BarSettings
     from flowgauge.metrics.params import MetricParams
 
 EXIT_FAILED_FILES = 1
@@ -118,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     from flowgauge import logs
 
     logs.configure(os.environ.get("FLOWGAUGE_LOG_LEVEL", "WARNING"))
-    from flowgauge.config import AggregateSettings
+    from flowgauge.config import AggregateSettings, BarSettings
 
     symbols: dict[str, Sequence[str]] | None = None
     publish_trades = False
@@ -126,6 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     clock_bounds: dict[str, float] | None = None  # the config's venues.<id>.clock_skew_max_s (default: 2 s)
     families: tuple[str, ...] | None = None  # publish.families and metrics.*: the config's with -c, else defaults
     metric_params: MetricParams | None = None
+    bar_settings = BarSettings()  # publish.bars: the config's with -c, else the defaults (on, 1 s), as the daemon
     if args.config or os.environ.get(_ENV_TRADES):
         from flowgauge.config import ConfigError, load_settings
 
@@ -136,6 +137,7 @@ def _run(args: argparse.Namespace) -> int:
                 clock_bounds = {venue: v.clock_skew_max_s for venue, v in settings.venues.items()}
                 aggregate_settings = settings.publish.aggregates
                 families = settings.publish.families
+                bar_settings = settings.publish.bars
                 from flowgauge.metrics.params import from_settings
 
                 metric_params = from_settings(settings.metrics)
@@ -155,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"replay: cannot write --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
     return _replay_into(list(args.files), out, args.speed, symbols, publish_trades, clock_bounds, aggregate_settings,
-                        args.interleave, families, metric_params)  # fmt: skip
+                        args.interleave, families, metric_params, bar_settings)  # fmt: skip
 
 
 class _OutputFailed(Exception):
@@ -173,8 +175,10 @@ def _replay_into(
     interleave: bool = False,
     families: tuple[str, ...] | None = None,
     metric_params: MetricParams | None = None,
+    bar_settings: BarSettings | None = None,
 ) -> int:
     from flowgauge.metrics.aggregate import CrossVenueAggregates
+    from flowgauge.metrics.bar_feed import BarSpec
     from flowgauge.metrics.families import DEFAULT_FAMILIES
     from flowgauge.publish import codec
     from flowgauge.replay.progress import TerminalProgress, summary
@@ -204,6 +208,9 @@ def _replay_into(
         aggregates = CrossVenueAggregates(
             aggregate_settings.interval_ms, aggregate_settings.stale_s, aggregate_settings.min_venues
         )
+    bars = None  # closed clock bars on flowgauge.v1.bars.<venue>.<slug>, as the daemon publishes them
+    if bar_settings is not None and bar_settings.enabled:
+        bars = BarSpec(bar_settings.interval_s, bar_settings.z_half_life_s, bar_settings.z_min_samples)
     stats = ReplayStats()
     started = time.monotonic()
     progress = TerminalProgress(files, sys.stderr)
@@ -216,7 +223,8 @@ def _replay_into(
         replay(files, sink, speed=speed, symbols=symbols, stats=stats, on_file_error=on_file_error,
                on_progress=progress, publish_trades=publish_trades, clock_skew_max_s=clock_bounds,
                atomic=stops.held, aggregates=aggregates, interleave=interleave,
-               families=families if families is not None else DEFAULT_FAMILIES, metric_params=metric_params)
+               families=families if families is not None else DEFAULT_FAMILIES, metric_params=metric_params,
+               bars=bars)
     except KeyboardInterrupt:
         stopped = "interrupted"
     except _Terminated:
