@@ -53,6 +53,7 @@ from flowgauge.heap import TRIM_INTERVAL_S, HeapTrimmer
 from flowgauge.logs import BurstLimiter, event, register_secrets
 from flowgauge.metrics.aggregate import CrossVenueAggregates
 from flowgauge.metrics.bar_feed import BarSpec
+from flowgauge.metrics.families import CORE, resolve
 from flowgauge.metrics.params import MetricParams, from_settings
 from flowgauge.publish.base import Publisher
 from flowgauge.publish.embedded import EmbeddedBus
@@ -60,6 +61,7 @@ from flowgauge.publish.nats import NatsPublisher
 from flowgauge.publish.redis import RedisPublisher
 from flowgauge.recording import MARKETS_CONN, RecordingWriter
 from flowgauge.telemetry.collector import AggregateCollector, ClockOffsetCollector, SignalCollector
+from flowgauge.telemetry.family_gauges import FamilyCollector
 from flowgauge.telemetry.health import HealthBoard
 from flowgauge.telemetry.http import HttpServer
 from flowgauge.telemetry.instruments import RECONNECT_REASONS, BookInstruments, Telemetry, VenueInstruments
@@ -78,6 +80,13 @@ def metric_params(settings: Settings) -> MetricParams:
     """The config's `metrics` section as the metric layer's parameters (the same fields: config imports no
     metrics module, so it keeps its own copy of the structs)."""
     return from_settings(settings.metrics)
+
+
+def exported_families(settings: Settings) -> tuple[str, ...]:
+    """The families whose headline gauges /metrics exports: `http.metrics_families` that `publish.families`
+    publishes (an unpublished family has no fields to export); core's fields are SignalCollector's, always on."""
+    published = set(resolve(settings.publish.families)) - {CORE}
+    return tuple(name for name in resolve(settings.http.metrics_families) if name in published)
 
 
 def bar_spec(settings: Settings) -> BarSpec | None:
@@ -206,6 +215,7 @@ class Daemon:
             bars=bar_spec(settings),
         )
         self.registry.register(SignalCollector(self.engine))
+        self.registry.register(FamilyCollector(self.engine, exported_families(settings)))
         if aggregates is not None:
             self.registry.register(AggregateCollector(aggregates))
         self.registry.register(ClockOffsetCollector(self.engine))

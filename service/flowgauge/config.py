@@ -283,6 +283,9 @@ class HttpSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     token: str | None = None
     token_file: str | None = None  # file holding the token (read at start, trailing newline stripped)
     allow_unauthenticated: bool = False  # needed to listen beyond loopback without a token
+    # Metric families whose headline gauges /metrics exports (README "Observability"; telemetry.family_gauges):
+    # "all" = every one, [] = none; a family is exported only if publish.families publishes it. Core's are always.
+    metrics_families: tuple[str, ...] = ("ofi_l1", "microprice", "risk")
 
 
 CONFLATE_MODES: Final = ("auto", "off")
@@ -1231,6 +1234,7 @@ def _check_http(v: dict[str, Any], key: str, problems: _Problems) -> None:
     if v.get("token") == "":
         problems.append((_join(key, "token"), "must be null or a non-empty string"))
     _file_key(v, "token_file", key, problems)
+    _check_families(v, key, problems, "metrics_families")
 
 
 def _file_key(v: dict[str, Any], name: str, key: str, problems: _Problems) -> None:
@@ -1299,9 +1303,10 @@ def _check_aggregates(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _between(v, "min_venues", 1, None, key, problems)
 
 
-def _check_families(v: dict[str, Any], key: str, problems: _Problems) -> None:
-    """publish.families: known names only ("all" allowed), one problem line naming the unknown ones."""
-    names = v.get("families")
+def _check_families(v: dict[str, Any], key: str, problems: _Problems, field: str = "families") -> None:
+    """publish.families, http.metrics_families: known names only ("all" allowed), one problem line naming the
+    unknown ones."""
+    names = v.get(field)
     if names is None:
         return
     unknown = [name for name in names if name not in METRIC_FAMILIES and name != "all"]
@@ -1309,7 +1314,7 @@ def _check_families(v: dict[str, Any], key: str, problems: _Problems) -> None:
         known = ", ".join((*METRIC_FAMILIES, "all"))
         names = ", ".join(map(repr, unknown))
         why = f"unknown metric famil{'ies' if len(unknown) > 1 else 'y'} {names}; known: {known}"
-        problems.append((_join(key, "families"), why))
+        problems.append((_join(key, field), why))
 
 
 def _check_ofi_ext(v: dict[str, Any], key: str, problems: _Problems) -> None:

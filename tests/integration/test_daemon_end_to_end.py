@@ -90,6 +90,22 @@ async def test_simulator_and_daemon_end_to_end(tmp_path: Path) -> None:
         assert samples[("flowgauge_ws_messages_total", (("venue", "bybit"),))] > 0
         oi = samples[("flowgauge_open_interest", (("symbol", "BTC/USDT:USDT"), ("venue", "bybit")))]
         assert 20_000 < oi < 40_000  # one-sided (~29.9k BTC), not Bybit's two-sided ~59.9k
+        # The default family gauges (http.metrics_families: ofi_l1, microprice, risk), bounded, and no other family's.
+        btc_labels = (("symbol", "BTC/USDT:USDT"), ("venue", "bybit"))
+        ofi_l1_key = ("flowgauge_ofi_l1", (("symbol", "BTC/USDT:USDT"), ("venue", "bybit"), ("window", "10s")))
+
+        async def family_gauges() -> dict:
+            got = await scraped()
+            return got if ofi_l1_key in got and ("flowgauge_risk_scale", btc_labels) in got else {}
+
+        samples = await wait_for(family_gauges, "ofi_l1 and risk_scale gauges on /metrics")
+        assert 0 < samples[("flowgauge_risk_scale", btc_labels)] <= 1
+        defaults = {"flowgauge_ofi_l1", "flowgauge_micro_price", "flowgauge_micro_minus_mid_ratio",
+                    "flowgauge_volatility_1m_per_sqrt_second", "flowgauge_micro_drift_ratio", "flowgauge_risk_scale",
+                    "flowgauge_hedge_urgency"}  # fmt: skip
+        btc_family = [name for name, labels in samples if name in defaults and ("symbol", "BTC/USDT:USDT") in labels]
+        assert 2 <= len(btc_family) <= 10  # 10 at most per instrument (a null field has no series)
+        assert not [name for name, _ in samples if name in ("flowgauge_flow_toxicity", "flowgauge_fragility_index")]
 
         code, body = await http_get(http_port, "/status")
         status_doc = orjson.loads(body)
