@@ -17,7 +17,9 @@ observation) and `d` from 1 s buckets over the same seconds (except 1 min, whose
 with coverage PARTIAL like `oi_open_ratio_5m`). 1 h and 4 h are sums of 1 min buckets (bounded memory): the
 reference is the last observation of the latest minute whose last observation is at or before `t - T`, and
 `V`, `d` and the liquidations are the buckets after that minute up to `t`'s (so trades in the reference's minute
-after it are left out: at most one OI interval). Null with WARMUP until such a reference exists.
+after it are left out: at most one OI interval). When OI was not observed at `t - T` (a slow poll, an outage)
+the reference is older, as far back as the rings hold (`LOOKBACK_MIN` beyond 4 h). Null with WARMUP until such a
+reference exists.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ _MIN = 60 * _S
 EXACT: tuple[tuple[str, int], ...] = (("1m", _MIN), ("5m", 5 * _MIN))
 BUCKETED: tuple[tuple[str, int], ...] = (("1h", 60), ("4h", 240))  # label, minutes
 LABELS = tuple(label for label, _ in (*EXACT, *BUCKETED))
+# How far before t - T a bucketed window's reference may lie when OI was not observed just then (a slow poll, a
+# feed or poll outage): the rings hold this many minutes beyond the 4 h window (the 1 h one reaches back further).
+LOOKBACK_MIN = 15
+_RING_MIN = 4 * 60 + LOOKBACK_MIN + 2
 _KINDS = ("oi_chg_pct", "oi_open_ratio", "oi_consistency", "oi_buildup_score", "oi_unwind_score", "oi_regime")
 # oi_chg_pct_5m and oi_open_ratio_5m are core-v1 fields (the accumulator's own 5 min flow publishes them)
 OI_FLOW_FIELDS: tuple[str, ...] = tuple(
@@ -62,8 +68,8 @@ def _clip(x: float) -> float:
 class OiFlowWindows:
     """OI flow of one instrument over the four windows; `fill` writes the values of the latest observation."""
 
-    __slots__ = ("_exact", "_minute_oi", "_minutes", "_regimes", "_results", "_seconds", "liquidation_share",
-                 "tolerance")  # fmt: skip
+    __slots__ = ("_exact", "_first_minute", "_minute_oi", "_minutes", "_regimes", "_results", "_seconds",
+                 "liquidation_share", "tolerance")  # fmt: skip
 
     def __init__(
         self,
@@ -79,8 +85,9 @@ class OiFlowWindows:
         # 1 s buckets (signed non-forced volume, non-forced volume, liquidated-long size) for the exact windows' d
         self._seconds = BucketRing(_S, 5 * 60 + 2, 3)
         # 1 min buckets (volume, signed non-forced, non-forced volume, liquidated-long size) for 1 h / 4 h
-        self._minutes = BucketRing(_MIN, 4 * 60 + 2, 4)
-        self._minute_oi: list[tuple[int, int, float] | None] = [None] * (4 * 60 + 2)  # (minute, t, oi): the last
+        self._minutes = BucketRing(_MIN, _RING_MIN, 4)
+        self._first_minute: int | None = None  # the minute of the first OI observation: no reference before it
+        self._minute_oi: list[tuple[int, int, float] | None] = [None] * _RING_MIN  # (minute, t, oi): the last
         windows = [ns for _, ns in EXACT] + [m * _MIN for _, m in BUCKETED]
         self._regimes = tuple(RegimeTracker(ns, rho_min, d_min, confirm_windows) for ns in windows)
         self._results = tuple(_Result() for _ in windows)
@@ -103,6 +110,8 @@ class OiFlowWindows:
             flow.on_open_interest(t, oi)
             self._exact_result(t, flow, self._results[i])
         minute = t // _MIN
+        if self._first_minute is None or minute < self._first_minute:
+            self._first_minute = minute
         slot = minute % len(self._minute_oi)
         held = self._minute_oi[slot]
         if held is None or held[0] < minute or (held[0] == minute and held[1] <= t):
@@ -129,10 +138,18 @@ class OiFlowWindows:
         r.liq_long = liq
 
     def _reference(self, t: int, minutes: int) -> tuple[int, float] | None:
-        """(minute, oi) of the latest minute whose last observation is at or before t - T."""
+        """(minute, oi) of the latest minute whose last observation is at or before t - T, as far back as the
+        rings still hold both that minute's observation and the volume after it (metrics.md 6.2: the latest
+        observation at or before t - T, however long OI was silent before it)."""
         edge = t - minutes * _MIN
         ring = self._minute_oi
-        for minute in range(edge // _MIN, edge // _MIN - 3, -1):
+        oldest = t // _MIN - (len(ring) - 1)  # older slots have been taken over by the current minutes
+        first = self._first_minute
+        if first is None:
+            return None
+        if first > oldest:
+            oldest = first  # nothing was observed before: do not scan the empty minutes (every observation asks)
+        for minute in range(edge // _MIN, oldest - 1, -1):
             held = ring[minute % len(ring)]
             if held is not None and held[0] == minute and held[1] <= edge:
                 return minute, held[2]

@@ -104,6 +104,28 @@ def test_bucketed_long_window_after_an_hour() -> None:
     assert out["oi_open_ratio_4h"] is None and "WARMUP" in flags
 
 
+def test_bucketed_window_reference_older_than_a_few_minutes() -> None:
+    """OI observed every 5 minutes (a slow poll, or polls failing for a while): the 1 h reference is the latest
+    observation at or before t - 1 h however old (metrics.md 6.2), as for the exact windows, not null + WARMUP."""
+    flow = OiFlowWindows()
+    oi = 1000.0
+    for k in range(14):  # observations at T0 + 5k min + 30 s (oi 1000 + 2k), one trade a minute
+        for minute in range(5):
+            flow.on_trade(T0 + (5 * k + minute) * MIN + S, +1, 1.0, False)
+        flow.on_open_interest(T0 + 5 * k * MIN + 30 * S, oi)
+        oi += 2.0
+    for minute in range(70, 74):
+        flow.on_trade(T0 + minute * MIN + S, +1, 1.0, False)
+    flow.on_open_interest(T0 + 73 * MIN + 30 * S, oi)  # oi 1028 after a 8 min silence
+    out, _, flags = _oi_fill(flow)
+    # t - 1 h = T0 + 13.5 min: the latest observation at or before it is k = 2 (T0 + 10.5 min, oi 1004)
+    assert out["oi_chg_pct_1h"] == pytest.approx(24.0 / 1004.0, rel=1e-12)
+    # V: the trades after the reference's minute up to t's (minutes 11..73, one each)
+    assert out["oi_open_ratio_1h"] == pytest.approx(24.0 / 63.0, rel=1e-12)
+    assert out["oi_regime_1h"] is not None
+    assert "WARMUP" in flags  # the 4 h window's, still without a reference
+
+
 def test_liquidation_windows_vector() -> None:
     liq = LiquidationWindows(sampled=True)
     liq.since = T0 - 2 * 3600 * S
