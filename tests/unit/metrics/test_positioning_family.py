@@ -192,6 +192,20 @@ def test_ew_zscore_null_until_warm_then_standardised() -> None:
     assert z.weight > 0.95 and value is not None and abs(value) == pytest.approx(1.0, rel=0.1)
 
 
+@pytest.mark.parametrize("level", [0.000123, 0.37, -0.2, 0.5123])
+def test_ew_zscore_of_a_constant_series_is_null(level: float) -> None:
+    """A constant series (funding pinned at its base for days, an unchanged long/short ratio) has no scale: its
+    z-score is 0/0, null (metrics.md 0.2.6), not a number made of rounding (q/w - m^2 left ~1e-20 and z ~1e-6)."""
+    z = EwZScore(half_life_s=60.0)
+    for i in range(2000):  # irregular spacing, weight well past 0.95
+        z.update(i * 3 * S + (i % 7) * S, level)
+    assert z.weight > 0.95
+    assert z.value() is None
+    z.update(7000 * S, level * 1.5)
+    value = z.value()
+    assert value is not None and value * level > 0.0  # the first move off the level is a positive deviation
+
+
 def test_family_fields_and_memory_flat_over_simulated_hours() -> None:
     """Six simulated hours (every 6 s: 2 trades and an OI observation; a liquidation each 20 s, funding and
     long/short each minute): the bucket rings are fixed-size, the OI history stays within its window, and traced
