@@ -73,7 +73,8 @@ BACKEND = "nats"
 
 STATE_STREAM_SUBJECTS: tuple[str, ...] = ("flowgauge.v1.*.*", "flowgauge.v1.status.*.*")
 """What the JetStream state stream captures: per-instrument metric payloads and aggregates (4 tokens) and
-status payloads (5 tokens under `status`). Trades (`flowgauge.v1.trades.<venue>.<slug>`) match neither."""
+status payloads (5 tokens under `status`). Trades (`flowgauge.v1.trades.<venue>.<slug>`) and clock bars
+(`flowgauge.v1.bars.<venue>.<slug>`) match neither: they are streams of events, not current values."""
 
 # Messages moved to nats-py per wake-up of the sender before it yields to the loop again, so a long backlog
 # after a reconnect cannot hold the loop for long.
