@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
+import msgspec
+
 from flowgauge import core
 from flowgauge.book.l2 import DEFAULT_MAX_LEVELS
 from flowgauge.book.sequencing import snapshots_only
@@ -94,6 +96,11 @@ _SIDE_TEXT = {1: "buy", -1: "sell"}
 _CLOSING_SIDE = {"long": "sell", "short": "buy"}
 _STATE_TEXT = {state: state.value for state in BookState}  # an enum's .value is a slow descriptor lookup
 _VALID_TEXT = BookState.VALID.value
+
+# How far an event's exchange time may run ahead of its receipt before the engine replaces it with the receive
+# time (Engine._clamp_future). Far beyond any real clock offset or the simulators' clock faults (seconds).
+FUTURE_LIMIT_NS = 60 * 1_000_000_000
+_TIMED = frozenset({BookSnapshot, BookDelta, BestQuote, Trade, OpenInterest, FundingRate, Liquidation, LongShortRatio})
 _encode = codec.encode
 CLOCK_SKEW = "CLOCK_SKEW"
 DEFAULT_CLOCK_SKEW_MAX_S = 2.0
@@ -254,6 +261,7 @@ class Engine:
         self.conflated = 0  # book payloads shed by conflation
         self._bad_frame_log = BurstLimiter()
         self.bad_frames = 0
+        self.future_timestamps = 0  # events whose exchange time was replaced (see _clamp_future)
         self._handlers: dict[type, Callable[[Any], str | None]] = {
             BookDelta: self._on_delta_compiled if self.core == core.COMPILED else self._on_delta,
             BookSnapshot: self._on_snapshot,
@@ -348,16 +356,33 @@ class Engine:
                 "throttled": state.throttled,
                 "last_ts_exchange": state.latest["ts_exchange"] if state.latest else None,
             }
-        return {"venues": venues, "bad_frames": self.bad_frames, "core": self.core}
+        return {"venues": venues, "bad_frames": self.bad_frames, "future_timestamps": self.future_timestamps,
+                "core": self.core}
 
     # ----------------------------------------------------------------- event intake
 
     def handle(self, event_: object) -> str | None:
         """Apply one event. Returns the symbol whose book needs a resync, if any."""
-        handler = self._handlers.get(type(event_))
+        kind = type(event_)
+        handler = self._handlers.get(kind)
         if handler is None:
             raise TypeError(f"engine cannot handle {type(event_).__name__}")
+        if kind in _TIMED and event_.ts_exchange - event_.ts_recv > FUTURE_LIMIT_NS:  # type: ignore[attr-defined]
+            event_ = self._clamp_future(event_)
         return handler(event_)
+
+    def _clamp_future(self, event_: Any) -> Any:
+        """An exchange time implausibly far ahead of its receipt (a venue bug, a corrupt frame) is replaced by the
+        receive time. Kept as sent, every window would treat it as the newest time seen and drop each later event
+        as too late, publishing made-up zeros until the wall clock caught up with the bogus stamp (a year ahead:
+        a year). The event itself (a book update, a trade) is real and is applied; counted and logged."""
+        self.future_timestamps += 1
+        suppressed = self._bad_frame_log.allow(f"future:{event_.venue}")
+        if suppressed is not None:
+            event(log, logging.WARNING, "exchange_time_in_future", venue=event_.venue,
+                  symbol=getattr(event_, "symbol", None), ahead_s=round((event_.ts_exchange - event_.ts_recv) / 1e9, 3),
+                  detail="exchange time replaced by the receive time", suppressed_since_last=suppressed)
+        return msgspec.structs.replace(event_, ts_exchange=event_.ts_recv)
 
     def handle_all(self, events: Iterable[object]) -> list[str]:
         resync = []
