@@ -67,7 +67,7 @@ async def test_garbage_and_gaps_are_survived_and_resynced(tmp_path: Path) -> Non
             payload = message["payload"]
             if ".status." in message["topic"]:
                 statuses.append(payload)
-            elif payload["trigger"] == "book":
+            elif payload.get("trigger") == "book":  # bars and aggregates have no trigger
                 books.append(payload)
             reasons = [s["reason"] for s in statuses]
             gap_then_valid = "GAP" in reasons and statuses[-1]["state"] == "VALID"
