@@ -22,4 +22,5 @@ fi
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q -e ".[dev,bench]"
 "$venv/bin/python" -m mypy  # type-check service/flowgauge ([tool.mypy] in pyproject.toml) before the tests
-exec "$venv/bin/python" -m pytest -q
+# Two workers, each taking whole test files (module-scoped servers start once per file): see pyproject's dev extra.
+exec "$venv/bin/python" -m pytest -q -n 2 --dist loadfile
