@@ -343,6 +343,8 @@ class PublishSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
 class OfiExtSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     depth_half_life_s: float = 1800.0  # H_AD of AD_ew, the time-weighted EW mean of the L1 depth
     cks_window_s: float = 1800.0  # CKS regression window W over 1 s / 10 s / 60 s clock bars (EW, H = W ln 2)
+    z_half_life_s: float = 86400.0  # ofi_z_T: half-life of the EW mean / variance of the T-long bars
+    z_min_samples: int = 30  # ofi_z_T: bars before a z-score is published (>= 2)
 
 
 class MlofiSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -1320,6 +1322,8 @@ def _check_families(v: dict[str, Any], key: str, problems: _Problems, field: str
 def _check_ofi_ext(v: dict[str, Any], key: str, problems: _Problems) -> None:
     _positive(v, "depth_half_life_s", key, problems)
     _positive(v, "cks_window_s", key, problems)
+    _positive(v, "z_half_life_s", key, problems)
+    _between(v, "z_min_samples", 2, None, key, problems)
 
 
 def _check_mlofi(v: dict[str, Any], key: str, problems: _Problems) -> None:

@@ -214,12 +214,110 @@ class _Bars:
         self.mid_last = None
 
 
+class _BarZ:
+    """EW mean and variance (metrics.md 0.3, 8.3) of the series of one window's depth-normalised OFI sampled once per
+    clock bar of the window's length: each bar's value is its summed flow over AD_ew at the bar's end. The weighted
+    Welford recursion of `metrics.ew.EwVariance` (`w <- a w + b`, `d = y - m`, `m <- m + (b / w) d`,
+    `S <- a S + b d (y - m)`, variance `S / w`, `a = exp(-lambda dt)` from the previous sample's time, the first
+    sample weighed as if one bar after another); a run of n bars with no event adds n zeros in closed form (the
+    weighted merge of the n zeros, weight 1 - a^n, with the history). A bar holding a first state (start, after an
+    invalid period) covers less than its length and is not a sample; neither are the bars of an invalid period nor a
+    bar without AD_ew."""
+
+    __slots__ = ("a_bar", "bar_ns", "count", "k", "lam", "last", "m", "ofi", "s", "tainted", "valid", "w")
+
+    def __init__(self, bar_s: int, half_life_s: float) -> None:
+        self.bar_ns = bar_s * _S
+        self.lam = math.log(2.0) / (half_life_s * _S)  # per ns
+        self.a_bar = math.exp(-self.lam * self.bar_ns)
+        self.k = -(1 << 62)  # current bar index; none yet
+        self.ofi = 0.0
+        self.tainted = True
+        self.valid = False
+        self.last = -1  # time of the last sample; -1 = none yet
+        self.m = 0.0
+        self.s = 0.0
+        self.w = 0.0
+        self.count = 0
+
+    def _add(self, t: int, y: float) -> None:
+        a: float = self.a_bar
+        if self.last >= 0:
+            a = math.exp(-self.lam * (t - self.last)) if t > self.last else 1.0
+        b: float = 1.0 - a
+        w: float = a * self.w + b
+        d: float = y - self.m
+        m: float = self.m + (b / w) * d if w > 0.0 else self.m
+        self.s = a * self.s + b * d * (y - m)
+        self.m = m
+        self.w = w
+        self.last = t
+        self.count += 1
+
+    def _add_zeros(self, t: int, n: int) -> None:
+        """n bars with no event, the last ending at `t`."""
+        f: float = self.a_bar**n
+        if self.last >= 0:
+            f = math.exp(-self.lam * (t - self.last)) if t > self.last else 1.0
+        kept: float = f * self.w
+        w: float = kept + (1.0 - f)
+        m: float = self.m
+        self.s = f * self.s + kept * (1.0 - f) / w * m * m
+        self.m = kept * m / w
+        self.w = w
+        self.last = t
+        self.count += n
+
+    def _advance(self, ts: int, depth: _TimeWeighted) -> None:
+        """Close the bars that ended by `ts` (before `depth` takes the state of `ts`: a bar reads AD_ew at its end)."""
+        k = ts // self.bar_ns
+        if k > self.k:
+            if self.k > -(1 << 62):
+                end = (self.k + 1) * self.bar_ns
+                ad, _ = depth.value(end)
+                if ad is not None and ad > 0.0:
+                    if not self.tainted:
+                        self._add(end, self.ofi / ad)
+                    if self.valid and k - self.k > 1:
+                        self._add_zeros(k * self.bar_ns, k - self.k - 1)
+            self.k = k
+            self.ofi = 0.0
+            self.tainted = False
+
+    def on_book(self, ts: int, e: float | None, depth: _TimeWeighted) -> None:
+        self._advance(ts, depth)
+        self.valid = True
+        if e is None:
+            self.tainted = True
+        else:
+            self.ofi += e
+
+    def invalid(self, ts: int, depth: _TimeWeighted) -> None:
+        self._advance(ts, depth)
+        self.tainted = True
+        self.valid = False
+
+    def zscore(self, y: float, min_samples: int) -> float | None:
+        """`(y - m) / sqrt(v)`; None until `min_samples` bars and the weight WARM_WEIGHT (a slow estimate is null
+        until warm, as the other z-scores), or while the variance is 0."""
+        if self.count < min_samples or self.w < WARM_WEIGHT:
+            return None
+        v: float = self.s / self.w
+        if not v > 0.0:
+            return None
+        return (y - self.m) / math.sqrt(v)
+
+
 class OfiExt:
-    """metrics.md 1.3: `ofi_depthnorm_T`, `ofi_implied_bps_T`, `ofi_ratio_T` (T = 1 s, 10 s, 60 s, 300 s, exact
-    windows), CKS beta / R^2 on 1 s, 10 s and 60 s clock bars, `cks_beta_x_depth` (10 s beta times AD_ew).
+    """metrics.md 1.3: `ofi_notional_T`, `ofi_depthnorm_T`, `ofi_implied_ticks_T`, `ofi_implied_bps_T`,
+    `ofi_ratio_T`, `ofi_z_T` (T = 1 s, 10 s, 60 s, 300 s, exact windows), CKS beta / R^2 on 1 s, 10 s and 60 s clock
+    bars, `cks_beta_x_depth` (10 s beta times AD_ew).
 
     AD_ew is the time-weighted EW mean of the L1 depth (q^B + q^A)/2 (H_AD = 30 min by default); while its warm-up
-    weight is below 0.95 the payload carries WARMUP."""
+    weight is below 0.95 the payload carries WARMUP. `ofi_notional_T` prices each e_n at the mid of the state it
+    produced (the state before it when that one has no mid; no notional when neither has). `ofi_z_T` is
+    `ofi_depthnorm_T` against the EW mean / variance of its T-long clock bars (`_BarZ`, H = 24 h by default):
+    null until warm, without a flag, like the project's other slow z-scores."""
 
     def __init__(self, tick_size: float, params: Any, windows: Any) -> None:
         self.tick = tick_size
@@ -230,18 +328,31 @@ class OfiExt:
         self.pa = 0.0
         self.qa = 0.0
         self.wins = [windows.SlidingFlow(t * _S) for t in OFI_WINDOWS_S]
+        self.notional = [windows.SlidingSum(t * _S) for t in OFI_WINDOWS_S]
         self.depth = _TimeWeighted(params.depth_half_life_s)
+        self.z_min_samples = params.z_min_samples
+        self.zbars = [_BarZ(t, params.z_half_life_s) for t in OFI_WINDOWS_S]
         self.bars = [_Bars(b, params.cks_window_s) for b in CKS_BARS_S]
 
     def on_book(self, book: Any, ts: int) -> None:
         bid_px, bid_sz, ask_px, ask_sz = _l1(book)
         e: float | None = None
+        mid = (bid_px + ask_px) * 0.5 if bid_sz > 0.0 and ask_sz > 0.0 else None
         if self.has_prev:
             e = cks_event(self.pb, self.qb, self.pa, self.qa, bid_px, bid_sz, ask_px, ask_sz)
             if e != 0.0:
                 mass = -e if e < 0.0 else e
                 for win in self.wins:
                     win.add(ts, e, mass)
+                ref = mid
+                if ref is None and self.qb > 0.0 and self.qa > 0.0:
+                    ref = (self.pb + self.pa) * 0.5
+                if ref is not None:
+                    notional = e * ref
+                    for win in self.notional:
+                        win.add(ts, notional)
+        for zbars in self.zbars:
+            zbars.on_book(ts, e, self.depth)  # before the depth takes this state: a closing bar reads AD_ew at its end
         self.has_prev = True
         self.seen = True
         self.pb = bid_px
@@ -249,13 +360,14 @@ class OfiExt:
         self.pa = ask_px
         self.qa = ask_sz
         self.depth.update(ts, (bid_sz + ask_sz) * 0.5)
-        mid = (bid_px + ask_px) * 0.5 if bid_sz > 0.0 and ask_sz > 0.0 else None
         if self.tick > 0.0:
             for bars in self.bars:
                 bars.on_book(ts, e, mid, self.tick)
 
     def on_book_invalid(self, ts: int) -> None:
         self.has_prev = False
+        for zbars in self.zbars:
+            zbars.invalid(ts, self.depth)  # before the depth forgets its state: bars closing here read AD_ew
         self.depth.update(ts, None)
         for bars in self.bars:
             bars.invalid()
@@ -275,16 +387,30 @@ class OfiExt:
         for i in range(len(OFI_WINDOWS_S)):
             name = ("1s", "10s", "60s", "300s")[i]
             if not self.seen:
+                out["ofi_notional_" + name] = None
                 out["ofi_depthnorm_" + name] = None
+                out["ofi_implied_ticks_" + name] = None
                 out["ofi_implied_bps_" + name] = None
                 out["ofi_ratio_" + name] = None
+                out["ofi_z_" + name] = None
                 continue
             signed, mass, _ = self.wins[i].evaluate(ts)
-            out["ofi_depthnorm_" + name] = signed / ad if ad is not None else None
-            if ad is not None and mid is not None and mid > 0.0 and tick > 0.0:
-                out["ofi_implied_bps_" + name] = signed / (2.0 * ad) * tick / mid * 1e4
-            else:
+            out["ofi_notional_" + name] = self.notional[i].value(ts)
+            if ad is None:
+                out["ofi_depthnorm_" + name] = None
+                out["ofi_implied_ticks_" + name] = None
                 out["ofi_implied_bps_" + name] = None
+                out["ofi_z_" + name] = None
+            else:
+                depthnorm = signed / ad
+                ticks = signed / (2.0 * ad)
+                out["ofi_depthnorm_" + name] = depthnorm
+                out["ofi_implied_ticks_" + name] = ticks
+                if mid is not None and mid > 0.0 and tick > 0.0:
+                    out["ofi_implied_bps_" + name] = ticks * tick / mid * 1e4
+                else:
+                    out["ofi_implied_bps_" + name] = None
+                out["ofi_z_" + name] = self.zbars[i].zscore(depthnorm, self.z_min_samples)
             out["ofi_ratio_" + name] = signed / mass if mass > 0.0 else None
         beta10: float | None = None
         for i in range(len(CKS_BARS_S)):

@@ -46,11 +46,15 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     CORE: (*FIELD_NAMES, *LIQUIDATION_KEYS),
     # L1 OFI from the best-quote streams (issue 11 item 1).
     "ofi_l1": ("ofi_l1", "ofi_l1_1s", "ofi_l1_10s", "ofi_l1_60s", "ofi_l1_ew_10s", "source_granularity"),
-    # metrics.md 1.3: depth-normalised, implied-move and bounded OFI per window, streaming CKS regression.
+    # metrics.md 1.3: notional, depth-normalised, implied-move, bounded and z-scored OFI per window (the spec's
+    # order), streaming CKS regression.
     "ofi_ext": (
+        *(f"ofi_notional_{w}" for w in _OFI_WINDOWS),
         *(f"ofi_depthnorm_{w}" for w in _OFI_WINDOWS),
+        *(f"ofi_implied_ticks_{w}" for w in _OFI_WINDOWS),
         *(f"ofi_implied_bps_{w}" for w in _OFI_WINDOWS),
         *(f"ofi_ratio_{w}" for w in _OFI_WINDOWS),
+        *(f"ofi_z_{w}" for w in _OFI_WINDOWS),
         "cks_beta_1s", "cks_r2_1s", "cks_beta_10s", "cks_r2_10s", "cks_beta_60s", "cks_r2_60s",
         "cks_beta_x_depth",
     ),

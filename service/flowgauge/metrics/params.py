@@ -33,6 +33,8 @@ class OfiExtParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
 
     depth_half_life_s: float = 1800.0  # H_AD: time-weighted EW mean of the L1 depth (q^B + q^A)/2
     cks_window_s: float = 1800.0  # regression window W over the 1 s / 10 s / 60 s clock bars; EW, H_W = W ln 2
+    z_half_life_s: float = 86400.0  # ofi_z_T: half-life of the EW mean / variance of the T-long bars (8.3: 24 h)
+    z_min_samples: int = 30  # ofi_z_T: bars before a z-score is published (and the weight 0.95)
 
 
 class MlofiParams(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -95,10 +95,18 @@ class MetricsPayload(msgspec.Struct, frozen=True, kw_only=True):
     ofi_l1_ew_10s: float | None = None
     source_granularity: str | None = None  # "best_quote" or "derived"
     # Families ofi_ext, mlofi, depth_ext and microprice (publish.families; null or absent when a family is off).
+    ofi_notional_1s: float | None = None
+    ofi_notional_10s: float | None = None
+    ofi_notional_60s: float | None = None
+    ofi_notional_300s: float | None = None
     ofi_depthnorm_1s: float | None = None
     ofi_depthnorm_10s: float | None = None
     ofi_depthnorm_60s: float | None = None
     ofi_depthnorm_300s: float | None = None
+    ofi_implied_ticks_1s: float | None = None
+    ofi_implied_ticks_10s: float | None = None
+    ofi_implied_ticks_60s: float | None = None
+    ofi_implied_ticks_300s: float | None = None
     ofi_implied_bps_1s: float | None = None
     ofi_implied_bps_10s: float | None = None
     ofi_implied_bps_60s: float | None = None
@@ -107,6 +115,10 @@ class MetricsPayload(msgspec.Struct, frozen=True, kw_only=True):
     ofi_ratio_10s: float | None = None
     ofi_ratio_60s: float | None = None
     ofi_ratio_300s: float | None = None
+    ofi_z_1s: float | None = None
+    ofi_z_10s: float | None = None
+    ofi_z_60s: float | None = None
+    ofi_z_300s: float | None = None
     cks_beta_1s: float | None = None
     cks_r2_1s: float | None = None
     cks_beta_10s: float | None = None

@@ -48,10 +48,12 @@ def book(core_name: str, bids: Levels, asks: Levels) -> Any:
     return b
 
 
-def families(core_name: str, tick: float = 0.1, micro: MicropriceParams | None = None) -> list[Any]:
+def families(
+    core_name: str, tick: float = 0.1, micro: MicropriceParams | None = None, ofi: OfiExtParams | None = None
+) -> list[Any]:
     mod, win = impl(core_name)
     return [
-        mod.OfiExt(tick, OfiExtParams(), win),
+        mod.OfiExt(tick, ofi or OfiExtParams(), win),
         mod.Mlofi(MlofiParams(levels=3), IntegratedOfiParams(), win),
         mod.DepthExt(DepthExtParams()),
         mod.Microprice(tick, micro or MicropriceParams()),
@@ -152,6 +154,166 @@ def test_no_flow_across_an_invalid_period(core_name: str) -> None:
     assert out["mlofi_1s"] == [5.0, 0.0, 0.0]
 
 
+# A stream whose L1 depth (q^B + q^A) / 2 stays 4, so AD_ew is exactly 4 (the EW mean of a constant).
+CONSTANT_DEPTH = [
+    (100.0, 5.0, 100.1, 3.0),  # mid 100.05
+    (100.1, 5.0, 100.2, 3.0),  # the book a tick up: new inside bid +5, ask retreat +3 -> +8 at mid 100.15
+    (100.0, 5.0, 100.1, 3.0),  # back: bid retreat -5, new inside ask -3 -> -8 at mid 100.05
+    (100.0, 6.0, 100.1, 2.0),  # bid +1, ask 3 -> 2: +1 -> +2 at mid 100.05
+]
+
+
+@pytest.mark.parametrize("core_name", core.CORES)
+def test_notional_and_implied_ticks_hand_vector(core_name: str) -> None:
+    fams = families(core_name)
+    ofi_ext = fams[0]
+    for n, (bp, bs, ap, as_) in enumerate(CONSTANT_DEPTH):
+        b = book(core_name, [(bp, bs)], [(ap, as_)])
+        ofi_ext.on_book(b, T0 + n * _MS)
+    out = fill(fams[:1], b, T0 + 5 * _MS)
+    # sum e_n = 2; notional 8 x 100.15 - 8 x 100.05 + 2 x 100.05 = 200.9 (quote units).
+    assert out["ofi_notional_1s"] == pytest.approx(200.9, rel=1e-12)
+    assert out["ofi_notional_300s"] == out["ofi_notional_1s"]
+    assert out["ofi_depthnorm_1s"] == 0.5  # 2 / AD, AD = 4
+    assert out["ofi_implied_ticks_1s"] == 0.25  # 2 / (2 x 4)
+    assert out["ofi_implied_bps_1s"] == 0.25 * 0.1 / 100.05 * 1e4
+    # Into an empty ask side (ask retreat: +q^A_{n-1} = +2): no mid after it, so the mid before it prices it.
+    ofi_ext.on_book(book(core_name, [(100.0, 6.0)], []), T0 + 6 * _MS)
+    out = fill(fams[:1], None, T0 + 7 * _MS)
+    assert out["ofi_notional_1s"] == pytest.approx(200.9 + 2.0 * 100.05, rel=1e-12)
+    assert out["ofi_implied_bps_1s"] is None  # no mid at this payload
+    assert out["ofi_implied_ticks_1s"] is not None
+    # The 1 s window has passed: no flow in it (0, not null: the window is observed); 300 s still holds it.
+    out = fill(fams[:1], None, T0 + 2 * _S)
+    assert out["ofi_notional_1s"] == 0.0
+    assert out["ofi_implied_ticks_1s"] == 0.0
+    assert out["ofi_notional_300s"] == pytest.approx(200.9 + 2.0 * 100.05, rel=1e-12)
+    # Before any book state: null.
+    assert fill(families(core_name)[:1], None, T0)["ofi_notional_1s"] is None
+
+
+def brute_force_z(
+    samples: list[float], value: float, bar_s: float, half_life_s: float, min_samples: int
+) -> float | None:
+    """The EW z-score from its definition: bar j of n (regular bars, the first weighed as one bar after another)
+    weighs (1 - a) a^(n-1-j), a = 2^(-bar / H); mean and variance are the weighted ones."""
+    n = len(samples)
+    a = 2.0 ** (-bar_s / half_life_s)
+    weights = [(1.0 - a) * a ** (n - 1 - j) for j in range(n)]
+    total = math.fsum(weights)
+    if n < min_samples or total < 0.95:
+        return None
+    mean = math.fsum(w * y for w, y in zip(weights, samples, strict=True)) / total
+    var = math.fsum(w * (y - mean) ** 2 for w, y in zip(weights, samples, strict=True)) / total
+    return (value - mean) / math.sqrt(var) if var > 0.0 else None
+
+
+@pytest.mark.parametrize("core_name", core.CORES)
+def test_ofi_z_matches_a_brute_force_ew_over_the_bars(core_name: str) -> None:
+    """Constant L1 depth (AD = 4): each bar's sample is its summed e_n / 4, bars without an event are zeros, the
+    first bar (it holds the first state) is not a sample."""
+    params = OfiExtParams(z_half_life_s=20.0, z_min_samples=5)
+    ofi_ext = families(core_name, ofi=params)[0]
+    rng = random.Random(5)
+    states = [(100.0, float(q), 100.1, 8.0 - float(q)) for q in range(1, 8)]
+    prev = states[3]
+    events: list[tuple[int, float]] = []  # (time, e_n)
+    t = T0 + 400 * _MS
+    ofi_ext.on_book(book(core_name, [prev[:2]], [prev[2:]]), t)
+    first_bar = {w: t // (w * _S) for w in (1, 10)}
+    checked = {1: 0, 10: 0}
+    while t < T0 + 400 * _S:
+        t += rng.choice([50, 200, 700, 2500, 4000]) * _MS
+        state = rng.choice(states)
+        events.append((t, ref.cks_event(*prev, *state)))
+        prev = state
+        ofi_ext.on_book(book(core_name, [state[:2]], [state[2:]]), t)
+        out = fill([ofi_ext], None, t)
+        for w in (1, 10):
+            bar_ns = w * _S
+            k_now = t // bar_ns
+            sums = [0.0] * (k_now - first_bar[w] - 1)  # the closed bars after the first
+            window = 0.0
+            for te, e in events:
+                k = te // bar_ns
+                if first_bar[w] < k < k_now:
+                    sums[k - first_bar[w] - 1] += e
+                if te > t - bar_ns:
+                    window += e
+            expected = brute_force_z([x / 4.0 for x in sums], window / 4.0, w, 20.0, 5)
+            got = out[f"ofi_z_{w}s"]
+            if expected is None:
+                assert got is None, (w, t)
+            else:
+                assert got == pytest.approx(expected, rel=1e-9, abs=1e-9), (w, t)
+                checked[w] += 1
+    assert checked[1] > 100 and checked[10] > 50
+
+
+@pytest.mark.parametrize("core_name", core.CORES)
+def test_ofi_z_is_null_until_warm_and_skips_reset_bars(core_name: str) -> None:
+    """Default parameters (H = 24 h): after an hour of bars the weight is far below 0.95, so null (no flag of its
+    own); a bar holding an invalid period is not a sample."""
+    ofi_ext = families(core_name)[0]
+    a, b = (100.0, 5.0, 100.1, 3.0), (100.0, 6.0, 100.1, 2.0)
+    for n in range(3600):
+        s = a if n % 2 else b
+        ofi_ext.on_book(book(core_name, [s[:2]], [s[2:]]), T0 + n * _S + 1)
+    out = fill([ofi_ext], None, T0 + 3600 * _S)
+    assert [out[f"ofi_z_{w}"] for w in ("1s", "10s", "60s", "300s")] == [None] * 4
+    zbars = ofi_ext.zbars[0]
+    assert zbars.count == 3599 - 1  # bars 1..3598 closed; bar 0 held the first state
+    count = zbars.count
+    ofi_ext.on_book_invalid(T0 + 3600 * _S + 5)
+    ofi_ext.on_book(book(core_name, [a[:2]], [a[2:]]), T0 + 3600 * _S + 10)
+    ofi_ext.on_book(book(core_name, [b[:2]], [b[2:]]), T0 + 3605 * _S)
+    # Bar 3599 closes at the invalid event as a sample; bar 3600 (the reset and the first state after it) is not;
+    # bars 3601..3604 had no event with the book VALID again: zeros.
+    assert zbars.count == count + 1 + 4
+    ofi_ext.on_book_invalid(T0 + 3605 * _S + 5)
+    ofi_ext.on_book(book(core_name, [a[:2]], [a[2:]]), T0 + 3610 * _S)
+    assert zbars.count == count + 5  # bar 3605 held the reset, 3606..3609 the invalid book: no sample
+
+
+def l1_of(state: tuple[Levels, Levels]) -> tuple[float, float, float, float]:
+    bids, asks = state
+    bid = bids[0] if bids else (-math.inf, 0.0)
+    ask = asks[0] if asks else (math.inf, 0.0)
+    return bid[0], bid[1], ask[0], ask[1]
+
+
+@pytest.mark.parametrize("seed", [3, 8, 13])
+def test_mirror_symmetry_of_the_z_score_and_notional(seed: int) -> None:
+    """Reflected about 100 with sides swapped: ofi_z negates exactly (short half-life so it is warm); each e_n
+    negates and its mid m becomes 200 - m, so the notional becomes notional - 200 x (sum of e_n). Fixed seeds:
+    the stream must hold enough 1 s bars without a reset for the z-score to warm up."""
+    states = random_states(seed, 400)
+    ours = run(core.PYTHON, states, step_ms=40)
+    theirs = run(core.PYTHON, [None if s is None else mirrored(s) for s in states], step_ms=40)
+    flows: list[tuple[int, float]] = []
+    prev: tuple[float, float, float, float] | None = None
+    for n, (state, a, b) in enumerate(zip(states, ours, theirs, strict=True)):
+        t = n * 40 * _MS
+        if state is None:
+            prev = None
+        else:
+            l1 = l1_of(state)
+            # An event is priced at a mid: the new state's, else the previous one's; with neither, no notional.
+            if prev is not None and ((l1[1] > 0.0 and l1[3] > 0.0) or (prev[1] > 0.0 and prev[3] > 0.0)):
+                flows.append((t, ref.cks_event(*prev, *l1)))
+            prev = l1
+        for w in ("1s", "10s", "60s", "300s"):
+            key = f"ofi_z_{w}"
+            assert (a[key] is None and b[key] is None) or a[key] == -b[key], key
+        flow_1s = math.fsum(e for te, e in flows if te > t - _S)
+        if a["ofi_notional_1s"] is not None:
+            scale = max(1.0, abs(a["ofi_notional_1s"]))
+            assert a["ofi_notional_1s"] - b["ofi_notional_1s"] == pytest.approx(200.0 * flow_1s, abs=1e-9 * scale)
+        else:
+            assert b["ofi_notional_1s"] is None
+    assert any(out["ofi_z_1s"] is not None for out in ours)
+
+
 def test_cks_regression_recovers_a_linear_impact_and_skips_reset_bars() -> None:
     bars = ref._Bars(1, 1800.0)
     mid, t = 100.0, T0
@@ -247,12 +409,13 @@ def random_states(seed: int, n: int, grid: float = 0.125) -> list[tuple[Levels, 
 
 
 QUICK_FIT = MicropriceParams(sample_ms=7, min_samples=40, refit_s=0.2, memory_days=0.0001)
+QUICK_Z = OfiExtParams(z_half_life_s=0.5, z_min_samples=3)  # ofi_z_1s warm after 3 bars of 1 s (weight 1 - 4^-n)
 
 
 def run(
     core_name: str, states: list[tuple[Levels, Levels] | None], every: int = 1, step_ms: int = 3
 ) -> list[dict[str, Any]]:
-    fams = families(core_name, tick=0.125, micro=QUICK_FIT)
+    fams = families(core_name, tick=0.125, micro=QUICK_FIT, ofi=QUICK_Z)
     outs: list[dict[str, Any]] = []
     valid = None
     for n, state in enumerate(states):
@@ -280,6 +443,7 @@ def test_both_cores_identical_on_random_streams(seed: int) -> None:
     assert python == compiled  # floats compare exactly
     assert any(out.get("micro_price") is not None for out in python), "the micro-price never fitted"
     assert any(out.get("cks_beta_1s") is not None for out in python)
+    assert any(out.get("ofi_z_1s") is not None for out in python)
 
 
 def test_values_do_not_depend_on_how_often_payloads_are_taken() -> None:
@@ -299,7 +463,7 @@ def mirrored(state: tuple[Levels, Levels], centre: float = 100.0) -> tuple[Level
 
 
 SIGNED_FLOW = [
-    *(f"ofi_{kind}_{w}" for kind in ("depthnorm", "ratio") for w in ("1s", "10s", "60s", "300s")),
+    *(f"ofi_{kind}_{w}" for kind in ("depthnorm", "implied_ticks", "ratio", "z") for w in ("1s", "10s", "60s", "300s")),
     *(f"ofi_{kind}_{w}" for kind in ("integrated", "ml_avg") for w in ("1s", "10s", "60s")),
 ]
 
