@@ -224,13 +224,14 @@ class _BarZ:
     invalid period) covers less than its length and is not a sample; neither are the bars of an invalid period nor a
     bar without AD_ew."""
 
-    __slots__ = ("a_bar", "bar_ns", "count", "k", "lam", "last", "m", "ofi", "s", "tainted", "valid", "w")
+    __slots__ = ("a_bar", "bar_ns", "count", "end", "k", "lam", "last", "m", "ofi", "s", "tainted", "valid", "w")
 
     def __init__(self, bar_s: int, half_life_s: float) -> None:
         self.bar_ns = bar_s * _S
         self.lam = math.log(2.0) / (half_life_s * _S)  # per ns
         self.a_bar = math.exp(-self.lam * self.bar_ns)
         self.k = -(1 << 62)  # current bar index; none yet
+        self.end = -(1 << 62)  # the current bar's end: an event before it closes nothing (the common case)
         self.ofi = 0.0
         self.tainted = True
         self.valid = False
@@ -281,11 +282,13 @@ class _BarZ:
                     if self.valid and k - self.k > 1:
                         self._add_zeros(k * self.bar_ns, k - self.k - 1)
             self.k = k
+            self.end = (k + 1) * self.bar_ns
             self.ofi = 0.0
             self.tainted = False
 
     def on_book(self, ts: int, e: float | None, depth: _TimeWeighted) -> None:
-        self._advance(ts, depth)
+        if ts >= self.end:
+            self._advance(ts, depth)
         self.valid = True
         if e is None:
             self.tainted = True
