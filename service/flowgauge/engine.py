@@ -379,8 +379,9 @@ class Engine:
         self.future_timestamps += 1
         suppressed = self._bad_frame_log.allow(f"future:{event_.venue}")
         if suppressed is not None:
+            ahead_s = min(event_.ts_exchange - event_.ts_recv, 10**18) // 1_000_000_000  # ints: a stamp may be huge
             event(log, logging.WARNING, "exchange_time_in_future", venue=event_.venue,
-                  symbol=getattr(event_, "symbol", None), ahead_s=round((event_.ts_exchange - event_.ts_recv) / 1e9, 3),
+                  symbol=getattr(event_, "symbol", None), ahead_s=ahead_s,
                   detail="exchange time replaced by the receive time", suppressed_since_last=suppressed)
         return msgspec.structs.replace(event_, ts_exchange=event_.ts_recv)
 
