@@ -29,6 +29,9 @@ class TerminalProgress:
         sizes = [_size(path) for path in paths]
         # Bytes before file i: where file i starts in the overall position.
         self._starts = list(itertools.accumulate(sizes, initial=0))
+        # No tqdm monitor thread: only this thread draws, so nothing can redraw the bar between close() clearing
+        # it and the summary line (a loaded CI run once showed the summary after a redrawn bar).
+        tqdm.monitor_interval = 0
         self._bar = tqdm(
             total=self._starts[-1],
             unit="B",
