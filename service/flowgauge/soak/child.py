@@ -34,6 +34,39 @@ LAG_BUCKETS_MS = 10_000
 TICK_S = 0.01
 TRACE_ENV = "FLOWGAUGE_SOAK_TRACEMALLOC"
 TRACE_EVERY_S = 120.0
+HEAPSTATS_ENV = "FLOWGAUGE_SOAK_HEAPSTATS"
+
+
+def heap_stats() -> dict[str, int]:
+    """pymalloc's arena counts (from `sys._debugmallocstats`, which writes to fd 2) and the cyclic collector's
+    per-generation collection counts: what the soak reports when FLOWGAUGE_SOAK_HEAPSTATS=1, for finding why RSS
+    grows while the live objects do not. Diverts fd 2 for the call (a log line written meanwhile lands in the
+    capture): a debugging aid, never on in a measured run."""
+    import gc
+    import tempfile
+
+    stats: dict[str, int] = {f"gc{gen}_collections": int(s["collections"]) for gen, s in enumerate(gc.get_stats())}
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as capture:
+        saved = os.dup(2)
+        try:
+            os.dup2(capture.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        text = capture.read().decode("ascii", "replace")
+    for line in text.splitlines():
+        if line.startswith("# arenas ") and "=" in line:
+            name, _, value = line.partition("=")
+            key = "arenas_" + name.removeprefix("# arenas ").strip().replace(" ", "_")
+            with contextlib.suppress(ValueError):
+                stats[key] = int(value.strip().replace(",", ""))
+        elif line.startswith("# bytes in allocated blocks"):
+            with contextlib.suppress(ValueError):
+                stats["pymalloc_allocated_bytes"] = int(line.partition("=")[2].strip().replace(",", ""))
+    return stats
 
 
 def rss_kib(pid: int | str = "self") -> int | None:
@@ -131,6 +164,8 @@ def _line(daemon: Any, started: float, lags: tuple[LagHistogram, LagHistogram, L
         "states": states,
         "final": final,
     }
+    if os.environ.get(HEAPSTATS_ENV):
+        record["heap"] = heap_stats()
     return orjson.dumps(record) + b"\n"
 
 
@@ -165,7 +200,8 @@ async def _run(config: str, every_s: float, warmup_s: float) -> int:
 
     core.select(os.environ.get("FLOWGAUGE_CORE"))  # as `flowgauge run`: compiled when built, unless forced
 
-    settings = load_settings(config, {k: v for k, v in os.environ.items() if k != TRACE_ENV})  # not a setting
+    not_settings = (TRACE_ENV, HEAPSTATS_ENV)
+    settings = load_settings(config, {k: v for k, v in os.environ.items() if k not in not_settings})
     daemon = app.Daemon(settings)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -105,7 +105,7 @@ def venue_faults(venue: str) -> list[str]:
 
 
 # Not settings: which core runs, and the daemon child's tracemalloc hook (soak.child, for finding what grows).
-_PASSED_ON = frozenset({"FLOWGAUGE_CORE", "FLOWGAUGE_SOAK_TRACEMALLOC"})
+_PASSED_ON = frozenset({"FLOWGAUGE_CORE", "FLOWGAUGE_SOAK_TRACEMALLOC", "FLOWGAUGE_SOAK_HEAPSTATS"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -342,25 +342,32 @@ class _Soak:
 
     async def _read_daemon(self) -> None:
         assert self.daemon is not None and self.daemon.stdout is not None
-        while line := await self.daemon.stdout.readline():
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if "crash" in record:
-                self.samples.crash = record["crash"]
-                continue
-            if record.get("final"):
-                self.samples.final = record
-                continue
-            if self.samples.first is None:
-                self.samples.first = record
-                self.samples.loads["start"] = _load()
-            if self.samples.warm is None and record["t"] >= self.warmup_s:
-                self.samples.warm = record
-                self.samples.loads["warm"] = _load()
-            if not self.stopping:
-                self.samples.last = record
+        # Every report line is kept in the run's directory too (an RSS curve to read after the run): 5-second
+        # lines, a few hundred bytes each, so ~70 KiB per hour.
+        with (self.dir / "reports.jsonl").open("ab") as reports:
+            while line := await self.daemon.stdout.readline():
+                reports.write(line)
+                self._on_report(line)
+
+    def _on_report(self, line: bytes) -> None:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return
+        if "crash" in record:
+            self.samples.crash = record["crash"]
+            return
+        if record.get("final"):
+            self.samples.final = record
+            return
+        if self.samples.first is None:
+            self.samples.first = record
+            self.samples.loads["start"] = _load()
+        if self.samples.warm is None and record["t"] >= self.warmup_s:
+            self.samples.warm = record
+            self.samples.loads["warm"] = _load()
+        if not self.stopping:
+            self.samples.last = record
 
     async def _subscribe(self, bus_port: int, checker: PayloadChecker) -> None:
         from flowgauge.client import SubscriberError
