@@ -33,20 +33,41 @@ pytestmark = pytest.mark.integration
 
 
 class _Collector:
-    """A nats-py subscription that keeps every received payload (bounded by the test's own volume)."""
+    """A nats-py subscription that keeps every received payload (bounded by the test's own volume), except the
+    probe `_subscribe` sends itself, which only marks the subscription live."""
 
-    def __init__(self) -> None:
+    def __init__(self, probe: str) -> None:
         self.payloads: list[tuple[str, dict[str, Any]]] = []
+        self.probe = probe
+        self.live = False
 
     async def on_msg(self, msg: Msg) -> None:
+        if msg.subject == self.probe:
+            self.live = True
+            return
         self.payloads.append((msg.subject, orjson.loads(msg.data)))
 
 
 async def _subscribe(port: int, subject: str) -> tuple[NatsClient, _Collector]:
-    collector = _Collector()
+    """Subscribe to `subject` and return once the server holds the subscription (what the caller publishes
+    afterwards reaches it).
+
+    `flush()` is no such barrier: nats-py 2.16 writes its PING straight to the socket, ahead of a SUB still in
+    its pending buffer (nats-server's trace shows PING, PONG, then SUB), so a PONG does not mean the server has
+    the SUB, and under load the server took another connection's PUB before it and routed it nowhere. Instead a
+    probe published on this connection after the SUB has to come back through the subscription: the server handles
+    one connection's commands in order.
+    """
+    probe = ".".join("_probe" if token in ("*", ">") else token for token in subject.split("."))
+    collector = _Collector(probe)
     nc = await nats.connect(f"nats://127.0.0.1:{port}", allow_reconnect=False, connect_timeout=2)
-    await nc.subscribe(subject, cb=collector.on_msg)
-    await nc.flush()
+    try:
+        await nc.subscribe(subject, cb=collector.on_msg)
+        await nc.publish(probe, b"")
+        await wait_for(lambda: collector.live, f"the subscription to {subject} held by the server")
+    except BaseException:
+        await nc.close()
+        raise
     return nc, collector
 
 
@@ -167,15 +188,8 @@ async def test_publisher_started_while_nats_is_down_connects_later(tmp_path: Pat
             nc, seen = await _subscribe(server.port, "flowgauge.v1.>")
             try:
                 await wait_for(lambda: publisher.connected, "the first connection once the server is up")
-
-                def delivered() -> bool:
-                    # Publish until one arrives: seen under load, a nats-server just restarted on the port can
-                    # take a client's first messages without routing them (the sender had written them: out_msgs
-                    # counted, nothing pending), while the next ones flow; payloads flowing is the claim here.
-                    publisher.publish("flowgauge.v1.okx.BTC-USDT-USDT", b'{"n":2}')
-                    return any(p["n"] == 2 for _, p in seen.payloads)
-
-                await wait_for(delivered, "payloads flowing after connecting")
+                publisher.publish("flowgauge.v1.okx.BTC-USDT-USDT", b'{"n":2}')
+                await wait_for(lambda: any(p["n"] == 2 for _, p in seen.payloads), "a payload after connecting")
             finally:
                 await nc.close()
         finally:
