@@ -3,6 +3,7 @@
 The tests never use a broker already running on the machine (4222, 6379): every server here is started by the
 test on a port `free_port()` picked, and stopped by it. Readiness is waited for by connecting to the port within
 a bound, never by sleeping. tools/test.sh installs both servers (Debian packages) when they are missing.
+`subscribe_live` is the core NATS subscription a test can rely on from the moment it returns.
 """
 
 from __future__ import annotations
@@ -11,13 +12,18 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from tests.procs import TIMEOUT_FACTOR, free_port
 
 START_TIMEOUT_S = 10.0 * TIMEOUT_FACTOR
+SUBSCRIBE_TIMEOUT_S = 30.0 * TIMEOUT_FACTOR
 
 
 def _binary(name: str) -> str:
@@ -105,3 +111,30 @@ def redis_server(tmp: Path) -> Iterator[BrokerProcess]:
         yield server
     finally:
         server.stop()
+
+
+async def subscribe_live(nc: NatsClient, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> Subscription:
+    """Subscribe `cb` to the core NATS `subject` on `nc` and return once the server holds the subscription: what
+    any connection publishes afterwards reaches `cb`.
+
+    `nc.flush()` is no such barrier: nats-py 2.16 writes its PING straight to the socket, ahead of a SUB still in
+    its pending buffer (nats-server's trace shows PING, PONG, then SUB), so a PONG does not mean the server has
+    the SUB, and under load the server took another connection's PUB before it and routed it nowhere (5683bba).
+    Instead a probe has to make the round trip after the SUB: a second subscription, to an inbox of this
+    connection only, and a message published to that inbox, both queued behind the SUB. The server handles one
+    connection's commands in order, so the probe coming back means it had the SUB first. The probe never goes
+    to `subject`: `cb` sees only what others publish, an exact subject needs no special case, and no JetStream
+    stream over the watched subjects can store it.
+    """
+    sub = await nc.subscribe(subject, cb=cb)
+    probe = await nc.subscribe(nc.new_inbox())
+    try:
+        await nc.publish(probe.subject, b"")
+        await probe.next_msg(timeout=SUBSCRIBE_TIMEOUT_S)
+    except nats.errors.TimeoutError:
+        raise AssertionError(f"the server did not confirm the subscription to {subject} within "
+                             f"{SUBSCRIBE_TIMEOUT_S:.0f}s") from None
+    finally:
+        if not nc.is_closed:
+            await probe.unsubscribe()
+    return sub

@@ -40,7 +40,7 @@ import orjson
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from tests.brokers import nats_server, redis_server, wait_for_port
+from tests.brokers import nats_server, redis_server, subscribe_live, wait_for_port
 from tests.conftest import BYBIT_RECORDING
 from tests.procs import flowgauge, free_port, http_get, wait_for, write_config
 from websockets.asyncio.client import connect
@@ -501,8 +501,7 @@ async def test_broker_restarts_block_nothing_drops_are_counted_and_publishing_re
             nc = await nats.connect(f"nats://127.0.0.1:{nserver.port}", allow_reconnect=False, connect_timeout=2)
             client = redis.asyncio.Redis(port=rserver.port)
             try:
-                await nc.subscribe("flowgauge.v1.bybit.>", cb=on_msg)
-                await nc.flush()
+                await subscribe_live(nc, "flowgauge.v1.bybit.>", on_msg)
                 async with client.pubsub() as pubsub:
                     await pubsub.psubscribe("flowgauge.v1.bybit.*")
                     redis_seen: list[object] = []

@@ -24,7 +24,7 @@ import nats.js.errors
 import orjson
 import pytest
 import yaml
-from tests.brokers import nats_server
+from tests.brokers import nats_server, subscribe_live
 from tests.conftest import BYBIT_RECORDING
 from tests.procs import flowgauge, free_port, wait_for, write_config
 
@@ -302,8 +302,7 @@ async def test_jetstream_mode_on_a_server_without_jetstream_still_publishes_core
         async def on_msg(msg: Any) -> None:
             received.append(msg.data)
 
-        await nc.subscribe(BTC, cb=on_msg)
-        await nc.flush()
+        await subscribe_live(nc, BTC, on_msg)
         publisher = await _publisher(server.port)
         try:
             publisher.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", 1, seq=1, bid=1.0))
@@ -447,8 +446,7 @@ async def test_two_replica_daemons_store_each_update_once(tmp_path: Path) -> Non
             book_seq = payload.get("book_seq") if payload.get("trigger") == "book" else None
             seen.append((msg.subject, (msg.headers or {}).get("Nats-Msg-Id"), book_seq))
 
-        await nc.subscribe("flowgauge.v1.>", cb=on_msg)
-        await nc.flush()
+        await subscribe_live(nc, "flowgauge.v1.>", on_msg)
         js = nc.jetstream()
         sim_args = ["simulate", "--venue", "bybit", "--recording", str(BYBIT_RECORDING), "--port", str(sim_port),
                     "--speed", "4"]

@@ -22,7 +22,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from tests.brokers import nats_server
+from tests.brokers import nats_server, subscribe_live
 from tests.conftest import BYBIT_RECORDING
 from tests.procs import flowgauge, free_port, http_get, wait_for, write_config
 
@@ -33,38 +33,22 @@ pytestmark = pytest.mark.integration
 
 
 class _Collector:
-    """A nats-py subscription that keeps every received payload (bounded by the test's own volume), except the
-    probe `_subscribe` sends itself, which only marks the subscription live."""
+    """A nats-py subscription that keeps every received payload (bounded by the test's own volume)."""
 
-    def __init__(self, probe: str) -> None:
+    def __init__(self) -> None:
         self.payloads: list[tuple[str, dict[str, Any]]] = []
-        self.probe = probe
-        self.live = False
 
     async def on_msg(self, msg: Msg) -> None:
-        if msg.subject == self.probe:
-            self.live = True
-            return
         self.payloads.append((msg.subject, orjson.loads(msg.data)))
 
 
 async def _subscribe(port: int, subject: str) -> tuple[NatsClient, _Collector]:
     """Subscribe to `subject` and return once the server holds the subscription (what the caller publishes
-    afterwards reaches it).
-
-    `flush()` is no such barrier: nats-py 2.16 writes its PING straight to the socket, ahead of a SUB still in
-    its pending buffer (nats-server's trace shows PING, PONG, then SUB), so a PONG does not mean the server has
-    the SUB, and under load the server took another connection's PUB before it and routed it nowhere. Instead a
-    probe published on this connection after the SUB has to come back through the subscription: the server handles
-    one connection's commands in order.
-    """
-    probe = ".".join("_probe" if token in ("*", ">") else token for token in subject.split("."))
-    collector = _Collector(probe)
+    afterwards reaches it: `subscribe_live`)."""
+    collector = _Collector()
     nc = await nats.connect(f"nats://127.0.0.1:{port}", allow_reconnect=False, connect_timeout=2)
     try:
-        await nc.subscribe(subject, cb=collector.on_msg)
-        await nc.publish(probe, b"")
-        await wait_for(lambda: collector.live, f"the subscription to {subject} held by the server")
+        await subscribe_live(nc, subject, collector.on_msg)
     except BaseException:
         await nc.close()
         raise

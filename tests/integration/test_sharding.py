@@ -25,7 +25,7 @@ import pytest
 import yaml
 from nats.aio.msg import Msg
 from prometheus_client.parser import text_string_to_metric_families
-from tests.brokers import nats_server
+from tests.brokers import nats_server, subscribe_live
 from tests.integration.test_all_venues import SYMBOLS, VENUES, WS_PATHS, five_free_ports
 from tests.procs import flowgauge, free_port, http_get, wait_for
 
@@ -108,8 +108,7 @@ async def test_two_shards_publish_every_instrument_once_to_one_nats(tmp_path: Pa
         config = _config(tmp_path / "shards.yaml", base, server.port, bus_ports[0], http_ports[0])
         nc = await nats.connect(f"nats://127.0.0.1:{server.port}", allow_reconnect=False, connect_timeout=2)
         try:
-            await nc.subscribe("flowgauge.v1.>", cb=on_msg)
-            await nc.flush()
+            await subscribe_live(nc, "flowgauge.v1.>", on_msg)
             # Shard 1 differs only by environment: the same file, as every pod of a StatefulSet would share it.
             shard_1_env = {
                 "FLOWGAUGE_SHARD__INDEX": "1",
