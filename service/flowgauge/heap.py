@@ -20,11 +20,28 @@ import ctypes.util
 import time
 from dataclasses import dataclass
 
-__all__ = ["MMAP_THRESHOLD_BYTES", "TRIM_INTERVAL_S", "HeapTrimmer"]
+__all__ = ["MMAP_THRESHOLD_BYTES", "TRIM_INTERVAL_S", "HeapTrimmer", "MallocInfo"]
 
 MMAP_THRESHOLD_BYTES = 256 * 1024  # buffers at least this large are mmapped (glibc's default starts at 128 KiB)
 TRIM_INTERVAL_S = 30.0
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
+
+
+class MallocInfo(ctypes.Structure):
+    """glibc's `struct mallinfo2` (glibc 2.33+): byte counts summed over every malloc arena."""
+
+    _fields_ = [
+        ("arena", ctypes.c_size_t),  # non-mmapped bytes obtained from the OS (all arenas' heaps)
+        ("ordblks", ctypes.c_size_t),  # free chunks
+        ("smblks", ctypes.c_size_t),
+        ("hblks", ctypes.c_size_t),  # mmapped chunks
+        ("hblkhd", ctypes.c_size_t),  # bytes in mmapped chunks
+        ("usmblks", ctypes.c_size_t),
+        ("fsmblks", ctypes.c_size_t),
+        ("uordblks", ctypes.c_size_t),  # bytes allocated in the heaps
+        ("fordblks", ctypes.c_size_t),  # bytes free in the heaps
+        ("keepcost", ctypes.c_size_t),  # free bytes at the top of the main heap (what a plain trim could return)
+    ]
 
 
 @dataclass
@@ -35,7 +52,9 @@ class HeapTrimmer:
     trims: int = 0
     released: int = 0  # trims that gave memory back (malloc_trim returned 1)
     last_duration_s: float = 0.0
+    max_duration_s: float = 0.0
     _libc: ctypes.CDLL | None = None
+    _mallinfo2: bool = False
 
     @classmethod
     def load(cls) -> HeapTrimmer:
@@ -50,7 +69,13 @@ class HeapTrimmer:
             libc.mallopt.restype = ctypes.c_int
         except (OSError, AttributeError):  # not glibc (musl has no malloc_trim): nothing to do
             return cls()
-        return cls(available=True, _libc=libc)
+        try:
+            libc.mallinfo2.argtypes = []
+            libc.mallinfo2.restype = MallocInfo
+            has_mallinfo2 = True
+        except AttributeError:  # glibc before 2.33: no byte counts, trimming still works
+            has_mallinfo2 = False
+        return cls(available=True, _libc=libc, _mallinfo2=has_mallinfo2)
 
     def fix_mmap_threshold(self, threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
         """Pin the mmap threshold (which also stops glibc raising it). True when set."""
@@ -65,6 +90,19 @@ class HeapTrimmer:
         started = time.perf_counter()
         released = bool(self._libc.malloc_trim(0))
         self.last_duration_s = time.perf_counter() - started
+        self.max_duration_s = max(self.max_duration_s, self.last_duration_s)
         self.trims += 1
         self.released += released
         return released
+
+    def info(self) -> dict[str, int] | None:
+        """The C heap's byte counts (`mallinfo2`): in use, free inside the heaps, mmapped; None without glibc 2.33+."""
+        if self._libc is None or not self._mallinfo2:
+            return None
+        info = self._libc.mallinfo2()
+        return {
+            "heap_bytes": int(info.arena),
+            "in_use_bytes": int(info.uordblks),
+            "free_bytes": int(info.fordblks),
+            "mmapped_bytes": int(info.hblkhd),
+        }

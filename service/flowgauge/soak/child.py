@@ -37,7 +37,7 @@ TRACE_EVERY_S = 120.0
 HEAPSTATS_ENV = "FLOWGAUGE_SOAK_HEAPSTATS"
 
 
-def heap_stats() -> dict[str, int]:
+def heap_stats(trimmer: Any = None) -> dict[str, int]:
     """pymalloc's arena counts (from `sys._debugmallocstats`, which writes to fd 2) and the cyclic collector's
     per-generation collection counts: what the soak reports when FLOWGAUGE_SOAK_HEAPSTATS=1, for finding why RSS
     grows while the live objects do not. Diverts fd 2 for the call (a log line written meanwhile lands in the
@@ -66,6 +66,15 @@ def heap_stats() -> dict[str, int]:
         elif line.startswith("# bytes in allocated blocks"):
             with contextlib.suppress(ValueError):
                 stats["pymalloc_allocated_bytes"] = int(line.partition("=")[2].strip().replace(",", ""))
+    if trimmer is not None:  # the daemon's flowgauge.heap.HeapTrimmer: glibc's side of the heap
+        stats.update(trimmer.info() or {})
+        stats["trims"] = trimmer.trims
+        stats["trim_max_us"] = int(trimmer.max_duration_s * 1e6)
+    with contextlib.suppress(OSError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("RssAnon", "RssFile", "Threads"):
+                stats[name] = int(value.split()[0])
     return stats
 
 
@@ -165,7 +174,7 @@ def _line(daemon: Any, started: float, lags: tuple[LagHistogram, LagHistogram, L
         "final": final,
     }
     if os.environ.get(HEAPSTATS_ENV):
-        record["heap"] = heap_stats()
+        record["heap"] = heap_stats(daemon.heap)
     return orjson.dumps(record) + b"\n"
 
 
