@@ -476,3 +476,41 @@ async def test_heartbeats_alone_keep_a_quiet_book_fresh(tmp_path: Path) -> None:
                     await reader.stop()
         finally:
             await publisher.close()
+
+
+async def test_nats_a_message_published_right_after_entering_arrives(tmp_path: Path) -> None:
+    """Entering a NATS subscription returns only once the server holds it: a message another connection
+    publishes right after is delivered, each of 30 times. Under `>`, which matches the inbox of the SDK's own
+    connection, the probe that confirmed the subscription is not yielded.
+
+    The 30 deliveries pass without the confirmation too: the JetStream request that follows it (answered "no
+    responders" by this core server) is queued behind the SUBs and so orders them by itself.
+    test_sdk_errors.py's test_nats_entering_fails_unless_the_server_confirms_the_subscription is the test that
+    fails without it. (Under `>` that request finds the SDK's own subscription as its responder and waits until
+    open_timeout_s, hence the short one there.)"""
+    import nats
+
+    async def first_book(sub: fg.Subscription, i: int) -> list[str]:
+        """Topics yielded up to the book payload published right after entering; checks that payload."""
+        await publisher.publish(BTC, orjson.dumps({"venue": "bybit", "i": i}))
+        iterator = sub.__aiter__()
+        seen: list[str] = []
+        while not seen or seen[-1] != BTC:
+            item = await asyncio.wait_for(anext(iterator), 10 * TIMEOUT_FACTOR)
+            assert isinstance(item, fg.Message)
+            seen.append(item.topic)
+        assert item.payload == {"venue": "bybit", "i": i}
+        return seen
+
+    with nats_server(tmp_path) as server:
+        url = f"nats://127.0.0.1:{server.port}"
+        publisher = await nats.connect(url)
+        try:
+            for i in range(30):
+                async with fg.subscribe(url, "flowgauge.v1.>", reconnect=False) as sub:
+                    assert await first_book(sub, i) == [BTC]
+            async with fg.subscribe(url, ">", reconnect=False, open_timeout_s=1) as sub:
+                seen = await first_book(sub, 30)
+                assert not [topic for topic in seen if topic.startswith("_INBOX.")], seen
+        finally:
+            await publisher.close()

@@ -124,9 +124,16 @@ class _Gate:
     It opens the window a race needs (a reconnect attempt in flight while the caller closes) without timing.
     """
 
-    def __init__(self, upstream_port: int, *, freeze_on: bytes | None = None) -> None:
+    def __init__(self, upstream_port: int, *, freeze_on: bytes | None = None,
+                 hold_from: bytes | None = None) -> None:
         self.upstream_port = upstream_port
         self.freeze_on = freeze_on  # client bytes that stop the flow when they pass (a path dying right then)
+        # The client's protocol lines from the first one starting with `hold_from` on never reach the server
+        # (they are kept in `kept`) while the server's bytes keep flowing: a path that stalled one way. For one
+        # client connection at a time.
+        self.hold_from = hold_from
+        self.kept = bytearray()
+        self._partial = bytearray()  # the client's unfinished last line, forwarded (or kept) once complete
         self.passing = asyncio.Event()
         self.passing.set()
         self.flowing = asyncio.Event()  # cleared: bytes are lost both ways, connections stay open (a dead path)
@@ -175,6 +182,24 @@ class _Gate:
                 if end is not None:
                     end.transport.abort()
 
+    def _hold(self, chunk: bytes) -> bytes:
+        """The part of the client's `chunk` to forward: whole lines before the first `hold_from` line."""
+        assert self.hold_from is not None
+        if self.kept:
+            self.kept += chunk
+            return b""
+        self._partial += chunk
+        forward = bytearray()
+        while (end := self._partial.find(b"\r\n")) >= 0:
+            line = bytes(self._partial[:end + 2])
+            del self._partial[:end + 2]
+            if line.startswith(self.hold_from):
+                self.kept += line + self._partial
+                self._partial.clear()
+                break
+            forward += line
+        return bytes(forward)
+
     async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, from_client: bool) -> None:
         with contextlib.suppress(OSError):
             while chunk := await source.read(65536):
@@ -182,6 +207,10 @@ class _Gate:
                     self.flowing.clear()
                 if not self.flowing.is_set():
                     continue  # lost on the dead path; reading on still tells when a side closes
+                if from_client and self.hold_from is not None:
+                    chunk = self._hold(chunk)
+                    if not chunk:
+                        continue
                 sink.write(chunk)
                 await sink.drain()
         sink.transport.abort()  # one side ended: end the other, as a broken connection would
@@ -350,6 +379,29 @@ async def test_nats_that_stops_answering_after_connect_is_a_subscriber_error(tmp
                     pass
             assert time.monotonic() - started < 5 * TIMEOUT_FACTOR
             assert "\n" not in str(caught.value) and "did not confirm the subscription" in str(caught.value)
+            await wait_for(lambda: not gate.clients, "the SDK's connection closed", 10)
+        finally:
+            await gate.stop()
+
+
+async def test_nats_entering_fails_unless_the_server_confirms_the_subscription(tmp_path: Path) -> None:
+    """The server never gets the SDK's SUB (the client's bytes stop at it, the server's keep flowing): entering
+    raises BusUnreachable within a bound, never returns with a subscription the server does not hold.
+
+    It returned: nats-py writes flush()'s PING to the socket ahead of the SUBs still in its pending buffer, so
+    the PONG came back through this path, the JetStream request for current values (queued behind the SUB)
+    timed out into "no current values", and entering succeeded with nothing subscribed."""
+    with nats_server(tmp_path) as nats:
+        gate = _Gate(nats.port, hold_from=b"SUB ")
+        await gate.start()
+        try:
+            started = time.monotonic()
+            with pytest.raises(fg.BusUnreachable) as caught:
+                async with fg.subscribe(f"nats://127.0.0.1:{gate.port}", "flowgauge.v1.>", open_timeout_s=1):
+                    pass
+            assert time.monotonic() - started < 5 * TIMEOUT_FACTOR
+            assert "\n" not in str(caught.value) and "did not confirm the subscription" in str(caught.value)
+            assert gate.kept.startswith(b"SUB flowgauge.v1.> ")  # the server never had it
             await wait_for(lambda: not gate.clients, "the SDK's connection closed", 10)
         finally:
             await gate.stop()

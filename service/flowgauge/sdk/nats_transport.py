@@ -5,8 +5,9 @@ when it exists: the subjects it holds that match the patterns are listed (stream
 filter) and the last message of each is read. Without the stream (core NATS only) a subscription starts
 with no current values and the first live message of each topic is its first value.
 
-The live subscriptions are made before the current values are read, so nothing published in between is
-lost; a live message that was queued meanwhile and is older than the value already yielded is dropped.
+The live subscriptions are made, and confirmed by the server, before the current values are read, so nothing
+published in between is lost; a live message that was queued meanwhile and is older than the value already
+yielded is dropped.
 This client does not let nats-py reconnect by itself: the subscription reconnects, the same way on every
 transport, and tells its caller about the interruption.
 """
@@ -54,6 +55,7 @@ class NatsTransport:
         self._nc: Any = None
         self._closing = False
         self._last_error = ""
+        self._probe_subject = ""  # the inbox that confirmed the subscriptions: never a message to yield
 
     @property
     def dropped(self) -> int:
@@ -104,12 +106,12 @@ class NatsTransport:
         try:
             for pattern in self._cover:
                 await self._nc.subscribe(pattern, cb=self._on_message)
-            await self._nc.flush(timeout=self._open_timeout_s)  # the server has the subscriptions from here on
+            await self._confirm_subscriptions()  # the server has the subscriptions from here on
             self._current = await self._current_values()
         except BaseException as exc:
             await self.close()
             # Entering raises SubscriberErrors only (one line each), never a nats-py exception.
-            if isinstance(exc, TimeoutError):  # nats-py's flush and request timeouts are TimeoutErrors too
+            if isinstance(exc, TimeoutError):  # nats-py's request timeouts are TimeoutErrors too
                 raise BusUnreachable(f"NATS at {self._shown_url} took the connection but did not confirm the "
                                      f"subscription within {self._open_timeout_s:g} s") from None
             if isinstance(exc, NatsError):
@@ -149,7 +151,41 @@ class NatsTransport:
                 async with asyncio.timeout(self._open_timeout_s):
                     await nc.close()
 
+    async def _confirm_subscriptions(self) -> None:
+        """Return once the server holds the subscriptions made so far on this connection, within open_timeout_s.
+
+        flush() is no such barrier: nats-py (2.16) writes flush()'s PING straight to the socket, ahead of the
+        SUB commands still in its pending buffer, so its PONG can come back before the server has read a SUB,
+        and a message published meanwhile reaches nobody. Only a round trip queued behind the SUBs proves they
+        arrived: a subscription to an inbox of this connection and a message published to it. The server
+        handles one connection's commands in order, so that message coming back means it had every SUB first.
+
+        Raises:
+            BusUnreachable: the probe did not come back within open_timeout_s, or the connection closed first.
+        """
+        from nats.errors import ConnectionClosedError
+        from nats.errors import TimeoutError as NatsTimeoutError
+
+        nc = self._nc
+        probe = await nc.subscribe(nc.new_inbox())
+        self._probe_subject = probe.subject
+        try:
+            await nc.publish(probe.subject, b"")
+            await probe.next_msg(timeout=self._open_timeout_s)
+        except NatsTimeoutError:
+            raise BusUnreachable(f"NATS at {self._shown_url} took the connection but did not confirm the "
+                                 f"subscription within {self._open_timeout_s:g} s") from None
+        except ConnectionClosedError:
+            why = f" ({self._last_error})" if self._last_error else ""
+            raise BusUnreachable(f"NATS at {self._shown_url} closed the connection before it confirmed the "
+                                 f"subscription{why}") from None
+        finally:
+            if not nc.is_closed:
+                await probe.unsubscribe()
+
     async def _on_message(self, msg: Any) -> None:
+        if msg.subject == self._probe_subject:
+            return  # the confirmation probe, seen by a pattern as wide as `>`
         if any(f.matches(msg.subject) for f in self._filters):
             self._buffer.put(Message(msg.subject, data=msg.data))
 
