@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 __all__ = ["MMAP_THRESHOLD_BYTES", "TRIM_INTERVAL_S", "HeapTrimmer", "MallocInfo"]
 
-MMAP_THRESHOLD_BYTES = 256 * 1024  # buffers at least this large are mmapped (glibc's default starts at 128 KiB)
-TRIM_INTERVAL_S = 30.0
+MMAP_THRESHOLD_BYTES = 64 * 1024  # buffers at least this large are mmapped (glibc's default starts at 128 KiB)
+TRIM_INTERVAL_S = 5.0
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
 
 
