@@ -125,3 +125,17 @@ async def test_checker_counts_wrong_payloads_and_tells_missed_ones_apart() -> No
     assert counts.missed == 1 and counts.unverified == 1
     assert counts.truth_records == len(BOOKS) and counts.truth_gaps == 0
     assert checker.buffered() <= 1  # checked truth is forgotten every round
+
+
+def test_rss_growth_is_judged_on_medians_not_on_two_single_samples() -> None:
+    from flowgauge.soak.run import MAX_GROWTH, median_growth
+
+    # A sawtooth of +-3% around a flat 160 MiB: the single samples at its trough and its crest differ by 6%, the
+    # medians of the two minutes not at all; a real 3% step shows in the medians.
+    flat = [160_000, 165_000, 155_000] * 4
+    assert (max(flat) - min(flat)) / min(flat) > MAX_GROWTH
+    growth = median_growth(flat, list(reversed(flat)))
+    assert growth is not None and growth < MAX_GROWTH
+    stepped = median_growth(flat, [x + 4_800 for x in flat])
+    assert stepped is not None and stepped >= MAX_GROWTH
+    assert median_growth([], flat) is None and median_growth(flat, []) is None

@@ -16,9 +16,11 @@ import importlib
 import os
 import signal
 import socket
+import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +32,14 @@ from flowgauge.simulate import DATA_DIR, SIMULATORS
 from flowgauge.soak.check import PayloadChecker, run_rounds
 from flowgauge.soak.tapes import replica_coin, replicate_recording
 
-__all__ = ["MAX_GROWTH", "add_arguments", "execute"]
+__all__ = ["MAX_GROWTH", "add_arguments", "execute", "median_growth"]
 
 MAX_GROWTH = 0.02  # RSS growth after the warm-up, as a fraction of the RSS after the warm-up
 MIN_JUDGED_MINUTES = 10.0  # growth is judged only over at least this long after the warm-up
+# Growth is judged between two minutes' medians of RSS (the minute from the warm-up's end, the run's last minute),
+# not two single samples: RSS swings a few MB with what the books and buffers hold at that moment (a connection
+# down, a window array between sizes), so two single samples measured luck as often as growth.
+MEDIAN_OVER_S = 60.0
 REPORT_EVERY_S = 5.0  # the daemon child's report period
 STARTUP_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
@@ -234,6 +240,16 @@ class _Samples:
     final: dict[str, Any] | None = None
     crash: str | None = None
     loads: dict[str, str] = field(default_factory=dict)
+    warm_rss: list[int] = field(default_factory=list)  # RSS (KiB) over the `MEDIAN_OVER_S` from the warm-up's end
+    end_rss: deque[int] = field(default_factory=lambda: deque(maxlen=int(MEDIAN_OVER_S / REPORT_EVERY_S)))
+
+
+def median_growth(warm_rss: list[int], end_rss: list[int]) -> float | None:
+    """RSS growth from the median of `warm_rss` to the median of `end_rss`; None when either is empty."""
+    if not warm_rss or not end_rss:
+        return None
+    warm = statistics.median(warm_rss)
+    return (statistics.median(end_rss) - warm) / warm
 
 
 class _Soak:
@@ -368,6 +384,11 @@ class _Soak:
             self.samples.loads["warm"] = _load()
         if not self.stopping:
             self.samples.last = record
+            rss = record.get("rss_kib")
+            if rss is not None:
+                self.samples.end_rss.append(rss)
+                if self.warmup_s <= record["t"] < self.warmup_s + MEDIAN_OVER_S:
+                    self.samples.warm_rss.append(rss)
 
     async def _subscribe(self, bus_port: int, checker: PayloadChecker) -> None:
         from flowgauge.client import SubscriberError
@@ -496,13 +517,21 @@ class _Soak:
         growth: float | None = None
         judged = False
         if s.first is not None and s.warm is not None and end is not None:
-            growth = (end["rss_kib"] - s.warm["rss_kib"]) / s.warm["rss_kib"]
+            single = (end["rss_kib"] - s.warm["rss_kib"]) / s.warm["rss_kib"]
+            growth = median_growth(s.warm_rss, list(s.end_rss))
             measured_min = (end["t"] - s.warm["t"]) / 60.0
-            judged = measured_min >= MIN_JUDGED_MINUTES - 0.1
+            judged = growth is not None and measured_min >= MIN_JUDGED_MINUTES - 0.1
+            median_text = (
+                f"{growth:+.2%}: median {_mib(int(statistics.median(s.warm_rss)))} over the minute after the warm-up, "
+                f"{_mib(int(statistics.median(s.end_rss)))} over the last minute"
+                if growth is not None
+                else "not measured"
+            )
             lines.append(
                 f"  RSS                  start {_mib(s.first['rss_kib'])} (t={s.first['t']:.0f} s), after warm-up "
                 f"{_mib(s.warm['rss_kib'])} (t={s.warm['t']:.0f} s), end {_mib(end['rss_kib'])} (t={end['t']:.0f} s): "
-                f"{growth:+.2%} over {measured_min:.1f} min after the warm-up"
+                f"{single:+.2%} sample to sample; growth judged on medians {median_text}, over {measured_min:.1f} min "
+                "after the warm-up"
                 + ("" if judged else f" (not judged: needs >= {MIN_JUDGED_MINUTES:g} min)")
             )
         elif end is not None:
