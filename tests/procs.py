@@ -20,10 +20,27 @@ import yaml
 TIMEOUT_FACTOR = float(os.environ.get("FLOWGAUGE_TESTS_TIMEOUT_FACTOR", "1"))
 
 
+# Ports this test process has handed out: a port is free only until something binds it, and the kernel hands the
+# same ephemeral port out again at once, so a test that took a simulator's five ports and then two more for the
+# daemon's listeners got one of the five back (the daemon then failed with "address already in use").
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port not handed out before in this process."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise AssertionError("no free loopback port that was not handed out already")
+
+
+def reserve_ports(ports: range) -> None:
+    """Mark `ports` (taken by a test without `free_port`) as handed out, so `free_port` never returns them."""
+    _HANDED_OUT.update(ports)
 
 
 @contextmanager

@@ -22,7 +22,7 @@ import jsonschema
 import orjson
 import pytest
 import yaml
-from tests.procs import flowgauge, free_port, http_get, wait_for
+from tests.procs import flowgauge, free_port, http_get, reserve_ports, wait_for
 from websockets.asyncio.client import connect
 
 from flowgauge import schema_path as flowgauge_schema
@@ -63,6 +63,7 @@ def five_free_ports() -> int:
                     ok = False
                     break
         if ok:
+            reserve_ports(range(base, base + 5))
             return base
     raise AssertionError("no five consecutive free ports")
 
