@@ -149,7 +149,7 @@ def test_truth_store_ring_evicts_and_counts() -> None:
     for key in range(10, 15):
         store.record("BTCUSDT", key, key * 1000, [(100.0 - i, 1.0 + i) for i in range(12)], [(101.0, 2.0)])
     stats = store.stats()["instruments"]["BTCUSDT"]
-    assert stats == {"records": 3, "evicted": 2, "first": 3, "last": 5}
+    assert stats == {"records": 3, "evicted": 2, "repeated": 0, "first": 3, "last": 5}
     record = store.get("BTCUSDT", 13)
     assert record is not None and record.index == 4 and len(record.bids) == 10 and record.asks == ((101.0, 2.0),)
     assert store.get("BTCUSDT", 10) is None  # evicted
@@ -160,6 +160,18 @@ def test_truth_store_ring_evicts_and_counts() -> None:
     assert store.answer({"instrument": "BTCUSDT", "seq": "99"})[0] == 404
     assert store.answer({"instrument": "BTCUSDT", "seq": "x"})[0] == 400
     assert TruthRecord.from_json(store.answer({"instrument": "BTCUSDT", "seq": "14"})[1]) == store.get("BTCUSDT", 14)
+
+
+def test_truth_store_counts_a_key_recorded_again_while_held() -> None:
+    store = TruthStore(capacity=4)
+    for key in (1, 2, 3, 1):  # Bybit's u=1 restart: ids start again
+        store.record("BTCUSDT", key, None, [(100.0, 1.0)], [(101.0, 1.0)])
+    assert store.holds("BTCUSDT", 1) and not store.holds("BTCUSDT", 9) and not store.holds("ETHUSDT", 1)
+    assert store.stats()["instruments"]["BTCUSDT"]["repeated"] == 1
+    for key in (4, 5):  # the ring of 4 now holds 3 1 4 5: 2 is gone
+        store.record("BTCUSDT", key, None, [(100.0, 1.0)], [(101.0, 1.0)])
+    store.record("BTCUSDT", 2, None, [(100.0, 1.0)], [(101.0, 1.0)])  # no longer held: not a repeat
+    assert store.stats()["instruments"]["BTCUSDT"]["repeated"] == 1
 
 
 def test_truth_formulas_from_metrics_md() -> None:

@@ -53,8 +53,9 @@ coin's book at once but holds the book sent on subscribe (and the pushes after i
 `sub_error` answers a subscribe of the coin's book on channel `error` and does not subscribe it. The
 connection and clock faults and `rate_limit` (HTTP 429/418 on `POST /info`) are `base`'s. Truth: every book
 the market makes (played, or the one served before anything played) goes to `sim.truth` keyed by its `time`
-(the daemon's `book_seq`), kept unique and increasing per coin: a push stamped at or up to 1 s behind the
-coin's previous one is served 1 ms after it (a clock fault that moves time back further still does).
+(the daemon's `book_seq`), kept unique per coin: a push stamped at or up to 1 s behind the coin's previous one
+is served 1 ms after it; a clock fault that moves time back further is served back in time, on the first
+millisecond from there that no truth record still held has.
 
 `gap_every=N` withholds every N-th `l2Book` push of each coin from all clients (the market's own
 book still moves: the next push is a full snapshot, so a client cannot detect the loss from sequence
@@ -383,6 +384,11 @@ class _CoinState:
             # The venue's time is the truth's key (and the daemon's book_seq): unique per push, and never behind the
             # previous push but for a clock that really went back.
             time_ms = last + 1
+        if truth is not None:
+            # A clock that went back serves times again that earlier pushes had: the comparator finds a payload's
+            # state by its time, so one still held would match the wrong book. The next free millisecond instead.
+            while truth.holds(spec.coin, time_ms):
+                time_ms += 1
         self.last_time = time_ms
         out = {"coin": spec.coin, "time": time_ms, "levels": levels}
         self.book = out

@@ -7,7 +7,9 @@ again from metrics.md):
 * `TruthStore` (simulator side): a bounded ring per instrument of the top `depth` levels of each side after
   every book message the simulator applied (withheld and corrupted ones included), keyed by the venue's
   sequence id (or, for a venue without one, the served `ts_exchange`, unique per message). Oldest records are
-  evicted first and counted. `base.SimulatorServer` serves it as `GET /_flowgauge/truth`: no query gives the
+  evicted first and counted; a record keyed like one still held is counted as `repeated` (the comparator finds
+  a payload's state by its key, so a repeated key can match the wrong state: Bybit's `u=1` restarts repeat ids,
+  and a venue keyed by time must not). `base.SimulatorServer` serves it as `GET /_flowgauge/truth`: no query gives the
   stats; `instrument=X&seq=N` the latest record keyed N; `instrument=X&since=I[&limit=L]` the records after
   index I in order (`next` is the index to ask from next).
 * `Comparator` (test side): fed the truth records in order and the daemon's payloads in publish order, it
@@ -75,7 +77,7 @@ class TruthRecord:
 
 
 class _Ring:
-    __slots__ = ("evicted", "latest", "next_index", "records")
+    __slots__ = ("evicted", "latest", "next_index", "records", "repeated")
 
     def __init__(self, capacity: int) -> None:
         # (index, key, ts, n_bids (negative: a snapshot), levels as [px, sz, ...] bids then asks)
@@ -85,6 +87,7 @@ class _Ring:
         self.latest: dict[int, int] = {}  # key -> index of its latest record
         self.next_index = 1
         self.evicted = 0
+        self.repeated = 0  # records keyed like one still held: a payload's key no longer says which state it is
 
 
 class TruthStore:
@@ -136,6 +139,8 @@ class TruthStore:
             ring.evicted += 1
             if ring.latest.get(old[1]) == old[0]:
                 del ring.latest[old[1]]
+        if key in ring.latest:
+            ring.repeated += 1
         index = ring.next_index
         ring.next_index += 1
         records.append((index, key, ts_ms, ~n_bids if snapshot else n_bids, flat))
@@ -148,6 +153,11 @@ class TruthStore:
             n_bids = ~n_bids
         levels = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
         return TruthRecord(index, key, ts, tuple(levels[:n_bids]), tuple(levels[n_bids:]), snapshot)
+
+    def holds(self, instrument: str, key: int) -> bool:
+        """Whether a record keyed `key` is still in the ring (a simulator keeping keys unique asks first)."""
+        ring = self._rings.get(instrument)
+        return ring is not None and key in ring.latest
 
     def get(self, instrument: str, key: int) -> TruthRecord | None:
         """The latest record keyed `key` still in the ring."""
@@ -176,6 +186,7 @@ class TruthStore:
                 name: {
                     "records": len(ring.records),
                     "evicted": ring.evicted,
+                    "repeated": ring.repeated,
                     "first": ring.records[0][0] if ring.records else None,
                     "last": ring.next_index - 1,
                 }

@@ -562,6 +562,11 @@ class _Soak:
             f"  faults injected      {sum(by_kind.values())} ({len(by_kind)} kinds; by venue {by_venue}; "
             f"by kind {dict(sorted(by_kind.items(), key=lambda item: -item[1]))})"
         )
+        repeated = self.sims_report.get("truth_repeated")
+        if repeated is not None:
+            # Truth keyed like a record still held: the checker could match such a payload with the wrong state.
+            # Bybit's u=1 restarts repeat ids by design; a venue keyed by time must show 0.
+            lines.append(f"  truth keys repeated  {repeated}")
         if c.wrong:
             lines.append(
                 f"  wrong by venue       {c.wrong_by_venue}; the first {len(c.wrong_examples)} in {self.dir}/wrong.txt"

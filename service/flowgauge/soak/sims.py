@@ -4,7 +4,8 @@ Run by `flowgauge soak` as `python -m flowgauge.soak.sims PLAN.json`, so the sim
 count as the daemon's. The plan is a JSON list of `{"venue", "recording", "speed", "gap_every", "garbage_every",
 "faults": ["KIND:key=value,..."], "truth_capacity"}`; each simulator listens on a free loopback port, and one
 JSON line on stdout, `{"ready": {venue: port}}`, says where once all of them listen. SIGTERM or SIGINT stops
-them; the last line is `{"faults": {venue: {kind: firings}}, "frames_sent": {venue: n}}`.
+them; the last line is `{"faults": {venue: {kind: firings}}, "frames_sent": {venue: n},
+"truth_repeated": {venue: n}, ...}`.
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ async def _serve(plan: list[dict[str, Any]]) -> None:
             "frames_sent": {venue: sim.frames_sent for venue, sim in started.items()},
             "gaps_injected": {venue: sim.gaps_injected for venue, sim in started.items()},
             "garbage_sent": {venue: sim.garbage_sent for venue, sim in started.items()},
+            "truth_repeated": {
+                venue: sum(ring["repeated"] for ring in sim.truth.stats()["instruments"].values())
+                for venue, sim in started.items()
+            },
         }
         with contextlib.suppress(OSError):
             out.write(orjson.dumps(report) + b"\n")
