@@ -893,6 +893,34 @@ cdef double _fsum(const double* values, Py_ssize_t count, double* work) noexcept
     return hi
 
 
+# Array room of the compiled windows, in items. Powers of two up to ROOM_STEP, then whole multiples of it: from
+# there a block is mmapped (heap.MMAP_THRESHOLD_BYTES is 64 KiB, ROOM_STEP times 8 bytes), so growing by one step is an
+# mremap and costs no copy, and the room tracks what a window holds within a step instead of swinging between
+# two powers of two (which moved the soak's RSS by megabytes with no change in the data held).
+DEF ROOM_STEP = 8192
+
+
+cdef inline Py_ssize_t _room(Py_ssize_t items) noexcept nogil:
+    """The capacity to hold `items`: the next power of two (at least 64) up to ROOM_STEP, then the next multiple
+    of ROOM_STEP."""
+    cdef Py_ssize_t cap = 64
+    if items > ROOM_STEP:
+        return ((items + ROOM_STEP - 1) // ROOM_STEP) * ROOM_STEP
+    while cap < items:
+        cap *= 2
+    return cap
+
+
+cdef inline Py_ssize_t _room_after_compaction(Py_ssize_t cap, Py_ssize_t rest) noexcept nogil:
+    """The capacity a window should shrink to right after compacting to `rest` items, or `cap` to keep it. The
+    next compaction comes when as many items again have left the window, so 2 * rest is what a steady rate needs;
+    a block at least twice that, or two steps over it, held a burst that has gone."""
+    cdef Py_ssize_t target = _room(2 * rest + 1)
+    if cap > 64 and (2 * target <= cap or cap - target >= 2 * ROOM_STEP):
+        return target
+    return cap
+
+
 cdef inline Py_ssize_t _bisect_right(const long long* times, Py_ssize_t lo, Py_ssize_t hi, long long t) noexcept nogil:
     cdef Py_ssize_t mid
     while lo < hi:
@@ -997,17 +1025,7 @@ cdef class _Boxcar:
         return self.high
 
     cdef int _grow(self) except -1:
-        cdef Py_ssize_t cap = self.cap * 2
-        cdef long long* times = <long long*>PyMem_Realloc(self.times, cap * sizeof(long long))
-        if times == NULL:
-            raise MemoryError()
-        self.times = times
-        cdef double* values = <double*>PyMem_Realloc(self.values, cap * self.channels * sizeof(double))
-        if values == NULL:
-            raise MemoryError()
-        self.values = values
-        self.cap = cap
-        return 0
+        return self._resize(_room(self.cap + 1))
 
     cdef int _add_item(self, long long t, double x0, double x1) except -1:
         cdef long long high = self._advance(t)
@@ -1092,7 +1110,7 @@ cdef class _Boxcar:
 
     cdef int _drop_first(self) except -1:
         cdef Py_ssize_t head = self.head
-        cdef Py_ssize_t rest
+        cdef Py_ssize_t rest, cap
         cdef int c, channels = self.channels
         if self.lo <= head < self.hi:  # it was inside the last window
             for c in range(channels):
@@ -1111,16 +1129,16 @@ cdef class _Boxcar:
             self.lo -= head
             self.hi -= head
             self.head = 0
-            if rest * 4 <= self.cap and self.cap > 64:
-                self._shrink()
+            cap = _room_after_compaction(self.cap, rest)
+            if cap != self.cap:
+                self._resize(cap)
         return 0
 
-    cdef int _shrink(self) except -1:
-        """Halve the capacity after a burst has left the window: without it the arrays kept the largest
-        burst's size for the life of the process (the soak's RSS crept up as bursts grew rarer and larger).
-        At most one halving per compaction, and only below a quarter full, so a steady rate never alternates
-        between growing and shrinking. Memory only: the items, and so every value, are untouched."""
-        cdef Py_ssize_t cap = self.cap // 2
+    cdef int _resize(self, Py_ssize_t cap) except -1:
+        """Give the arrays room for `cap` items (at least the `n` they hold). Shrinking after a burst has left
+        the window matters as much as growing: without it the arrays kept the largest burst's size for the life of
+        the process (the soak's RSS crept up as bursts grew rarer and larger). Memory only: the items, and so
+        every value, are untouched."""
         cdef long long* times = <long long*>PyMem_Realloc(self.times, cap * sizeof(long long))
         if times == NULL:
             raise MemoryError()
@@ -1257,7 +1275,7 @@ cdef class DecayedSum:
         return self.high
 
     cdef int _grow(self) except -1:
-        cdef Py_ssize_t cap = self.cap * 2
+        cdef Py_ssize_t cap = _room(self.cap + 1)
         cdef long long* times = <long long*>PyMem_Realloc(self.times, cap * sizeof(long long))
         if times == NULL:
             raise MemoryError()
@@ -1328,7 +1346,7 @@ cdef class DecayedSum:
     cdef void _settle(self, long long edge) noexcept:
         cdef Py_ssize_t head = self.head
         cdef Py_ssize_t n = self.n
-        cdef Py_ssize_t rest
+        cdef Py_ssize_t rest, cap
         if head < n and self.times[head] <= edge:
             while head < n and self.times[head] <= edge:
                 head += 1
@@ -1343,13 +1361,13 @@ cdef class DecayedSum:
                 memmove(self.prefix, &self.prefix[head], rest * sizeof(double))
                 self.n = rest
                 self.head = 0
-                if rest * 4 <= self.cap and self.cap > 64:
-                    self._shrink()
+                cap = _room_after_compaction(self.cap, rest)
+                if cap < self.cap:
+                    self._shrink(cap)
 
-    cdef void _shrink(self) noexcept:
-        """As `_Boxcar._shrink`: halve the capacity once a burst has gone. A failed shrinking realloc leaves
-        the block as it was, so this cannot fail."""
-        cdef Py_ssize_t cap = self.cap // 2
+    cdef void _shrink(self, Py_ssize_t cap) noexcept:
+        """As `_Boxcar._resize`, smaller only: room for `cap` items once a burst has gone. A failed shrinking
+        realloc leaves the block as it was, so this cannot fail."""
         cdef long long* times = <long long*>PyMem_Realloc(self.times, cap * sizeof(long long))
         if times == NULL:
             return
