@@ -96,7 +96,8 @@ class HeapTrimmer:
         return released
 
     def info(self) -> dict[str, int] | None:
-        """The C heap's byte counts (`mallinfo2`): in use, free inside the heaps, mmapped; None without glibc 2.33+."""
+        """The C heap's counts (`mallinfo2`): bytes in use, free inside the heaps, mmapped, and the mmapped blocks;
+        None without glibc 2.33+."""
         if self._libc is None or not self._mallinfo2:
             return None
         info = self._libc.mallinfo2()
@@ -105,4 +106,5 @@ class HeapTrimmer:
             "in_use_bytes": int(info.uordblks),
             "free_bytes": int(info.fordblks),
             "mmapped_bytes": int(info.hblkhd),
+            "mmapped_blocks": int(info.hblks),
         }

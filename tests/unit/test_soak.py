@@ -104,10 +104,15 @@ async def test_checker_counts_wrong_payloads_and_tells_missed_ones_apart() -> No
         topic = "flowgauge.v1.bybit.BTC-USDT-USDT"
         checker.on_message(topic, _payload(1, 10, None), False)
         checker.on_message(topic, _payload(2, 11, 10), False)
+        # The instrument's bars topic counts its own seq: neither a gap nor a break in the book topic's ofi chain.
+        bars_topic = "flowgauge.v1.bars.bybit.BTC-USDT-USDT"
+        bar = {"venue": "bybit", "symbol": "BTC/USDT:USDT", "instrument": "BTCUSDT", "interval_s": 1.0}
+        checker.on_message(bars_topic, {**bar, "seq": 1}, False)
         checker.on_message(topic, _payload(3, 12, 11, bid_sz=9.0), False)  # wrong
         checker.on_message(topic, _payload(5, 14, 12, ofi=123.0), False)  # seq 4 missed: ofi unverifiable
         async with aiohttp.ClientSession() as session:
             await checker.round(session)
+            checker.on_message(bars_topic, {**bar, "seq": 2}, False)
             checker.on_message(topic, _payload(6, 14, 14), False)  # a later round, same chain
             checker.on_message(topic, _payload(7, 14, None), False)  # the same state re-sent whole: flow reset
             # A snapshot reaching the VALID book mid-stream at a new id (a second resubscribe's answer): the

@@ -71,7 +71,9 @@ class _Instrument:
     venue_id: str
     comparator: _Comparator
     since: int = 0  # truth index fetched up to (0: its simulator has kept no truth for it yet)
-    last_seq: int | None = None  # publish seq of the last payload seen
+    # Publish seq of the last payload seen, per topic: each topic counts on its own (the book topic's `seq`,
+    # the bars topic's bar seq), so one count across them made up gaps by the hundred million.
+    last_seq: dict[str, int] = field(default_factory=dict)
     last_book_seq: object = None  # book_seq of the last VALID book payload checked
 
 
@@ -126,7 +128,7 @@ class PayloadChecker:
         self.counts.interruptions += 1
         for instrument in self._instruments.values():
             instrument.comparator.lost(instrument.symbol)
-            instrument.last_seq = None
+            instrument.last_seq.clear()
 
     # -- rounds ----------------------------------------------------------------------------------------
 
@@ -151,7 +153,7 @@ class PayloadChecker:
             self.counts.waited_out += len(waiting)
             for key in missing:
                 self._instruments[key].comparator.lost(key[1])
-                self._instruments[key].last_seq = None
+                self._instruments[key].last_seq.clear()
             waiting = []
         self._batch = waiting + self._batch
         for instrument in self._instruments.values():
@@ -228,14 +230,17 @@ class PayloadChecker:
             return
         if snapshot:  # a current value replayed on (re)subscribe: out of the live order
             comparator.lost(instrument.symbol)
-            instrument.last_seq = None
+            instrument.last_seq.pop(topic, None)
             return
         seq = payload.get("seq")
+        book_topic = "trigger" in payload  # metrics payloads; bars carry no trigger and break no ofi chain
         if isinstance(seq, int):
-            if instrument.last_seq is not None and seq != instrument.last_seq + 1:
-                self.counts.missed += max(0, seq - instrument.last_seq - 1)
-                comparator.lost(instrument.symbol)
-            instrument.last_seq = seq
+            last = instrument.last_seq.get(topic)
+            if last is not None and seq != last + 1:
+                self.counts.missed += max(0, seq - last - 1)
+                if book_topic:
+                    comparator.lost(instrument.symbol)
+            instrument.last_seq[topic] = seq
         if payload.get("trigger") != "book":
             return
         self.counts.book_payloads += 1
