@@ -127,14 +127,19 @@ async def subscribe_live(nc: NatsClient, subject: str, cb: Callable[[Msg], Await
     stream over the watched subjects can store it.
     """
     sub = await nc.subscribe(subject, cb=cb)
+    await commands_handled(nc, f"the subscription to {subject}")
+    return sub
+
+
+async def commands_handled(nc: NatsClient, what: str = "the commands sent") -> None:
+    """Return once the server has handled every command `nc` queued so far (its SUBs and PUBs): the probe round
+    trip of `subscribe_live`, on its own. Raises AssertionError naming `what` when no answer comes in time."""
     probe = await nc.subscribe(nc.new_inbox())
     try:
         await nc.publish(probe.subject, b"")
         await probe.next_msg(timeout=SUBSCRIBE_TIMEOUT_S)
     except nats.errors.TimeoutError:
-        raise AssertionError(f"the server did not confirm the subscription to {subject} within "
-                             f"{SUBSCRIBE_TIMEOUT_S:.0f}s") from None
+        raise AssertionError(f"the server did not confirm {what} within {SUBSCRIBE_TIMEOUT_S:.0f}s") from None
     finally:
         if not nc.is_closed:
             await probe.unsubscribe()
-    return sub

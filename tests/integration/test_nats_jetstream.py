@@ -24,7 +24,7 @@ import nats.js.errors
 import orjson
 import pytest
 import yaml
-from tests.brokers import nats_server, subscribe_live
+from tests.brokers import commands_handled, nats_server, subscribe_live
 from tests.conftest import BYBIT_RECORDING
 from tests.procs import flowgauge, free_port, wait_for, write_config
 
@@ -95,16 +95,15 @@ async def test_state_stream_gives_a_late_joiner_every_current_value_once(tmp_pat
             # ... then a new update 103 first (stored) and A's copy of it (dropped).
             replica_b.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", 103, seq=5001, bid=103.0))
             await wait_for(lambda: replica_b.published == 2, "replica B handing both messages to nats-py")
-            await _flush(replica_b)  # B's copy of 103 reaches the server before A's
+            # B's copy of 103 reaches the server before A's. Not flush(): nats-py writes its PING ahead of PUBs still
+            # in its pending buffer, so a PONG does not mean the server has them (tests.brokers.subscribe_live).
+            await commands_handled(_client(replica_b), "replica B's copy of update 103")
             replica_a.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", 103, seq=5, bid=-2.0))
             await wait_for(lambda: replica_a.published == 8, "replica A handing its last message to nats-py")
 
-            async def settled() -> bool:
-                # A's copy of 103 is acknowledged by the server as a duplicate, so a flush is the barrier.
-                await _flush(replica_a)
-                return (await js.stream_info(STREAM)).state.last_seq == last_seq + 1
-
-            await wait_for(settled, "exactly one new stored message (update 103)")
+            # Once the server has handled A's copy of 103, the stream holds exactly one new message: B's.
+            await commands_handled(_client(replica_a), "replica A's copy of update 103")
+            assert (await js.stream_info(STREAM)).state.last_seq == last_seq + 1
 
             # A late joiner: one subscription, the current value of every subject at once.
             current: dict[str, dict[str, Any]] = {}
@@ -132,10 +131,10 @@ async def test_state_stream_gives_a_late_joiner_every_current_value_once(tmp_pat
             await nc.close()
 
 
-async def _flush(publisher: NatsPublisher) -> None:
+def _client(publisher: NatsPublisher) -> nats.NATS:
     nc = publisher._nc
     assert nc is not None
-    await nc.flush(timeout=2)
+    return nc
 
 
 async def test_state_stream_is_recreated_after_a_restart_and_publishing_resumes(tmp_path: Path) -> None:
@@ -402,7 +401,7 @@ async def test_history_stream_keeps_recent_updates_bounded_and_in_order(tmp_path
             replica_b.publish(BTC, _book("BTCUSDT", "BTC/USDT:USDT", n + 1, seq=10000, bid=float(n + 1)))
             await wait_for(lambda: replica_b.published == 2, "replica B handing both messages to nats-py")
             await wait_for(history_has_all_plus_one := _last_seq_is(js, HISTORY, n + 2), "update n+1 stored once")
-            await _flush(replica_b)
+            await commands_handled(_client(replica_b), "replica B's messages")
             assert await history_has_all_plus_one()
             last = await js.get_last_msg(HISTORY, BTC)
             assert orjson.loads(last.data)["book_seq"] == n + 1
