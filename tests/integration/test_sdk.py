@@ -480,14 +480,13 @@ async def test_heartbeats_alone_keep_a_quiet_book_fresh(tmp_path: Path) -> None:
 
 async def test_nats_a_message_published_right_after_entering_arrives(tmp_path: Path) -> None:
     """Entering a NATS subscription returns only once the server holds it: a message another connection
-    publishes right after is delivered, each of 30 times. Under `>`, which matches the inbox of the SDK's own
-    connection, the probe that confirmed the subscription is not yielded.
+    publishes right after is delivered, each of 30 times. Under `>` (subscribed as `flowgauge.v1.>`) neither the
+    probe that confirmed the subscription, an inbox of the SDK's own connection, nor anything else is yielded.
 
     The 30 deliveries pass without the confirmation too: the JetStream request that follows it (answered "no
     responders" by this core server) is queued behind the SUBs and so orders them by itself.
     test_sdk_errors.py's test_nats_entering_fails_unless_the_server_confirms_the_subscription is the test that
-    fails without it. (Under `>` that request finds the SDK's own subscription as its responder and waits until
-    open_timeout_s, hence the short one there.)"""
+    fails without it."""
     import nats
 
     async def first_book(sub: fg.Subscription, i: int) -> list[str]:
@@ -509,8 +508,87 @@ async def test_nats_a_message_published_right_after_entering_arrives(tmp_path: P
             for i in range(30):
                 async with fg.subscribe(url, "flowgauge.v1.>", reconnect=False) as sub:
                     assert await first_book(sub, i) == [BTC]
-            async with fg.subscribe(url, ">", reconnect=False, open_timeout_s=1) as sub:
-                seen = await first_book(sub, 30)
-                assert not [topic for topic in seen if topic.startswith("_INBOX.")], seen
+            async with fg.subscribe(url, ">", reconnect=False) as sub:
+                assert await first_book(sub, 30) == [BTC]
         finally:
             await publisher.close()
+
+
+# Subjects of other applications on a shared broker, and ones that look like NATS system subjects: a flowgauge
+# subscription never yields any of them, whatever its patterns.
+_FOREIGN = ("other.app.tick", "news", "_INBOX.someone.else", "$SYS.REQ.SERVER.PING.x", "$JS.EVENT.x",
+            "flowgauge.v2.bybit.BTC-USDT-USDT", "flowgauge.v1")
+
+
+@pytest.mark.parametrize("jetstream", [False, True], ids=["core", "jetstream"])
+async def test_nats_subscribing_to_everything_yields_only_flowgauge_topics(tmp_path: Path, jetstream: bool) -> None:
+    """`>` on NATS: entering returns once the subscription is confirmed and current values are read, well within
+    a long open_timeout_s, and only flowgauge topics are yielded: not the SDK's own JetStream API requests nor
+    their replies, not what another client publishes on other subjects. Without the fix, on a core server the
+    SDK's own `>` subscription answered its stream-info request's "no responders" check, so entering took the
+    whole open_timeout_s; with JetStream, `$JS.API.STREAM.INFO...`, its `_INBOX` reply and a `$JS.EVENT`
+    advisory came out as messages."""
+    import nats
+    import nats.js.api
+
+    open_timeout_s = 20 * TIMEOUT_FACTOR
+    with nats_server(tmp_path, jetstream=jetstream) as server:
+        url = f"nats://127.0.0.1:{server.port}"
+        publisher = await nats.connect(url)
+        try:
+            expected = [(BTC, False)]
+            if jetstream:  # the daemon's state stream, with one current value to read (more JetStream requests)
+                js = publisher.jetstream()
+                await js.add_stream(nats.js.api.StreamConfig(name="FLOWGAUGE_STATE", subjects=["flowgauge.v1.>"],
+                                                             max_msgs_per_subject=1))
+                await js.publish(ETH, orjson.dumps({"venue": "bybit", "ts_publish": 1}))
+                expected.insert(0, (ETH, True))
+            started = asyncio.get_running_loop().time()
+            async with fg.subscribe(url, ">", reconnect=False, open_timeout_s=open_timeout_s) as sub:
+                entered_s = asyncio.get_running_loop().time() - started
+                assert entered_s < 5 * TIMEOUT_FACTOR, f"entering took {entered_s:.1f} s of {open_timeout_s:g}"
+                for subject in _FOREIGN:
+                    await publisher.publish(subject, b'{"not": "flowgauge"}')
+                await publisher.publish(BTC, orjson.dumps({"venue": "bybit", "ts_publish": 2}))
+                # One publishing connection: its messages arrive in order, so everything foreign came before BTC.
+                iterator = sub.__aiter__()
+                seen: list[tuple[str, bool]] = []
+                while not seen or seen[-1][0] != BTC:
+                    item = await asyncio.wait_for(anext(iterator), 10 * TIMEOUT_FACTOR)
+                    assert isinstance(item, fg.Message)
+                    seen.append((item.topic, item.snapshot))
+                assert seen == expected
+        finally:
+            await publisher.close()
+
+
+async def test_redis_subscribing_to_everything_yields_only_flowgauge_topics(tmp_path: Path) -> None:
+    """`>` on Redis: only flowgauge channels and last-value keys are yielded, not another application's channels
+    (without the fix `>` became the glob `*`, every channel of the server, and the filter `>` kept them all),
+    nor a key under the last-value prefix that names no flowgauge topic."""
+    import redis.asyncio as aioredis
+
+    with redis_server(tmp_path) as server:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        publisher = aioredis.from_url(url)
+        try:
+            await publisher.set(f"flowgauge:last:{ETH}", orjson.dumps({"venue": "bybit", "ts_publish": 1}))
+            await publisher.set("flowgauge:last:other.app.tick", b'{"not": "flowgauge"}')
+            async with fg.subscribe(url, ">", reconnect=False, open_timeout_s=20 * TIMEOUT_FACTOR) as sub:
+                reader = Reader(sub)
+                try:
+                    async def btc_after_foreign() -> bool:
+                        # PSUBSCRIBE is not confirmed on entering: publish rounds until one arrives. Redis delivers
+                        # one connection's messages in order, so each round's foreign channels come before BTC.
+                        for channel in _FOREIGN:
+                            await publisher.publish(channel, b'{"not": "flowgauge"}')
+                        await publisher.publish(BTC, orjson.dumps({"venue": "bybit", "ts_publish": 2}))
+                        return any(m.topic == BTC for m in reader.messages())
+
+                    await wait_for(btc_after_foreign, "a live BTC message over redis", 20)
+                finally:
+                    await reader.stop()
+            assert [(m.topic, m.snapshot) for m in reader.messages()][:2] == [(ETH, True), (BTC, False)]
+            assert {m.topic for m in reader.messages()} == {ETH, BTC}
+        finally:
+            await publisher.aclose()

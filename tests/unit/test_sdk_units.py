@@ -17,7 +17,7 @@ import pytest
 import flowgauge
 from flowgauge.publish.topics import RESERVED_VENUES, TopicPattern, book_topic
 from flowgauge.sdk.message import Message
-from flowgauge.sdk.patterns import RedisGlobs, disjoint_cover, heartbeat_patterns, instrument_key
+from flowgauge.sdk.patterns import RedisGlobs, disjoint_cover, flowgauge_only, heartbeat_patterns, instrument_key
 from flowgauge.sdk.payloads import (
     AggregatePayload,
     BarPayload,
@@ -233,6 +233,31 @@ def test_message_converts_lazily_between_bytes_and_dict() -> None:
         Message("t")
 
 
+# Topics of up to five tokens over the prefix's own tokens, another version and a literal: enough to tell whether
+# a narrowed pattern matches exactly the flowgauge topics (under `flowgauge.v1.`) its original matches.
+_ROOT_LITERALS = ("flowgauge", "v1", "v2", "a")
+_ROOT_TOPICS = [".".join(t) for n in range(1, 6) for t in itertools.product(_ROOT_LITERALS, repeat=n)]
+
+
+def test_flowgauge_only_keeps_exactly_the_flowgauge_topics_a_pattern_matches() -> None:
+    assert flowgauge_only([">", "*.>", "flowgauge.>", "flowgauge.*.>"]) == ["flowgauge.v1.>"]
+    assert flowgauge_only(["*.*.bybit.*", "flowgauge.v1.status.>"]) == ["flowgauge.v1.bybit.*",
+                                                                        "flowgauge.v1.status.>"]
+    rng = random.Random(20260301)
+    patterns = {".".join(rng.choice((*_ROOT_LITERALS, "*", "*")) for _ in range(rng.randint(1, 4)))
+                for _ in range(300)}
+    patterns |= {p.rsplit(".", 1)[0] + ".>" if "." in p else ">" for p in patterns}
+    for pattern in sorted(patterns):
+        original = TopicPattern(pattern)
+        flowgauge_topics = [t for t in _ROOT_TOPICS if t.startswith("flowgauge.v1.") and original.matches(t)]
+        if not flowgauge_topics:
+            with pytest.raises(ValueError, match="matches no flowgauge topic"):
+                flowgauge_only([pattern])
+            continue
+        narrowed = [TopicPattern(p) for p in flowgauge_only([pattern])]
+        assert [t for t in _ROOT_TOPICS if any(n.matches(t) for n in narrowed)] == flowgauge_topics, pattern
+
+
 # ------------------------------------------------------------------------------------------- arguments
 
 
@@ -243,6 +268,9 @@ def test_subscribe_refuses_bad_arguments_with_one_line() -> None:
         flowgauge.subscribe("nats://127.0.0.1:4222")
     with pytest.raises(ValueError, match="only allowed as the last token"):
         flowgauge.subscribe("redis://127.0.0.1:6379", "flowgauge.>.x")
+    for pattern in ("*", "other.>", "flowgauge.v2.>", "flowgauge.v1"):  # can match no flowgauge topic
+        with pytest.raises(ValueError, match="matches no flowgauge topic"):
+            flowgauge.subscribe("nats://127.0.0.1:4222", "flowgauge.v1.bybit.>", pattern)
 
 
 def test_import_flowgauge_subscribe_is_lazy() -> None:

@@ -8,6 +8,12 @@ with no current values and the first live message of each topic is its first val
 The live subscriptions are made, and confirmed by the server, before the current values are read, so nothing
 published in between is lost; a live message that was queued meanwhile and is older than the value already
 yielded is dropped.
+Only flowgauge topics are subscribed to: each pattern is narrowed to what it matches under `flowgauge.v1.`
+(`>` is subscribed as `flowgauge.v1.>`, `*` is refused), with the same matches among flowgauge topics. A wider
+subscription would receive every other application's subjects on a shared server, and this connection's own
+JetStream API requests (`$JS.API...`) and their replies (`_INBOX...`): those were yielded as messages, and on
+a server without JetStream the SDK's own `>` subscription counted as a responder, so no "no responders" answer
+came and entering waited out `open_timeout_s`.
 This client does not let nats-py reconnect by itself: the subscription reconnects, the same way on every
 transport, and tells its caller about the interruption.
 """
@@ -30,7 +36,7 @@ from flowgauge.client import (
 )
 from flowgauge.publish.topics import TopicPattern
 from flowgauge.sdk.message import Message
-from flowgauge.sdk.patterns import disjoint_cover
+from flowgauge.sdk.patterns import disjoint_cover, flowgauge_only
 from flowgauge.sdk.transport import LiveBuffer, drop_superseded
 
 __all__ = ["DEFAULT_STREAM", "NatsTransport"]
@@ -45,6 +51,7 @@ class NatsTransport:
         self.url = url
         self._shown_url = shown_url(url)  # what messages show: the URL without its secrets
         self._servers = [server.strip() for server in url.split(",") if server.strip()]
+        patterns = flowgauge_only(patterns)  # never `>` itself: see the module doc
         self._filters = [TopicPattern(p) for p in patterns]
         self._cover = disjoint_cover(patterns)
         self._token = token
@@ -55,7 +62,6 @@ class NatsTransport:
         self._nc: Any = None
         self._closing = False
         self._last_error = ""
-        self._probe_subject = ""  # the inbox that confirmed the subscriptions: never a message to yield
 
     @property
     def dropped(self) -> int:
@@ -167,8 +173,7 @@ class NatsTransport:
         from nats.errors import TimeoutError as NatsTimeoutError
 
         nc = self._nc
-        probe = await nc.subscribe(nc.new_inbox())
-        self._probe_subject = probe.subject
+        probe = await nc.subscribe(nc.new_inbox())  # an `_INBOX.` subject: no subscription of ours matches it
         try:
             await nc.publish(probe.subject, b"")
             await probe.next_msg(timeout=self._open_timeout_s)
@@ -184,8 +189,6 @@ class NatsTransport:
                 await probe.unsubscribe()
 
     async def _on_message(self, msg: Any) -> None:
-        if msg.subject == self._probe_subject:
-            return  # the confirmation probe, seen by a pattern as wide as `>`
         if any(f.matches(msg.subject) for f in self._filters):
             self._buffer.put(Message(msg.subject, data=msg.data))
 

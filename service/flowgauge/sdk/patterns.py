@@ -8,6 +8,10 @@ ones into the narrowest pattern covering both) and filters client-side with the 
 Redis globs let `*` cross dots, so each NATS pattern becomes a glob that matches a superset of its topics
 (`*` and `>` both become `*`); the client-side filter restores NATS semantics, and `RedisGlobs.owner` tells
 which of several overlapping globs delivers a channel so that only one copy is kept.
+
+Every pattern is first narrowed to the flowgauge topics it matches (`flowgauge_only`): brokers are shared, and
+`>` on a NATS server or `*` on a Redis server would otherwise bring in other applications' traffic and, on
+NATS, the SDK's own JetStream API requests and their replies.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Iterable, Sequence
 
 from flowgauge.publish.topics import PREFIX, RESERVED_VENUES, TopicPattern
 
-__all__ = ["RedisGlobs", "disjoint_cover", "heartbeat_patterns", "instrument_key", "validate"]
+__all__ = ["RedisGlobs", "disjoint_cover", "flowgauge_only", "heartbeat_patterns", "instrument_key", "validate"]
 
 _STATUS = "status"
 
@@ -27,6 +31,35 @@ def validate(patterns: Sequence[str]) -> list[TopicPattern]:
     if not patterns:
         raise ValueError("subscribe needs at least one pattern, e.g. 'flowgauge.v1.bybit.>'")
     return [TopicPattern(p) for p in patterns]
+
+
+def flowgauge_only(patterns: Iterable[str]) -> list[str]:
+    """Each pattern narrowed to the flowgauge topics (`flowgauge.v1.` and at least one more token) it matches.
+
+    A narrowed pattern matches exactly the topics under `flowgauge.v1.` that the original matches, so filtering
+    with it keeps NATS semantics: `>`, `*.>` and `flowgauge.>` become `flowgauge.v1.>`, `*.*.bybit.*` becomes
+    `flowgauge.v1.bybit.*`. Valid patterns only (see `validate`).
+
+    Raises:
+        ValueError: naming the first pattern that matches no flowgauge topic (`*`, `other.>`, `flowgauge.v2.>`).
+    """
+    root = PREFIX.split(".")
+    narrowed: list[str] = []
+    for pattern in patterns:
+        tokens = pattern.split(".")
+        for i, want in enumerate(root):
+            if i < len(tokens) and tokens[i] == ">":
+                tokens = [*root, ">"]  # `>` here takes the rest of the prefix and every topic under it
+                break
+            if i >= len(tokens) or tokens[i] not in (want, "*"):
+                tokens = []
+                break
+        else:
+            tokens = [*root, *tokens[len(root):]] if len(tokens) > len(root) else []
+        if not tokens:
+            raise ValueError(f"pattern {pattern!r} matches no flowgauge topic (they all start with '{PREFIX}.')")
+        narrowed.append(".".join(tokens))
+    return list(dict.fromkeys(narrowed))
 
 
 def heartbeat_patterns(patterns: Iterable[str]) -> list[str]:

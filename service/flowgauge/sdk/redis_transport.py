@@ -3,7 +3,9 @@
 The daemon keeps the last payload of topic T in the string key `<last_key_prefix>T` (default
 `flowgauge:last:`) with a TTL it refreshes while it runs, so current values are a SCAN over the prefix and
 an MGET. Redis globs let `*` cross dots, so the NATS-style patterns become wider globs and every channel is
-filtered here with NATS semantics; where globs overlap, only one copy of a message is kept.
+filtered here with NATS semantics; where globs overlap, only one copy of a message is kept. Only flowgauge
+topics are subscribed to: each pattern is narrowed to what it matches under `flowgauge.v1.` first, so `>`
+becomes the glob `flowgauge.v1.*`, not `*`, which would receive every channel of a shared Redis server.
 
 The live subscription is made before the keys are read, so nothing published in between is lost; a live
 message queued meanwhile and older than the value already yielded is dropped.
@@ -27,7 +29,7 @@ from flowgauge.client import (
 )
 from flowgauge.publish.topics import TopicPattern
 from flowgauge.sdk.message import Message
-from flowgauge.sdk.patterns import RedisGlobs
+from flowgauge.sdk.patterns import RedisGlobs, flowgauge_only
 from flowgauge.sdk.transport import LiveBuffer, drop_superseded
 
 __all__ = ["DEFAULT_LAST_KEY_PREFIX", "RedisTransport"]
@@ -42,6 +44,7 @@ class RedisTransport:
                  queue_size: int, last_key_prefix: str = DEFAULT_LAST_KEY_PREFIX) -> None:
         self.url = url
         self._shown_url = shown_url(url)  # what messages show: the URL without its secrets
+        patterns = flowgauge_only(patterns)  # `>` must not become the glob `*`: see the module doc
         self._filters = [TopicPattern(p) for p in patterns]
         self._globs = RedisGlobs(patterns)
         self._token = token

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from flowgauge.client import ConnectionLost, InvalidBusURL, Unauthorized, shown_url
 from flowgauge.publish.topics import TopicPattern
 from flowgauge.sdk.message import Interrupted, Message
-from flowgauge.sdk.patterns import heartbeat_patterns, instrument_key, validate
+from flowgauge.sdk.patterns import flowgauge_only, heartbeat_patterns, instrument_key, validate
 from flowgauge.sdk.transport import Transport
 
 __all__ = ["Subscription", "subscribe"]
@@ -54,7 +54,8 @@ def subscribe(url: str, *patterns: str, token: str | None = None, reconnect: boo
     Args:
         url: `ws://host:8765` (embedded bus), `nats://[user:password@]host:4222` (several servers
             comma-separated), `redis://[:password@]host:6379/0`; `wss://`, `tls://`, `rediss://` with TLS.
-        patterns: at least one, e.g. `flowgauge.v1.bybit.>`, `flowgauge.v1.*.BTC-USDT-USDT`.
+        patterns: at least one, e.g. `flowgauge.v1.bybit.>`, `flowgauge.v1.*.BTC-USDT-USDT`. Only flowgauge
+            topics (under `flowgauge.v1.`) are subscribed to and yielded: `>` means `flowgauge.v1.>`.
         token: the embedded bus's bearer token, the NATS token, or the Redis password.
         reconnect: on a lost connection yield `Interrupted` and reconnect (True), or raise `ConnectionLost`.
         stale_after_s: a current value is stale when its instrument was silent this long (3 heartbeats).
@@ -66,7 +67,7 @@ def subscribe(url: str, *patterns: str, token: str | None = None, reconnect: boo
 
     Raises:
         InvalidBusURL: an unknown scheme or an unusable URL.
-        ValueError: no pattern, or a pattern that is not valid.
+        ValueError: no pattern, a pattern that is not valid, or one that matches no flowgauge topic.
     """
     return Subscription(url, patterns, token=token, reconnect=reconnect, stale_after_s=stale_after_s,
                         open_timeout_s=open_timeout_s, queue_size=queue_size,
@@ -101,8 +102,11 @@ class Subscription:
         self.url = url
         self.patterns = [p.pattern for p in validate(patterns)]
         self._kind = _SCHEMES[scheme]
-        self._wanted = [TopicPattern(p) for p in self.patterns]
-        self._listen = list(dict.fromkeys([*self.patterns, *heartbeat_patterns(self.patterns)]))
+        # Only flowgauge topics, whatever the patterns: a shared broker carries other applications' subjects
+        # (and, on NATS, this connection's own JetStream API requests), which `>` would otherwise subscribe to.
+        narrowed = flowgauge_only(self.patterns)
+        self._wanted = [TopicPattern(p) for p in narrowed]
+        self._listen = list(dict.fromkeys([*narrowed, *heartbeat_patterns(narrowed)]))
         self._token = token
         self._reconnect = reconnect
         self.stale_after_s = stale_after_s
