@@ -212,6 +212,24 @@ def test_comparator_catches_wrong_books_and_ofi() -> None:
     assert comparator.checked == 5 and comparator.unverified_ofi == 1 and len(comparator.wrong) == 3
 
 
+def test_comparator_tells_a_repeated_id_apart_by_its_exchange_time() -> None:
+    """Two `u=1` restarts 30 s apart while the daemon published nothing (its connection was down): ids 1-3 are
+    held twice from the cursor on. The payload of the second restart's id 2 is that restart's book, found by its
+    exchange time; by the id alone it was compared with the first restart's book (two wrong payloads in a soak)."""
+    comparator = Comparator({"BTC/USDT:USDT": "BTCUSDT"})
+
+    def record(index: int, key: int, ts_ms: int, bid_sz: float) -> TruthRecord:
+        return TruthRecord(index, key, ts_ms, ((100.0, bid_sz), (99.0, 1.0)), ((101.0, 1.0),))
+
+    first = [record(1 + i, 1 + i, 1_000 + i, 2.0 + i) for i in range(3)]
+    second = [record(4 + i, 1 + i, 31_000 + i, 7.0 + i) for i in range(3)]
+    comparator.add_truth("BTC/USDT:USDT", first + second)
+    payload = {**_payload(2, 100.0, 8.0, None), "ts_exchange": 31_001_000_000}
+    assert comparator.check(payload), comparator.wrong
+    assert comparator.check({**_payload(3, 100.0, 9.0, 1.0), "ts_exchange": 31_002_000_000}), comparator.wrong
+    assert not comparator.check({**_payload(3, 100.0, 4.0, None), "ts_exchange": 1_002_000_000})  # behind the cursor
+
+
 def test_comparator_ofi_sums_every_truth_step_between_two_payloads() -> None:
     # The top moves up and back between two payloads: the payload's ofi is e_n summed over the truth steps
     # (metrics.md 1.2), not e_n between the two end states; an ofi from the end states alone is wrong.

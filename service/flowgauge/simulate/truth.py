@@ -294,6 +294,7 @@ def _close(a: float, b: float) -> bool:
 @dataclass(slots=True)
 class _Track:
     records: list[TruthRecord] = field(default_factory=list)
+    keys: collections.Counter[int] = field(default_factory=collections.Counter)  # records held per key
     cursor: int = 0  # records before this one are behind the payloads already matched
     prev: TruthRecord | None = None  # the state of the previous VALID book payload
     prev_pos: int = 0  # its position in `records`
@@ -330,7 +331,10 @@ class Comparator:
         self.wrong: list[str] = []  # one line per wrong payload
 
     def add_truth(self, symbol: str, records: Iterable[TruthRecord]) -> None:
-        self._tracks[symbol].records.extend(records)
+        track = self._tracks[symbol]
+        start = len(track.records)
+        track.records.extend(records)
+        track.keys.update(record.key for record in track.records[start:])
 
     def not_valid(self, symbol: str) -> None:
         """The book of `symbol` left VALID (a status or payload said so): its next state has no previous."""
@@ -352,7 +356,7 @@ class Comparator:
                 self.not_valid(symbol)  # type: ignore[arg-type]
             return True
         seq = payload.get("book_seq")
-        record = self._find(track, seq)
+        record = self._find(track, seq, payload.get("ts_exchange"))
         factor = self.size_factor.get(symbol, 1.0)  # type: ignore[arg-type]
         self.checked += 1
         if record is None:
@@ -415,15 +419,31 @@ class Comparator:
             return self._wrong(payload, "; ".join(problems))
         return True
 
-    def _find(self, track: _Track, seq: object) -> TruthRecord | None:
+    def _find(self, track: _Track, seq: object, ts_exchange_ns: object = None) -> TruthRecord | None:
+        """The first record keyed `seq` from the cursor on. Where the key is held more than once (Bybit's `u=1`
+        restarts start the ids again, so a book the daemon did not publish for a whole restart period leaves the
+        same id ahead twice), the one whose exchange time is nearest the payload's: a venue message is its id and
+        its time, and two restarts are seconds apart."""
         if not isinstance(seq, int):
             return None
         records = track.records
+        found = -1
         for i in range(track.cursor, len(records)):
             if records[i].key == seq:
-                track.cursor = i
-                return records[i]
-        return None
+                found = i
+                break
+        if found < 0:
+            return None
+        if track.keys[seq] > 1 and isinstance(ts_exchange_ns, int):
+            want_ms = ts_exchange_ns / 1e6
+            first_ts = records[found].ts
+            best = abs(first_ts - want_ms) if first_ts is not None else math.inf
+            for i in range(found + 1, len(records)):
+                record = records[i]
+                if record.key == seq and record.ts is not None and abs(record.ts - want_ms) < best:
+                    found, best = i, abs(record.ts - want_ms)
+        track.cursor = found
+        return records[found]
 
     def _wrong(self, payload: Mapping[str, Any], why: str) -> bool:
         self.wrong.append(f"{payload.get('symbol')} seq={payload.get('seq')} book_seq={payload.get('book_seq')}: {why}")

@@ -48,6 +48,7 @@ class _Comparator(Comparator):
         for track in self._tracks.values():
             # Keep the previous payload's state and every one after it: the next ofi sums the steps from it.
             keep = min(track.cursor, track.prev_pos) if track.prev is not None else track.cursor
+            track.keys.subtract(record.key for record in track.records[:keep])
             del track.records[:keep]
             track.cursor -= keep
             track.prev_pos -= keep
