@@ -135,6 +135,35 @@ def test_scheduler_after_s_and_every_s() -> None:
     assert times[:3] == [7.0, 9.0, 11.0]  # first one every_s after the start point
 
 
+def test_scheduler_rotate_fires_on_the_instruments_in_turn() -> None:
+    """Books played in the same order every time: a timed spec for any instrument always caught the first one (a
+    soak's 50 Bybit books: one took every book fault). With rotate=1 each takes its turn; a turn whose book has
+    gone silent passes to whichever comes next once `ROTATE_GRACE_S` has gone by."""
+
+    def firings(text: str, silent: str | None = None) -> list[str]:
+        clock = _Clock()
+        sched = FaultScheduler([parse_fault(text)], clock=clock)
+        hit = []
+        for _ in range(200):
+            clock.now += 0.1
+            for name in ("A", "B", "C"):
+                if name == silent and sched.frames[name]:
+                    continue
+                sched.frame(name)
+                if sched.take("drop_diff", name):
+                    hit.append(name)
+        return hit
+
+    assert set(firings("drop_diff:every_s=1")) == {"A"}
+    assert firings("drop_diff:every_s=1,rotate=1")[:6] == ["A", "B", "C", "A", "B", "C"]
+    assert parse_fault("drop_diff:every_s=1,rotate=1").describe() == "drop_diff:every_s=1.0,rotate=1"
+    # B sends one message, then none: its turns go to the next book after the grace period.
+    late = firings("drop_diff:every_s=3,rotate=1", silent="B")
+    assert late[:4] == ["A", "A", "C", "A"] and "B" not in late  # B's turn went to A, the next to send
+    with pytest.raises(FaultError, match="rotate must be 0 or 1"):
+        parse_fault("drop_diff:rotate=2")
+
+
 def test_scheduler_count_back_to_back_and_accept() -> None:
     sched = FaultScheduler([parse_fault("rate_limit:count=2,path=/orderbook")])
     assert sched.take("rate_limit", accept=lambda s: s.param("path") in "/v5/market/time") is None

@@ -27,14 +27,17 @@ Catalogue (`FAULT_KINDS`; parameters and defaults in brackets):
   subscribe request answered with the venue's error reply).
 
 Specs. `KIND[:key=value,...]` on the command line (`flowgauge simulate --fault drop_diff:every=50,
-instrument=BTCUSDT`, repeatable), or a scenario file (`--scenario FILE.yaml`) holding a list of mappings with
-the same keys plus `fault: KIND` (or `{faults: [...]}`). Keys: `instrument` (the venue's own symbol, e.g.
-BTCUSDT; default all), `venue` (with `--venue all`; default every venue), when it starts (`after_s` seconds
-after the simulator starts, `after_frames` book messages), how often (`every` book messages or `every_s`
-seconds between firings, or back to back) and `count` (firings; default 1 without `every`/`every_s`,
-unlimited with), and the kind's parameters. With `every=N` the first firing comes N messages after the start,
-with `every_s=S` S seconds after it. A spec fires at an *opportunity* only: a book message for the first two
-groups, a request for the third (so `rate_limit:count=3` rejects three requests in a row once started).
+instrument=BTCUSDT`, repeatable), or a scenario file (`--scenario FILE.yaml`) holding a list of mappings with the
+same keys plus `fault: KIND` (or `{faults: [...]}`). Keys: `instrument` (the venue's own symbol, e.g. BTCUSDT;
+default all), `venue` (with `--venue all`; default every venue), when it starts (`after_s` seconds after the
+simulator starts, `after_frames` book messages), how often (`every` book messages or `every_s` seconds between
+firings, or back to back), `count` (firings; default 1 without `every`/`every_s`, unlimited with), `rotate=1` (a
+spec for any instrument fires on the instruments in turn, in the order their first book messages came, instead of on
+whichever has the next book message: with many books played in the same order, that is always the first of them; a
+turn's instrument silent for `ROTATE_GRACE_S` after the firing was due gives the turn to whichever comes next), and
+the kind's parameters. With `every=N` the first firing comes N messages after the start, with `every_s=S` S seconds
+after it. A spec fires at an *opportunity* only: a book message for the first two groups, a request for the third
+(so `rate_limit:count=3` rejects three requests in a row once started).
 
 How to wire a venue (what Bybit's `bybit.py` does):
 
@@ -154,7 +157,8 @@ CONNECTION_FAULTS: Final = frozenset(
 )
 REQUEST_FAULTS: Final = frozenset({"slow_snapshot", "rate_limit", "sub_error"})
 
-_SCHEDULE_KEYS: Final = ("instrument", "venue", "after_s", "after_frames", "every", "every_s", "count")
+_SCHEDULE_KEYS: Final = ("instrument", "venue", "after_s", "after_frames", "every", "every_s", "count", "rotate")
+ROTATE_GRACE_S: Final = 2.0  # how long a rotating spec waits for its turn's instrument before taking any
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +173,7 @@ class FaultSpec:
     every: int | None = None  # book messages between firings
     every_s: float | None = None  # seconds between firings
     count: int | None = None  # firings in all; None = 1 without every/every_s, else unlimited
+    rotate: int = 0  # 1: without `instrument`, fire on the instruments in turn (module doc)
     params: Mapping[str, ParamValue] = field(default_factory=dict)
 
     @property
@@ -233,6 +238,11 @@ def make_spec(fields: Mapping[str, object], where: str) -> FaultSpec:
             value = _convert(int, key, raw, where)
             if value < (0 if key == "after_frames" else 1):
                 raise FaultError(f"{where}: {key} must be >= {0 if key == 'after_frames' else 1} (got {value})")
+            sched[key] = value
+        elif key == "rotate":
+            value = _convert(int, key, raw, where)
+            if value not in (0, 1):
+                raise FaultError(f"{where}: rotate must be 0 or 1 (got {value})")
             sched[key] = value
         elif key in ("after_s", "every_s"):
             value = _convert(float, key, raw, where)
@@ -341,6 +351,7 @@ class FaultScheduler:
             )
         self.specs = tuple(specs)
         self.frames: collections.Counter[str] = collections.Counter()  # book messages per instrument
+        self.instruments: list[str] = []  # in the order their first book messages came (the rotation's order)
         self.total_frames = 0
         self.fired: collections.Counter[str] = collections.Counter()  # firings per kind
         self.log: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.LOG_SIZE)
@@ -353,6 +364,8 @@ class FaultScheduler:
         return kind in self._states
 
     def frame(self, instrument: str) -> None:
+        if instrument not in self.frames:
+            self.instruments.append(instrument)
         self.frames[instrument] += 1
         self.total_frames += 1
 
@@ -378,6 +391,11 @@ class FaultScheduler:
                 continue
             if spec.every_s is not None and now - state.mark_s < spec.every_s:
                 continue
+            if spec.rotate and spec.instrument is None and instrument is not None and self.instruments:
+                due = state.mark_s + (spec.every_s or 0.0)
+                turn = self.instruments[state.fired % len(self.instruments)]
+                if instrument != turn and now - due < ROTATE_GRACE_S:
+                    continue
             if accept is not None and not accept(spec):
                 continue
             state.fired += 1

@@ -64,21 +64,23 @@ PACKAGED_SYMBOLS = {
 # Venue size units of the served instruments in base units, where they are not 1 (OKX: contracts of ctVal).
 SIZE_FACTORS = {"okx": {"BTC/USDT:USDT": 0.01, "ETH/USDT:USDT": 0.1}}
 # Every kind of the fault framework (flowgauge.simulate.faults) each venue injects, each every few seconds to a
-# few minutes, on whichever of its instruments has the next book message. Bybit, with most of the books, gets this
-# schedule (together a fault every ~2 s); the other venues, two books each, every interval times OTHER_SLOWER.
+# few minutes. The faults aimed at one book take the venue's books in turn (`rotate=1`: otherwise the first book
+# played took them all); the others hit whichever book's message comes next (a connection fault reaches every
+# book of the connection anyway). Bybit, with most of the books, gets this schedule (together a fault every
+# ~2 s); the other venues, two books each, every interval times OTHER_SLOWER.
 FAULT_SCHEDULE = (
-    "drop_diff:every_s=4",
-    "duplicate_diff:every_s=5",
-    "reorder_diff:every_s=7",
-    "seq_gap:every_s=11",
-    "malformed_json:every_s=13",
-    "bad_checksum:every_s=15",
-    "truncated_frame:every_s=17",
-    "slow_snapshot:every_s=23,delay_s=2",
-    "u1_restart:every_s=29",
+    "drop_diff:every_s=4,rotate=1",
+    "duplicate_diff:every_s=5,rotate=1",
+    "reorder_diff:every_s=7,rotate=1",
+    "seq_gap:every_s=11,rotate=1",
+    "malformed_json:every_s=13,rotate=1",
+    "bad_checksum:every_s=15,rotate=1",
+    "truncated_frame:every_s=17,rotate=1",
+    "slow_snapshot:every_s=23,delay_s=2,rotate=1",
+    "u1_restart:every_s=29,rotate=1",
     "rate_limit:every_s=61,retry_after=1",
     "disconnect:every_s=67",
-    "sub_error:every_s=97",
+    "sub_error:every_s=97,rotate=1",
     "forced_disconnect:every_s=131",
     "half_open:every_s=173,for_s=12",
     "clock_skew:after_s=120,every_s=240,seconds=3",
@@ -86,7 +88,7 @@ FAULT_SCHEDULE = (
     "clock_jump:after_s=60,every_s=240,seconds=5",
     "clock_jump:after_s=180,every_s=240,seconds=-5",
     "conn_limit:every_s=229,refuse=2",
-    "oversized_frame:every_s=307",
+    "oversized_frame:every_s=307,rotate=1",
 )
 OTHER_SLOWER = 2.0
 
