@@ -353,6 +353,7 @@ class _Soak:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 env=self.env,
+                start_new_session=True,  # a terminal's Ctrl-C reaches the soak, which stops its children in order
             )
         assert self.sims.stdout is not None
         line = await asyncio.wait_for(self.sims.stdout.readline(), STARTUP_TIMEOUT_S)
@@ -381,6 +382,7 @@ class _Soak:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 env=env,
+                start_new_session=True,
             )
         self.started = time.monotonic()
         return bus_port, http_port
@@ -463,6 +465,12 @@ class _Soak:
             flush=True,
         )
         stop_checks = asyncio.Event()
+        # SIGINT or SIGTERM ends the run early, with its figures and both children stopped (the default action
+        # killed this process alone and left the simulators and the daemon running).
+        interrupted = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, interrupted.set)
         try:
             ports = await self._start_sims()
             self.checker = PayloadChecker(
@@ -480,10 +488,17 @@ class _Soak:
             asyncio.create_task(run_rounds(self.checker, 1.0, stop_checks), name="soak-checker"),
         ]
         daemon_exit = asyncio.ensure_future(self.daemon.wait())
+        signalled = asyncio.ensure_future(interrupted.wait())
         next_progress = self.started + self.args.every
         try:
-            while (now := time.monotonic()) < self.started + self.duration_s and not daemon_exit.done():
-                await asyncio.wait([daemon_exit], timeout=min(1.0, self.started + self.duration_s - now))
+            while (now := time.monotonic()) < self.started + self.duration_s and not (
+                daemon_exit.done() or interrupted.is_set()
+            ):
+                await asyncio.wait(
+                    [daemon_exit, signalled],
+                    timeout=min(1.0, self.started + self.duration_s - now),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 if time.monotonic() >= next_progress:
                     next_progress += self.args.every
                     self._progress()
@@ -498,12 +513,17 @@ class _Soak:
             stop_checks.set()
             await asyncio.wait_for(tasks[2], STOP_TIMEOUT_S)
         finally:
+            signalled.cancel()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await self._stop_children()  # also when interrupted: no child outlives the soak
-        return self._summary(crashed or self.daemon.returncode != 0, cpu, elapsed)
+        status = self._summary(crashed or self.daemon.returncode != 0, cpu, elapsed)
+        if interrupted.is_set():
+            print(f"soak: interrupted after {elapsed / 60:.1f} of {self.args.minutes:g} min", flush=True)
+            return 1
+        return status
 
     async def _stop_children(self) -> None:
         for proc in (self.daemon, self.sims):
