@@ -160,8 +160,12 @@ def test_scheduler_rotate_fires_on_the_instruments_in_turn() -> None:
     # B sends one message, then none: its turns go to the next book after the grace period.
     late = firings("drop_diff:every_s=3,rotate=1", silent="B")
     assert late[:4] == ["A", "A", "C", "A"] and "B" not in late  # B's turn went to A, the next to send
+    # By message count too: the turn's grace runs from when the spec fell due, not from its last firing.
+    assert firings("drop_diff:every=99,rotate=1")[:6] == ["A", "B", "C", "A", "B", "C"]
     with pytest.raises(FaultError, match="rotate must be 0 or 1"):
         parse_fault("drop_diff:rotate=2")
+    with pytest.raises(FaultError, match="cannot go with instrument="):
+        parse_fault("drop_diff:rotate=1,instrument=A")
 
 
 def test_scheduler_count_back_to_back_and_accept() -> None:

@@ -130,6 +130,9 @@ async def test_checker_counts_wrong_payloads_and_tells_missed_ones_apart() -> No
     assert counts.missed == 1 and counts.unverified == 1
     assert counts.truth_records == len(BOOKS) and counts.truth_gaps == 0
     assert checker.buffered() <= 1  # checked truth is forgotten every round
+    (instrument,) = checker._instruments.values()
+    (track,) = instrument.comparator._tracks.values()
+    assert set(track.keys) == {record.key for record in track.records}  # and so are their keys
 
 
 def test_rss_growth_is_judged_on_medians_not_on_two_single_samples() -> None:
@@ -162,3 +165,24 @@ def test_rss_growth_is_judged_on_the_trend_of_every_sample() -> None:
     growth = trend_growth(list(zip(times, leaking, strict=True)))
     assert growth is not None and growth >= MAX_GROWTH
     assert trend_growth([(300.0, 160_000), (330.0, 170_000)]) is None  # no two samples a minute apart
+
+
+def test_trend_samples_stay_evenly_spread_over_a_day() -> None:
+    """A day of 5-second reports: the samples kept for the trend are evenly spaced from the first report to the
+    last (thinning only the newest half again and again left 377 of 384 from the last 2 hours), so a leak over
+    the whole day is measured as one."""
+    import itertools
+
+    from flowgauge.soak.run import TREND_SAMPLES, TrendSamples, trend_growth
+
+    samples = TrendSamples()
+    reports = 24 * 720
+    for i in range(reports):
+        samples.add(300.0 + 5 * i, 160_000 + i * 4_800 // reports)  # +3% over the day, steadily
+    kept = samples.kept
+    assert TREND_SAMPLES // 2 <= len(kept) < TREND_SAMPLES
+    gaps = {b[0] - a[0] for a, b in itertools.pairwise(kept)}
+    assert len(gaps) == 1 and kept[0][0] == 300.0
+    assert kept[-1][0] > 300.0 + 5 * reports - 2 * gaps.pop()
+    growth = trend_growth(kept)
+    assert growth is not None and abs(growth - 0.03) < 0.002

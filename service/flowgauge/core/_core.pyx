@@ -894,8 +894,8 @@ cdef double _fsum(const double* values, Py_ssize_t count, double* work) noexcept
 
 
 # Array room of the compiled windows, in items. Powers of two up to ROOM_STEP, then whole multiples of it: from
-# there a block is mmapped (heap.MMAP_THRESHOLD_BYTES is 64 KiB, ROOM_STEP times 8 bytes), so growing by one step is an
-# mremap and costs no copy, and the room tracks what a window holds within a step instead of swinging between
+# there a block is mmapped (heap.MMAP_THRESHOLD_BYTES is 64 KiB, ROOM_STEP times 8 bytes), so growing is an mremap
+# and costs no copy, and the room tracks what a window holds within about an eighth instead of swinging between
 # two powers of two (which moved the soak's RSS by megabytes with no change in the data held).
 DEF ROOM_STEP = 8192
 
@@ -911,12 +911,19 @@ cdef inline Py_ssize_t _room(Py_ssize_t items) noexcept nogil:
     return cap
 
 
+cdef inline Py_ssize_t _grown_room(Py_ssize_t cap) noexcept nogil:
+    """The next capacity up from a full `cap`: doubling up to ROOM_STEP, then an eighth more rounded up to a step
+    (geometric, so growing stays amortised O(1) per item where realloc copies instead of remapping)."""
+    return _room(cap + (cap // 8 if cap >= ROOM_STEP else cap))
+
+
 cdef inline Py_ssize_t _room_after_compaction(Py_ssize_t cap, Py_ssize_t rest) noexcept nogil:
     """The capacity a window should shrink to right after compacting to `rest` items, or `cap` to keep it. The
     next compaction comes when as many items again have left the window, so 2 * rest is what a steady rate needs;
-    a block at least twice that, or two steps over it, held a burst that has gone."""
+    a block at least twice that, or two steps and a quarter over it, held a burst that has gone (less is what
+    growing by an eighth leaves, and shrinking it would only grow it again)."""
     cdef Py_ssize_t target = _room(2 * rest + 1)
-    if cap > 64 and (2 * target <= cap or cap - target >= 2 * ROOM_STEP):
+    if cap > 64 and (2 * target <= cap or cap - target >= max(2 * ROOM_STEP, target // 4)):
         return target
     return cap
 
@@ -1025,7 +1032,7 @@ cdef class _Boxcar:
         return self.high
 
     cdef int _grow(self) except -1:
-        return self._resize(_room(self.cap + 1))
+        return self._resize(_grown_room(self.cap))
 
     cdef int _add_item(self, long long t, double x0, double x1) except -1:
         cdef long long high = self._advance(t)
@@ -1139,13 +1146,19 @@ cdef class _Boxcar:
         the window matters as much as growing: without it the arrays kept the largest burst's size for the life of
         the process (the soak's RSS crept up as bursts grew rarer and larger). Memory only: the items, and so
         every value, are untouched."""
+        cdef bint shrinking = cap < self.cap
         cdef long long* times = <long long*>PyMem_Realloc(self.times, cap * sizeof(long long))
         if times == NULL:
+            if shrinking:
+                return 0  # the larger block is kept, still valid
             raise MemoryError()
         self.times = times
         cdef double* values = <double*>PyMem_Realloc(self.values, cap * self.channels * sizeof(double))
         if values == NULL:
-            raise MemoryError()
+            if shrinking:
+                self.cap = cap  # times is the smaller block now; values keeps its larger one (valid for cap)
+                return 0
+            raise MemoryError()  # times grew, values did not: `cap` stays the old room, which both still have
         self.values = values
         self.cap = cap
         return 0
@@ -1275,7 +1288,7 @@ cdef class DecayedSum:
         return self.high
 
     cdef int _grow(self) except -1:
-        cdef Py_ssize_t cap = _room(self.cap + 1)
+        cdef Py_ssize_t cap = _grown_room(self.cap)
         cdef long long* times = <long long*>PyMem_Realloc(self.times, cap * sizeof(long long))
         if times == NULL:
             raise MemoryError()

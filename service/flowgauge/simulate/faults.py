@@ -260,6 +260,8 @@ def make_spec(fields: Mapping[str, object], where: str) -> FaultSpec:
             raise FaultError(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
     if "every" in sched and "every_s" in sched:
         raise FaultError(f"{where}: give every (messages) or every_s (seconds), not both")
+    if sched.get("rotate") and "instrument" in sched:
+        raise FaultError(f"{where}: rotate takes the instruments in turn; it cannot go with instrument=")
     return FaultSpec(kind_name, params=params, **sched)
 
 
@@ -329,6 +331,7 @@ class _State:
     fired: int = 0
     mark_frames: int = 0  # book messages counted at the last firing (or at the start)
     mark_s: float = 0.0  # monotonic time of the last firing (or of the start)
+    due_s: float | None = None  # rotate: when the spec last became due (its turn's book may be silent)
 
 
 class FaultScheduler:
@@ -391,16 +394,18 @@ class FaultScheduler:
                 continue
             if spec.every_s is not None and now - state.mark_s < spec.every_s:
                 continue
-            if spec.rotate and spec.instrument is None and instrument is not None and self.instruments:
-                due = state.mark_s + (spec.every_s or 0.0)
+            if spec.rotate and instrument is not None and self.instruments:
+                if state.due_s is None:
+                    state.due_s = now
                 turn = self.instruments[state.fired % len(self.instruments)]
-                if instrument != turn and now - due < ROTATE_GRACE_S:
+                if instrument != turn and now - state.due_s < ROTATE_GRACE_S:
                     continue
             if accept is not None and not accept(spec):
                 continue
             state.fired += 1
             state.mark_frames = frames
             state.mark_s = now
+            state.due_s = None
             self.fired[kind] += 1
             self.log.append({"kind": kind, "instrument": instrument, "spec": spec.describe(), "ts_ns": time.time_ns()})
             return spec

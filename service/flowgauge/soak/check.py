@@ -18,6 +18,7 @@ Memory is bounded: checked truth records are dropped every round, payloads are k
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import re
 from collections.abc import Mapping
@@ -48,7 +49,9 @@ class _Comparator(Comparator):
         for track in self._tracks.values():
             # Keep the previous payload's state and every one after it: the next ofi sums the steps from it.
             keep = min(track.cursor, track.prev_pos) if track.prev is not None else track.cursor
-            track.keys.subtract(record.key for record in track.records[:keep])
+            # In-place `-=` drops the keys no record holds any more (`subtract` would keep them at 0: one entry
+            # per truth record ever fetched).
+            track.keys -= collections.Counter(record.key for record in track.records[:keep])
             del track.records[:keep]
             track.cursor -= keep
             track.prev_pos -= keep

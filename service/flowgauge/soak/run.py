@@ -33,7 +33,7 @@ from flowgauge.simulate import DATA_DIR, SIMULATORS
 from flowgauge.soak.check import PayloadChecker, run_rounds
 from flowgauge.soak.tapes import replica_coin, replicate_recording
 
-__all__ = ["MAX_GROWTH", "add_arguments", "execute", "median_growth", "trend_growth"]
+__all__ = ["MAX_GROWTH", "TrendSamples", "add_arguments", "execute", "median_growth", "trend_growth"]
 
 MAX_GROWTH = 0.02  # RSS growth after the warm-up, as a fraction of the RSS after the warm-up
 MIN_JUDGED_MINUTES = 10.0  # growth is judged only over at least this long after the warm-up
@@ -237,6 +237,24 @@ def _load() -> str:
 
 
 @dataclass
+class TrendSamples:
+    """(t, RSS KiB) of every `stride`-th sample offered, for `trend_growth`: when `TREND_SAMPLES` are held, every
+    other one goes and the stride doubles, so the kept samples stay evenly spread over the whole run."""
+
+    kept: list[tuple[float, int]] = field(default_factory=list)
+    stride: int = 1
+    offered: int = 0
+
+    def add(self, t: float, rss_kib: int) -> None:
+        if self.offered % self.stride == 0:
+            self.kept.append((t, rss_kib))
+            if len(self.kept) >= TREND_SAMPLES:
+                del self.kept[1::2]  # the kept ones are now 2 * stride samples apart
+                self.stride *= 2
+        self.offered += 1
+
+
+@dataclass
 class _Samples:
     first: dict[str, Any] | None = None
     warm: dict[str, Any] | None = None
@@ -245,13 +263,11 @@ class _Samples:
     crash: str | None = None
     loads: dict[str, str] = field(default_factory=dict)
     warm_rss: list[int] = field(default_factory=list)  # RSS (KiB) over the `MEDIAN_OVER_S` from the warm-up's end
-    # (t, RSS KiB) of every report from the warm-up's end, thinned to at most TREND_SAMPLES (every other one
-    # dropped when full), for `trend_growth`.
-    after_warm: list[tuple[float, int]] = field(default_factory=list)
+    after_warm: TrendSamples = field(default_factory=lambda: TrendSamples())  # RSS from the warm-up's end
     end_rss: deque[int] = field(default_factory=lambda: deque(maxlen=int(MEDIAN_OVER_S / REPORT_EVERY_S)))
 
 
-# Samples kept for the trend: a 16-minute run keeps all of its ~130, a day-long one every 2^k-th report.
+# Samples kept for the trend: a 16-minute run keeps all of its ~130, a longer one every 2^k-th report.
 TREND_SAMPLES = 512
 TREND_MIN_PAIR_S = 60.0  # pairs of samples closer than this carry the sawtooth, not the trend
 
@@ -423,10 +439,7 @@ class _Soak:
                 if self.warmup_s <= record["t"] < self.warmup_s + MEDIAN_OVER_S:
                     self.samples.warm_rss.append(rss)
                 if record["t"] >= self.warmup_s:
-                    kept = self.samples.after_warm
-                    kept.append((record["t"], rss))
-                    if len(kept) > TREND_SAMPLES:
-                        del kept[1::2]
+                    self.samples.after_warm.add(record["t"], rss)
 
     async def _subscribe(self, bus_port: int, checker: PayloadChecker) -> None:
         from flowgauge.client import SubscriberError
@@ -465,11 +478,11 @@ class _Soak:
             flush=True,
         )
         stop_checks = asyncio.Event()
-        # SIGINT or SIGTERM ends the run early, with its figures and both children stopped (the default action
-        # killed this process alone and left the simulators and the daemon running).
+        # SIGINT, SIGTERM or SIGHUP (the terminal went away) ends the run early, with its figures and both children
+        # stopped (the default action killed this process alone and left the simulators and the daemon running).
         interrupted = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, interrupted.set)
         try:
             ports = await self._start_sims()
@@ -575,7 +588,7 @@ class _Soak:
         if s.first is not None and s.warm is not None and end is not None:
             single = (end["rss_kib"] - s.warm["rss_kib"]) / s.warm["rss_kib"]
             medians = median_growth(s.warm_rss, list(s.end_rss))
-            growth = trend_growth(s.after_warm)
+            growth = trend_growth(s.after_warm.kept)
             measured_min = (end["t"] - s.warm["t"]) / 60.0
             judged = growth is not None and measured_min >= MIN_JUDGED_MINUTES - 0.1
             median_text = (
