@@ -126,3 +126,37 @@ async def http_get(port: int, path: str) -> tuple[int, str]:
         session.get(f"http://127.0.0.1:{port}{path}", timeout=aiohttp.ClientTimeout(total=5)) as response,
     ):
         return response.status, await response.text()
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float) -> None:
+    """Poll `check` until it holds; fail naming `what` after `timeout_s` (scaled by TIMEOUT_FACTOR)."""
+    deadline = time.monotonic() + timeout_s * TIMEOUT_FACTOR
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)  # polling interval of a bounded condition wait
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (children, theirs, ...)."""
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            text = Path(f"/proc/{parent}/task/{parent}/children").read_text()
+        except OSError:
+            continue
+        for child in map(int, text.split()):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

@@ -14,12 +14,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.procs import TIMEOUT_FACTOR
+from tests.procs import TIMEOUT_FACTOR, descendants, pid_alive, wait_until
 
 BACKENDS = {"embedded", "nats", "nats_jetstream", "redis", "loopback"}  # loopback: the floor, no broker
 RUN_TIMEOUT_S = 180.0 * TIMEOUT_FACTOR
@@ -103,46 +101,14 @@ def test_one_missing_broker_is_named_alone(tmp_path: Path) -> None:
     assert "nats-server" not in lines[0]
 
 
-def _wait_until(check: Callable[[], bool], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s * TIMEOUT_FACTOR
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)  # polling interval of a bounded condition wait
-
-
-def _children(pid: int) -> set[int]:
-    """Every process below `pid` (brokers, subscriber processes and theirs)."""
-    found: set[int] = set()
-    pending = [pid]
-    while pending:
-        parent = pending.pop()
-        try:
-            text = Path(f"/proc/{parent}/task/{parent}/children").read_text()
-        except OSError:
-            continue
-        for child in map(int, text.split()):
-            if child not in found:
-                found.add(child)
-                pending.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def test_interrupt_exits_130_in_one_line_and_stops_brokers_and_subscribers(tmp_path: Path) -> None:
     stderr_path = tmp_path / "stderr"
     with stderr_path.open("w") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "flowgauge", "bench-bus", "--quick"], stdout=subprocess.PIPE,
                                 stderr=stderr, text=True)
     try:
-        _wait_until(lambda: "subscribers ready" in stderr_path.read_text(), "the subscribers to be ready", 120)
-        started = _children(proc.pid)
+        wait_until(lambda: "subscribers ready" in stderr_path.read_text(), "the subscribers to be ready", 120)
+        started = descendants(proc.pid)
         assert len(started) >= 8, started  # three brokers, five subscribers (and spawn's resource tracker)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60 * TIMEOUT_FACTOR)
@@ -155,4 +121,4 @@ def test_interrupt_exits_130_in_one_line_and_stops_brokers_and_subscribers(tmp_p
     assert "Traceback" not in text, text[-3000:]
     assert text.strip().splitlines()[-1].startswith("bench-bus: interrupted after "), text[-1000:]
     assert out == ""
-    _wait_until(lambda: not any(_alive(pid) for pid in started), "the bench's children to stop", 30)
+    wait_until(lambda: not any(pid_alive(pid) for pid in started), "the bench's children to stop", 30)

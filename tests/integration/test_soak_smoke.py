@@ -6,17 +6,14 @@ The real soak (15 minutes and more) is not part of the suite; this only proves t
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.procs import TIMEOUT_FACTOR
+from tests.procs import TIMEOUT_FACTOR, pid_alive, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,22 +41,6 @@ def test_soak_runs_checks_payloads_and_prints_its_figures(tmp_path: Path) -> Non
     assert "Traceback" not in (tmp_path / "daemon.log").read_text()
 
 
-def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll `condition` until it holds; fail naming `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} within {timeout_s:.0f} s"
-        time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_soak_stopped_by_sigterm_prints_its_figures_and_stops_both_children(tmp_path: Path) -> None:
     # Arrange: a 10-minute soak, told to stop once its daemon reports.
     command = [
@@ -69,7 +50,7 @@ def test_soak_stopped_by_sigterm_prints_its_figures_and_stops_both_children(tmp_
     soak = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         reports = tmp_path / "reports.jsonl"
-        _wait(lambda: reports.exists() and reports.stat().st_size > 0, 90 * TIMEOUT_FACTOR, "first report")
+        wait_until(lambda: reports.exists() and reports.stat().st_size > 0, "the first report", 90)
         children = [
             int(line.split()[0])
             for line in subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(soak.pid)], capture_output=True,
@@ -89,4 +70,4 @@ def test_soak_stopped_by_sigterm_prints_its_figures_and_stops_both_children(tmp_
     assert re.search(r"crashes\s+0", out), out
     assert re.search(r"soak: interrupted after \d+\.\d of 10 min", out), out
     assert "Traceback" not in err
-    _wait(lambda: not any(_alive(pid) for pid in children), 10 * TIMEOUT_FACTOR, "end of both children")
+    wait_until(lambda: not any(pid_alive(pid) for pid in children), "the end of both children", 10)
